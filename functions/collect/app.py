@@ -1,0 +1,78 @@
+"""collect: the Segment-compatible tracking API (POST /v1/{kind}) and the tag script (GET /tag.js)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.collect import Collector, preflight_headers, request_body, tag_script
+from cems.config import Settings
+from cems.errors import ClientError
+from cems.ingest import Ingestor
+from cems.sites import SiteDirectory, SiteStore
+from cems.store import Stores
+
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayHttpResolver()
+
+settings = Settings.from_env()
+stores = Stores.from_clients(aws.dynamodb(), settings)
+collector = Collector(
+    SiteDirectory(SiteStore(settings.sites_table, aws.dynamodb()), settings.site_cache_seconds),
+    Ingestor(stores.ingest),
+)
+TAG_JS = tag_script()
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(status, "application/json", json.dumps(body, ensure_ascii=False), headers or {})
+
+
+@app.route("/v1/<kind>", method=ALL_METHODS)
+def collect(kind: str) -> Response[str]:
+    event = app.current_event
+    origin = event.headers.get("origin")
+    if event.request_context.http.method == "OPTIONS":
+        return Response(204, None, "", preflight_headers(origin))
+    if event.request_context.http.method != "POST":
+        raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
+    collected = collector.collect(
+        kind, request_body(event.raw_event), event.headers.get("authorization"), origin
+    )
+    metrics.add_metric("EventsStored", MetricUnit.Count, collected.result.stored)
+    metrics.add_metric("EventsDuplicate", MetricUnit.Count, collected.result.duplicates)
+    return _json(200, {"success": True}, collected.headers)
+
+
+@app.get("/tag.js")
+def tag() -> Response[str]:
+    return Response(
+        200, "application/javascript; charset=utf-8", TAG_JS, {"Cache-Control": "public, max-age=300"}
+    )
+
+
+# Powertools leaves this decorator untyped.
+@app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
+def client_error(error: ClientError) -> Response[str]:
+    metrics.add_metric("RequestsRejected", MetricUnit.Count, 1)
+    logger.info("rejected", extra={"status": error.status, "error": error.code, "field": error.field})
+    return _json(error.status, error.body(), error.headers)
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return _json(404, {"success": False, "error": "not_found", "message": "no such endpoint"})
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,85 @@
+"""The collect endpoint's rules: write key and origin checks, CORS answers, then ingestion."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from cems import clock
+from cems.errors import ClientError
+from cems.ingest import Ingestor, IngestResult
+from cems.segment import parse_collect_request
+from cems.sites import SiteDirectory
+
+ALLOWED_METHODS = "POST, OPTIONS"
+# How long a browser may reuse a CORS preflight answer.
+PREFLIGHT_MAX_AGE = "600"
+
+
+def request_body(event: Mapping[str, Any]) -> bytes:
+    """The raw body bytes of an API Gateway event. Powertools' decoded_body would turn invalid UTF-8
+    into a 500; the Segment parser answers it with a 400 instead."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body)
+        except binascii.Error as exc:
+            raise ClientError(400, "invalid_body", "the body is not valid base64") from exc
+    return str(body).encode("utf-8")
+
+
+def tag_script() -> str:
+    return resources.files("cems").joinpath("static/tag.js").read_text(encoding="utf-8")
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """CORS for an allowed origin. Beacons carry credentials, so the origin is echoed, never `*`."""
+    if not origin:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+def preflight_headers(origin: str | None) -> dict[str, str]:
+    # A preflight carries no write key, so it cannot be checked against a site; the POST that
+    # follows is (see Collector.collect), and a refused origin stores nothing.
+    return {
+        **cors_headers(origin),
+        "Access-Control-Allow-Methods": ALLOWED_METHODS,
+        "Access-Control-Allow-Headers": "Content-Type, Authorization",
+        "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+    }
+
+
+@dataclass(frozen=True)
+class Collected:
+    result: IngestResult
+    headers: dict[str, str]
+
+
+class Collector:
+    def __init__(self, sites: SiteDirectory, ingestor: Ingestor) -> None:
+        self.sites = sites
+        self.ingestor = ingestor
+
+    def collect(self, kind: str, body: bytes, authorization: str | None, origin: str | None) -> Collected:
+        request = parse_collect_request(kind, body, authorization)
+        site = self.sites.active_site(request.write_key)
+        if site is None:
+            raise ClientError(401, "invalid_write_key", "unknown or retired write key", field="writeKey")
+        if origin and not site.allows_origin(origin):
+            raise ClientError(
+                403,
+                "origin_not_allowed",
+                f"origin {origin} is not allowed for this write key; add it with `cems site add`",
+                field="Origin",
+            )
+        result = self.ingestor.ingest(site, request.messages, clock.now())
+        return Collected(result=result, headers=cors_headers(origin))

@@ -1,0 +1,64 @@
+"""Identity rules: which identities a message carries, and how two profiles of one person merge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cems.models import MessageType, Profile, SegmentMessage
+from cems.store import IdentityKey, IdentityKind
+
+
+def identity_keys(message: SegmentMessage) -> list[IdentityKey]:
+    """The identities a message names, the known customer (userId) first.
+
+    For alias, previousId may be an earlier user id or an anonymous id; both are looked up.
+    """
+    keys = []
+    if message.user_id:
+        keys.append(IdentityKey(IdentityKind.USER, message.user_id))
+    if message.anonymous_id:
+        keys.append(IdentityKey(IdentityKind.ANONYMOUS, message.anonymous_id))
+    if message.type is MessageType.ALIAS and message.previous_id:
+        keys.append(IdentityKey(IdentityKind.USER, message.previous_id))
+        keys.append(IdentityKey(IdentityKind.ANONYMOUS, message.previous_id))
+    return list(dict.fromkeys(keys))
+
+
+def keys_to_claim(message: SegmentMessage, known: set[IdentityKey]) -> list[IdentityKey]:
+    """Identities a message introduces. An unknown alias previousId is taken to be an anonymous id,
+    since that is what browser libraries alias from."""
+    claims = [k for k in identity_keys(message) if k not in known]
+    if message.type is MessageType.ALIAS and message.previous_id:
+        previous = {
+            IdentityKey(IdentityKind.USER, message.previous_id),
+            IdentityKey(IdentityKind.ANONYMOUS, message.previous_id),
+        }
+        if previous & known:
+            claims = [k for k in claims if k not in previous]
+        else:
+            claims = [k for k in claims if k != IdentityKey(IdentityKind.USER, message.previous_id)]
+    return claims
+
+
+def may_merge(source: Profile, target: Profile) -> bool:
+    """Two profiles that each belong to a different signed-in customer are never merged: a shared
+    browser must not join two accounts. Only the anonymous id moves to the newer sign-in."""
+    return not (source.user_id and target.user_id and source.user_id != target.user_id)
+
+
+def merge_profiles(target: Profile, source: Profile, at: datetime) -> Profile:
+    """One profile holding both: nothing lost, the target's traits winning where both have one."""
+    return target.model_copy(
+        update={
+            "user_id": target.user_id or source.user_id,
+            "anonymous_ids": target.anonymous_ids | source.anonymous_ids,
+            "traits": {**source.traits, **target.traits},
+            "orders": {**source.orders, **target.orders},
+            "products_bought": target.products_bought | source.products_bought,
+            "skus_bought": target.skus_bought | source.skus_bought,
+            "categories_bought": target.categories_bought | source.categories_bought,
+            "merged_ids": target.merged_ids | source.merged_ids | {source.customer_id},
+            "first_seen_at": min(target.first_seen_at, source.first_seen_at),
+            "updated_at": at,
+        }
+    )

@@ -1,0 +1,215 @@
+"""Pydantic models of what CEMS receives and keeps: Segment messages, stored events, profiles, sites."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+)
+
+from cems.config import MAX_MESSAGE_ID_LENGTH
+
+
+def _id_to_str(value: Any) -> Any:
+    # Segment clients send numeric user ids as numbers; Segment stores them as strings.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Identifier = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
+
+
+class MessageType(StrEnum):
+    IDENTIFY = "identify"
+    TRACK = "track"
+    PAGE = "page"
+    SCREEN = "screen"
+    ALIAS = "alias"
+    GROUP = "group"
+
+
+class SegmentMessage(BaseModel):
+    """One message of the Segment spec, as a client sends it (camelCase on the wire)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow", str_strip_whitespace=False)
+
+    type: MessageType
+    message_id: str | None = Field(
+        default=None, alias="messageId", min_length=1, max_length=MAX_MESSAGE_ID_LENGTH
+    )
+    anonymous_id: Identifier | None = Field(default=None, alias="anonymousId")
+    user_id: Identifier | None = Field(default=None, alias="userId")
+    previous_id: Identifier | None = Field(default=None, alias="previousId")
+    group_id: Identifier | None = Field(default=None, alias="groupId")
+    event: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
+    sent_at: datetime | None = Field(default=None, alias="sentAt")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+    write_key: str | None = Field(default=None, alias="writeKey")
+
+    @field_validator("timestamp", "original_timestamp", "sent_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware_utc(value)
+
+    def missing_required_field(self) -> tuple[str, str] | None:
+        """The wire name of a field this message type needs but lacks, with a plain-words reason."""
+        if self.type is MessageType.ALIAS:
+            if self.previous_id is None:
+                return "previousId", "alias needs previousId (the id being merged)"
+            if self.user_id is None:
+                return "userId", "alias needs userId"
+        elif self.user_id is None and self.anonymous_id is None:
+            return "userId", "every message needs userId or anonymousId"
+        if self.type is MessageType.TRACK and self.event is None:
+            return "event", "track needs event (the event name)"
+        if self.type is MessageType.GROUP and self.group_id is None:
+            return "groupId", "group needs groupId"
+        return None
+
+
+class OrderProduct(BaseModel):
+    """A product line of a Segment e-commerce event."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: Identifier | None = None
+    sku: Identifier | None = None
+    name: str | None = None
+    price: Decimal | None = Field(default=None, ge=0)
+    quantity: int = Field(default=1, ge=0)
+    category: str | None = None
+
+
+class OrderCompleted(BaseModel):
+    """The properties of `Order Completed` (Segment e-commerce spec v2) that purchase facts use."""
+
+    model_config = ConfigDict(extra="allow")
+
+    order_id: Identifier | None = None
+    total: Decimal | None = Field(default=None, ge=0)
+    revenue: Decimal | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    products: list[OrderProduct] = Field(default_factory=list)
+
+    def amount(self) -> Decimal:
+        """What the customer paid: `total`, else `revenue`, else the sum of the product lines."""
+        if self.total is not None:
+            return self.total
+        if self.revenue is not None:
+            return self.revenue
+        return sum(
+            ((p.price or Decimal(0)) * p.quantity for p in self.products),
+            start=Decimal(0),
+        )
+
+
+ORDER_COMPLETED = "Order Completed"
+
+
+class StoredEvent(BaseModel):
+    """An event as kept in the Events table: the message after identity resolution and clock fixes."""
+
+    customer_id: str
+    site_id: str
+    type: MessageType
+    message_id: str
+    event: str | None = None
+    name: str | None = None
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    previous_id: str | None = None
+    timestamp: datetime
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    received_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class OrderSummary(BaseModel):
+    """One order on a profile, keyed by order id so a re-sent order is counted once."""
+
+    at: datetime
+    amount: Decimal
+    currency: str | None = None
+    product_ids: list[str] = Field(default_factory=list)
+
+
+class Profile(BaseModel):
+    """One customer: identities, traits and purchase facts for segmentation and RFM."""
+
+    customer_id: str
+    user_id: str | None = None
+    anonymous_ids: set[str] = Field(default_factory=set)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    orders: dict[str, OrderSummary] = Field(default_factory=dict)
+    products_bought: set[str] = Field(default_factory=set)
+    skus_bought: set[str] = Field(default_factory=set)
+    categories_bought: set[str] = Field(default_factory=set)
+    merged_ids: set[str] = Field(default_factory=set)
+    merged_into: str | None = None
+    first_seen_at: datetime
+    updated_at: datetime
+    version: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def purchase_count(self) -> int:
+        return len(self.orders)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def monetary_total(self) -> Decimal:
+        return sum((o.amount for o in self.orders.values()), start=Decimal(0))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def first_purchase_at(self) -> datetime | None:
+        return min((o.at for o in self.orders.values()), default=None)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def last_purchase_at(self) -> datetime | None:
+        return max((o.at for o in self.orders.values()), default=None)
+
+    def all_customer_ids(self) -> set[str]:
+        """This profile's id and every id merged into it: where its events are stored."""
+        return {self.customer_id, *self.merged_ids}
+
+
+class Site(BaseModel):
+    """A site (source) allowed to send events, named by its write key."""
+
+    write_key: str
+    site_id: str
+    name: str
+    origins: list[str] = Field(default_factory=list)
+    created_at: datetime
+    expires_at: datetime | None = None
+
+    def allows_origin(self, origin: str) -> bool:
+        return "*" in self.origins or origin.rstrip("/") in {o.rstrip("/") for o in self.origins}
+
+    def is_active(self, at: datetime) -> bool:
+        return self.expires_at is None or at < self.expires_at

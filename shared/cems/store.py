@@ -1,0 +1,550 @@
+"""DynamoDB access for customers, identities, events and de-duplication: the one place that knows key formats.
+
+Customers table (pk, sk):
+  ID#<kind>#<value>  / ID       an identity (anonymous id, user id, ...) -> customer_id
+  CUST#<customer_id> / PROFILE  the profile: traits, identities, orders, merge links, version
+Events table (customer_id, sk):
+  <customer_id> / <ISO time>#<messageId>   one event; TTL expires_at; the stream feeds the scenario engine
+Idempotency table (id):
+  collect#<site_id>#<messageId>   marks a message as stored, so a re-sent message is stored once
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError as BotoClientError
+
+from cems import clock
+from cems.config import MAX_TRANSACTION_ACTIONS, Settings
+from cems.models import OrderSummary, Profile, StoredEvent
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+T = TypeVar("T")
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+PROFILE_SK = "PROFILE"
+IDENTITY_SK = "ID"
+# BatchGetItem reads at most 100 keys a call.
+MAX_BATCH_GET_KEYS = 100
+
+
+class IdentityKind(StrEnum):
+    ANONYMOUS = "anon"
+    USER = "user"
+
+
+@dataclass(frozen=True, order=True)
+class IdentityKey:
+    kind: IdentityKind
+    value: str
+
+
+def to_attribute_map(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values to DynamoDB attributes: datetimes as ISO strings, empty sets left out."""
+    return {
+        name: _serializer.serialize(_storable(value))
+        for name, value in values.items()
+        if value is not None and not (isinstance(value, set | frozenset) and not value)
+    }
+
+
+def from_attribute_map(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return clock.iso(value)
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {str(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return {_storable(v) for v in value}
+    if hasattr(value, "model_dump"):
+        return _storable(value.model_dump())
+    return value
+
+
+def profile_key(customer_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"CUST#{customer_id}"}, "sk": {"S": PROFILE_SK}}
+
+
+def identity_key(key: IdentityKey) -> dict[str, Any]:
+    return {"pk": {"S": f"ID#{key.kind.value}#{key.value}"}, "sk": {"S": IDENTITY_SK}}
+
+
+def _identity_from_pk(pk: str) -> IdentityKey:
+    _, kind, value = pk.split("#", 2)
+    return IdentityKey(IdentityKind(kind), value)
+
+
+@dataclass
+class ProfileChange:
+    """What a set of messages changes on one profile; written as one Put (new) or one Update."""
+
+    customer_id: str
+    is_new: bool
+    first_seen_at: datetime
+    user_id: str | None = None
+    anonymous_ids: set[str] = field(default_factory=set)
+    traits: dict[str, Any] = field(default_factory=dict)
+    orders: dict[str, OrderSummary] = field(default_factory=dict)
+    products_bought: set[str] = field(default_factory=set)
+    skus_bought: set[str] = field(default_factory=set)
+    categories_bought: set[str] = field(default_factory=set)
+
+    def is_empty(self) -> bool:
+        return not (
+            self.is_new
+            or self.user_id
+            or self.anonymous_ids
+            or self.traits
+            or self.orders
+            or self.products_bought
+            or self.skus_bought
+            or self.categories_bought
+        )
+
+
+@dataclass
+class WriteBatch:
+    """Writes that land together or not at all (one DynamoDB transaction)."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    claims: dict[IdentityKey, str] = field(default_factory=dict)
+    profiles: dict[str, ProfileChange] = field(default_factory=dict)
+
+    def action_count(self) -> int:
+        # Each event is two actions: the event and its de-duplication marker.
+        return (
+            2 * len(self.events)
+            + len(self.claims)
+            + sum(1 for change in self.profiles.values() if not change.is_empty())
+        )
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    committed: bool
+    duplicate_message_ids: frozenset[str] = frozenset()
+    # An identity was claimed, or a profile merged away, by someone else since we read it.
+    identity_conflict: bool = False
+
+
+class CustomerStore:
+    """Profiles and identities in the Customers table."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+        self.table_name = table_name
+        self.client = client
+
+    def resolve_identities(self, keys: Iterable[IdentityKey]) -> dict[IdentityKey, str]:
+        """Which customer each identity belongs to (BatchGetItem, 100 keys a call)."""
+        unique = sorted(set(keys))
+        found: dict[IdentityKey, str] = {}
+        for chunk in _chunks(unique, MAX_BATCH_GET_KEYS):
+            for item in self._batch_get([identity_key(k) for k in chunk]):
+                found[_identity_from_pk(item["pk"]["S"])] = item["customer_id"]["S"]
+        return found
+
+    def customer_for(self, key: IdentityKey) -> str | None:
+        item = self.client.get_item(TableName=self.table_name, Key=identity_key(key)).get("Item")
+        if item is None:
+            return None
+        return self.canonical_id(item["customer_id"]["S"])
+
+    def customer_for_anonymous_id(self, anonymous_id: str) -> str | None:
+        return self.customer_for(IdentityKey(IdentityKind.ANONYMOUS, anonymous_id))
+
+    def customer_for_user_id(self, user_id: str) -> str | None:
+        return self.customer_for(IdentityKey(IdentityKind.USER, user_id))
+
+    def canonical_id(self, customer_id: str) -> str:
+        """Follow merge links (identities are re-pointed on merge; this covers a read in between)."""
+        seen = {customer_id}
+        profile = self.profile(customer_id, follow_merges=False)
+        while profile is not None and profile.merged_into and profile.merged_into not in seen:
+            seen.add(profile.merged_into)
+            customer_id = profile.merged_into
+            profile = self.profile(customer_id, follow_merges=False)
+        return customer_id
+
+    def profile(self, customer_id: str, *, follow_merges: bool = True) -> Profile | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key=profile_key(customer_id), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        profile = Profile.model_validate(from_attribute_map(item))
+        if follow_merges and profile.merged_into:
+            return self.profile(self.canonical_id(customer_id), follow_merges=False)
+        return profile
+
+    def profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
+        items = self._batch_get([profile_key(c) for c in dict.fromkeys(customer_ids)], consistent=True)
+        profiles = (Profile.model_validate(from_attribute_map(i)) for i in items)
+        return {p.customer_id: p for p in profiles}
+
+    def _batch_get(self, keys: list[dict[str, Any]], *, consistent: bool = False) -> Iterator[dict[str, Any]]:
+        request: Any = {self.table_name: {"Keys": keys, "ConsistentRead": consistent}}
+        while request:
+            response = self.client.batch_get_item(RequestItems=request)
+            yield from response["Responses"].get(self.table_name, [])
+            request = response.get("UnprocessedKeys") or None
+
+    # Writing -------------------------------------------------------------------------------------
+
+    def claim_action(self, key: IdentityKey, customer_id: str, at: datetime) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    **identity_key(key),
+                    **to_attribute_map(
+                        {"customer_id": customer_id, "kind": key.kind.value, "created_at": at}
+                    ),
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def repoint_action(self, key: IdentityKey, customer_id: str, at: datetime) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    **identity_key(key),
+                    **to_attribute_map(
+                        {"customer_id": customer_id, "kind": key.kind.value, "created_at": at}
+                    ),
+                },
+            }
+        }
+
+    def profile_action(self, change: ProfileChange, at: datetime) -> TransactWriteItemTypeDef:
+        if change.is_new:
+            profile = Profile(
+                customer_id=change.customer_id,
+                user_id=change.user_id,
+                anonymous_ids=change.anonymous_ids,
+                traits=change.traits,
+                orders=change.orders,
+                products_bought=change.products_bought,
+                skus_bought=change.skus_bought,
+                categories_bought=change.categories_bought,
+                first_seen_at=change.first_seen_at,
+                updated_at=at,
+                version=1,
+            )
+            return {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": self.profile_item(profile),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        update = _UpdateExpression()
+        update.set("updated_at", at)
+        update.add("version", 1)
+        if change.user_id:
+            update.set_if_absent("user_id", change.user_id)
+        for name, value in change.traits.items():
+            update.set_in("traits", name, value)
+        for order_id, order in change.orders.items():
+            update.set_in("orders", order_id, order)
+        for attribute in ("anonymous_ids", "products_bought", "skus_bought", "categories_bought"):
+            values = getattr(change, attribute)
+            if values:
+                update.add(attribute, set(values))
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": profile_key(change.customer_id),
+                **update.render(),  # type: ignore[typeddict-item]
+                # A profile merged away since we resolved it must not take new facts: retry instead.
+                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(merged_into)",
+            }
+        }
+
+    def profile_item(self, profile: Profile) -> dict[str, Any]:
+        values = profile.model_dump(
+            exclude={"purchase_count", "monetary_total", "first_purchase_at", "last_purchase_at"}
+        )
+        return {**profile_key(profile.customer_id), **to_attribute_map(values)}
+
+
+class _UpdateExpression:
+    """Builds a DynamoDB UpdateExpression with placeholder names and values."""
+
+    def __init__(self) -> None:
+        self._sets: list[str] = []
+        self._adds: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def _name(self, name: str) -> str:
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = name
+        return placeholder
+
+    def _value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = _serializer.serialize(_storable(value))
+        return placeholder
+
+    def set(self, attribute: str, value: Any) -> None:
+        self._sets.append(f"{self._name(attribute)} = {self._value(value)}")
+
+    def set_if_absent(self, attribute: str, value: Any) -> None:
+        name = self._name(attribute)
+        self._sets.append(f"{name} = if_not_exists({name}, {self._value(value)})")
+
+    def set_in(self, map_attribute: str, key: str, value: Any) -> None:
+        self._sets.append(f"{self._name(map_attribute)}.{self._name(key)} = {self._value(value)}")
+
+    def add(self, attribute: str, value: Any) -> None:
+        self._adds.append(f"{self._name(attribute)} {self._value(value)}")
+
+    def render(self) -> dict[str, Any]:
+        clauses = []
+        if self._sets:
+            clauses.append("SET " + ", ".join(self._sets))
+        if self._adds:
+            clauses.append("ADD " + ", ".join(self._adds))
+        return {
+            "UpdateExpression": " ".join(clauses),
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+        }
+
+
+class EventStore:
+    """Events in the Events table, keyed by customer and time."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient, retention: timedelta) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.retention = retention
+
+    def event_action(self, event: StoredEvent) -> TransactWriteItemTypeDef:
+        values = event.model_dump()
+        values["sk"] = f"{clock.iso(event.timestamp)}#{event.message_id}"
+        values["expires_at"] = int((event.received_at + self.retention).timestamp())
+        return {"Put": {"TableName": self.table_name, "Item": to_attribute_map(values)}}
+
+    def events_of(self, customer_id: str) -> list[StoredEvent]:
+        events: list[StoredEvent] = []
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="customer_id = :c",
+            ExpressionAttributeValues={":c": {"S": customer_id}},
+            ConsistentRead=True,
+        ):
+            events.extend(StoredEvent.model_validate(from_attribute_map(i)) for i in page["Items"])
+        return events
+
+    def history(self, profile: Profile) -> list[StoredEvent]:
+        """Every event of a profile, including those stored under ids merged into it, oldest first."""
+        events = [e for cid in sorted(profile.all_customer_ids()) for e in self.events_of(cid)]
+        return sorted(events, key=lambda e: (e.timestamp, e.message_id))
+
+
+class MessageLedger:
+    """Remembers which messageIds have been stored, so a re-sent message is stored (and triggers) once."""
+
+    def __init__(self, table_name: str, ttl: timedelta) -> None:
+        self.table_name = table_name
+        self.ttl = ttl
+
+    def marker_action(self, site_id: str, message_id: str, at: datetime) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    "id": {"S": f"collect#{site_id}#{message_id}"},
+                    "expiration": {"N": str(int((at + self.ttl).timestamp()))},
+                },
+                "ConditionExpression": "attribute_not_exists(id)",
+            }
+        }
+
+
+class IngestStore:
+    """Commits a WriteBatch atomically and says why it did not, when it did not."""
+
+    def __init__(self, customers: CustomerStore, events: EventStore, ledger: MessageLedger) -> None:
+        self.customers = customers
+        self.events = events
+        self.ledger = ledger
+        self.client = customers.client
+
+    def resolve_identities(self, keys: Iterable[IdentityKey]) -> dict[IdentityKey, str]:
+        return self.customers.resolve_identities(keys)
+
+    def profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
+        return self.customers.profiles(customer_ids)
+
+    def commit(self, batch: WriteBatch, at: datetime) -> CommitOutcome:
+        actions: list[TransactWriteItemTypeDef] = []
+        # What each action is, to read TransactionCanceledException's per-action reasons.
+        roles: list[tuple[str, str]] = []
+        for event in batch.events:
+            actions.append(self.events.event_action(event))
+            roles.append(("event", event.message_id))
+            actions.append(self.ledger.marker_action(event.site_id, event.message_id, at))
+            roles.append(("marker", event.message_id))
+        for key, customer_id in batch.claims.items():
+            actions.append(self.customers.claim_action(key, customer_id, at))
+            roles.append(("claim", key.value))
+        for change in batch.profiles.values():
+            if not change.is_empty():
+                actions.append(self.customers.profile_action(change, at))
+                roles.append(("profile", change.customer_id))
+        if not actions:
+            return CommitOutcome(committed=True)
+        assert len(actions) <= MAX_TRANSACTION_ACTIONS, "the planner keeps batches within one transaction"
+        try:
+            self.client.transact_write_items(TransactItems=actions)
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            failed = [roles[i] for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            if not failed:
+                raise
+            return CommitOutcome(
+                committed=False,
+                duplicate_message_ids=frozenset(ref for role, ref in failed if role == "marker"),
+                identity_conflict=any(role in ("claim", "profile") for role, _ in failed),
+            )
+        return CommitOutcome(committed=True)
+
+    def merge(self, merged: Profile, source: Profile, at: datetime) -> bool:
+        """Write a merge: the target takes everything, the source points at it, identities move.
+
+        Both profiles are conditioned on the versions read, so a concurrent change retries the merge.
+        """
+        actions: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self.customers.table_name,
+                    "Item": self.customers.profile_item(
+                        merged.model_copy(update={"version": merged.version + 1})
+                    ),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":v": {"N": str(merged.version)}},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.customers.table_name,
+                    "Key": profile_key(source.customer_id),
+                    "UpdateExpression": "SET merged_into = :t, updated_at = :at, #v = :next",
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {
+                        ":t": {"S": merged.customer_id},
+                        ":at": {"S": clock.iso(at)},
+                        ":v": {"N": str(source.version)},
+                        ":next": {"N": str(source.version + 1)},
+                    },
+                }
+            },
+        ]
+        moving = identities_of(source)
+        # Identities beyond one transaction are re-pointed after it; merged_into covers reads between.
+        in_transaction = MAX_TRANSACTION_ACTIONS - len(actions)
+        actions += [self.customers.repoint_action(k, merged.customer_id, at) for k in moving[:in_transaction]]
+        try:
+            self.client.transact_write_items(TransactItems=actions)
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False
+            raise
+        for key in moving[in_transaction:]:
+            self.client.put_item(**self.customers.repoint_action(key, merged.customer_id, at)["Put"])
+        return True
+
+    def move_identity(self, key: IdentityKey, source: Profile, target: Profile, at: datetime) -> bool:
+        """Re-point one anonymous id from one customer to another without merging them."""
+        name = "anonymous_ids"
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            **self.customers.repoint_action(key, target.customer_id, at)["Put"],
+                            "ConditionExpression": "customer_id = :s",
+                            "ExpressionAttributeValues": {":s": {"S": source.customer_id}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.customers.table_name,
+                            "Key": profile_key(source.customer_id),
+                            "UpdateExpression": "DELETE #a :id ADD #v :one",
+                            "ExpressionAttributeNames": {"#a": name, "#v": "version"},
+                            "ExpressionAttributeValues": {":id": {"SS": [key.value]}, ":one": {"N": "1"}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.customers.table_name,
+                            "Key": profile_key(target.customer_id),
+                            "UpdateExpression": "ADD #a :id, #v :one",
+                            "ExpressionAttributeNames": {"#a": name, "#v": "version"},
+                            "ExpressionAttributeValues": {":id": {"SS": [key.value]}, ":one": {"N": "1"}},
+                        }
+                    },
+                ]
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+
+def identities_of(profile: Profile) -> list[IdentityKey]:
+    keys = [IdentityKey(IdentityKind.ANONYMOUS, a) for a in sorted(profile.anonymous_ids)]
+    if profile.user_id:
+        keys.insert(0, IdentityKey(IdentityKind.USER, profile.user_id))
+    return keys
+
+
+@dataclass
+class Stores:
+    """Every store, built from one DynamoDB client and the table names in Settings."""
+
+    customers: CustomerStore
+    events: EventStore
+    ledger: MessageLedger
+    ingest: IngestStore
+
+    @classmethod
+    def from_clients(cls, dynamodb: DynamoDBClient, settings: Settings | None = None) -> Stores:
+        settings = settings or Settings.from_env()
+        customers = CustomerStore(settings.customers_table, dynamodb)
+        events = EventStore(settings.events_table, dynamodb, timedelta(days=settings.event_retention_days))
+        ledger = MessageLedger(settings.idempotency_table, timedelta(days=settings.dedupe_days))
+        return cls(customers, events, ledger, IngestStore(customers, events, ledger))
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
