@@ -1,0 +1,202 @@
+/*! cems-tag: a small Segment-compatible browser tag for CEMS. See docs/tag.md. */
+(function (window, document) {
+  "use strict";
+  var VERSION = "0.1.0";
+  var ANON_KEY = "cems_aid"; // cookie and localStorage
+  var USER_KEY = "cems_uid"; // localStorage
+  var TWO_YEARS = 63072000; // seconds
+
+  try {
+    var queued = window.cems;
+    if (queued && queued.loaded) return; // the tag is on the page twice
+
+    // --- Where to send: the endpoint is the origin (and path) this script was loaded from. ---
+    var script = document.currentScript;
+    if (!script || !script.getAttribute("data-write-key")) {
+      var found = document.querySelectorAll("script[data-write-key]");
+      for (var i = 0; i < found.length; i++) {
+        if (/\/tag\.js(\?|#|$)/.test(found[i].src)) script = found[i];
+      }
+    }
+    if (!script) return;
+    var writeKey = script.getAttribute("data-write-key");
+    var endpoint = (
+      script.getAttribute("data-endpoint") || script.src.replace(/\/tag\.js([?#].*)?$/, "")
+    ).replace(/\/+$/, "");
+    if (!writeKey || !endpoint) return;
+
+    // --- Ids ---
+    var uuid = function () {
+      var c = window.crypto;
+      if (c && c.randomUUID) return c.randomUUID();
+      var b = new Uint8Array(16);
+      if (c && c.getRandomValues) c.getRandomValues(b);
+      else for (var j = 0; j < 16; j++) b[j] = (Math.random() * 256) | 0;
+      b[6] = (b[6] & 15) | 64; // version 4
+      b[8] = (b[8] & 63) | 128; // RFC 4122 variant
+      var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
+      return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+    };
+    var valid = function (id) { return typeof id === "string" && /^[\w.:@+-]{1,200}$/.test(id); };
+
+    // Storage may be blocked (privacy modes, sandboxed frames): every access is guarded.
+    var store = {
+      get: function (k) { try { return window.localStorage.getItem(k); } catch (e) { return null; } },
+      set: function (k, v) {
+        try { v == null ? window.localStorage.removeItem(k) : window.localStorage.setItem(k, v); } catch (e) {}
+      },
+    };
+    var readCookie = function (k) {
+      try {
+        var m = document.cookie.match(new RegExp("(?:^|;\\s*)" + k + "=([^;]*)"));
+        return m ? decodeURIComponent(m[1]) : null;
+      } catch (e) { return null; }
+    };
+    var writeCookie = function (k, v) {
+      try {
+        document.cookie = k + "=" + encodeURIComponent(v) + "; path=/; max-age=" + TWO_YEARS +
+          "; SameSite=Lax" + (window.location.protocol === "https:" ? "; Secure" : "");
+      } catch (e) {}
+    };
+
+    var anonymousId, userId;
+    var saveAnonymousId = function (id) {
+      anonymousId = id;
+      writeCookie(ANON_KEY, id);
+      store.set(ANON_KEY, id);
+    };
+    // Cookie first, then localStorage; whichever is found is written back to both.
+    var cookieId = readCookie(ANON_KEY);
+    var storedId = store.get(ANON_KEY);
+    saveAnonymousId(valid(cookieId) ? cookieId : valid(storedId) ? storedId : uuid());
+    userId = store.get(USER_KEY) || null;
+
+    // --- Extension point: the landing URL's query parameters, read once on load. ---
+    // UTM parameters become context.campaign (as in Segment). LINE account linking will read its
+    // `linkToken` parameter here too (not implemented yet: add a handler, do not parse the URL elsewhere).
+    var campaign = null;
+    var handleLandingParams = function (params) {
+      params.forEach(function (value, name) {
+        var m = /^utm_(\w+)$/.exec(name);
+        if (m) (campaign = campaign || {})[m[1] === "campaign" ? "name" : m[1]] = value;
+      });
+    };
+    try { handleLandingParams(new URLSearchParams(window.location.search)); } catch (e) {}
+
+    // --- Building and sending messages ---
+    var now = function () { return new Date().toISOString(); };
+    var isObject = function (x) { return !!x && typeof x === "object" && !Array.isArray(x); };
+    var pageFacts = function () {
+      var l = window.location;
+      return {
+        path: l.pathname, referrer: document.referrer, search: l.search, title: document.title, url: l.href,
+      };
+    };
+    var context = function () {
+      var timezone;
+      try { timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) {}
+      var c = {
+        page: pageFacts(),
+        userAgent: navigator.userAgent,
+        locale: navigator.language,
+        timezone: timezone,
+        library: { name: "cems-tag", version: VERSION },
+      };
+      if (campaign) c.campaign = campaign;
+      return c;
+    };
+
+    var post = function (url, json) {
+      try {
+        // text/plain is a CORS-safelisted type: no preflight, and the beacon survives navigation.
+        if (navigator.sendBeacon && navigator.sendBeacon(url, new Blob([json], { type: "text/plain" }))) return;
+      } catch (e) {}
+      if (window.fetch) {
+        window.fetch(url, {
+          method: "POST", body: json, keepalive: true, credentials: "omit", mode: "cors",
+          headers: { "Content-Type": "text/plain" },
+        }).catch(function () {});
+      }
+    };
+
+    var send = function (type, fields) {
+      var message = {
+        type: type,
+        messageId: "cems-" + uuid(),
+        anonymousId: anonymousId,
+        timestamp: now(),
+        context: context(),
+        writeKey: writeKey,
+      };
+      if (userId) message.userId = userId;
+      for (var k in fields) if (fields[k] !== undefined) message[k] = fields[k];
+      message.sentAt = now();
+      post(endpoint + "/v1/" + type, JSON.stringify(message));
+    };
+
+    // --- The public API ---
+    var api = {
+      loaded: true,
+      VERSION: VERSION,
+      track: function (event, properties) {
+        if (typeof event !== "string" || !event) return;
+        send("track", { event: event, properties: isObject(properties) ? properties : {} });
+      },
+      // identify(userId, traits) or identify(traits)
+      identify: function (id, traits) {
+        if (isObject(id)) { traits = id; id = null; }
+        if (typeof id === "number") id = String(id);
+        if (typeof id === "string" && id) {
+          userId = id;
+          store.set(USER_KEY, id);
+        }
+        send("identify", { traits: isObject(traits) ? traits : {} });
+      },
+      // page(), page(name), page(properties) or page(name, properties)
+      page: function (name, properties) {
+        if (isObject(name)) { properties = name; name = undefined; }
+        var props = pageFacts();
+        if (isObject(properties)) for (var k in properties) props[k] = properties[k];
+        send("page", { name: typeof name === "string" && name ? name : undefined, properties: props });
+      },
+      // alias(newUserId): link the current id (user id, else anonymous id) to newUserId.
+      alias: function (id) {
+        if (typeof id === "number") id = String(id);
+        if (typeof id !== "string" || !id) return;
+        var previous = userId || anonymousId;
+        userId = id;
+        store.set(USER_KEY, id);
+        send("alias", { previousId: previous });
+      },
+      // Forget the user (e.g. on logout): no user id and a new anonymous id.
+      reset: function () {
+        userId = null;
+        store.set(USER_KEY, null);
+        saveAnonymousId(uuid());
+      },
+      anonymousId: function () { return anonymousId; },
+      userId: function () { return userId; },
+      ready: function (callback) { if (typeof callback === "function") callback(api); },
+    };
+    // Nothing the page passes in may throw into the page.
+    Object.keys(api).forEach(function (name) {
+      var f = api[name];
+      if (typeof f !== "function") return;
+      api[name] = function () {
+        try { return f.apply(api, arguments); } catch (e) {}
+      };
+    });
+
+    // --- Start: one automatic page view, then the calls queued by the stub, in order. ---
+    // A shop that names its page views queues its own page() call; then no automatic one is sent.
+    var calls = Array.isArray(queued) ? queued.slice() : [];
+    var pageQueued = calls.some(function (c) { return c && c[0] === "page"; });
+    window.cems = api;
+    if (!pageQueued && script.getAttribute("data-auto-page") !== "false") api.page();
+    calls.forEach(function (c) {
+      if (c && typeof api[c[0]] === "function") api[c[0]].apply(api, c.slice(1));
+    });
+  } catch (e) {
+    // Never let the tag break the shop.
+  }
+})(window, document);
