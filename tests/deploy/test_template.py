@@ -1,0 +1,160 @@
+"""Deploy checks that need no AWS account and no Docker: the template lints, SAM accepts it, and every
+function's dependencies resolve for the Lambda platform (python3.13 on arm64).
+
+The dependency check asks pip's configured package index, as `sam build` would; nothing is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+TEMPLATE = ROOT / "template.yaml"
+BIN = Path(sys.executable).parent
+# Each check finishes in a few seconds; the limit only stops a hung tool.
+TIMEOUT = 120
+LAMBDA_PLATFORM = [
+    "--platform",
+    "manylinux2014_aarch64",
+    "--python-version",
+    "3.13",
+    "--implementation",
+    "cp",
+]
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !GetAtt, ...) as plain values."""
+
+
+def _any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    return None
+
+
+_CfnLoader.add_multi_constructor("!", _any_tag)
+
+
+def _template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    return loaded
+
+
+def _resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in _template()["Resources"].items() if r["Type"] == kind}
+
+
+def _offline_aws_env(home: Path) -> dict[str, str]:
+    """Fake credentials and a fixed region, with nothing read from the user's AWS or SAM config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAM_"))}
+    env.update(
+        {
+            "HOME": str(home),
+            "AWS_DEFAULT_REGION": "ap-northeast-1",
+            "AWS_REGION": "ap-northeast-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_CONFIG_FILE": str(home / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SAM_CLI_TELEMETRY": "0",
+        }
+    )
+    # Keep the CA bundle the environment points boto at, if any.
+    if "AWS_CA_BUNDLE" in os.environ:
+        env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    return env
+
+
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False, **kwargs)
+
+
+def _explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"{' '.join(map(str, result.args))} -> rc {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def test_cfn_lint_passes() -> None:
+    result = _run([str(BIN / "cfn-lint"), str(TEMPLATE)], cwd=ROOT)
+    assert result.returncode == 0, _explain(result)
+
+
+def test_sam_validate_lint_passes(tmp_path: Path) -> None:
+    # --lint runs cfn-lint on the transformed template locally: no credentials or network are needed.
+    # cwd is the repository so samconfig.toml applies, as it does for `sam deploy`.
+    result = _run(
+        [str(BIN / "sam"), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        cwd=ROOT,
+        env=_offline_aws_env(tmp_path),
+    )
+    assert result.returncode == 0, _explain(result)
+    assert "is a valid SAM Template" in result.stdout + result.stderr, _explain(result)
+
+
+def test_every_function_folder_has_a_handler_and_requirements() -> None:
+    functions = _resources("AWS::Serverless::Function")
+    assert functions, "the template declares no functions"
+    for name, function in functions.items():
+        code = ROOT / function["Properties"]["CodeUri"]
+        module = function["Properties"]["Handler"].split(".")[0]
+        assert (code / f"{module}.py").is_file(), f"{name}: no {module}.py in {code}"
+        assert (code / "app.py").is_file(), f"{name}: no app.py in {code}"
+        assert (code / "requirements.txt").is_file(), f"{name}: no requirements.txt in {code}"
+
+
+def test_the_layer_is_the_shared_folder() -> None:
+    layers = _resources("AWS::Serverless::LayerVersion")
+    assert [layer["Properties"]["ContentUri"].rstrip("/") for layer in layers.values()] == ["shared"]
+    assert (ROOT / "shared" / "requirements.txt").is_file()
+    assert (ROOT / "shared" / "cems" / "__init__.py").is_file()
+
+
+def _function_requirements() -> list[Path]:
+    return sorted((ROOT / "functions").glob("*/requirements.txt"))
+
+
+@pytest.mark.parametrize("requirements", _function_requirements(), ids=lambda p: p.parent.name)
+def test_dependencies_resolve_for_the_lambda_platform(requirements: Path, tmp_path: Path) -> None:
+    """What `sam build` would install for python3.13 arm64, resolved from wheels only (no Docker)."""
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+            str(tmp_path / "target"),
+            *LAMBDA_PLATFORM,
+            "--only-binary=:all:",
+            "-r",
+            str(ROOT / "shared" / "requirements.txt"),
+            "-r",
+            str(requirements),
+        ],
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, _explain(result)
+    assert "Would install" in result.stdout, _explain(result)
+    assert not list((tmp_path / "target").glob("*")), "a dry run must install nothing"
+
+
+def test_every_template_function_is_covered_by_the_dependency_check() -> None:
+    checked = {p.parent.resolve() for p in _function_requirements()}
+    for name, function in _resources("AWS::Serverless::Function").items():
+        assert (ROOT / function["Properties"]["CodeUri"]).resolve() in checked, name
