@@ -1,4 +1,4 @@
-/*! cems-tag: a small Segment-compatible browser tag for CEMS. See docs/tag.md. */
+/*! cems-tag: the Segment-compatible browser tag of CEMS. See docs/tag.md. */
 (function (window, document) {
   "use strict";
   var VERSION = "0.1.0";
@@ -13,10 +13,9 @@
     // --- Where to send: the endpoint is the origin (and path) this script was loaded from. ---
     var script = document.currentScript;
     if (!script || !script.getAttribute("data-write-key")) {
-      var found = document.querySelectorAll("script[data-write-key]");
-      for (var i = 0; i < found.length; i++) {
-        if (/\/tag\.js(\?|#|$)/.test(found[i].src)) script = found[i];
-      }
+      document.querySelectorAll("script[data-write-key]").forEach(function (s) {
+        if (/\/tag\.js([?#]|$)/.test(s.src)) script = s;
+      });
     }
     if (!script) return;
     var writeKey = script.getAttribute("data-write-key");
@@ -34,17 +33,16 @@
       else for (var j = 0; j < 16; j++) b[j] = (Math.random() * 256) | 0;
       b[6] = (b[6] & 15) | 64; // version 4
       b[8] = (b[8] & 63) | 128; // RFC 4122 variant
-      var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
-      return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
+      var h = "";
+      for (var n = 0; n < 16; n++) h += (n === 4 || n === 6 || n === 8 || n === 10 ? "-" : "") + (b[n] + 256).toString(16).slice(1);
+      return h;
     };
     var valid = function (id) { return typeof id === "string" && /^[\w.:@+-]{1,200}$/.test(id); };
 
     // Storage may be blocked (privacy modes, sandboxed frames): every access is guarded.
-    var store = {
-      get: function (k) { try { return window.localStorage.getItem(k); } catch (e) { return null; } },
-      set: function (k, v) {
-        try { v == null ? window.localStorage.removeItem(k) : window.localStorage.setItem(k, v); } catch (e) {}
-      },
+    var load = function (k) { try { return localStorage.getItem(k); } catch (e) { return null; } };
+    var save = function (k, v) {
+      try { v == null ? localStorage.removeItem(k) : localStorage.setItem(k, v); } catch (e) {}
     };
     var readCookie = function (k) {
       try {
@@ -59,17 +57,21 @@
       } catch (e) {}
     };
 
-    var anonymousId, userId;
+    var anonymousId, userId = load(USER_KEY) || null;
     var saveAnonymousId = function (id) {
-      anonymousId = id;
-      writeCookie(ANON_KEY, id);
-      store.set(ANON_KEY, id);
+      writeCookie(ANON_KEY, (anonymousId = id));
+      save(ANON_KEY, id);
     };
     // Cookie first, then localStorage; whichever is found is written back to both.
-    var cookieId = readCookie(ANON_KEY);
-    var storedId = store.get(ANON_KEY);
+    var cookieId = readCookie(ANON_KEY), storedId = load(ANON_KEY);
     saveAnonymousId(valid(cookieId) ? cookieId : valid(storedId) ? storedId : uuid());
-    userId = store.get(USER_KEY) || null;
+    // A user id from the page: numbers become strings (as in Segment), anything else but a string is ignored.
+    var setUser = function (id) {
+      if (typeof id === "number") id = String(id);
+      if (typeof id !== "string" || !id) return false;
+      save(USER_KEY, (userId = id));
+      return true;
+    };
 
     // --- Extension point: the landing URL's query parameters, read once on load. ---
     // UTM parameters become context.campaign (as in Segment). LINE account linking will read its
@@ -88,20 +90,13 @@
     var isObject = function (x) { return !!x && typeof x === "object" && !Array.isArray(x); };
     var pageFacts = function () {
       var l = window.location;
-      return {
-        path: l.pathname, referrer: document.referrer, search: l.search, title: document.title, url: l.href,
-      };
+      return { path: l.pathname, referrer: document.referrer, search: l.search, title: document.title, url: l.href };
     };
     var context = function () {
       var timezone;
       try { timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) {}
-      var c = {
-        page: pageFacts(),
-        userAgent: navigator.userAgent,
-        locale: navigator.language,
-        timezone: timezone,
-        library: { name: "cems-tag", version: VERSION },
-      };
+      var c = { page: pageFacts(), userAgent: navigator.userAgent, locale: navigator.language, timezone: timezone,
+        library: { name: "cems-tag", version: VERSION } };
       if (campaign) c.campaign = campaign;
       return c;
     };
@@ -144,12 +139,8 @@
       },
       // identify(userId, traits) or identify(traits)
       identify: function (id, traits) {
-        if (isObject(id)) { traits = id; id = null; }
-        if (typeof id === "number") id = String(id);
-        if (typeof id === "string" && id) {
-          userId = id;
-          store.set(USER_KEY, id);
-        }
+        if (isObject(id)) traits = id;
+        else setUser(id);
         send("identify", { traits: isObject(traits) ? traits : {} });
       },
       // page(), page(name), page(properties) or page(name, properties)
@@ -161,17 +152,12 @@
       },
       // alias(newUserId): link the current id (user id, else anonymous id) to newUserId.
       alias: function (id) {
-        if (typeof id === "number") id = String(id);
-        if (typeof id !== "string" || !id) return;
         var previous = userId || anonymousId;
-        userId = id;
-        store.set(USER_KEY, id);
-        send("alias", { previousId: previous });
+        if (setUser(id)) send("alias", { previousId: previous });
       },
       // Forget the user (e.g. on logout): no user id and a new anonymous id.
       reset: function () {
-        userId = null;
-        store.set(USER_KEY, null);
+        save(USER_KEY, (userId = null));
         saveAnonymousId(uuid());
       },
       anonymousId: function () { return anonymousId; },
