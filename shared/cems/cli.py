@@ -42,11 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     listing = site_commands.add_parser("list", help="list sites")
     _target_options(listing)
 
-    args = parser.parse_args(argv)
-    if args.command == "local":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["local"]:
+        # argparse's REMAINDER refuses options right after the sub-command; the stack parses its own.
         from cems.local.stack import main as local_main
 
-        return local_main(args.rest)
+        return local_main(argv[1:])
+    args = parser.parse_args(argv)
     return _site_command(args)
 
 

@@ -1,0 +1,131 @@
+"""Creates the template's tables, queues and buckets on the local AWS endpoint (moto in server mode).
+
+Each is named after its logical id (buckets in lower case, as S3 requires), with the template's keys,
+indexes, streams, TTL, queue attributes and dead-letter queues. Creation is idempotent, so a stack
+restarted against a moto server that is still running keeps its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from cems.local.cfn import ACCOUNT_ID, REGION, Template
+
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def local_client(service: str, endpoint_url: str) -> Any:
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+        **LOCAL_CREDENTIALS,
+    )
+
+
+def bucket_name(logical_id: str) -> str:
+    return logical_id.lower()
+
+
+def create_resources(template: Template, endpoint_url: str) -> list[str]:
+    """Creates every supported resource; fills template.refs/attributes; returns what was created."""
+    created: list[str] = []
+    dynamodb = local_client("dynamodb", endpoint_url)
+    for name, resource in template.resources_of_type("AWS::DynamoDB::Table").items():
+        _create_table(dynamodb, template, name, resource.get("Properties", {}))
+        created.append(f"table {name}")
+    sqs = local_client("sqs", endpoint_url)
+    queues = template.resources_of_type("AWS::SQS::Queue")
+    # Dead-letter queues first: a queue's RedrivePolicy names its DLQ's ARN.
+    for name in sorted(queues, key=lambda n: "RedrivePolicy" in queues[n].get("Properties", {})):
+        _create_queue(sqs, template, name, queues[name].get("Properties", {}))
+        created.append(f"queue {name}")
+    s3 = local_client("s3", endpoint_url)
+    for name in template.resources_of_type("AWS::S3::Bucket"):
+        _create_bucket(s3, template, name)
+        created.append(f"bucket {bucket_name(name)}")
+    for name in template.resources_of_type("AWS::Serverless::Function"):
+        template.refs[name] = name
+        template.attributes[(name, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+    return created
+
+
+def _create_table(client: Any, template: Template, name: str, props: dict[str, Any]) -> None:
+    props = template.resolve(props)
+    request: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": props["KeySchema"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    on_demand = props.get("BillingMode") == "PAY_PER_REQUEST"
+    for index_kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if index_kind in props:
+            request[index_kind] = [
+                {k: v for k, v in index.items() if not (on_demand and k == "ProvisionedThroughput")}
+                for index in props[index_kind]
+            ]
+    if not on_demand:
+        request["BillingMode"] = "PROVISIONED"
+        request["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+    if "StreamSpecification" in props:
+        request["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+    try:
+        description = client.create_table(**request)["TableDescription"]
+    except client.exceptions.ResourceInUseException:
+        description = client.describe_table(TableName=name)["Table"]
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        client.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True}
+        )
+    template.refs[name] = name
+    template.attributes[(name, "Arn")] = description["TableArn"]
+    if "LatestStreamArn" in description:
+        template.attributes[(name, "StreamArn")] = description["LatestStreamArn"]
+
+
+_QUEUE_ATTRIBUTES = (
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+)
+
+
+def _create_queue(client: Any, template: Template, name: str, props: dict[str, Any]) -> None:
+    props = template.resolve(props)
+    attributes = {
+        k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k])
+        for k in _QUEUE_ATTRIBUTES
+        if k in props
+    }
+    if "RedrivePolicy" in props:
+        attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+    queue_name = f"{name}.fifo" if props.get("FifoQueue") else name
+    url = client.create_queue(QueueName=queue_name, Attributes=attributes)["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    template.refs[name] = url
+    template.attributes[(name, "Arn")] = arn
+    template.attributes[(name, "QueueName")] = queue_name
+    template.attributes[(name, "QueueUrl")] = url
+
+
+def _create_bucket(client: Any, template: Template, name: str) -> None:
+    bucket = bucket_name(name)
+    with contextlib.suppress(
+        client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+    ):
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    template.refs[name] = bucket
+    template.attributes[(name, "Arn")] = f"arn:aws:s3:::{bucket}"
+    template.attributes[(name, "DomainName")] = f"{bucket}.s3.amazonaws.com"

@@ -1,0 +1,93 @@
+"""Starts `cems local` as a child process on free ports, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+READY = re.compile(r"ready: api=(?P<api>\S+) demo=\S+ aws=(?P<aws>\S+) write_key=(?P<key>\S+)")
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    http_url: str
+    aws_url: str
+    write_key: str
+    output: collections.deque[str]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http_url.rsplit(":", 1)[1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_local_stack(
+    http_port: int = 0,
+    aws_port: int = 0,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+) -> Iterator[RunningStack]:
+    """Yields once the stack printed its ready line; stops it (SIGTERM, then kill) on exit."""
+    child_env = {
+        **os.environ,
+        "CEMS_HTTP_PORT": str(http_port or free_port()),
+        "CEMS_AWS_PORT": str(aws_port or free_port()),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cems", "local"],
+        cwd=cwd,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: collections.deque[str] = collections.deque(maxlen=2000)
+    ready = threading.Event()
+    found: dict[str, str] = {}
+
+    def read_output() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line.rstrip("\n"))
+            match = READY.search(line)
+            if match and not ready.is_set():
+                found.update(match.groupdict())
+                ready.set()
+
+    reader = threading.Thread(target=read_output, name="local-stack-output", daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the local stack did not become ready:\n" + "\n".join(list(output)[-40:]))
+        yield RunningStack(found["api"], found["aws"], found["key"], output)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=2)

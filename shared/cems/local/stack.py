@@ -1,0 +1,320 @@
+"""`cems local`: the whole system on one machine, with moto in server mode as AWS.
+
+Start-up, in order: moto server (a child process, so AWS and the functions use both cores) ->
+tables, queues and buckets from template.yaml -> the local site and write key -> the functions
+(imported once, so a broken one fails here) -> pollers for their schedules, streams, queues and
+buckets -> the HTTP server routing the template's HttpApi events. One line containing `ready` is
+printed when it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cems.local.cfn import REGION, Template, function_specs
+from cems.local.functions import LocalFunction
+from cems.local.http import (
+    ApiGateway,
+    LocalHttpServer,
+    LocalRequest,
+    LocalResponse,
+    LocalRoute,
+    http_api_routes,
+)
+from cems.local.pollers import Poller, build_pollers
+from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
+
+log = logging.getLogger("cems.local")
+
+DEFAULT_WRITE_KEY = "local-write-key"
+LOCAL_SITE_NAME = "local-demo"
+
+
+def default_template() -> Path:
+    """template.yaml in the working directory, else the one beside this (editable) checkout."""
+    here = Path.cwd() / "template.yaml"
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parents[3] / "template.yaml"
+
+
+@dataclass
+class StackOptions:
+    http_port: int = 3000
+    aws_port: int = 4566
+    host: str = "127.0.0.1"
+    write_key: str = DEFAULT_WRITE_KEY
+    template: Path = field(default_factory=default_template)
+    extra_origins: list[str] = field(default_factory=list)
+
+
+class MotoServer:
+    """moto in server mode, as a child process that ends with the stack."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.url = f"http://{host}:{port}"
+        if _port_in_use(host, port):
+            raise SystemExit(
+                f"error: port {port} is in use; stop what runs there or set CEMS_AWS_PORT "
+                f"(エラー: ポート {port} は使用中です)"
+            )
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait_until_up()
+
+    def _wait_until_up(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: moto server exited with code {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):  # noqa: S310 - local URL
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("error: moto server did not start within 30 s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.http_url = f"http://{options.host}:{options.http_port}"
+        self.template = Template.load(options.template)
+        self.functions: dict[str, LocalFunction] = {}
+        self.pollers: list[Poller] = []
+        self.created: list[str] = []
+        self._moto: MotoServer | None = None
+        self._server: LocalHttpServer | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def aws_url(self) -> str:
+        return self._moto.url if self._moto else f"http://{self.options.host}:{self.options.aws_port}"
+
+    def start(self) -> None:
+        self._server = self._bind()
+        self._moto = MotoServer(self.options.host, self.options.aws_port)
+        self._aws_environment()
+        self.created = create_resources(self.template, self.aws_url)
+        self._functions_environment()
+        self._seed_site()
+        for spec in function_specs(self.template):
+            function = LocalFunction(spec)
+            function.warm()
+            self.functions[spec.logical_id] = function
+        self.pollers = build_pollers(self.template, self.functions, self.aws_url)
+        self._server.gateway = ApiGateway(http_api_routes(self.template, self.functions), self.local_routes())
+        for poller in self.pollers:
+            self._spawn(f"poller {poller.description}", lambda p=poller: p.run(self._stop))
+        self._spawn("http", self._server.serve_forever)
+
+    def _bind(self) -> LocalHttpServer:
+        # Bound first, so a taken port is reported before anything else starts.
+        try:
+            server = LocalHttpServer((self.options.host, self.options.http_port), ApiGateway([], []))
+        except OSError as exc:
+            raise SystemExit(
+                f"error: cannot listen on port {self.options.http_port} ({exc.strerror}); set CEMS_HTTP_PORT "
+                f"(エラー: ポート {self.options.http_port} を使えません)"
+            ) from exc
+        self.options.http_port = server.server_address[1]
+        self.http_url = f"http://{self.options.host}:{self.options.http_port}"
+        return server
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _aws_environment(self) -> None:
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.aws_url,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+                "CEMS_LOCAL": "1",
+                "CEMS_HTTP_URL": self.http_url,
+                # Metrics go to CloudWatch in the cloud; locally they would only be noise on stdout.
+                "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
+                "POWERTOOLS_TRACE_DISABLED": "true",
+            }
+        )
+
+    def _functions_environment(self) -> None:
+        # The functions share this process, so their variables share one environment; a name two
+        # functions set differently would be a template smell, reported rather than silently lost.
+        seen: dict[str, str] = {}
+        for spec in function_specs(self.template):
+            for name, value in spec.environment.items():
+                if name in seen and seen[name] != value:
+                    log.warning(
+                        "environment variable %s differs between functions; using %r", name, seen[name]
+                    )
+                    continue
+                seen[name] = value
+        for name, value in seen.items():
+            os.environ.setdefault(name, value)
+
+    def _seed_site(self) -> None:
+        from cems.sites import SiteStore
+
+        origins = [
+            f"http://localhost:{self.options.http_port}",
+            f"http://127.0.0.1:{self.options.http_port}",
+            *self.options.extra_origins,
+        ]
+        sites_table = self.template.refs.get("SitesTable", "SitesTable")
+        SiteStore(sites_table, local_client("dynamodb", self.aws_url)).add(
+            LOCAL_SITE_NAME, origins, self.options.write_key
+        )
+
+    # --- routes the local stack serves itself ---
+
+    def local_routes(self) -> list[LocalRoute]:
+        return [
+            LocalRoute("GET", r"/demo/?", lambda r, _: self._demo_page("index.html")),
+            LocalRoute("GET", r"/demo/(?P<page>[\w-]+\.html)", lambda r, p: self._demo_page(p["page"])),
+            LocalRoute("GET", r"/_local/?", self._overview),
+            LocalRoute("POST", r"/_local/drain", self._drain),
+        ]
+
+    def _demo_page(self, page: str) -> LocalResponse:
+        demo = resources.files("cems.local").joinpath("demo")
+        target = demo.joinpath(page)
+        if not target.is_file():
+            return LocalResponse.json(404, {"error": "not_found", "message": f"no demo page {page}"})
+        text = (
+            target.read_text(encoding="utf-8")
+            .replace("__CEMS_ENDPOINT__", self.http_url)
+            .replace("__CEMS_WRITE_KEY__", self.options.write_key)
+        )
+        return LocalResponse(200, text.encode("utf-8"), {"Content-Type": "text/html; charset=utf-8"})
+
+    def _overview(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        assert self._server is not None
+        return LocalResponse.json(
+            200,
+            {
+                "api": self.http_url,
+                "aws": self.aws_url,
+                "demo": f"http://localhost:{self.options.http_port}/demo",
+                "write_key": self.options.write_key,
+                "resources": self.created,
+                "functions": sorted(self.functions),
+                "routes": [f"{r.route_key} -> {r.function.name}" for r in self._server.gateway.routes],
+                "pollers": [p.description for p in self.pollers],
+            },
+        )
+
+    def _drain(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        return LocalResponse.json(200, {"delivered": self.drain()})
+
+    def drain(self) -> int:
+        """Runs every poller until idle, so tests see the effects of what they sent."""
+        total = 0
+        for _ in range(10):
+            delivered = sum(p.drain() for p in self.pollers)
+            total += delivered
+            if not delivered:
+                break
+        return total
+
+    def ready_line(self) -> str:
+        return (
+            f"CEMS local stack ready: api={self.http_url} "
+            f"demo=http://localhost:{self.options.http_port}/demo "
+            f"aws={self.aws_url} write_key={self.options.write_key}"
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._moto is not None:
+            self._moto.stop()
+
+
+def parse_options(argv: list[str]) -> tuple[StackOptions, bool]:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="cems local", description="run CEMS locally / CEMS をローカルで起動"
+    )
+    parser.add_argument("--http-port", type=int, default=int(env.get("CEMS_HTTP_PORT", "3000")))
+    parser.add_argument("--aws-port", type=int, default=int(env.get("CEMS_AWS_PORT", "4566")))
+    parser.add_argument("--write-key", default=env.get("CEMS_WRITE_KEY", DEFAULT_WRITE_KEY))
+    parser.add_argument("--template", type=Path, default=default_template())
+    parser.add_argument(
+        "--origin", action="append", default=[], help="another browser origin allowed for the local write key"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    options = StackOptions(
+        http_port=args.http_port,
+        aws_port=args.aws_port,
+        write_key=args.write_key,
+        template=args.template,
+        extra_origins=args.origin,
+    )
+    return options, args.verbose
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, verbose = parse_options(list(argv or []))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stack = LocalStack(options)
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stack.start()
+        print(stack.ready_line(), flush=True)
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        stack.stop()
+        print("CEMS local stack stopped", flush=True)
+    return 0
