@@ -1,0 +1,407 @@
+"""The browser tag (shared/cems/static/tag.js) in real headless Chromium, against a fake collector."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from cems.collect import tag_script
+from selenium import webdriver
+
+from tests.browser.conftest import STUB, WRITE_KEY, FakeCollector, TestSite
+
+ROOT = Path(__file__).parents[2]
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+browser = pytest.mark.browser
+
+# Records, in the page, the order in which the tag hands messages to sendBeacon (arrival order at
+# the collector is not guaranteed: beacons may travel on parallel connections).
+RECORD_BEACONS = (
+    "<script>window.__beacons=[];var __sb=navigator.sendBeacon.bind(navigator);"
+    "navigator.sendBeacon=function(u,b){__beacons.push(u);return __sb(u,b)};</script>"
+)
+
+
+def _open(driver: webdriver.Chrome, url: str) -> None:
+    driver.get(url)
+    # The tag is async: wait until it has replaced the stub.
+    deadline = time.monotonic() + 10
+    while not driver.execute_script("return !!(window.cems && window.cems.loaded)"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the tag did not load on {url}: {driver.get_log('browser')!r}")
+        time.sleep(0.05)
+
+
+def _iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _page_errors(driver: webdriver.Chrome) -> list[str]:
+    errors: list[str] = driver.execute_script("return window.__errors")
+    return errors
+
+
+@browser
+def test_automatic_page_view_is_a_complete_segment_message(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    url = site.tag_page("/products/tea.html?color=green", collector, title="有機緑茶")
+
+    _open(chrome, url)
+    [message] = collector.wait_for_count(1)
+    [request] = collector.posts()
+
+    assert request.path == "/v1/page"
+    assert request.headers["content-type"] == "text/plain"
+    assert request.headers["origin"] == site.origin
+    # A beacon with a text/plain body is a simple request: no preflight.
+    assert request.headers["sec-fetch-mode"] == "no-cors"
+    assert collector.preflights() == []
+    assert message["type"] == "page"
+    assert message["writeKey"] == WRITE_KEY
+    assert UUID4.match(message["anonymousId"])
+    assert "userId" not in message
+    assert re.match(r"^cems-[0-9a-f-]{36}$", message["messageId"])
+    before = _iso(message["timestamp"])
+    assert before <= _iso(message["sentAt"])
+    assert abs((datetime.now(before.tzinfo) - before).total_seconds()) < 60
+    context = message["context"]
+    assert context["page"] == {
+        "url": site.origin + "/products/tea.html?color=green",
+        "path": "/products/tea.html",
+        "search": "?color=green",
+        "referrer": "",
+        "title": "有機緑茶",
+    }
+    assert context["library"] == {"name": "cems-tag", "version": chrome.execute_script("return cems.VERSION")}
+    assert "Chrome" in context["userAgent"]
+    assert context["locale"]
+    assert context["timezone"]
+    assert message["properties"]["url"] == context["page"]["url"]
+    assert _page_errors(chrome) == []
+
+
+@browser
+def test_anonymous_id_is_first_party_and_stable_across_reloads(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    url = site.tag_page("/index.html", collector)
+
+    _open(chrome, url)
+    anonymous_id = chrome.execute_script("return cems.anonymousId()")
+    assert UUID4.match(anonymous_id)
+    cookie = chrome.get_cookie("cems_aid")
+    assert cookie is not None
+    assert cookie["value"] == anonymous_id
+    assert cookie["path"] == "/"
+    assert cookie["sameSite"] == "Lax"
+    # The tag asks for two years; Chromium caps cookie lifetimes at 400 days. Each visit renews it.
+    assert cookie["expiry"] - time.time() > 390 * 86400
+    assert chrome.execute_script("return localStorage.getItem('cems_aid')") == anonymous_id
+
+    _open(chrome, url)
+    # Either store alone brings the id back, and it is written back to the other.
+    chrome.delete_cookie("cems_aid")
+    _open(chrome, url)
+    assert chrome.get_cookie("cems_aid")["value"] == anonymous_id  # type: ignore[index]
+    chrome.execute_script("localStorage.removeItem('cems_aid')")
+    _open(chrome, url)
+    assert chrome.execute_script("return localStorage.getItem('cems_aid')") == anonymous_id
+
+    messages = collector.wait_for_count(4)
+    assert [m["type"] for m in messages] == ["page"] * 4
+    assert {m["anonymousId"] for m in messages} == {anonymous_id}
+
+
+@browser
+def test_calls_queued_before_load_are_sent_in_order_after_the_page_view(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    queued = (
+        "<script>"
+        "cems.track('Product Viewed', {product_id: 'tea-001', price: 1200});"
+        "cems.identify('user-7', {email: 'hanako@example.jp'});"
+        "cems.track('Product Added', {product_id: 'tea-001', quantity: 1});"
+        "cems.ready(function (api) { window.__readyWith = api.anonymousId(); });"
+        "</script>"
+    )
+    url = site.tag_page("/queued.html", collector, before=RECORD_BEACONS + queued)
+
+    _open(chrome, url)
+    messages = collector.wait_for_count(4)
+
+    beacons = chrome.execute_script("return window.__beacons")
+    assert [u.rsplit("/", 1)[1] for u in beacons] == ["page", "track", "identify", "track"]
+    by_kind = {(m["type"], m.get("event")): m for m in messages}
+    assert set(by_kind) == {
+        ("page", None),
+        ("track", "Product Viewed"),
+        ("identify", None),
+        ("track", "Product Added"),
+    }
+    assert "userId" not in by_kind["track", "Product Viewed"]
+    assert by_kind["identify", None]["userId"] == "user-7"
+    assert by_kind["identify", None]["traits"] == {"email": "hanako@example.jp"}
+    assert by_kind["track", "Product Added"]["userId"] == "user-7"
+    assert by_kind["track", "Product Added"]["properties"] == {"product_id": "tea-001", "quantity": 1}
+    assert len({m["anonymousId"] for m in messages}) == 1
+    assert chrome.execute_script("return window.__readyWith") == messages[0]["anonymousId"]
+    # The stub was replaced by the real API.
+    assert chrome.execute_script("return Array.isArray(window.cems)") is False
+
+
+@browser
+def test_a_queued_page_call_replaces_the_automatic_page_view(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    queued = "<script>cems.page('商品詳細', {product_id: 'tea-001'});</script>"
+    url = site.tag_page("/named.html", collector, before=queued)
+
+    _open(chrome, url)
+    [message] = collector.wait_for_count(1)
+
+    assert message["type"] == "page"
+    assert message["name"] == "商品詳細"
+    assert message["properties"]["product_id"] == "tea-001"
+    assert message["properties"]["path"] == "/named.html"
+
+
+@browser
+def test_identify_sets_the_user_id_of_later_calls_until_reset(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    url = site.tag_page("/account.html", collector)
+    _open(chrome, url)
+    anonymous_id = chrome.execute_script("return cems.anonymousId()")
+
+    chrome.execute_script("cems.identify(42, {name: '山田 花子'}); cems.track('Signed In');")
+    chrome.execute_script("cems.identify({email_opt_in: true}); cems.page();")
+    collector.wait_for_count(5)
+    _open(chrome, url)  # the user id is remembered across page loads
+    messages = collector.wait_for_count(6)
+
+    assert [(m["type"], m.get("userId")) for m in messages[:1]] == [("page", None)]
+    assert {m.get("userId") for m in messages[1:]} == {"42"}
+    assert {m["anonymousId"] for m in messages} == {anonymous_id}
+    assert chrome.execute_script("return localStorage.getItem('cems_uid')") == "42"
+    assert chrome.execute_script("return cems.userId()") == "42"
+
+    chrome.execute_script("cems.reset(); cems.track('After Logout');")
+    [after_reset] = [m for m in collector.wait_for_count(7) if m.get("event") == "After Logout"]
+    assert "userId" not in after_reset
+    assert after_reset["anonymousId"] != anonymous_id
+    assert UUID4.match(after_reset["anonymousId"])
+    assert chrome.get_cookie("cems_aid")["value"] == after_reset["anonymousId"]  # type: ignore[index]
+    assert chrome.execute_script("return localStorage.getItem('cems_uid')") is None
+
+
+@browser
+def test_alias_links_the_current_id_to_the_new_user_id(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    _open(chrome, site.tag_page("/signup.html", collector))
+    anonymous_id = chrome.execute_script("return cems.anonymousId()")
+
+    chrome.execute_script("cems.alias('member-1001');")
+    [alias] = [m for m in collector.wait_for_count(2) if m["type"] == "alias"]
+
+    assert "/v1/alias" in {r.path for r in collector.posts()}
+    assert alias["previousId"] == anonymous_id
+    assert alias["userId"] == "member-1001"
+
+
+@browser
+def test_every_message_gets_a_fresh_message_id(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    _open(chrome, site.tag_page("/many.html", collector))
+    chrome.execute_script("for (var i = 0; i < 20; i++) cems.track('Clicked', {i: i});")
+
+    messages = collector.wait_for_count(21)
+
+    assert len(messages) == 21
+    assert len({m["messageId"] for m in messages}) == 21
+    assert sorted(m["properties"]["i"] for m in messages if m["type"] == "track") == list(range(20))
+
+
+@browser
+def test_without_send_beacon_fetch_keepalive_is_used(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    record_fetch = (
+        "<script>navigator.sendBeacon = undefined; window.__fetches = [];"
+        "var __f = window.fetch; window.fetch = function (u, o) {"
+        "  __fetches.push({url: u, keepalive: o.keepalive, credentials: o.credentials, mode: o.mode,"
+        "                  method: o.method, type: o.headers['Content-Type']});"
+        "  return __f.apply(this, arguments); };</script>"
+    )
+    _open(chrome, site.tag_page("/nobeacon.html", collector, before=record_fetch))
+    chrome.execute_script("cems.track('Product Added', {sku: 'TEA-001'});")
+
+    messages = collector.wait_for_count(2)
+    fetches = chrome.execute_script("return window.__fetches")
+
+    assert sorted(m["type"] for m in messages) == ["page", "track"]
+    assert [f["url"] for f in fetches] == [f"{collector.url}/v1/page", f"{collector.url}/v1/track"]
+    for f in fetches:
+        assert f == {**f, "keepalive": True, "credentials": "omit", "mode": "cors", "method": "POST"}
+        assert f["type"] == "text/plain"
+    for request in collector.posts():
+        assert request.headers["sec-fetch-mode"] == "cors"
+        assert request.headers["content-type"].startswith("text/plain")
+        assert request.message["writeKey"] == WRITE_KEY
+    assert collector.preflights() == []
+    # The collector's CORS answer lets the fetch resolve: nothing is rejected in the page.
+    time.sleep(0.3)
+    assert _page_errors(chrome) == []
+
+
+@browser
+def test_a_refused_beacon_falls_back_to_fetch(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    refuse = "<script>navigator.sendBeacon = function () { return false; };</script>"
+    _open(chrome, site.tag_page("/full-queue.html", collector, before=refuse))
+
+    [message] = collector.wait_for_count(1)
+
+    assert message["type"] == "page"
+    assert collector.posts()[0].headers["sec-fetch-mode"] == "cors"
+
+
+@browser
+def test_the_tag_never_throws_into_the_page(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    _open(chrome, site.tag_page("/weird.html", collector))
+
+    results = chrome.execute_script(
+        """
+        var circular = {}; circular.self = circular;
+        var calls = [
+          function () { cems.track(); },
+          function () { cems.track(null, null); },
+          function () { cems.track({event: 'x'}); },
+          function () { cems.track('Circular', circular); },
+          function () { cems.track('Big', {n: BigInt(1)}); },
+          function () { cems.track('Array props', [1, 2]); },
+          function () { cems.identify(); },
+          function () { cems.identify(Symbol('x')); },
+          function () { cems.identify('', 'traits'); },
+          function () { cems.page(123, 'x'); },
+          function () { cems.alias(); },
+          function () { cems.alias({}); },
+          function () { cems.ready('not a function'); },
+          function () { cems.ready(function () { throw new Error('callback'); }); },
+        ];
+        return calls.map(function (call) {
+          try { call(); return 'ok'; } catch (e) { return String(e); }
+        });
+        """
+    )
+    chrome.execute_script("cems.track('Still Working', {ok: true});")
+
+    assert set(results) == {"ok"}
+    messages = collector.wait_for(lambda ms: any(m.get("event") == "Still Working" for m in ms))
+    sent = [(m["type"], m.get("event")) for m in messages]
+    # Calls without a usable event name are dropped, unserialisable properties drop the message.
+    assert ("track", "Circular") not in sent
+    assert ("track", "Big") not in sent
+    assert all(m["type"] != "alias" for m in messages)
+    for m in messages:
+        if m["type"] == "track":
+            assert isinstance(m["event"], str)
+            assert m["event"]
+            assert isinstance(m["properties"], dict)
+    assert _page_errors(chrome) == []
+
+
+@browser
+def test_a_page_without_write_key_or_stub_is_left_alone(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    url = site.add(
+        "/broken.html",
+        "<!doctype html><html><head><script>window.__errors=[];"
+        "addEventListener('error',function(e){__errors.push(String(e.message))});</script>"
+        f'<script src="{collector.url}/tag.js"></script></head><body>ok</body></html>',
+    )
+    chrome.get(url)
+    time.sleep(0.5)
+
+    assert _page_errors(chrome) == []
+    assert chrome.execute_script("return typeof window.cems") == "undefined"
+    assert collector.posts() == []
+
+
+@browser
+def test_data_endpoint_overrides_the_script_origin(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    # The tag is self-hosted by the shop but sends to the collector.
+    url = site.tag_page(
+        "/self-hosted.html",
+        collector,
+        src=f"{site.origin}/tag.js",
+        attributes=f'data-endpoint="{collector.url}/"',
+    )
+    _open(chrome, url)
+
+    [message] = collector.wait_for_count(1)
+
+    assert message["type"] == "page"
+    assert collector.posts()[0].path == "/v1/page"
+
+
+@browser
+def test_utm_parameters_become_the_campaign_context(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    url = site.tag_page("/lp.html", collector)
+    _open(chrome, url + "?utm_source=line&utm_medium=message&utm_campaign=spring_sale")
+    chrome.execute_script("cems.track('Product Viewed');")
+
+    messages = collector.wait_for_count(2)
+
+    for m in messages:
+        assert m["context"]["campaign"] == {"source": "line", "medium": "message", "name": "spring_sale"}
+
+
+@browser
+def test_a_refused_origin_stores_nothing_and_breaks_nothing(
+    chrome: webdriver.Chrome, site: TestSite, collector: FakeCollector
+) -> None:
+    collector.allowed_origins.clear()
+    _open(chrome, site.tag_page("/not-registered.html", collector))
+    chrome.execute_script("cems.track('Product Viewed');")
+
+    collector.wait_for_count(2)
+
+    assert _page_errors(chrome) == []
+
+
+def _compact(source: str) -> str:
+    """The source without comments and indentation: roughly what a minifier keeps before renaming."""
+    source = re.sub(r"/\*.*?\*/", "", source, flags=re.DOTALL)
+    source = re.sub(r"^\s*//.*$", "", source, flags=re.MULTILINE)
+    source = re.sub(r"\s//[^\"\n]*$", "", source, flags=re.MULTILINE)
+    return "\n".join(line.strip() for line in source.splitlines() if line.strip())
+
+
+def test_the_served_tag_stays_small() -> None:
+    source = tag_script()
+    assert len(source.encode()) < 8 * 1024
+    assert len(_compact(source).encode()) < 6 * 1024
+
+
+def test_the_demo_shop_installs_the_documented_tag() -> None:
+    assert STUB in (ROOT / "docs" / "tag.md").read_text(encoding="utf-8")
+    tag = '<script async src="__CEMS_ENDPOINT__/tag.js" data-write-key="__CEMS_WRITE_KEY__"></script>'
+    install = f"{STUB}\n{tag}"
+    for page in ("index.html", "cart.html", "checkout.html", "thanks.html"):
+        html = (ROOT / "shared" / "cems" / "local" / "demo" / page).read_text(encoding="utf-8")
+        assert install in html, page
