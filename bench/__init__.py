@@ -1,0 +1,1 @@
+"""Performance figures for CEMS, measured as ratios side by side in one run: `python -m bench`."""

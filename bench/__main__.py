@@ -1,0 +1,53 @@
+"""`python -m bench [--only requests|coldstart|throughput]`: measure and print one table of figures."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bench import aws_requests, coldstart, throughput
+from bench.report import Figure, Measured, table
+
+MEASURES: dict[str, Callable[[], Measured]] = {
+    "requests": aws_requests.measure,
+    "coldstart": coldstart.measure,
+    "throughput": throughput.measure,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", choices=sorted(MEASURES), action="append", help="run only these figures")
+    args = parser.parse_args(argv)
+    chosen = args.only or list(MEASURES)
+    print(
+        f"CEMS bench {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{_cores()} cores, Python {platform.python_version()}",
+        flush=True,
+    )
+    figures: list[Figure] = []
+    notes: list[str] = []
+    for name in chosen:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        measured = MEASURES[name]()
+        figures += measured.figures
+        notes += measured.notes
+    print()
+    print(table(figures))
+    if notes:
+        print()
+        print("\n".join(f"- {note}" for note in notes))
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
