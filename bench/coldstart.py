@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+from cems.config import Settings
+from cems.sites import SiteStore
 from moto.server import ThreadedMotoServer
 
 from bench import payloads
 from bench.report import Figure, Measured
 from bench.tables import FAKE_AWS_ENV, REGION, ROOT, create_tables
-from cems.config import Settings
-from cems.sites import SiteStore
 
 ROUNDS = 13
 MODES = ("boto3", "init", "request")

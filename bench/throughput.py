@@ -1,4 +1,7 @@
 """(c) placeholder"""
+
 from bench.report import Measured
+
+
 def measure() -> Measured:
     return Measured([], [])
