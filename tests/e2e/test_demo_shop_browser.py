@@ -1,0 +1,173 @@
+"""A shopper walks through the demo shop in headless Chromium; the local stack stores their journey.
+
+The demo is opened as http://localhost:<port>/demo while its tag posts to http://127.0.0.1:<port>,
+so the tag's requests are cross-origin, as on a real shop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+from cems.models import Profile, StoredEvent
+from cems.store import from_attribute_map
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.browser.chrome import chrome_driver
+from tests.e2e.conftest import LocalStackClient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+T = TypeVar("T")
+EVENTS_TABLE = "EventsTable"
+CUSTOMERS_TABLE = "CustomersTable"
+
+
+@pytest.fixture
+def chrome() -> Iterator[webdriver.Chrome]:
+    with chrome_driver() as driver:
+        yield driver
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll until probe returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"{what} did not happen within {timeout}s (last: {last!r})")
+
+
+def customer_of(dynamodb: Any, kind: str, value: str) -> str | None:
+    item = dynamodb.get_item(
+        TableName=CUSTOMERS_TABLE, Key={"pk": {"S": f"ID#{kind}#{value}"}, "sk": {"S": "ID"}}
+    ).get("Item")
+    return None if item is None else str(item["customer_id"]["S"])
+
+
+def profile_of(dynamodb: Any, customer_id: str) -> Profile | None:
+    item = dynamodb.get_item(
+        TableName=CUSTOMERS_TABLE,
+        Key={"pk": {"S": f"CUST#{customer_id}"}, "sk": {"S": "PROFILE"}},
+        ConsistentRead=True,
+    ).get("Item")
+    return None if item is None else Profile.model_validate(from_attribute_map(item))
+
+
+def events_of(dynamodb: Any, customer_id: str) -> list[StoredEvent]:
+    pages = dynamodb.get_paginator("query").paginate(
+        TableName=EVENTS_TABLE,
+        KeyConditionExpression="customer_id = :c",
+        ExpressionAttributeValues={":c": {"S": customer_id}},
+        ConsistentRead=True,
+    )
+    return [StoredEvent.model_validate(from_attribute_map(i)) for page in pages for i in page["Items"]]
+
+
+def click_through(driver: webdriver.Chrome, button: str, next_page: str) -> None:
+    wait = WebDriverWait(driver, 15)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
+    wait.until(expected_conditions.url_contains(next_page))
+
+
+def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
+    local_stack: LocalStackClient, chrome: webdriver.Chrome
+) -> None:
+    api = urlsplit(local_stack.http_url)
+    shop = f"http://localhost:{api.port}"
+    assert api.hostname != "localhost", "the demo must be cross-origin to the API"
+
+    chrome.get(f"{shop}/demo")
+    tag = chrome.find_element(By.CSS_SELECTOR, "script[data-write-key]")
+    assert tag.get_attribute("src") == f"{local_stack.http_url}/tag.js"
+    assert tag.get_attribute("data-write-key") == local_stack.write_key
+    click_through(chrome, "#add-to-cart", "/demo/cart.html")
+    click_through(chrome, "#go-checkout", "/demo/checkout.html")
+    chrome.find_element(By.CSS_SELECTOR, "#name").send_keys("山田 花子")
+    chrome.find_element(By.CSS_SELECTOR, "#email").send_keys("hanako@example.jp")
+    click_through(chrome, "#place-order", "/demo/thanks.html")
+    WebDriverWait(chrome, 15).until(expected_conditions.visibility_of_element_located((By.ID, "thanks")))
+
+    anonymous_id = eventually(
+        lambda: chrome.execute_script("return window.cems && window.cems.loaded && cems.anonymousId()"),
+        10,
+        "the tag loading on the thanks page",
+    )
+    assert chrome.get_cookie("cems_aid")["value"] == anonymous_id  # type: ignore[index]
+    user_id = chrome.execute_script("return localStorage.getItem('demo_customer_id')")
+    assert user_id.startswith("demo-customer-")
+    dynamodb = local_stack.dynamodb
+
+    def journey_stored() -> tuple[str, list[StoredEvent]] | None:
+        customer_id = customer_of(dynamodb, "anon", anonymous_id)
+        if customer_id is None:
+            return None
+        events = events_of(dynamodb, customer_id)
+        names = {e.event or e.type.value for e in events}
+        wanted = {
+            "page",
+            "Product Viewed",
+            "Product Added",
+            "Checkout Started",
+            "identify",
+            "Order Completed",
+        }
+        page_views = sum(1 for e in events if e.type.value == "page")
+        return (customer_id, events) if wanted <= names and page_views >= 4 else None
+
+    customer_id, events = eventually(journey_stored, 15, "the whole journey being stored")
+
+    # One customer: the anonymous id and the shop's user id both lead to it.
+    assert customer_of(dynamodb, "user", user_id) == customer_id
+    assert {e.customer_id for e in events} == {customer_id}
+    assert {e.anonymous_id for e in events} == {anonymous_id}
+    assert len({e.message_id for e in events}) == len(events)
+    page_paths = {e.context["page"]["path"] for e in events if e.type.value == "page"}
+    assert page_paths == {"/demo", "/demo/cart.html", "/demo/checkout.html", "/demo/thanks.html"}
+    assert all(e.context["page"]["url"].startswith(shop) for e in events)
+    assert all(e.context["library"]["name"] == "cems-tag" for e in events)
+    [added] = [e for e in events if e.event == "Product Added"]
+    assert added.properties["product_id"] == "tea-001"
+    assert added.properties["sku"] == "TEA-001"
+    assert added.properties["quantity"] == 1
+    assert added.properties["currency"] == "JPY"
+    [order] = [e for e in events if e.event == "Order Completed"]
+    assert order.user_id == user_id
+    assert order.properties["currency"] == "JPY"
+    assert order.properties["total"] == 1200
+    assert [p["product_id"] for p in order.properties["products"]] == ["tea-001"]
+
+    profile = eventually(
+        lambda: (p := profile_of(dynamodb, customer_id)) and p.purchase_count == 1 and p,
+        10,
+        "the purchase on the profile",
+    )
+    assert profile.user_id == user_id
+    assert anonymous_id in profile.anonymous_ids
+    assert profile.traits["email"] == "hanako@example.jp"
+    assert profile.traits["name"] == "山田 花子"
+    assert profile.traits["email_opt_in"] is True
+    assert profile.products_bought == {"tea-001"}
+    assert profile.skus_bought == {"TEA-001"}
+    assert profile.categories_bought == {"お茶"}
+    assert profile.monetary_total == 1200
+    [summary] = profile.orders.values()
+    assert summary.currency == "JPY"
+    assert summary.product_ids == ["tea-001"]
+
+    # Nothing in the shop's pages failed (the browser's own favicon request aside).
+    problems = [
+        entry["message"]
+        for entry in chrome.get_log("browser")
+        if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]
+    ]
+    assert problems == []
