@@ -450,3 +450,22 @@ def test_a_gzip_body_from_a_segment_library_is_accepted(invoke: Invoke, dynamodb
     answer = invoke(event)
     assert (answer.status, answer.text) == (200, json.dumps({"success": True}))
     assert len(stored_message_ids(dynamodb)) == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=Exception,
+    reason="BUG: a lone UTF-16 surrogate escape (e.g. \\ud83c from a name cut mid-emoji) passes "
+    "validation, then fails the DynamoDB write: an unhandled error (500) instead of a 400",
+)
+def test_a_lone_surrogate_escape_is_refused_as_bad_input_not_a_server_error(
+    invoke: Invoke, dynamodb: Any
+) -> None:
+    event = load_event("track.json")
+    # What a browser's JSON.stringify sends for "抹茶ラテ🍵" cut by String.slice in the middle of the emoji.
+    text = event["body"].replace('"name": "静岡県産 深蒸し煎茶 100g"', '"name": "抹茶ラテ\\ud83c"')
+    assert text != event["body"]
+    answer = invoke(with_body(event, text))
+    assert answer.status == 400
+    assert answer.json["error"] in ("invalid_json", "invalid_message")
+    assert snapshot(dynamodb) == {table: [] for table in DATA_TABLES}
