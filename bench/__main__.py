@@ -8,13 +8,15 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import aws_requests, coldstart, throughput
+import bench.aws_requests
+import bench.coldstart
+import bench.throughput
 from bench.report import Figure, Measured, table
 
 MEASURES: dict[str, Callable[[], Measured]] = {
-    "requests": aws_requests.measure,
-    "coldstart": coldstart.measure,
-    "throughput": throughput.measure,
+    "requests": bench.aws_requests.measure,
+    "coldstart": bench.coldstart.measure,
+    "throughput": bench.throughput.measure,
 }
 
 

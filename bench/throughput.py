@@ -1,7 +1,191 @@
-"""(c) placeholder"""
+"""(c) Local stack throughput: events a second through the HTTP endpoint, as a ratio to raw DynamoDB
+`put_item` calls a second against the same moto server.
 
-from bench.report import Measured
+Both loads use the same number of threads for the same time, in alternating rounds (the order rotating),
+so both see the same machine. Each HTTP thread keeps one connection open and posts Segment `track`
+events with a unique messageId for a few anonymous ids of its own; each raw thread puts items of about
+the size CEMS stores for such an event into EventsTable through its own boto3 client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from cems.store import to_attribute_map
+
+from bench import payloads
+from bench.report import Figure, Measured
+from bench.tables import FAKE_AWS_ENV, REGION, create_table, template_tables
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+THREADS = 8
+ROUNDS = 3
+SECONDS = 3.0
+WARM_UP_SECONDS = 0.5
+VISITORS_PER_THREAD = 4
+# The raw baseline writes to a twin of EventsTable (same definition, stream included), not to
+# EventsTable itself: moto deep-copies every table a transaction names, stream records included, so
+# rows the baseline added there would slow the collect function's transactions and skew the HTTP side.
+RAW_TABLE = "BenchRawEventsTable"
 
 
-def measure() -> Measured:
-    return Measured([], [])
+@dataclass
+class _Load:
+    """One kind of request, driven by THREADS threads for a fixed time: ok and failed counts."""
+
+    name: str
+    make_worker: Callable[[int], Callable[[], bool]]
+
+    def run(self, seconds: float) -> tuple[int, int, float]:
+        workers = [self.make_worker(n) for n in range(THREADS)]
+        ok = [0] * THREADS
+        failed = [0] * THREADS
+        start = threading.Barrier(THREADS + 1)
+        stop = threading.Event()
+
+        def drive(n: int) -> None:
+            start.wait()
+            while not stop.is_set():
+                if workers[n]():
+                    ok[n] += 1
+                else:
+                    failed[n] += 1
+
+        threads = [threading.Thread(target=drive, args=(n,), daemon=True) for n in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        return sum(ok), sum(failed), time.perf_counter() - began
+
+
+def _http_worker(http_url: str, write_key: str) -> Callable[[int], Callable[[], bool]]:
+    url = urlsplit(http_url)
+    headers = {"Authorization": payloads.basic_auth(write_key), "Content-Type": "application/json"}
+
+    def make(n: int) -> Callable[[], bool]:
+        connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        visitors = [payloads.new_anonymous_id() for _ in range(VISITORS_PER_THREAD)]
+        sent = [0]
+
+        def post() -> bool:
+            sent[0] += 1
+            body = payloads.body(payloads.track(visitors[sent[0] % len(visitors)], sent[0]))
+            try:
+                connection.request("POST", "/v1/track", body, headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                return False
+            return response.status == 200
+
+        return post
+
+    return make
+
+
+def stored_event_item(customer_id: str) -> dict[str, Any]:
+    """An Events table item shaped and sized like the one CEMS stores for a track."""
+    message = payloads.track(payloads.new_anonymous_id())
+    return to_attribute_map(
+        {
+            "customer_id": customer_id,
+            "sk": f"{message['timestamp']}#{message['messageId']}",
+            "site_id": "site_bench",
+            "type": message["type"],
+            "message_id": message["messageId"],
+            "event": message["event"],
+            "anonymous_id": message["anonymousId"],
+            "timestamp": message["timestamp"],
+            "original_timestamp": message["timestamp"],
+            "sent_at": message["sentAt"],
+            "received_at": message["sentAt"],
+            "properties": message["properties"],
+            "traits": {},
+            "context": message["context"],
+            "expires_at": int(time.time()) + 395 * 86400,
+        }
+    )
+
+
+def _raw_worker(aws_url: str) -> Callable[[int], Callable[[], bool]]:
+    def make(n: int) -> Callable[[], bool]:
+        client = _client(aws_url)
+        template = stored_event_item(f"cus_{uuid.uuid4().hex}")
+
+        def put() -> bool:
+            item = {**template, "sk": {"S": f"{time.time():.6f}#{uuid.uuid4()}"}}
+            try:
+                client.put_item(TableName=RAW_TABLE, Item=item)
+            except Exception:
+                return False
+            return True
+
+        return put
+
+    return make
+
+
+def measure(rounds: int = ROUNDS, seconds: float = SECONDS) -> Measured:
+    # Imported here: the local stack is only needed for this figure.
+    from cems.local.running import running_local_stack
+
+    rates: dict[str, list[float]] = {"http": [], "raw": []}
+    failures = {"http": 0, "raw": 0}
+    with running_local_stack(http_port=0, aws_port=0) as stack:
+        create_table(_client(stack.aws_url), RAW_TABLE, template_tables()["EventsTable"])
+        loads = {
+            "http": _Load("http", _http_worker(stack.http_url, stack.write_key)),
+            "raw": _Load("raw", _raw_worker(stack.aws_url)),
+        }
+        for load in loads.values():
+            load.run(WARM_UP_SECONDS)
+        for n in range(rounds):
+            for name in ("http", "raw") if n % 2 == 0 else ("raw", "http"):
+                ok, failed, elapsed = loads[name].run(seconds)
+                rates[name].append(ok / elapsed)
+                failures[name] += failed
+    ratio = statistics.median(h / r for h, r in zip(rates["http"], rates["raw"], strict=True))
+    figures = [
+        Figure("throughput: events/s through the HTTP endpoint", statistics.median(rates["http"]), digits=0),
+        Figure("throughput: raw put_item/s, same moto server", statistics.median(rates["raw"]), digits=0),
+        Figure("throughput: HTTP events/s / raw put_item/s", ratio, aim=(">=", 0.5)),
+    ]
+    notes = [
+        f"throughput: {THREADS} threads, {rounds} alternating rounds of {seconds:g} s; medians of rounds; "
+        f"failed requests: HTTP {failures['http']}, raw {failures['raw']}",
+        "throughput by round, events/s: HTTP "
+        + " / ".join(f"{r:.0f}" for r in rates["http"])
+        + "; raw "
+        + " / ".join(f"{r:.0f}" for r in rates["raw"]),
+    ]
+    return Measured(figures, notes)
+
+
+def _client(aws_url: str) -> DynamoDBClient:
+    client: DynamoDBClient = boto3.client(
+        "dynamodb",
+        endpoint_url=aws_url,
+        region_name=REGION,
+        aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"max_attempts": 1}, tcp_keepalive=True),
+    )
+    return client
