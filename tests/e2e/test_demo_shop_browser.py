@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 T = TypeVar("T")
 EVENTS_TABLE = "EventsTable"
 CUSTOMERS_TABLE = "CustomersTable"
+# What the demo journey sends: page views, the e-commerce events and the identify at checkout.
+JOURNEY = {"page", "Product Viewed", "Product Added", "Checkout Started", "identify", "Order Completed"}
 
 
 @pytest.fixture
@@ -73,6 +75,21 @@ def events_of(dynamodb: Any, customer_id: str) -> list[StoredEvent]:
     return [StoredEvent.model_validate(from_attribute_map(i)) for page in pages for i in page["Items"]]
 
 
+def where_events_went(dynamodb: Any, anonymous_id: str) -> list[str]:
+    """Every stored event of one anonymous id, by customer, and those customers' merge links: what a
+    failure message needs when events are split between customers (a scan: the test table is small)."""
+    found = sorted(
+        f"{e['customer_id']['S']} {e['type']['S']}:{e.get('event', {}).get('S', '')}"
+        for e in dynamodb.scan(TableName=EVENTS_TABLE)["Items"]
+        if e.get("anonymous_id", {}).get("S") == anonymous_id
+    )
+    owners = sorted({line.split()[0] for line in found})
+    profiles = [profile_of(dynamodb, c) for c in owners]
+    return found + [
+        f"{p.customer_id}: merged_into={p.merged_into} merged_ids={p.merged_ids}" for p in profiles if p
+    ]
+
+
 def click_through(driver: webdriver.Chrome, button: str, next_page: str) -> None:
     wait = WebDriverWait(driver, 15)
     wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
@@ -107,24 +124,27 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     assert user_id.startswith("demo-customer-")
     dynamodb = local_stack.dynamodb
 
+    seen: list[str] = []
+
     def journey_stored() -> tuple[str, list[StoredEvent]] | None:
         customer_id = customer_of(dynamodb, "anon", anonymous_id)
         if customer_id is None:
             return None
         events = events_of(dynamodb, customer_id)
+        seen[:] = sorted(f"{e.type.value}:{e.event or e.context.get('page', {}).get('path')}" for e in events)
         names = {e.event or e.type.value for e in events}
-        wanted = {
-            "page",
-            "Product Viewed",
-            "Product Added",
-            "Checkout Started",
-            "identify",
-            "Order Completed",
-        }
         page_views = sum(1 for e in events if e.type.value == "page")
-        return (customer_id, events) if wanted <= names and page_views >= 4 else None
+        return (customer_id, events) if names >= JOURNEY and page_views >= 4 else None
 
-    customer_id, events = eventually(journey_stored, 15, "the whole journey being stored")
+    try:
+        customer_id, events = eventually(journey_stored, 15, "the whole journey being stored")
+    except AssertionError as exc:
+        log = "\n".join(local_stack.output()[-30:])
+        raise AssertionError(
+            f"{exc}\nunder the anonymous id's customer: {seen}\n"
+            f"all events of {anonymous_id}: {where_events_went(dynamodb, anonymous_id)}\n"
+            f"local stack output:\n{log}"
+        ) from None
 
     # One customer: the anonymous id and the shop's user id both lead to it.
     assert customer_of(dynamodb, "user", user_id) == customer_id
