@@ -13,16 +13,22 @@ import bench.coldstart
 import bench.throughput
 from bench.report import Figure, Measured, table
 
-MEASURES: dict[str, Callable[[], Measured]] = {
-    "requests": bench.aws_requests.measure,
-    "coldstart": bench.coldstart.measure,
-    "throughput": bench.throughput.measure,
+MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
+    "requests": lambda _: bench.aws_requests.measure(),
+    "coldstart": lambda args: bench.coldstart.measure(python=args.python),
+    "throughput": lambda _: bench.throughput.measure(),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", choices=sorted(MEASURES), action="append", help="run only these figures")
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="interpreter for the cold-start children (default: this one); e.g. a python3.13 venv "
+        "with only boto3 and shared/requirements.txt, as on Lambda",
+    )
     args = parser.parse_args(argv)
     chosen = args.only or list(MEASURES)
     print(
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     for name in chosen:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        measured = MEASURES[name]()
+        measured = MEASURES[name](args)
         figures += measured.figures
         notes += measured.notes
     print()

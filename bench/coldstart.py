@@ -118,9 +118,9 @@ def _moto_server_with_site() -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def _run_child(mode: str, env: dict[str, str], stdin: str = "") -> dict[str, Any]:
+def _run_child(python: str, mode: str, env: dict[str, str], stdin: str = "") -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, str(CHILD), mode, *FUNCTION_PATHS],
+        [python, str(CHILD), mode, *FUNCTION_PATHS],
         input=stdin,
         capture_output=True,
         text=True,
@@ -138,22 +138,25 @@ def _run_child(mode: str, env: dict[str, str], stdin: str = "") -> dict[str, Any
     return measured
 
 
-def measure(rounds: int = ROUNDS) -> Measured:
+def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
+    """`python` runs the children: this interpreter by default, or e.g. a python3.13 venv holding only
+    the Lambda runtime's packages (boto3) and shared/requirements.txt, which is closer to Lambda."""
+    python = python or sys.executable
     times: dict[str, list[float]] = {"boto3": [], "init": [], "request": []}
     with _moto_server_with_site() as (endpoint, write_key):
         offline, online = _child_env(NO_AWS), _child_env(endpoint)
         # One untimed run of each warms the OS file cache and writes any missing .pyc files.
-        for mode in MODES:
-            _run_child(mode, offline if mode != "request" else online, _request_event(write_key))
-        for n in range(rounds):
-            order = MODES[n % len(MODES) :] + MODES[: n % len(MODES)]
-            for mode in order:
-                if mode == "boto3":
-                    times["boto3"].append(_run_child(mode, offline)["import"])
-                elif mode == "init":
-                    times["init"].append(_run_child(mode, offline)["import"])
-                else:
-                    times["request"].append(_run_child(mode, online, _request_event(write_key))["request"])
+        for n in range(rounds + 1):
+            for mode in MODES[n % len(MODES) :] + MODES[: n % len(MODES)]:
+                first_request = mode == "request"
+                measured = _run_child(
+                    python,
+                    mode,
+                    online if first_request else offline,
+                    _request_event(write_key) if first_request else "",
+                )
+                if n > 0:
+                    times[mode].append(measured["request" if first_request else "import"])
     init_ratio = statistics.median(i / b for i, b in zip(times["init"], times["boto3"], strict=True))
     request_ratio = statistics.median(r / b for r, b in zip(times["request"], times["boto3"], strict=True))
     ms = {mode: statistics.median(values) * 1000 for mode, values in times.items()}
@@ -165,8 +168,8 @@ def measure(rounds: int = ROUNDS) -> Measured:
         Figure("cold start: import + init + first request / import boto3", request_ratio),
     ]
     notes = [
-        f"cold start: {rounds} rounds of fresh interpreters, alternating; ratios are medians of "
-        "per-round ratios; the first request is a new visitor's track against a local moto server",
+        f"cold start: {rounds} rounds of fresh {_version(python)} interpreters, alternating; ratios are "
+        "medians of per-round ratios; the first request is a new visitor's track against a local moto server",
     ]
     return Measured(figures, notes)
 
@@ -174,3 +177,14 @@ def measure(rounds: int = ROUNDS) -> Measured:
 def _request_event(write_key: str) -> str:
     body = payloads.body(payloads.track(payloads.new_anonymous_id()))
     return json.dumps(http_api_event("track", body, payloads.basic_auth(write_key)))
+
+
+def _version(python: str) -> str:
+    result = subprocess.run(
+        [python, "-c", "import platform; print('Python', platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
