@@ -166,11 +166,11 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     assert order.properties["total"] == 1200
     assert [p["product_id"] for p in order.properties["products"]] == ["tea-001"]
 
-    profile = eventually(
-        lambda: (p := profile_of(dynamodb, customer_id)) and p.purchase_count == 1 and p,
-        10,
-        "the purchase on the profile",
-    )
+    def with_purchase() -> Profile | None:
+        profile = profile_of(dynamodb, customer_id)
+        return profile if profile is not None and profile.purchase_count == 1 else None
+
+    profile = eventually(with_purchase, 10, "the purchase on the profile")
     assert profile.user_id == user_id
     assert anonymous_id in profile.anonymous_ids
     assert profile.traits["email"] == "hanako@example.jp"
