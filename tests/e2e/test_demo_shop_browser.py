@@ -111,6 +111,7 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     click_through(chrome, "#go-checkout", "/demo/checkout.html")
     chrome.find_element(By.CSS_SELECTOR, "#name").send_keys("山田 花子")
     chrome.find_element(By.CSS_SELECTOR, "#email").send_keys("hanako@example.jp")
+    chrome.find_element(By.CSS_SELECTOR, "#email-opt-in").click()
     click_through(chrome, "#place-order", "/demo/thanks.html")
     WebDriverWait(chrome, 15).until(expected_conditions.visibility_of_element_located((By.ID, "thanks")))
 
