@@ -4,7 +4,8 @@
 Both loads use the same number of threads for the same time, in alternating rounds (the order rotating),
 so both see the same machine. Each HTTP thread keeps one connection open and posts Segment `track`
 events with a unique messageId for a few anonymous ids of its own; each raw thread puts items of about
-the size CEMS stores for such an event into EventsTable through its own boto3 client.
+the size CEMS stores for such an event through its own boto3 client, into a twin of EventsTable (see
+RAW_TABLE).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from cems.store import to_attribute_map
 
 from bench import payloads
@@ -41,15 +43,22 @@ VISITORS_PER_THREAD = 4
 RAW_TABLE = "BenchRawEventsTable"
 
 
+class Worker(Protocol):
+    """One thread's client: `send` makes one request and says whether it succeeded."""
+
+    def send(self) -> bool: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Load:
-    """One kind of request, driven by THREADS threads for a fixed time: ok and failed counts."""
+    """One kind of request, driven by THREADS threads for a fixed time."""
 
-    name: str
-    make_worker: Callable[[int], Callable[[], bool]]
+    new_worker: Callable[[], Worker]
 
     def run(self, seconds: float) -> tuple[int, int, float]:
-        workers = [self.make_worker(n) for n in range(THREADS)]
+        """(requests that succeeded, requests that failed, seconds elapsed)"""
+        workers = [self.new_worker() for _ in range(THREADS)]
         ok = [0] * THREADS
         failed = [0] * THREADS
         start = threading.Barrier(THREADS + 1)
@@ -58,7 +67,7 @@ class _Load:
         def drive(n: int) -> None:
             start.wait()
             while not stop.is_set():
-                if workers[n]():
+                if workers[n].send():
                     ok[n] += 1
                 else:
                     failed[n] += 1
@@ -72,33 +81,36 @@ class _Load:
         stop.set()
         for thread in threads:
             thread.join()
-        return sum(ok), sum(failed), time.perf_counter() - began
+        elapsed = time.perf_counter() - began
+        for worker in workers:
+            worker.close()
+        return sum(ok), sum(failed), elapsed
 
 
-def _http_worker(http_url: str, write_key: str) -> Callable[[int], Callable[[], bool]]:
-    url = urlsplit(http_url)
-    headers = {"Authorization": payloads.basic_auth(write_key), "Content-Type": "application/json"}
+class HttpWorker:
+    """Posts Segment track events over one keep-alive connection, for a few visitors of its own."""
 
-    def make(n: int) -> Callable[[], bool]:
-        connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
-        visitors = [payloads.new_anonymous_id() for _ in range(VISITORS_PER_THREAD)]
-        sent = [0]
+    def __init__(self, http_url: str, write_key: str) -> None:
+        url = urlsplit(http_url)
+        self.connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        self.headers = {"Authorization": payloads.basic_auth(write_key), "Content-Type": "application/json"}
+        self.visitors = [payloads.new_anonymous_id() for _ in range(VISITORS_PER_THREAD)]
+        self.sent = 0
 
-        def post() -> bool:
-            sent[0] += 1
-            body = payloads.body(payloads.track(visitors[sent[0] % len(visitors)], sent[0]))
-            try:
-                connection.request("POST", "/v1/track", body, headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                return False
-            return response.status == 200
+    def send(self) -> bool:
+        self.sent += 1
+        body = payloads.body(payloads.track(self.visitors[self.sent % len(self.visitors)], self.sent))
+        try:
+            self.connection.request("POST", "/v1/track", body, self.headers)
+            response = self.connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            self.connection.close()  # the next request reconnects
+            return False
+        return response.status == 200
 
-        return post
-
-    return make
+    def close(self) -> None:
+        self.connection.close()
 
 
 def stored_event_item(customer_id: str) -> dict[str, Any]:
@@ -125,22 +137,23 @@ def stored_event_item(customer_id: str) -> dict[str, Any]:
     )
 
 
-def _raw_worker(aws_url: str) -> Callable[[int], Callable[[], bool]]:
-    def make(n: int) -> Callable[[], bool]:
-        client = _client(aws_url)
-        template = stored_event_item(f"cus_{uuid.uuid4().hex}")
+class RawWorker:
+    """Puts event-sized items, each under a new key, through its own boto3 client."""
 
-        def put() -> bool:
-            item = {**template, "sk": {"S": f"{time.time():.6f}#{uuid.uuid4()}"}}
-            try:
-                client.put_item(TableName=RAW_TABLE, Item=item)
-            except Exception:
-                return False
-            return True
+    def __init__(self, aws_url: str) -> None:
+        self.client = _client(aws_url)
+        self.template = stored_event_item(f"cus_{uuid.uuid4().hex}")
 
-        return put
+    def send(self) -> bool:
+        item = {**self.template, "sk": {"S": f"{time.time():.6f}#{uuid.uuid4()}"}}
+        try:
+            self.client.put_item(TableName=RAW_TABLE, Item=item)
+        except (BotoCoreError, ClientError):
+            return False
+        return True
 
-    return make
+    def close(self) -> None:
+        self.client.close()
 
 
 def measure(rounds: int = ROUNDS, seconds: float = SECONDS) -> Measured:
@@ -152,8 +165,8 @@ def measure(rounds: int = ROUNDS, seconds: float = SECONDS) -> Measured:
     with running_local_stack(http_port=0, aws_port=0) as stack:
         create_table(_client(stack.aws_url), RAW_TABLE, template_tables()["EventsTable"])
         loads = {
-            "http": _Load("http", _http_worker(stack.http_url, stack.write_key)),
-            "raw": _Load("raw", _raw_worker(stack.aws_url)),
+            "http": _Load(lambda: HttpWorker(stack.http_url, stack.write_key)),
+            "raw": _Load(lambda: RawWorker(stack.aws_url)),
         }
         for load in loads.values():
             load.run(WARM_UP_SECONDS)
