@@ -225,6 +225,9 @@ class ApiGateway:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, every keep-alive
+    # response would wait for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     server: LocalHttpServer
 
     def _serve(self) -> None:

@@ -479,7 +479,7 @@ class S3Poller(Poller):
         return delivered
 
     def _record(self, event_name: str, key: str, etag: str, size: int) -> dict[str, Any]:
-        obj: dict[str, Any] = {"key": quote_plus(key), "sequencer": f"{time.time_ns():016X}"}
+        obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "sequencer": f"{time.time_ns():016X}"}
         if event_name.startswith("ObjectCreated"):
             obj.update({"size": size, "eTag": etag})
         return {

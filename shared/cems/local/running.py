@@ -42,6 +42,7 @@ def running_local_stack(
     http_port: int = 0,
     aws_port: int = 0,
     *,
+    args: list[str] | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90.0,
@@ -54,8 +55,8 @@ def running_local_stack(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cems", "local"],
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "cems", "local", *(args or [])],
         cwd=cwd,
         env=child_env,
         stdout=subprocess.PIPE,

@@ -73,10 +73,10 @@ class MotoServer:
                 f"(エラー: ポート {port} は使用中です)"
             )
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            [sys.executable, "-m", "cems.local.moto_server", "-H", host, "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            preexec_fn=_end_with_parent,
         )
         self._wait_until_up()
 
@@ -101,6 +101,17 @@ class MotoServer:
                 self.process.kill()
 
 
+def _end_with_parent() -> None:
+    """Linux: the moto server gets SIGTERM if the stack dies without cleaning up (kill -9)."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((host, port)) == 0
@@ -117,6 +128,7 @@ class LocalStack:
         self._moto: MotoServer | None = None
         self._server: LocalHttpServer | None = None
         self._stop = threading.Event()
+        self._serving = False
         self._threads: list[threading.Thread] = []
 
     @property
@@ -139,6 +151,7 @@ class LocalStack:
         for poller in self.pollers:
             self._spawn(f"poller {poller.description}", lambda p=poller: p.run(self._stop))
         self._spawn("http", self._server.serve_forever)
+        self._serving = True
 
     def _bind(self) -> LocalHttpServer:
         # Bound first, so a taken port is reported before anything else starts.
@@ -190,8 +203,11 @@ class LocalStack:
             os.environ.setdefault(name, value)
 
     def _seed_site(self) -> None:
+        """The local write key, allowed from the stack's own origins (the demo shop)."""
         from cems.sites import SiteStore
 
+        if "SitesTable" not in self.template.resources:
+            return
         origins = [
             f"http://localhost:{self.options.http_port}",
             f"http://127.0.0.1:{self.options.http_port}",
@@ -263,7 +279,8 @@ class LocalStack:
     def stop(self) -> None:
         self._stop.set()
         if self._server is not None:
-            self._server.shutdown()
+            if self._serving:
+                self._server.shutdown()
             self._server.server_close()
         if self._moto is not None:
             self._moto.stop()

@@ -1,0 +1,152 @@
+"""The local stack's event sources, built from any template: DynamoDB streams, SQS, S3 and HttpApi."""
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cems.local.running import RunningStack, running_local_stack
+
+pytestmark = pytest.mark.e2e
+
+STACK = Path(__file__).parent / "pollers_stack"
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, Path]]:
+    record_file = tmp_path_factory.mktemp("recorder") / "events.jsonl"
+    record_file.touch()
+    args = ["--template", str(STACK / "template.yaml")]
+    with running_local_stack(args=args, env={"RECORD_FILE": str(record_file)}, cwd=STACK) as stack:
+        yield stack, record_file
+
+
+def aws(stack: RunningStack, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=stack.aws_url,
+        region_name="ap-northeast-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def wait_for(
+    record_file: Path, found: Callable[[dict[str, Any]], bool], count: int = 1
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 15
+    while True:
+        events = [json.loads(line)["event"] for line in record_file.read_text().splitlines()]
+        matching = [e for e in events if found(e)]
+        if len(matching) >= count or time.monotonic() > deadline:
+            return matching
+        time.sleep(0.1)
+
+
+def test_resources_have_template_names_indexes_and_dead_letter_queues(
+    recorder: tuple[RunningStack, Path],
+) -> None:
+    stack, _ = recorder
+    table = aws(stack, "dynamodb").describe_table(TableName="ItemsTable")["Table"]
+    assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["due-index"]
+    sqs = aws(stack, "sqs")
+    url = sqs.get_queue_url(QueueName="WorkQueue")["QueueUrl"]
+    redrive = json.loads(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]["RedrivePolicy"]
+    )
+    assert redrive["deadLetterTargetArn"].endswith(":WorkDeadLetterQueue")
+    assert "dropbucket" in [b["Name"] for b in aws(stack, "s3").list_buckets()["Buckets"]]
+
+
+def test_stream_records_reach_the_function_filtered_like_lambda(recorder: tuple[RunningStack, Path]) -> None:
+    stack, record_file = recorder
+    dynamodb = aws(stack, "dynamodb")
+    dynamodb.put_item(TableName="ItemsTable", Item={"pk": {"S": "item-1"}, "due": {"S": "a"}})
+    dynamodb.put_item(TableName="ItemsTable", Item={"pk": {"S": "item-1"}, "due": {"S": "b"}})  # MODIFY
+    inserts = wait_for(
+        record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:dynamodb"
+    )
+    assert len(inserts) == 1
+    record = inserts[0]["Records"][0]
+    assert record["eventName"] == "INSERT"
+    assert record["dynamodb"]["NewImage"]["pk"] == {"S": "item-1"}
+    assert record["eventSourceARN"].startswith("arn:aws:dynamodb:ap-northeast-1:")
+    time.sleep(1)
+    modified = [
+        r
+        for e in wait_for(record_file, lambda e: "Records" in e)
+        for r in e["Records"]
+        if r.get("eventName") == "MODIFY"
+    ]
+    assert modified == []
+
+
+def test_sqs_failures_are_retried_then_dead_lettered_and_successes_deleted(
+    recorder: tuple[RunningStack, Path],
+) -> None:
+    stack, record_file = recorder
+    sqs = aws(stack, "sqs")
+    url = sqs.get_queue_url(QueueName="WorkQueue")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="ok-1")
+    sqs.send_message(QueueUrl=url, MessageBody="fail")
+
+    def bodies() -> list[str]:
+        events = wait_for(
+            record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:sqs"
+        )
+        return [r["body"] for e in events for r in e["Records"]]
+
+    deadline = time.monotonic() + 20
+    while bodies().count("fail") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert bodies().count("ok-1") == 1, "a success is deleted, never delivered twice"
+    assert bodies().count("fail") == 2, "a reported failure comes back until maxReceiveCount"
+    dlq = sqs.get_queue_url(QueueName="WorkDeadLetterQueue")["QueueUrl"]
+    deadline = time.monotonic() + 10
+    dead: list[str] = []
+    while not dead and time.monotonic() < deadline:
+        time.sleep(1.2)
+        dead = [
+            m["Body"] for m in sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
+        ]
+    assert dead == ["fail"]
+
+
+def test_s3_uploads_under_the_prefix_notify_the_function(recorder: tuple[RunningStack, Path]) -> None:
+    stack, record_file = recorder
+    s3 = aws(stack, "s3")
+    s3.put_object(Bucket="dropbucket", Key="other/ignored.json", Body=b"{}")
+    s3.put_object(Bucket="dropbucket", Key="scenarios/welcome 1.json", Body=b'{"id": "welcome"}')
+    events = wait_for(
+        record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:s3"
+    )
+    assert len(events) == 1
+    record = events[0]["Records"][0]
+    assert record["eventName"] == "ObjectCreated:Put"
+    assert record["s3"]["bucket"]["name"] == "dropbucket"
+    assert record["s3"]["object"]["key"] == "scenarios/welcome+1.json"  # URL-encoded, as S3 sends it
+    assert record["s3"]["object"]["size"] == len(b'{"id": "welcome"}')
+
+
+def test_http_routes_prefer_the_most_specific_and_pass_payload_v2(
+    recorder: tuple[RunningStack, Path],
+) -> None:
+    stack, _ = recorder
+
+    def get(path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{stack.http_url}{path}", timeout=10) as answer:
+            event: dict[str, Any] = json.loads(answer.read())
+            return event
+
+    exact = get("/echo/exact?x=1&y=%E3%81%82")
+    assert exact["routeKey"] == "ANY /echo/exact"
+    assert exact["queryStringParameters"] == {"x": "1", "y": "あ"}
+    greedy = get("/echo/a/b/c")
+    assert greedy["routeKey"] == "GET /echo/{proxy+}"
+    assert greedy["pathParameters"] == {"proxy": "a/b/c"}
+    assert greedy["version"] == "2.0"
+    assert greedy["requestContext"]["http"]["method"] == "GET"
