@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
-from cems.collect import Collector, preflight_headers, request_body, tag_script
+from cems.collect import Collector, cors_headers, decode_content, preflight_headers, request_body, tag_script
 from cems.config import Settings
 from cems.errors import ClientError
 from cems.ingest import Ingestor
@@ -53,7 +53,10 @@ def collect(kind: str) -> Response[str]:
     if event.request_context.http.method != "POST":
         raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
     collected = collector.collect(
-        kind, request_body(event.raw_event), event.headers.get("authorization"), origin
+        kind,
+        decode_content(request_body(event.raw_event), event.headers.get("content-encoding")),
+        event.headers.get("authorization"),
+        origin,
     )
     metrics.add_metric("EventsStored", MetricUnit.Count, collected.result.stored)
     metrics.add_metric("EventsDuplicate", MetricUnit.Count, collected.result.duplicates)
@@ -72,7 +75,10 @@ def tag() -> Response[str]:
 def client_error(error: ClientError) -> Response[str]:
     metrics.add_metric("RequestsRejected", MetricUnit.Count, 1)
     logger.info("rejected", extra={"status": error.status, "error": error.code, "field": error.field})
-    return _json(error.status, error.body(), error.headers)
+    # The error carries CORS headers too, so a shop's developer can read it in the browser console;
+    # it holds nothing but the reason, and nothing was stored.
+    origin = app.current_event.headers.get("origin") if error.code != "origin_not_allowed" else None
+    return _json(error.status, error.body(), {**cors_headers(origin), **error.headers})
 
 
 @app.not_found

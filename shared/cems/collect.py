@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from cems import clock
+from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
 from cems.segment import parse_collect_request
@@ -30,6 +32,32 @@ def request_body(event: Mapping[str, Any]) -> bytes:
         except binascii.Error as exc:
             raise ClientError(400, "invalid_body", "the body is not valid base64") from exc
     return str(body).encode("utf-8")
+
+
+def decode_content(body: bytes, content_encoding: str | None) -> bytes:
+    """The body without its Content-Encoding (Segment's libraries can gzip their batches).
+
+    Decompression stops just past the batch limit, so a small gzip bomb cannot exhaust memory; the
+    parser then answers the oversized body with 413.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ClientError(
+            415,
+            "unsupported_content_encoding",
+            "send the body plain or gzip-compressed",
+            field="Content-Encoding",
+        )
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        decoded = inflater.decompress(body, MAX_BATCH_BYTES + 1)
+    except zlib.error as exc:
+        raise ClientError(
+            400, "invalid_body", f"the body is not valid {encoding} data", field="Content-Encoding"
+        ) from exc
+    return decoded
 
 
 def tag_script() -> str:

@@ -29,7 +29,13 @@ class ClientError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"success": False, "error": self.code, "message": self.message}
+        # `code` repeats `error` because Segment's libraries log a rejected request's `code`.
+        body: dict[str, Any] = {
+            "success": False,
+            "error": self.code,
+            "code": self.code,
+            "message": self.message,
+        }
         if self.field is not None:
             body["field"] = self.field
         if self.limit is not None:

@@ -89,7 +89,27 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise ClientError(400, "invalid_json", str(exc)) from exc
     if not isinstance(document, dict):
         raise ClientError(400, "invalid_json", "the body must be a JSON object")
+    # JSON allows an escaped lone UTF-16 surrogate (what JavaScript leaves when it cuts a string in
+    # the middle of an emoji), but it is not text and DynamoDB refuses it: answer 400, not a 500.
+    if "\\ud" in text.lower() and _has_lone_surrogate(document):
+        raise ClientError(
+            400, "invalid_json", "the body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
+        )
     return document
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _reject_constant(name: str) -> Any:
