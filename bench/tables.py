@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from cems.local import resources as local_resources
+from cems.local.cfn import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -23,37 +24,17 @@ FAKE_AWS_ENV = {
 }
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short-form tags (!Ref, !GetAtt, ...) as nothing: tables need none."""
-
-
-def _ignore_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> None:
-    return None
-
-
-_CfnLoader.add_multi_constructor("!", _ignore_tag)
+def template() -> Template:
+    return Template.load(TEMPLATE)
 
 
 def template_tables() -> dict[str, dict[str, Any]]:
-    document: dict[str, Any] = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    return {
-        name: resource["Properties"]
-        for name, resource in document["Resources"].items()
-        if resource["Type"] == "AWS::DynamoDB::Table"
-    }
+    return {name: r["Properties"] for name, r in template().resources_of_type("AWS::DynamoDB::Table").items()}
 
 
 def create_table(client: DynamoDBClient, name: str, props: dict[str, Any]) -> None:
-    """One table as the template's properties declare it (on demand; streams as declared)."""
-    request: dict[str, Any] = {
-        "TableName": name,
-        "KeySchema": props["KeySchema"],
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
-    if "StreamSpecification" in props:
-        request["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
-    client.create_table(**request)
+    """One table as the template's properties declare it, the way the local stack creates it."""
+    local_resources.create_table(client, template(), name, props)
 
 
 def create_tables(client: DynamoDBClient) -> list[str]:

@@ -6,30 +6,19 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
-from moto import mock_aws
-
 from cems import clock
 from cems.config import Settings
+from cems.local.cfn import Template
+from cems.local.resources import create_table
 from cems.store import Stores
+from moto import mock_aws
 
 TEMPLATE = Path(__file__).parents[2] / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _tag(loader: yaml.Loader, suffix: str, node: yaml.Node) -> Any:
-    return None
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
-
-
 def template_tables() -> dict[str, dict[str, Any]]:
-    resources = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)["Resources"]  # noqa: S506
-    return {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
+    template = Template.load(TEMPLATE)
+    return {name: r["Properties"] for name, r in template.resources_of_type("AWS::DynamoDB::Table").items()}
 
 
 @pytest.fixture
@@ -50,18 +39,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def dynamodb(aws: None) -> Any:
     client = boto3.client("dynamodb", region_name="ap-northeast-1")
+    # The same table creation as the local stack's, from template.yaml.
+    template = Template.load(TEMPLATE)
     for name, props in template_tables().items():
-        client.create_table(
-            TableName=name,
-            KeySchema=props["KeySchema"],
-            AttributeDefinitions=props["AttributeDefinitions"],
-            BillingMode="PAY_PER_REQUEST",
-            **(
-                {"StreamSpecification": {"StreamEnabled": True, **props["StreamSpecification"]}}
-                if "StreamSpecification" in props
-                else {}
-            ),
-        )
+        create_table(client, template, name, props)
     return client
 
 

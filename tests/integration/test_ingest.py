@@ -5,9 +5,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from cems.ingest import Ingestor
-from cems.models import Site, SegmentMessage
+from cems.models import SegmentMessage, Site
 from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -14,10 +14,12 @@ import boto3
 import pytest
 from cems import clock
 from cems.cli import main
+from cems.local.cfn import Template
+from cems.local.resources import create_resources
 from cems.sites import SiteDirectory, SiteStore
 from moto.server import ThreadedMotoServer
 
-from tests.integration.conftest import template_tables
+from tests.integration.conftest import TEMPLATE
 
 ROOT = Path(__file__).parents[2]
 SAMCONFIG = ROOT / "samconfig.toml"
@@ -51,13 +53,7 @@ def local_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    for name, props in template_tables().items():
-        client.create_table(
-            TableName=name,
-            KeySchema=props["KeySchema"],
-            AttributeDefinitions=props["AttributeDefinitions"],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    create_resources(Template.load(TEMPLATE), url)
     try:
         yield client
     finally:

@@ -4,7 +4,6 @@ import base64
 import json
 
 import pytest
-
 from cems.errors import ClientError
 from cems.models import MessageType
 from cems.segment import parse_collect_request

@@ -19,7 +19,8 @@ from cems.local.cfn import ACCOUNT_ID, REGION, Template
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-def local_client(service: str, endpoint_url: str) -> Any:
+def local_client(service: str, endpoint_url: str | None) -> Any:
+    """A client for the local endpoint (None: moto's in-process mock, for tests)."""
     return boto3.client(
         service,  # type: ignore[call-overload]
         endpoint_url=endpoint_url,
@@ -38,7 +39,7 @@ def create_resources(template: Template, endpoint_url: str) -> list[str]:
     created: list[str] = []
     dynamodb = local_client("dynamodb", endpoint_url)
     for name, resource in template.resources_of_type("AWS::DynamoDB::Table").items():
-        _create_table(dynamodb, template, name, resource.get("Properties", {}))
+        create_table(dynamodb, template, name, resource.get("Properties", {}))
         created.append(f"table {name}")
     sqs = local_client("sqs", endpoint_url)
     queues = template.resources_of_type("AWS::SQS::Queue")
@@ -56,7 +57,8 @@ def create_resources(template: Template, endpoint_url: str) -> list[str]:
     return created
 
 
-def _create_table(client: Any, template: Template, name: str, props: dict[str, Any]) -> None:
+def create_table(client: Any, template: Template, name: str, props: dict[str, Any]) -> None:
+    """One table as the template declares it (keys, indexes, stream, TTL), under `name`."""
     props = template.resolve(props)
     request: dict[str, Any] = {
         "TableName": name,
