@@ -1,6 +1,7 @@
 """The local stack itself: resources from the template, routing, the demo and the overview."""
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -66,3 +67,29 @@ def test_demo_pages_carry_the_real_tag_with_local_endpoint_and_key(local_stack: 
         assert 'data-write-key="local-write-key"' in text
         assert "__CEMS_" not in text
     assert get(f"{local_stack.http_url}/demo/missing.html")[0] == 404
+
+
+def test_ctrl_c_stops_the_stack_and_its_moto_server() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from cems.local.running import free_port
+
+    http_port, aws_port = free_port(), free_port()
+    env = {**os.environ, "CEMS_HTTP_PORT": str(http_port), "CEMS_AWS_PORT": str(aws_port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cems", "local"], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "ready" in line and f"api=http://127.0.0.1:{http_port}" in line
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        for port in (http_port, aws_port):
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+    finally:
+        process.kill()

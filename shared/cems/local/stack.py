@@ -324,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         stopped.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
+        # Until it serves, Ctrl-C interrupts start-up as usual; from then on it stops the loop below.
         stack.start()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         print(stack.ready_line(), flush=True)
         while not stopped.wait(0.5):
             pass
