@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cems.models import MessageType, Profile, SegmentMessage
+from cems.models import Channel, ChannelState, MessageType, Profile, SegmentMessage
 from cems.store import IdentityKey, IdentityKind
 
 
@@ -58,7 +58,18 @@ def merge_profiles(target: Profile, source: Profile, at: datetime) -> Profile:
             "skus_bought": target.skus_bought | source.skus_bought,
             "categories_bought": target.categories_bought | source.categories_bought,
             "merged_ids": target.merged_ids | source.merged_ids | {source.customer_id},
+            "line_user_id": target.line_user_id or source.line_user_id,
+            "channels": _latest_channel_states(target, source),
             "first_seen_at": min(target.first_seen_at, source.first_seen_at),
             "updated_at": at,
         }
     )
+
+
+def _latest_channel_states(target: Profile, source: Profile) -> dict[Channel, ChannelState]:
+    """Per channel, the state that changed last: a follow on LINE after the visit still counts."""
+    states = dict(target.channels)
+    for channel, state in source.channels.items():
+        if channel not in states or state.updated_at > states[channel].updated_at:
+            states[channel] = state
+    return states

@@ -156,6 +156,21 @@ class OrderSummary(BaseModel):
     product_ids: list[str] = Field(default_factory=list)
 
 
+class Channel(StrEnum):
+    LINE = "line"
+    EMAIL = "email"
+
+
+class ChannelState(BaseModel):
+    """Whether a customer can be reached on a channel and has agreed to marketing on it."""
+
+    reachable: bool
+    consent: bool
+    updated_at: datetime
+    # Why it changed last, in words an operator can read: "line_follow", "line_unfollow", ...
+    reason: str | None = None
+
+
 class Profile(BaseModel):
     """One customer: identities, traits and purchase facts for segmentation and RFM."""
 
@@ -169,6 +184,8 @@ class Profile(BaseModel):
     categories_bought: set[str] = Field(default_factory=set)
     merged_ids: set[str] = Field(default_factory=set)
     merged_into: str | None = None
+    line_user_id: str | None = None
+    channels: dict[Channel, ChannelState] = Field(default_factory=dict)
     first_seen_at: datetime
     updated_at: datetime
     version: int = 0
@@ -192,6 +209,13 @@ class Profile(BaseModel):
     @property
     def last_purchase_at(self) -> datetime | None:
         return max((o.at for o in self.orders.values()), default=None)
+
+    def line_contact(self) -> str | None:
+        """The LINE user id to send to, or None when LINE is unreachable or lacks consent."""
+        state = self.channels.get(Channel.LINE)
+        if self.line_user_id and state is not None and state.reachable and state.consent:
+            return self.line_user_id
+        return None
 
     def all_customer_ids(self) -> set[str]:
         """This profile's id and every id merged into it: where its events are stored."""

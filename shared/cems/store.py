@@ -41,6 +41,7 @@ MAX_BATCH_GET_KEYS = 100
 class IdentityKind(StrEnum):
     ANONYMOUS = "anon"
     USER = "user"
+    LINE = "line"
 
 
 @dataclass(frozen=True, order=True)
