@@ -1,0 +1,162 @@
+"""The LINE Messaging API client (line-bot-sdk v3), built with CEMS's host, token and time-out.
+
+Why there is an import shim here
+--------------------------------
+line-bot-sdk's package ``__init__`` files import far more than a function uses:
+``linebot/__init__.py`` loads the legacy v2 SDK (requests, aiohttp, deprecated), ``linebot/v3``
+loads the webhook parser and every webhook model, and ``linebot/v3/messaging`` loads the sync and
+async APIs (aiohttp again) and all ~200 models. Importing any submodule, say
+``linebot.v3.messaging.api.messaging_api``, runs all of those parents first: about 0.7 s on the
+development machine, four times a bare ``import boto3``, on every Lambda cold start.
+
+``lazy_linebot_packages()`` puts those package modules into ``sys.modules`` *without running their
+``__init__``*, each with its real ``__spec__`` and ``__path__``, so submodules import as usual and
+only the submodules actually used are loaded. A name the ``__init__`` would have defined is resolved
+on first access (PEP 562 module ``__getattr__``): from the ``from <module> import <Name>`` lines of
+that very ``__init__`` when the name is listed there (``linebot.v3.messaging.models.TextMessage``,
+which the SDK's own discriminated ``from_dict`` looks up), else by running the real ``__init__``
+into the module, so any other code in the process (the local stack runs every function in one)
+sees the complete package. Behaviour is the SDK's; only the order of imports changes.
+``tests/unit/test_line_sender.py`` checks both paths. If the packages are already imported, the
+shim does nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
+
+if TYPE_CHECKING:
+    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped]
+
+# Parents first: a child's spec is found through its parent's __path__.
+LAZY_PACKAGES = (
+    "linebot",
+    "linebot.v3",
+    "linebot.v3.messaging",
+    "linebot.v3.messaging.api",
+    "linebot.v3.messaging.models",
+)
+_lock = threading.RLock()
+
+
+class _LazyPackage:
+    """Module-level ``__getattr__`` of one lazily initialised package (see the module docstring)."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self._names: dict[str, tuple[str, str]] | None = None
+        self._completed = False
+
+    def __call__(self, name: str) -> Any:
+        with _lock:
+            if name in self.module.__dict__:  # set meanwhile by another thread or a submodule import
+                return self.module.__dict__[name]
+            if name != "__all__" and not self._completed:
+                source = self.names().get(name)
+                if source is not None:
+                    value = getattr(importlib.import_module(source[0]), source[1])
+                    setattr(self.module, name, value)
+                    return value
+                if name.startswith("__"):  # __wrapped__, __path__ probes and the like: not ours
+                    raise AttributeError(name)
+                submodule = f"{self.module.__name__}.{name}"
+                if importlib.util.find_spec(submodule) is not None:
+                    return importlib.import_module(submodule)
+            self.complete()
+            try:
+                return self.module.__dict__[name]
+            except KeyError:
+                raise AttributeError(f"module {self.module.__name__!r} has no attribute {name!r}") from None
+
+    def names(self) -> dict[str, tuple[str, str]]:
+        """Name -> (module, attribute) from the package __init__'s `from ... import ...` statements."""
+        if self._names is None:
+            names: dict[str, tuple[str, str]] = {}
+            spec = self.module.__spec__
+            origin = spec.origin if spec is not None else None
+            if origin:
+                with open(origin, encoding="utf-8") as file:  # noqa: PTH123 - one small file, no pathlib import
+                    tree = ast.parse(file.read(), origin)
+                for node in tree.body:
+                    if isinstance(node, ast.ImportFrom) and node.module:
+                        source = importlib.util.resolve_name(
+                            "." * node.level + node.module, self.module.__name__
+                        )
+                        for alias in node.names:
+                            names[alias.asname or alias.name] = (source, alias.name)
+            self._names = names
+        return self._names
+
+    def complete(self) -> None:
+        """Run the package's real __init__ into the module (what a plain import would have done)."""
+        if self._completed:
+            return
+        self._completed = True
+        spec = self.module.__spec__
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(self.module)
+
+
+def lazy_linebot_packages() -> None:
+    """Install the lazy line-bot-sdk packages, unless line-bot-sdk is imported already."""
+    with _lock:
+        for name in LAZY_PACKAGES:
+            if name in sys.modules:
+                continue
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+                return
+            module = importlib.util.module_from_spec(spec)
+            module.__getattr__ = _LazyPackage(module)  # type: ignore[method-assign]
+            sys.modules[name] = module
+            parent, _, child = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, module)
+
+
+def is_lazy(module_name: str) -> bool:
+    """Whether a package module is (still) one of the shim's, for tests and the bench."""
+    module = sys.modules.get(module_name)
+    return module is not None and isinstance(module.__dict__.get("__getattr__"), _LazyPackage)
+
+
+lazy_linebot_packages()
+
+
+def message_from_dict(message: dict[str, Any]) -> Any:
+    """The SDK's Message.from_dict: the message's own model (TextMessage, FlexMessage, ...), validated.
+
+    Raises whatever the SDK raises for an invalid message (ValueError, KeyError, ValidationError)."""
+    from linebot.v3.messaging.models.message import Message  # type: ignore[import-untyped]
+
+    return Message.from_dict(message)
+
+
+def messaging_api(settings: LineSettings, token: str | None = None) -> MessagingApi:
+    """A MessagingApi for the configured host (`CEMS_LINE_API_URL`) and channel access token.
+
+    Every call made through it must pass `_request_timeout=LINE_REQUEST_TIMEOUT` (the SDK has no
+    default). urllib3 retries only a failed connection, once: anything else is retried by the caller,
+    through SQS, under the same X-Line-Retry-Key.
+    """
+    import urllib3
+    from linebot.v3.messaging.api.messaging_api import MessagingApi
+    from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped]
+    from linebot.v3.messaging.configuration import Configuration  # type: ignore[import-untyped]
+
+    configuration = Configuration(
+        host=settings.api_url, access_token=token if token is not None else settings.channel_access_token()
+    )
+    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
+    return MessagingApi(ApiClient(configuration))
+
+
+__all__ = ["LINE_REQUEST_TIMEOUT", "is_lazy", "lazy_linebot_packages", "message_from_dict", "messaging_api"]
