@@ -11,6 +11,11 @@ import gc
 gc.disable()
 
 import json
+import os
+
+# Pydantic looks for plugins in the entry points of every installed distribution when it builds the
+# first model (a few ms of cold start); this function uses none. An explicit setting still wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
