@@ -38,7 +38,10 @@ NO_AWS = "http://127.0.0.1:9"
 
 def _child_env(endpoint: str) -> dict[str, str]:
     """The function's environment from template.yaml, with fake credentials."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "CEMS_"))}
+    # PYDANTIC_ too: app.py sets PYDANTIC_DISABLE_PLUGINS only if the environment does not.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "CEMS_", "PYDANTIC_"))
+    }
     env.pop("PYTHONPATH", None)
     env.update(FAKE_AWS_ENV)
     env.update(
