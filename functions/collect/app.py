@@ -1,4 +1,5 @@
-"""collect: the Segment-compatible tracking API (POST /v1/{kind}) and the tag script (GET /tag.js)."""
+"""collect: the Segment-compatible tracking API (POST /v1/{kind}), the tag script (GET /tag.js) and
+the start of LINE account linking (POST /v1/line/link, called by the tag on the shop's link page)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from cems.collect import Collector, cors_headers, decode_content, preflight_head
 from cems.config import Settings
 from cems.errors import ClientError
 from cems.ingest import Ingestor
+from cems.line.config import LineSettings
+from cems.line.linking import NonceStore
 from cems.sites import SiteDirectory, SiteStore
 from cems.store import Stores
 
@@ -39,6 +42,8 @@ stores = Stores.from_clients(aws.dynamodb(), settings)
 collector = Collector(
     SiteDirectory(SiteStore(settings.sites_table, aws.dynamodb()), settings.site_cache_seconds),
     Ingestor(stores.ingest),
+    NonceStore(settings.customers_table, aws.dynamodb()),
+    LineSettings.from_env(),
 )
 TAG_JS = tag_script()
 
@@ -47,6 +52,23 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
     return Response(status, "application/json", json.dumps(body, ensure_ascii=False), headers or {})
+
+
+# A static route: Powertools tries static routes before dynamic ones, so /v1/<kind> never sees it
+# (and <kind> matches a single path segment anyway).
+@app.route("/v1/line/link", method=ALL_METHODS)
+def line_link() -> Response[str]:
+    event = app.current_event
+    origin = event.headers.get("origin")
+    if event.request_context.http.method == "OPTIONS":
+        return Response(204, None, "", preflight_headers(origin))
+    if event.request_context.http.method != "POST":
+        raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
+    started = collector.start_line_link(
+        request_body(event.raw_event), event.headers.get("authorization"), origin
+    )
+    metrics.add_metric("LineLinksStarted", MetricUnit.Count, 1)
+    return _json(200, {"redirectUrl": started.redirect_url}, started.headers)
 
 
 @app.route("/v1/<kind>", method=ALL_METHODS)

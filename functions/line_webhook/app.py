@@ -1,16 +1,91 @@
-"""line_webhook: LINE's webhook (POST /line/webhook). Being built (issue 3): answers 503 until then."""
+"""line_webhook: LINE's webhook (POST /line/webhook): follows, unfollows, messages, postbacks, links.
+
+A bad or missing X-Line-Signature gets 401 and nothing is processed; an empty `events` list (LINE's
+URL verification) gets 200. The rules are in cems.line.webhook.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.collect import request_body
+from cems.config import Settings
+from cems.errors import ClientError
+from cems.ingest import Ingestor
+from cems.line.config import LineSettings
+from cems.line.linking import NonceStore, messaging_api
+from cems.line.webhook import LineWebhook
+from cems.store import Stores
 
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return {
-        "statusCode": 503,
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps(
-            {"success": False, "error": "not_ready", "message": "the LINE webhook is not built yet"}
-        ),
-    }
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayHttpResolver()
+
+settings = Settings.from_env()
+line_settings = LineSettings.from_env()
+stores = Stores.from_clients(aws.dynamodb(), settings)
+webhook = LineWebhook(
+    line_settings,
+    Ingestor(stores.ingest),
+    NonceStore(settings.customers_table, aws.dynamodb()),
+    stores.customers,
+    lambda: messaging_api(line_settings),
+)
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status, "application/json", json.dumps(body, ensure_ascii=False))
+
+
+@app.post("/line/webhook")
+def line_webhook() -> Response[str]:
+    event = app.current_event
+    outcome = webhook.handle(request_body(event.raw_event), event.headers.get("x-line-signature"))
+    metrics.add_metric("LineEventsReceived", MetricUnit.Count, outcome.events)
+    metrics.add_metric("LineEventsStored", MetricUnit.Count, outcome.stored)
+    metrics.add_metric("LineEventsDuplicate", MetricUnit.Count, outcome.duplicates)
+    metrics.add_metric("LineLinks", MetricUnit.Count, outcome.links)
+    metrics.add_metric("LineLinkFailures", MetricUnit.Count, outcome.link_failures)
+    metrics.add_metric("LineRepliesSent", MetricUnit.Count, len(outcome.replies))
+    metrics.add_metric("LineReplyFailures", MetricUnit.Count, len(outcome.reply_failures))
+    # Counts and kinds only: never a LINE user id, reply token, nonce or message text.
+    logger.info(
+        "line webhook",
+        extra={
+            "events": outcome.events,
+            "stored": outcome.stored,
+            "duplicates": outcome.duplicates,
+            "without_user": outcome.without_user,
+            "replies": outcome.replies,
+            "links": outcome.links,
+            "link_failures": outcome.link_failures,
+        },
+    )
+    if outcome.reply_failures:
+        logger.warning("line replies failed", extra={"failures": outcome.reply_failures})
+    return _json(200, {"success": True})
+
+
+# Powertools leaves this decorator untyped.
+@app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
+def client_error(error: ClientError) -> Response[str]:
+    metrics.add_metric("LineWebhookRejected", MetricUnit.Count, 1)
+    logger.info("rejected", extra={"status": error.status, "error": error.code})
+    return _json(error.status, error.body())
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return _json(404, {"success": False, "error": "not_found", "message": "no such endpoint"})
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

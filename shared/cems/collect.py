@@ -14,7 +14,10 @@ from cems import clock
 from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
-from cems.segment import parse_collect_request
+from cems.line.config import LineSettings
+from cems.line.linking import NonceStore, account_link_url
+from cems.models import Site
+from cems.segment import parse_collect_request, parse_line_link_request
 from cems.sites import SiteDirectory
 
 ALLOWED_METHODS = "POST, OPTIONS"
@@ -92,14 +95,48 @@ class Collected:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class LineLinkStarted:
+    """The answer to POST /v1/line/link: where the tag sends the visitor next."""
+
+    redirect_url: str
+    headers: dict[str, str]
+
+
 class Collector:
-    def __init__(self, sites: SiteDirectory, ingestor: Ingestor) -> None:
+    def __init__(
+        self,
+        sites: SiteDirectory,
+        ingestor: Ingestor,
+        nonces: NonceStore | None = None,
+        line: LineSettings | None = None,
+    ) -> None:
         self.sites = sites
         self.ingestor = ingestor
+        self.nonces = nonces
+        self.line = line
 
     def collect(self, kind: str, body: bytes, authorization: str | None, origin: str | None) -> Collected:
         request = parse_collect_request(kind, body, authorization)
-        site = self.sites.active_site(request.write_key)
+        site = self._site(request.write_key, origin)
+        result = self.ingestor.ingest(site, request.messages, clock.now())
+        return Collected(result=result, headers=cors_headers(origin))
+
+    def start_line_link(self, body: bytes, authorization: str | None, origin: str | None) -> LineLinkStarted:
+        """Step 2 of LINE account linking (cems.line.linking): a nonce for this visitor, and LINE's
+        account-link URL carrying it with the link token. Nothing is stored for a refused request."""
+        if self.nonces is None or self.line is None:
+            raise ClientError(404, "not_found", "LINE account linking is not configured")
+        request = parse_line_link_request(body, authorization)
+        assert request.write_key is not None
+        site = self._site(request.write_key, origin)
+        nonce = self.nonces.issue(request.anonymous_id, site.site_id)
+        return LineLinkStarted(
+            redirect_url=account_link_url(self.line, request.link_token, nonce), headers=cors_headers(origin)
+        )
+
+    def _site(self, write_key: str, origin: str | None) -> Site:
+        site = self.sites.active_site(write_key)
         if site is None:
             raise ClientError(401, "invalid_write_key", "unknown or retired write key", field="writeKey")
         if origin and not site.allows_origin(origin):
@@ -109,5 +146,4 @@ class Collector:
                 f"origin {origin} is not allowed for this write key; add it with `cems site add`",
                 field="Origin",
             )
-        result = self.ingestor.ingest(site, request.messages, clock.now())
-        return Collected(result=result, headers=cors_headers(origin))
+        return site

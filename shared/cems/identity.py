@@ -9,9 +9,12 @@ from cems.store import IdentityKey, IdentityKind
 
 
 def identity_keys(message: SegmentMessage) -> list[IdentityKey]:
-    """The identities a message names, the known customer (userId) first.
+    """The identities a message names, the known customer (userId) first, a LINE user id last.
 
-    For alias, previousId may be an earlier user id or an anonymous id; both are looked up.
+    For alias, previousId may be an earlier user id or an anonymous id; both are looked up. The LINE
+    id comes last so that when an accountLink names both a site visitor (by the anonymous id its
+    nonce was issued for) and a LINE user, the visitor's customer is kept and the LINE-only profile
+    merges into it.
     """
     keys = []
     if message.user_id:
@@ -21,6 +24,8 @@ def identity_keys(message: SegmentMessage) -> list[IdentityKey]:
     if message.type is MessageType.ALIAS and message.previous_id:
         keys.append(IdentityKey(IdentityKind.USER, message.previous_id))
         keys.append(IdentityKey(IdentityKind.ANONYMOUS, message.previous_id))
+    if message.line_user_id:
+        keys.append(IdentityKey(IdentityKind.LINE, message.line_user_id))
     return list(dict.fromkeys(keys))
 
 

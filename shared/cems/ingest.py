@@ -12,6 +12,9 @@ from cems.errors import ClientError
 from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.models import (
     ORDER_COMPLETED,
+    Channel,
+    ChannelState,
+    LineEvent,
     MessageType,
     OrderCompleted,
     OrderSummary,
@@ -38,6 +41,9 @@ class IngestStorePort(Protocol):
 class IngestResult:
     stored: int
     duplicates: int
+    # The messageIds stored by this call: a caller acts on these (e.g. replies on LINE) and never on a
+    # duplicate, so a re-sent or redelivered message has no second effect.
+    stored_ids: frozenset[str] = frozenset()
 
 
 def new_customer_id() -> str:
@@ -96,6 +102,7 @@ class _Planner:
             anonymous_id=message.anonymous_id,
             user_id=message.user_id,
             previous_id=message.previous_id,
+            line_user_id=message.line_user_id,
             timestamp=at,
             original_timestamp=message.timestamp or message.original_timestamp,
             sent_at=message.sent_at,
@@ -116,6 +123,8 @@ class _Planner:
             self.identities[key] = customer_id
             if key.kind is IdentityKind.USER:
                 change.user_id = key.value
+            elif key.kind is IdentityKind.LINE:
+                change.line_user_id = key.value
             else:
                 change.anonymous_ids.add(key.value)
         _apply_facts(change, message, message_id, at)
@@ -144,6 +153,32 @@ def _apply_facts(change: ProfileChange, message: SegmentMessage, message_id: str
         change.products_bought.update(p.product_id for p in order.products if p.product_id)
         change.skus_bought.update(p.sku for p in order.products if p.sku)
         change.categories_bought.update(p.category for p in order.products if p.category)
+    if message.line_user_id and message.type is MessageType.TRACK:
+        _apply_line_facts(change, message, at)
+
+
+# What following and unfollowing (blocking) the LINE account means for the LINE channel.
+_LINE_CHANNEL_EVENTS = {
+    LineEvent.FOLLOW.value: (True, True),
+    LineEvent.UNFOLLOW.value: (False, False),  # an opt-out: nothing more is sent on LINE
+}
+
+
+def _apply_line_facts(change: ProfileChange, message: SegmentMessage, at: datetime) -> None:
+    """LINE events (only the webhook sets line_user_id): channel state and survey answers."""
+    reachable_consent = _LINE_CHANNEL_EVENTS.get(message.event or "")
+    if reachable_consent is not None:
+        current = change.channels.get(Channel.LINE)
+        # Within one request the latest event wins, whatever order LINE listed them in.
+        if current is None or current.updated_at <= at:
+            reachable, consent = reachable_consent
+            change.channels[Channel.LINE] = ChannelState(
+                reachable=reachable, consent=consent, updated_at=at, reason=message.event
+            )
+    if message.event == LineEvent.POSTBACK.value:
+        survey = message.properties.get("survey")
+        if isinstance(survey, dict) and survey.get("question") and "answer" in survey:
+            change.traits[f"survey.{survey['question']}"] = survey["answer"]
 
 
 class Ingestor:
@@ -164,7 +199,11 @@ class Ingestor:
         for _ in range(MAX_ROUNDS):
             remaining = [(mid, m) for mid, m in by_id.items() if mid not in done and mid not in duplicates]
             if not remaining:
-                return IngestResult(stored=len(done), duplicates=len(duplicates) + in_request_duplicates)
+                return IngestResult(
+                    stored=len(done),
+                    duplicates=len(duplicates) + in_request_duplicates,
+                    stored_ids=frozenset(done),
+                )
             keys = [k for _, m in remaining for k in identity_keys(m)]
             planner = _Planner(site, received_at, self.store.resolve_identities(keys), kept_apart)
             merge = None

@@ -65,6 +65,9 @@ class SegmentMessage(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     integrations: dict[str, Any] = Field(default_factory=dict)
     write_key: str | None = Field(default=None, alias="writeKey")
+    # Internal: set only by the LINE webhook from a signed LINE event. The /v1 parser refuses it
+    # (segment.INTERNAL_FIELDS), so a site can never claim a LINE user id.
+    line_user_id: Identifier | None = Field(default=None, alias="lineUserId")
 
     @field_validator("timestamp", "original_timestamp", "sent_at")
     @classmethod
@@ -138,6 +141,7 @@ class StoredEvent(BaseModel):
     anonymous_id: str | None = None
     user_id: str | None = None
     previous_id: str | None = None
+    line_user_id: str | None = None
     timestamp: datetime
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
@@ -159,6 +163,24 @@ class OrderSummary(BaseModel):
 class Channel(StrEnum):
     LINE = "line"
     EMAIL = "email"
+
+
+class LineEvent(StrEnum):
+    """Names of the events the LINE webhook stores (type track, site id `line`), for scenarios."""
+
+    FOLLOW = "line_follow"
+    UNFOLLOW = "line_unfollow"
+    MESSAGE = "line_message"
+    POSTBACK = "line_postback"
+    LINKED = "line_linked"
+    # An accountLink that linked nothing: LINE said "failed", or the nonce was unknown, used or expired.
+    LINK_FAILED = "line_link_failed"
+    # Any other LINE event type (join, unsend, beacon, ...), with its type in properties.line_type.
+    OTHER = "line_other"
+
+
+# Where LINE events come from: the site id on their stored events and de-duplication markers.
+LINE_SOURCE_ID = "line"
 
 
 class ChannelState(BaseModel):
@@ -237,3 +259,14 @@ class Site(BaseModel):
 
     def is_active(self, at: datetime) -> bool:
         return self.expires_at is None or at < self.expires_at
+
+
+class LineLinkRequest(BaseModel):
+    """The body of POST /v1/line/link: the tag on the shop's link page asks to link this visitor."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    anonymous_id: Identifier = Field(alias="anonymousId")
+    # LINE's link tokens are short URL-safe strings; anything else is refused before it reaches a URL.
+    link_token: str = Field(alias="linkToken", min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._~+/=-]+$")
+    write_key: str | None = Field(default=None, alias="writeKey")

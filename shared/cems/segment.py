@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from cems.errors import ClientError
-from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, SegmentMessage
+from cems.models import ORDER_COMPLETED, LineLinkRequest, MessageType, OrderCompleted, SegmentMessage
 
 # Segment's server libraries use the long paths; analytics-next in the browser uses one letter.
 PATH_TYPES: dict[str, MessageType | None] = {
@@ -33,6 +33,11 @@ PATH_TYPES: dict[str, MessageType | None] = {
     "b": None,
     "import": None,
 }
+
+
+# Fields of SegmentMessage that only CEMS itself sets (the LINE webhook, from signed LINE events): a
+# site sending one is refused, since it would let any page claim to be a LINE user.
+INTERNAL_FIELDS = ("lineUserId", "line_user_id")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,33 @@ def parse_collect_request(kind: str, body: bytes, authorization: str | None) -> 
         assert path_type is not None
         messages = [_message({**document, "type": path_type.value}, field_prefix="", index=None)]
     return CollectRequest(write_key=write_key, messages=messages)
+
+
+def parse_line_link_request(body: bytes, authorization: str | None) -> LineLinkRequest:
+    """POST /v1/line/link: `{"anonymousId", "linkToken"}` with the write key as for the other calls."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise ClientError(
+            413,
+            "payload_too_large",
+            f"a request may be at most {MAX_MESSAGE_BYTES} bytes",
+            limit=MAX_MESSAGE_BYTES,
+        )
+    document = _json_object(body)
+    write_key = _basic_auth_user(authorization) or _write_key_in(document)
+    if not write_key:
+        raise ClientError(
+            401,
+            "missing_write_key",
+            "send the write key as the HTTP Basic user name or as writeKey in the body",
+            field="writeKey",
+        )
+    try:
+        request = LineLinkRequest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _loc(first["loc"]) or None
+        raise ClientError(400, "invalid_request", f"{field or 'body'}: {first['msg']}", field=field) from exc
+    return request.model_copy(update={"write_key": write_key})
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -179,6 +211,15 @@ def _batch_messages(document: dict[str, Any]) -> list[SegmentMessage]:
 
 
 def _message(document: dict[str, Any], *, field_prefix: str, index: int | None) -> SegmentMessage:
+    for name in INTERNAL_FIELDS:
+        if name in document:
+            raise ClientError(
+                400,
+                "invalid_message",
+                f"{field_prefix}{name} is set by CEMS from LINE's signed webhook; a site cannot send it",
+                field=field_prefix + name,
+                index=index,
+            )
     try:
         message = SegmentMessage.model_validate(document)
     except ValidationError as exc:

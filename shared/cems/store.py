@@ -1,8 +1,9 @@
 """DynamoDB access for customers, identities, events and de-duplication: the one place that knows key formats.
 
 Customers table (pk, sk):
-  ID#<kind>#<value>  / ID       an identity (anonymous id, user id, ...) -> customer_id
-  CUST#<customer_id> / PROFILE  the profile: traits, identities, orders, merge links, version
+  ID#<kind>#<value>  / ID       an identity (anonymous id, user id, LINE user id) -> customer_id
+  CUST#<customer_id> / PROFILE  the profile: traits, identities, orders, channels, merge links, version
+  NONCE#<sha256>     / NONCE    a LINE account-link nonce (cems.line.linking); TTL expires_at
 Events table (customer_id, sk):
   <customer_id> / <ISO time>#<messageId>   one event; TTL expires_at; the stream feeds the scenario engine
 Idempotency table (id):
@@ -23,7 +24,7 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
 from cems.config import MAX_TRANSACTION_ACTIONS, Settings
-from cems.models import OrderSummary, Profile, StoredEvent
+from cems.models import Channel, ChannelState, OrderSummary, Profile, StoredEvent
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -106,11 +107,16 @@ class ProfileChange:
     products_bought: set[str] = field(default_factory=set)
     skus_bought: set[str] = field(default_factory=set)
     categories_bought: set[str] = field(default_factory=set)
+    line_user_id: str | None = None
+    # The latest state per channel these messages set (e.g. LINE followed or blocked).
+    channels: dict[Channel, ChannelState] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
             self.is_new
             or self.user_id
+            or self.line_user_id
+            or self.channels
             or self.anonymous_ids
             or self.traits
             or self.orders
@@ -246,6 +252,8 @@ class CustomerStore:
                 products_bought=change.products_bought,
                 skus_bought=change.skus_bought,
                 categories_bought=change.categories_bought,
+                line_user_id=change.line_user_id,
+                channels=change.channels,
                 first_seen_at=change.first_seen_at,
                 updated_at=at,
                 version=1,
@@ -262,6 +270,10 @@ class CustomerStore:
         update.add("version", 1)
         if change.user_id:
             update.set_if_absent("user_id", change.user_id)
+        if change.line_user_id:
+            update.set_if_absent("line_user_id", change.line_user_id)
+        for channel, state in change.channels.items():
+            update.set_in("channels", channel.value, state)
         for name, value in change.traits.items():
             update.set_in("traits", name, value)
         for order_id, order in change.orders.items():
@@ -525,6 +537,8 @@ def identities_of(profile: Profile) -> list[IdentityKey]:
     keys = [IdentityKey(IdentityKind.ANONYMOUS, a) for a in sorted(profile.anonymous_ids)]
     if profile.user_id:
         keys.insert(0, IdentityKey(IdentityKind.USER, profile.user_id))
+    if profile.line_user_id:
+        keys.append(IdentityKey(IdentityKind.LINE, profile.line_user_id))
     return keys
 
 

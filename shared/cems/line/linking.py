@@ -1,0 +1,162 @@
+"""LINE account linking: one customer across the shop's site and LINE.
+
+LINE's documented flow (https://developers.line.biz/en/docs/messaging-api/linking-accounts/):
+
+1. CEMS issues a link token for the LINE user (`POST /v2/bot/user/{userId}/linkToken`, valid 10
+   minutes, single use) and replies with a button to the shop's link page carrying `linkToken`.
+2. On that page the tag calls `POST /v1/line/link` with the visitor's anonymous id and the link
+   token; CEMS stores a fresh nonce bound to that anonymous id (and the site of the write key) and
+   answers with LINE's account-link URL carrying `linkToken` and `nonce`.
+3. LINE sends an `accountLink` event with the nonce. LINE keeps no mapping: the nonce is the only
+   thing that ties the LINE user to the visitor, so it is unpredictable, single use and expires.
+
+Nonces live in the Customers table under the SHA-256 of the nonce (a leaked table row is no usable
+nonce), with DynamoDB TTL on `expires_at`, and the expiry checked in every condition, since TTL
+deletes items only eventually.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from botocore.exceptions import ClientError as BotoClientError
+
+from cems import clock
+from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
+from cems.store import from_attribute_map
+
+if TYPE_CHECKING:
+    from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+NONCE_SK = "NONCE"
+# As long as LINE's link token lives: a nonce outliving it could never be used.
+NONCE_TTL = timedelta(minutes=10)
+# LINE accepts nonces of 10 to 255 characters; ours are 43 (32 random bytes, URL-safe base64).
+_NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_\-+/=]{10,255}$")
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _nonce_key(nonce: str) -> dict[str, dict[str, str]]:
+    digest = hashlib.sha256(nonce.encode("utf-8")).hexdigest()
+    return {"pk": {"S": f"NONCE#{digest}"}, "sk": {"S": NONCE_SK}}
+
+
+@dataclass(frozen=True)
+class LinkNonce:
+    """Who asked to be linked: the site visitor (anonymous id) and the site whose tag asked."""
+
+    anonymous_id: str
+    site_id: str
+    created_at: datetime
+    expires_at: int
+
+
+class NonceStore:
+    """Account-link nonces in the Customers table (pk `NONCE#<sha256 of nonce>`, sk `NONCE`)."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient, ttl: timedelta = NONCE_TTL) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.ttl = ttl
+
+    def issue(self, anonymous_id: str, site_id: str) -> str:
+        """A fresh nonce bound to this visitor and site."""
+        nonce = new_nonce()
+        now = clock.now()
+        self.client.put_item(
+            TableName=self.table_name,
+            Item={
+                **_nonce_key(nonce),
+                "anonymous_id": {"S": anonymous_id},
+                "site_id": {"S": site_id},
+                "created_at": {"S": clock.iso(now)},
+                "expires_at": {"N": str(int((now + self.ttl).timestamp()))},
+            },
+            # 256 random bits never collide; the condition only makes sure a row is never overwritten.
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return nonce
+
+    def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None:
+        """The visitor a nonce was issued for, once: None when unknown, expired or used by another event.
+
+        The nonce is marked with the webhook event that used it rather than deleted, so LINE
+        redelivering that same event (after a failure half-way) can still finish the link, while a
+        replay under any other event links nothing.
+        """
+        if not _NONCE_PATTERN.match(nonce):
+            return None
+        now = clock.now()
+        try:
+            answer = self.client.update_item(
+                TableName=self.table_name,
+                Key=_nonce_key(nonce),
+                UpdateExpression="SET consumed_by = :event, consumed_at = if_not_exists(consumed_at, :at)",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND expires_at > :now"
+                    " AND (attribute_not_exists(consumed_by) OR consumed_by = :event)"
+                ),
+                ExpressionAttributeValues={
+                    ":event": {"S": webhook_event_id},
+                    ":at": {"S": clock.iso(now)},
+                    ":now": {"N": str(int(now.timestamp()))},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        item = from_attribute_map(answer["Attributes"])
+        return LinkNonce(
+            anonymous_id=str(item["anonymous_id"]),
+            site_id=str(item["site_id"]),
+            created_at=datetime.fromisoformat(str(item["created_at"]).replace("Z", "+00:00")),
+            expires_at=int(item["expires_at"]),
+        )
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with these query parameters added (replacing any of the same name), others kept."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def link_page_url(settings: LineSettings, link_token: str) -> str:
+    """The shop's link page (with the tag) for this link token."""
+    return with_query(settings.link_page_url, linkToken=link_token)
+
+
+def account_link_url(settings: LineSettings, link_token: str, nonce: str) -> str:
+    """LINE's account-link endpoint, where the tag sends the visitor."""
+    return with_query(settings.account_link_url, linkToken=link_token, nonce=nonce)
+
+
+def messaging_api(settings: LineSettings) -> MessagingApi:
+    """A MessagingApi for the configured host (CEMS_LINE_API_URL) and channel access token."""
+    from linebot.v3.messaging import (  # type: ignore[import-untyped,unused-ignore]
+        ApiClient,
+        Configuration,
+        MessagingApi,
+    )
+
+    configuration = Configuration(host=settings.api_url, access_token=settings.channel_access_token())
+    return MessagingApi(ApiClient(configuration))
+
+
+def issue_link_token(api: MessagingApi, line_user_id: str) -> str:
+    """A link token for this LINE user (valid 10 minutes, single use)."""
+    response = api.issue_link_token(line_user_id, _request_timeout=LINE_REQUEST_TIMEOUT)
+    return str(response.link_token)
