@@ -1,9 +1,138 @@
-"""send_line: LINE dispatches from SQS. Being built (issue 3): fails every record until then."""
+"""send_line: LINE dispatches from LineSendQueue, each recipient's message sent at most once.
+
+Each SQS record is one dispatch (cems.line.dispatch.LineDispatch). A dispatch that must be tried
+again (429, 5xx, time-out, LINE's monthly limit) is made visible again after its backoff with
+ChangeMessageVisibility and reported as a batch item failure; the rest of the batch is deleted.
+The rules are in cems.line.sender; docs/line-dispatch.md describes the message and its outcomes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.config import Settings
+from cems.line.api import messaging_api
+from cems.line.config import LineSettings
+from cems.line.deliveries import DeliveryStore
+from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
+from cems.store import CustomerStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+settings = Settings.from_env()
+line_settings = LineSettings.from_env()
+QUEUE_URL = os.environ.get("LINE_SEND_QUEUE_URL", "")
+sender = LineSender(
+    CustomerStore(settings.customers_table, aws.dynamodb()),
+    DeliveryStore(
+        os.environ.get("DELIVERIES_TABLE", "DeliveriesTable"),
+        aws.dynamodb(),
+        timedelta(days=int(os.environ.get("CEMS_DELIVERY_RETENTION_DAYS", "395"))),
+    ),
+    # The channel access token is read on the first send, not at init (SSM costs a round trip).
+    LineGateway(lambda: messaging_api(line_settings)),
+    retry_base_seconds=float(os.environ.get("CEMS_LINE_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS)),
+)
+_sqs: SQSClient | None = None
+_context: LambdaContext | None = None
 
 
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event.get("Records", [])]}
+class RetryLater(Exception):
+    """The dispatch comes back after its visibility time-out (a batch item failure)."""
+
+
+def _queue() -> SQSClient:
+    global _sqs
+    if _sqs is None:  # built only when a dispatch must wait, which most invocations never need
+        import boto3
+
+        _sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
+    return _sqs
+
+
+def _remaining_ms() -> int:
+    return _context.get_remaining_time_in_millis() if _context is not None else 60_000
+
+
+def send(record: SQSRecord) -> None:
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    report = sender.handle(record.body, receive_count, _remaining_ms)
+    _emit(report, receive_count)
+    if report.retry_after is not None:
+        try:
+            _queue().change_message_visibility(
+                QueueUrl=QUEUE_URL, ReceiptHandle=record.receipt_handle, VisibilityTimeout=report.retry_after
+            )
+        except Exception:
+            # It still comes back, after the queue's own visibility time-out.
+            logger.exception(
+                "could not set the dispatch's visibility", extra={"message_id": record.message_id}
+            )
+        raise RetryLater(f"dispatch comes back in {report.retry_after} s")
+
+
+def _emit(report: DispatchReport, receive_count: int) -> None:
+    # Counts, statuses and LINE's (scrubbed) error text only: never a LINE user id, token or content.
+    if report.invalid:
+        metrics.add_metric("LineDispatchesInvalid", MetricUnit.Count, 1)
+        logger.error("invalid LINE dispatch dropped", extra={"errors": report.failure_reasons})
+        return
+    prefix = "LineTest" if report.test else "Line"
+    for name, value in (
+        ("RecipientsSent", report.sent),
+        ("RecipientsFailed", report.failed),
+        ("RecipientsDeferred", report.deferred),
+        ("RecipientsSkippedUnreachable", report.skipped_unreachable),
+        ("RecipientsSkippedNoConsent", report.skipped_no_consent),
+        ("ApiCalls", report.api_calls),
+        ("ApiRetries", report.retries),
+    ):
+        metrics.add_metric(prefix + name, MetricUnit.Count, value)
+    if report.monthly_limit_hits:
+        metrics.add_metric("LineMonthlyLimitReached", MetricUnit.Count, report.monthly_limit_hits)
+    log = logger.warning if (report.failed or report.retry_after or report.content_mismatch) else logger.info
+    log(
+        "line dispatch",
+        extra={
+            "idempotency_key": report.idempotency_key,
+            "receive_count": receive_count,
+            "test": report.test,
+            "plan_created": report.plan_created,
+            "api_calls": report.api_calls,
+            "sent": report.sent,
+            "failed": report.failed,
+            "deferred": report.deferred,
+            "skipped_unreachable": report.skipped_unreachable,
+            "skipped_no_consent": report.skipped_no_consent,
+            "already_done": report.already_done,
+            "retries": report.retries,
+            "retry_after": report.retry_after,
+            "monthly_limit": report.monthly_limit_hits > 0,
+            "content_mismatch": report.content_mismatch,
+            "reasons": report.failure_reasons[:5],
+        },
+    )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _context
+    _context = context
+    response = process_partial_response(
+        event=event, record_handler=send, processor=processor, context=context
+    )
+    return dict(response)

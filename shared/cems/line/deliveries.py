@@ -1,0 +1,404 @@
+"""The Deliveries table: each LINE dispatch's frozen plan, the state of each LINE call, and the
+outcome for each recipient. The one place that knows these key formats.
+
+Deliveries table (pk, sk), TTL expires_at:
+  DISPATCH#<idempotency key> / PLAN               who is sent what, frozen on the first attempt
+  DISPATCH#<idempotency key> / UNIT#<unit id>     one LINE call (a multicast chunk or a push): its
+                                                  status, attempts, X-Line-Retry-Key, lease
+  DISPATCH#<idempotency key> / RCPT#<customer id> the outcome for one recipient, for the reports
+
+A unit is claimed with a conditional write before LINE is called and finished with one after, so a
+unit that is `sent` (or `failed`) is never called again, however often SQS delivers the dispatch; a
+second worker finds the claim and backs off. A worker that dies mid-call leaves a claim whose lease
+runs out; the next attempt calls LINE again under the same retry key, and LINE answers 409 if the
+first call got through.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError as BotoClientError
+
+from cems import clock
+from cems.store import from_attribute_map, to_attribute_map
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+PLAN_SK = "PLAN"
+UNIT_PREFIX = "UNIT#"
+RECIPIENT_PREFIX = "RCPT#"
+# BatchWriteItem takes at most 25 items a call.
+MAX_BATCH_WRITE = 25
+# Fixed namespace for X-Line-Retry-Key: uuid5(namespace, "<idempotency key>\n<unit id>").
+RETRY_KEY_NAMESPACE = uuid.UUID("6f1d2c4e-8a3b-5e7f-9c0d-1b2a3c4d5e6f")
+
+
+class UnitKind(StrEnum):
+    MULTICAST = "multicast"
+    PUSH = "push"
+
+
+class UnitStatus(StrEnum):
+    SENDING = "sending"  # claimed; LINE is being called
+    SENT = "sent"  # final: LINE accepted it (2xx, or 409 for a retry key it had accepted)
+    FAILED = "failed"  # final: LINE refused it (a 4xx other than 409/429); never retried
+    RETRY = "retry"  # 429, 5xx, time-out: tried again later through SQS
+    DEFERRED = "deferred"  # LINE's monthly limit: tried again much later
+    SKIPPED = "skipped"  # final: nobody in it could be reached any more at send time
+
+
+FINAL_UNIT_STATUSES = frozenset({UnitStatus.SENT, UnitStatus.FAILED, UnitStatus.SKIPPED})
+
+
+class RecipientStatus(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    SKIPPED_UNREACHABLE = "skipped_unreachable"
+    SKIPPED_NO_CONSENT = "skipped_no_consent"
+
+
+def dispatch_pk(idempotency_key: str) -> str:
+    return f"DISPATCH#{idempotency_key}"
+
+
+def retry_key(idempotency_key: str, unit_id: str) -> str:
+    """X-Line-Retry-Key for one unit: the same on every attempt of the same dispatch."""
+    return str(uuid.uuid5(RETRY_KEY_NAMESPACE, f"{idempotency_key}\n{unit_id}"))
+
+
+@dataclass(frozen=True)
+class PlanUnit:
+    """One LINE call of a dispatch: a multicast to up to 500 customers, or a push to one."""
+
+    unit_id: str
+    kind: UnitKind
+    customer_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Skip:
+    status: RecipientStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    """Who gets which call, decided once (on the first attempt) and reused by every retry."""
+
+    idempotency_key: str
+    fingerprint: str
+    units: tuple[PlanUnit, ...]
+    skipped: Mapping[str, Skip]
+    created_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def recipients(self) -> set[str]:
+        return {c for u in self.units for c in u.customer_ids} | set(self.skipped)
+
+
+@dataclass
+class UnitState:
+    unit_id: str
+    status: UnitStatus
+    attempts: int = 0
+    lease_until: datetime | None = None
+    claim: str | None = None
+    reason: str | None = None
+    http_status: int | None = None
+    line_request_id: str | None = None
+    at: datetime | None = None
+
+
+@dataclass
+class RecipientRecord:
+    customer_id: str
+    status: RecipientStatus
+    reason: str | None = None
+    unit_id: str | None = None
+    line_request_id: str | None = None
+    at: datetime | None = None
+    attempt: int = 0
+
+
+@dataclass
+class DispatchState:
+    plan: DispatchPlan | None
+    units: dict[str, UnitState]
+    recipients: dict[str, RecipientRecord]
+
+
+class ClaimResult(StrEnum):
+    CLAIMED = "claimed"
+    FINAL = "final"  # sent, failed or skipped already: nothing to do
+    BUSY = "busy"  # another worker holds an unexpired claim
+
+
+@dataclass(frozen=True)
+class Claim:
+    result: ClaimResult
+    token: str | None = None
+    attempt: int = 0
+    state: UnitState | None = None
+
+
+class DeliveryStore:
+    def __init__(self, table_name: str, client: DynamoDBClient, retention: timedelta) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.retention = retention
+
+    def _expires_at(self, at: datetime) -> int:
+        return int((at + self.retention).timestamp())
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def _items(self, idempotency_key: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": dispatch_pk(idempotency_key)}},
+            ConsistentRead=True,
+        ):
+            for item in page["Items"]:
+                yield from_attribute_map(item)
+
+    def state(self, idempotency_key: str) -> DispatchState:
+        """The plan, every unit and every recipient record of a dispatch (one Query)."""
+        plan: DispatchPlan | None = None
+        units: dict[str, UnitState] = {}
+        recipients: dict[str, RecipientRecord] = {}
+        for item in self._items(idempotency_key):
+            sk = item["sk"]
+            if sk == PLAN_SK:
+                plan = _plan_from_item(idempotency_key, item)
+            elif sk.startswith(UNIT_PREFIX):
+                unit = _unit_from_item(item)
+                units[unit.unit_id] = unit
+            elif sk.startswith(RECIPIENT_PREFIX):
+                record = _recipient_from_item(item)
+                recipients[record.customer_id] = record
+        return DispatchState(plan, units, recipients)
+
+    def recipients(self, idempotency_key: str) -> dict[str, RecipientRecord]:
+        return self.state(idempotency_key).recipients
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def create_plan(self, plan: DispatchPlan) -> bool:
+        """Store the plan unless one exists; False when another attempt stored its plan first."""
+        values = {
+            "pk": dispatch_pk(plan.idempotency_key),
+            "sk": PLAN_SK,
+            "fingerprint": plan.fingerprint,
+            "created_at": plan.created_at,
+            "units": [
+                {"id": u.unit_id, "kind": u.kind.value, "customers": list(u.customer_ids)} for u in plan.units
+            ],
+            "skipped": {c: {"status": s.status.value, "reason": s.reason} for c, s in plan.skipped.items()},
+            "metadata": {k: v for k, v in plan.metadata.items() if v is not None},
+            "expires_at": self._expires_at(plan.created_at),
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=to_attribute_map(values),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim:
+        """Take a unit for one LINE call, unless it is final or someone else holds it."""
+        now = clock.now()
+        token = uuid.uuid4().hex
+        try:
+            answer = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, UNIT_PREFIX + unit.unit_id),
+                UpdateExpression=(
+                    "SET #s = :sending, lease_until = :lease, claim = :token, kind = :kind, "
+                    "retry_key = :rk, recipients = :n, expires_at = :exp ADD attempts :one"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(#s) OR #s IN (:retry, :deferred) "
+                    "OR (#s = :sending AND lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_attribute_map(
+                    {
+                        ":sending": UnitStatus.SENDING.value,
+                        ":retry": UnitStatus.RETRY.value,
+                        ":deferred": UnitStatus.DEFERRED.value,
+                        ":lease": now + lease,
+                        ":now": now,
+                        ":token": token,
+                        ":kind": unit.kind.value,
+                        ":rk": retry_key(idempotency_key, unit.unit_id),
+                        ":n": len(unit.customer_ids),
+                        ":exp": self._expires_at(now),
+                        ":one": 1,
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, UNIT_PREFIX + unit.unit_id),
+                ConsistentRead=True,
+            ).get("Item")
+            state = _unit_from_item(from_attribute_map(item)) if item else None
+            if state is not None and state.status in FINAL_UNIT_STATUSES:
+                return Claim(ClaimResult.FINAL, state=state)
+            return Claim(ClaimResult.BUSY, state=state)
+        claimed = _unit_from_item(from_attribute_map(answer["Attributes"]))
+        return Claim(ClaimResult.CLAIMED, token=token, attempt=claimed.attempts, state=claimed)
+
+    def finish(
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        token: str,
+        status: UnitStatus,
+        *,
+        reason: str | None = None,
+        http_status: int | None = None,
+        line_request_id: str | None = None,
+    ) -> bool:
+        """Record a claimed unit's outcome; False if the claim was lost (its lease ran out and
+        another attempt took the unit), in which case that attempt records it."""
+        now = clock.now()
+        values = {
+            ":status": status.value,
+            ":at": now,
+            ":token": token,
+            ":reason": reason,
+            ":http": http_status,
+            ":rid": line_request_id,
+        }
+        sets = ["#s = :status", "#at = :at"]
+        removes = ["lease_until"]
+        for name, placeholder in (
+            ("reason", ":reason"),
+            ("http_status", ":http"),
+            ("line_request_id", ":rid"),
+        ):
+            if values[placeholder] is None:
+                removes.append(name)
+                del values[placeholder]
+            else:
+                sets.append(f"{name} = {placeholder}")
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, UNIT_PREFIX + unit.unit_id),
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                ConditionExpression="claim = :token",
+                ExpressionAttributeNames={"#s": "status", "#at": "at"},
+                ExpressionAttributeValues=to_attribute_map(values),
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def record(
+        self, idempotency_key: str, records: Iterable[RecipientRecord], metadata: Mapping[str, Any]
+    ) -> None:
+        """Write recipient outcomes (BatchWriteItem, 25 a call). Only the worker holding a unit's claim
+        writes its recipients, and never after the unit is final, so `sent` is never overwritten."""
+        now = clock.now()
+        items = [
+            to_attribute_map(
+                {
+                    "pk": dispatch_pk(idempotency_key),
+                    "sk": RECIPIENT_PREFIX + r.customer_id,
+                    "customer_id": r.customer_id,
+                    "status": r.status.value,
+                    "reason": r.reason,
+                    "unit": r.unit_id,
+                    "line_request_id": r.line_request_id,
+                    "at": r.at or now,
+                    "attempt": r.attempt,
+                    **{k: v for k, v in metadata.items() if v is not None},
+                    "expires_at": self._expires_at(now),
+                }
+            )
+            for r in records
+        ]
+        for chunk in _chunks(items, MAX_BATCH_WRITE):
+            request: Any = {self.table_name: [{"PutRequest": {"Item": i}} for i in chunk]}
+            while request:
+                answer = self.client.batch_write_item(RequestItems=request)
+                request = answer.get("UnprocessedItems") or None
+
+
+def _key(idempotency_key: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": dispatch_pk(idempotency_key)}, "sk": {"S": sk}}
+
+
+def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPlan:
+    return DispatchPlan(
+        idempotency_key=idempotency_key,
+        fingerprint=str(item.get("fingerprint", "")),
+        units=tuple(
+            PlanUnit(str(u["id"]), UnitKind(u["kind"]), tuple(str(c) for c in u["customers"]))
+            for u in item.get("units", [])
+        ),
+        skipped={
+            str(c): Skip(RecipientStatus(s["status"]), str(s["reason"]))
+            for c, s in item.get("skipped", {}).items()
+        },
+        created_at=datetime.fromisoformat(item["created_at"]),
+        metadata=dict(item.get("metadata", {})),
+    )
+
+
+def _unit_from_item(item: Mapping[str, Any]) -> UnitState:
+    lease = item.get("lease_until")
+    at = item.get("at")
+    http_status = item.get("http_status")
+    return UnitState(
+        unit_id=str(item["sk"]).removeprefix(UNIT_PREFIX),
+        status=UnitStatus(item["status"]),
+        attempts=int(item.get("attempts", 0)),
+        lease_until=datetime.fromisoformat(lease) if lease else None,
+        claim=item.get("claim"),
+        reason=item.get("reason"),
+        http_status=int(http_status) if http_status is not None else None,
+        line_request_id=item.get("line_request_id"),
+        at=datetime.fromisoformat(at) if at else None,
+    )
+
+
+def _recipient_from_item(item: Mapping[str, Any]) -> RecipientRecord:
+    at = item.get("at")
+    return RecipientRecord(
+        customer_id=str(item["customer_id"]),
+        status=RecipientStatus(item["status"]),
+        reason=item.get("reason"),
+        unit_id=item.get("unit"),
+        line_request_id=item.get("line_request_id"),
+        at=datetime.fromisoformat(at) if at else None,
+        attempt=int(item.get("attempt", 0)),
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,489 @@
+"""Sending a LINE dispatch: the plan, reachability at send time, LINE calls and their outcomes.
+
+One attempt of a dispatch (one SQS delivery):
+
+1. The plan. On the first attempt the recipients' profiles are read, those who cannot be reached
+   (no LINE account, unfollowed) or did not agree (no consent) are set aside, and the rest are cut
+   into units: common content goes by multicast in chunks of at most 500 (a chunk of one is a push),
+   personalised content by one push each. The plan is stored (conditionally, so two racing attempts
+   agree on one) and every later attempt reuses it: the same units with the same X-Line-Retry-Key
+   (uuid5 of the idempotency key and the unit id), even if the dispatch's audience has changed since.
+2. Each unit that is not final yet is claimed in the Deliveries table, its recipients' reachability
+   and consent are checked again (a follower may have left since the plan), and LINE is called.
+3. LINE's answer decides: 2xx and 409 (that retry key was accepted before) are `sent`; LINE's
+   monthly limit is `deferred` (the dispatch comes back in an hour); other 429s, 5xx, 401 and network
+   errors or time-outs are retried with exponential backoff; any other 4xx is `failed` for good,
+   with LINE's message.
+
+The caller (functions/send_line) turns `DispatchReport.retry_after` into ChangeMessageVisibility and
+a batch item failure, and the counts into metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+# The SDK modules below load through cems.line.api's lazy packages (imported above).
+from linebot.v3.messaging.exceptions import ApiException  # type: ignore[import-untyped,unused-ignore]
+from linebot.v3.messaging.models.multicast_request import (  # type: ignore[import-untyped,unused-ignore]
+    MulticastRequest,
+)
+from linebot.v3.messaging.models.push_message_request import (  # type: ignore[import-untyped,unused-ignore]
+    PushMessageRequest,
+)
+from pydantic import ValidationError
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from cems import clock
+from cems.line.api import LINE_REQUEST_TIMEOUT
+from cems.line.deliveries import (
+    FINAL_UNIT_STATUSES,
+    ClaimResult,
+    DeliveryStore,
+    DispatchPlan,
+    DispatchState,
+    PlanUnit,
+    RecipientRecord,
+    RecipientStatus,
+    Skip,
+    UnitKind,
+    UnitStatus,
+    retry_key,
+)
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, LineMessage
+from cems.models import Channel, Profile
+from cems.store import CustomerStore
+
+logger = Logger(child=True)
+
+MONTHLY_LIMIT_MESSAGE = "monthly limit"
+# LINE's monthly limit lasts until the month ends or the plan changes: look again in an hour.
+MONTHLY_LIMIT_DEFER_SECONDS = 3600
+# Once LINE said "monthly limit", this execution environment stops calling it for a while.
+MONTHLY_LIMIT_PAUSE_SECONDS = 600
+# Exponential backoff for retryable answers: base * 2^(receive count - 1), jittered, capped.
+RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 600
+# How long a claim on a unit holds: longer than one LINE call with its time-outs and one reconnect.
+CLAIM_LEASE = timedelta(seconds=60)
+# No LINE call starts with less than this left before the Lambda time-out; the dispatch comes back.
+MIN_REMAINING_MS = 15_000
+# Unit ids: `m0000`, `m0001`, ... for multicast chunks of common content, `p#<customer id>` for a push of
+# personalised content.
+PERSONAL_UNIT_PREFIX = "p#"
+_LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """LINE's answer to one push or multicast, classified."""
+
+    status: UnitStatus  # SENT, FAILED, RETRY or DEFERRED
+    http_status: int | None = None
+    reason: str | None = None
+    line_request_id: str | None = None
+    monthly_limit: bool = False
+    unauthorised: bool = False
+
+
+@dataclass
+class DispatchReport:
+    """What one attempt of one dispatch did: for metrics, logs and the SQS decision."""
+
+    idempotency_key: str | None = None
+    test: bool = False
+    invalid: bool = False
+    plan_created: bool = False
+    api_calls: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped_unreachable: int = 0
+    skipped_no_consent: int = 0
+    # Units found final already (a redelivered or repeated dispatch): not sent again.
+    already_done: int = 0
+    retries: int = 0
+    monthly_limit_hits: int = 0
+    content_mismatch: bool = False
+    failure_reasons: list[str] = field(default_factory=list)
+    retry_after: int | None = None
+
+    def count(self, status: RecipientStatus, n: int) -> None:
+        name = status.value
+        setattr(self, name, getattr(self, name) + n)
+
+    def later(self, seconds: int) -> None:
+        self.retry_after = max(self.retry_after or 0, seconds)
+
+
+class LineGateway:
+    """Push and multicast through the SDK's MessagingApi, every call with a time-out and a retry key."""
+
+    def __init__(self, api_factory: Callable[[], Any], timeout: tuple[float, float] = LINE_REQUEST_TIMEOUT):
+        self._api_factory = api_factory
+        self._api: Any = None
+        self.timeout = timeout
+
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = self._api_factory()
+        return self._api
+
+    def send(
+        self, kind: UnitKind, to: Sequence[str], messages: list[LineMessage], key: str, quiet: bool
+    ) -> CallResult:
+        api = self.api()
+        try:
+            if kind is UnitKind.PUSH:
+                push = PushMessageRequest.from_dict(
+                    {"to": to[0], "messages": messages, "notificationDisabled": quiet}
+                )
+                response = api.push_message_with_http_info(
+                    push, x_line_retry_key=key, _request_timeout=self.timeout
+                )
+            else:
+                multicast = MulticastRequest.from_dict(
+                    {"to": list(to), "messages": messages, "notificationDisabled": quiet}
+                )
+                response = api.multicast_with_http_info(
+                    multicast, x_line_retry_key=key, _request_timeout=self.timeout
+                )
+        except ApiException as exc:
+            result = classify_error(exc.status or 0, exc.body, exc.headers)
+            if result.unauthorised:
+                self._api = None  # the token may have been rotated: read it again next time
+            return result
+        except Urllib3HTTPError as exc:
+            # Time-outs, refused or dropped connections: LINE may or may not have it; the retry key
+            # makes trying again safe.
+            return CallResult(UnitStatus.RETRY, reason=f"network error: {type(exc).__name__}")
+        return CallResult(
+            UnitStatus.SENT,
+            http_status=response.status_code,
+            line_request_id=_header(response.headers, "x-line-request-id"),
+        )
+
+
+def classify_error(status: int, body: Any, headers: Any) -> CallResult:
+    """LINE's non-2xx answer: sent (409), deferred (monthly limit), retry, or failed for good."""
+    message = _error_message(body)
+    request_id = _header(headers, "x-line-request-id")
+    reason = scrub(f"{status} {message}".strip())
+    if status == 409:
+        # "The retry key is already accepted": an earlier attempt of this very unit got through.
+        return CallResult(UnitStatus.SENT, status, "already accepted (409)", request_id)
+    if status == 429 and MONTHLY_LIMIT_MESSAGE in message.lower():
+        return CallResult(UnitStatus.DEFERRED, status, reason, request_id, monthly_limit=True)
+    if status == 429 or status >= 500 or status == 0:
+        return CallResult(UnitStatus.RETRY, status, reason, request_id)
+    if status == 401:
+        # A wrong or expired channel access token is the operator's to fix, not the message's fault:
+        # retried (the token is read again), and after maxReceiveCount the dispatch waits in the DLQ.
+        return CallResult(UnitStatus.RETRY, status, reason, request_id, unauthorised=True)
+    return CallResult(UnitStatus.FAILED, status, reason, request_id)
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return ""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return str(body)[:200]
+    if not isinstance(parsed, dict):
+        return str(parsed)[:200]
+    text = str(parsed.get("message", ""))
+    details = parsed.get("details") or []
+    parts = [
+        f"{d.get('property', '')}: {d.get('message', '')}".strip(": ") for d in details if isinstance(d, dict)
+    ]
+    if parts:
+        text += " (" + "; ".join(parts) + ")"
+    return text
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    for key, value in dict(headers).items():
+        if str(key).lower() == name:
+            return str(value)
+    return None
+
+
+def scrub(text: str, limit: int = 500) -> str:
+    """LINE's error text, without anything that looks like a LINE user id, for records and logs."""
+    return _LINE_USER_ID.sub("U…", text)[:limit]
+
+
+def reachability(profile: Profile | None) -> Skip | None:
+    """Why a customer cannot be sent LINE messages now, or None if they can (Profile.line_contact)."""
+    if profile is not None and profile.line_contact():
+        return None
+    if profile is None:
+        return Skip(RecipientStatus.SKIPPED_UNREACHABLE, "no profile")
+    state = profile.channels.get(Channel.LINE)
+    if not profile.line_user_id or state is None:
+        return Skip(RecipientStatus.SKIPPED_UNREACHABLE, "no LINE account linked")
+    if not state.reachable:
+        return Skip(RecipientStatus.SKIPPED_UNREACHABLE, state.reason or "not following the LINE account")
+    return Skip(RecipientStatus.SKIPPED_NO_CONSENT, state.reason or "no consent to LINE messages")
+
+
+def make_plan(dispatch: LineDispatch, profiles: Mapping[str, Profile]) -> DispatchPlan:
+    """Who gets which LINE call: multicast chunks for common content, a push per personalised one."""
+    skipped: dict[str, Skip] = {}
+    shared: list[str] = []
+    personal: list[str] = []
+    seen_line_users: set[str] = set()
+    for customer_id in dispatch.recipients:
+        profile = profiles.get(customer_id)
+        skip = reachability(profile)
+        if skip is None and profile is not None:
+            contact = profile.line_contact()
+            if contact in seen_line_users:
+                skip = Skip(RecipientStatus.SKIPPED_UNREACHABLE, "same LINE account as another recipient")
+            seen_line_users.add(str(contact))
+        if skip is not None:
+            skipped[customer_id] = skip
+        elif customer_id in dispatch.personalised:
+            personal.append(customer_id)
+        else:
+            shared.append(customer_id)
+    units: list[PlanUnit] = []
+    for index, start in enumerate(range(0, len(shared), MAX_MULTICAST_RECIPIENTS)):
+        chunk = tuple(shared[start : start + MAX_MULTICAST_RECIPIENTS])
+        kind = UnitKind.MULTICAST if len(chunk) > 1 else UnitKind.PUSH
+        units.append(PlanUnit(f"m{index:04d}", kind, chunk))
+    units.extend(PlanUnit(f"{PERSONAL_UNIT_PREFIX}{c}", UnitKind.PUSH, (c,)) for c in personal)
+    return DispatchPlan(
+        idempotency_key=dispatch.idempotency_key,
+        fingerprint=dispatch.fingerprint(),
+        units=tuple(units),
+        skipped=skipped,
+        created_at=clock.now(),
+        metadata={
+            "scenario_id": dispatch.scenario_id,
+            "step_id": dispatch.step_id,
+            "variant": dispatch.variant,
+            "test": dispatch.test,
+        },
+    )
+
+
+class LineSender:
+    def __init__(
+        self,
+        customers: CustomerStore,
+        deliveries: DeliveryStore,
+        gateway: LineGateway,
+        *,
+        retry_base_seconds: float = RETRY_BASE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.customers = customers
+        self.deliveries = deliveries
+        self.gateway = gateway
+        self.retry_base_seconds = retry_base_seconds
+        self._monotonic = monotonic
+        self._paused_until = 0.0
+
+    # One attempt of one dispatch -----------------------------------------------------------------
+
+    def handle(
+        self, body: str, receive_count: int = 1, remaining_ms: Callable[[], int] | None = None
+    ) -> DispatchReport:
+        report = DispatchReport()
+        try:
+            dispatch = LineDispatch.model_validate_json(body)
+        except ValidationError as exc:
+            # Never right however often it is retried: reported and dropped (the input is not logged,
+            # it may hold personal content).
+            report.invalid = True
+            report.failure_reasons = [
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"[:200] for e in exc.errors()[:5]
+            ]
+            return report
+        report.idempotency_key = dispatch.idempotency_key
+        report.test = dispatch.test
+        state = self.deliveries.state(dispatch.idempotency_key)
+        profiles: dict[str, Profile] | None = None
+        if state.plan is None:
+            profiles = self._profiles(dispatch.recipients)
+            new_plan = make_plan(dispatch, profiles)
+            if self.deliveries.create_plan(new_plan):
+                report.plan_created = True
+                state.plan = new_plan
+            else:
+                state = self.deliveries.state(dispatch.idempotency_key)
+        plan = state.plan
+        assert plan is not None
+        if plan.fingerprint != dispatch.fingerprint():
+            # Same key, different content or audience: the frozen plan decides who gets which call.
+            report.content_mismatch = True
+        self._record_missing(dispatch, plan, state, report)
+        pending = [
+            u
+            for u in plan.units
+            if (s := state.units.get(u.unit_id)) is None or s.status not in FINAL_UNIT_STATUSES
+        ]
+        report.already_done = len(plan.units) - len(pending)
+        if pending and profiles is None:
+            profiles = self._profiles([c for u in pending for c in u.customer_ids])
+        for unit in pending:
+            assert profiles is not None
+            self._send_unit(dispatch, plan, unit, profiles, report, receive_count, remaining_ms)
+        return report
+
+    def _profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
+        profiles = self.customers.profiles(customer_ids)
+        # A recipient merged into another customer since the dispatch was made: use the survivor.
+        for customer_id in customer_ids:
+            profile = profiles.get(customer_id)
+            if profile is not None and profile.merged_into:
+                survivor = self.customers.profile(customer_id)
+                if survivor is not None:
+                    profiles[customer_id] = survivor
+        return profiles
+
+    def _record_missing(
+        self, dispatch: LineDispatch, plan: DispatchPlan, state: DispatchState, report: DispatchReport
+    ) -> None:
+        """Recipient records an earlier attempt decided but did not get to write (it stopped between
+        two writes): the plan's skipped recipients and those of final units."""
+        missing = [
+            RecipientRecord(c, s.status, s.reason)
+            for c, s in plan.skipped.items()
+            if c not in state.recipients
+        ]
+        if report.plan_created:
+            for record in missing:
+                report.count(record.status, 1)
+        for unit in plan.units:
+            unit_state = state.units.get(unit.unit_id)
+            if unit_state is None or unit_state.status not in (UnitStatus.SENT, UnitStatus.FAILED):
+                continue
+            status = RecipientStatus.SENT if unit_state.status is UnitStatus.SENT else RecipientStatus.FAILED
+            recorded = state.recipients
+            missing += [
+                RecipientRecord(
+                    c,
+                    status,
+                    unit_state.reason,
+                    unit.unit_id,
+                    unit_state.line_request_id,
+                    unit_state.at,
+                    unit_state.attempts,
+                )
+                for c in unit.customer_ids
+                if c not in recorded
+            ]
+        if missing:
+            self.deliveries.record(dispatch.idempotency_key, missing, plan.metadata)
+
+    def _send_unit(
+        self,
+        dispatch: LineDispatch,
+        plan: DispatchPlan,
+        unit: PlanUnit,
+        profiles: Mapping[str, Profile],
+        report: DispatchReport,
+        receive_count: int,
+        remaining_ms: Callable[[], int] | None,
+    ) -> None:
+        paused = self._monotonic() < self._paused_until
+        if not paused and remaining_ms is not None and remaining_ms() < MIN_REMAINING_MS:
+            report.later(self._backoff(1))
+            return
+        claim = self.deliveries.claim(dispatch.idempotency_key, unit, CLAIM_LEASE)
+        if claim.result is ClaimResult.FINAL:
+            report.already_done += 1
+            return
+        if claim.result is ClaimResult.BUSY:
+            # Another worker is calling LINE for this unit right now; look again after its lease.
+            report.later(int(CLAIM_LEASE.total_seconds()))
+            return
+        assert claim.token is not None
+        records: list[RecipientRecord] = []
+        contacts: list[str] = []
+        reachable: list[str] = []
+        for customer_id in unit.customer_ids:
+            skip = reachability(profiles.get(customer_id))
+            if skip is not None:
+                records.append(RecipientRecord(customer_id, skip.status, skip.reason, unit.unit_id))
+                report.count(skip.status, 1)
+                continue
+            contacts.append(str(profiles[customer_id].line_contact()))
+            reachable.append(customer_id)
+        if not contacts:
+            self.deliveries.finish(
+                dispatch.idempotency_key, unit, claim.token, UnitStatus.SKIPPED, reason="nobody reachable"
+            )
+            self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+            return
+        if paused:
+            result = CallResult(UnitStatus.DEFERRED, reason="monthly limit reached (not called)")
+        else:
+            key = retry_key(dispatch.idempotency_key, unit.unit_id)
+            personal = unit.unit_id.startswith(PERSONAL_UNIT_PREFIX)
+            content = dispatch.content_for(unit.customer_ids[0]) if personal else dispatch.messages
+            # A multicast chunk that shrank to one recipient stays a multicast: same request, same key.
+            result = self.gateway.send(unit.kind, contacts, content, key, dispatch.notification_disabled)
+            report.api_calls += 1
+        if result.monthly_limit:
+            report.monthly_limit_hits += 1
+            self._paused_until = self._monotonic() + MONTHLY_LIMIT_PAUSE_SECONDS
+        self.deliveries.finish(
+            dispatch.idempotency_key,
+            unit,
+            claim.token,
+            result.status,
+            reason=result.reason,
+            http_status=result.http_status,
+            line_request_id=result.line_request_id,
+        )
+        recipient_status = {
+            UnitStatus.SENT: RecipientStatus.SENT,
+            UnitStatus.FAILED: RecipientStatus.FAILED,
+            UnitStatus.DEFERRED: RecipientStatus.DEFERRED,
+        }.get(result.status)
+        if recipient_status is not None:
+            records += [
+                RecipientRecord(
+                    c,
+                    recipient_status,
+                    result.reason,
+                    unit.unit_id,
+                    result.line_request_id,
+                    None,
+                    claim.attempt,
+                )
+                for c in reachable
+            ]
+            report.count(recipient_status, len(reachable))
+        if result.status is UnitStatus.FAILED and result.reason:
+            report.failure_reasons.append(result.reason)
+        if result.status is UnitStatus.RETRY:
+            report.retries += 1
+            report.later(self._backoff(receive_count))
+            if result.reason:
+                report.failure_reasons.append(result.reason)
+        elif result.status is UnitStatus.DEFERRED:
+            report.later(MONTHLY_LIMIT_DEFER_SECONDS)
+        self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+
+    def _backoff(self, receive_count: int) -> int:
+        delay = min(RETRY_MAX_SECONDS, self.retry_base_seconds * 2 ** max(0, receive_count - 1))
+        # Jitter spreads a storm's retries so they do not all come back in the same second.
+        return max(1, round(random.uniform(delay / 2, delay)))  # noqa: S311 - not for security
