@@ -72,10 +72,8 @@ def test_an_unknown_reference_fails_loudly(template: Template) -> None:
 def test_the_real_template_declares_collect_routes() -> None:
     specs = {s.logical_id: s for s in function_specs(Template.load(ROOT / "template.yaml"))}
     events = specs["CollectFunction"].events
-    assert {e["Properties"]["Path"] for e in events.values() if e["Type"] == "HttpApi"} == {
-        "/v1/{kind}",
-        "/tag.js",
-    }
+    paths = {e["Properties"]["Path"] for e in events.values() if e["Type"] == "HttpApi"}
+    assert {"/v1/{kind}", "/tag.js"} <= paths
 
 
 def _route(method: str, path: str) -> Route:
