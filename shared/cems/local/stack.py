@@ -25,7 +25,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cems.line.config import LineSettings
 from cems.local.cfn import REGION, Template, function_specs
+from cems.local.fake_line import FAKE_LINE_PREFIX, FakeLine
 from cems.local.functions import LocalFunction
 from cems.local.http import (
     ApiGateway,
@@ -130,6 +132,7 @@ class LocalStack:
         self._stop = threading.Event()
         self._serving = False
         self._threads: list[threading.Thread] = []
+        self.fake_line: FakeLine | None = None
 
     @property
     def aws_url(self) -> str:
@@ -139,6 +142,7 @@ class LocalStack:
         self._server = self._bind()
         self._moto = MotoServer(self.options.host, self.options.aws_port)
         self._aws_environment()
+        self._line_environment()
         self.created = create_resources(self.template, self.aws_url)
         self._functions_environment()
         self._seed_site()
@@ -187,6 +191,20 @@ class LocalStack:
             }
         )
 
+    def _line_environment(self) -> None:
+        """LINE calls go to the fake LINE API this stack serves (`/_fake_line`), unless
+        CEMS_LINE_API_URL names another; the link page is the demo shop's."""
+        api_url = os.environ.get("CEMS_LINE_API_URL") or f"{self.http_url}{FAKE_LINE_PREFIX}"
+        link_page = (
+            os.environ.get("CEMS_LINE_LINK_PAGE_URL")
+            or f"http://localhost:{self.options.http_port}/demo/line-link.html"
+        )
+        self.template.parameter_overrides.setdefault("LineApiUrl", api_url)
+        self.template.parameter_overrides.setdefault("LineLinkPageUrl", link_page)
+        os.environ["CEMS_LINE_API_URL"] = api_url
+        os.environ["CEMS_LINE_LINK_PAGE_URL"] = link_page
+        self.fake_line = FakeLine(lambda: LineSettings.from_env().channel_access_token())
+
     def _functions_environment(self) -> None:
         # The functions share this process, so their variables share one environment; a name two
         # functions set differently would be a template smell, reported rather than silently lost.
@@ -226,6 +244,7 @@ class LocalStack:
             LocalRoute("GET", r"/demo/(?P<page>[\w-]+\.html)", lambda r, p: self._demo_page(p["page"])),
             LocalRoute("GET", r"/_local/?", self._overview),
             LocalRoute("POST", r"/_local/drain", self._drain),
+            *(self.fake_line.routes() if self.fake_line is not None else []),
         ]
 
     def _demo_page(self, page: str) -> LocalResponse:
@@ -253,6 +272,10 @@ class LocalStack:
                 "functions": sorted(self.functions),
                 "routes": [f"{r.route_key} -> {r.function.name}" for r in self._server.gateway.routes],
                 "pollers": [p.description for p in self.pollers],
+                "line": {
+                    "api": os.environ.get("CEMS_LINE_API_URL"),
+                    "messages": f"{self.http_url}/_local/line",
+                },
             },
         )
 
