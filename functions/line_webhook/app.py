@@ -18,8 +18,9 @@ from cems.collect import request_body
 from cems.config import Settings
 from cems.errors import ClientError
 from cems.ingest import Ingestor
+from cems.line.api import messaging_api
 from cems.line.config import LineSettings
-from cems.line.linking import NonceStore, messaging_api
+from cems.line.linking import NonceStore
 from cems.line.webhook import LineWebhook
 from cems.store import Stores
 

@@ -144,18 +144,6 @@ def account_link_url(settings: LineSettings, link_token: str, nonce: str) -> str
     return with_query(settings.account_link_url, linkToken=link_token, nonce=nonce)
 
 
-def messaging_api(settings: LineSettings) -> MessagingApi:
-    """A MessagingApi for the configured host (CEMS_LINE_API_URL) and channel access token."""
-    from linebot.v3.messaging import (  # type: ignore[import-untyped,unused-ignore]
-        ApiClient,
-        Configuration,
-        MessagingApi,
-    )
-
-    configuration = Configuration(host=settings.api_url, access_token=settings.channel_access_token())
-    return MessagingApi(ApiClient(configuration))
-
-
 def issue_link_token(api: MessagingApi, line_user_id: str) -> str:
     """A link token for this LINE user (valid 10 minutes, single use)."""
     response = api.issue_link_token(line_user_id, _request_timeout=LINE_REQUEST_TIMEOUT)

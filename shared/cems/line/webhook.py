@@ -17,6 +17,9 @@ Replies are decided after ingest, for newly stored events only.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable
@@ -54,6 +57,13 @@ LINK_POSTBACK = "action=link"
 
 class WebhookError(ClientError):
     """A webhook request refused before anything was processed."""
+
+
+def sign(body: bytes, channel_secret: str) -> str:
+    """X-Line-Signature as LINE computes it: base64(HMAC-SHA256(channel secret, raw body)). For the
+    CLI, the local stack's fake LINE and tests; the webhook itself verifies with the SDK."""
+    digest = hmac.new(channel_secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
 
 
 def message_id_of(webhook_event_id: str) -> str:
