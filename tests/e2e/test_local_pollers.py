@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cems.local.running import RunningStack, running_local_stack
+
+from tests.e2e.conftest import LocalStackClient
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +27,7 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running
 
 
 def aws(stack: RunningStack, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=stack.aws_url,
-        region_name="ap-northeast-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return LocalStackClient(running=stack, dynamodb=None).client(service)
 
 
 def wait_for(

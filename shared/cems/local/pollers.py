@@ -257,8 +257,26 @@ def _lambda_json(value: Any) -> Any:
     return value
 
 
-class DynamoDBStreamPoller(Poller):
+class EventSourceMappingPoller(Poller):
+    """What Lambda's event source mappings share: batch size, filters, partial batch responses."""
+
     interval_seconds = 0.25
+    service = ""
+    default_batch_size = 10
+
+    def __init__(
+        self, function: LocalFunction, event_name: str, endpoint_url: str, props: dict[str, Any]
+    ) -> None:
+        super().__init__(function, event_name)
+        self.client = local_client(self.service, endpoint_url)
+        self.batch_size = int(props.get("BatchSize", self.default_batch_size))
+        self.filters = props.get("FilterCriteria")
+        self.report_failures = "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or [])
+
+
+class DynamoDBStreamPoller(EventSourceMappingPoller):
+    service = "dynamodbstreams"
+    default_batch_size = 100
 
     def __init__(
         self,
@@ -268,12 +286,8 @@ class DynamoDBStreamPoller(Poller):
         stream_arn: str,
         props: dict[str, Any],
     ) -> None:
-        super().__init__(function, event_name)
-        self.client = local_client("dynamodbstreams", endpoint_url)
+        super().__init__(function, event_name, endpoint_url, props)
         self.stream_arn = stream_arn
-        self.batch_size = int(props.get("BatchSize", 100))
-        self.filters = props.get("FilterCriteria")
-        self.report_failures = "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or [])
         self.max_retries = int(props.get("MaximumRetryAttempts", 3))
         position = props.get("StartingPosition", "TRIM_HORIZON")
         self._iterators: dict[str, str | None] = {}
@@ -338,8 +352,8 @@ class DynamoDBStreamPoller(Poller):
 # --- SQS ------------------------------------------------------------------------------------------
 
 
-class SqsPoller(Poller):
-    interval_seconds = 0.25
+class SqsPoller(EventSourceMappingPoller):
+    service = "sqs"
 
     def __init__(
         self,
@@ -349,14 +363,10 @@ class SqsPoller(Poller):
         queue_arn: str,
         props: dict[str, Any],
     ) -> None:
-        super().__init__(function, event_name)
-        self.client = local_client("sqs", endpoint_url)
+        super().__init__(function, event_name, endpoint_url, props)
         self.queue_arn = queue_arn
         queue_name = queue_arn.rsplit(":", 1)[1]
         self.queue_url: str = self.client.get_queue_url(QueueName=queue_name)["QueueUrl"]
-        self.batch_size = int(props.get("BatchSize", 10))
-        self.filters = props.get("FilterCriteria")
-        self.report_failures = "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or [])
 
     def _poll(self) -> int:
         messages: list[dict[str, Any]] = []
