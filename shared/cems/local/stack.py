@@ -28,6 +28,7 @@ from typing import Any
 from cems.line.config import LineSettings
 from cems.local.cfn import REGION, Template, function_specs
 from cems.local.fake_line import FAKE_LINE_PREFIX, FakeLine
+from cems.local.fake_line_login import ACCOUNT_LINK_PATH, account_link_routes
 from cems.local.functions import LocalFunction
 from cems.local.http import (
     ApiGateway,
@@ -203,6 +204,7 @@ class LocalStack:
         self.template.parameter_overrides.setdefault("LineLinkPageUrl", link_page)
         os.environ["CEMS_LINE_API_URL"] = api_url
         os.environ["CEMS_LINE_LINK_PAGE_URL"] = link_page
+        os.environ.setdefault("CEMS_LINE_ACCOUNT_LINK_URL", f"{self.http_url}{ACCOUNT_LINK_PATH}")
         self.fake_line = FakeLine(lambda: LineSettings.from_env().channel_access_token())
 
     def _functions_environment(self) -> None:
@@ -245,6 +247,7 @@ class LocalStack:
             LocalRoute("GET", r"/_local/?", self._overview),
             LocalRoute("POST", r"/_local/drain", self._drain),
             *(self.fake_line.routes() if self.fake_line is not None else []),
+            *account_link_routes(self.fake_line, self.http_url),
         ]
 
     def _demo_page(self, page: str) -> LocalResponse:

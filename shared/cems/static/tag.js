@@ -74,13 +74,14 @@
     };
 
     // --- Extension point: the landing URL's query parameters, read once on load. ---
-    // UTM parameters become context.campaign (as in Segment). LINE account linking will read its
-    // `linkToken` parameter here too (not implemented yet: add a handler, do not parse the URL elsewhere).
-    var campaign = null;
+    // UTM parameters become context.campaign (as in Segment). `linkToken` (LINE account linking, on
+    // the shop's link page) is sent to CEMS once the tag has started (see the end).
+    var campaign = null, linkToken = null;
     var handleLandingParams = function (params) {
       params.forEach(function (value, name) {
         var m = /^utm_(\w+)$/.exec(name);
         if (m) (campaign = campaign || {})[m[1] === "campaign" ? "name" : m[1]] = value;
+        if (name === "linkToken" && value) linkToken = value;
       });
     };
     try { handleLandingParams(new URLSearchParams(window.location.search)); } catch (e) {}
@@ -88,9 +89,12 @@
     // --- Building and sending messages ---
     var now = function () { return new Date().toISOString(); };
     var isObject = function (x) { return !!x && typeof x === "object" && !Array.isArray(x); };
+    // A LINE link token is a one-time credential: it is not kept in the events.
+    var noToken = function (u) { return u.replace(/([?&]linkToken=)[^&#]*/, "$1-"); };
     var pageFacts = function () {
       var l = window.location;
-      return { path: l.pathname, referrer: document.referrer, search: l.search, title: document.title, url: l.href };
+      return { path: l.pathname, referrer: document.referrer, search: noToken(l.search), title: document.title,
+        url: noToken(l.href) };
     };
     var context = function () {
       var timezone;
@@ -182,6 +186,16 @@
     calls.forEach(function (c) {
       if (c && typeof api[c[0]] === "function") api[c[0]].apply(api, c.slice(1));
     });
+    // LINE account linking: CEMS binds this visitor to a fresh nonce and answers with LINE's
+    // account-link URL, where the visitor goes next (docs/line.md).
+    if (linkToken && window.fetch) {
+      window.fetch(endpoint + "/v1/line/link", {
+        method: "POST", credentials: "omit", mode: "cors", headers: { "Content-Type": "text/plain" },
+        body: JSON.stringify({ anonymousId: anonymousId, linkToken: linkToken, writeKey: writeKey }),
+      }).then(function (r) { return r.ok ? r.json() : null; }).then(function (d) {
+        if (d && /^https?:\/\//.test(d.redirectUrl)) window.location.assign(d.redirectUrl);
+      }).catch(function () {});
+    }
   } catch (e) {
     // Never let the tag break the shop.
   }
