@@ -719,3 +719,20 @@ def test_no_line_user_id_token_or_nonce_reaches_the_logs(
         "bm90IHRoZSBzaWduYXR1cmU=",
     ):
         assert secret not in logs
+
+
+def test_a_linked_friend_who_follows_again_is_welcomed_back_without_a_link_button(
+    apps: Apps, stores: Stores, fake_line: FakeLine
+) -> None:
+    visitor = "3e4f5a6b-7c8d-4e9f-8a0b-1c2d3e4f5a6b"
+    visitor_journey(apps, visitor)
+    apps.post_webhook(body_of("follow.json"))
+    redirect = apps.start_link({"anonymousId": visitor, "linkToken": "tok-5", "writeKey": WRITE_KEY})
+    apps.post_webhook(body_of("account_link_ok.json", nonce=nonce_of(redirect.json["redirectUrl"])))
+    apps.post_webhook(body_of("unfollow.json"))
+    tokens_before = len(fake_line.link_tokens())
+    apps.post_webhook(body_of("follow_unblocked.json"))
+    [message] = fake_line.replies()[-1]["messages"]
+    assert "おかえりなさい" in message["text"]
+    assert len(fake_line.link_tokens()) == tokens_before
+    assert profile_of_line_user(stores).line_contact() == FRIEND
