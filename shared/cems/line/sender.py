@@ -61,7 +61,7 @@ from cems.line.deliveries import (
 )
 from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, LineMessage
 from cems.models import Channel, Profile
-from cems.store import CustomerStore
+from cems.store import MAX_BATCH_GET_KEYS, CustomerStore
 
 logger = Logger(child=True)
 
@@ -347,7 +347,10 @@ class LineSender:
         return report
 
     def _profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
-        profiles = self.customers.profiles(customer_ids)
+        profiles: dict[str, Profile] = {}
+        # CustomerStore.profiles reads with one BatchGetItem, which takes at most 100 keys.
+        for start in range(0, len(customer_ids), MAX_BATCH_GET_KEYS):
+            profiles.update(self.customers.profiles(customer_ids[start : start + MAX_BATCH_GET_KEYS]))
         # A recipient merged into another customer since the dispatch was made: use the survivor.
         for customer_id in customer_ids:
             profile = profiles.get(customer_id)
