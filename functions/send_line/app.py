@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
 from cems.config import Settings
-from cems.line.api import messaging_api
+from cems.line.api import load_client_modules, messaging_api
 from cems.line.config import LineSettings
 from cems.line.deliveries import DeliveryStore
 from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
@@ -34,6 +34,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 settings = Settings.from_env()
 line_settings = LineSettings.from_env()
+load_client_modules()
 QUEUE_URL = os.environ.get("LINE_SEND_QUEUE_URL", "")
 sender = LineSender(
     CustomerStore(settings.customers_table, aws.dynamodb()),

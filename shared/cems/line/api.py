@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
 
 if TYPE_CHECKING:
-    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped]
+    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]
 
 # Parents first: a child's spec is found through its parent's __path__.
 LAZY_PACKAGES = (
@@ -130,12 +130,27 @@ def is_lazy(module_name: str) -> bool:
 
 lazy_linebot_packages()
 
+# What sending needs besides the client: small modules, loaded through the lazy packages above.
+from linebot.v3.messaging.exceptions import ApiException  # type: ignore[import-untyped,unused-ignore]  # noqa: E402
+from linebot.v3.messaging.models.multicast_request import (  # type: ignore[import-untyped,unused-ignore]  # noqa: E402
+    MulticastRequest,
+)
+from linebot.v3.messaging.models.push_message_request import (  # type: ignore[import-untyped,unused-ignore]  # noqa: E402
+    PushMessageRequest,
+)
+
+
+def load_client_modules() -> None:
+    """Import MessagingApi and its client now (a function's init), without reading the token."""
+    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+    from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+
 
 def message_from_dict(message: dict[str, Any]) -> Any:
     """The SDK's Message.from_dict: the message's own model (TextMessage, FlexMessage, ...), validated.
 
     Raises whatever the SDK raises for an invalid message (ValueError, KeyError, ValidationError)."""
-    from linebot.v3.messaging.models.message import Message  # type: ignore[import-untyped]
+    from linebot.v3.messaging.models.message import Message  # type: ignore[import-untyped,unused-ignore]
 
     return Message.from_dict(message)
 
@@ -148,9 +163,9 @@ def messaging_api(settings: LineSettings, token: str | None = None) -> Messaging
     through SQS, under the same X-Line-Retry-Key.
     """
     import urllib3
-    from linebot.v3.messaging.api.messaging_api import MessagingApi
-    from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped]
-    from linebot.v3.messaging.configuration import Configuration  # type: ignore[import-untyped]
+    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]
+    from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped,unused-ignore]
+    from linebot.v3.messaging.configuration import Configuration  # type: ignore[import-untyped,unused-ignore]
 
     configuration = Configuration(
         host=settings.api_url, access_token=token if token is not None else settings.channel_access_token()
@@ -159,4 +174,14 @@ def messaging_api(settings: LineSettings, token: str | None = None) -> Messaging
     return MessagingApi(ApiClient(configuration))
 
 
-__all__ = ["LINE_REQUEST_TIMEOUT", "is_lazy", "lazy_linebot_packages", "message_from_dict", "messaging_api"]
+__all__ = [
+    "LINE_REQUEST_TIMEOUT",
+    "ApiException",
+    "MulticastRequest",
+    "PushMessageRequest",
+    "is_lazy",
+    "lazy_linebot_packages",
+    "load_client_modules",
+    "message_from_dict",
+    "messaging_api",
+]

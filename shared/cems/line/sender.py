@@ -31,20 +31,11 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
-
-# The SDK modules below load through cems.line.api's lazy packages (imported above).
-from linebot.v3.messaging.exceptions import ApiException  # type: ignore[import-untyped,unused-ignore]
-from linebot.v3.messaging.models.multicast_request import (  # type: ignore[import-untyped,unused-ignore]
-    MulticastRequest,
-)
-from linebot.v3.messaging.models.push_message_request import (  # type: ignore[import-untyped,unused-ignore]
-    PushMessageRequest,
-)
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from cems import clock
-from cems.line.api import LINE_REQUEST_TIMEOUT
+from cems.line.api import LINE_REQUEST_TIMEOUT, ApiException, MulticastRequest, PushMessageRequest
 from cems.line.deliveries import (
     FINAL_UNIT_STATUSES,
     ClaimResult,
