@@ -10,7 +10,7 @@
     var queued = window.cems;
     if (queued && queued.loaded) return; // the tag is on the page twice
 
-    // --- Where to send: the endpoint is the origin (and path) this script was loaded from. ---
+    // --- Endpoint: where this script was loaded from. ---
     var script = document.currentScript;
     if (!script || !script.getAttribute("data-write-key")) {
       document.querySelectorAll("script[data-write-key]").forEach(function (s) {
@@ -39,7 +39,7 @@
     };
     var valid = function (id) { return typeof id === "string" && /^[\w.:@+-]{1,200}$/.test(id); };
 
-    // Storage may be blocked (privacy modes, sandboxed frames): every access is guarded.
+    // Storage may be blocked: every access is guarded.
     var load = function (k) { try { return localStorage.getItem(k); } catch (e) { return null; } };
     var save = function (k, v) {
       try { v == null ? localStorage.removeItem(k) : localStorage.setItem(k, v); } catch (e) {}
@@ -62,10 +62,10 @@
       writeCookie(ANON_KEY, (anonymousId = id));
       save(ANON_KEY, id);
     };
-    // Cookie first, then localStorage; whichever is found is written back to both.
+    // Cookie, else localStorage; saved back to both.
     var cookieId = readCookie(ANON_KEY), storedId = load(ANON_KEY);
     saveAnonymousId(valid(cookieId) ? cookieId : valid(storedId) ? storedId : uuid());
-    // A user id from the page: numbers become strings (as in Segment), anything else but a string is ignored.
+    // Numbers become strings (as in Segment); other non-strings are ignored.
     var setUser = function (id) {
       if (typeof id === "number") id = String(id);
       if (typeof id !== "string" || !id) return false;
@@ -73,15 +73,13 @@
       return true;
     };
 
-    // --- Extension point: the landing URL's query parameters, read once on load. ---
-    // UTM parameters become context.campaign (as in Segment). `linkToken` (LINE account linking, on
-    // the shop's link page) is sent to CEMS once the tag has started (see the end).
-    var campaign = null, linkToken = null;
+    // --- Landing URL: utm_* become context.campaign (as in Segment); linkToken: see the end ---
+    var campaign = null, linkToken;
     var handleLandingParams = function (params) {
       params.forEach(function (value, name) {
         var m = /^utm_(\w+)$/.exec(name);
         if (m) (campaign = campaign || {})[m[1] === "campaign" ? "name" : m[1]] = value;
-        if (name === "linkToken" && value) linkToken = value;
+        if (name === "linkToken") linkToken = value;
       });
     };
     try { handleLandingParams(new URLSearchParams(window.location.search)); } catch (e) {}
@@ -89,12 +87,9 @@
     // --- Building and sending messages ---
     var now = function () { return new Date().toISOString(); };
     var isObject = function (x) { return !!x && typeof x === "object" && !Array.isArray(x); };
-    // A LINE link token is a one-time credential: it is not kept in the events.
-    var noToken = function (u) { return u.replace(/([?&]linkToken=)[^&#]*/, "$1-"); };
     var pageFacts = function () {
-      var l = window.location;
-      return { path: l.pathname, referrer: document.referrer, search: noToken(l.search), title: document.title,
-        url: noToken(l.href) };
+      var l = window.location, t = function (u) { return u.replace(/(linkToken=)[^&#]*/, "$1-"); };
+      return { path: l.pathname, referrer: document.referrer, search: t(l.search), title: document.title, url: t(l.href) };
     };
     var context = function () {
       var timezone;
@@ -107,7 +102,7 @@
 
     var post = function (url, json) {
       try {
-        // text/plain is a CORS-safelisted type: no preflight, and the beacon survives navigation.
+        // text/plain: no CORS preflight; beacons survive navigation.
         if (navigator.sendBeacon && navigator.sendBeacon(url, new Blob([json], { type: "text/plain" }))) return;
       } catch (e) {}
       if (window.fetch) {
@@ -154,12 +149,12 @@
         if (isObject(properties)) for (var k in properties) props[k] = properties[k];
         send("page", { name: typeof name === "string" && name ? name : undefined, properties: props });
       },
-      // alias(newUserId): link the current id (user id, else anonymous id) to newUserId.
+      // alias(newUserId): link the current id (user id, else anonymous id) to it.
       alias: function (id) {
         var previous = userId || anonymousId;
         if (setUser(id)) send("alias", { previousId: previous });
       },
-      // Forget the user (e.g. on logout): no user id and a new anonymous id.
+      // Forget the user (e.g. on logout): new anonymous id.
       reset: function () {
         save(USER_KEY, (userId = null));
         saveAnonymousId(uuid());
@@ -168,7 +163,7 @@
       userId: function () { return userId; },
       ready: function (callback) { if (typeof callback === "function") callback(api); },
     };
-    // Nothing the page passes in may throw into the page.
+    // Calls never throw into the page.
     Object.keys(api).forEach(function (name) {
       var f = api[name];
       if (typeof f !== "function") return;
@@ -177,8 +172,7 @@
       };
     });
 
-    // --- Start: one automatic page view, then the calls queued by the stub, in order. ---
-    // A shop that names its page views queues its own page() call; then no automatic one is sent.
+    // --- Start: a page view (unless the stub queued one), then the queued calls. ---
     var calls = Array.isArray(queued) ? queued.slice() : [];
     var pageQueued = calls.some(function (c) { return c && c[0] === "page"; });
     window.cems = api;
@@ -186,16 +180,10 @@
     calls.forEach(function (c) {
       if (c && typeof api[c[0]] === "function") api[c[0]].apply(api, c.slice(1));
     });
-    // LINE account linking: CEMS binds this visitor to a fresh nonce and answers with LINE's
-    // account-link URL, where the visitor goes next (docs/line.md).
-    if (linkToken && window.fetch) {
-      window.fetch(endpoint + "/v1/line/link", {
-        method: "POST", credentials: "omit", mode: "cors", headers: { "Content-Type": "text/plain" },
-        body: JSON.stringify({ anonymousId: anonymousId, linkToken: linkToken, writeKey: writeKey }),
-      }).then(function (r) { return r.ok ? r.json() : null; }).then(function (d) {
-        if (d && /^https?:\/\//.test(d.redirectUrl)) window.location.assign(d.redirectUrl);
-      }).catch(function () {});
-    }
+    // LINE linking (docs/line.md): go where CEMS says.
+    if (linkToken) fetch(endpoint + "/v1/line/link", { method: "POST", body: JSON.stringify(
+      { anonymousId: anonymousId, linkToken: linkToken, writeKey: writeKey }) }).then(function (r) { return r.json(); })
+      .then(function (d) { if (/^https?:/.test(d.redirectUrl)) location.assign(d.redirectUrl); }).catch(function () {});
   } catch (e) {
     // Never let the tag break the shop.
   }
