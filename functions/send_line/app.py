@@ -8,6 +8,14 @@ The rules are in cems.line.sender; docs/line-dispatch.md describes the message a
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before the imports below (see gc.disable).
+import gc
+
+# Cold start, as in collect: init builds many long-lived objects (pydantic v1 validators of the SDK's
+# MessagingApi above all) and little garbage, so the cyclic collector is off for init and the objects
+# init built are frozen out of its way at the end of this module.
+gc.disable()
+
 import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -137,3 +145,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         event=event, record_handler=send, processor=processor, context=context
     )
     return dict(response)
+
+
+# Init is done: its objects live as long as the execution environment.
+gc.freeze()
+gc.enable()
