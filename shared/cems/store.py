@@ -162,9 +162,8 @@ class CustomerStore:
         """Which customer each identity belongs to (BatchGetItem, 100 keys a call)."""
         unique = sorted(set(keys))
         found: dict[IdentityKey, str] = {}
-        for chunk in _chunks(unique, MAX_BATCH_GET_KEYS):
-            for item in self._batch_get([identity_key(k) for k in chunk]):
-                found[_identity_from_pk(item["pk"]["S"])] = item["customer_id"]["S"]
+        for item in self._batch_get([identity_key(k) for k in unique]):
+            found[_identity_from_pk(item["pk"]["S"])] = item["customer_id"]["S"]
         return found
 
     def customer_for(self, key: IdentityKey) -> str | None:
@@ -206,11 +205,13 @@ class CustomerStore:
         return {p.customer_id: p for p in profiles}
 
     def _batch_get(self, keys: list[dict[str, Any]], *, consistent: bool = False) -> Iterator[dict[str, Any]]:
-        request: Any = {self.table_name: {"Keys": keys, "ConsistentRead": consistent}}
-        while request:
-            response = self.client.batch_get_item(RequestItems=request)
-            yield from response["Responses"].get(self.table_name, [])
-            request = response.get("UnprocessedKeys") or None
+        """Every item of `keys` that exists: 100 keys a call, unprocessed keys asked again."""
+        for chunk in _chunks(keys, MAX_BATCH_GET_KEYS):
+            request: Any = {self.table_name: {"Keys": list(chunk), "ConsistentRead": consistent}}
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                yield from response["Responses"].get(self.table_name, [])
+                request = response.get("UnprocessedKeys") or None
 
     # Writing -------------------------------------------------------------------------------------
 

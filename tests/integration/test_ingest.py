@@ -5,8 +5,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from cems import clock
 from cems.ingest import Ingestor
-from cems.models import SegmentMessage, Site
+from cems.models import Profile, SegmentMessage, Site
 from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -194,3 +195,14 @@ def test_stored_events_keep_the_time_fields_segment_defines(ingest, stores: Stor
     assert event.received_at == NOW
     assert event.sent_at == sent
     assert event.properties == {"price": Decimal("1.5")}
+
+
+def test_profiles_of_more_customers_than_one_batch_get_are_all_read(stores: Stores) -> None:
+    at = clock.now()
+    for i in range(230):
+        profile = Profile(customer_id=f"cus_many_{i:03d}", first_seen_at=at, updated_at=at)
+        stores.customers.client.put_item(
+            TableName=stores.customers.table_name, Item=stores.customers.profile_item(profile)
+        )
+    wanted = [f"cus_many_{i:03d}" for i in range(230)] + ["cus_missing"]
+    assert set(stores.customers.profiles(wanted)) == set(wanted[:-1])
