@@ -2,6 +2,7 @@
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,3 +146,35 @@ def test_http_routes_prefer_the_most_specific_and_pass_payload_v2(
     assert greedy["pathParameters"] == {"proxy": "a/b/c"}
     assert greedy["version"] == "2.0"
     assert greedy["requestContext"]["http"]["method"] == "GET"
+
+
+def post_clock(stack: RunningStack, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(f"{stack.http_url}/_local/clock", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_advancing_the_clock_runs_each_hours_schedule_in_turn(recorder: tuple[RunningStack, Path]) -> None:
+    stack, record_file = recorder
+
+    def ticks() -> list[dict[str, Any]]:
+        return wait_for(record_file, lambda e: e.get("detail-type") == "Scheduled Event", count=0)
+
+    before = len(ticks())
+    status, answer = post_clock(stack, json.dumps({"advance_seconds": 3 * 3600 + 60}).encode())
+    assert status == 200
+    assert answer["steps"] == 4
+    times = [t["time"] for t in ticks()[before:]]
+    assert len(times) == 3, "one tick per hour of local time, each at its own time"
+    assert times == sorted(times) and len(set(times)) == 3
+
+
+def test_a_bad_clock_request_gets_a_clear_error(recorder: tuple[RunningStack, Path]) -> None:
+    stack, _ = recorder
+    for body in (b"{", b'{"advance_seconds": -1}', b'{"advance": 60}'):
+        status, answer = post_clock(stack, body)
+        assert status == 400
+        assert answer["error"] == "invalid_clock_request"

@@ -197,3 +197,15 @@ def test_event_filters_match_like_lambda_event_filtering() -> None:
     absent = {"Filters": [{"Pattern": json.dumps({"body": {"x": [{"exists": False}]}})}]}
     assert matches_filters({"body": {}}, absent)
     assert not matches_filters({"body": {"x": 1}}, absent)
+
+
+def test_clock_durations_read_like_the_cli_shows_them() -> None:
+    from cems.local.stack import parse_advance
+
+    assert parse_advance("+3d") == 3 * 86400
+    assert parse_advance("1d12h") == 36 * 3600
+    assert parse_advance("+90m") == 5400
+    assert parse_advance("30s") == 30
+    for bad in ("", "+", "3 days", "-1d"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_advance(bad)

@@ -10,8 +10,10 @@ printed when it serves.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +27,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cems import clock
 from cems.line.config import LineSettings
 from cems.local.cfn import REGION, Template, function_specs
 from cems.local.fake_line import FAKE_LINE_PREFIX, FakeLine
@@ -42,6 +47,19 @@ from cems.local.pollers import Poller, build_pollers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
 
 log = logging.getLogger("cems.local")
+
+# The local clock moves at most this far between runs of the due work.
+DEFAULT_CLOCK_STEP_SECONDS = 3600.0
+
+
+class ClockAdvance(BaseModel):
+    """`POST /_local/clock`: how far to move CEMS's clock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    advance_seconds: float = Field(ge=0, le=400 * 86400)
+    step_seconds: float = Field(default=DEFAULT_CLOCK_STEP_SECONDS, ge=60, le=86400)
+
 
 DEFAULT_WRITE_KEY = "local-write-key"
 LOCAL_SITE_NAME = "local-demo"
@@ -132,6 +150,7 @@ class LocalStack:
         self._server: LocalHttpServer | None = None
         self._stop = threading.Event()
         self._serving = False
+        self._clock_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.fake_line: FakeLine | None = None
 
@@ -246,6 +265,8 @@ class LocalStack:
             LocalRoute("GET", r"/demo/(?P<page>[\w-]+\.html)", lambda r, p: self._demo_page(p["page"])),
             LocalRoute("GET", r"/_local/?", self._overview),
             LocalRoute("POST", r"/_local/drain", self._drain),
+            LocalRoute("GET", r"/_local/clock", self._clock),
+            LocalRoute("POST", r"/_local/clock", self._clock),
             *(self.fake_line.routes() if self.fake_line is not None else []),
             *account_link_routes(self.fake_line, self.http_url),
         ]
@@ -284,6 +305,41 @@ class LocalStack:
 
     def _drain(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
         return LocalResponse.json(200, {"delivered": self.drain()})
+
+    def _clock(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        if request.method == "GET":
+            return LocalResponse.json(200, {"now": clock.iso(clock.now())})
+        try:
+            body = json.loads(request.body or b"{}")
+            advance = ClockAdvance.model_validate(body)
+        except (ValueError, ValidationError) as exc:
+            return LocalResponse.json(
+                400,
+                {
+                    "success": False,
+                    "error": "invalid_clock_request",
+                    "message": 'send {"advance_seconds": N} with 0 <= N <= 34560000 (400 days)',
+                    "detail": str(exc).splitlines()[0],
+                },
+            )
+        return LocalResponse.json(200, self.advance_clock(advance.advance_seconds, advance.step_seconds))
+
+    def advance_clock(
+        self, seconds: float, step_seconds: float = DEFAULT_CLOCK_STEP_SECONDS
+    ) -> dict[str, Any]:
+        """Moves CEMS's clock forward in steps, running the due work (schedules, streams, queues) after
+        each, so work that falls due on day 3 runs on day 3 and not all at once on day 30."""
+        with self._clock_lock:
+            remaining, steps, delivered = float(seconds), 0, 0
+            while remaining > 0:
+                step = min(step_seconds, remaining)
+                clock.advance(step)
+                remaining -= step
+                steps += 1
+                delivered += self.drain()
+            if steps == 0:
+                delivered = self.drain()
+            return {"now": clock.iso(clock.now()), "steps": steps, "delivered": delivered}
 
     def drain(self) -> int:
         """Runs every poller until idle, so tests see the effects of what they sent."""
@@ -336,8 +392,52 @@ def parse_options(argv: list[str]) -> tuple[StackOptions, bool]:
     return options, args.verbose
 
 
+_DURATION = re.compile(r"\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_advance(text: str) -> float:
+    """`+3d`, `+1d12h`, `90m`, `30s` -> seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration like +3d, +1d12h, +90m or +30s")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def clock_command(argv: list[str]) -> int:
+    """`cems local clock [+3d]`: shows or advances the running local stack's clock."""
+    parser = argparse.ArgumentParser(
+        prog="cems local clock", description="move the local clock / 時計を進める"
+    )
+    parser.add_argument("advance", nargs="?", help="how far to move it: +3d, +1d12h, +90m, +30s")
+    parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('CEMS_HTTP_PORT', '3000')}")
+    args = parser.parse_args(argv)
+    if args.advance is None:
+        request = urllib.request.Request(f"{args.url}/_local/clock")  # noqa: S310 - the local stack's own URL
+    else:
+        try:
+            seconds = parse_advance(args.advance)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        body = json.dumps({"advance_seconds": seconds}).encode()
+        request = urllib.request.Request(  # noqa: S310 - the local stack's own URL
+            f"{args.url}/_local/clock", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as answer:  # noqa: S310 - the local stack's URL
+            print(answer.read().decode())
+    except OSError as exc:
+        print(f"error: is the local stack running at {args.url}? ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    options, verbose = parse_options(list(argv or []))
+    argv = list(argv or [])
+    if argv[:1] == ["clock"]:
+        return clock_command(argv[1:])
+    options, verbose = parse_options(argv)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
