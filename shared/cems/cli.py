@@ -62,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         "--nonce", help="for accountLink events: the nonce (from /v1/line/link's redirectUrl)"
     )
 
+    scenario = commands.add_parser("scenario", help="check scenario files / シナリオファイルの検証")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True)
+    validate = scenario_commands.add_parser(
+        "validate", help="check a scenario file; exit 0 if valid, 1 with a report of every mistake"
+    )
+    validate.add_argument(
+        "file", type=Path, help="a scenario JSON file, e.g. examples/scenarios/line_welcome.json"
+    )
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    scenario_commands.add_parser("schema", help="print the JSON Schema of scenario files")
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
         # argparse's REMAINDER refuses options right after the sub-command; the stack parses its own.
@@ -71,7 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "line":
         return _line_webhook_command(args)
+    if args.command == "scenario":
+        return _scenario_command(args)
     return _site_command(args)
+
+
+def _scenario_command(args: argparse.Namespace) -> int:
+    """`validate`: the report (text or --json) on stdout, exit 0 valid / 1 invalid. `schema`: the
+    JSON Schema that schemas/scenario.schema.json holds."""
+    if args.scenario_command == "schema":
+        from cems.scenario.model import json_schema_text
+
+        sys.stdout.write(json_schema_text())
+        return 0
+    from cems.scenario.validation import validate_file
+
+    report = validate_file(args.file)
+    print(report.to_json() if args.json else report.to_text())
+    return 0 if report.valid else 1
 
 
 def _line_webhook_command(args: argparse.Namespace) -> int:

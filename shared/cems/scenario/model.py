@@ -1019,3 +1019,24 @@ def _split_problems(scenario: Scenario) -> list[Problem]:
                 )
             names.add(variant.name)
     return problems
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+SCHEMA_PATH = "schemas/scenario.schema.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario files, for editors (committed as schemas/scenario.schema.json)."""
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://cems.example/schemas/scenario.schema.json",
+        **schema,
+    }
+
+
+def json_schema_text() -> str:
+    import json
+
+    return json.dumps(json_schema(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"
