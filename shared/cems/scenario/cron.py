@@ -46,7 +46,7 @@ class CronSchedule:
         """Raises ValueError naming the field that is wrong."""
         fields = expression.split()
         if len(fields) != 5:
-            raise ValueError(f"{expression!r} has {len(fields)} fields, not 5; {CRON_HINT}")
+            raise ValueError(f'"{expression}" has {len(fields)} fields, not 5; {CRON_HINT}')
         values = [_parse_field(text, *spec) for text, spec in zip(fields, _FIELDS, strict=True)]
         weekdays = frozenset(0 if d == 7 else d for d in values[4])
         return cls(
@@ -95,7 +95,7 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
         step = 1
         if step_text:
             if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(f"the {name} field {text!r} has a bad step {step_text!r}; {CRON_HINT}")
+                raise ValueError(f'the {name} field "{text}" has a bad step "{step_text}"; {CRON_HINT}')
             step = int(step_text)
         if body == "*":
             first, last = low, high
@@ -103,7 +103,7 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
             a, _, b = body.partition("-")
             first, last = _value(a, name, low, high, names, text), _value(b, name, low, high, names, text)
             if first > last:
-                raise ValueError(f"the {name} field {text!r} has a range that runs backwards")
+                raise ValueError(f'the {name} field "{text}" has a range that runs backwards')
         else:
             first = _value(body, name, low, high, names, text)
             last = high if step_text else first
@@ -115,8 +115,8 @@ def _value(token: str, name: str, low: int, high: int, names: dict[str, int], te
     if token in names:
         return names[token]
     if not token.isdigit():
-        raise ValueError(f"the {name} field {text!r} has {token!r}, which is not a number; {CRON_HINT}")
+        raise ValueError(f'the {name} field "{text}" has "{token}", which is not a number; {CRON_HINT}')
     number = int(token)
     if not low <= number <= high:
-        raise ValueError(f"the {name} field {text!r} has {number}, outside {low}-{high}")
+        raise ValueError(f'the {name} field "{text}" has {number}, outside {low}-{high}')
     return number

@@ -34,18 +34,18 @@ def parse_duration(text: str, *, signed: bool = False) -> timedelta:
     sign = 1
     if body[:1] in "+-" and body:
         if not signed:
-            raise ValueError(f"{text!r} has a sign, but this duration cannot be negative; {DURATION_HINT}")
+            raise ValueError(f'"{text}" has a sign, but this duration cannot be negative; {DURATION_HINT}')
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     parts = _PART.findall(body)
     if not body or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f"{text!r} is not a duration; {DURATION_HINT}")
+        raise ValueError(f'"{text}" is not a duration; {DURATION_HINT}')
     units = [u for _, u in parts]
     if len(set(units)) != len(units) or units != sorted(units, key=_ORDER.index):
-        raise ValueError(f"{text!r} repeats a unit or puts a smaller one first; {DURATION_HINT}")
+        raise ValueError(f'"{text}" repeats a unit or puts a smaller one first; {DURATION_HINT}')
     total = sum((int(n) * UNITS[u] for n, u in parts), start=timedelta(0))
     if total > MAX_DURATION:
-        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days} days")
+        raise ValueError(f'"{text}" is longer than {MAX_DURATION.days} days')
     return sign * total
 
 
@@ -65,7 +65,7 @@ def format_duration(value: timedelta) -> str:
 
 def parse_local_time(text: str) -> time:
     if not isinstance(text, str) or not re.match(LOCAL_TIME_PATTERN, text.strip()):
-        raise ValueError(f'{text!r} is not a time of day; write "HH:MM" on the 24-hour clock, e.g. "10:00"')
+        raise ValueError(f'"{text}" is not a time of day; write "HH:MM" on the 24-hour clock, e.g. "10:00"')
     hours, minutes = text.strip().split(":")
     return time(int(hours), int(minutes))
 

@@ -77,12 +77,12 @@ def _local_time(value: Any) -> Any:
 def _not_text(value: Any, hint: str) -> Any:
     if isinstance(value, time | timedelta):  # already parsed (model_copy, tests)
         return value
-    raise ValueError(f"write this as text: {hint}")
+    raise ValueError(f"{value} must be text in quotes; {hint}")
 
 
 def _identifier(value: Any) -> Any:
     if isinstance(value, str) and not _ID.match(value):
-        raise ValueError(f"{value!r} is not a valid id: use {ID_HINT}")
+        raise ValueError(f'"{value}" is not a valid id: use {ID_HINT}')
     return value
 
 
@@ -92,7 +92,7 @@ def _aware_datetime(value: Any) -> Any:
             value = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(
-                f'{value!r} is not a date and time; write e.g. "2026-05-01T10:00:00+09:00"'
+                f'"{value}" is not a date and time; write e.g. "2026-05-01T10:00:00+09:00"'
             ) from None
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError("give the time zone offset, e.g. +09:00 for Japan")
@@ -352,7 +352,7 @@ Condition = Annotated[
 
 def _date_source(value: Any) -> Any:
     if isinstance(value, str) and not _DATE_SOURCE.match(value):
-        raise ValueError(f"{value!r} is not a date CEMS knows; use one of {', '.join(DATE_SOURCES)}")
+        raise ValueError(f'"{value}" is not a date CEMS knows; use one of {", ".join(DATE_SOURCES)}')
     return value
 
 
@@ -560,7 +560,7 @@ class RichMenuStep(_Step):
     @classmethod
     def _rich_menu(cls, value: str | None) -> str | None:
         if value is not None and not _RICH_MENU_ID.match(value):
-            raise ValueError(f"{value!r} is not a LINE rich menu id (richmenu-…)")
+            raise ValueError(f'"{value}" is not a LINE rich menu id (richmenu-…)')
         return value
 
 
@@ -693,7 +693,7 @@ class Scenario(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a time zone; use an IANA name such as Asia/Tokyo") from None
+            raise ValueError(f'"{value}" is not a time zone; use an IANA name such as Asia/Tokyo') from None
         return value
 
     @model_validator(mode="after")

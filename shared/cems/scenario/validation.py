@@ -34,7 +34,7 @@ from cems.scenario.model import (
     format_path,
     semantic_problems,
 )
-from cems.templates import template_problems
+from cems.templates import is_template, template_problems
 
 SURVEY_DATA = re.compile(r"^survey=([^&]*)&answer=(.*)$", re.DOTALL)
 SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
@@ -215,7 +215,7 @@ def _translate(error: Any, data: dict[str, Any]) -> Issue:
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
         tag_field = str(ctx.get("discriminator", "type")).strip("'\"")
         path = (*path, tag_field)
-        expected = _quoted(str(ctx.get("expected_tags", "")))
+        expected = _quoted(str(ctx.get("expected_tags", ""))) or _union_tags(loc)
         if kind == "union_tag_not_found":
             message = f"`{tag_field}` is required: one of {', '.join(expected)}"
         else:
@@ -266,6 +266,8 @@ def _show(value: Any) -> str:
 
 
 def _show_ctx(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
@@ -287,6 +289,14 @@ def _json_path(loc: tuple[str | int, ...], data: Any) -> Path:
     for i, part in enumerate(loc):
         in_list = isinstance(part, int) and isinstance(current, list) and part < len(current)
         in_object = isinstance(part, str) and isinstance(current, dict) and part in current
+        if (
+            isinstance(part, str)
+            and _is_tag(part, current)
+            and not (in_object and i > 0 and loc[i - 1] == part)
+        ):
+            # pydantic names the member of a discriminated union by its tag, before that member's
+            # fields; a field may share the tag's name (`{"kind": "trait", "trait": …}`).
+            continue
         if in_list or in_object:
             path.append(part)
             current = current[part]
@@ -331,15 +341,33 @@ def _tag_of(model: type[BaseModel]) -> set[str]:
 
 def _allowed_fields(loc: tuple[str | int, ...]) -> list[str]:
     """The field names of the object at `loc[:-1]`, walking the models (for "did you mean")."""
+    tp = _unwrap(_type_at(loc[:-1]))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [info.alias or name for name, info in tp.model_fields.items()]
+    return []
+
+
+def _union_tags(loc: tuple[str | int, ...]) -> list[str]:
+    """The tags a discriminated union at `loc` accepts."""
+    tp = _unwrap(_type_at(loc))
+    if not _is_union(tp):
+        return []
+    return sorted(
+        {t for m in get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel) for t in _tag_of(m)}
+    )
+
+
+def _type_at(loc: tuple[str | int, ...]) -> Any:
+    """The annotation at a pydantic location, walking the models from Scenario (None if lost)."""
     tp: Any = Scenario
-    for part in loc[:-1]:
+    for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             info = tp.model_fields.get(str(part)) or next(
                 (f for f in tp.model_fields.values() if f.alias == part), None
             )
             if info is None:
-                return []
+                return None
             tp = info.annotation
         elif get_origin(tp) is list and isinstance(part, int):
             tp = get_args(tp)[0]
@@ -349,13 +377,10 @@ def _allowed_fields(loc: tuple[str | int, ...]) -> list[str]:
             members = [m for m in get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
             tp = next((m for m in members if str(part) in _tag_of(m)), None)
             if tp is None:
-                return []
+                return None
         else:
-            return []
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [info.alias or name for name, info in tp.model_fields.items()]
-    return []
+            return None
+    return tp
 
 
 # ---------------------------------------------------------------------------------------- content checks
@@ -386,8 +411,6 @@ def _postbacks(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
 def content_problems(scenario: Scenario) -> list[Problem]:
     """LINE messages (count, the SDK's own check, text length, survey postbacks), email parts and
     trait values: each Liquid template must parse and use only what is in scope."""
-    from cems.line.dispatch import validate_line_message
-
     problems: list[Problem] = []
     for i, step in enumerate(scenario.steps):
         base: Path = ("steps", i)
@@ -415,10 +438,7 @@ def content_problems(scenario: Scenario) -> list[Problem]:
                         )
                     )
                 else:
-                    try:
-                        validate_line_message(message)
-                    except ValueError as exc:
-                        problems.append(Problem(where, str(exc), "line_message"))
+                    problems += line_message_problems(message, where)
                 problems += _template_problems(message, where)
                 for data_path, data in _postbacks(message, where):
                     problems += _survey_postback_problems(data_path, data)
@@ -433,6 +453,134 @@ def content_problems(scenario: Scenario) -> list[Problem]:
         if isinstance(step, SetTraitStep):
             problems += _template_problems(step.value, (*base, "value"))
     return problems
+
+
+LINE_MESSAGE_TYPES = (
+    "text",
+    "textV2",
+    "sticker",
+    "image",
+    "video",
+    "audio",
+    "location",
+    "imagemap",
+    "template",
+    "flex",
+    "coupon",
+)
+MAX_QUICK_REPLY_ITEMS = 13
+MAX_ACTION_LABEL = 20
+MAX_ALT_TEXT = 400
+
+
+def line_message_problems(message: Any, where: Path) -> list[Problem]:
+    """One LINE message object, checked with line-bot-sdk's own model (as the sender does) and a
+    few of LINE's limits the SDK does not check; each problem at its path inside the message."""
+    from cems.line.dispatch import validate_line_message
+
+    if not isinstance(message, dict):
+        return [Problem(where, "a LINE message is an object {…} with a `type`", "line_message")]
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        return [
+            Problem(
+                (*where, "type"),
+                f"`type` is required: one of {', '.join(LINE_MESSAGE_TYPES)}",
+                "line_message",
+            )
+        ]
+    if kind not in LINE_MESSAGE_TYPES:
+        return [
+            Problem(
+                (*where, "type"),
+                f'"{kind}" is not a LINE message type; use one of {", ".join(LINE_MESSAGE_TYPES)}'
+                + _did_you_mean(kind, list(LINE_MESSAGE_TYPES)),
+                "line_message",
+            )
+        ]
+    problems = _sdk_problems(message, where)
+    if not problems:
+        try:
+            validate_line_message(message)
+        except ValueError as exc:
+            problems.append(Problem(where, str(exc), "line_message"))
+    alt_text = message.get("altText")
+    if isinstance(alt_text, str) and len(alt_text) > MAX_ALT_TEXT:
+        problems.append(
+            Problem(
+                (*where, "altText"),
+                f"altText is {len(alt_text)} characters; LINE accepts at most {MAX_ALT_TEXT}",
+                "line_message",
+            )
+        )
+    quick_reply = message.get("quickReply")
+    items = quick_reply.get("items") if isinstance(quick_reply, dict) else None
+    if isinstance(items, list) and len(items) > MAX_QUICK_REPLY_ITEMS:
+        problems.append(
+            Problem(
+                (*where, "quickReply", "items"),
+                f"{len(items)} quick reply buttons; LINE shows at most {MAX_QUICK_REPLY_ITEMS}",
+                "line_message",
+            )
+        )
+    for path, action in _actions(message, where):
+        label = action.get("label")
+        if isinstance(label, str) and len(label) > MAX_ACTION_LABEL and not is_template(label):
+            problems.append(
+                Problem(
+                    (*path, "label"),
+                    f"the label is {len(label)} characters; LINE accepts at most {MAX_ACTION_LABEL}",
+                    "line_message",
+                )
+            )
+        if action.get("type") == "postback" and not isinstance(action.get("data"), str):
+            problems.append(Problem((*path, "data"), "a postback action needs `data`", "line_message"))
+    return problems
+
+
+def _sdk_problems(message: dict[str, Any], where: Path) -> list[Problem]:
+    from cems.line.api import message_from_dict
+
+    try:
+        message_from_dict(message)
+    except Exception as exc:
+        errors = getattr(exc, "errors", None)
+        if not callable(errors):
+            return [
+                Problem(
+                    where,
+                    f"LINE's SDK refuses this message: {str(exc).splitlines()[0][:200]}",
+                    "line_message",
+                )
+            ]
+        out: list[Problem] = []
+        for error in errors():
+            loc = tuple(_camel(part) if isinstance(part, str) else part for part in error.get("loc", ()))
+            if error.get("type") in ("type_error.none.not_allowed", "value_error.missing"):
+                text = f"`{loc[-1]}` is required in a {message['type']} message" if loc else "required"
+            else:
+                text = str(error.get("msg", "invalid"))
+            out.append(Problem((*where, *loc), text, "line_message"))
+        return out
+    return []
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _actions(value: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("action", "defaultAction") and isinstance(item, dict):
+                yield (*path, key), item
+            if key == "actions" and isinstance(item, list):
+                yield from (((*path, key, i), a) for i, a in enumerate(item) if isinstance(a, dict))
+            yield from _actions(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _actions(item, (*path, i))
 
 
 def _template_problems(value: Any, path: Path) -> list[Problem]:
@@ -455,7 +603,7 @@ def _survey_postback_problems(path: Path, data: Any) -> list[Problem]:
         return [
             Problem(
                 path,
-                f"survey question {match.group(1)!r}: use letters, digits, `_`, `.`, `-`, at most 64",
+                f'survey question "{match.group(1)}": use letters, digits, `_`, `.`, `-`, at most 64',
                 "survey_postback",
             )
         ]
