@@ -11,7 +11,6 @@ import gc
 # for init and back on at the end of this module, with everything init built frozen out of its way.
 gc.disable()
 
-import json
 import os
 
 # Pydantic looks for plugins in the entry points of every installed distribution when it builds the
@@ -30,6 +29,7 @@ from cems.errors import ClientError
 from cems.ingest import Ingestor
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore
+from cems.responses import NOT_FOUND, error_response, json_response
 from cems.sites import SiteDirectory, SiteStore
 from cems.store import Stores
 
@@ -50,10 +50,6 @@ TAG_JS = tag_script()
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
-    return Response(status, "application/json", json.dumps(body, ensure_ascii=False), headers or {})
-
-
 # A static route: Powertools tries static routes before dynamic ones, so /v1/<kind> never sees it
 # (and <kind> matches a single path segment anyway).
 @app.route("/v1/line/link", method=ALL_METHODS)
@@ -68,7 +64,7 @@ def line_link() -> Response[str]:
         request_body(event.raw_event), event.headers.get("authorization"), origin
     )
     metrics.add_metric("LineLinksStarted", MetricUnit.Count, 1)
-    return _json(200, {"redirectUrl": started.redirect_url}, started.headers)
+    return json_response(200, {"redirectUrl": started.redirect_url}, started.headers)
 
 
 @app.route("/v1/<kind>", method=ALL_METHODS)
@@ -87,7 +83,7 @@ def collect(kind: str) -> Response[str]:
     )
     metrics.add_metric("EventsStored", MetricUnit.Count, collected.result.stored)
     metrics.add_metric("EventsDuplicate", MetricUnit.Count, collected.result.duplicates)
-    return _json(200, {"success": True}, collected.headers)
+    return json_response(200, {"success": True}, collected.headers)
 
 
 @app.get("/tag.js")
@@ -105,12 +101,12 @@ def client_error(error: ClientError) -> Response[str]:
     # The error carries CORS headers too, so a shop's developer can read it in the browser console;
     # it holds nothing but the reason, and nothing was stored.
     origin = app.current_event.headers.get("origin") if error.code != "origin_not_allowed" else None
-    return _json(error.status, error.body(), {**cors_headers(origin), **error.headers})
+    return error_response(error, cors_headers(origin))
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
-    return _json(404, {"success": False, "error": "not_found", "message": "no such endpoint"})
+    return error_response(NOT_FOUND)
 
 
 @logger.inject_lambda_context

@@ -6,7 +6,6 @@ URL verification) gets 200. The rules are in cems.line.webhook.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -22,6 +21,7 @@ from cems.line.api import messaging_api
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore
 from cems.line.webhook import LineWebhook
+from cems.responses import NOT_FOUND, error_response, json_response
 from cems.store import Stores
 
 logger = Logger()
@@ -38,10 +38,6 @@ webhook = LineWebhook(
     stores.customers,
     lambda: messaging_api(line_settings),
 )
-
-
-def _json(status: int, body: dict[str, Any]) -> Response[str]:
-    return Response(status, "application/json", json.dumps(body, ensure_ascii=False))
 
 
 @app.post("/line/webhook")
@@ -70,7 +66,7 @@ def line_webhook() -> Response[str]:
     )
     if outcome.reply_failures:
         logger.warning("line replies failed", extra={"failures": outcome.reply_failures})
-    return _json(200, {"success": True})
+    return json_response(200, {"success": True})
 
 
 # Powertools leaves this decorator untyped.
@@ -78,12 +74,12 @@ def line_webhook() -> Response[str]:
 def client_error(error: ClientError) -> Response[str]:
     metrics.add_metric("LineWebhookRejected", MetricUnit.Count, 1)
     logger.info("rejected", extra={"status": error.status, "error": error.code})
-    return _json(error.status, error.body())
+    return error_response(error)
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
-    return _json(404, {"success": False, "error": "not_found", "message": "no such endpoint"})
+    return error_response(NOT_FOUND)
 
 
 @logger.inject_lambda_context
