@@ -29,12 +29,12 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def jst(*args: int) -> datetime:
-    return datetime(*args, tzinfo=TOKYO).astimezone(UTC)  # type: ignore[misc]
+def jst(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=TOKYO).astimezone(UTC)
 
 
-def ny(*args: int) -> datetime:
-    return datetime(*args, tzinfo=NEW_YORK).astimezone(UTC)  # type: ignore[misc]
+def ny(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=NEW_YORK).astimezone(UTC)
 
 
 def profile(**fields: Any) -> Profile:

@@ -1,0 +1,816 @@
+"""The enrolment state machine: pure decisions about one customer's journey in one scenario.
+
+Nothing here reads the clock, a table or a queue. The caller (`trigger`, `tick`, the simulator)
+reads the enrolment, the profile, the events and the cap counters, calls one of:
+
+- `enrol(scenario, version, profile, trigger_event, existing, now, events=, others=)`: may this
+  customer enter now? (trigger, audience, blacklist, re-entry rules, priority; holdout assigned);
+- `advance(scenario, enrolment, profile, events, now, caps)`: run the steps that are due, until a
+  wait or the end;
+- `on_event(scenario, enrolment, event, profile, now)`: what one new event of the customer changes
+  (goal, the event a step waits for, an opt-out, a response);
+
+and carries out what comes back: dispatches to enqueue, cap counters to take, traits to set, rich
+menus to link, then the new enrolment written on condition that `revision` is still the one read.
+Decisions depend only on their arguments, so two evaluators of the same revision at the same time
+decide the same thing, with the same dispatch keys: whichever write wins, a send is sent once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cems.line.dispatch import LineDispatch
+from cems.models import LineEvent, MessageType, Profile, StoredEvent
+from cems.scenario.assignment import in_holdout, pick_variant
+from cems.scenario.conditions import evaluate, event_matches, event_name, reachable
+from cems.scenario.model import (
+    BranchStep,
+    BroadcastTrigger,
+    DateTrigger,
+    EndStep,
+    EventTrigger,
+    FrequencyCaps,
+    LineFollowTrigger,
+    PropertyCondition,
+    RichMenuStep,
+    Scenario,
+    SendStep,
+    SetTraitStep,
+    SplitStep,
+    Step,
+    SurveyAnswerTrigger,
+    WaitForEventStep,
+    WaitStep,
+)
+from cems.scenario.timing import (
+    cap_day,
+    cap_week,
+    in_window,
+    next_cap_day,
+    next_cap_week,
+    wait_due,
+    window_opening,
+)
+from cems.templates import RenderError, render, render_email, render_line_messages, template_scope
+
+# More steps than any path without a wait can have (loops need a wait): a safety stop, after which
+# the enrolment stays active and due now, so the next activation carries on.
+MAX_STEPS_PER_ACTIVATION = 100
+# A profile trait that, when true, stops every journey and keeps the customer out of new ones.
+BLACKLIST_TRAIT = "blacklisted"
+MAX_KEY_LENGTH = 256  # LineDispatch.idempotency_key
+
+
+class EnrolmentState(StrEnum):
+    ACTIVE = "active"  # running steps (due now)
+    WAITING = "waiting"  # until due_at: a wait step, a send window or a deferred (capped) send
+    WAITING_EVENT = "waiting_event"  # for `awaiting.event` until `awaiting.timeout_at`
+    COMPLETED = "completed"  # reached an end
+    EXITED = "exited"  # left early: exit_reason says why
+    CONVERTED = "converted"  # reached the goal
+
+
+ENDED = frozenset({EnrolmentState.COMPLETED, EnrolmentState.EXITED, EnrolmentState.CONVERTED})
+Channel = Literal["line", "email"]
+DispatchChannel = Literal["line", "email", "line_then_email"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TriggerRef(_Frozen):
+    """The event that started the journey: what templates see as `event` and what `until:
+    trigger_event` counts from (kept on the enrolment, so a later step needs no look-up)."""
+
+    message_id: str
+    site_id: str
+    type: MessageType
+    event: str | None = None
+    timestamp: datetime
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: StoredEvent) -> TriggerRef:
+        return cls(
+            message_id=event.message_id,
+            site_id=event.site_id,
+            type=event.type,
+            event=event.event,
+            timestamp=event.timestamp,
+            properties=event.properties,
+        )
+
+    def as_event(self, customer_id: str) -> StoredEvent:
+        return StoredEvent(
+            customer_id=customer_id,
+            site_id=self.site_id,
+            type=self.type,
+            message_id=self.message_id,
+            event=self.event,
+            timestamp=self.timestamp,
+            received_at=self.timestamp,
+            properties=self.properties,
+        )
+
+
+class Awaiting(_Frozen):
+    """What a `wait_for_event` step waits for: `event` passing `where`, from `since` to `timeout_at`."""
+
+    event: str
+    where: list[PropertyCondition] = Field(default_factory=list)
+    since: datetime
+    timeout_at: datetime
+
+
+class Enrolment(_Frozen):
+    """One customer's journey in one scenario (the JourneysTable item `ENR#<customer>` / `<scenario>`)."""
+
+    customer_id: str
+    scenario_id: str
+    version: int
+    step_id: str | None
+    state: EnrolmentState
+    exit_reason: str | None = None
+    variant: str | None = None
+    holdout: bool = False
+    entry: int = Field(default=1, ge=1)  # 1 for the first journey, 2 for a re-entry, ...
+    entered_at: datetime
+    due_at: datetime | None = None
+    awaiting: Awaiting | None = None
+    sends: int = 0
+    # Sends since the customer last did anything (for exit.no_response_after_sends).
+    unanswered_sends: int = 0
+    last_send_at: datetime | None = None
+    # Sends per send step in this journey: a step sent again (a loop) gets its own dispatch key.
+    step_sends: dict[str, int] = Field(default_factory=dict)
+    # When a capped send was first deferred (frequency_cap.give_up_after counts from it).
+    deferred_since: datetime | None = None
+    ended_at: datetime | None = None
+    # Raised by one on every change; the store writes on condition that it is still the one read.
+    revision: int = 0
+    trigger: TriggerRef | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+
+# ---------------------------------------------------------------------------------------- what comes out
+
+
+class EmailMessage(_Frozen):
+    subject: str
+    html: str | None = None
+    text: str | None = None
+
+
+class Dispatch(_Frozen):
+    """A send the caller enqueues (before writing the enrolment). `line_then_email`: LINE, with the
+    email as the fallback should LINE turn out unreachable when it is sent."""
+
+    key: str
+    channel: DispatchChannel
+    customer_id: str
+    scenario_id: str
+    version: int
+    step_id: str
+    entry: int
+    variant: str | None = None
+    line: LineDispatch | None = None
+    email: EmailMessage | None = None
+
+
+class CapRequest(_Frozen):
+    """Take one send from the customer's cap counters (conditional ADD, `count < limit`). If the
+    store refuses (another send took the last one first), re-run `advance` with fresh counts."""
+
+    channel: Channel
+    day_key: str  # `<channel>#D#<yyyy-mm-dd>`
+    week_key: str  # `<channel>#W#<yyyy-Www>`
+    day_limit: int | None
+    week_limit: int | None
+
+
+class TraitSet(_Frozen):
+    trait: str
+    value: Any
+
+
+class RichMenuSwitch(_Frozen):
+    rich_menu_id: str | None  # None: back to the default menu
+
+
+class StepRecord(_Frozen):
+    """One thing the engine did, for logs, reports and the simulator's timeline."""
+
+    at: datetime
+    step_id: str | None
+    what: str  # sent, held_out, capped_skip, deferred, window, waiting, branch, split, trait, ...
+    detail: str = ""
+
+
+class Advance(_Frozen):
+    enrolment: Enrolment
+    changed: bool
+    dispatches: list[Dispatch] = Field(default_factory=list)
+    caps: list[CapRequest] = Field(default_factory=list)
+    traits: list[TraitSet] = Field(default_factory=list)
+    rich_menus: list[RichMenuSwitch] = Field(default_factory=list)
+    log: list[StepRecord] = Field(default_factory=list)
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When `advance` should run next (None: ended, or waiting for an event without timeout)."""
+        return self.enrolment.due_at
+
+
+class EnrolDecision(_Frozen):
+    entered: bool
+    # entered | not_a_trigger | audience | blacklisted | already_entered | still_enrolled | cooldown |
+    # higher_priority_active
+    reason: str
+    enrolment: Enrolment | None = None
+    # The customer's active enrolments in these scenarios must leave (they yield to this one):
+    # `exit_enrolment(e, f"yielded:{scenario.id}", now)` for each.
+    yield_scenarios: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OtherEnrolment:
+    """Another of the customer's journeys, as far as priority is concerned."""
+
+    scenario_id: str
+    priority: int
+    yield_to_higher_priority: bool
+    active: bool  # not ended
+
+
+@dataclass(frozen=True)
+class CapView:
+    """The customer's cap counters as read (sort key of `CAP#<customer>` -> sends) and the limits."""
+
+    limits: FrequencyCaps = field(default_factory=FrequencyCaps)
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    def reopens_at(self, channel: Channel, now: datetime, taken: int = 0) -> datetime | None:
+        """None when one more send on `channel` is allowed now (after `taken` sends this activation),
+        else when the cap allows again."""
+        limit = self.limits.line if channel == "line" else self.limits.email
+        day_key, week_key = cap_keys(channel, now)
+        reopen: datetime | None = None
+        if limit.per_day is not None and self.counts.get(day_key, 0) + taken >= limit.per_day:
+            reopen = next_cap_day(now)
+        if limit.per_week is not None and self.counts.get(week_key, 0) + taken >= limit.per_week:
+            reopen = next_cap_week(now)
+        return reopen
+
+
+def cap_keys(channel: str, now: datetime) -> tuple[str, str]:
+    return f"{channel}#D#{cap_day(now)}", f"{channel}#W#{cap_week(now)}"
+
+
+def dispatch_key(
+    customer_id: str, scenario_id: str, version: int, step_id: str, entry: int, repeat: int = 1
+) -> str:
+    """`<customer>#<scenario>#v<version>#<step>#e<entry>`, plus `#<n>` for a step's n-th send in one
+    journey (a loop); a key longer than LINE dispatches allow ends in a digest instead."""
+    key = f"{customer_id}#{scenario_id}#v{version}#{step_id}#e{entry}" + (f"#{repeat}" if repeat > 1 else "")
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"{key[: MAX_KEY_LENGTH - len(digest) - 1]}#{digest}"
+
+
+# --------------------------------------------------------------------------------------------- entering
+
+
+def trigger_matches(scenario: Scenario, event: StoredEvent) -> bool:
+    """Whether `event` is one that enters customers into `scenario` (event-like triggers only; date
+    and broadcast triggers enrol without an event)."""
+    trigger = scenario.trigger
+    name = event_name(event)
+    if isinstance(trigger, EventTrigger):
+        return event_matches(trigger.event, trigger.where, event)
+    if isinstance(trigger, LineFollowTrigger):
+        return name == LineEvent.FOLLOW.value and (
+            trigger.include_unblocked or not event.properties.get("is_unblocked")
+        )
+    if isinstance(trigger, SurveyAnswerTrigger):
+        survey = event.properties.get("survey")
+        if name != LineEvent.POSTBACK.value or not isinstance(survey, dict):
+            return False
+        if survey.get("question") != trigger.question or "answer" not in survey:
+            return False
+        return trigger.answers is None or str(survey["answer"]) in trigger.answers
+    return False
+
+
+def is_blacklisted(profile: Profile) -> bool:
+    return profile.traits.get(BLACKLIST_TRAIT) is True
+
+
+def enrol(
+    scenario: Scenario,
+    version: int,
+    profile: Profile,
+    trigger_event: StoredEvent | None,
+    existing: Enrolment | None,
+    now: datetime,
+    *,
+    events: Sequence[StoredEvent] = (),
+    others: Sequence[OtherEnrolment] = (),
+) -> EnrolDecision:
+    """Whether the customer enters now; if so the new enrolment (active, due now: run `advance`
+    next), with holdout assigned. `existing` is the customer's enrolment in this scenario, if any
+    (a re-entry replaces it, on condition of its revision); `others` are the customer's other
+    journeys; `events` the history the audience condition may read. Date and broadcast triggers
+    pass no event."""
+    event_like = not isinstance(scenario.trigger, DateTrigger | BroadcastTrigger)
+    if event_like and (trigger_event is None or not trigger_matches(scenario, trigger_event)):
+        return EnrolDecision(entered=False, reason="not_a_trigger")
+    if is_blacklisted(profile):
+        return EnrolDecision(entered=False, reason="blacklisted")
+    entry = 1
+    if existing is not None:
+        refused = _reentry_refused(scenario, existing, now)
+        if refused:
+            return EnrolDecision(entered=False, reason=refused)
+        entry = existing.entry + 1
+    if scenario.audience is not None and not evaluate(scenario.audience, profile, events, now):
+        return EnrolDecision(entered=False, reason="audience")
+    active = [o for o in others if o.active and o.scenario_id != scenario.id]
+    if scenario.exit.yield_to_higher_priority and any(o.priority > scenario.priority for o in active):
+        return EnrolDecision(entered=False, reason="higher_priority_active")
+    enrolment = Enrolment(
+        customer_id=profile.customer_id,
+        scenario_id=scenario.id,
+        version=version,
+        step_id=scenario.first_step().id,
+        state=EnrolmentState.ACTIVE,
+        holdout=in_holdout(scenario.id, profile.customer_id, scenario.entry.holdout_percent),
+        entry=entry,
+        entered_at=now,
+        due_at=now,
+        revision=0 if existing is None else existing.revision + 1,
+        trigger=None if trigger_event is None else TriggerRef.of(trigger_event),
+    )
+    yielding = [
+        o.scenario_id for o in active if o.yield_to_higher_priority and o.priority < scenario.priority
+    ]
+    return EnrolDecision(entered=True, reason="entered", enrolment=enrolment, yield_scenarios=yielding)
+
+
+def _reentry_refused(scenario: Scenario, existing: Enrolment, now: datetime) -> str | None:
+    rule = scenario.entry
+    if rule.reentry == "never":
+        return "already_entered"
+    if not existing.ended:
+        return "still_enrolled"
+    if rule.reentry == "cooldown":
+        assert rule.cooldown is not None  # the model requires it
+        if now - existing.entered_at < rule.cooldown:
+            return "cooldown"
+    return None
+
+
+def exit_enrolment(enrolment: Enrolment, reason: str, now: datetime, step_id: str | None = None) -> Advance:
+    """The enrolment ended early (exited) for `reason`; unchanged if it had already ended."""
+    if enrolment.ended:
+        return Advance(enrolment=enrolment, changed=False)
+    ended = _end(enrolment, EnrolmentState.EXITED, now, reason)
+    return Advance(
+        enrolment=ended, changed=True, log=[StepRecord(at=now, step_id=step_id, what="exited", detail=reason)]
+    )
+
+
+def _end(enrolment: Enrolment, state: EnrolmentState, now: datetime, reason: str | None = None) -> Enrolment:
+    return enrolment.model_copy(
+        update={
+            "state": state,
+            "exit_reason": reason,
+            "due_at": None,
+            "awaiting": None,
+            "ended_at": enrolment.ended_at or now,
+            "revision": enrolment.revision + 1,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+
+def goal_reached(scenario: Scenario, enrolment: Enrolment, event: StoredEvent) -> bool:
+    """The event is the scenario's goal, done within `goal.within` of the journey's start (the
+    trigger event itself never counts)."""
+    goal = scenario.goal
+    if goal is None or not event_matches(goal.event, goal.where, event):
+        return False
+    if enrolment.trigger is not None and event.message_id == enrolment.trigger.message_id:
+        return False
+    start = enrolment.trigger.timestamp if enrolment.trigger is not None else enrolment.entered_at
+    return start <= event.timestamp <= start + goal.within
+
+
+def _awaited(enrolment: Enrolment, event: StoredEvent) -> bool:
+    awaiting = enrolment.awaiting
+    return (
+        enrolment.state is EnrolmentState.WAITING_EVENT
+        and awaiting is not None
+        and awaiting.since <= event.timestamp <= awaiting.timeout_at
+        and event_matches(awaiting.event, awaiting.where, event)
+    )
+
+
+def _is_response(enrolment: Enrolment, event: StoredEvent) -> bool:
+    return enrolment.last_send_at is not None and event.timestamp > enrolment.last_send_at
+
+
+def on_event(
+    scenario: Scenario, enrolment: Enrolment, event: StoredEvent, profile: Profile, now: datetime
+) -> Advance | None:
+    """What one new event of the customer changes; None when nothing. The goal converts (a completed
+    journey too, so the holdout is measured); a LINE unfollow exits when the journey's next sends
+    are LINE only; the awaited event moves the journey to the step's `on_event` (state active, due
+    now: the caller runs `advance` next); any event after a send is a response."""
+    if enrolment.state is EnrolmentState.COMPLETED and goal_reached(scenario, enrolment, event):
+        return _converted(enrolment, now)
+    if enrolment.ended:
+        return None
+    if is_blacklisted(profile):
+        return exit_enrolment(enrolment, "blacklisted", now, enrolment.step_id)
+    if goal_reached(scenario, enrolment, event):
+        return _converted(enrolment, now)
+    if event_name(event) == LineEvent.UNFOLLOW.value and _next_sends_line_only(scenario, enrolment.step_id):
+        return exit_enrolment(enrolment, "opted_out:line", now, enrolment.step_id)
+    updated = enrolment
+    log: list[StepRecord] = []
+    if _is_response(enrolment, event) and enrolment.unanswered_sends:
+        updated = updated.model_copy(update={"unanswered_sends": 0})
+    if _awaited(enrolment, event):
+        step = scenario.step(enrolment.step_id or "")
+        assert isinstance(step, WaitForEventStep)
+        log.append(StepRecord(at=now, step_id=step.id, what="event", detail=f"{step.event} arrived"))
+        if step.on_event is None:
+            ended = _end(updated, EnrolmentState.COMPLETED, now)
+            return Advance(enrolment=ended, changed=True, log=log)
+        updated = updated.model_copy(
+            update={"step_id": step.on_event, "state": EnrolmentState.ACTIVE, "due_at": now, "awaiting": None}
+        )
+    if updated == enrolment:
+        return None
+    return Advance(
+        enrolment=updated.model_copy(update={"revision": enrolment.revision + 1}), changed=True, log=log
+    )
+
+
+def _converted(enrolment: Enrolment, now: datetime) -> Advance:
+    ended = _end(enrolment, EnrolmentState.CONVERTED, now, None)
+    return Advance(enrolment=ended, changed=True, log=[StepRecord(at=now, step_id=None, what="converted")])
+
+
+def _next_sends_line_only(scenario: Scenario, step_id: str | None) -> bool:
+    """Whether the next send on every path from `step_id` is LINE only (no email to fall back to)."""
+    if step_id is None:
+        return False
+    seen: set[str] = set()
+    todo = [step_id]
+    channels: set[str] = set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        step = scenario.step(current)
+        if isinstance(step, SendStep):
+            channels.add(step.channel)
+            continue
+        todo.extend(scenario.successors(step))
+    return channels == {"line"}
+
+
+# ------------------------------------------------------------------------------------------------ advance
+
+
+def is_due(enrolment: Enrolment, events: Sequence[StoredEvent], now: datetime) -> bool:
+    if enrolment.state is EnrolmentState.ACTIVE:
+        return True
+    if enrolment.state is EnrolmentState.WAITING:
+        return enrolment.due_at is not None and enrolment.due_at <= now
+    if enrolment.state is EnrolmentState.WAITING_EVENT and enrolment.awaiting is not None:
+        return enrolment.awaiting.timeout_at <= now or any(
+            _awaited(enrolment, e) and e.timestamp <= now for e in events
+        )
+    return False
+
+
+def advance(
+    scenario: Scenario,
+    enrolment: Enrolment,
+    profile: Profile,
+    events: Sequence[StoredEvent],
+    now: datetime,
+    caps: CapView,
+) -> Advance:
+    """Run the steps that are due, until a wait or the end. `events` is the customer's history (read
+    by branch conditions, and checked for the goal and the awaited event in case `on_event` missed
+    them). Unchanged (`changed` false) when nothing is due."""
+    if scenario.id != enrolment.scenario_id:
+        raise ValueError(f"enrolment of {enrolment.scenario_id} advanced with scenario {scenario.id}")
+    if enrolment.ended:
+        return Advance(enrolment=enrolment, changed=False)
+    if is_blacklisted(profile):
+        return exit_enrolment(enrolment, "blacklisted", now, enrolment.step_id)
+    past = [e for e in events if e.timestamp <= now]
+    if any(goal_reached(scenario, enrolment, e) for e in past):
+        return _converted(enrolment, now)
+    if not is_due(enrolment, past, now):
+        return Advance(enrolment=enrolment, changed=False)
+    if any(_is_response(enrolment, e) for e in past):
+        enrolment = enrolment.model_copy(update={"unanswered_sends": 0})
+    return _Run(scenario, enrolment, profile, past, now, caps).run()
+
+
+class _Run:
+    """One activation of `advance`: mutable while it runs, an `Advance` at the end."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        enrolment: Enrolment,
+        profile: Profile,
+        events: Sequence[StoredEvent],
+        now: datetime,
+        caps: CapView,
+    ) -> None:
+        self.scenario = scenario
+        self.start = enrolment
+        self.profile = profile
+        self.events = events
+        self.now = now
+        self.caps = caps
+        self.zone = scenario.zone
+        self.fields: dict[str, Any] = {}
+        self.e = enrolment
+        self.taken: dict[Channel, int] = {"line": 0, "email": 0}
+        self.out: dict[str, list[Any]] = {
+            "dispatches": [],
+            "caps": [],
+            "traits": [],
+            "rich_menus": [],
+            "log": [],
+        }
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def update(self, **values: Any) -> None:
+        self.e = self.e.model_copy(update=values)
+
+    def note(self, step_id: str | None, what: str, detail: str = "") -> None:
+        self.out["log"].append(StepRecord(at=self.now, step_id=step_id, what=what, detail=detail))
+
+    def local(self, moment: datetime) -> str:
+        return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
+
+    def finish(self) -> Advance:
+        final = self.e.model_copy(update={"revision": self.start.revision + 1})
+        return Advance(enrolment=final, changed=True, **self.out)
+
+    def end(self, state: EnrolmentState, step_id: str | None, reason: str | None = None) -> Advance:
+        self.note(step_id, state.value, reason or "")
+        self.e = _end(self.e, state, self.now, reason).model_copy(update={"step_id": step_id})
+        return self.finish()
+
+    def wait_until(self, due: datetime, state: EnrolmentState = EnrolmentState.WAITING) -> Advance:
+        self.update(state=state, due_at=due)
+        return self.finish()
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    def run(self) -> Advance:
+        step_id = self.resume()
+        for _ in range(MAX_STEPS_PER_ACTIVATION):
+            if step_id is None:
+                return self.end(EnrolmentState.COMPLETED, self.e.step_id)
+            self.update(step_id=step_id, state=EnrolmentState.ACTIVE, due_at=self.now, awaiting=None)
+            outcome = self.step(self.scenario.step(step_id))
+            if isinstance(outcome, Advance):
+                return outcome
+            step_id = outcome
+        self.note(step_id, "paused", f"{MAX_STEPS_PER_ACTIVATION} steps in one activation")
+        self.update(step_id=step_id, state=EnrolmentState.ACTIVE, due_at=self.now)
+        return self.finish()
+
+    def resume(self) -> str | None:
+        """The step to run now: the current one, or after a finished wait the one that follows."""
+        step = self.scenario.step(self.e.step_id or "")
+        if self.e.state is EnrolmentState.WAITING and isinstance(step, WaitStep):
+            return self.scenario.next_of(step)
+        if self.e.state is EnrolmentState.WAITING_EVENT and isinstance(step, WaitForEventStep):
+            if any(_awaited(self.e, ev) for ev in self.events):
+                self.note(step.id, "event", f"{step.event} arrived")
+                if step.on_event is None:
+                    return None
+                return step.on_event
+            self.note(step.id, "timeout", f"no {step.event}")
+            return step.on_timeout or self.scenario.following(step.id)
+        return step.id
+
+    def step(self, step: Step) -> str | Advance | None:
+        """Run one step: the id of the step to run next (None: the end), or the activation's result."""
+        if isinstance(step, SendStep):
+            return self.send(step)
+        if isinstance(step, WaitStep):
+            trigger_time = self.e.trigger.timestamp if self.e.trigger is not None else None
+            due = wait_due(step, self.now, self.zone, self.profile, trigger_time)
+            if due is None:
+                return self.end(EnrolmentState.EXITED, step.id, "no_date")
+            if due <= self.now:
+                return self.scenario.next_of(step)
+            self.note(step.id, "waiting", f"until {self.local(due)}")
+            return self.wait_until(due)
+        if isinstance(step, WaitForEventStep):
+            timeout_at = self.now + step.timeout
+            self.update(
+                awaiting=Awaiting(event=step.event, where=step.where, since=self.now, timeout_at=timeout_at)
+            )
+            self.note(step.id, "waiting_event", f"{step.event} until {self.local(timeout_at)}")
+            return self.wait_until(timeout_at, EnrolmentState.WAITING_EVENT)
+        if isinstance(step, BranchStep):
+            for index, branch in enumerate(step.branches):
+                if evaluate(branch.when, self.profile, self.events, self.now):
+                    self.note(step.id, "branch", f"branch {index + 1} → {branch.next}")
+                    return branch.next
+            otherwise = step.otherwise or self.scenario.following(step.id)
+            self.note(step.id, "branch", f"otherwise → {otherwise}")
+            return otherwise
+        if isinstance(step, SplitStep):
+            variant = pick_variant(self.scenario.id, step.id, self.e.customer_id, step.variants)
+            self.update(variant=variant.name)
+            self.note(step.id, "split", variant.name)
+            return variant.next
+        if isinstance(step, SetTraitStep):
+            return self.set_trait(step)
+        if isinstance(step, RichMenuStep):
+            if self.e.holdout:
+                self.note(step.id, "held_out", "rich menu not switched")
+            else:
+                self.out["rich_menus"].append(RichMenuSwitch(rich_menu_id=step.rich_menu_id))
+                self.note(step.id, "rich_menu", step.rich_menu_id or "default")
+            return self.scenario.next_of(step)
+        assert isinstance(step, EndStep)
+        return self.end(EnrolmentState.COMPLETED, step.id)
+
+    def scope(self, step: Step) -> dict[str, Any]:
+        trigger = self.e.trigger.as_event(self.e.customer_id) if self.e.trigger is not None else None
+        return template_scope(
+            self.profile,
+            trigger,
+            step={"id": step.id, "name": step.name, "type": step.type},
+            scenario={"id": self.scenario.id, "name": self.scenario.name, "version": self.e.version},
+            time_zone=self.scenario.time_zone,
+        )
+
+    def set_trait(self, step: SetTraitStep) -> str | Advance | None:
+        value = step.value
+        if isinstance(value, str):
+            try:
+                value = render(value, self.scope(step))
+            except RenderError as exc:
+                return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {exc}")
+        if self.e.holdout:
+            self.note(step.id, "held_out", f"{step.trait} not set")
+        else:
+            self.out["traits"].append(TraitSet(trait=step.trait, value=value))
+            # later steps of this activation see the new value
+            self.profile = self.profile.model_copy(
+                update={"traits": {**self.profile.traits, step.trait: value}}
+            )
+            self.note(step.id, "trait", f"{step.trait} = {value!r}")
+        return self.scenario.next_of(step)
+
+    def send(self, step: SendStep) -> str | Advance | None:
+        limit = self.scenario.exit.no_response_after_sends
+        if limit is not None and self.e.unanswered_sends >= limit:
+            return self.end(EnrolmentState.EXITED, step.id, "no_response")
+        if not in_window(self.scenario.send_window, self.now, self.zone):
+            opening = window_opening(self.scenario.send_window, self.now, self.zone)
+            self.note(step.id, "window", f"quiet hours; sends at {self.local(opening)}")
+            return self.wait_until(opening)
+        channel = _channel(step, self.profile)
+        if channel is None:
+            return self.end(EnrolmentState.EXITED, step.id, f"unreachable:{step.channel}")
+        if self.e.holdout:
+            self.note(step.id, "held_out", channel)
+            return self.scenario.next_of(step)
+        cap_channel: Channel = "email" if channel == "email" else "line"
+        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel])
+        if reopens is not None:
+            return self.capped(step, cap_channel, reopens)
+        try:
+            dispatch = self.render(step, channel)
+        except (RenderError, ValidationError, ValueError) as exc:
+            return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {_reason(exc)}")
+        self.out["dispatches"].append(dispatch)
+        limits = self.caps.limits.line if cap_channel == "line" else self.caps.limits.email
+        day_key, week_key = cap_keys(cap_channel, self.now)
+        self.out["caps"].append(
+            CapRequest(
+                channel=cap_channel,
+                day_key=day_key,
+                week_key=week_key,
+                day_limit=limits.per_day,
+                week_limit=limits.per_week,
+            )
+        )
+        self.taken[cap_channel] += 1
+        self.update(
+            sends=self.e.sends + 1,
+            unanswered_sends=self.e.unanswered_sends + 1,
+            last_send_at=self.now,
+            step_sends={**self.e.step_sends, step.id: self.e.step_sends.get(step.id, 0) + 1},
+            deferred_since=None,
+        )
+        self.note(step.id, "sent", channel)
+        return self.scenario.next_of(step)
+
+    def capped(self, step: SendStep, channel: Channel, reopens: datetime) -> str | Advance | None:
+        rule = self.scenario.frequency_cap
+        if rule.when_capped == "skip":
+            self.note(step.id, "capped_skip", channel)
+            self.update(deferred_since=None)
+            return self.scenario.next_of(step)
+        since = self.e.deferred_since or self.now
+        if self.now - since >= rule.give_up_after:
+            self.note(step.id, "capped_gave_up", f"deferred since {self.local(since)}")
+            self.update(deferred_since=None)
+            return self.scenario.next_of(step)
+        due = window_opening(self.scenario.send_window, max(reopens, self.now), self.zone)
+        due = min(due, max(since + rule.give_up_after, self.now + timedelta(minutes=1)))
+        self.update(deferred_since=since)
+        self.note(step.id, "deferred", f"{channel} cap reached; again at {self.local(due)}")
+        return self.wait_until(due)
+
+    def render(self, step: SendStep, channel: DispatchChannel) -> Dispatch:
+        scope = self.scope(step)
+        repeat = self.e.step_sends.get(step.id, 0) + 1
+        key = dispatch_key(
+            self.e.customer_id, self.scenario.id, self.e.version, step.id, self.e.entry, repeat
+        )
+        line: LineDispatch | None = None
+        email: EmailMessage | None = None
+        if channel in ("line", "line_then_email"):
+            messages = render_line_messages(step.line or [], scope)
+            line = LineDispatch(
+                idempotency_key=key,
+                recipients=[self.e.customer_id],
+                messages=messages,
+                scenario_id=self.scenario.id,
+                step_id=step.id,
+                variant=self.e.variant,
+                notification_disabled=step.notification_disabled,
+            )
+        if channel in ("email", "line_then_email"):
+            assert step.email is not None  # the model requires email content for these channels
+            rendered = render_email(step.email.subject, step.email.html, step.email.text, scope)
+            email = EmailMessage(subject=rendered.subject, html=rendered.html, text=rendered.text)
+        return Dispatch(
+            key=key,
+            channel=channel,
+            customer_id=self.e.customer_id,
+            scenario_id=self.scenario.id,
+            version=self.e.version,
+            step_id=step.id,
+            entry=self.e.entry,
+            variant=self.e.variant,
+            line=line,
+            email=email,
+        )
+
+
+def _channel(step: SendStep, profile: Profile) -> DispatchChannel | None:
+    """Where this send goes for this customer now: line, email, line_then_email (LINE, email as the
+    fallback), or None when the step's channel cannot reach them."""
+    line = reachable(profile, "line")
+    email = reachable(profile, "email")
+    if step.channel == "line":
+        return "line" if line else None
+    if step.channel == "email":
+        return "email" if email else None
+    if line:
+        return "line_then_email" if email else "line"
+    return "email" if email else None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(str(err.get("msg", "")) for err in exc.errors())[:500]
+    return str(exc)[:500]
