@@ -19,6 +19,8 @@ from cems.aws import CLIENT_CONFIG
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from cems.scenario.validation import ValidationReport
+
 LOCAL_REGION = "ap-northeast-1"
 
 
@@ -72,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
     scenario_commands.add_parser("schema", help="print the JSON Schema of scenario files")
+    simulate = scenario_commands.add_parser(
+        "simulate",
+        help="play one customer's events through a scenario and print the timeline (sends nothing)",
+    )
+    simulate.add_argument("file", type=Path, help="a scenario JSON file")
+    simulate.add_argument(
+        "--events", type=Path, required=True, help="a JSON list of the customer's events (with timestamps)"
+    )
+    simulate.add_argument(
+        "--profile", type=Path, help="a JSON object of profile fields (traits, channels, ...)"
+    )
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
@@ -98,8 +111,29 @@ def _scenario_command(args: argparse.Namespace) -> int:
     from cems.scenario.validation import validate_file
 
     report = validate_file(args.file)
+    if args.scenario_command == "simulate":
+        return _simulate_command(args, report)
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.valid else 1
+
+
+def _simulate_command(args: argparse.Namespace, report: ValidationReport) -> int:
+    """The timeline of one customer (times in the scenario's zone); exit 1 for an invalid scenario,
+    2 for unreadable events or profile."""
+    from cems.scenario.simulate import simulate_files
+
+    if report.scenario is None or not report.valid:
+        print(report.to_text())
+        return 1
+    try:
+        events = args.events.read_text(encoding="utf-8")
+        profile = args.profile.read_text(encoding="utf-8") if args.profile else None
+        simulation = simulate_files(report.scenario, events, profile)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(simulation.lines()))
+    return 0
 
 
 def _line_webhook_command(args: argparse.Namespace) -> int:
