@@ -1,0 +1,61 @@
+"""scenario_loader: S3 notifications for `scenarios/` in ScenarioBucket.
+
+An uploaded `scenarios/<id>.json` that is valid becomes the scenario's next, active version; an
+invalid one is refused with a report under `reports/` and the previous version stays live; a deleted
+one stops new enrolments. The rules are in cems.scenario.loader; docs/scenario-engine.md has the design.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.scenario.loader import LoadResult, ObjectEvent, ScenarioFiles, ScenarioLoader
+from cems.scenario.store import JourneyStores
+
+logger = Logger()
+metrics = Metrics()
+
+loader = ScenarioLoader(
+    ScenarioFiles(boto3.client("s3", config=aws.CLIENT_CONFIG)),
+    JourneyStores.from_client(aws.dynamodb()).scenarios,
+)
+
+_METRICS = {
+    "activated": "ScenarioVersionsActivated",
+    "rejected": "ScenarioFilesRejected",
+    "stopped": "ScenariosStopped",
+}
+
+
+def _emit(result: LoadResult) -> None:
+    # Keys, ids, versions and error paths/codes only: never the file's content.
+    if result.outcome in _METRICS:
+        metrics.add_metric(_METRICS[result.outcome], MetricUnit.Count, 1)
+    log = logger.warning if result.outcome == "rejected" else logger.info
+    log(
+        "scenario file",
+        extra={
+            "key": result.key,
+            "scenario_id": result.scenario_id,
+            "outcome": result.outcome,
+            "version": result.version,
+            "report": result.report_key,
+            "errors": [f"{e.path}: {e.code}" for e in result.errors[:20]],
+        },
+    )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@event_source(data_class=S3Event)
+def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    results = [loader.handle(ObjectEvent.from_record(record)) for record in event.records]
+    for result in results:
+        _emit(result)
+    return {"results": [{"key": r.key, "outcome": r.outcome, "version": r.version} for r in results]}
