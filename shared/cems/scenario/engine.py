@@ -712,13 +712,13 @@ class _Run:
             self.note(step.id, "held_out", channel)
             return self.scenario.next_of(step)
         cap_channel: Channel = "email" if channel == "email" else "line"
-        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel])
-        if reopens is not None:
-            return self.capped(step, cap_channel, reopens)
-        try:
+        try:  # before the cap: content that cannot render fails whether or not it could be sent now
             dispatch = self.render(step, channel)
         except (RenderError, ValidationError, ValueError) as exc:
             return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {_reason(exc)}")
+        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel])
+        if reopens is not None:
+            return self.capped(step, cap_channel, reopens)
         self.out["dispatches"].append(dispatch)
         limits = self.caps.limits.line if cap_channel == "line" else self.caps.limits.email
         day_key, week_key = cap_keys(cap_channel, self.now)
