@@ -96,11 +96,14 @@ class Simulation:
 
 
 def summary(dispatch: Dispatch) -> str:
-    """A short line of what a dispatch says: the first LINE text (or altText), else the subject."""
+    """A short line of what a dispatch says: the first LINE message's text (a template's text, else its
+    altText), and the email subject."""
     parts: list[str] = []
     if dispatch.line is not None:
         first = dispatch.line.messages[0] if dispatch.line.messages else {}
-        text = first.get("text") or first.get("altText") or f"[{first.get('type', '?')}]"
+        template = first.get("template")
+        inner = template.get("text") if isinstance(template, dict) else None
+        text = first.get("text") or inner or first.get("altText") or f"[{first.get('type', '?')}]"
         parts.append(_short(str(text)))
     if dispatch.email is not None:
         prefix = "email fallback: " if parts else ""
