@@ -31,12 +31,13 @@ _METRICS = {
     "rejected": "ScenarioFilesRejected",
     "stopped": "ScenariosStopped",
 }
+# Duplicates, unchanged content, stale events, folder markers, objects changed before they were read.
+SKIPPED = "ScenarioEventsSkipped"
 
 
 def _emit(result: LoadResult) -> None:
     # Keys, ids, versions and error paths/codes only: never the file's content.
-    if result.outcome in _METRICS:
-        metrics.add_metric(_METRICS[result.outcome], MetricUnit.Count, 1)
+    metrics.add_metric(_METRICS.get(result.outcome, SKIPPED), MetricUnit.Count, 1)
     log = logger.warning if result.outcome == "rejected" else logger.info
     log(
         "scenario file",
