@@ -85,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument(
         "--profile", type=Path, help="a JSON object of profile fields (traits, channels, ...)"
     )
+    upload = scenario_commands.add_parser(
+        "upload",
+        help="check a scenario file, upload it as scenarios/<id>.json and print the loader's report",
+    )
+    upload.add_argument("file", type=Path, help="a scenario JSON file")
+    upload.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for the report (default 10; 0: do not wait)"
+    )
+    _target_options(upload)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
@@ -113,6 +122,8 @@ def _scenario_command(args: argparse.Namespace) -> int:
     report = validate_file(args.file)
     if args.scenario_command == "simulate":
         return _simulate_command(args, report)
+    if args.scenario_command == "upload":
+        return _upload_command(args, report)
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.valid else 1
 
@@ -134,6 +145,89 @@ def _simulate_command(args: argparse.Namespace, report: ValidationReport) -> int
         return 2
     print("\n".join(simulation.lines()))
     return 0
+
+
+def _upload_command(args: argparse.Namespace, report: ValidationReport) -> int:
+    """Validates locally first (an invalid file is never uploaded: exit 1), puts the file at
+    scenarios/<id>.json in the local stack's or the stage's ScenarioBucket, then waits for the
+    loader's report on that very upload (matched by etag) and prints it: exit 0 when it is live,
+    1 when the loader refused it, 2 when the upload failed. No report in time: exit 0 with a note."""
+    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import ClientError as BotoClientError
+
+    print(report.to_text())
+    if report.scenario is None or not report.valid:
+        return 1
+    key = f"scenarios/{report.scenario.id}.json"
+    try:
+        client, bucket = _scenario_bucket(args.stage, Path(args.config))
+        answer = client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=args.file.read_bytes(),
+            ContentType="application/json; charset=utf-8",
+        )
+    except (OSError, BotoCoreError, BotoClientError) as exc:
+        where = f"stage {args.stage}" if args.stage else "the local stack (is `cems local` running?)"
+        print(f"error: cannot upload to {where}: {exc}", file=sys.stderr)
+        return 2
+    etag = answer["ETag"].strip('"')
+    print(f"uploaded to s3://{bucket}/{key}")
+    name = report.scenario.id
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while time.monotonic() < deadline:
+        loaded = _read_report(client, bucket, name)
+        if loaded is not None and loaded[0].get("etag") == etag:
+            print(loaded[1].rstrip("\n"))
+            return 0 if loaded[0].get("state") == "active" else 1
+        time.sleep(0.5)
+    if args.wait > 0:
+        print(
+            f"note: no report yet after {args.wait:g} s; it will be at s3://{bucket}/reports/{name}.txt",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _read_report(client: Any, bucket: str, name: str) -> tuple[dict[str, Any], str] | None:
+    """The loader's report on a scenario (JSON and plain text), or None if there is none yet."""
+    from botocore.exceptions import ClientError as BotoClientError
+
+    try:
+        data = json.loads(client.get_object(Bucket=bucket, Key=f"reports/{name}.json")["Body"].read())
+        text = client.get_object(Bucket=bucket, Key=f"reports/{name}.txt")["Body"].read().decode("utf-8")
+    except (BotoClientError, ValueError):
+        return None
+    return (data, text) if isinstance(data, dict) else None
+
+
+def _scenario_bucket(stage: str | None, config: Path) -> tuple[Any, str]:
+    """ScenarioBucket of the local stack (moto at 127.0.0.1:$CEMS_AWS_PORT, named as the local stack
+    names buckets), or of a deployed stage (its ScenarioBucketName output)."""
+    from botocore.config import Config
+
+    s3_config = CLIENT_CONFIG.merge(Config(s3={"addressing_style": "path"}))
+    if stage is None:
+        from cems.local.resources import bucket_name
+
+        port = os.environ.get("CEMS_AWS_PORT", "4566")
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name=LOCAL_REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
+            config=s3_config,
+        )
+        return client, bucket_name("ScenarioBucket")
+    stack_name, region = stage_stack(stage, config)
+    stack = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)[
+        "Stacks"
+    ][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    if "ScenarioBucketName" not in outputs:
+        raise SystemExit(f"error: stack {stack_name} has no ScenarioBucketName output (deploy it first)")
+    return boto3.client("s3", region_name=region, config=s3_config), outputs["ScenarioBucketName"]
 
 
 def _line_webhook_command(args: argparse.Namespace) -> int:
