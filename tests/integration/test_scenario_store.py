@@ -121,8 +121,27 @@ def test_the_same_s3_event_twice_makes_one_version(journeys: JourneyStores) -> N
     assert store.versions("line-welcome") == [1]
 
 
-def test_concurrent_uploads_never_share_a_version_number(journeys: JourneyStores) -> None:
-    store = journeys.scenarios
+class _AtomicCalls:
+    """The client with each call atomic, as every DynamoDB request is (moto in-process is not
+    thread-safe); threads still interleave between a read and its conditional write."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+def test_concurrent_uploads_never_share_a_version_number(dynamodb: Any) -> None:
+    clock.freeze(NOW)
+    store = ScenarioStore(TABLE, _AtomicCalls(dynamodb))
     results: list[int] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
