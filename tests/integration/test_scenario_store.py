@@ -338,3 +338,28 @@ def test_cap_counters_carry_a_ttl(journeys: JourneyStores, dynamodb: Any) -> Non
     items = dynamodb.scan(TableName=TABLE)["Items"]
     assert [i["sk"]["S"] for i in items] == ["line#D#2026-05-01"]
     assert int(items[0]["expires_at"]["N"]) > NOW.timestamp() + 86400
+
+
+def test_the_engines_enrolment_model_round_trips(dynamodb: Any) -> None:
+    from cems.scenario import engine
+
+    clock.freeze(NOW)
+    store = EnrolmentStore(TABLE, dynamodb, 4, model=engine.Enrolment)
+    enrolment = engine.Enrolment(
+        customer_id="cust-9",
+        scenario_id="line-welcome",
+        version=2,
+        step_id="coupon",
+        state=engine.EnrolmentState.WAITING,
+        entered_at=NOW,
+        due_at=NOW + timedelta(days=3),
+        step_sends={"welcome": 1},
+    )
+    created = store.create(enrolment)
+    assert created is not None and created.revision == 1
+    got = store.get("cust-9", "line-welcome")
+    assert got == created and isinstance(got, engine.Enrolment)
+    assert [k.customer_id for k in store.iter_due(NOW + timedelta(days=3))] == ["cust-9"]
+    saved = store.save(got.model_copy(update={"state": engine.EnrolmentState.COMPLETED, "due_at": None}))
+    assert saved is not None and saved.revision == 2
+    assert list(store.iter_due(NOW + timedelta(days=30))) == []

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
@@ -499,40 +499,54 @@ class DuePage:
     cursor: dict[str, Any] | None = field(default=None)
 
 
-class EnrolmentStore:
-    """Enrolments (ENR#<customer> / <scenario id>) and the sharded, sparse due index."""
+E = TypeVar("E", bound=BaseModel)
 
-    def __init__(self, table_name: str, client: DynamoDBClient, due_shards: int = DEFAULT_DUE_SHARDS) -> None:
+
+class EnrolmentStore(Generic[E]):
+    """Enrolments (ENR#<customer> / <scenario id>) and the sharded, sparse due index.
+
+    Enrolments are pydantic models with at least `customer_id`, `scenario_id`, `revision` and
+    `due_at`: this module's `Enrolment` by default, or the engine's (`EnrolmentStore(..., model=
+    engine.Enrolment)`); they are stored field by field, and read back with `model.model_validate`."""
+
+    def __init__(
+        self,
+        table_name: str,
+        client: DynamoDBClient,
+        due_shards: int = DEFAULT_DUE_SHARDS,
+        model: type[E] = Enrolment,  # type: ignore[assignment]
+    ) -> None:
         if due_shards < 1:
             raise ValueError("due_shards must be at least 1")
         self.table_name = table_name
         self.client = client
         self.due_shards = due_shards
+        self.model = model
 
     def shard_of(self, customer_id: str) -> int:
         """A stable shard for a customer (the same in every process and Python version)."""
         digest = hashlib.sha256(customer_id.encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big") % self.due_shards
 
-    def get(self, customer_id: str, scenario_id: str) -> Enrolment | None:
+    def get(self, customer_id: str, scenario_id: str) -> E | None:
         item = self.client.get_item(
             TableName=self.table_name, Key=enrolment_key(customer_id, scenario_id), ConsistentRead=True
         ).get("Item")
-        return None if item is None else _enrolment(item)
+        return None if item is None else _enrolment(self.model, item)
 
-    def of_customer(self, customer_id: str) -> list[Enrolment]:
+    def of_customer(self, customer_id: str) -> list[E]:
         """Every enrolment of a customer, in any scenario and state (one consistent Query)."""
-        enrolments: list[Enrolment] = []
+        enrolments: list[E] = []
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": enrolment_pk(customer_id)}},
             ConsistentRead=True,
         ):
-            enrolments.extend(_enrolment(item) for item in page["Items"])
+            enrolments.extend(_enrolment(self.model, item) for item in page["Items"])
         return enrolments
 
-    def create(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None:
+    def create(self, enrolment: E, at: datetime | None = None) -> E | None:
         """Stores a first enrolment (revision 1); None if the customer already has one in that
         scenario (re-entry is a `save` of the existing one)."""
         stored = enrolment.model_copy(update={"revision": 1, "updated_at": at or clock.now()})
@@ -548,19 +562,19 @@ class EnrolmentStore:
             raise
         return stored
 
-    def save(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None:
+    def save(self, enrolment: E, at: datetime | None = None) -> E | None:
         """Writes the whole enrolment if its stored revision is still `enrolment.revision`; the stored
         one gets revision + 1 and is returned. None: someone else wrote it since (re-read it). The due
         index attributes follow `due_at` (absent when None, so the index stays sparse)."""
         stored = enrolment.model_copy(
-            update={"revision": enrolment.revision + 1, "updated_at": at or clock.now()}
+            update={"revision": _revision(enrolment) + 1, "updated_at": at or clock.now()}
         )
         try:
             self.client.put_item(
                 TableName=self.table_name,
                 Item=self._item(stored),
                 ConditionExpression="revision = :read",
-                ExpressionAttributeValues={":read": {"N": str(enrolment.revision)}},
+                ExpressionAttributeValues={":read": {"N": str(_revision(enrolment))}},
             )
         except ClientError as exc:
             if _condition_failed(exc):
@@ -652,20 +666,25 @@ class EnrolmentStore:
                 if cursor is None:
                     break
 
-    def _item(self, enrolment: Enrolment) -> dict[str, Any]:
-        values = enrolment.model_dump(exclude={"customer_id", "scenario_id"})
-        values["customer_id"] = enrolment.customer_id
-        if enrolment.due_at is not None:
-            values["due_shard"] = due_shard_name(self.shard_of(enrolment.customer_id))
-        return {**enrolment_key(enrolment.customer_id, enrolment.scenario_id), **to_attribute_map(values)}
+    def _item(self, enrolment: E) -> dict[str, Any]:
+        values = enrolment.model_dump(exclude={"scenario_id"})
+        customer_id: str = values["customer_id"]
+        if values.get("due_at") is not None:
+            values["due_shard"] = due_shard_name(self.shard_of(customer_id))
+        key = enrolment_key(customer_id, getattr(enrolment, "scenario_id"))  # noqa: B009
+        return {**key, **to_attribute_map(values)}
 
 
-def _enrolment(item: Mapping[str, Any]) -> Enrolment:
+def _enrolment(model: type[E], item: Mapping[str, Any]) -> E:
     values = from_attribute_map(item)
     values["scenario_id"] = values.pop("sk")
     values.pop("pk")
     values.pop("due_shard", None)
-    return Enrolment.model_validate(_plain_numbers(values))
+    return model.model_validate(_plain_numbers(values))
+
+
+def _revision(enrolment: BaseModel) -> int:
+    return int(getattr(enrolment, "revision"))  # noqa: B009
 
 
 def _plain_numbers(value: Any) -> Any:
@@ -791,7 +810,7 @@ class JourneyStores:
     """The scenario engine's stores, built from one DynamoDB client and JourneySettings."""
 
     scenarios: ScenarioStore
-    enrolments: EnrolmentStore
+    enrolments: EnrolmentStore[Enrolment]
     caps: CapStore
 
     @classmethod
