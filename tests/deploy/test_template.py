@@ -7,6 +7,7 @@ The dependency check asks pip's configured package index, as `sam build` would; 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,85 @@ def test_every_template_function_is_covered_by_the_dependency_check() -> None:
     checked = {p.parent.resolve() for p in _function_requirements()}
     for name, function in _resources("AWS::Serverless::Function").items():
         assert (ROOT / function["Properties"]["CodeUri"]).resolve() in checked, name
+
+
+class _NoManagedPolicies:
+    """samtranslator asks IAM for managed policy ARNs; the template names none, so nothing is needed."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _references(value: Any, found: set[str]) -> set[str]:
+    """Logical ids a CloudFormation value points at: Ref, GetAtt and ${...} in Sub."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add((inner if isinstance(inner, list) else str(inner).split("."))[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found.update(re.findall(r"\$\{([^}!.][^}.]*)", text))
+                if not isinstance(inner, str):
+                    _references(inner[1], found)
+            else:
+                _references(inner, found)
+    elif isinstance(value, list):
+        for inner in value:
+            _references(inner, found)
+    return found
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in visiting:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        visiting.add(node)
+        for target in sorted(graph[node]):
+            found = visit(target, [*path, node])
+            if found:
+                return found
+        visiting.remove(node)
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        found = visit(node, [])
+        if found:
+            return found
+    return None
+
+
+def test_the_deployed_template_has_no_circular_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CloudFormation refuses a stack whose resources depend on each other in a circle (e.g. a bucket
+    notifying a function whose environment names the bucket); cfn-lint and `sam validate --lint` do not
+    see it, because it appears only after SAM's transform, so the transform is run here."""
+    from samtranslator.translator.transform import transform
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-northeast-1")
+    template = _template()
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if key in properties:
+                properties[key] = "s3://packaged-by-sam/code.zip"  # what `sam package` puts there
+    resources = transform(template, {}, _NoManagedPolicies())["Resources"]
+    graph = {}
+    for name, resource in resources.items():
+        depends = resource.get("DependsOn", [])
+        targets = _references(resource.get("Properties", {}), set()) | set(
+            [depends] if isinstance(depends, str) else depends
+        )
+        graph[name] = {t for t in targets if t in resources}
+    assert _cycle(graph) is None, f"circular dependency: {' -> '.join(_cycle(graph) or [])}"
+
+
+def test_the_circular_dependency_check_sees_a_bucket_notifying_a_function_that_names_it() -> None:
+    graph = {"Bucket": {"Function"}, "Function": {"Role", "Bucket"}, "Role": set()}
+    assert _cycle(graph) == ["Bucket", "Function", "Bucket"]
