@@ -99,6 +99,7 @@ class _Planner:
             message_id=message_id,
             event=message.event,
             name=message.name,
+            category=message.category,
             anonymous_id=message.anonymous_id,
             user_id=message.user_id,
             previous_id=message.previous_id,

@@ -57,6 +57,8 @@ class SegmentMessage(BaseModel):
     group_id: Identifier | None = Field(default=None, alias="groupId")
     event: str | None = Field(default=None, min_length=1, max_length=200)
     name: str | None = Field(default=None, max_length=200)
+    # page and screen calls may name the page's category (Segment spec).
+    category: str | None = Field(default=None, max_length=200)
     timestamp: datetime | None = None
     original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
     sent_at: datetime | None = Field(default=None, alias="sentAt")
@@ -138,6 +140,7 @@ class StoredEvent(BaseModel):
     message_id: str
     event: str | None = None
     name: str | None = None
+    category: str | None = None
     anonymous_id: str | None = None
     user_id: str | None = None
     previous_id: str | None = None

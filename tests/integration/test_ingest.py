@@ -206,3 +206,11 @@ def test_profiles_of_more_customers_than_one_batch_get_are_all_read(stores: Stor
         )
     wanted = [f"cus_many_{i:03d}" for i in range(230)] + ["cus_missing"]
     assert set(stores.customers.profiles(wanted)) == set(wanted[:-1])
+
+
+def test_a_page_call_keeps_its_name_and_category(ingest, stores: Stores) -> None:
+    ingest(msg("page", "pg1", anonymousId="a-cat", name="商品一覧", category="お茶"))
+    profile = stores.customers.profile(stores.customers.customer_for_anonymous_id("a-cat") or "")
+    assert profile is not None
+    (event,) = stores.events.history(profile)
+    assert (event.name, event.category) == ("商品一覧", "お茶")
