@@ -1,0 +1,373 @@
+"""The scenario engine wired to its tables and queues: what `trigger` and `tick` run.
+
+`ScenarioRunner.on_stored_event(event)` (trigger) gives a stored event to the customer's running
+journeys (`engine.on_event`: goals, awaited events, opt-outs), enrols the customer in the active
+scenarios the event triggers (`engine.enrol`), and runs what is due now (`engine.advance`).
+`ScenarioRunner.tick(now)` (tick) advances every enrolment the sharded due index lists as due.
+
+Each change follows the same order: decide on what was read; take the frequency-cap counters the
+sends need (refused: release what was taken, decide again with fresh counts); enqueue the sends;
+write the enrolment on condition that its revision is still the one read. A lost write releases
+the counters it took (the winner took its own) and is decided once more on a fresh read; its sends
+were enqueued under the same dispatch keys as the winner's, which the sender sends once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from cems import clock
+from cems.models import Profile, StoredEvent
+from cems.scenario.engine import (
+    Advance,
+    CapRequest,
+    CapView,
+    Dispatch,
+    Enrolment,
+    EnrolmentState,
+    OtherEnrolment,
+    advance,
+    cap_keys,
+    enrol,
+    exit_enrolment,
+    is_due,
+    on_event,
+    trigger_matches,
+)
+from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
+from cems.scenario.store import CapStore, EnrolmentStore, ScenarioStore, ScenarioSummary
+from cems.store import CustomerStore, EventStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+SUMMARY_CACHE = timedelta(seconds=60)
+# A cap refusal means another send took the last one in between: deciding again with fresh counts
+# skips or defers the send, so a second attempt settles it; the third is a safety margin.
+MAX_CAP_ATTEMPTS = 3
+# Trigger kinds that enrol on an event (date and broadcast triggers enrol without one).
+EVENT_TRIGGERS = frozenset({"event", "line_follow", "survey_answer"})
+
+SinkResult = Literal["enqueued", "unsupported"]
+
+
+class DispatchSink(Protocol):
+    def send(self, dispatch: Dispatch) -> SinkResult: ...
+
+
+class QueueDispatchSink:
+    """LINE dispatches go to LineSendQueue (the sender sends each key once). Email (issue 5) is not
+    yet supported: an email-only dispatch is skipped, and a `line_then_email` one goes to LINE only."""
+
+    def __init__(self, sqs: SQSClient, line_queue_url: str) -> None:
+        if not line_queue_url:
+            raise ValueError("LINE_SEND_QUEUE_URL is not set")
+        self.sqs = sqs
+        self.line_queue_url = line_queue_url
+
+    def send(self, dispatch: Dispatch) -> SinkResult:
+        if dispatch.line is None:
+            return "unsupported"
+        self.sqs.send_message(QueueUrl=self.line_queue_url, MessageBody=dispatch.line.to_sqs_body())
+        return "enqueued"
+
+
+@dataclass
+class RunReport:
+    """Counts of what a call did (for logs and metrics: no ids, no content)."""
+
+    events: int = 0
+    enrolled: int = 0
+    changed: int = 0
+    dispatched: int = 0
+    email_unsupported: int = 0
+    traits_unapplied: int = 0
+    rich_menus_unapplied: int = 0
+    conflicts: int = 0
+    lost: int = 0  # changes given up after a second lost race (the winner carried on)
+    due: int = 0
+    missing: list[str] = field(default_factory=list)  # e.g. "profile", "version"
+
+    def add(self, other: RunReport) -> None:
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, mine + theirs)
+
+
+class CapContentionError(RuntimeError):
+    """Cap counters kept refusing (far more concurrent sends to one customer than is plausible)."""
+
+
+@dataclass
+class _Customer:
+    """One customer's profile and history, read once per call."""
+
+    profile: Profile
+    history: list[StoredEvent]
+
+
+class ScenarioRunner:
+    def __init__(
+        self,
+        scenarios: ScenarioStore,
+        enrolments: EnrolmentStore[Enrolment],
+        caps: CapStore,
+        customers: CustomerStore,
+        events: EventStore,
+        sink: DispatchSink,
+        limits: FrequencyCaps | None = None,
+    ) -> None:
+        self.scenarios = scenarios
+        self.enrolments = enrolments
+        self.caps = caps
+        self.customers = customers
+        self.events = events
+        self.sink = sink
+        self.limits = limits or FrequencyCaps()
+        self._summaries: list[ScenarioSummary] = []
+        self._summaries_at: datetime | None = None
+
+    # -- scenarios ------------------------------------------------------------------------------------
+
+    def summaries(self, now: datetime) -> list[ScenarioSummary]:
+        """The active scenarios' summaries, read at most once a minute."""
+        if self._summaries_at is None or not (self._summaries_at <= now < self._summaries_at + SUMMARY_CACHE):
+            self._summaries = self.scenarios.active_summaries()
+            self._summaries_at = now
+        return self._summaries
+
+    def _scenario(self, scenario_id: str, version: int) -> Scenario | None:
+        stored = self.scenarios.version(scenario_id, version)
+        return None if stored is None else stored.scenario
+
+    # -- trigger --------------------------------------------------------------------------------------
+
+    def on_stored_event(self, event: StoredEvent, now: datetime | None = None) -> RunReport:
+        now = now or clock.now()
+        report = RunReport(events=1)
+        profile = self.customers.profile(event.customer_id)
+        if profile is None:
+            report.missing.append("profile")
+            return report
+        customer = _Customer(profile, self._history(profile, event))
+        enrolments = {e.scenario_id: e for e in self.enrolments.of_customer(profile.customer_id)}
+        for read in enrolments.values():
+            if read.ended and read.state is not EnrolmentState.COMPLETED:
+                continue  # only a completed journey still converts
+            self._retry_once(report, read, partial(self._event_for, event, customer, now))
+        for summary in self.summaries(now):
+            if summary.trigger_type not in EVENT_TRIGGERS:
+                continue
+            scenario = self._scenario(summary.scenario_id, summary.version)
+            if scenario is None:
+                report.missing.append("version")
+                continue
+            if not trigger_matches(scenario, event):
+                continue
+            self._enrol(scenario, summary.version, event, customer, now, report)
+        return report
+
+    def _history(self, profile: Profile, event: StoredEvent) -> list[StoredEvent]:
+        history = self.events.history(profile)
+        if all(e.message_id != event.message_id for e in history):
+            history = sorted([*history, event], key=lambda e: (e.timestamp, e.message_id))
+        return history
+
+    def _event_for(
+        self, event: StoredEvent, customer: _Customer, now: datetime, read: Enrolment, report: RunReport
+    ) -> bool:
+        scenario = self._scenario(read.scenario_id, read.version)
+        if scenario is None:
+            report.missing.append("version")
+            return True
+        result = on_event(scenario, read, event, customer.profile, now)
+        candidate = read if result is None else result.enrolment
+        return self._settle(scenario, read, candidate, result, customer, now, report)
+
+    def _enrol(
+        self,
+        scenario: Scenario,
+        version: int,
+        event: StoredEvent,
+        customer: _Customer,
+        now: datetime,
+        report: RunReport,
+    ) -> None:
+        customer_id = customer.profile.customer_id
+        for _ in range(2):
+            existing = self.enrolments.get(customer_id, scenario.id)
+            others = self._others(customer_id, scenario.id)
+            decision = enrol(
+                scenario,
+                version,
+                customer.profile,
+                event,
+                existing,
+                now,
+                events=customer.history,
+                others=others,
+            )
+            if not decision.entered or decision.enrolment is None:
+                return
+            start = Advance(enrolment=decision.enrolment, changed=True)
+            if self._settle(scenario, existing, decision.enrolment, start, customer, now, report):
+                report.enrolled += 1
+                for yielding in decision.yield_scenarios:
+                    self._yield(customer_id, yielding, scenario.id, now, report)
+                return
+            report.conflicts += 1
+        report.lost += 1
+
+    def _others(self, customer_id: str, scenario_id: str) -> list[OtherEnrolment]:
+        others: list[OtherEnrolment] = []
+        for other in self.enrolments.of_customer(customer_id):
+            if other.scenario_id == scenario_id:
+                continue
+            scenario = self._scenario(other.scenario_id, other.version)
+            if scenario is None:
+                continue
+            others.append(
+                OtherEnrolment(
+                    scenario_id=other.scenario_id,
+                    priority=scenario.priority,
+                    yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
+                    active=not other.ended,
+                )
+            )
+        return others
+
+    def _yield(
+        self, customer_id: str, scenario_id: str, winner: str, now: datetime, report: RunReport
+    ) -> None:
+        for _ in range(2):
+            read = self.enrolments.get(customer_id, scenario_id)
+            if read is None or read.ended:
+                return
+            result = exit_enrolment(read, f"yielded:{winner}", now, read.step_id)
+            if self._write(read, result.enrolment) is not None:
+                report.changed += 1
+                return
+            report.conflicts += 1
+        report.lost += 1
+
+    # -- tick -----------------------------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> RunReport:
+        """Advances every enrolment due at `now` (each re-read consistently: the index may lag)."""
+        now = now or clock.now()
+        report = RunReport()
+        for key in self.enrolments.iter_due(now):
+            report.due += 1
+            read = self.enrolments.get(key.customer_id, key.scenario_id)
+            if read is None or read.ended:
+                continue
+            profile = self.customers.profile(read.customer_id)
+            if profile is None:
+                report.missing.append("profile")
+                continue
+            customer = _Customer(profile, self.events.history(profile))
+            self._retry_once(report, read, partial(self._due, customer, now))
+        return report
+
+    def _due(self, customer: _Customer, now: datetime, read: Enrolment, report: RunReport) -> bool:
+        scenario = self._scenario(read.scenario_id, read.version)
+        if scenario is None:
+            report.missing.append("version")
+            return True
+        return self._settle(scenario, read, read, None, customer, now, report)
+
+    # -- carrying out ---------------------------------------------------------------------------------
+
+    def _retry_once(
+        self,
+        report: RunReport,
+        read: Enrolment,
+        decide: Callable[[Enrolment, RunReport], bool],
+    ) -> None:
+        """`decide(read, report)`; on a lost write, once more on a fresh read."""
+        if decide(read, report):
+            return
+        report.conflicts += 1
+        fresh = self.enrolments.get(read.customer_id, read.scenario_id)
+        if fresh is None or decide(fresh, report):
+            return
+        report.lost += 1
+
+    def _settle(
+        self,
+        scenario: Scenario,
+        read: Enrolment | None,
+        candidate: Enrolment,
+        decided: Advance | None,
+        customer: _Customer,
+        now: datetime,
+        report: RunReport,
+    ) -> bool:
+        """Advances `candidate` (the enrolment as `decided` left it, or as read) if it is due now,
+        carries out what comes back and writes it on condition of `read` (None: a new enrolment).
+        False: someone else wrote the enrolment since it was read; nothing of ours stays counted."""
+        results = [decided] if decided is not None and decided.changed else []
+        taken: list[CapRequest] = []
+        if not candidate.ended and is_due(candidate, customer.history, now):
+            for _ in range(MAX_CAP_ATTEMPTS):
+                view = self._cap_view(candidate.customer_id, now)
+                result = advance(scenario, candidate, customer.profile, customer.history, now, view)
+                consumed = self._take_caps(candidate.customer_id, result.caps, now)
+                if consumed is not None:
+                    taken = consumed
+                    if result.changed:
+                        results.append(result)
+                    break
+            else:
+                raise CapContentionError(f"cap counters kept refusing after {MAX_CAP_ATTEMPTS} attempts")
+        if not results:
+            return True
+        for result in results:
+            self._carry_out(result, report)
+        if self._write(read, results[-1].enrolment) is None:
+            for request in taken:
+                self.caps.release(candidate.customer_id, request.channel, now)
+            return False
+        report.changed += 1
+        return True
+
+    def _cap_view(self, customer_id: str, now: datetime) -> CapView:
+        counts: dict[str, int] = {}
+        for channel in ("line", "email"):
+            day, week = self.caps.counts(customer_id, channel, now)
+            day_key, week_key = cap_keys(channel, now)
+            counts[day_key], counts[week_key] = day, week
+        return CapView(self.limits, counts)
+
+    def _take_caps(
+        self, customer_id: str, requests: Sequence[CapRequest], now: datetime
+    ) -> list[CapRequest] | None:
+        """Takes every counter the sends need; None (and nothing taken) if one is refused."""
+        taken: list[CapRequest] = []
+        for request in requests:
+            cap = ChannelCap(per_day=request.day_limit, per_week=request.week_limit)
+            if not self.caps.try_consume(customer_id, request.channel, cap, now).allowed:
+                for done in taken:
+                    self.caps.release(customer_id, done.channel, now)
+                return None
+            taken.append(request)
+        return taken
+
+    def _carry_out(self, result: Advance, report: RunReport) -> None:
+        for dispatch in result.dispatches:
+            if self.sink.send(dispatch) == "enqueued":
+                report.dispatched += 1
+            else:
+                report.email_unsupported += 1
+        # Setting traits and switching rich menus from a journey are not built yet.
+        report.traits_unapplied += len(result.traits)
+        report.rich_menus_unapplied += len(result.rich_menus)
+
+    def _write(self, read: Enrolment | None, new: Enrolment) -> Enrolment | None:
+        if read is None:
+            return self.enrolments.create(new.model_copy(update={"revision": 0}))
+        return self.enrolments.save(new.model_copy(update={"revision": read.revision}))
