@@ -377,6 +377,15 @@ class EventStore:
         return sorted(events, key=lambda e: (e.timestamp, e.message_id))
 
 
+def stored_event_from_image(image: Mapping[str, Any]) -> StoredEvent:
+    """An Events table item as a stream's NewImage carries it (DynamoDB JSON) back to the event;
+    the table's own attributes (sk, expires_at) are dropped."""
+    values = from_attribute_map(image)
+    values.pop("sk", None)
+    values.pop("expires_at", None)
+    return StoredEvent.model_validate(values)
+
+
 class MessageLedger:
     """Remembers which messageIds have been stored, so a re-sent message is stored (and triggers) once."""
 

@@ -1,0 +1,40 @@
+"""tick: every minute, advances the enrolments the sharded due index lists as due now
+(cems.scenario.runner.ScenarioRunner.tick; each one re-read before its conditional write)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.scenario.wiring import runner_from_env
+
+logger = Logger()
+metrics = Metrics()
+runner = runner_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = runner.tick()
+    metrics.add_metric("ScenarioDue", MetricUnit.Count, report.due)
+    metrics.add_metric("ScenarioDispatches", MetricUnit.Count, report.dispatched)
+    metrics.add_metric("ScenarioWriteConflicts", MetricUnit.Count, report.conflicts)
+    # Counts only: never a customer's contact, a LINE user id or message content.
+    logger.info(
+        "tick",
+        extra={
+            "due": report.due,
+            "changed": report.changed,
+            "dispatched": report.dispatched,
+            "email_unsupported": report.email_unsupported,
+            "conflicts": report.conflicts,
+            "lost": report.lost,
+            "missing": sorted(set(report.missing)),
+        },
+    )
+    return {"due": report.due, "changed": report.changed, "dispatched": report.dispatched}

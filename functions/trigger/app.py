@@ -1,0 +1,76 @@
+"""trigger: the EventsTable stream (INSERTs only, filtered by the event source mapping).
+
+Each new event goes to the scenario engine (cems.scenario.runner.ScenarioRunner.on_stored_event):
+goals, awaited events and opt-outs of the customer's journeys, enrolment in the scenarios it
+triggers, and the steps due now. A record that fails is reported as a batch item failure and comes
+back; every write is conditional and every send keyed, so a record seen twice changes nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.scenario.runner import RunReport
+from cems.scenario.wiring import runner_from_env
+from cems.store import stored_event_from_image
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+runner = runner_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+_total = RunReport()
+
+
+def handle(record: DynamoDBRecord) -> None:
+    if record.raw_event.get("eventName") != "INSERT":
+        return
+    image = record.raw_event.get("dynamodb", {}).get("NewImage")
+    if not image:
+        return
+    _total.add(runner.on_stored_event(stored_event_from_image(image)))
+
+
+def _emit(report: RunReport) -> None:
+    # Counts only: never a customer's contact, a LINE user id or message content.
+    for name, value in (
+        ("ScenarioEventsSeen", report.events),
+        ("ScenarioEnrolments", report.enrolled),
+        ("ScenarioDispatches", report.dispatched),
+        ("ScenarioEmailUnsupported", report.email_unsupported),
+        ("ScenarioWriteConflicts", report.conflicts),
+    ):
+        metrics.add_metric(name, MetricUnit.Count, value)
+    logger.info(
+        "trigger batch",
+        extra={
+            "events": report.events,
+            "enrolled": report.enrolled,
+            "changed": report.changed,
+            "dispatched": report.dispatched,
+            "email_unsupported": report.email_unsupported,
+            "traits_unapplied": report.traits_unapplied,
+            "rich_menus_unapplied": report.rich_menus_unapplied,
+            "conflicts": report.conflicts,
+            "lost": report.lost,
+            "missing": sorted(set(report.missing)),
+        },
+    )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _total
+    _total = RunReport()
+    response = process_partial_response(
+        event=event, record_handler=handle, processor=processor, context=context
+    )
+    _emit(_total)
+    return dict(response)
