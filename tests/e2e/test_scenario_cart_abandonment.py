@@ -84,6 +84,8 @@ def test_only_the_customer_who_did_not_buy_is_reminded(
     lingers, lingers_line = _line_customer(local_stack, customers, run)
     buys, buys_line = _line_customer(local_stack, customers, run + "b")
     before = len(_messages(local_stack))
+    # trigger reads the active scenarios at most once a minute: let a list read before the upload expire.
+    _post(local_stack, "/_local/clock", {"advance_seconds": 61})
 
     for user_id in (lingers, buys):
         product = {"product_id": "gyokuro-100", "name": "玉露 100g", "price": 2400, "quantity": 1}
