@@ -24,6 +24,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric("ScenarioDue", MetricUnit.Count, report.due)
     metrics.add_metric("ScenarioDispatches", MetricUnit.Count, report.dispatched)
     metrics.add_metric("ScenarioWriteConflicts", MetricUnit.Count, report.conflicts)
+    metrics.add_metric("ScenarioTraitsSet", MetricUnit.Count, report.traits_set)
+    metrics.add_metric("ScenarioTraitFailures", MetricUnit.Count, report.trait_failures)
+    metrics.add_metric("ScenarioRichMenusLinked", MetricUnit.Count, report.rich_menus_linked)
+    metrics.add_metric("ScenarioRichMenuFailures", MetricUnit.Count, report.rich_menu_failures)
     # Counts only: never a customer's contact, a LINE user id or message content.
     logger.info(
         "tick",
@@ -32,6 +36,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "changed": report.changed,
             "dispatched": report.dispatched,
             "email_unsupported": report.email_unsupported,
+            "traits_set": report.traits_set,
+            "trait_failures": report.trait_failures,
+            "rich_menus_linked": report.rich_menus_linked,
+            "rich_menus_unreachable": report.rich_menus_unreachable,
+            "rich_menu_failures": report.rich_menu_failures,
             "conflicts": report.conflicts,
             "lost": report.lost,
             "missing": sorted(set(report.missing)),

@@ -293,6 +293,56 @@ class CustomerStore:
             }
         }
 
+    def set_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime | None = None) -> bool:
+        """Sets `traits` on the profile (UpdateItem: `SET traits.#k = :v`, `version ADD 1`), following
+        a merge that happened since the profile was read. Setting a value it already has changes
+        nothing but `version` and `updated_at`: a repeated call is harmless. False: no such profile."""
+        if not traits:
+            return True
+        at = at or clock.now()
+        for _ in range(3):  # a profile merged away in between: once more on the merged one
+            update = _UpdateExpression()
+            update.set("updated_at", at)
+            update.add("version", 1)
+            for name, value in traits.items():
+                update.set_in("traits", name, value)
+            try:
+                self.client.update_item(
+                    TableName=self.table_name,
+                    Key=profile_key(customer_id),
+                    **update.render(),
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(merged_into)",
+                )
+                return True
+            except BotoClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ValidationException" and self._add_traits_map(customer_id):
+                    continue  # an item without a traits map: give it one, then set the traits
+                if code != "ConditionalCheckFailedException":
+                    raise
+            canonical = self.canonical_id(customer_id)
+            if canonical == customer_id:
+                return False
+            customer_id = canonical
+        return False
+
+    def _add_traits_map(self, customer_id: str) -> bool:
+        """Adds an empty `traits` map to a profile that has none; False if it had one already."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=profile_key(customer_id),
+                UpdateExpression="SET #t = :empty",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#t)",
+                ExpressionAttributeNames={"#t": "traits"},
+                ExpressionAttributeValues={":empty": {"M": {}}},
+            )
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def profile_item(self, profile: Profile) -> dict[str, Any]:
         values = profile.model_dump(
             exclude={"purchase_count", "monetary_total", "first_purchase_at", "last_purchase_at"}

@@ -145,7 +145,7 @@ def test_line_welcome_greets_at_once_and_sends_the_coupon_three_days_later(harne
     friend = harness.customer("cus_friend")
     follow = harness.event(friend, "line_follow", site_id="line")
     report = harness.runner.on_stored_event(follow)
-    assert (report.enrolled, report.dispatched, report.rich_menus_unapplied) == (1, 1, 1)
+    assert (report.enrolled, report.dispatched, report.rich_menus_unreachable) == (1, 1, 1)  # no linker here
     greeting = harness.sent()
     assert [d["idempotency_key"] for d in greeting] == [f"{friend}#line-welcome#v1#welcome#e1"]
     assert greeting[0]["recipients"] == [friend]

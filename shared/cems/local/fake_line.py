@@ -9,7 +9,8 @@ Served by the local stack under `/_fake_line` (CEMS_LINE_API_URL points there un
   `to` must look like a LINE user id. `X-Line-Retry-Key` must be a UUID; a key accepted in the last
   24 hours gets 409 and nothing is sent again.
 - `POST /v2/bot/user/{userId}/linkToken` (a random link token), `GET /v2/bot/profile/{userId}`,
-  `POST /v2/bot/user/{userId}/richmenu/{richMenuId}`.
+  `POST /v2/bot/user/{userId}/richmenu/{richMenuId}` and `DELETE /v2/bot/user/{userId}/richmenu`
+  (link and unlink a rich menu; `rich_menus` holds each user's linked menu).
 - Every request needs `Authorization: Bearer <the channel access token>`, else 401.
 
 For people and tests (under `/_local/line`): `POST /fail` {"status": 429|500|400|..., "count": N,
@@ -95,6 +96,7 @@ class FakeLine:
                 rf"{p}/v2/bot/user/(?P<user_id>[^/]+)/richmenu/(?P<rich_menu_id>[^/]+)",
                 self._rich_menu,
             ),
+            LocalRoute("DELETE", rf"{p}/v2/bot/user/(?P<user_id>[^/]+)/richmenu", self._unlink_rich_menu),
             LocalRoute("POST", r"/_local/line/fail", self._fail),
             LocalRoute("POST", r"/_local/line/reset", self._reset),
             LocalRoute("GET", r"/_local/line/messages", self._messages_json),
@@ -263,6 +265,15 @@ class FakeLine:
             except _Reject as reject:
                 return LocalResponse.json(reject.status, reject.body)
             self.rich_menus[params["user_id"]] = params["rich_menu_id"]
+        return LocalResponse.json(200, {})
+
+    def _unlink_rich_menu(self, request: LocalRequest, params: dict[str, str]) -> LocalResponse:
+        with self._lock:
+            try:
+                self._authorise(request)
+            except _Reject as reject:
+                return LocalResponse.json(reject.status, reject.body)
+            self.rich_menus.pop(params["user_id"], None)
         return LocalResponse.json(200, {})
 
     # --- for people and tests -----------------------------------------------------------------
@@ -439,6 +450,7 @@ class _FakeLineHandler(BaseHTTPRequestHandler):
 
     do_GET = _handle
     do_POST = _handle
+    do_DELETE = _handle
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

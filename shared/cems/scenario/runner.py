@@ -10,15 +10,25 @@ sends need (refused: release what was taken, decide again with fresh counts); en
 write the enrolment on condition that its revision is still the one read. A lost write releases
 the counters it took (the winner took its own) and is decided once more on a fresh read; its sends
 were enqueued under the same dispatch keys as the winner's, which the sender sends once.
+
+Traits (`set_trait`) and rich menus (`rich_menu`) are applied only *after* the enrolment's write
+succeeded, by the one writer that won: a loser never applies anything, so two racing decisions
+(whose rendered trait values or menus may differ) never both land. The cost is at most once: if the
+function dies between the write and applying them, they are not applied (the journey has moved on);
+a failure is counted (`trait_failures`, `rich_menu_failures`) and logged without ids. Applying the
+same value again (a replay) is harmless: a trait is set, not added to; a menu link replaces the last.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Literal, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cems import clock
 from cems.models import Profile, StoredEvent
@@ -45,6 +55,8 @@ from cems.store import CustomerStore, EventStore
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
+log = logging.getLogger("cems.scenario")
+
 SUMMARY_CACHE = timedelta(seconds=60)
 # A cap refusal means another send took the last one in between: deciding again with fresh counts
 # skips or defers the send, so a second attempt settles it; the third is a safety margin.
@@ -57,6 +69,12 @@ SinkResult = Literal["enqueued", "unsupported"]
 
 class DispatchSink(Protocol):
     def send(self, dispatch: Dispatch) -> SinkResult: ...
+
+
+class RichMenuLinker(Protocol):
+    def link(self, line_user_id: str, rich_menu_id: str | None) -> str | None:
+        """None when linked (unlinked for None); else a short reason, never containing the user id."""
+        ...
 
 
 class QueueDispatchSink:
@@ -85,8 +103,11 @@ class RunReport:
     changed: int = 0
     dispatched: int = 0
     email_unsupported: int = 0
-    traits_unapplied: int = 0
-    rich_menus_unapplied: int = 0
+    traits_set: int = 0  # trait values written to profiles
+    trait_failures: int = 0  # profile gone, or the write failed
+    rich_menus_linked: int = 0
+    rich_menus_unreachable: int = 0  # no reachable, consenting LINE contact: skipped
+    rich_menu_failures: int = 0  # LINE answered an error or did not answer
     conflicts: int = 0
     lost: int = 0  # changes given up after a second lost race (the winner carried on)
     due: int = 0
@@ -120,6 +141,7 @@ class ScenarioRunner:
         events: EventStore,
         sink: DispatchSink,
         limits: FrequencyCaps | None = None,
+        rich_menus: RichMenuLinker | None = None,
     ) -> None:
         self.scenarios = scenarios
         self.enrolments = enrolments
@@ -128,6 +150,7 @@ class ScenarioRunner:
         self.events = events
         self.sink = sink
         self.limits = limits or FrequencyCaps()
+        self.rich_menus = rich_menus
         self._summaries: list[ScenarioSummary] = []
         self._summaries_at: datetime | None = None
 
@@ -333,6 +356,7 @@ class ScenarioRunner:
                 self.caps.release(candidate.customer_id, request.channel, now)
             return False
         report.changed += 1
+        self._apply_to_profile(results, customer, now, report)
         return True
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
@@ -363,9 +387,40 @@ class ScenarioRunner:
                 report.dispatched += 1
             else:
                 report.email_unsupported += 1
-        # Setting traits and switching rich menus from a journey are not built yet.
-        report.traits_unapplied += len(result.traits)
-        report.rich_menus_unapplied += len(result.rich_menus)
+
+    def _apply_to_profile(
+        self, results: Sequence[Advance], customer: _Customer, now: datetime, report: RunReport
+    ) -> None:
+        """Traits and the rich menu of a change whose enrolment write has succeeded (see the module
+        docstring for why only then). Several values for one trait: the last; several menus: the last."""
+        traits = {t.trait: t.value for result in results for t in result.traits}
+        switches = [switch for result in results for switch in result.rich_menus]
+        scenario_id = results[-1].enrolment.scenario_id
+        if traits:
+            try:
+                written = self.customers.set_traits(customer.profile.customer_id, traits, now)
+            except (BotoCoreError, ClientError) as exc:  # the enrolment moved on: count and log it
+                log.warning(
+                    "scenario traits not set", extra={"scenario_id": scenario_id, "error": type(exc).__name__}
+                )
+                written = False
+            if written:
+                report.traits_set += len(traits)
+            else:
+                report.trait_failures += len(traits)
+        if not switches:
+            return
+        line_user_id = customer.profile.line_contact()
+        if line_user_id is None or self.rich_menus is None:
+            report.rich_menus_unreachable += 1
+            return
+        failure = self.rich_menus.link(line_user_id, switches[-1].rich_menu_id)
+        if failure is None:
+            report.rich_menus_linked += 1
+        else:
+            report.rich_menu_failures += 1
+            # The scenario and the reason only: never the LINE user id.
+            log.warning("rich menu not linked", extra={"scenario_id": scenario_id, "reason": failure})
 
     def _write(self, read: Enrolment | None, new: Enrolment) -> Enrolment | None:
         if read is None:
