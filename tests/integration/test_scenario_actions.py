@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.line.config import LineSettings
+from cems.line.rich_menu import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
 from cems.models import ChannelState, MessageType, Profile, StoredEvent
 from cems.scenario import engine
@@ -299,3 +302,80 @@ def test_caps_from_env_defaults_and_bad_values() -> None:
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(ValueError, match="CEMS_CAP_LINE_PER_WEEK"):
             caps_from_env({"CEMS_CAP_LINE_PER_WEEK": bad})
+
+
+LATE_MARK = _scenario(
+    "late-mark",
+    "Product Viewed",
+    [
+        {"id": "wait", "type": "wait", "duration": "1h"},
+        {"id": "mark", "type": "set_trait", "trait": "late_mark", "value": "{{ scenario.id }}"},
+        {"id": "menu", "type": "rich_menu", "rich_menu_id": MENU},
+        {"id": "done", "type": "end"},
+    ],
+)
+
+
+def test_a_lost_race_applies_neither_trait_nor_menu_only_the_winner_does(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = harness.runner(monkeypatch)
+    other = harness.runner(monkeypatch)
+    harness.upload(LATE_MARK)
+    customer = harness.customer("cus_race")
+    runner.on_stored_event(harness.event(customer, "Product Viewed"))
+    applied: list[tuple[str, Any]] = []
+    for who, r in (("loser", runner), ("winner", other)):
+        set_traits, linker = r.customers.set_traits, r.rich_menus
+        assert linker is not None
+
+        def recording(
+            customer_id: str, traits: Any, at: Any = None, who: str = who, f: Any = set_traits
+        ) -> bool:
+            applied.append((who, dict(traits)))
+            return bool(f(customer_id, traits, at))
+
+        def linking(user: str, menu: str | None, who: str = who, f: Any = linker.link) -> str | None:
+            applied.append((who, menu))
+            return f(user, menu)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(r.customers, "set_traits", recording)
+        monkeypatch.setattr(linker, "link", linking)
+    clock.advance(3600 + 60)
+    save = runner.enrolments.save
+    raced = False
+
+    def racing_save(enrolment: engine.Enrolment, at: datetime | None = None) -> engine.Enrolment | None:
+        nonlocal raced
+        if not raced:  # the other tick decides and writes between this one's read and write
+            raced = True
+            assert other.tick().changed == 1
+        return save(enrolment, at)
+
+    monkeypatch.setattr(runner.enrolments, "save", racing_save)
+    report = runner.tick()
+    assert (report.conflicts, report.changed, report.traits_set, report.rich_menus_linked) == (1, 0, 0, 0)
+    assert applied == [("winner", {"late_mark": "late-mark"}), ("winner", MENU)]
+    assert harness.profile(customer).traits["late_mark"] == "late-mark"
+    assert harness.fake.snapshot()["rich_menus"] == {harness.line_user(customer): MENU}
+
+
+def test_line_rich_menus_links_unlinks_and_reports_an_unanswered_call(
+    fake_line: tuple[FakeLine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = fake_line
+    monkeypatch.setenv("CEMS_LINE_CHANNEL_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("CEMS_LINE_API_URL", url)
+    menus = LineRichMenus(LineSettings.from_env())
+    user = "U" + "ab" * 16
+    assert menus.link(user, MENU) is None
+    assert fake.snapshot()["rich_menus"] == {user: MENU}
+    assert menus.link(user, None) is None  # back to the default menu
+    assert fake.snapshot()["rich_menus"] == {}
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CEMS_LINE_API_URL", f"http://127.0.0.1:{port}")
+    reason = LineRichMenus(LineSettings.from_env()).link(user, MENU)
+    assert reason is not None and user not in reason
