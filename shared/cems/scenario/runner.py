@@ -106,7 +106,7 @@ class RunReport:
     traits_set: int = 0  # trait values written to profiles
     trait_failures: int = 0  # profile gone, or the write failed
     rich_menus_linked: int = 0
-    rich_menus_unreachable: int = 0  # no reachable, consenting LINE contact: skipped
+    rich_menus_unreachable: int = 0  # no reachable, consenting LINE contact (or no linker): skipped
     rich_menu_failures: int = 0  # LINE answered an error or did not answer
     conflicts: int = 0
     lost: int = 0  # changes given up after a second lost race (the winner carried on)
