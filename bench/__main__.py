@@ -1,4 +1,4 @@
-"""`python -m bench [--only requests|coldstart|throughput|line]`: measure and print one table of figures."""
+"""`python -m bench [--only NAME ...]` (requests, coldstart, throughput, line, journeys): print figures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import bench.aws_requests
 import bench.coldstart
+import bench.journeys
 import bench.line
 import bench.throughput
 from bench.report import Figure, Measured, table
@@ -20,6 +21,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "coldstart": lambda args: bench.coldstart.measure(python=args.python),
     "throughput": lambda _: bench.throughput.measure(),
     "line": lambda args: bench.line.measure(python=args.python),
+    "journeys": lambda _: bench.journeys.measure(),
 }
 
 
