@@ -56,6 +56,8 @@ PING_SCENARIO: dict[str, Any] = {
     "priority": 10,
     "trigger": {"type": "event", "event": PING},
     "entry": {"reentry": "never"},
+    # Open all day: the figure is the pipeline's latency, not the default quiet hours (21:00-09:00 JST).
+    "send_window": {"start": "00:00", "end": "23:59"},
     "steps": [
         {"id": "pong", "type": "send", "channel": "line", "line": [{"type": "text", "text": "pong"}]},
         {"id": "done", "type": "end"},
