@@ -29,21 +29,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric("ScenarioRichMenusLinked", MetricUnit.Count, report.rich_menus_linked)
     metrics.add_metric("ScenarioRichMenuFailures", MetricUnit.Count, report.rich_menu_failures)
     # Counts only: never a customer's contact, a LINE user id or message content.
-    logger.info(
-        "tick",
-        extra={
-            "due": report.due,
-            "changed": report.changed,
-            "dispatched": report.dispatched,
-            "email_unsupported": report.email_unsupported,
-            "traits_set": report.traits_set,
-            "trait_failures": report.trait_failures,
-            "rich_menus_linked": report.rich_menus_linked,
-            "rich_menus_unreachable": report.rich_menus_unreachable,
-            "rich_menu_failures": report.rich_menu_failures,
-            "conflicts": report.conflicts,
-            "lost": report.lost,
-            "missing": sorted(set(report.missing)),
-        },
-    )
+    logger.info("tick", extra=report.log_fields())
     return {"due": report.due, "changed": report.changed, "dispatched": report.dispatched}

@@ -51,24 +51,7 @@ def _emit(report: RunReport) -> None:
         ("ScenarioWriteConflicts", report.conflicts),
     ):
         metrics.add_metric(name, MetricUnit.Count, value)
-    logger.info(
-        "trigger batch",
-        extra={
-            "events": report.events,
-            "enrolled": report.enrolled,
-            "changed": report.changed,
-            "dispatched": report.dispatched,
-            "email_unsupported": report.email_unsupported,
-            "traits_set": report.traits_set,
-            "trait_failures": report.trait_failures,
-            "rich_menus_linked": report.rich_menus_linked,
-            "rich_menus_unreachable": report.rich_menus_unreachable,
-            "rich_menu_failures": report.rich_menu_failures,
-            "conflicts": report.conflicts,
-            "lost": report.lost,
-            "missing": sorted(set(report.missing)),
-        },
-    )
+    logger.info("trigger batch", extra=report.log_fields())
 
 
 @logger.inject_lambda_context

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from botocore.config import Config
 
 from cems.aws import CLIENT_CONFIG
 
@@ -204,22 +205,12 @@ def _read_report(client: Any, bucket: str, name: str) -> tuple[dict[str, Any], s
 def _scenario_bucket(stage: str | None, config: Path) -> tuple[Any, str]:
     """ScenarioBucket of the local stack (moto at 127.0.0.1:$CEMS_AWS_PORT, named as the local stack
     names buckets), or of a deployed stage (its ScenarioBucketName output)."""
-    from botocore.config import Config
 
     s3_config = CLIENT_CONFIG.merge(Config(s3={"addressing_style": "path"}))
     if stage is None:
         from cems.local.resources import bucket_name
 
-        port = os.environ.get("CEMS_AWS_PORT", "4566")
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name=LOCAL_REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
-            config=s3_config,
-        )
-        return client, bucket_name("ScenarioBucket")
+        return _local_client("s3", s3_config), bucket_name("ScenarioBucket")
     stack_name, region = stage_stack(stage, config)
     stack = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)[
         "Stacks"
@@ -331,19 +322,22 @@ def _site_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_client(service: str, config: Config) -> Any:
+    """A client for the local stack's moto server (127.0.0.1:$CEMS_AWS_PORT, any credentials)."""
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=f"http://127.0.0.1:{os.environ.get('CEMS_AWS_PORT', '4566')}",
+        region_name=LOCAL_REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
+        config=config,
+    )
+
+
 def _sites_table(stage: str | None, config: Path) -> tuple[DynamoDBClient, str]:
     """The Sites table of the local stack, or of a deployed stage (found from its stack outputs)."""
     if stage is None:
-        port = os.environ.get("CEMS_AWS_PORT", "4566")
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name=LOCAL_REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto accepts any credentials
-            config=CLIENT_CONFIG,
-        )
-        return client, "SitesTable"
+        return _local_client("dynamodb", CLIENT_CONFIG), "SitesTable"
     stack_name, region = stage_stack(stage, config)
     outputs = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)[
         "Stacks"

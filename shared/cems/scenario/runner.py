@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -112,6 +112,12 @@ class RunReport:
     lost: int = 0  # changes given up after a second lost race (the winner carried on)
     due: int = 0
     missing: list[str] = field(default_factory=list)  # e.g. "profile", "version"
+
+    def log_fields(self) -> dict[str, Any]:
+        """Every count, for one structured log line (the missing kinds sorted and de-duplicated)."""
+        counts: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        counts["missing"] = sorted(set(self.missing))
+        return counts
 
     def add(self, other: RunReport) -> None:
         for f in fields(self):
