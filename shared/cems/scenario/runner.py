@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cems import clock
-from cems.models import Profile, StoredEvent
+from cems.models import ORDER_COMPLETED, MessageType, Profile, StoredEvent
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -48,8 +48,9 @@ from cems.scenario.engine import (
     on_event,
     trigger_matches,
 )
-from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioStore, ScenarioSummary
+from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
+from cems.scenario.store import CapStore, DueKey, EnrolmentStore, ScenarioStore, ScenarioSummary
+from cems.scenario.timing import date_trigger_due
 from cems.store import CustomerStore, EventStore
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class RunReport:
     conflicts: int = 0
     lost: int = 0  # changes given up after a second lost race (the winner carried on)
     due: int = 0
+    scheduled: int = 0  # date trigger entries scheduled or moved (DATE# items in the due index)
     missing: list[str] = field(default_factory=list)  # e.g. "profile", "version"
 
     def log_fields(self) -> dict[str, Any]:
@@ -183,6 +185,7 @@ class ScenarioRunner:
             report.missing.append("profile")
             return report
         customer = _Customer(profile, self._history(profile, event))
+        self._schedule_dates(event, profile, now, report)
         enrolments = {e.scenario_id: e for e in self.enrolments.of_customer(profile.customer_id)}
         for read in enrolments.values():
             if read.ended and read.state is not EnrolmentState.COMPLETED:
@@ -221,7 +224,7 @@ class ScenarioRunner:
         self,
         scenario: Scenario,
         version: int,
-        event: StoredEvent,
+        event: StoredEvent | None,
         customer: _Customer,
         now: datetime,
         report: RunReport,
@@ -291,6 +294,9 @@ class ScenarioRunner:
         report = RunReport()
         for key in self.enrolments.iter_due(now):
             report.due += 1
+            if key.kind == "date":
+                self._date_due(key, now, report)
+                continue
             read = self.enrolments.get(key.customer_id, key.scenario_id)
             if read is None or read.ended:
                 continue
@@ -308,6 +314,78 @@ class ScenarioRunner:
             report.missing.append("version")
             return True
         return self._settle(scenario, read, read, None, customer, now, report)
+
+    # -- date triggers --------------------------------------------------------------------------------
+
+    def _date_scenarios(self, now: datetime) -> list[tuple[ScenarioSummary, Scenario, DateTrigger]]:
+        found: list[tuple[ScenarioSummary, Scenario, DateTrigger]] = []
+        for summary in self.summaries(now):
+            if summary.trigger_type != "date":
+                continue
+            scenario = self._scenario(summary.scenario_id, summary.version)
+            if scenario is not None and isinstance(scenario.trigger, DateTrigger):
+                found.append((summary, scenario, scenario.trigger))
+        return found
+
+    def _schedule_dates(self, event: StoredEvent, profile: Profile, now: datetime, report: RunReport) -> None:
+        """Schedules (or moves) the pending entry of each date trigger whose date this event may have
+        changed: only this customer's, never a scan of customers."""
+        for summary, scenario, trigger in self._date_scenarios(now):
+            if not _may_change(trigger.date, event):
+                continue
+            due = date_trigger_due(trigger, profile, scenario.zone, now)
+            for _ in range(2):
+                read = self.enrolments.schedule(profile.customer_id, summary.scenario_id)
+                if read is None and due is None:
+                    break
+                if read is not None and (due == read.due_at or (due is None and read.due_at <= now)):
+                    break  # unchanged, or due already (tick re-checks the date)
+                if due is None:
+                    assert read is not None
+                    done = self.enrolments.delete_schedule(read)
+                else:
+                    done = self.enrolments.put_schedule(profile.customer_id, summary.scenario_id, due, read)
+                if done:
+                    report.scheduled += 0 if due is None else 1
+                    break
+                report.conflicts += 1
+
+    def _date_due(self, key: DueKey, now: datetime, report: RunReport) -> None:
+        """A date trigger's pending entry is due: enrol if the date still gives this moment; if it
+        moved, reschedule (or drop a date that is gone). The entry is claimed first (moved to next
+        year, or removed) by a conditional write, so two ticks never both enrol."""
+        read = self.enrolments.schedule(key.customer_id, key.scenario_id)
+        if read is None or read.due_at > now:
+            return
+        match = [found for found in self._date_scenarios(now) if found[0].scenario_id == key.scenario_id]
+        profile = self.customers.profile(key.customer_id)
+        if not match or profile is None:  # the scenario stopped or is no date trigger; the customer is gone
+            if profile is None:
+                report.missing.append("profile")
+            self.enrolments.delete_schedule(read)
+            return
+        summary, scenario, trigger = match[0]
+        due = date_trigger_due(trigger, profile, scenario.zone, read.due_at)
+        if due != read.due_at:
+            if due is None:
+                self.enrolments.delete_schedule(read)
+            elif self.enrolments.put_schedule(key.customer_id, key.scenario_id, due, read):
+                report.scheduled += 1
+            return
+        following = (
+            date_trigger_due(trigger, profile, scenario.zone, due + timedelta(microseconds=1))
+            if trigger.yearly
+            else None
+        )
+        if following is None:
+            claimed = self.enrolments.delete_schedule(read)
+        else:
+            claimed = self.enrolments.put_schedule(key.customer_id, key.scenario_id, following, read)
+        if not claimed:
+            report.conflicts += 1
+            return
+        customer = _Customer(profile, self.events.history(profile))
+        self._enrol(scenario, summary.version, None, customer, now, report)
 
     # -- carrying out ---------------------------------------------------------------------------------
 
@@ -432,3 +510,13 @@ class ScenarioRunner:
         if read is None:
             return self.enrolments.create(new.model_copy(update={"revision": 0}))
         return self.enrolments.save(new.model_copy(update={"revision": read.revision}))
+
+
+def _may_change(source: str, event: StoredEvent) -> bool:
+    """Whether a stored event may have changed the profile date a date trigger watches: purchases
+    the purchase dates, identify calls the traits; any event may be a customer's first."""
+    if source in ("last_purchase_at", "first_purchase_at"):
+        return event.type is MessageType.TRACK and event.event == ORDER_COMPLETED
+    if source.startswith("traits."):
+        return event.type is MessageType.IDENTIFY
+    return source == "first_seen_at"

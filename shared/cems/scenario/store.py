@@ -75,6 +75,14 @@ def enrolment_key(customer_id: str, scenario_id: str) -> dict[str, Any]:
     return {"pk": {"S": enrolment_pk(customer_id)}, "sk": {"S": scenario_id}}
 
 
+def schedule_pk(customer_id: str) -> str:
+    return f"DATE#{customer_id}"
+
+
+def schedule_key(customer_id: str, scenario_id: str) -> dict[str, Any]:
+    return {"pk": {"S": schedule_pk(customer_id)}, "sk": {"S": scenario_id}}
+
+
 def due_shard_name(shard: int) -> str:
     return f"DUE#{shard}"
 
@@ -490,6 +498,19 @@ class DueKey:
     customer_id: str
     scenario_id: str
     due_at: datetime
+    # "enrolment": an ENR# item (advance it); "date": a DATE# item, a date trigger's pending entry.
+    kind: Literal["enrolment", "date"] = "enrolment"
+
+
+@dataclass(frozen=True)
+class DateSchedule:
+    """A date trigger's pending entry (`DATE#<customer>` / `<scenario id>`): the customer enters
+    `scenario_id` at `due_at` if the date it was computed from has not moved by then."""
+
+    customer_id: str
+    scenario_id: str
+    due_at: datetime
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -647,9 +668,10 @@ class EnrolmentStore(Generic[E]):
         answer = self.client.query(**request)
         keys = [
             DueKey(
-                customer_id=item["pk"]["S"].removeprefix("ENR#"),
+                customer_id=item["pk"]["S"].split("#", 1)[1],
                 scenario_id=item["sk"]["S"],
                 due_at=datetime.fromisoformat(item["due_at"]["S"]),
+                kind="date" if item["pk"]["S"].startswith("DATE#") else "enrolment",
             )
             for item in answer["Items"]
         ]
@@ -665,6 +687,61 @@ class EnrolmentStore(Generic[E]):
                 cursor = page.cursor
                 if cursor is None:
                     break
+
+    # -- date trigger schedules (DATE#<customer> / <scenario id>, in the same due index) --------------
+
+    def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key=schedule_key(customer_id, scenario_id), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        return DateSchedule(
+            customer_id, scenario_id, datetime.fromisoformat(item["due_at"]["S"]), int(item["revision"]["N"])
+        )
+
+    def put_schedule(
+        self, customer_id: str, scenario_id: str, due_at: datetime, read: DateSchedule | None
+    ) -> bool:
+        """Schedules (or moves) the pending entry, on condition that it is still as `read` (None: that
+        there was none); False when someone else wrote it since."""
+        revision = 0 if read is None else read.revision
+        item = {
+            **schedule_key(customer_id, scenario_id),
+            "due_shard": {"S": due_shard_name(self.shard_of(customer_id))},
+            "due_at": {"S": clock.iso(due_at)},
+            "revision": {"N": str(revision + 1)},
+            "updated_at": {"S": clock.iso(clock.now())},
+        }
+        if read is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "revision = :read",
+                "ExpressionAttributeValues": {":read": {"N": str(revision)}},
+            }
+        try:
+            self.client.put_item(TableName=self.table_name, Item=item, **condition)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def delete_schedule(self, read: DateSchedule) -> bool:
+        """Removes the pending entry if it is still as read; False when someone else wrote it since."""
+        try:
+            self.client.delete_item(
+                TableName=self.table_name,
+                Key=schedule_key(read.customer_id, read.scenario_id),
+                ConditionExpression="revision = :read",
+                ExpressionAttributeValues={":read": {"N": str(read.revision)}},
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     def _item(self, enrolment: E) -> dict[str, Any]:
         values = enrolment.model_dump(exclude={"scenario_id"})
