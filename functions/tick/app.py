@@ -1,4 +1,5 @@
-"""tick: every minute, advances the enrolments the sharded due index lists as due now
+"""tick: every minute, starts the broadcast runs whose time has come (cems.scenario.broadcast: segment
+messages on BroadcastQueue) and advances the enrolments the sharded due index lists as due now
 (cems.scenario.runner.ScenarioRunner.tick; each one re-read before its conditional write)."""
 
 from __future__ import annotations
@@ -10,17 +11,23 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
-from cems.scenario.wiring import runner_from_env
+from cems.scenario.wiring import broadcast_starter_from_env, runner_from_env
 
 logger = Logger()
 metrics = Metrics()
-runner = runner_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+_sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
+runner = runner_from_env(aws.dynamodb(), _sqs)
+broadcasts = broadcast_starter_from_env(aws.dynamodb(), _sqs)
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = runner.tick()
+    # After the due work, so a broadcast that cannot start (its queue failing) holds up no journey.
+    started = broadcasts.start_due()
+    if started.started or started.restarted:
+        logger.info("broadcasts started", extra=vars(started))
     metrics.add_metric("ScenarioDue", MetricUnit.Count, report.due)
     metrics.add_metric("ScenarioDispatches", MetricUnit.Count, report.dispatched)
     metrics.add_metric("ScenarioWriteConflicts", MetricUnit.Count, report.conflicts)

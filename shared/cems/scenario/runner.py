@@ -315,6 +315,20 @@ class ScenarioRunner:
             return True
         return self._settle(scenario, read, read, None, customer, now, report)
 
+    # -- broadcasts -----------------------------------------------------------------------------------
+
+    def enrol_customer(
+        self, scenario: Scenario, version: int, profile: Profile, now: datetime | None = None
+    ) -> RunReport:
+        """Enrols one customer in a scenario without an event (a broadcast's audience member): the
+        same path as an event's enrolment (audience, holdout, re-entry, priority; advance; the sends;
+        the conditional write), with the customer's history read once."""
+        now = now or clock.now()
+        report = RunReport()
+        customer = _Customer(profile, self.events.history(profile))
+        self._enrol(scenario, version, None, customer, now, report)
+        return report
+
     # -- date triggers --------------------------------------------------------------------------------
 
     def _date_scenarios(self, now: datetime) -> list[tuple[ScenarioSummary, Scenario, DateTrigger]]:

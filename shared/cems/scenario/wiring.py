@@ -1,4 +1,5 @@
-"""Builds the ScenarioRunner the `trigger` and `tick` functions share, from the environment."""
+"""Builds the ScenarioRunner the `trigger`, `tick` and `broadcast` functions share (and the broadcast
+starter and worker), from the environment."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cems.config import Settings
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
 from cems.scenario import engine
+from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, BroadcastWorker, segments_from_env
 from cems.scenario.model import ChannelCap, FrequencyCaps
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, JourneySettings, ScenarioStore
@@ -66,4 +68,27 @@ def runner_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ScenarioRunner:
         QueueDispatchSink(sqs, os.environ.get("LINE_SEND_QUEUE_URL", "")),
         limits=caps_from_env(),
         rich_menus=LineRichMenus(LineSettings.from_env()),
+    )
+
+
+def broadcast_starter_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> BroadcastStarter:
+    """JOURNEYS_TABLE, BROADCAST_QUEUE_URL and CEMS_BROADCAST_SEGMENTS (default 16)."""
+    journeys = JourneySettings.from_env()
+    return BroadcastStarter(
+        ScenarioStore(journeys.table, dynamodb),
+        BroadcastStore(journeys.table, dynamodb),
+        sqs,
+        os.environ.get("BROADCAST_QUEUE_URL", ""),
+        segments_from_env(),
+    )
+
+
+def broadcast_worker_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> BroadcastWorker:
+    """The runner (runner_from_env), JOURNEYS_TABLE, CUSTOMERS_TABLE and BROADCAST_QUEUE_URL."""
+    return BroadcastWorker(
+        runner_from_env(dynamodb, sqs),
+        BroadcastStore(JourneySettings.from_env().table, dynamodb),
+        Settings.from_env().customers_table,
+        sqs,
+        os.environ.get("BROADCAST_QUEUE_URL", ""),
     )

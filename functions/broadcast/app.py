@@ -1,0 +1,62 @@
+"""broadcast: one segment of a broadcast run per BroadcastQueue message (cems.scenario.broadcast).
+
+Each message names a run and a segment of the CustomersTable parallel Scan; the worker enrols the
+segment's audience page by page through the runner, records its progress after each page (a
+redelivered message resumes there) and hands the rest of the segment to a new message when this
+invocation's time runs low. A failed message is reported as a batch item failure and redelivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.scenario.broadcast import SegmentMessage
+from cems.scenario.wiring import broadcast_worker_from_env
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+worker = broadcast_worker_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+_context: LambdaContext | None = None
+
+
+def _remaining_ms() -> int:
+    return _context.get_remaining_time_in_millis() if _context is not None else 60_000
+
+
+def record_handler(record: SQSRecord) -> None:
+    message = SegmentMessage.model_validate_json(record.body)
+    report = worker.run_segment(message, _remaining_ms)
+    run = report.run
+    metrics.add_metric("BroadcastProfiles", MetricUnit.Count, report.profiles)
+    metrics.add_metric("ScenarioDispatches", MetricUnit.Count, 0 if run is None else run.dispatched)
+    # Counts only: never a customer's contact, a LINE user id or message content.
+    logger.info(
+        "broadcast segment",
+        extra={
+            "scenario_id": message.scenario_id,
+            "run": message.run,
+            "segment": message.segment,
+            "outcome": report.outcome,
+            "pages": report.pages,
+            "profiles": report.profiles,
+            **({} if run is None else run.log_fields()),
+        },
+    )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _context
+    _context = context
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

@@ -1,0 +1,415 @@
+"""Broadcasts: a scenario's whole audience, once `at` a time or on a `cron`, fanned out in segments.
+
+`BroadcastStarter.start_due(now)` (run by `tick`) looks at the active broadcast scenarios; when one's
+run time has come it starts the run once (a conditional put of `BCAST#<scenario>#<run>` / `RUN`) and
+puts one message per segment on BroadcastQueue: segment n of a DynamoDB parallel Scan of
+CustomersTable (`Segment` n of `TotalSegments`, CEMS_BROADCAST_SEGMENTS, default 16).
+
+`BroadcastWorker.run_segment(message, remaining_ms)` (the `broadcast` function) scans its segment page
+by page (profiles only, not those merged away), enrols each customer through the runner's path
+(audience, holdout, advance, the sends, the conditional write) and records its progress after each
+page (`BCAST#<scenario>#<run>` / `SEG#<n>`: the last evaluated key and counts). A redelivered message
+resumes from the recorded key; with little time left the worker puts a message for the rest of its
+segment back on the queue. A customer already enrolled at or after the run's time is skipped, so a
+page processed again (the function died before recording it) sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from cems import clock
+from cems.models import Profile
+from cems.scenario.model import BroadcastTrigger, Scenario
+from cems.scenario.runner import RunReport, ScenarioRunner
+from cems.scenario.store import ScenarioStore, ScenarioVersion, broadcast_segment_key
+from cems.scenario.timing import cron_next
+from cems.store import PROFILE_SK, from_attribute_map, to_attribute_map
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger("cems.scenario")
+
+DEFAULT_SEGMENTS = 16
+RUN_SK = "RUN"
+# A run time missed by more than this (tick down, or a scenario uploaded long after its `at`) is not
+# started: a broadcast hours late is more likely unwelcome than wanted.
+CATCH_UP = timedelta(hours=1)
+# A run whose segment messages were not all enqueued (the starter died) is enqueued again after this.
+RESTART_AFTER = timedelta(minutes=5)
+# Items a Scan page evaluates (before the PROFILE filter).
+PAGE_SIZE = 100
+# With less than this left, the worker hands the rest of its segment to a new message.
+MIN_REMAINING_MS = 20_000
+SQS_BATCH = 10
+
+
+def run_id(at: datetime) -> str:
+    """A run's id: its scheduled time, UTC, to the minute (`20260508T0100Z`)."""
+    return clock.iso(at).replace("-", "").replace(":", "")[:13] + "Z"
+
+
+def run_time(scenario: Scenario, uploaded_at: datetime, now: datetime) -> datetime | None:
+    """The latest run time at or before `now` and within CATCH_UP of it; None if there is none.
+    A cron run before the version was uploaded does not count (uploading is not a reason to send
+    the run just missed); a one-off `at` does, within CATCH_UP."""
+    trigger = scenario.trigger
+    if not isinstance(trigger, BroadcastTrigger):
+        return None
+    earliest = now - CATCH_UP
+    if trigger.at is not None:
+        return trigger.at if earliest <= trigger.at <= now else None
+    if trigger.cron is None:  # pragma: no cover - the model requires one of them
+        return None
+    start = max(earliest, uploaded_at) - timedelta(microseconds=1)
+    latest: datetime | None = None
+    moment = cron_next(trigger.cron, start, scenario.zone)
+    while moment is not None and moment <= now:
+        latest = moment
+        moment = cron_next(trigger.cron, moment, scenario.zone)
+    return latest
+
+
+class SegmentMessage(BaseModel):
+    """One BroadcastQueue message: a segment of a run (and where to start, when handed on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_id: str
+    version: int
+    run: str
+    run_at: datetime
+    segment: int
+    total_segments: int
+    start_key: dict[str, Any] | None = None
+
+
+class SegmentProgress(BaseModel):
+    """`BCAST#<scenario>#<run>` / `SEG#<n>`: how far a segment got. `pages` is what each write is
+    conditional on (two workers on one segment: the slower one stops)."""
+
+    scenario_id: str
+    run: str
+    segment: int
+    pages: int = 0
+    last_key: dict[str, Any] | None = None
+    done: bool = False
+    scanned: int = 0
+    profiles: int = 0
+    enrolled: int = 0
+    dispatched: int = 0
+    skipped: int = 0
+    updated_at: datetime | None = None
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class BroadcastStore:
+    """Runs and segment progress in JourneysTable."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+        self.table_name = table_name
+        self.client = client
+
+    @staticmethod
+    def run_key(scenario_id: str, run: str) -> dict[str, Any]:
+        return {"pk": {"S": f"BCAST#{scenario_id}#{run}"}, "sk": {"S": RUN_SK}}
+
+    def start_run(self, scenario_id: str, run: str, version: int, segments: int, now: datetime) -> bool:
+        """Records the run as started (not yet enqueued); False if it was started already."""
+        item = {
+            **self.run_key(scenario_id, run),
+            **to_attribute_map(
+                {"version": version, "segments": segments, "started_at": now, "enqueued": False}
+            ),
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def claim_stalled(self, scenario_id: str, run: str, now: datetime) -> dict[str, Any] | None:
+        """A started run whose messages were not all enqueued RESTART_AFTER ago, claimed for enqueuing
+        again (its started_at moved to now); None if there is none or another tick claimed it."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key=self.run_key(scenario_id, run), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        values = from_attribute_map(item)
+        if values.get("enqueued") or datetime.fromisoformat(values["started_at"]) > now - RESTART_AFTER:
+            return None
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=self.run_key(scenario_id, run),
+                UpdateExpression="SET started_at = :now",
+                ConditionExpression="started_at = :read AND enqueued = :no",
+                ExpressionAttributeValues={
+                    ":now": {"S": clock.iso(now)},
+                    ":read": item["started_at"],
+                    ":no": {"BOOL": False},
+                },
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return values
+
+    def mark_enqueued(self, scenario_id: str, run: str) -> None:
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=self.run_key(scenario_id, run),
+            UpdateExpression="SET enqueued = :yes",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def progress(self, scenario_id: str, run: str, segment: int) -> SegmentProgress | None:
+        item = self.client.get_item(
+            TableName=self.table_name,
+            Key=broadcast_segment_key(scenario_id, run, segment),
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            return None
+        values = from_attribute_map(item)
+        if values.get("last_key") is not None:
+            values["last_key"] = json.loads(values["last_key"])
+        return SegmentProgress.model_validate(
+            {k: v for k, v in values.items() if k in SegmentProgress.model_fields}
+        )
+
+    def save_progress(self, progress: SegmentProgress, read_pages: int | None) -> bool:
+        """Writes the progress on condition that the stored one still has `read_pages` pages (None:
+        that there is none). False: another worker recorded this segment since."""
+        values = progress.model_dump(exclude={"last_key"})
+        values["last_key"] = None if progress.last_key is None else json.dumps(progress.last_key)
+        item = {
+            **broadcast_segment_key(progress.scenario_id, progress.run, progress.segment),
+            **to_attribute_map(values),
+        }
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(pk)"}
+            if read_pages is None
+            else {
+                "ConditionExpression": "pages = :read",
+                "ExpressionAttributeValues": {":read": {"N": str(read_pages)}},
+            }
+        )
+        try:
+            self.client.put_item(TableName=self.table_name, Item=item, **condition)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _send_messages(sqs: SQSClient, queue_url: str, messages: list[SegmentMessage]) -> None:
+    for start in range(0, len(messages), SQS_BATCH):
+        chunk = messages[start : start + SQS_BATCH]
+        answer = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": m.model_dump_json()} for i, m in enumerate(chunk)],
+        )
+        if answer.get("Failed"):
+            raise RuntimeError(f"{len(answer['Failed'])} broadcast segment messages not enqueued")
+
+
+@dataclass
+class StartReport:
+    started: int = 0
+    restarted: int = 0
+    segments: int = 0
+
+
+class BroadcastStarter:
+    """Starts the broadcast runs whose time has come (tick)."""
+
+    def __init__(
+        self,
+        scenarios: ScenarioStore,
+        store: BroadcastStore,
+        sqs: SQSClient,
+        queue_url: str,
+        segments: int = DEFAULT_SEGMENTS,
+    ) -> None:
+        if segments < 1:
+            raise ValueError("broadcast segments must be at least 1")
+        self.scenarios = scenarios
+        self.store = store
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.segments = segments
+
+    def start_due(self, now: datetime | None = None) -> StartReport:
+        now = now or clock.now()
+        report = StartReport()
+        for summary in self.scenarios.active_summaries():
+            if summary.trigger_type != "broadcast":
+                continue
+            stored = self.scenarios.version(summary.scenario_id, summary.version)
+            if stored is None:
+                continue
+            at = run_time(stored.scenario, stored.uploaded_at, now)
+            if at is None:
+                continue
+            self._start(stored, at, now, report)
+        return report
+
+    def _start(self, stored: ScenarioVersion, at: datetime, now: datetime, report: StartReport) -> None:
+        run = run_id(at)
+        segments, version = self.segments, stored.version
+        if self.store.start_run(stored.scenario_id, run, version, segments, now):
+            report.started += 1
+        else:
+            claimed = self.store.claim_stalled(stored.scenario_id, run, now)
+            if claimed is None:
+                return
+            segments, version = int(claimed["segments"]), int(claimed["version"])
+            report.restarted += 1
+        if not self.queue_url:
+            raise ValueError("BROADCAST_QUEUE_URL is not set")
+        messages = [
+            SegmentMessage(
+                scenario_id=stored.scenario_id,
+                version=version,
+                run=run,
+                run_at=at,
+                segment=n,
+                total_segments=segments,
+            )
+            for n in range(segments)
+        ]
+        _send_messages(self.sqs, self.queue_url, messages)
+        self.store.mark_enqueued(stored.scenario_id, run)
+        report.segments += segments
+        log.info("broadcast run started", extra={"scenario_id": stored.scenario_id, "run": run})
+
+
+SegmentOutcome = str  # "done", "continued", "superseded", "missing"
+
+
+@dataclass
+class SegmentReport:
+    outcome: SegmentOutcome
+    pages: int = 0
+    profiles: int = 0
+    run: RunReport | None = None
+
+
+class BroadcastWorker:
+    """Works through one segment of a run (the broadcast function)."""
+
+    def __init__(
+        self,
+        runner: ScenarioRunner,
+        store: BroadcastStore,
+        customers_table: str,
+        sqs: SQSClient,
+        queue_url: str,
+        page_size: int = PAGE_SIZE,
+        min_remaining_ms: int = MIN_REMAINING_MS,
+    ) -> None:
+        self.runner = runner
+        self.store = store
+        self.customers_table = customers_table
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.page_size = page_size
+        self.min_remaining_ms = min_remaining_ms
+
+    def run_segment(
+        self, message: SegmentMessage, remaining_ms: Callable[[], int], now: datetime | None = None
+    ) -> SegmentReport:
+        stored = self.runner.scenarios.version(message.scenario_id, message.version)
+        report = SegmentReport("missing", run=RunReport())
+        if stored is None:
+            return report
+        progress = self.store.progress(message.scenario_id, message.run, message.segment)
+        read_pages = None if progress is None else progress.pages
+        if progress is None:
+            progress = SegmentProgress(
+                scenario_id=message.scenario_id, run=message.run, segment=message.segment
+            )
+            progress.last_key = message.start_key
+        if progress.done:
+            report.outcome = "done"
+            return report
+        while True:
+            page = self._scan(message, progress.last_key)
+            for item in page.get("Items", []):
+                profile = Profile.model_validate(from_attribute_map(item))
+                progress.profiles += 1
+                report.profiles += 1
+                if self._already_enrolled(profile.customer_id, message):
+                    progress.skipped += 1
+                    continue
+                done = self.runner.enrol_customer(stored.scenario, stored.version, profile, now)
+                assert report.run is not None
+                report.run.add(done)
+                progress.enrolled += done.enrolled
+                progress.dispatched += done.dispatched
+            progress.scanned += int(page.get("ScannedCount", 0))
+            progress.pages += 1
+            report.pages += 1
+            progress.last_key = page.get("LastEvaluatedKey") or None
+            progress.done = progress.last_key is None
+            progress.updated_at = clock.now()
+            if not self.store.save_progress(progress, read_pages):
+                report.outcome = "superseded"
+                return report
+            read_pages = progress.pages
+            if progress.done:
+                report.outcome = "done"
+                return report
+            if remaining_ms() < self.min_remaining_ms:
+                handed_on = message.model_copy(update={"start_key": progress.last_key})
+                _send_messages(self.sqs, self.queue_url, [handed_on])
+                report.outcome = "continued"
+                return report
+
+    def _scan(self, message: SegmentMessage, start: dict[str, Any] | None) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "TableName": self.customers_table,
+            "Segment": message.segment,
+            "TotalSegments": message.total_segments,
+            "Limit": self.page_size,
+            "FilterExpression": "sk = :profile AND attribute_not_exists(merged_into)",
+            "ExpressionAttributeValues": {":profile": {"S": PROFILE_SK}},
+        }
+        if start:
+            request["ExclusiveStartKey"] = start
+        return dict(self.runner.customers.client.scan(**request))
+
+    def _already_enrolled(self, customer_id: str, message: SegmentMessage) -> bool:
+        """Enrolled in this scenario at or after the run's time: by this run (a page seen again)."""
+        existing = self.runner.enrolments.get(customer_id, message.scenario_id)
+        return existing is not None and getattr(existing, "entered_at") >= message.run_at  # noqa: B009
+
+
+def segments_from_env() -> int:
+    raw = os.environ.get("CEMS_BROADCAST_SEGMENTS", "").strip()
+    segments = int(raw) if raw else DEFAULT_SEGMENTS
+    if segments < 1:
+        raise ValueError(f"CEMS_BROADCAST_SEGMENTS must be at least 1, not {raw!r}")
+    return segments
