@@ -171,3 +171,24 @@ def test_a_failing_record_is_reported_and_the_rest_go_on(
     bad["dynamodb"]["NewImage"] = {**bad["dynamodb"]["NewImage"], "timestamp": {"S": "not a time"}}
     answer = handlers.trigger.lambda_handler({"Records": [bad, good]}, FakeLambdaContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": bad["dynamodb"]["SequenceNumber"]}]}
+
+
+def test_the_sample_events_run_through_trigger_and_tick(handlers: Handlers) -> None:
+    """events/trigger and events/tick are what the stream and the schedule deliver."""
+    stream = json.loads((ROOT / "events" / "trigger" / "product_added_insert.json").read_text("utf-8"))
+    event = stored_event_from_image(stream["Records"][0]["dynamodb"]["NewImage"])
+    assert (event.event, event.properties["sku"]) == ("Product Added", "TEA-001")
+    # The sample's customer has no profile here: the record is handled (skipped), not failed.
+    assert handlers.trigger.lambda_handler(stream, FakeLambdaContext()) == {"batchItemFailures": []}
+    scheduled = json.loads((ROOT / "events" / "tick" / "scheduled.json").read_text("utf-8"))
+    assert handlers.tick.lambda_handler(scheduled, FakeLambdaContext())["dispatched"] == 0
+    assert handlers.sent() == []
+
+
+def test_the_broadcast_sample_carries_a_segment_message() -> None:
+    from cems.scenario.broadcast import SegmentMessage
+
+    sample = json.loads((ROOT / "events" / "broadcast" / "segment.json").read_text("utf-8"))
+    segment = SegmentMessage.model_validate_json(sample["Records"][0]["body"])
+    document = json.loads((ROOT / "examples" / "scenarios" / "broadcast_new_tea.json").read_text("utf-8"))
+    assert (segment.scenario_id, segment.segment, segment.total_segments) == (document["id"], 0, 16)
