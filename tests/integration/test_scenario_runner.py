@@ -4,20 +4,22 @@ contacts, events fed as `trigger` would, due work run as `tick` would; what reac
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from cems import clock
-from cems.models import ChannelState, MessageType, Profile, StoredEvent
+from cems.models import StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
 from cems.store import Stores
+
+from tests.integration.journeys import drain_queue, put_customer, put_track_event
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
 TABLE = "JourneysTable"
@@ -49,46 +51,19 @@ class Harness:
         return scenario
 
     def customer(self, customer_id: str) -> str:
-        profile = Profile(
-            customer_id=customer_id,
-            line_user_id="U" + customer_id.encode().hex().ljust(32, "0")[:32],
-            channels={"line": ChannelState(reachable=True, consent=True, updated_at=NOW)},
-            first_seen_at=NOW - timedelta(days=30),
-            updated_at=NOW,
-        )
-        self.dynamodb.put_item(TableName="CustomersTable", Item=self.stores.customers.profile_item(profile))
-        return customer_id
+        return put_customer(self.stores.customers, customer_id, NOW)
 
     def event(
         self, customer_id: str, event_name: str, site_id: str = "shop", **properties: Any
     ) -> StoredEvent:
         self.count += 1
-        at = clock.now()
-        event = StoredEvent(
-            customer_id=customer_id,
-            site_id=site_id,
-            type=MessageType.TRACK,
-            message_id=f"msg-{self.count}",
-            event=event_name,
-            timestamp=at,
-            received_at=at,
-            properties=properties,
+        return put_track_event(
+            self.stores.events, customer_id, event_name, f"msg-{self.count}", site_id, **properties
         )
-        self.dynamodb.transact_write_items(TransactItems=[self.stores.events.event_action(event)])
-        return event
 
     def sent(self) -> list[dict[str, Any]]:
         """Every dispatch received from the queue since the last call."""
-        out: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            if not messages:
-                return out
-            for message in messages:
-                out.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return drain_queue(self.sqs, self.queue_url)
 
 
 @pytest.fixture
@@ -207,3 +182,30 @@ def test_an_unknown_customer_is_skipped(harness: Harness) -> None:
     harness.upload("cart_abandonment.json")
     report = harness.runner.on_stored_event(harness.event("cus_nobody", "Product Added"))
     assert report.missing == ["profile"] and report.enrolled == 0
+
+
+def test_an_event_no_journey_cares_about_reads_no_event_history(harness: Harness) -> None:
+    harness.upload("cart_abandonment.json")
+    (customer,) = _treated("cart-abandonment", "cus_browse_", 1)
+    harness.customer(customer)
+    page_view = harness.event(customer, "Page Viewed")
+    history_queries: list[str] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == "EventsTable":
+            history_queries.append(params["TableName"])
+
+    harness.dynamodb.meta.events.register("provide-client-params.dynamodb.Query", count)
+    try:
+        report = harness.runner.on_stored_event(page_view)
+    finally:
+        harness.dynamodb.meta.events.unregister("provide-client-params.dynamodb.Query", count)
+    assert (report.enrolled, report.dispatched) == (0, 0)
+    assert history_queries == []
+    # An event that does start a journey still reads the history its conditions may need.
+    harness.dynamodb.meta.events.register("provide-client-params.dynamodb.Query", count)
+    try:
+        assert harness.runner.on_stored_event(harness.event(customer, "Product Added")).enrolled == 1
+    finally:
+        harness.dynamodb.meta.events.unregister("provide-client-params.dynamodb.Query", count)
+    assert history_queries == ["EventsTable"]

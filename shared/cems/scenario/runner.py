@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -131,12 +131,18 @@ class CapContentionError(RuntimeError):
     """Cap counters kept refusing (far more concurrent sends to one customer than is plausible)."""
 
 
-@dataclass
 class _Customer:
-    """One customer's profile and history, read once per call."""
+    """One customer's profile, and their event history read at most once per call and only when a
+    decision needs it: most events (page views above all) concern no journey, and the history is a
+    Query over every event the customer has."""
 
-    profile: Profile
-    history: list[StoredEvent]
+    def __init__(self, profile: Profile, read_history: Callable[[], list[StoredEvent]]) -> None:
+        self.profile = profile
+        self._read_history = read_history
+
+    @cached_property
+    def history(self) -> list[StoredEvent]:
+        return self._read_history()
 
 
 class ScenarioRunner:
@@ -184,7 +190,7 @@ class ScenarioRunner:
         if profile is None:
             report.missing.append("profile")
             return report
-        customer = _Customer(profile, self._history(profile, event))
+        customer = _Customer(profile, partial(self._history, profile, event))
         self._schedule_dates(event, profile, now, report)
         enrolments = {e.scenario_id: e for e in self.enrolments.of_customer(profile.customer_id)}
         for read in enrolments.values():
@@ -304,7 +310,7 @@ class ScenarioRunner:
             if profile is None:
                 report.missing.append("profile")
                 continue
-            customer = _Customer(profile, self.events.history(profile))
+            customer = _Customer(profile, partial(self.events.history, profile))
             self._retry_once(report, read, partial(self._due, customer, now))
         return report
 
@@ -325,7 +331,7 @@ class ScenarioRunner:
         the conditional write), with the customer's history read once."""
         now = now or clock.now()
         report = RunReport()
-        customer = _Customer(profile, self.events.history(profile))
+        customer = _Customer(profile, partial(self.events.history, profile))
         self._enrol(scenario, version, None, customer, now, report)
         return report
 
@@ -398,7 +404,7 @@ class ScenarioRunner:
         if not claimed:
             report.conflicts += 1
             return
-        customer = _Customer(profile, self.events.history(profile))
+        customer = _Customer(profile, partial(self.events.history, profile))
         self._enrol(scenario, summary.version, None, customer, now, report)
 
     # -- carrying out ---------------------------------------------------------------------------------
