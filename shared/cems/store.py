@@ -51,6 +51,21 @@ class IdentityKey:
     value: str
 
 
+def error_code(exc: BotoClientError) -> str | None:
+    code: str | None = exc.response.get("Error", {}).get("Code")
+    return code
+
+
+def condition_failed(exc: BotoClientError) -> bool:
+    """A conditional write was refused: the item is not as the writer read it."""
+    return error_code(exc) == "ConditionalCheckFailedException"
+
+
+def transaction_cancelled(exc: BotoClientError) -> bool:
+    """A transaction was refused as a whole (a condition failed, or it collided with another)."""
+    return error_code(exc) == "TransactionCanceledException"
+
+
 def to_attribute_map(values: Mapping[str, Any]) -> dict[str, Any]:
     """Python values to DynamoDB attributes: datetimes as ISO strings, empty sets left out."""
     return {
@@ -315,10 +330,9 @@ class CustomerStore:
                 )
                 return True
             except BotoClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code == "ValidationException" and self._add_traits_map(customer_id):
+                if error_code(exc) == "ValidationException" and self._add_traits_map(customer_id):
                     continue  # an item without a traits map: give it one, then set the traits
-                if code != "ConditionalCheckFailedException":
+                if not condition_failed(exc):
                     raise
             canonical = self.canonical_id(customer_id)
             if canonical == customer_id:
@@ -338,7 +352,7 @@ class CustomerStore:
                 ExpressionAttributeValues={":empty": {"M": {}}},
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -493,7 +507,7 @@ class IngestStore:
         try:
             self.client.transact_write_items(TransactItems=actions)
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            if not transaction_cancelled(exc):
                 raise
             reasons = exc.response.get("CancellationReasons", [])
             failed = [roles[i] for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
@@ -546,7 +560,7 @@ class IngestStore:
         try:
             self.client.transact_write_items(TransactItems=actions)
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+            if transaction_cancelled(exc):
                 return False
             raise
         for key in moving[in_transaction:]:
@@ -587,7 +601,7 @@ class IngestStore:
                 ]
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+            if transaction_cancelled(exc):
                 return False
             raise
         return True

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
-from cems.store import from_attribute_map, to_attribute_map
+from cems.store import condition_failed, from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -214,7 +214,7 @@ class DeliveryStore:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -254,7 +254,7 @@ class DeliveryStore:
                 ReturnValues="ALL_NEW",
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
             item = self.client.get_item(
                 TableName=self.table_name,
@@ -312,7 +312,7 @@ class DeliveryStore:
                 ExpressionAttributeValues=to_attribute_map(values),
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
-from cems.store import from_attribute_map
+from cems.store import condition_failed, from_attribute_map
 
 if TYPE_CHECKING:
     from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
@@ -114,7 +114,7 @@ class NonceStore:
                 ReturnValues="ALL_NEW",
             )
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return None
             raise
         item = from_attribute_map(answer["Attributes"])

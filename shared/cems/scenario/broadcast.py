@@ -33,7 +33,7 @@ from cems.scenario.model import BroadcastTrigger, Scenario
 from cems.scenario.runner import RunReport, ScenarioRunner
 from cems.scenario.store import ScenarioStore, ScenarioVersion, broadcast_segment_key
 from cems.scenario.timing import cron_next
-from cems.store import PROFILE_SK, from_attribute_map, to_attribute_map
+from cems.store import PROFILE_SK, condition_failed, from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -113,10 +113,6 @@ class SegmentProgress(BaseModel):
     updated_at: datetime | None = None
 
 
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
 class BroadcastStore:
     """Runs and segment progress in JourneysTable."""
 
@@ -141,7 +137,7 @@ class BroadcastStore:
                 TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -170,7 +166,7 @@ class BroadcastStore:
                 },
             )
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return None
             raise
         return values
@@ -218,7 +214,7 @@ class BroadcastStore:
         try:
             self.client.put_item(TableName=self.table_name, Item=item, **condition)
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True

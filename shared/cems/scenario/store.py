@@ -32,7 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cems import clock
 from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, EventTrigger, Scenario
-from cems.store import from_attribute_map, to_attribute_map
+from cems.store import (
+    condition_failed,
+    from_attribute_map,
+    to_attribute_map,
+    transaction_cancelled,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -100,8 +105,9 @@ def padded_sequencer(sequencer: str) -> str:
 
 
 def _condition_failed(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+    """Refused: a conditional write, or a transaction (these stores' transactions fail only on their
+    conditions)."""
+    return condition_failed(exc) or transaction_cancelled(exc)
 
 
 @dataclass(frozen=True)
@@ -844,7 +850,7 @@ class CapStore:
         try:
             self.client.transact_write_items(TransactItems=actions)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            if not transaction_cancelled(exc):
                 raise
             reasons = exc.response.get("CancellationReasons") or []
             for (name, *_), reason in zip(limited, reasons, strict=False):
