@@ -121,9 +121,13 @@ def _moto_server_with_site() -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-def _run_child(python: str, mode: str, env: dict[str, str], stdin: str = "") -> dict[str, Any]:
+def run_child(
+    python: str, mode: str, env: dict[str, str], stdin: str = "", paths: list[str] = FUNCTION_PATHS
+) -> dict[str, Any]:
+    """One fresh interpreter running _coldstart_child.py in `mode` with `paths` on sys.path; what it
+    measured (the `BENCH {...}` line it prints)."""
     result = subprocess.run(
-        [python, str(CHILD), mode, *FUNCTION_PATHS],
+        [python, str(CHILD), mode, *paths],
         input=stdin,
         capture_output=True,
         text=True,
@@ -134,7 +138,7 @@ def _run_child(python: str, mode: str, env: dict[str, str], stdin: str = "") -> 
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode != 0 or not lines:
-        raise RuntimeError(f"cold start child ({mode}) failed:\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(f"cold start child ({mode}, {paths[0]}) failed:\n{result.stdout}\n{result.stderr}")
     measured: dict[str, Any] = json.loads(lines[-1].removeprefix("BENCH "))
     if mode == "request" and measured["status"] != 200:
         raise RuntimeError(f"the first request answered {measured['status']}:\n{result.stdout}")
@@ -152,7 +156,7 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
         for n in range(rounds + 1):
             for mode in MODES[n % len(MODES) :] + MODES[: n % len(MODES)]:
                 first_request = mode == "request"
-                measured = _run_child(
+                measured = run_child(
                     python,
                     mode,
                     online if first_request else offline,

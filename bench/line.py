@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from bench.coldstart import CHILD, NO_AWS, _child_env, _version
+from bench.coldstart import NO_AWS, _child_env, _version, run_child
 from bench.report import Figure, Measured
 from bench.tables import FAKE_AWS_ENV, REGION, ROOT, create_tables
 
@@ -157,22 +155,7 @@ def _env() -> dict[str, str]:
 
 def _run(python: str, mode: str, function: str | None, env: dict[str, str]) -> float:
     paths = [str(ROOT / "functions" / function), str(ROOT / "shared")] if function else [str(ROOT / "shared")]
-    result = subprocess.run(
-        [python, str(CHILD), mode, *paths],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"cold start child ({function or mode}) failed:\n{result.stdout}\n{result.stderr}")
-    import json
-
-    measured: dict[str, Any] = json.loads(lines[-1].removeprefix("BENCH "))
-    seconds: float = measured["import"]
+    seconds: float = run_child(python, mode, env, paths=paths)["import"]
     return seconds
 
 
