@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
-from cems.models import ChannelState, Profile
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.broadcast import (
@@ -27,6 +26,8 @@ from cems.scenario.model import Scenario
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore, broadcast_segment_key
 from cems.store import Stores
+
+from tests.integration.journeys import drain_queue, put_customer
 
 TABLE = "JourneysTable"
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
@@ -80,24 +81,10 @@ class Broadcast:
         )
 
     def customer(self, customer_id: str, line: bool) -> None:
-        profile = Profile(
-            customer_id=customer_id,
-            line_user_id="U" + customer_id.encode().hex().ljust(32, "0")[:32] if line else None,
-            channels={"line": ChannelState(reachable=True, consent=True, updated_at=NOW)} if line else {},
-            first_seen_at=NOW - timedelta(days=30),
-            updated_at=NOW,
-        )
-        self.dynamodb.put_item(TableName="CustomersTable", Item=self.stores.customers.profile_item(profile))
+        put_customer(self.stores.customers, customer_id, NOW, line=line)
 
     def drain(self, url: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return out
-            for message in messages:
-                out.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return drain_queue(self.sqs, url)
 
 
 @pytest.fixture

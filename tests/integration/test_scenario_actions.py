@@ -6,11 +6,10 @@ The runner is built by `runner_from_env`, as `trigger` and `tick` build it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,7 +18,7 @@ from cems import clock
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
-from cems.models import ChannelState, MessageType, Profile, StoredEvent
+from cems.models import Profile, StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
@@ -27,6 +26,8 @@ from cems.scenario.runner import ScenarioRunner
 from cems.scenario.store import EnrolmentStore, ScenarioSource, ScenarioStore
 from cems.scenario.wiring import caps_from_env, runner_from_env
 from cems.store import Stores
+
+from tests.integration.journeys import drain_queue, line_user_id, put_customer, put_track_event
 
 TABLE = "JourneysTable"
 TOKEN = "integration-channel-access-token"
@@ -128,19 +129,11 @@ class Harness:
         )
 
     def customer(self, customer_id: str, *, reachable: bool = True) -> str:
-        profile = Profile(
-            customer_id=customer_id,
-            line_user_id=self.line_user(customer_id),
-            channels={"line": ChannelState(reachable=reachable, consent=True, updated_at=NOW)},
-            first_seen_at=NOW - timedelta(days=30),
-            updated_at=NOW,
-        )
-        self.dynamodb.put_item(TableName="CustomersTable", Item=self.stores.customers.profile_item(profile))
-        return customer_id
+        return put_customer(self.stores.customers, customer_id, NOW, reachable=reachable)
 
     @staticmethod
     def line_user(customer_id: str) -> str:
-        return "U" + customer_id.encode().hex().ljust(32, "0")[:32]
+        return line_user_id(customer_id)
 
     def profile(self, customer_id: str) -> Profile:
         profile = self.stores.customers.profile(customer_id)
@@ -149,29 +142,10 @@ class Harness:
 
     def event(self, customer_id: str, name: str, **properties: Any) -> StoredEvent:
         self.count += 1
-        at = clock.now()
-        event = StoredEvent(
-            customer_id=customer_id,
-            site_id="shop",
-            type=MessageType.TRACK,
-            message_id=f"msg-{self.count}",
-            event=name,
-            timestamp=at,
-            received_at=at,
-            properties=properties,
-        )
-        self.dynamodb.transact_write_items(TransactItems=[self.stores.events.event_action(event)])
-        return event
+        return put_track_event(self.stores.events, customer_id, name, f"msg-{self.count}", **properties)
 
     def sent_keys(self) -> list[str]:
-        keys: list[str] = []
-        while messages := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
-            for message in messages:
-                keys.append(json.loads(message["Body"])["idempotency_key"])
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return sorted(keys)
+        return sorted(d["idempotency_key"] for d in drain_queue(self.sqs, self.queue_url))
 
 
 @pytest.fixture

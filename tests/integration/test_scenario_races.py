@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from cems import clock
 from cems.config import Settings
 from cems.local.cfn import Template
 from cems.local.resources import create_table
-from cems.models import ChannelState, MessageType, Profile, StoredEvent
+from cems.models import StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import TEMPLATE, template_tables
+from .journeys import drain_queue, put_customer, put_track_event
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
 TABLE = "JourneysTable"
@@ -140,43 +141,14 @@ class World:
         )
 
     def customer(self, customer_id: str) -> str:
-        profile = Profile(
-            customer_id=customer_id,
-            line_user_id="U" + customer_id.encode().hex().ljust(32, "0")[:32],
-            channels={"line": ChannelState(reachable=True, consent=True, updated_at=NOW)},
-            first_seen_at=NOW - timedelta(days=30),
-            updated_at=NOW,
-        )
-        self.dynamodb.put_item(TableName="CustomersTable", Item=self.stores.customers.profile_item(profile))
-        return customer_id
+        return put_customer(self.stores.customers, customer_id, NOW)
 
     def event(self, customer_id: str, event_name: str, **properties: Any) -> StoredEvent:
         self.count += 1
-        at = clock.now()
-        event = StoredEvent(
-            customer_id=customer_id,
-            site_id="shop",
-            type=MessageType.TRACK,
-            message_id=f"msg-{self.count}",
-            event=event_name,
-            timestamp=at,
-            received_at=at,
-            properties=properties,
-        )
-        self.dynamodb.transact_write_items(TransactItems=[self.stores.events.event_action(event)])
-        return event
+        return put_track_event(self.stores.events, customer_id, event_name, f"msg-{self.count}", **properties)
 
     def sent(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            if not messages:
-                return out
-            for message in messages:
-                out.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return drain_queue(self.sqs, self.queue_url)
 
 
 def _treated(prefix: str, count: int) -> list[str]:
