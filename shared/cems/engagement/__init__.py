@@ -1,0 +1,1 @@
+"""Engagement: signed tracking tokens, the click / open / unsubscribe endpoints and SES events."""

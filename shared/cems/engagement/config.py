@@ -1,0 +1,37 @@
+"""Engagement settings: where the tracking endpoints live and the secret that signs their tokens.
+
+The secret is an SSM SecureString read through Powertools parameters (cached for
+`SECRET_CACHE_SECONDS`, so a rotated secret is picked up without a deploy); locally (and in tests)
+`CEMS_TRACKING_SECRET` takes its place, and the local stack falls back to `LOCAL_TRACKING_SECRET`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# The same lookup order as the LINE credentials: environment, then SSM (unless local), then default.
+from cems.line.config import _credential
+
+LOCAL_TRACKING_SECRET = "local-tracking-secret"  # noqa: S105 - the documented local default
+LOCAL_ENGAGE_BASE_URL = "http://127.0.0.1:3000"
+
+
+@dataclass(frozen=True)
+class EngagementSettings:
+    # Where `engage` answers, without a trailing slash: tokens go in `{base_url}/r/<token>` and so on.
+    base_url: str
+    tracking_secret_parameter: str | None
+
+    @classmethod
+    def from_env(cls) -> EngagementSettings:
+        env = os.environ
+        return cls(
+            base_url=env.get("ENGAGE_BASE_URL", LOCAL_ENGAGE_BASE_URL).rstrip("/"),
+            tracking_secret_parameter=env.get("TRACKING_SECRET_PARAMETER") or None,
+        )
+
+    def secret(self) -> bytes:
+        """The token signing key (read on each call; Powertools caches the SSM read)."""
+        value = _credential("CEMS_TRACKING_SECRET", self.tracking_secret_parameter, LOCAL_TRACKING_SECRET)
+        return value.encode("utf-8")

@@ -1,0 +1,163 @@
+"""Signed tracking tokens: what a click, open or unsubscribe link says about its dispatch.
+
+A token is `<payload>.<mac>`, both base64url without padding (so only `A-Z a-z 0-9 - _ .`, nothing
+a URL path needs to escape, never a `/`):
+
+- payload: the token's fields as compact JSON under one- or two-letter keys, defaults left out;
+- mac: the first 16 bytes of HMAC-SHA256(secret, DOMAIN + payload), compared in constant time.
+
+The token is signed, not encrypted: anyone holding the link can read the dispatch key, customer id
+and destination, but nobody without the secret can change a byte of them. That is what stops the
+click tracker from becoming an open redirect: only a destination CEMS itself signed is ever followed,
+and only an http(s) one. Tokens carry no expiry (a mail read a year later still unsubscribes); the
+secret can be rotated to retire them all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Prefixed to what is signed, so a MAC made for something else with the same secret never verifies.
+DOMAIN = b"cems-tracking-token-v1\x00"
+MAC_BYTES = 16  # 128 bits: plenty against forgery, and it keeps links short
+MAX_TOKEN_LENGTH = 4096
+MAX_URL_LENGTH = 2048
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+# Whitespace, control characters and backslashes have no place in a destination we put into a
+# Location header: they split headers or are read differently by different browsers.
+_UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+# What a refused token is told (as `code` and message); never the token itself.
+MALFORMED = "malformed_token", "the link is malformed (not a CEMS tracking token)"
+BAD_SIGNATURE = "invalid_signature", "the link's signature does not match (altered, or not signed by CEMS)"
+BAD_CONTENTS = "malformed_token", "the link's contents are not a valid tracking token"
+WRONG_KIND = "wrong_kind", "the link is a tracking token of another kind"
+
+
+class TokenKind(StrEnum):
+    CLICK = "c"
+    OPEN = "o"
+    UNSUBSCRIBE = "u"
+
+
+class InvalidToken(Exception):
+    """A token that is malformed, unsigned, tampered with or of the wrong kind. `code` names the
+    problem for the answer; the message never repeats the token."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TrackingToken(BaseModel):
+    """What a tracking link is about. Field aliases are the short keys of the signed payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    kind: TokenKind = Field(alias="k")
+    dispatch_key: str = Field(alias="d", min_length=1, max_length=512)  # the dispatch's idempotency key
+    customer_id: str = Field(alias="c", min_length=1, max_length=255)
+    channel: Literal["line", "email"] = Field(alias="n")
+    scenario_id: str | None = Field(default=None, alias="s", max_length=255)
+    version: int | None = Field(default=None, alias="v")
+    step_id: str | None = Field(default=None, alias="p", max_length=255)
+    variant: str | None = Field(default=None, alias="a", max_length=255)
+    holdout: bool = Field(default=False, alias="h")  # always False for sends; kept for report cells
+    url: str | None = Field(default=None, alias="u", max_length=MAX_URL_LENGTH)  # CLICK only
+    test: bool = Field(default=False, alias="t")  # test sends: answered normally, never recorded
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _UNSAFE_URL_CHARS.search(value):
+            raise ValueError("url must not contain whitespace, control characters or backslashes")
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http or https URL")
+        return value
+
+    @model_validator(mode="after")
+    def _url_for_clicks_only(self) -> Self:
+        if self.kind is TokenKind.CLICK and self.url is None:
+            raise ValueError("a click token needs url (the destination)")
+        if self.kind is not TokenKind.CLICK and self.url is not None:
+            raise ValueError("only a click token carries url")
+        return self
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if not _BASE64URL.match(text):
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # One encoding per token: a last character differing only in unused bits is not the same token.
+    if _b64encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+class TokenSigner:
+    """Signs and verifies tokens with the secret `secret()` returns (read on use, so a handler can be
+    built before the secret is fetched, and a rotated secret is picked up)."""
+
+    def __init__(self, secret: Callable[[], bytes]) -> None:
+        self._secret = secret
+
+    def _mac(self, payload: str) -> bytes:
+        digest = hmac.new(self._secret(), DOMAIN + payload.encode("ascii"), hashlib.sha256).digest()
+        return digest[:MAC_BYTES]
+
+    def sign(self, token: TrackingToken) -> str:
+        document = token.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        # `kind` and `channel` have no default, so they are always present.
+        payload = _b64encode(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        return f"{payload}.{_b64encode(self._mac(payload))}"
+
+    def verify(self, value: str, kind: TokenKind) -> TrackingToken:
+        """The token `value` stands for, if CEMS signed it and it is of `kind`; else InvalidToken."""
+        if not value or len(value) > MAX_TOKEN_LENGTH or value.count(".") != 1:
+            raise InvalidToken(*MALFORMED)
+        payload, mac_text = value.split(".")
+        try:
+            mac = _b64decode(mac_text)
+            raw = _b64decode(payload)
+        except (ValueError, binascii.Error):
+            raise InvalidToken(*MALFORMED) from None
+        if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidToken(*BAD_SIGNATURE)
+        try:
+            token = TrackingToken.model_validate(json.loads(raw.decode("utf-8")))
+        except (ValueError, ValidationError):
+            # Signed by us yet unreadable: only a secret shared with an incompatible signer does that.
+            raise InvalidToken(*BAD_CONTENTS) from None
+        if token.kind is not kind:
+            raise InvalidToken(*WRONG_KIND)
+        return token
+
+
+def click_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
+    return f"{base_url}/r/{signer.sign(token)}"
+
+
+def open_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
+    return f"{base_url}/o/{signer.sign(token)}"
+
+
+def unsubscribe_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
+    return f"{base_url}/u/{signer.sign(token)}"
