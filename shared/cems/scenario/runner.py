@@ -370,6 +370,35 @@ class ScenarioRunner:
                     break
                 report.conflicts += 1
 
+    def schedule_date_trigger(
+        self, scenario: Scenario, profile: Profile, now: datetime | None = None
+    ) -> RunReport:
+        """Schedules (or moves, or drops) one customer's pending entry for a date trigger scenario from
+        the profile as it is now: what `_schedule_dates` does after an event that changed the date,
+        for a backfill of profiles that had the date before the scenario was uploaded. Idempotent: an
+        entry already at the moment is left alone; one already due is left to tick (which re-checks)."""
+        now = now or clock.now()
+        report = RunReport()
+        if not isinstance(scenario.trigger, DateTrigger):
+            return report
+        due = date_trigger_due(scenario.trigger, profile, scenario.zone, now)
+        for _ in range(2):
+            read = self.enrolments.schedule(profile.customer_id, scenario.id)
+            if read is None and due is None:
+                break
+            if read is not None and (due == read.due_at or (due is None and read.due_at <= now)):
+                break
+            if due is None:
+                assert read is not None
+                done = self.enrolments.delete_schedule(read)
+            else:
+                done = self.enrolments.put_schedule(profile.customer_id, scenario.id, due, read)
+            if done:
+                report.scheduled += 0 if due is None else 1
+                break
+            report.conflicts += 1
+        return report
+
     def _date_due(self, key: DueKey, now: datetime, report: RunReport) -> None:
         """A date trigger's pending entry is due: enrol if the date still gives this moment; if it
         moved, reschedule (or drop a date that is gone). The entry is claimed first (moved to next
