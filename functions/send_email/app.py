@@ -1,0 +1,162 @@
+"""send_email: email dispatches from EmailSendQueue, each mailed at most once through SES v2.
+
+Each SQS record is one dispatch (cems.email.dispatch.EmailDispatch) for one customer. A dispatch
+SES throttled is made visible again after its backoff with ChangeMessageVisibility and reported as
+a batch item failure; the rest of the batch is deleted. The rules are in cems.email.sender;
+docs/email.md describes the message, the mail and its outcomes.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402 - the collector is paused before the imports below (see gc.disable).
+import gc
+
+# Cold start, as in send_line: init builds long-lived objects and little garbage, so the cyclic
+# collector is off for init and what init built is frozen out of its way at the end of this module.
+gc.disable()
+
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.email.compose import SignedLinks
+from cems.email.config import EmailSettings
+from cems.email.dispatch import EmailDispatch
+from cems.email.sender import (
+    SES_CLIENT_CONFIG,
+    DeliveryRecords,
+    EmailReport,
+    EmailSender,
+    SesGateway,
+)
+from cems.email.suppression import SuppressionStore
+from cems.engagement.config import EngagementSettings
+from cems.engagement.tokens import TokenSigner
+from cems.reports.counters import ReportCounters
+from cems.store import CustomerStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sqs import SQSClient
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+settings = EmailSettings.from_env()
+# The signing secret is read on the first send, not at init (SSM costs a round trip).
+signer = TokenSigner(EngagementSettings.from_env().secret)
+QUEUE_URL = os.environ.get("EMAIL_SEND_QUEUE_URL", "")
+
+
+def _ses() -> SESV2Client:
+    # Made on the first send: most of a client's cost is loading its model, which init can skip.
+    client: SESV2Client = aws._session().client("sesv2", config=SES_CLIENT_CONFIG)
+    return client
+
+
+def _links(dispatch: EmailDispatch) -> SignedLinks:
+    return SignedLinks(settings.engage_base_url, signer, dispatch)
+
+
+sender = EmailSender(
+    settings,
+    CustomerStore(settings.customers_table, aws.dynamodb()),
+    SuppressionStore(settings.customers_table, aws.dynamodb()),
+    DeliveryRecords(
+        settings.deliveries_table, aws.dynamodb(), timedelta(days=settings.delivery_retention_days)
+    ),
+    ReportCounters(settings.journeys_table, aws.dynamodb()),
+    SesGateway(_ses),
+    _links,
+)
+_sqs: SQSClient | None = None
+_context: LambdaContext | None = None
+
+
+class RetryLater(Exception):
+    """The dispatch comes back after its visibility time-out (a batch item failure)."""
+
+
+def _queue() -> SQSClient:
+    global _sqs
+    if _sqs is None:  # built only when a dispatch must wait, which most invocations never need
+        _sqs = aws._session().client("sqs", config=aws.CLIENT_CONFIG)
+    return _sqs
+
+
+def _remaining_ms() -> int:
+    return _context.get_remaining_time_in_millis() if _context is not None else 60_000
+
+
+def send(record: SQSRecord) -> None:
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    report = sender.handle(record.body, receive_count, _remaining_ms)
+    _emit(report, receive_count)
+    if report.retry_after is not None:
+        try:
+            _queue().change_message_visibility(
+                QueueUrl=QUEUE_URL, ReceiptHandle=record.receipt_handle, VisibilityTimeout=report.retry_after
+            )
+        except Exception:
+            # It still comes back, after the queue's own visibility time-out.
+            logger.exception(
+                "could not set the dispatch's visibility", extra={"message_id": record.message_id}
+            )
+        raise RetryLater(f"dispatch comes back in {report.retry_after} s")
+
+
+def _emit(report: EmailReport, receive_count: int) -> None:
+    # Counts, statuses, keys and SES error codes only: never an address, a token or content.
+    if report.invalid:
+        metrics.add_metric("EmailDispatchesInvalid", MetricUnit.Count, 1)
+        logger.error("invalid email dispatch dropped", extra={"errors": report.failure_reasons})
+        return
+    prefix = "EmailTest" if report.test else "Email"
+    for name, value in (
+        ("Sent", report.sent),
+        ("Failed", report.failed),
+        ("Skipped", report.skipped),
+        ("Retries", report.retries),
+        ("OutcomeUnknown", report.unknown),
+    ):
+        metrics.add_metric(prefix + name, MetricUnit.Count, value)
+    log = logger.warning if (report.failed or report.unknown or report.retry_after) else logger.info
+    log(
+        "email dispatch",
+        extra={
+            "idempotency_key": report.idempotency_key,
+            "receive_count": receive_count,
+            "test": report.test,
+            "status": report.status.value if report.status else None,
+            "already_done": report.already_done,
+            "skip_reason": report.skip_reason,
+            "error_code": report.error_code,
+            "ses_message_id": report.ses_message_id,
+            "api_calls": report.api_calls,
+            "links_tracked": report.links_tracked,
+            "retry_after": report.retry_after,
+        },
+    )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _context
+    _context = context
+    response = process_partial_response(
+        event=event, record_handler=send, processor=processor, context=context
+    )
+    return dict(response)
+
+
+# Init is done: its objects live as long as the execution environment.
+gc.freeze()
+gc.enable()
