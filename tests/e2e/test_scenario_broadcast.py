@@ -1,0 +1,132 @@
+"""A segment broadcast end to end on the local stack: LINE friends follow through the signed webhook
+and answer a survey by postback, a shop customer identifies through /v1/identify; a broadcast
+scenario is uploaded with `cems scenario upload`; when CEMS's clock passes its time, tick (the
+stack's schedule poller) starts the run, the broadcast function (BroadcastQueue's poller) works
+through the segments, and the fake LINE API has the message exactly once for each customer in the
+audience and for nobody else.
+
+The stack's CustomersTable is shared with the other e2e tests, and a broadcast scans all of it: the
+audience is this run's own survey question, so nobody else's customers are in it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+import pytest
+from cems.cli import main
+from cems.line.config import LOCAL_CHANNEL_SECRET
+from cems.line.webhook import sign
+
+from tests.e2e.conftest import ROOT, LocalStackClient
+from tests.e2e.test_post_purchase_journey import _now
+from tests.e2e.test_scenario_cart_abandonment import _messages, _post
+
+pytestmark = pytest.mark.e2e
+
+FOLLOW = ROOT / "events" / "line_webhook" / "follow.json"
+UNFOLLOW = ROOT / "events" / "line_webhook" / "unfollow.json"
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def _scenario(run: str, at: str) -> dict[str, Any]:
+    return {
+        "id": f"e2e-broadcast-{run}",
+        "name": f"新茶のご案内 e2e {run}",
+        "trigger": {"type": "broadcast", "at": at},
+        "audience": {
+            "kind": "all",
+            "conditions": [
+                {"kind": "reachable", "channel": "line"},
+                {"kind": "survey", "question": f"shincha_{run}", "answers": ["yes"]},
+            ],
+        },
+        "entry": {"reentry": "never"},
+        # Whatever hour the shared clock has reached, the send goes out at once.
+        "send_window": {"start": "00:00", "end": "23:59"},
+        "steps": [
+            {
+                "id": "announce",
+                "type": "send",
+                "channel": "line",
+                "line": [{"type": "text", "text": f"新茶が入荷しました🍃 ({run})"}],
+            },
+            {"id": "done", "type": "end"},
+        ],
+    }
+
+
+def _webhook(stack: LocalStackClient, sample: Path, line_user_id: str) -> None:
+    """A sample webhook body as this LINE user, signed and posted by `cems line webhook`."""
+    url = f"{stack.http_url}/line/webhook"
+    assert main(["line", "webhook", str(sample), "--url", url, "--user", line_user_id, "--fresh"]) == 0
+
+
+def _answer(stack: LocalStackClient, line_user_id: str, question: str, answer: str) -> None:
+    """A survey postback, signed with the local channel secret, at CEMS's time."""
+    body = {
+        "destination": "U0f3c9a7e21b84d6c5a09e8f7d6c5b4a3",
+        "events": [
+            {
+                "type": "postback",
+                "timestamp": int(_now(stack).timestamp() * 1000),
+                "source": {"type": "user", "userId": line_user_id},
+                "mode": "active",
+                "webhookEventId": uuid.uuid4().hex.upper()[:26],
+                "deliveryContext": {"isRedelivery": False},
+                "replyToken": uuid.uuid4().hex,
+                "postback": {"data": f"survey={question}&answer={answer}"},
+            }
+        ],
+    }
+    raw = json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{stack.http_url}/line/webhook",
+        data=raw,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Line-Signature": sign(raw, LOCAL_CHANNEL_SECRET)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def test_a_broadcast_reaches_its_audience_once(
+    local_stack: LocalStackClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CEMS_AWS_PORT", str(urlparse(local_stack.aws_url).port))
+    run = uuid.uuid4().hex[:8]
+    question = f"shincha_{run}"
+    friends = {name: "U" + uuid.uuid4().hex for name in ("yes1", "yes2", "no", "left")}
+    for line_user_id in friends.values():
+        _webhook(local_stack, FOLLOW, line_user_id)
+    for name, line_user_id in friends.items():
+        _answer(local_stack, line_user_id, question, "no" if name == "no" else "yes")
+    _webhook(local_stack, UNFOLLOW, friends["left"])  # said yes, then blocked the account
+    # A shop customer with the answer as a trait but no LINE: not reachable, so not in the audience.
+    _post(local_stack, "/v1/identify", {"userId": f"web-{run}", "traits": {f"survey.{question}": "yes"}})
+    local_stack.drain()
+
+    at = (_now(local_stack) + timedelta(minutes=30)).astimezone(TOKYO).replace(microsecond=0)
+    document = _scenario(run, at.isoformat())
+    path = tmp_path / f"{document['id']}.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), "utf-8")
+    assert main(["scenario", "upload", str(path)]) == 0
+    before = len(_messages(local_stack))
+
+    _post(local_stack, "/_local/clock", {"advance_seconds": 20 * 60})
+    assert not [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+
+    _post(local_stack, "/_local/clock", {"advance_seconds": 15 * 60})  # past the broadcast time
+    local_stack.drain()
+    _post(local_stack, "/_local/clock", {"advance_seconds": 3600})  # and nothing more afterwards
+
+    sent = [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+    assert all(m["endpoint"] in ("push", "multicast") for m in sent), sent
+    assert Counter(m["to"] for m in sent) == {friends["yes1"]: 1, friends["yes2"]: 1}, sent
