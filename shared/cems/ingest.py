@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cems.config import MAX_TRANSACTION_ACTIONS
+from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.errors import ClientError
 from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.models import (
@@ -128,7 +129,7 @@ class _Planner:
                 change.line_user_id = key.value
             else:
                 change.anonymous_ids.add(key.value)
-        _apply_facts(change, message, message_id, at)
+        _apply_facts(change, message, message_id, at, self.site.site_id)
         return None
 
     def _batch_with_room(self, customer_id: str, claims: int) -> WriteBatch:
@@ -140,10 +141,22 @@ class _Planner:
         return batch
 
 
-def _apply_facts(change: ProfileChange, message: SegmentMessage, message_id: str, at: datetime) -> None:
-    """What a message teaches about the customer: traits from identify, purchase facts from orders."""
+def _apply_facts(
+    change: ProfileChange, message: SegmentMessage, message_id: str, at: datetime, site_id: str
+) -> None:
+    """What a message teaches about the customer: traits from identify, purchase facts from orders,
+    channel states from LINE and engagement events."""
     if message.type is MessageType.IDENTIFY and message.traits:
         change.traits.update(message.traits)
+        opt_in = message.traits.get(EMAIL_OPT_IN_TRAIT)
+        if isinstance(opt_in, bool):
+            # The consent record the Act on Specified Electronic Mail asks for: whether, and when (the
+            # identify event itself is stored too, with where it came from).
+            _set_channel(
+                change,
+                Channel.EMAIL,
+                ChannelState(reachable=True, consent=opt_in, updated_at=at, reason="identify"),
+            )
     if message.type is MessageType.TRACK and message.event == ORDER_COMPLETED:
         order = OrderCompleted.model_validate(message.properties)
         product_ids = [p.product_id or p.sku for p in order.products]
@@ -156,6 +169,44 @@ def _apply_facts(change: ProfileChange, message: SegmentMessage, message_id: str
         change.categories_bought.update(p.category for p in order.products if p.category)
     if message.line_user_id and message.type is MessageType.TRACK:
         _apply_line_facts(change, message, at)
+    if site_id == ENGAGE_SOURCE_ID and message.type is MessageType.TRACK:
+        _apply_email_facts(change, message, at)
+
+
+def _set_channel(change: ProfileChange, channel: Channel, state: ChannelState) -> None:
+    """Within one request the latest event wins, whatever order it was listed in."""
+    current = change.channels.get(channel)
+    if current is None or current.updated_at <= state.updated_at:
+        change.channels[channel] = state
+
+
+# The identify trait that records email marketing consent (a bool; anything else is only a trait).
+EMAIL_OPT_IN_TRAIT = "email_opt_in"
+# What unsubscribing, a hard bounce and a complaint mean for the email channel: (reachable, consent, reason).
+_EMAIL_CHANNEL_EVENTS = {
+    EngagementEvent.UNSUBSCRIBED.value: (True, False, "unsubscribed"),
+    EngagementEvent.BOUNCED.value: (False, False, "bounced"),
+    EngagementEvent.COMPLAINED.value: (False, False, "complained"),
+}
+
+
+def _apply_email_facts(change: ProfileChange, message: SegmentMessage, at: datetime) -> None:
+    """Engagement events (only the `engage` source, which no site can be): the email channel state.
+    A site sending `Email Unsubscribed` gets an ordinary event that changes no channel."""
+    rule = _EMAIL_CHANNEL_EVENTS.get(message.event or "")
+    if rule is None:
+        return
+    if message.event == EngagementEvent.BOUNCED.value and message.properties.get("bounce_type") not in (
+        None,
+        "Permanent",
+    ):
+        return  # only a permanent bounce makes the address unreachable
+    reachable, consent, reason = rule
+    _set_channel(
+        change,
+        Channel.EMAIL,
+        ChannelState(reachable=reachable, consent=consent, updated_at=at, reason=reason),
+    )
 
 
 # What following and unfollowing (blocking) the LINE account means for the LINE channel.

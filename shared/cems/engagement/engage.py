@@ -1,0 +1,302 @@
+"""What a click, an open, an unsubscribe or an SES event does: events, report counters, suppression.
+
+Every action starts from a signed token (cems.engagement.tokens) or an SES event carrying CEMS's
+mail tags (cems.engagement.ses_events), so it knows the dispatch, the customer and the report cell.
+It then:
+
+- stores an event through cems.ingest under the site id `engage` (EngagementEvent names), on the
+  customer found through one of the profile's identities, so the Events stream carries it to the
+  scenario engine like any other event (goals, exits, branches). Message ids are deterministic where
+  the action must count once (`open:`, `click:`, `unsub:`, `ses:`), so a repeat stores nothing;
+- counts opens and clicks once per dispatch and SES deliveries once per dispatch (ReportCounters,
+  `once=`), when the dispatch belongs to a scenario;
+- suppresses hard-bounced and complaining addresses (SuppressionStore).
+
+Test tokens and test mails (`test`) answer like real ones and change nothing (a bad address is still
+suppressed: the address is bad whoever mailed it). A customer that no longer exists (erased) gets
+nothing stored, nothing counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from cems import clock
+from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
+from cems.engagement.ses_events import DispatchTags, SesEvent
+from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
+from cems.ingest import Ingestor
+from cems.models import Channel, MessageType, Profile, SegmentMessage, Site
+from cems.reports.counters import Metric, ReportCell
+from cems.store import CustomerStore
+
+# The "site" engagement events are stored under (no write key: engage proves itself by the token's
+# signature, or by being subscribed to the configuration set's SNS topic).
+ENGAGE_SOURCE = Site(
+    write_key="",
+    site_id=ENGAGE_SOURCE_ID,
+    name="Engagement",
+    origins=[],
+    created_at=datetime(2026, 1, 1, tzinfo=UTC),
+)
+MAX_MESSAGE_ID = 100  # cems.config.MAX_MESSAGE_ID_LENGTH
+LIBRARY = {"name": "cems-engage"}
+
+
+class CounterPort(Protocol):
+    def add(self, cell: ReportCell, metric: Metric, *, once: str | None = None) -> bool: ...
+
+
+class SuppressionPort(Protocol):
+    def suppress(self, address: str, reason: Any, at: datetime | None = None) -> bool: ...
+
+
+def message_id(prefix: str, *parts: str) -> str:
+    """`<prefix>:<parts joined by |>`, or its SHA-256 when longer than a messageId may be."""
+    text = "|".join(parts)
+    if len(prefix) + 1 + len(text) <= MAX_MESSAGE_ID:
+        return f"{prefix}:{text}"
+    return f"{prefix}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+def identity_of(profile: Profile) -> dict[str, str]:
+    """The message fields that resolve to `profile`: its user id, else an anonymous id, else its LINE
+    id (ingest looks customers up by identity; merged profiles' identities point at the survivor)."""
+    if profile.user_id:
+        return {"userId": profile.user_id}
+    if profile.anonymous_ids:
+        return {"anonymousId": min(profile.anonymous_ids)}
+    if profile.line_user_id:
+        return {"lineUserId": profile.line_user_id}
+    return {}
+
+
+def report_cell(
+    scenario_id: str | None, version: int | None, step_id: str | None, variant: str | None
+) -> ReportCell | None:
+    if scenario_id is None or version is None:
+        return None  # not a scenario's dispatch (nothing to report on)
+    return ReportCell(scenario_id=scenario_id, version=version, step_id=step_id, variant=variant)
+
+
+class UnsubscribeResult(StrEnum):
+    UNSUBSCRIBED = "unsubscribed"  # consent withdrawn now
+    ALREADY = "already"  # consent was withdrawn before (a replay, or another mail's link)
+    TEST = "test"  # a test mail's link: nothing changed
+    UNKNOWN = "unknown"  # no such customer (erased): nothing stored
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one tracked action did, for logs and metrics (no ids, addresses or tokens)."""
+
+    stored: bool = False  # a new event was stored
+    counted: bool = False  # a report counter moved
+    test: bool = False
+    known: bool = True  # the customer exists
+
+
+@dataclass
+class SesOutcome:
+    """What one SES event did, for logs and metrics (no addresses)."""
+
+    event_type: str
+    suppressed: int = 0
+    stored: bool = False
+    counted: bool = False
+    tagged: bool = True  # the mail carried CEMS's tags
+    test: bool = False
+    bounce_type: str | None = None
+
+
+class Engagement:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        ingestor: Ingestor,
+        customers: CustomerStore,
+        counters: CounterPort,
+        suppressions: SuppressionPort,
+    ) -> None:
+        self.signer = signer
+        self.ingestor = ingestor
+        self.customers = customers
+        self.counters = counters
+        self.suppressions = suppressions
+
+    # --- tokens -------------------------------------------------------------------------------------
+
+    def click(self, value: str) -> tuple[TrackingToken, Recorded]:
+        """The verified click token (its url is where to send the visitor) and what was recorded.
+        Raises InvalidToken; the visitor goes on to the destination even if the customer is gone."""
+        token = self.signer.verify(value, TokenKind.CLICK)
+        assert token.url is not None  # a click token always has one (TrackingToken validates)
+        # One event per link and dispatch: clicking again (or a scanner and then the customer) is
+        # the same fact for goals and branches.
+        link = hashlib.sha256(token.url.encode("utf-8")).hexdigest()[:16]
+        recorded = self._record(
+            token, EngagementEvent.CLICKED, message_id("click", token.dispatch_key, link), {"url": token.url}
+        )
+        if recorded.known and not token.test:
+            recorded = self._count(recorded, token, Metric.CLICKED, f"clicked#{token.dispatch_key}")
+        return token, recorded
+
+    def open(self, value: str) -> Recorded:
+        """Record the open a pixel request stands for (once per dispatch). Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.OPEN)
+        recorded = self._record(token, EngagementEvent.OPENED, message_id("open", token.dispatch_key), {})
+        if recorded.known and not token.test:
+            recorded = self._count(recorded, token, Metric.OPENED, f"opened#{token.dispatch_key}")
+        return recorded
+
+    def unsubscribe_state(self, value: str) -> tuple[TrackingToken, UnsubscribeResult | None]:
+        """For the confirmation page (GET): the token and, when the form need not be shown, why
+        (already unsubscribed, unknown customer). Changes nothing. Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.UNSUBSCRIBE)
+        if token.test:
+            return token, None
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return token, UnsubscribeResult.UNKNOWN
+        if _consent_withdrawn(profile):
+            return token, UnsubscribeResult.ALREADY
+        return token, None
+
+    def unsubscribe(self, value: str) -> tuple[TrackingToken, UnsubscribeResult]:
+        """Withdraw the customer's email consent (one-click, RFC 8058). Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.UNSUBSCRIBE)
+        if token.test:
+            return token, UnsubscribeResult.TEST
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return token, UnsubscribeResult.UNKNOWN
+        if _consent_withdrawn(profile):
+            return token, UnsubscribeResult.ALREADY
+        # The id names the consent being withdrawn as well as the dispatch: a replay (or the mail
+        # client's one-click POST racing the customer's own) stores nothing, while a consent given
+        # again later can be withdrawn again through the same old mail.
+        state = profile.channels.get(Channel.EMAIL)
+        parts = [token.dispatch_key] + ([str(int(state.updated_at.timestamp()))] if state else [])
+        stored = self._store(profile, token, EngagementEvent.UNSUBSCRIBED, message_id("unsub", *parts), {})
+        return token, UnsubscribeResult.UNSUBSCRIBED if stored else UnsubscribeResult.ALREADY
+
+    # --- SES ----------------------------------------------------------------------------------------
+
+    def ses_event(self, event: SesEvent) -> SesOutcome:
+        """Apply one SES event: suppress bad addresses, store the event, count deliveries. Safe to
+        repeat (SNS delivers at least once): suppression, the stored event and the counter are each
+        written once."""
+        now = clock.now()
+        outcome = SesOutcome(event_type=event.event_type)
+        tags = event.dispatch()
+        outcome.tagged = tags is not None
+        outcome.test = bool(tags and tags.test)
+        name: EngagementEvent | None = None
+        properties: dict[str, Any] = {}
+        if event.event_type == "Bounce" and event.bounce is not None:
+            outcome.bounce_type = event.bounce.bounce_type
+            if event.is_permanent_bounce:
+                for address in event.bounced_addresses():
+                    outcome.suppressed += self.suppressions.suppress(address, "bounce", now)
+                name = EngagementEvent.BOUNCED
+                properties = {
+                    "bounce_type": event.bounce.bounce_type,
+                    "bounce_sub_type": event.bounce.bounce_sub_type,
+                }
+        elif event.event_type == "Complaint" and event.complaint is not None:
+            for address in event.complained_addresses():
+                outcome.suppressed += self.suppressions.suppress(address, "complaint", now)
+            name = EngagementEvent.COMPLAINED
+            properties = {"feedback_type": event.complaint.complaint_feedback_type}
+        elif event.event_type == "Delivery" and tags is not None and not tags.test:
+            cell = report_cell(tags.scenario_id, tags.version, tags.step_id, tags.variant)
+            if cell is not None:
+                outcome.counted = self.counters.add(cell, Metric.DELIVERED, once=f"delivered#{tags.dispatch}")
+        if name is not None and tags is not None and not tags.test and tags.customer_id:
+            profile = self.customers.profile(tags.customer_id)
+            if profile is not None and identity_of(profile):
+                properties = {**_tag_properties(tags), **properties}
+                message = _message(
+                    profile,
+                    name,
+                    message_id("ses", name.value.split()[-1].lower(), event.mail.message_id),
+                    properties,
+                    {"ses": {"message_id": event.mail.message_id}},
+                )
+                outcome.stored = self._ingest(message)
+        return outcome
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _record(
+        self, token: TrackingToken, name: EngagementEvent, mid: str, extra: dict[str, Any]
+    ) -> Recorded:
+        if token.test:
+            return Recorded(test=True)
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return Recorded(known=False)
+        return Recorded(stored=self._store(profile, token, name, mid, extra))
+
+    def _store(
+        self, profile: Profile, token: TrackingToken, name: EngagementEvent, mid: str, extra: dict[str, Any]
+    ) -> bool:
+        properties = {
+            "channel": token.channel,
+            "dispatch_key": token.dispatch_key,
+            "scenario_id": token.scenario_id,
+            "version": token.version,
+            "step_id": token.step_id,
+            "variant": token.variant,
+            **extra,
+        }
+        return self._ingest(_message(profile, name, mid, properties, {}))
+
+    def _ingest(self, message: SegmentMessage) -> bool:
+        result = self.ingestor.ingest(ENGAGE_SOURCE, [message], clock.now())
+        return result.stored > 0
+
+    def _count(self, recorded: Recorded, token: TrackingToken, metric: Metric, once: str) -> Recorded:
+        # Counted whether or not the event was new: `once` makes a repeat count nothing, and a
+        # first attempt that stored the event but failed before counting is completed by the next.
+        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant)
+        if cell is None:
+            return recorded
+        counted = self.counters.add(cell, metric, once=once)
+        return Recorded(stored=recorded.stored, counted=counted, test=recorded.test, known=recorded.known)
+
+
+def _consent_withdrawn(profile: Profile) -> bool:
+    state = profile.channels.get(Channel.EMAIL)
+    return state is not None and not state.consent
+
+
+def _tag_properties(tags: DispatchTags) -> dict[str, Any]:
+    return {
+        "channel": "email",
+        "dispatch_key": tags.dispatch_key,
+        "scenario_id": tags.scenario_id,
+        "version": tags.version,
+        "step_id": tags.step_id,
+        "variant": tags.variant,
+    }
+
+
+def _message(
+    profile: Profile, name: EngagementEvent, mid: str, properties: dict[str, Any], context: dict[str, Any]
+) -> SegmentMessage:
+    return SegmentMessage.model_validate(
+        {
+            "type": MessageType.TRACK,
+            "messageId": mid,
+            "event": name.value,
+            **identity_of(profile),
+            "timestamp": clock.now(),
+            "properties": properties,
+            "context": {"library": LIBRARY, **context},
+        }
+    )

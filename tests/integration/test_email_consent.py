@@ -1,0 +1,133 @@
+"""The email channel state on profiles (moto): identify `email_opt_in` records consent, and only the
+`engage` source's unsubscribe / bounce / complaint events withdraw it."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cems.engagement import ENGAGE_SOURCE_ID
+from cems.engagement.engage import ENGAGE_SOURCE
+from cems.ingest import Ingestor
+from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site
+from cems.store import Stores
+
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+OPTED_IN = ChannelState(reachable=True, consent=True, updated_at=NOW, reason="identify")
+SHOP = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+
+
+def msg(type_: str, message_id: str, **fields: Any) -> SegmentMessage:
+    return SegmentMessage.model_validate({"type": type_, "messageId": message_id, "userId": "u1", **fields})
+
+
+@pytest.fixture
+def ingest(stores: Stores):  # type: ignore[no-untyped-def]
+    ingestor = Ingestor(stores.ingest)
+
+    def run(site: Site, *messages: SegmentMessage, at: datetime = NOW):  # type: ignore[no-untyped-def]
+        return ingestor.ingest(site, list(messages), at)
+
+    return run
+
+
+def email_state(stores: Stores) -> ChannelState | None:
+    profile = profile_of(stores)
+    return profile.channels.get(Channel.EMAIL)
+
+
+def profile_of(stores: Stores) -> Profile:
+    customer = stores.customers.customer_for_user_id("u1")
+    assert customer is not None
+    profile = stores.customers.profile(customer)
+    assert profile is not None
+    return profile
+
+
+def test_the_engage_source_is_not_a_site_id_a_site_can_get() -> None:
+    assert ENGAGE_SOURCE.site_id == ENGAGE_SOURCE_ID == "engage"
+
+
+def test_identify_email_opt_in_records_consent_with_when_and_how(ingest, stores: Stores) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email": "sato@example.jp", "email_opt_in": True}))
+    assert email_state(stores) == OPTED_IN
+    # The identify event itself is stored: the record of where consent was given.
+    events = stores.events.history(profile_of(stores))
+    assert [(e.site_id, e.traits["email_opt_in"]) for e in events] == [("site_test", True)]
+
+    later = NOW + timedelta(days=1)
+    ingest(SHOP, msg("identify", "i2", traits={"email_opt_in": False}, timestamp=later.isoformat()), at=later)
+    assert email_state(stores) == OPTED_IN.model_copy(update={"consent": False, "updated_at": later})
+
+
+@pytest.mark.parametrize("value", ["true", 1, None, "yes"])
+def test_only_a_boolean_opt_in_is_consent(ingest, stores: Stores, value: Any) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": value}))
+    assert email_state(stores) is None
+    assert profile_of(stores).traits["email_opt_in"] == value
+
+
+def test_within_one_request_the_latest_identify_wins(ingest, stores: Stores) -> None:
+    later = NOW + timedelta(minutes=5)
+    ingest(
+        SHOP,
+        msg("identify", "i2", traits={"email_opt_in": False}, timestamp=later.isoformat()),
+        msg("identify", "i1", traits={"email_opt_in": True}, timestamp=NOW.isoformat()),
+        at=later,
+    )
+    state = email_state(stores)
+    assert state is not None and state.consent is False
+
+
+@pytest.mark.parametrize(
+    ("event", "properties", "expected"),
+    [
+        ("Email Unsubscribed", {}, (True, False, "unsubscribed")),
+        ("Email Bounced", {"bounce_type": "Permanent"}, (False, False, "bounced")),
+        ("Email Complained", {}, (False, False, "complained")),
+    ],
+)
+def test_engage_events_withdraw_consent(
+    ingest, stores: Stores, event: str, properties: dict[str, Any], expected: tuple[bool, bool, str]
+) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": True}))
+    later = NOW + timedelta(hours=1)
+    ingest(ENGAGE_SOURCE, msg("track", "e1", event=event, properties=properties), at=later)
+    state = email_state(stores)
+    assert state is not None
+    assert (state.reachable, state.consent, state.reason) == expected
+    assert state.updated_at == later
+
+
+def test_a_transient_bounce_changes_no_channel(ingest, stores: Stores) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": True}))
+    ingest(ENGAGE_SOURCE, msg("track", "e1", event="Email Bounced", properties={"bounce_type": "Transient"}))
+    state = email_state(stores)
+    assert state is not None and state.consent is True and state.reachable is True
+
+
+@pytest.mark.parametrize("event", ["Email Unsubscribed", "Email Bounced", "Email Complained"])
+def test_a_site_cannot_fake_engagement_events(ingest, stores: Stores, event: str) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": True}))
+    result = ingest(
+        SHOP,
+        msg("track", "fake", event=event, properties={"bounce_type": "Permanent"}),
+        at=NOW + timedelta(hours=1),
+    )
+    # Stored as the site's own event (scenarios may still read it), but no channel changes.
+    assert result.stored == 1
+    assert email_state(stores) == OPTED_IN
+
+
+def test_consent_given_again_after_unsubscribing(ingest, stores: Stores) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": True}))
+    ingest(ENGAGE_SOURCE, msg("track", "e1", event="Email Unsubscribed"), at=NOW + timedelta(hours=1))
+    again = NOW + timedelta(days=2)
+    ingest(SHOP, msg("identify", "i2", traits={"email_opt_in": True}, timestamp=again.isoformat()), at=again)
+    state = email_state(stores)
+    assert state is not None and state.consent is True and state.reason == "identify"
+
+
+def test_other_engage_events_change_no_channel(ingest, stores: Stores) -> None:
+    ingest(SHOP, msg("identify", "i1", traits={"email_opt_in": True}))
+    ingest(ENGAGE_SOURCE, msg("track", "e1", event="Email Opened"), msg("track", "e2", event="Link Clicked"))
+    assert email_state(stores) == OPTED_IN
