@@ -73,6 +73,8 @@ def line_webhook() -> Response[str]:
 @app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
 def client_error(error: ClientError) -> Response[str]:
     metrics.add_metric("LineWebhookRejected", MetricUnit.Count, 1)
+    if error.status == 401:  # a wrong channel secret, or someone probing the endpoint (alarmed on)
+        metrics.add_metric("LineWebhookSignatureFailures", MetricUnit.Count, 1)
     logger.info("rejected", extra={"status": error.status, "error": error.code})
     return error_response(error)
 

@@ -73,6 +73,7 @@ class LineDispatch(BaseModel):
     # customer_id -> that customer's own messages (one push each).
     personalised: dict[CustomerId, list[LineMessage]] = Field(default_factory=dict)
     scenario_id: str | None = None
+    version: int | None = None  # the scenario version (report counters are kept per version)
     step_id: str | None = None
     variant: str | None = None
     # A test send (a staff member previewing a step): recorded as such, kept out of the reports.

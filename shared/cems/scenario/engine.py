@@ -187,6 +187,9 @@ class Dispatch(_Frozen):
     variant: str | None = None
     line: LineDispatch | None = None
     email: EmailMessage | None = None
+    # The scenario's `tracking` (click tracker for links, open pixel for email).
+    track_clicks: bool = True
+    track_opens: bool = True
 
 
 class CapRequest(_Frozen):
@@ -774,6 +777,7 @@ class _Run:
                 recipients=[self.e.customer_id],
                 messages=messages,
                 scenario_id=self.scenario.id,
+                version=self.e.version,
                 step_id=step.id,
                 variant=self.e.variant,
                 notification_disabled=step.notification_disabled,
@@ -793,6 +797,8 @@ class _Run:
             variant=self.e.variant,
             line=line,
             email=email,
+            track_clicks=self.scenario.tracking.clicks,
+            track_opens=self.scenario.tracking.opens,
         )
 
 

@@ -647,6 +647,16 @@ class FrequencyCapRule(_Model):
     give_up_after: Duration = timedelta(days=3)
 
 
+class Tracking(_Model):
+    """What CEMS measures on this scenario's sends. / 効果測定 (クリック・開封)"""
+
+    # Links (email `<a href>` and bare URLs in the text part; LINE `uri` actions) go through the click
+    # tracker, so clicks are counted and can be goals, exits or branches.
+    clicks: bool = True
+    # A 1x1 image in the HTML part of emails counts opens (images blocked: no open counted).
+    opens: bool = True
+
+
 class ChannelCap(_Model):
     per_day: Annotated[int, Field(ge=1)] | None = 1
     per_week: Annotated[int, Field(ge=1)] | None = 3
@@ -683,6 +693,7 @@ class Scenario(_Model):
     exit: ExitRules = ExitRules()
     send_window: SendWindow = SendWindow()
     frequency_cap: FrequencyCapRule = FrequencyCapRule()
+    tracking: Tracking = Tracking()
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
 
     model_config = ConfigDict(populate_by_name=True)
