@@ -394,7 +394,8 @@ class EmailSender:
             # only; the input is not logged, it holds content and perhaps an address).
             report.invalid = True
             report.failure_reasons = [
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}"[:200] for e in exc.errors()[:5]
+                f"{'.'.join(str(p) for p in e['loc']) or 'dispatch'}: {e['msg']}"[:200]
+                for e in exc.errors()[:5]
             ]
             return report
         report.idempotency_key = dispatch.idempotency_key

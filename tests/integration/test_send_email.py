@@ -1,0 +1,587 @@
+"""The send_email handler under moto (DynamoDB, SQS, SES v2).
+
+Each test imports functions/send_email/app.py afresh inside mock_aws and feeds it SQS records that
+were really sent to and received from a moto queue, so ChangeMessageVisibility acts on them. Mail
+SES accepted is read back from moto's SES backend (`sent_messages`, the raw MIME). SES's refusals
+are moto's own (an unverified sender) or injected with a botocore `before-call` hook.
+"""
+
+from __future__ import annotations
+
+import copy
+import email
+import importlib.util
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from cems import aws
+from cems.email.dispatch import EmailDispatch, tags_from_ses
+from cems.email.suppression import SuppressionStore, address_hash
+from cems.engagement.tokens import TokenKind, TokenSigner
+from cems.models import ChannelState, Profile
+from cems.reports.counters import ReportCounters
+from cems.store import CustomerStore, to_attribute_map
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+ROOT = Path(__file__).parents[2]
+APP = ROOT / "functions" / "send_email" / "app.py"
+REGION = "ap-northeast-1"
+SENDER = "shop@midori-tea.example.jp"
+SECRET = "integration-tracking-secret"
+BASE = "https://engage.midori-tea.example.jp"
+HTML = (
+    "<html><body><p>{name}様、新茶のご案内です。</p>"
+    '<p><a href="https://shop.example.jp/products/shincha">見てみる</a></p></body></html>'
+)
+ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+@dataclass(frozen=True)
+class FakeLambdaContext:
+    function_name: str = "cems-dev-SendEmailFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = (
+        "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-SendEmailFunction"
+    )
+    aws_request_id: str = "4d0c5b1e-7f3a-4c2b-8e9d-0a1b2c3d4e5f"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def address(n: int) -> str:
+    return f"customer{n:04d}@example.com"
+
+
+class Harness:
+    def __init__(self, module: ModuleType, dynamodb: Any, sqs: Any, queue_url: str) -> None:
+        self.module = module
+        self.dynamodb = dynamodb
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.customers = CustomerStore("CustomersTable", dynamodb)
+        self.suppressions = SuppressionStore("CustomersTable", dynamodb)
+        self.counters = ReportCounters("JourneysTable", dynamodb)
+        self.ses_backend = ses_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    # Customers ----------------------------------------------------------------------------------
+
+    def customer(self, n: int, *, consent: bool = True, email: str | None = "default", **state: Any) -> str:
+        now = datetime.now(UTC)
+        customer_id = f"cus_{n:06d}"
+        traits = {"name": f"顧客{n}"}
+        if email is not None:
+            traits["email"] = address(n) if email == "default" else email
+        profile = Profile(
+            customer_id=customer_id,
+            traits=traits,
+            channels={
+                "email": ChannelState(
+                    reachable=state.get("reachable", True), consent=consent, updated_at=now, reason="identify"
+                )
+            },
+            first_seen_at=now,
+            updated_at=now,
+        )
+        self.dynamodb.put_item(TableName="CustomersTable", Item=self.customers.profile_item(profile))
+        return customer_id
+
+    # The queue ----------------------------------------------------------------------------------
+
+    def enqueue(self, *bodies: str) -> None:
+        for body in bodies:
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
+
+    def receive(self) -> list[dict[str, Any]]:
+        records = []
+        while True:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+            )
+            messages = answer.get("Messages", [])
+            records += [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:EmailSendQueue",
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+            if len(messages) < 10:
+                return records
+
+    def invoke(self, records: list[dict[str, Any]]) -> set[str]:
+        response = self.module.lambda_handler({"Records": copy.deepcopy(records)}, FakeLambdaContext())
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        for record in records:
+            if record["messageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"])
+        return failed
+
+    def deliver(self) -> set[str]:
+        return self.invoke(self.receive())
+
+    def redeliver_now(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for record in records:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0
+            )
+        return self.receive()
+
+    # What happened ------------------------------------------------------------------------------
+
+    def sent(self) -> list[tuple[list[str], EmailMessage]]:
+        mails = []
+        for raw in self.ses_backend.sent_messages:
+            parsed = email.message_from_string(raw.raw_data, policy=default)
+            assert isinstance(parsed, EmailMessage)
+            mails.append((list(dict.fromkeys(raw.destinations)), parsed))
+        return mails
+
+    def record(self, key: str) -> dict[str, Any]:
+        item = self.dynamodb.get_item(
+            TableName="DeliveriesTable", Key={"pk": {"S": f"DISPATCH#{key}"}, "sk": {"S": "EMAIL"}}
+        ).get("Item")
+        assert item is not None
+        return {k: next(iter(v.values())) for k, v in item.items()}
+
+    def counts(self, scenario_id: str = "scn_shincha") -> dict[str, int]:
+        found: Counter[str] = Counter()
+        for _, counts in self.counters.cells(scenario_id):
+            found.update({k: int(v) for k, v in counts.items()})
+        return dict(found)
+
+    def ses_client(self) -> Any:
+        return self.module.sender.gateway.client()
+
+    def fail_ses(self, *answers: tuple[int, str] | Exception) -> list[int]:
+        """The next SendEmail calls answer `answers` in turn (HTTP status and SES error code, or an
+        exception raised); later calls reach moto. Returns the list of calls made (grows)."""
+        pending = list(answers)
+        calls: list[int] = []
+
+        def hook(**kwargs: Any) -> Any:
+            calls.append(1)
+            if not pending:
+                return None
+            answer = pending.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            status, code = answer
+            return (
+                _Http(status),
+                {
+                    "Error": {"Code": code, "Message": f"{code} for {address(1)}"},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                },
+            )
+
+        self.ses_client().meta.events.register("before-call.sesv2.SendEmail", hook)
+        return calls
+
+
+@dataclass
+class _Http:
+    status_code: int
+    headers: dict[str, str] | None = None
+    content: bytes = b""
+    text: str = ""
+
+
+@pytest.fixture
+def harness(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="EmailSendQueue", Attributes={"VisibilityTimeout": "180"})[
+        "QueueUrl"
+    ]
+    ses = boto3.client("sesv2", region_name=REGION)
+    ses.create_email_identity(EmailIdentity="midori-tea.example.jp")
+    ses.create_configuration_set(ConfigurationSetName="cems-dev")
+    for name, value in {
+        "POWERTOOLS_SERVICE_NAME": "cems",
+        "POWERTOOLS_METRICS_NAMESPACE": "CEMS",
+        "EMAIL_SEND_QUEUE_URL": queue_url,
+        "EMAIL_FROM_ADDRESS": SENDER,
+        "EMAIL_FROM_NAME": "茶寮みどり",
+        "EMAIL_POSTAL_ADDRESS": "〒604-8005 京都府京都市中京区恵比須町 1-2",
+        "EMAIL_CONTACT": "075-000-0000",
+        "SES_CONFIGURATION_SET": "cems-dev",
+        "ENGAGE_BASE_URL": BASE,
+        "CEMS_TRACKING_SECRET": SECRET,
+        "CEMS_EMAIL_RETRY_BASE_SECONDS": "2",
+        "DELIVERIES_TABLE": "DeliveriesTable",
+        "CUSTOMERS_TABLE": "CustomersTable",
+        "JOURNEYS_TABLE": "JourneysTable",
+    }.items():
+        monkeypatch.setenv(name, value)
+    aws.dynamodb.cache_clear()
+    ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages.clear()
+    name = "cems_send_email_app_under_test"
+    spec = importlib.util.spec_from_file_location(name, APP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield Harness(module, dynamodb, sqs, queue_url)
+    sys.modules.pop(name, None)
+    aws.dynamodb.cache_clear()
+
+
+def dispatch(key: str, customer_id: str, **extra: Any) -> str:
+    values: dict[str, Any] = {
+        "idempotency_key": key,
+        "customer_id": customer_id,
+        "subject": "新茶のご案内",
+        "html": HTML.format(name=customer_id),
+        "text": f"{customer_id}様、新茶のご案内です。\nhttps://shop.example.jp/products/shincha\n",
+        "scenario_id": "scn_shincha",
+        "version": 1,
+        "step_id": "step_1",
+        "variant": "A",
+    }
+    values.update(extra)
+    return EmailDispatch.model_validate(values).to_sqs_body()
+
+
+def verify(value: str, kind: TokenKind) -> Any:
+    return TokenSigner(lambda: SECRET.encode()).verify(value, kind)
+
+
+# --- the mail ------------------------------------------------------------------------------------
+
+
+def test_the_mail_carries_unsubscribe_headers_footer_tracked_links_and_pixel(harness: Harness) -> None:
+    customer = harness.customer(1)
+    harness.enqueue(dispatch("scn_shincha#step_1#cus_000001", customer))
+    assert harness.deliver() == set()
+    [(to, mail)] = harness.sent()
+    assert to == [address(1)]
+    assert str(mail["From"]) == f"茶寮みどり <{SENDER}>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = re.fullmatch(rf"<{re.escape(BASE)}/u/(\S+)>", str(mail["List-Unsubscribe"]))
+    assert unsubscribe is not None
+    assert verify(unsubscribe.group(1), TokenKind.UNSUBSCRIBE).customer_id == customer
+    text_part, html_part = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    text, html = text_part.get_content(), html_part.get_content()
+    for body in (text, html):
+        assert "〒604-8005 京都府京都市中京区恵比須町 1-2" in body and "075-000-0000" in body
+        assert "配信を停止できます" in body and "You may refuse further emails" in body
+        assert f"{BASE}/u/{unsubscribe.group(1)}" in body
+        clicks = re.findall(rf"{re.escape(BASE)}/r/([A-Za-z0-9_.-]+)", body)
+        assert [verify(c, TokenKind.CLICK).url for c in clicks] == [
+            "https://shop.example.jp/products/shincha"
+        ]
+    pixel = re.search(rf'<img src="{re.escape(BASE)}/o/([A-Za-z0-9_.-]+)" width="1" height="1" alt=""', html)
+    assert pixel is not None and verify(pixel.group(1), TokenKind.OPEN).step_id == "step_1"
+    record = harness.record("scn_shincha#step_1#cus_000001")
+    assert record["status"] == "sent" and record["ses_message_id"]
+    assert harness.counts() == {"sent": 1}
+
+
+def test_tracking_turned_off_leaves_links_and_adds_no_pixel(harness: Harness) -> None:
+    customer = harness.customer(1)
+    harness.enqueue(dispatch("plain-links", customer, track_clicks=False, track_opens=False))
+    assert harness.deliver() == set()
+    [(_, mail)] = harness.sent()
+    html_part = mail.get_body(("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    assert f"{BASE}/r/" not in html and f"{BASE}/o/" not in html
+    assert 'href="https://shop.example.jp/products/shincha"' in html
+    assert mail["List-Unsubscribe"] and f"{BASE}/u/" in html
+
+
+def test_a_test_send_is_marked_needs_no_consent_and_counts_nothing(harness: Harness) -> None:
+    body = dispatch("test#step_1", "sample", test=True, to_address="staff@midori-tea.example.jp")
+    harness.enqueue(body)
+    assert harness.deliver() == set()
+    [(to, mail)] = harness.sent()
+    assert to == ["staff@midori-tea.example.jp"]
+    assert str(mail["Subject"]) == "[テスト/TEST] 新茶のご案内"
+    assert mail["X-CEMS-Test"] == "1"
+    assert harness.counts() == {}
+    # Suppression still applies to a test recipient.
+    harness.suppressions.suppress("Staff@midori-tea.example.jp ", "complaint", datetime.now(UTC))
+    harness.enqueue(dispatch("test#step_1#2", "sample", test=True, to_address="staff@midori-tea.example.jp"))
+    assert harness.deliver() == set()
+    assert len(harness.sent()) == 1
+    assert harness.record("test#step_1#2")["reason"] == "suppressed_complaint"
+
+
+def test_ses_tags_name_the_dispatch(harness: Harness) -> None:
+    customer = harness.customer(1)
+    calls: list[dict[str, Any]] = []
+    harness.ses_client().meta.events.register(
+        "provide-client-params.sesv2.SendEmail", lambda params, **_: calls.append(params)
+    )
+    harness.enqueue(dispatch("scn_shincha#step_1#cus_000001", customer))
+    assert harness.deliver() == set()
+    [params] = calls
+    assert params["ConfigurationSetName"] == "cems-dev"
+    assert params["FromEmailAddress"] == SENDER
+    tags = tags_from_ses(params["EmailTags"])
+    assert (tags["dispatch"], tags["customer"], tags["scenario"], tags["version"]) == (
+        "scn_shincha#step_1#cus_000001",
+        customer,
+        "scn_shincha",
+        1,
+    )
+
+
+# --- at most once ---------------------------------------------------------------------------------
+
+
+def test_the_same_sqs_message_delivered_three_times_sends_once(harness: Harness) -> None:
+    customer = harness.customer(1)
+    harness.enqueue(dispatch("thrice", customer))
+    first = harness.receive()
+    assert harness.invoke(first) == set()
+    assert harness.invoke(first) == set()
+    assert harness.invoke(first + first) == set()
+    assert len(harness.sent()) == 1
+    assert harness.counts() == {"sent": 1}
+
+
+def test_the_same_dispatch_enqueued_three_times_sends_once(harness: Harness) -> None:
+    customer = harness.customer(1)
+    body = dispatch("enqueued-thrice", customer)
+    harness.enqueue(body, body, body)
+    assert harness.deliver() == set()
+    assert len(harness.sent()) == 1
+    assert harness.counts() == {"sent": 1}
+
+
+def test_throttling_then_success_sends_once(harness: Harness) -> None:
+    customer = harness.customer(1)
+    calls = harness.fail_ses((429, "TooManyRequestsException"), (400, "LimitExceededException"))
+    harness.enqueue(dispatch("throttled", customer))
+    records = harness.receive()
+    assert harness.invoke(records) == {records[0]["messageId"]}
+    assert harness.record("throttled")["status"] == "retry"
+    assert harness.record("throttled")["error_code"] == "TooManyRequestsException"
+    # Backoff: it is invisible for a while (ChangeMessageVisibility), not back at once.
+    assert harness.receive() == []
+    records = harness.redeliver_now(records)
+    assert records[0]["attributes"]["ApproximateReceiveCount"] == "2"
+    assert harness.invoke(records) == {records[0]["messageId"]}
+    records = harness.redeliver_now(records)
+    assert harness.invoke(records) == set()
+    assert len(calls) == 3
+    assert len(harness.sent()) == 1
+    record = harness.record("throttled")
+    assert record["status"] == "sent" and int(record["attempts"]) == 3 and "error_code" not in record
+    assert harness.counts() == {"sent": 1}
+
+
+def test_a_permanent_rejection_is_recorded_and_not_retried(harness: Harness) -> None:
+    customer = harness.customer(1)
+    calls = harness.fail_ses((400, "MessageRejected"))
+    harness.enqueue(dispatch("rejected", customer))
+    records = harness.receive()
+    assert harness.invoke(records) == set()
+    assert harness.invoke(records) == set()  # a redelivery does not call SES again
+    assert len(calls) == 1 and harness.sent() == []
+    record = harness.record("rejected")
+    assert record["status"] == "failed" and record["error_code"] == "MessageRejected"
+    assert address(1) not in record["reason"]
+    assert harness.counts() == {"failed": 1}
+
+
+def test_an_unverified_sender_is_a_permanent_failure(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness.module.sender.settings = type(harness.module.sender.settings)(
+        **{**harness.module.sender.settings.__dict__, "from_address": "news@unverified.example.jp"}
+    )
+    customer = harness.customer(1)
+    harness.enqueue(dispatch("unverified", customer))
+    assert harness.deliver() == set()
+    assert harness.sent() == []
+    record = harness.record("unverified")
+    assert record["status"] == "failed" and record["error_code"] == "MessageRejected"
+    assert "@" not in record["reason"]
+
+
+def test_no_answer_from_ses_is_unknown_and_never_sent_again(harness: Harness) -> None:
+    customer = harness.customer(1)
+    calls = harness.fail_ses(ReadTimeoutError(endpoint_url="https://email.ap-northeast-1.amazonaws.com"))
+    harness.enqueue(dispatch("timed-out", customer))
+    records = harness.receive()
+    assert harness.invoke(records) == set()
+    assert harness.invoke(records) == set()
+    assert len(calls) == 1
+    assert harness.record("timed-out")["status"] == "unknown"
+    assert harness.counts() == {}
+
+
+def test_a_claim_left_sending_is_unknown_not_resent(harness: Harness) -> None:
+    customer = harness.customer(1)
+    stale = datetime.now(UTC) - timedelta(minutes=10)
+    harness.dynamodb.put_item(
+        TableName="DeliveriesTable",
+        Item=to_attribute_map(
+            {
+                "pk": "DISPATCH#died",
+                "sk": "EMAIL",
+                "status": "sending",
+                "claim": "c0ffee",
+                "lease_until": stale + timedelta(seconds=60),
+                "attempts": 1,
+            }
+        ),
+    )
+    harness.enqueue(dispatch("died", customer))
+    assert harness.deliver() == set()
+    assert harness.sent() == []
+    assert harness.record("died")["status"] == "unknown"
+    # A claim still within its lease: another worker is calling SES; this one waits.
+    harness.dynamodb.put_item(
+        TableName="DeliveriesTable",
+        Item=to_attribute_map(
+            {
+                "pk": "DISPATCH#busy",
+                "sk": "EMAIL",
+                "status": "sending",
+                "claim": "beef",
+                "lease_until": datetime.now(UTC) + timedelta(seconds=30),
+            }
+        ),
+    )
+    harness.enqueue(dispatch("busy", customer))
+    records = harness.receive()
+    assert harness.invoke(records) == {records[0]["messageId"]}
+    assert harness.sent() == []
+
+
+# --- who is never mailed --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (lambda h: h.customer(1, consent=False), "no_consent"),
+        (lambda h: h.customer(1, email=None), "no_address"),
+        (lambda h: h.customer(1, email="not-an-address"), "invalid_address"),
+        (lambda h: h.customer(1, reachable=False), "unreachable"),
+        (lambda h: "cus_erased", "no_profile"),
+        (
+            lambda h: (
+                h.customer(1),
+                h.suppressions.suppress(address(1).upper(), "bounce", datetime.now(UTC)),
+            )[0],
+            "suppressed_bounce",
+        ),
+    ],
+)
+def test_nobody_who_may_not_be_mailed_is_mailed(
+    harness: Harness, setup: Callable[[Harness], str], reason: str
+) -> None:
+    customer = setup(harness)
+    harness.enqueue(dispatch("skip", customer))
+    records = harness.receive()
+    assert harness.invoke(records) == set()
+    assert harness.invoke(records) == set()
+    assert harness.sent() == []
+    record = harness.record("skip")
+    assert (record["status"], record["reason"]) == ("skipped", reason)
+    assert harness.counts() == {"suppressed": 1}
+
+
+def test_unsubscribed_after_enqueueing_is_not_mailed(harness: Harness) -> None:
+    customer = harness.customer(1)
+    harness.enqueue(dispatch("late-unsubscribe", customer))
+    harness.customer(1, consent=False)  # the consent changes before the sender runs
+    assert harness.deliver() == set()
+    assert harness.sent() == []
+
+
+def test_suppression_store(harness: Harness) -> None:
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    assert harness.suppressions.reason(address(9)) is None
+    assert harness.suppressions.suppress(address(9), "bounce", at) is True
+    assert harness.suppressions.suppress(f" {address(9).upper()} ", "complaint", at) is False
+    assert harness.suppressions.reason(address(9)) == "bounce"
+    item = harness.dynamodb.get_item(
+        TableName="CustomersTable",
+        Key={"pk": {"S": f"SUPPRESS#{address_hash(address(9))}"}, "sk": {"S": "SUPPRESS"}},
+    )["Item"]
+    assert "@" not in str(item)
+
+
+def test_an_invalid_dispatch_is_dropped(harness: Harness) -> None:
+    harness.enqueue('{"idempotency_key": "x", "customer_id": "c"}', "not json")
+    assert harness.deliver() == set()
+    assert harness.sent() == []
+
+
+# --- cost and privacy -----------------------------------------------------------------------------
+
+
+def test_aws_requests_per_mail_sent(harness: Harness) -> None:
+    customers = [harness.customer(n) for n in range(1, 4)]
+    harness.enqueue(dispatch("warm-up", customers[0]))  # the first count of a scenario also indexes it
+    assert harness.deliver() == set()
+    requests: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        requests[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    for client in (aws.dynamodb(), harness.ses_client()):
+        client.meta.events.register("before-call", count)
+    harness.enqueue(*(dispatch(f"counted-{c}", c) for c in customers[1:]))
+    assert harness.deliver() == set()
+    per_mail = {name: n / 2 for name, n in requests.items()}
+    print(f"AWS requests per email sent: {sum(per_mail.values()):g} {dict(sorted(per_mail.items()))}")
+    assert per_mail == {
+        "dynamodb.GetItem": 2,  # the profile, the suppression list
+        "dynamodb.UpdateItem": 2,  # the claim, the outcome
+        "sesv2.SendEmail": 1,
+        "dynamodb.TransactWriteItems": 1,  # the report counter, once per dispatch
+    }
+
+
+def test_no_email_address_in_the_logs(
+    harness: Harness, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.customer(1)
+    harness.customer(2, consent=False)
+    harness.customer(3)
+    harness.suppressions.suppress(address(3), "complaint", datetime.now(UTC))
+    harness.customer(4)
+    harness.enqueue(
+        dispatch("log-1", "cus_000001"),
+        dispatch("log-2", "cus_000002"),
+        dispatch("log-3", "cus_000003"),
+        dispatch("log-4", "cus_000004"),
+        dispatch("log-test", "sample", test=True, to_address="staff@midori-tea.example.jp"),
+        '{"idempotency_key": "bad", "customer_id": "c", "subject": "s", "to_address": "leak@example.com"}',
+    )
+    harness.fail_ses((400, "MessageRejected"))
+    assert harness.deliver() == set()
+    # Every record as the function's JSON formatter writes it (the handler's stream is the one of
+    # the first test that imported Powertools), and the metrics it printed.
+    formatter = harness.module.logger.registered_formatter
+    logs = "\n".join(formatter.format(r) for r in caplog.records) + capsys.readouterr().out
+    for expected in ('"skip_reason":"suppressed_complaint"', '"error_code":"MessageRejected"', "dropped"):
+        assert expected in logs
+    assert ADDRESS_IN_TEXT.findall(logs) == []
