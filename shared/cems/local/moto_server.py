@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import sys
 import threading
@@ -132,11 +133,59 @@ def patch_moto() -> bool:
     return True
 
 
+# Mail SES accepted (moto keeps it in the server process only), for the local stack's `/_local/email`.
+SENT_MAIL_PATH = "/_cems/ses/sent"
+
+
+def sent_mail() -> list[dict[str, Any]]:
+    """Every mail moto's SES accepted, oldest first: id, source, destinations and the raw MIME text
+    (or subject and body for Simple content)."""
+    from moto.ses.models import RawMessage, ses_backends
+
+    mails: list[dict[str, Any]] = []
+    for account_id in list(ses_backends.keys()):
+        for region in list(ses_backends[account_id].keys()):
+            for message in ses_backends[account_id][region].sent_messages:
+                mail: dict[str, Any] = {"id": message.id, "source": message.source, "region": region}
+                if isinstance(message, RawMessage):
+                    mail.update(destinations=list(message.destinations), raw=message.raw_data)
+                else:
+                    destinations = getattr(message, "destinations", {})
+                    mail.update(
+                        destinations=list(destinations.get("ToAddresses", [])),
+                        subject=getattr(message, "subject", None),
+                        body=getattr(message, "body", None),
+                    )
+                mails.append(mail)
+    return mails
+
+
+def _with_sent_mail_route(application: type) -> type:
+    """moto's WSGI application, answering SENT_MAIL_PATH itself (moto has no API for sent mail)."""
+
+    class Application(application):  # type: ignore[misc]
+        def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO") == SENT_MAIL_PATH:
+                body = json.dumps(sent_mail()).encode()
+                headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                start_response("200 OK", headers)
+                return [body]
+            return super().__call__(environ, start_response)
+
+    return Application
+
+
 def main(argv: list[str]) -> None:
     patch_moto()
-    from moto.server import main as moto_main
+    import moto.server
 
-    moto_main(argv)
+    # moto.server.main builds its application from this module attribute when it runs.
+    setattr(  # noqa: B010 - moto does not export the name, so mypy would refuse a plain assignment
+        moto.server,
+        "DomainDispatcherApplication",
+        _with_sent_mail_route(moto.server.DomainDispatcherApplication),  # type: ignore[attr-defined]
+    )
+    moto.server.main(argv)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from cems.local.cfn import ACCOUNT_ID, REGION, Template
+from cems.store import error_code
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -51,6 +53,17 @@ def create_resources(template: Template, endpoint_url: str) -> list[str]:
     for name in template.resources_of_type("AWS::S3::Bucket"):
         _create_bucket(s3, template, name)
         created.append(f"bucket {bucket_name(name)}")
+    sesv2 = local_client("sesv2", endpoint_url)
+    for name, resource in template.resources_of_type("AWS::SES::ConfigurationSet").items():
+        set_name = _create_configuration_set(sesv2, template, name, resource.get("Properties", {}))
+        created.append(f"SES configuration set {set_name}")
+    sns = local_client("sns", endpoint_url)
+    for name in template.resources_of_type("AWS::SNS::Topic"):
+        arn = sns.create_topic(Name=name)["TopicArn"]  # idempotent
+        template.refs[name] = arn
+        template.attributes[(name, "TopicArn")] = arn
+        template.attributes[(name, "TopicName")] = name
+        created.append(f"topic {name}")
     for name in template.resources_of_type("AWS::Serverless::Function"):
         template.refs[name] = name
         template.attributes[(name, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
@@ -120,6 +133,19 @@ def _create_queue(client: Any, template: Template, name: str, props: dict[str, A
     template.attributes[(name, "Arn")] = arn
     template.attributes[(name, "QueueName")] = queue_name
     template.attributes[(name, "QueueUrl")] = url
+
+
+def _create_configuration_set(client: Any, template: Template, name: str, props: dict[str, Any]) -> str:
+    """The set by its template name (its event destinations stay in the template: moto publishes no
+    SES events; the local stack plays them with `POST /_local/ses/<event>`)."""
+    set_name = str(template.resolve(props.get("Name", name)))
+    try:
+        client.create_configuration_set(ConfigurationSetName=set_name)
+    except ClientError as exc:  # a restarted stack against a running moto server
+        if error_code(exc) not in ("AlreadyExistsException", "ConfigurationSetAlreadyExists"):
+            raise
+    template.refs[name] = set_name
+    return set_name
 
 
 def _create_bucket(client: Any, template: Template, name: str) -> None:

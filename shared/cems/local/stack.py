@@ -10,6 +10,7 @@ printed when it serves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from cems.local.http import (
     LocalRoute,
     http_api_routes,
 )
+from cems.local.local_ses import LocalSes
 from cems.local.pollers import Poller, build_pollers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
 
@@ -153,6 +155,7 @@ class LocalStack:
         self._clock_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.fake_line: FakeLine | None = None
+        self.local_ses: LocalSes | None = None
 
     @property
     def aws_url(self) -> str:
@@ -163,8 +166,11 @@ class LocalStack:
         self._moto = MotoServer(self.options.host, self.options.aws_port)
         self._aws_environment()
         self._line_environment()
+        # Click, open and unsubscribe links point at this stack.
+        os.environ.setdefault("ENGAGE_BASE_URL", self.http_url)
         self.created = create_resources(self.template, self.aws_url)
         self._functions_environment()
+        self._verify_sender()
         self._seed_site()
         for spec in function_specs(self.template):
             function = LocalFunction(spec)
@@ -241,6 +247,25 @@ class LocalStack:
         for name, value in seen.items():
             os.environ.setdefault(name, value)
 
+    def _verify_sender(self) -> None:
+        """The sender address as a verified SES identity (moto refuses mail from any other), as an
+        operator verifies the shop's domain in SES before deploying."""
+        sender = os.environ.get("EMAIL_FROM_ADDRESS")
+        if not sender:
+            return
+        sesv2 = local_client("sesv2", self.aws_url)
+        with contextlib.suppress(sesv2.exceptions.AlreadyExistsException):
+            sesv2.create_email_identity(EmailIdentity=sender)
+        self.local_ses = LocalSes(self.aws_url, self._deliver_ses_event)
+
+    def _deliver_ses_event(self, event: dict[str, Any]) -> list[Any]:
+        """Invokes each function subscribed (an SNS event) to a topic, as SNS would."""
+        return [
+            function.invoke(event)
+            for function in self.functions.values()
+            if any(e.get("Type") == "SNS" for e in function.spec.events.values())
+        ]
+
     def _seed_site(self) -> None:
         """The local write key, allowed from the stack's own origins (the demo shop)."""
         from cems.sites import SiteStore
@@ -268,6 +293,7 @@ class LocalStack:
             LocalRoute("GET", r"/_local/clock", self._clock),
             LocalRoute("POST", r"/_local/clock", self._clock),
             *(self.fake_line.routes() if self.fake_line is not None else []),
+            *(self.local_ses.routes() if self.local_ses is not None else []),
             *account_link_routes(self.fake_line, self.http_url),
         ]
 
@@ -299,6 +325,10 @@ class LocalStack:
                 "line": {
                     "api": os.environ.get("CEMS_LINE_API_URL"),
                     "messages": f"{self.http_url}/_local/line",
+                },
+                "email": {
+                    "sent": f"{self.http_url}/_local/email",
+                    "feedback": f"POST {self.http_url}/_local/ses/<bounce|complaint|delivery> with a 'to'",
                 },
             },
         )

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cems import clock
+from cems.email.dispatch import EmailDispatch
+from cems.line.links import track_links
 from cems.models import ORDER_COMPLETED, MessageType, Profile, StoredEvent
 from cems.scenario.engine import (
     Advance,
@@ -78,21 +80,69 @@ class RichMenuLinker(Protocol):
         ...
 
 
-class QueueDispatchSink:
-    """LINE dispatches go to LineSendQueue (the sender sends each key once). Email (issue 5) is not
-    yet supported: an email-only dispatch is skipped, and a `line_then_email` one goes to LINE only."""
+# Where a LINE dispatch's links go: (the dispatch, the original URL) -> the click-tracker URL.
+LinkTracker = Callable[[Dispatch, str], str]
 
-    def __init__(self, sqs: SQSClient, line_queue_url: str) -> None:
+
+class QueueDispatchSink:
+    """LINE dispatches go to LineSendQueue and email dispatches to EmailSendQueue; each sender sends
+    a dispatch key once. `line_then_email` goes to LINE: the engine chose it because LINE was
+    reachable when it decided (email is the fallback for a customer LINE cannot reach at that time).
+    With a link tracker, the http(s) links of LINE messages go through the click tracker (unless
+    the scenario turned click tracking off); email links are rewritten by the email sender."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        line_queue_url: str,
+        email_queue_url: str = "",
+        links: LinkTracker | None = None,
+    ) -> None:
         if not line_queue_url:
             raise ValueError("LINE_SEND_QUEUE_URL is not set")
         self.sqs = sqs
         self.line_queue_url = line_queue_url
+        self.email_queue_url = email_queue_url
+        self.links = links
 
     def send(self, dispatch: Dispatch) -> SinkResult:
+        if dispatch.channel == "email":
+            if dispatch.email is None or not self.email_queue_url:
+                return "unsupported"
+            body = email_dispatch(dispatch).to_sqs_body()
+            self.sqs.send_message(QueueUrl=self.email_queue_url, MessageBody=body)
+            return "enqueued"
         if dispatch.line is None:
             return "unsupported"
-        self.sqs.send_message(QueueUrl=self.line_queue_url, MessageBody=dispatch.line.to_sqs_body())
+        line = dispatch.line
+        if self.links is not None and dispatch.track_clicks:
+            tracked = partial(self.links, dispatch)
+            line = line.model_copy(
+                update={
+                    "messages": track_links(line.messages, tracked),
+                    "personalised": {c: track_links(m, tracked) for c, m in line.personalised.items()},
+                }
+            )
+        self.sqs.send_message(QueueUrl=self.line_queue_url, MessageBody=line.to_sqs_body())
         return "enqueued"
+
+
+def email_dispatch(dispatch: Dispatch) -> EmailDispatch:
+    """The send_email message for an engine dispatch on the email channel."""
+    assert dispatch.email is not None
+    return EmailDispatch(
+        idempotency_key=dispatch.key,
+        customer_id=dispatch.customer_id,
+        subject=dispatch.email.subject,
+        html=dispatch.email.html,
+        text=dispatch.email.text,
+        scenario_id=dispatch.scenario_id,
+        version=dispatch.version,
+        step_id=dispatch.step_id,
+        variant=dispatch.variant,
+        track_clicks=dispatch.track_clicks,
+        track_opens=dispatch.track_opens,
+    )
 
 
 @dataclass
@@ -103,7 +153,7 @@ class RunReport:
     enrolled: int = 0
     changed: int = 0
     dispatched: int = 0
-    email_unsupported: int = 0
+    unsupported: int = 0  # dispatches for a channel with no queue configured (not sent)
     traits_set: int = 0  # trait values written to profiles
     trait_failures: int = 0  # profile gone, or the write failed
     rich_menus_linked: int = 0
@@ -519,7 +569,7 @@ class ScenarioRunner:
             if self.sink.send(dispatch) == "enqueued":
                 report.dispatched += 1
             else:
-                report.email_unsupported += 1
+                report.unsupported += 1
 
     def _apply_to_profile(
         self, results: Sequence[Advance], customer: _Customer, now: datetime, report: RunReport

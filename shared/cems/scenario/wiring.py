@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cems.config import Settings
+from cems.engagement.config import EngagementSettings
+from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
 from cems.scenario import engine
 from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, BroadcastWorker, segments_from_env
 from cems.scenario.model import ChannelCap, FrequencyCaps
-from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
+from cems.scenario.runner import LinkTracker, QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, JourneySettings, ScenarioStore
 from cems.store import Stores
 
@@ -54,9 +56,33 @@ def caps_from_env(env: Mapping[str, str] | None = None) -> FrequencyCaps:
     return FrequencyCaps(line=ChannelCap(**limits["line"]), email=ChannelCap(**limits["email"]))
 
 
+def line_link_tracker_from_env() -> LinkTracker:
+    """Click-tracker URLs for the links of LINE dispatches (ENGAGE_BASE_URL or its SSM parameter,
+    and the tracking secret; both read on the first link, not at init)."""
+    settings = EngagementSettings.from_env()
+    signer = TokenSigner(settings.secret)
+
+    def tracked(dispatch: engine.Dispatch, url: str) -> str:
+        token = TrackingToken(
+            kind=TokenKind.CLICK,
+            dispatch_key=dispatch.key,
+            customer_id=dispatch.customer_id,
+            channel="line",
+            scenario_id=dispatch.scenario_id,
+            version=dispatch.version,
+            step_id=dispatch.step_id,
+            variant=dispatch.variant,
+            url=url,
+        )
+        return click_url(settings.base_url, signer, token)
+
+    return tracked
+
+
 def runner_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ScenarioRunner:
-    """JOURNEYS_TABLE, CEMS_DUE_SHARDS, CUSTOMERS_TABLE, EVENTS_TABLE, LINE_SEND_QUEUE_URL, the caps
-    (CEMS_CAP_*) and LINE's API settings (rich menus; the token is read on first use)."""
+    """JOURNEYS_TABLE, CEMS_DUE_SHARDS, CUSTOMERS_TABLE, EVENTS_TABLE, LINE_SEND_QUEUE_URL,
+    EMAIL_SEND_QUEUE_URL, the caps (CEMS_CAP_*), LINE's API settings (rich menus; the token is read on
+    first use) and the engagement settings (click tracking of LINE links)."""
     journeys = JourneySettings.from_env()
     stores = Stores.from_clients(dynamodb, Settings.from_env())
     return ScenarioRunner(
@@ -65,7 +91,12 @@ def runner_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ScenarioRunner:
         CapStore(journeys.table, dynamodb),
         stores.customers,
         stores.events,
-        QueueDispatchSink(sqs, os.environ.get("LINE_SEND_QUEUE_URL", "")),
+        QueueDispatchSink(
+            sqs,
+            os.environ.get("LINE_SEND_QUEUE_URL", ""),
+            os.environ.get("EMAIL_SEND_QUEUE_URL", ""),
+            links=line_link_tracker_from_env(),
+        ),
         limits=caps_from_env(),
         rich_menus=LineRichMenus(LineSettings.from_env()),
     )
