@@ -43,7 +43,7 @@ def _emit(report: RunReport) -> None:
         ("ScenarioEventsSeen", report.events),
         ("ScenarioEnrolments", report.enrolled),
         ("ScenarioDispatches", report.dispatched),
-        ("ScenarioEmailUnsupported", report.email_unsupported),
+        ("ScenarioDispatchesUnsupported", report.unsupported),
         ("ScenarioTraitsSet", report.traits_set),
         ("ScenarioTraitFailures", report.trait_failures),
         ("ScenarioRichMenusLinked", report.rich_menus_linked),
