@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import email
 import importlib.util
+import json
 import re
 import sys
 from collections import Counter
@@ -585,3 +586,24 @@ def test_no_email_address_in_the_logs(
     for expected in ('"skip_reason":"suppressed_complaint"', '"error_code":"MessageRejected"', "dropped"):
         assert expected in logs
     assert ADDRESS_IN_TEXT.findall(logs) == []
+
+
+def test_the_sample_events_run(harness: Harness) -> None:
+    """events/send_email/*.json as Lambda passes them (`sam local invoke -e` uses the same files)."""
+    for customer_id, n in (("cus_tea_0001", 1), ("cus_tea_0002", 2)):
+        harness.customer(n)
+        profile = harness.customers.profile(f"cus_{n:06d}")
+        assert profile is not None
+        harness.dynamodb.put_item(
+            TableName="CustomersTable",
+            Item=harness.customers.profile_item(profile.model_copy(update={"customer_id": customer_id})),
+        )
+    events = ROOT / "events" / "send_email"
+    for name in ("step_mail", "test_send", "no_tracking", "invalid"):
+        event = json.loads((events / f"{name}.json").read_text())
+        assert harness.module.lambda_handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    mails = harness.sent()
+    assert [to for to, _ in mails] == [[address(1)], ["staff@shop.example.jp"], [address(2)]]
+    assert mails[2][1].get_content_type() == "text/plain"
+    assert f"{BASE}/r/" not in mails[2][1].get_content()
+    assert harness.counts("scn_repeat_30d") == {"sent": 1}

@@ -262,3 +262,18 @@ def test_settings_required_outside_the_local_stack() -> None:
         EmailSettings.from_env({"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": BASE})
     local = EmailSettings.from_env({"CEMS_LOCAL": "1", "ENGAGE_BASE_URL": BASE + "/"})
     assert local.engage_base_url == BASE and local.postal_address
+
+
+def test_settings_refuse_an_invalid_sender() -> None:
+    env = {
+        "EMAIL_FROM_ADDRESS": "not an address",
+        "EMAIL_FROM_NAME": "茶寮みどり",
+        "EMAIL_POSTAL_ADDRESS": "京都",
+        "EMAIL_CONTACT": "075-000-0000",
+        "ENGAGE_BASE_URL": BASE,
+    }
+    with pytest.raises(EmailSettingsError, match="EMAIL_FROM_ADDRESS"):
+        EmailSettings.from_env(env)
+    with pytest.raises(EmailSettingsError, match="ENGAGE_BASE_URL"):
+        EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "engage"})
+    assert EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp"}).configuration_set is None

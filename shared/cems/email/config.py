@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 
 from cems.engagement.config import LOCAL_ENGAGE_BASE_URL
 
@@ -62,7 +64,7 @@ class EmailSettings:
         if local:
             for name in missing:
                 values[name] = LOCAL_DEFAULTS[name]
-        return cls(
+        settings = cls(
             from_address=values["EMAIL_FROM_ADDRESS"].strip(),
             from_name=values["EMAIL_FROM_NAME"].strip(),
             postal_address=values["EMAIL_POSTAL_ADDRESS"].strip(),
@@ -75,3 +77,18 @@ class EmailSettings:
             retry_base_seconds=float(values.get("CEMS_EMAIL_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS)),
             delivery_retention_days=int(values.get("CEMS_DELIVERY_RETENTION_DAYS", "395")),
         )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Settings that would make every mail fail are refused at init, not mail by mail."""
+        try:
+            sender = Address(display_name=self.from_name, addr_spec=self.from_address)
+        except (ValueError, HeaderParseError, IndexError) as exc:
+            raise EmailSettingsError(
+                f"EMAIL_FROM_ADDRESS / EMAIL_FROM_NAME are not a valid sender: {exc}"
+            ) from None
+        if not sender.domain:
+            raise EmailSettingsError("EMAIL_FROM_ADDRESS needs a domain (shop@example.jp)")
+        if not self.engage_base_url.startswith(("https://", "http://")):
+            raise EmailSettingsError("ENGAGE_BASE_URL must be an http(s) URL (https in the cloud)")
