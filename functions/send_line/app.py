@@ -31,6 +31,7 @@ from cems.line.api import load_client_modules, messaging_api
 from cems.line.config import LineSettings
 from cems.line.deliveries import DeliveryStore
 from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
+from cems.reports.counters import ReportCounters
 from cems.store import CustomerStore
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ sender = LineSender(
     # The channel access token is read on the first send, not at init (SSM costs a round trip).
     LineGateway(lambda: messaging_api(line_settings)),
     retry_base_seconds=float(os.environ.get("CEMS_LINE_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS)),
+    counters=ReportCounters(os.environ.get("JOURNEYS_TABLE", "JourneysTable"), aws.dynamodb()),
 )
 _sqs: SQSClient | None = None
 _context: LambdaContext | None = None

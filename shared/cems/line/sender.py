@@ -31,6 +31,8 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
@@ -52,9 +54,17 @@ from cems.line.deliveries import (
 )
 from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, LineMessage
 from cems.models import Channel, Profile
+from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.store import MAX_BATCH_GET_KEYS, CustomerStore
 
 logger = Logger(child=True)
+# Recipient outcomes as report counters (a deferral is not an outcome: the dispatch comes back).
+REPORTED_OUTCOMES = {
+    RecipientStatus.SENT: Metric.SENT,
+    RecipientStatus.FAILED: Metric.FAILED,
+    RecipientStatus.SKIPPED_UNREACHABLE: Metric.SUPPRESSED,
+    RecipientStatus.SKIPPED_NO_CONSENT: Metric.SUPPRESSED,
+}
 
 MONTHLY_LIMIT_MESSAGE = "monthly limit"
 # LINE's monthly limit lasts until the month ends or the plan changes: look again in an hour.
@@ -282,7 +292,9 @@ class LineSender:
         *,
         retry_base_seconds: float = RETRY_BASE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        counters: ReportCounters | None = None,
     ) -> None:
+        self.counters = counters
         self.customers = customers
         self.deliveries = deliveries
         self.gateway = gateway
@@ -384,7 +396,7 @@ class LineSender:
                 if c not in recorded
             ]
         if missing:
-            self.deliveries.record(dispatch.idempotency_key, missing, plan.metadata)
+            self._record(dispatch, missing, plan.metadata)
 
     def _send_unit(
         self,
@@ -424,7 +436,7 @@ class LineSender:
             self.deliveries.finish(
                 dispatch.idempotency_key, unit, claim.token, UnitStatus.SKIPPED, reason="nobody reachable"
             )
-            self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+            self._record(dispatch, records, plan.metadata)
             return
         if paused:
             result = CallResult(UnitStatus.DEFERRED, reason="monthly limit reached (not called)")
@@ -475,7 +487,27 @@ class LineSender:
                 report.failure_reasons.append(result.reason)
         elif result.status is UnitStatus.DEFERRED:
             report.later(MONTHLY_LIMIT_DEFER_SECONDS)
-        self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+        self._record(dispatch, records, plan.metadata)
+
+    def _record(
+        self, dispatch: LineDispatch, records: list[RecipientRecord], metadata: Mapping[str, Any]
+    ) -> None:
+        """Recipient outcomes in DeliveriesTable, and in the scenario's report counters (once per
+        dispatch and recipient, so a redelivered dispatch counts nothing twice; never a test send)."""
+        self.deliveries.record(dispatch.idempotency_key, records, metadata)
+        if self.counters is None or dispatch.test or dispatch.scenario_id is None or dispatch.version is None:
+            return
+        cell = ReportCell(dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant)
+        for record in records:
+            metric = REPORTED_OUTCOMES.get(record.status)
+            if metric is None:
+                continue
+            once = f"{metric}#{dispatch.idempotency_key}#{record.customer_id}"
+            try:
+                self.counters.add(cell, metric, once=once)
+            except (BotoCoreError, BotoClientError) as exc:  # the send stands; its count is lost
+                error = type(exc).__name__
+                logger.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _backoff(self, receive_count: int) -> int:
         delay = min(RETRY_MAX_SECONDS, self.retry_base_seconds * 2 ** max(0, receive_count - 1))

@@ -25,15 +25,18 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from cems import clock
 from cems.email.dispatch import EmailDispatch
 from cems.line.links import track_links
-from cems.models import ORDER_COMPLETED, MessageType, Profile, StoredEvent
+from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
+from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -206,8 +209,10 @@ class ScenarioRunner:
         sink: DispatchSink,
         limits: FrequencyCaps | None = None,
         rich_menus: RichMenuLinker | None = None,
+        counters: ReportCounters | None = None,
     ) -> None:
         self.scenarios = scenarios
+        self.counters = counters
         self.enrolments = enrolments
         self.caps = caps
         self.customers = customers
@@ -274,7 +279,7 @@ class ScenarioRunner:
             return True
         result = on_event(scenario, read, event, customer.profile, now)
         candidate = read if result is None else result.enrolment
-        return self._settle(scenario, read, candidate, result, customer, now, report)
+        return self._settle(scenario, read, candidate, result, customer, now, report, event)
 
     def _enrol(
         self,
@@ -512,6 +517,7 @@ class ScenarioRunner:
         customer: _Customer,
         now: datetime,
         report: RunReport,
+        event: StoredEvent | None = None,
     ) -> bool:
         """Advances `candidate` (the enrolment as `decided` left it, or as read) if it is due now,
         carries out what comes back and writes it on condition of `read` (None: a new enrolment).
@@ -534,6 +540,7 @@ class ScenarioRunner:
             return True
         for result in results:
             self._carry_out(result, report)
+        self._count(read, results, event)
         if self._write(read, results[-1].enrolment) is None:
             for request in taken:
                 self.caps.release(candidate.customer_id, request.channel, now)
@@ -541,6 +548,41 @@ class ScenarioRunner:
         report.changed += 1
         self._apply_to_profile(results, customer, now, report)
         return True
+
+    def _count(self, read: Enrolment | None, results: Sequence[Advance], event: StoredEvent | None) -> None:
+        """Report counters for what these results did (docs/reports.md says how a report reads them).
+        Counted before the enrolment write, as sends are enqueued: each fact under a `once` name of
+        the journey (customer, scenario, entry, step), so the winner and any loser of a race, or a
+        redelivered event, count it once, and a crash after the write loses nothing."""
+        if self.counters is None or not results:
+            return
+        first = results[0].enrolment
+        journey = f"{first.customer_id}#{first.scenario_id}#{first.entry}"
+        facts: list[tuple[ReportCell, Metric, str, Decimal | None]] = []
+        if read is None:
+            cell = ReportCell(first.scenario_id, first.version, holdout=first.holdout)
+            facts.append((cell, Metric.ENROLLED, f"enrolled#{journey}", None))
+        for result in results:
+            e = result.enrolment
+            for record in result.log:
+                step_cell = ReportCell(e.scenario_id, e.version, record.step_id, e.variant, e.holdout)
+                if record.what == "split":
+                    cell = ReportCell(e.scenario_id, e.version, None, record.detail, e.holdout)
+                    facts.append((cell, Metric.ENROLLED, f"split#{journey}#{record.step_id}", None))
+                elif record.what == "held_out":
+                    facts.append((step_cell, Metric.HELD_OUT, f"held_out#{journey}#{record.step_id}", None))
+                elif record.what in ("capped_skip", "capped_gave_up"):
+                    facts.append((step_cell, Metric.CAPPED, f"capped#{journey}#{record.step_id}", None))
+                elif record.what == "deferred":
+                    facts.append((step_cell, Metric.DEFERRED, f"deferred#{journey}#{record.step_id}", None))
+                elif record.what == "converted":
+                    cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
+                    facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
+        for cell, metric, once, revenue in facts:
+            try:
+                self.counters.add(cell, metric, once=once, revenue=revenue)
+            except (BotoCoreError, ClientError) as exc:  # a report is worth less than the journey
+                log.warning("report counter not added", extra={"metric": metric, "error": type(exc).__name__})
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
         counts: dict[str, int] = {}
@@ -609,6 +651,16 @@ class ScenarioRunner:
         if read is None:
             return self.enrolments.create(new.model_copy(update={"revision": 0}))
         return self.enrolments.save(new.model_copy(update={"revision": read.revision}))
+
+
+def _revenue(event: StoredEvent | None) -> Decimal | None:
+    """What a converting `Order Completed` brought in (attributed to the journey it converted)."""
+    if event is None or event.type is not MessageType.TRACK or event.event != ORDER_COMPLETED:
+        return None
+    try:
+        return OrderCompleted.model_validate(event.properties).amount()
+    except ValidationError:
+        return None
 
 
 def _may_change(source: str, event: StoredEvent) -> bool:

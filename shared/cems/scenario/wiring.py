@@ -12,6 +12,7 @@ from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
+from cems.reports.counters import ReportCounters
 from cems.scenario import engine
 from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, BroadcastWorker, segments_from_env
 from cems.scenario.model import ChannelCap, FrequencyCaps
@@ -99,6 +100,7 @@ def runner_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ScenarioRunner:
         ),
         limits=caps_from_env(),
         rich_menus=LineRichMenus(LineSettings.from_env()),
+        counters=ReportCounters(journeys.table, dynamodb),
     )
 
 
