@@ -1,9 +1,10 @@
 """broadcast: one segment of a broadcast run per BroadcastQueue message (cems.scenario.broadcast).
 
 Each message names a run and a segment of the CustomersTable parallel Scan; the worker enrols the
-segment's audience page by page through the runner, records its progress after each page (a
-redelivered message resumes there) and hands the rest of the segment to a new message when this
-invocation's time runs low. A failed message is reported as a batch item failure and redelivered."""
+segment's audience page by page through the runner (or, for a date trigger's `backfill` run,
+schedules each profile's pending entry), records its progress after each page (a redelivered message
+resumes there) and hands the rest of the segment to a new message when this invocation's time runs
+low. A failed message is reported as a batch item failure and redelivered."""
 
 from __future__ import annotations
 
@@ -36,12 +37,15 @@ def record_handler(record: SQSRecord) -> None:
     run = report.run
     metrics.add_metric("BroadcastProfiles", MetricUnit.Count, report.profiles)
     metrics.add_metric("ScenarioDispatches", MetricUnit.Count, 0 if run is None else run.dispatched)
+    if message.kind == "backfill":
+        metrics.add_metric("DateTriggersScheduled", MetricUnit.Count, 0 if run is None else run.scheduled)
     # Counts only: never a customer's contact, a LINE user id or message content.
     logger.info(
         "broadcast segment",
         extra={
             "scenario_id": message.scenario_id,
             "run": message.run,
+            "kind": message.kind,
             "segment": message.segment,
             "outcome": report.outcome,
             "pages": report.pages,

@@ -2,7 +2,9 @@
 
 An uploaded `scenarios/<id>.json` that is valid becomes the scenario's next, active version; an
 invalid one is refused with a report under `reports/` and the previous version stays live; a deleted
-one stops new enrolments. The rules are in cems.scenario.loader; docs/scenario-engine.md has the design.
+one stops new enrolments. A newly active date-trigger version (new, or its trigger changed) starts a
+backfill of the customers who already have the date: segment messages on BroadcastQueue, worked by
+the broadcast function. The rules are in cems.scenario.loader; docs/scenario-engine.md has the design.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
 from cems.scenario.loader import LoadResult, ObjectEvent, ScenarioFiles, ScenarioLoader
 from cems.scenario.store import JourneyStores
+from cems.scenario.wiring import broadcast_starter_from_env
 
 logger = Logger()
 metrics = Metrics()
@@ -24,6 +27,8 @@ metrics = Metrics()
 loader = ScenarioLoader(
     ScenarioFiles(boto3.client("s3", config=aws.CLIENT_CONFIG)),
     JourneyStores.from_client(aws.dynamodb()).scenarios,
+    # BROADCAST_QUEUE_URL and CEMS_BROADCAST_SEGMENTS: the backfill uses the broadcast fan-out.
+    broadcast_starter_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG)),
 )
 
 _METRICS = {
@@ -38,6 +43,8 @@ SKIPPED = "ScenarioEventsSkipped"
 def _emit(result: LoadResult) -> None:
     # Keys, ids, versions and error paths/codes only: never the file's content.
     metrics.add_metric(_METRICS.get(result.outcome, SKIPPED), MetricUnit.Count, 1)
+    if result.backfill in ("started", "pending"):
+        metrics.add_metric("DateBackfillsStarted", MetricUnit.Count, 1)
     log = logger.warning if result.outcome == "rejected" else logger.info
     log(
         "scenario file",
@@ -47,6 +54,7 @@ def _emit(result: LoadResult) -> None:
             "outcome": result.outcome,
             "version": result.version,
             "report": result.report_key,
+            "backfill": result.backfill,
             "errors": [f"{e.path}: {e.code}" for e in result.errors[:20]],
         },
     )

@@ -1,5 +1,6 @@
 """tick: every minute, starts the broadcast runs whose time has come (cems.scenario.broadcast: segment
-messages on BroadcastQueue) and advances the enrolments the sharded due index lists as due now
+messages on BroadcastQueue), enqueues again a broadcast run or date-trigger backfill whose messages
+were not all enqueued, and advances the enrolments the sharded due index lists as due now
 (cems.scenario.runner.ScenarioRunner.tick; each one re-read before its conditional write)."""
 
 from __future__ import annotations

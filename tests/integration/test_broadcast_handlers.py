@@ -38,6 +38,32 @@ SEGMENTS = 4
 TABLE = "JourneysTable"
 
 
+def sqs_records(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The queue's messages as the SQS records Lambda hands a function (deleted from the queue, as
+    Lambda does after a batch without failures)."""
+    records: list[dict[str, Any]] = []
+    while True:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"])
+        messages = answer.get("Messages", [])
+        if not messages:
+            return records
+        for message in messages:
+            records.append(
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": message.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": message["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:BroadcastQueue",
+                    "awsRegion": "ap-northeast-1",
+                }
+            )
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 @dataclass
 class BroadcastHandlers:
     tick: ModuleType
@@ -53,31 +79,7 @@ class BroadcastHandlers:
         return answer
 
     def receive(self) -> list[dict[str, Any]]:
-        """BroadcastQueue's messages as the SQS records Lambda hands the function (deleted from the
-        queue, as Lambda does after a batch without failures)."""
-        records: list[dict[str, Any]] = []
-        while True:
-            answer = self.sqs.receive_message(
-                QueueUrl=self.broadcast_url, MaxNumberOfMessages=10, AttributeNames=["All"]
-            )
-            messages = answer.get("Messages", [])
-            if not messages:
-                return records
-            for message in messages:
-                records.append(
-                    {
-                        "messageId": message["MessageId"],
-                        "receiptHandle": message["ReceiptHandle"],
-                        "body": message["Body"],
-                        "attributes": message.get("Attributes", {}),
-                        "messageAttributes": {},
-                        "md5OfBody": message["MD5OfBody"],
-                        "eventSource": "aws:sqs",
-                        "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:BroadcastQueue",
-                        "awsRegion": "ap-northeast-1",
-                    }
-                )
-                self.sqs.delete_message(QueueUrl=self.broadcast_url, ReceiptHandle=message["ReceiptHandle"])
+        return sqs_records(self.sqs, self.broadcast_url)
 
     def deliver(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """One invocation of the broadcast function with these records (batch size 10, as configured)."""

@@ -1,4 +1,5 @@
-"""Broadcasts: a scenario's whole audience, once `at` a time or on a `cron`, fanned out in segments.
+"""Broadcasts: a scenario's whole audience, once `at` a time or on a `cron`, fanned out in segments;
+and the same fan-out for a date trigger's backfill.
 
 `BroadcastStarter.start_due(now)` (run by `tick`) looks at the active broadcast scenarios; when one's
 run time has come it starts the run once (a conditional put of `BCAST#<scenario>#<run>` / `RUN`) and
@@ -12,6 +13,14 @@ page (`BCAST#<scenario>#<run>` / `SEG#<n>`: the last evaluated key and counts). 
 resumes from the recorded key; with little time left the worker puts a message for the rest of its
 segment back on the queue. A customer already enrolled at or after the run's time is skipped, so a
 page processed again (the function died before recording it) sends nothing twice.
+
+A **backfill** (run kind `backfill`, run id `backfill-v<version>`) is started by `scenario_loader`
+when it activates a date-trigger version that needs one (`BroadcastStarter.start_backfill`): the same
+run record and segment messages, but the worker schedules each profile's pending `DATE#` entry with
+`ScenarioRunner.schedule_date_trigger` (the rules a date-changing event follows) instead of enrolling,
+so customers who had the date before the upload get their moment too. Scheduling is idempotent (an
+entry already at its moment is left alone), so a page processed twice writes nothing twice. `tick`
+enqueues again a backfill whose messages were not all enqueued (as for a broadcast run).
 """
 
 from __future__ import annotations
@@ -22,14 +31,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from cems import clock
 from cems.models import Profile
-from cems.scenario.model import BroadcastTrigger, Scenario
+from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
 from cems.scenario.runner import RunReport, ScenarioRunner
 from cems.scenario.store import ScenarioStore, ScenarioVersion, broadcast_segment_key
 from cems.scenario.timing import cron_next
@@ -54,10 +63,20 @@ PAGE_SIZE = 100
 MIN_REMAINING_MS = 20_000
 SQS_BATCH = 10
 
+# What a run does with each profile of its segments: enrol it (a broadcast), or schedule its date
+# trigger's pending entry (the backfill of a newly active date-trigger version).
+RunKind = Literal["broadcast", "backfill"]
+BackfillStart = Literal["started", "pending", "already", "none"]
+
 
 def run_id(at: datetime) -> str:
     """A run's id: its scheduled time, UTC, to the minute (`20260508T0100Z`)."""
     return clock.iso(at).replace("-", "").replace(":", "")[:13] + "Z"
+
+
+def backfill_run(version: int) -> str:
+    """A backfill's run id: one per version, so an activation seen twice starts it once."""
+    return f"backfill-v{version}"
 
 
 def run_time(scenario: Scenario, uploaded_at: datetime, now: datetime) -> datetime | None:
@@ -93,6 +112,8 @@ class SegmentMessage(BaseModel):
     segment: int
     total_segments: int
     start_key: dict[str, Any] | None = None
+    # Absent in messages from before backfills existed: those are broadcasts.
+    kind: RunKind = "broadcast"
 
 
 class SegmentProgress(BaseModel):
@@ -109,6 +130,7 @@ class SegmentProgress(BaseModel):
     profiles: int = 0
     enrolled: int = 0
     dispatched: int = 0
+    scheduled: int = 0  # backfills: pending date-trigger entries written or moved
     skipped: int = 0
     updated_at: datetime | None = None
 
@@ -124,12 +146,20 @@ class BroadcastStore:
     def run_key(scenario_id: str, run: str) -> dict[str, Any]:
         return {"pk": {"S": f"BCAST#{scenario_id}#{run}"}, "sk": {"S": RUN_SK}}
 
-    def start_run(self, scenario_id: str, run: str, version: int, segments: int, now: datetime) -> bool:
+    def start_run(
+        self,
+        scenario_id: str,
+        run: str,
+        version: int,
+        segments: int,
+        now: datetime,
+        kind: RunKind = "broadcast",
+    ) -> bool:
         """Records the run as started (not yet enqueued); False if it was started already."""
         item = {
             **self.run_key(scenario_id, run),
             **to_attribute_map(
-                {"version": version, "segments": segments, "started_at": now, "enqueued": False}
+                {"version": version, "segments": segments, "started_at": now, "enqueued": False, "kind": kind}
             ),
         }
         try:
@@ -234,7 +264,7 @@ def _send_messages(sqs: SQSClient, queue_url: str, messages: list[SegmentMessage
 @dataclass
 class StartReport:
     started: int = 0
-    restarted: int = 0
+    restarted: int = 0  # broadcast runs and backfills whose messages were enqueued again
     segments: int = 0
 
 
@@ -258,9 +288,14 @@ class BroadcastStarter:
         self.segments = segments
 
     def start_due(self, now: datetime | None = None) -> StartReport:
+        """Starts the broadcast runs whose time has come, and enqueues again the runs and backfills
+        whose messages were not all enqueued (one consistent read per active date trigger)."""
         now = now or clock.now()
         report = StartReport()
         for summary in self.scenarios.active_summaries():
+            if summary.trigger_type == "date":
+                self._restart_backfill(summary.scenario_id, summary.version, now, report)
+                continue
             if summary.trigger_type != "broadcast":
                 continue
             stored = self.scenarios.version(summary.scenario_id, summary.version)
@@ -283,26 +318,71 @@ class BroadcastStarter:
                 return
             segments, version = int(claimed["segments"]), int(claimed["version"])
             report.restarted += 1
+        self._enqueue(stored.scenario_id, version, run, at, segments, "broadcast")
+        report.segments += segments
+        log.info("broadcast run started", extra={"scenario_id": stored.scenario_id, "run": run})
+
+    def start_backfill(self, scenario_id: str, version: int, now: datetime | None = None) -> BackfillStart:
+        """Starts the backfill of a date-trigger version once (scenario_loader, on activation):
+        `started`; `already` when it was started before (an S3 event seen twice); `none` when the
+        version is gone or has no date trigger; `pending` when the run is recorded but its messages
+        could not all be enqueued, which tick does again after RESTART_AFTER (the version is live
+        already, so the loader must not fail over it)."""
+        now = now or clock.now()
+        stored = self.scenarios.version(scenario_id, version)
+        if stored is None or not isinstance(stored.scenario.trigger, DateTrigger):
+            return "none"
+        run = backfill_run(version)
+        if not self.store.start_run(scenario_id, run, version, self.segments, now, kind="backfill"):
+            return "already"
+        try:
+            self._enqueue(scenario_id, version, run, stored.uploaded_at, self.segments, "backfill")
+        except (BotoCoreError, ClientError, RuntimeError, ValueError) as exc:
+            log.warning(
+                "backfill not enqueued; tick enqueues it again",
+                extra={"scenario_id": scenario_id, "run": run, "error": type(exc).__name__},
+            )
+            return "pending"
+        log.info("date trigger backfill started", extra={"scenario_id": scenario_id, "run": run})
+        return "started"
+
+    def _restart_backfill(self, scenario_id: str, version: int, now: datetime, report: StartReport) -> None:
+        run = backfill_run(version)
+        claimed = self.store.claim_stalled(scenario_id, run, now)
+        if claimed is None:
+            return
+        stored = self.scenarios.version(scenario_id, version)
+        if stored is None:
+            return
+        segments = int(claimed["segments"])
+        self._enqueue(scenario_id, version, run, stored.uploaded_at, segments, "backfill")
+        report.restarted += 1
+        report.segments += segments
+        log.info("date trigger backfill enqueued again", extra={"scenario_id": scenario_id, "run": run})
+
+    def _enqueue(
+        self, scenario_id: str, version: int, run: str, at: datetime, segments: int, kind: RunKind
+    ) -> None:
+        """One message per segment, then the run marked enqueued (until then tick may redo it)."""
         if not self.queue_url:
             raise ValueError("BROADCAST_QUEUE_URL is not set")
         messages = [
             SegmentMessage(
-                scenario_id=stored.scenario_id,
+                scenario_id=scenario_id,
                 version=version,
                 run=run,
                 run_at=at,
                 segment=n,
                 total_segments=segments,
+                kind=kind,
             )
             for n in range(segments)
         ]
         _send_messages(self.sqs, self.queue_url, messages)
-        self.store.mark_enqueued(stored.scenario_id, run)
-        report.segments += segments
-        log.info("broadcast run started", extra={"scenario_id": stored.scenario_id, "run": run})
+        self.store.mark_enqueued(scenario_id, run)
 
 
-SegmentOutcome = str  # "done", "continued", "superseded", "missing"
+SegmentOutcome = str  # "done", "continued", "superseded", "missing", "stale" (a backfill no longer needed)
 
 
 @dataclass
@@ -352,19 +432,26 @@ class BroadcastWorker:
             report.outcome = "done"
             return report
         while True:
+            if message.kind == "backfill" and not self._backfill_current(stored):
+                report.outcome = "stale"
+                return report
             page = self._scan(message, progress.last_key)
             for item in page.get("Items", []):
                 profile = Profile.model_validate(from_attribute_map(item))
                 progress.profiles += 1
                 report.profiles += 1
-                if self._already_enrolled(profile.customer_id, message):
+                if message.kind == "backfill":
+                    done = self.runner.schedule_date_trigger(stored.scenario, profile, now)
+                elif self._already_enrolled(profile.customer_id, message):
                     progress.skipped += 1
                     continue
-                done = self.runner.enrol_customer(stored.scenario, stored.version, profile, now)
+                else:
+                    done = self.runner.enrol_customer(stored.scenario, stored.version, profile, now)
                 assert report.run is not None
                 report.run.add(done)
                 progress.enrolled += done.enrolled
                 progress.dispatched += done.dispatched
+                progress.scheduled += done.scheduled
             progress.scanned += int(page.get("ScannedCount", 0))
             progress.pages += 1
             report.pages += 1
@@ -396,6 +483,13 @@ class BroadcastWorker:
         if start:
             request["ExclusiveStartKey"] = start
         return dict(self.runner.customers.client.scan(**request))
+
+    def _backfill_current(self, stored: ScenarioVersion) -> bool:
+        """Whether the scenario still schedules by this version's trigger: it is active, on this
+        version or a later one with the same trigger. Stopped, or its trigger changed since (that
+        version has a backfill of its own): this one stops, rather than move entries back."""
+        active = self.runner.scenarios.active_version(stored.scenario_id)
+        return active is not None and active.scenario.trigger == stored.scenario.trigger
 
     def _already_enrolled(self, customer_id: str, message: SegmentMessage) -> bool:
         """Enrolled in this scenario at or after the run's time: by this run (a page seen again)."""

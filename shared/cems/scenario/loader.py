@@ -13,6 +13,14 @@ For each S3 notification record (`ObjectEvent`):
 S3 delivers at least once and not always in order. Each event's sequencer is recorded with the
 version it made: the same event again makes no second version, and an event older than one already
 applied is skipped. Re-uploading the content that is live (same etag) makes no new version either.
+
+**Date-trigger backfill.** A date trigger schedules a customer's moment when an event changes the
+date it watches; customers who had the date before the upload would never be scheduled. So when a
+version with a date trigger becomes active and the scenario was not active before (new, or stopped)
+or its trigger differs from the version that was live, the loader starts a backfill
+(`BroadcastStarter.start_backfill`: the broadcast fan-out over CustomersTable, run kind `backfill`,
+once per version). The same S3 event seen again (`duplicate`) asks again, comparing with the version
+before, which starts nothing when it was started already; unchanged content starts nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +28,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
 from cems import clock
-from cems.scenario.model import ID_HINT
+from cems.scenario.model import ID_HINT, DateTrigger, Scenario
 from cems.scenario.store import ActiveState, ScenarioSource, ScenarioStore, padded_sequencer
 from cems.scenario.validation import Issue, ValidationReport, validate_text
 
@@ -80,6 +88,17 @@ Outcome = Literal[
 ]
 
 
+# What became of a date-trigger backfill: `started`; `pending` (recorded, its messages not all
+# enqueued: tick enqueues them again); `already` (started before); `none` (nothing to backfill).
+BackfillResult = Literal["started", "pending", "already", "none"]
+
+
+class Backfills(Protocol):
+    """Starts a date-trigger version's backfill once (cems.scenario.broadcast.BroadcastStarter)."""
+
+    def start_backfill(self, scenario_id: str, version: int) -> BackfillResult: ...
+
+
 @dataclass(frozen=True)
 class LoadResult:
     key: str
@@ -88,6 +107,7 @@ class LoadResult:
     version: int | None = None
     errors: tuple[Issue, ...] = ()
     report_key: str | None = None
+    backfill: BackfillResult | None = None  # None: no date trigger, or no backfill asked for
 
 
 class ScenarioFiles:
@@ -148,9 +168,12 @@ def report_name(key: str) -> str | None:
 
 
 class ScenarioLoader:
-    def __init__(self, files: ScenarioFiles, scenarios: ScenarioStore) -> None:
+    def __init__(
+        self, files: ScenarioFiles, scenarios: ScenarioStore, backfills: Backfills | None = None
+    ) -> None:
         self.files = files
         self.scenarios = scenarios
+        self.backfills = backfills
 
     def handle(self, event: ObjectEvent) -> LoadResult:
         name = report_name(event.key)
@@ -225,11 +248,37 @@ class ScenarioLoader:
         result: Outcome = "unchanged" if outcome.result == "unchanged" else "activated"
         if outcome.result == "duplicate":
             result = "duplicate"
-        report_key = self._accepted(event, name, report, outcome.version, result)
-        return LoadResult(event.key, name, result, outcome.version, report_key=report_key)
+        backfill = self._backfill(report.scenario, outcome.version, result, current)
+        report_key = self._accepted(event, name, report, outcome.version, result, backfill)
+        return LoadResult(event.key, name, result, outcome.version, report_key=report_key, backfill=backfill)
+
+    def _backfill(
+        self, scenario: Scenario, version: int, result: Outcome, before: ActiveState | None
+    ) -> BackfillResult | None:
+        """Starts the date-trigger backfill a newly active version needs (see the module docstring).
+        `before` is the pointer as it was before this event; for a duplicate event it already names
+        this version, so the version before it is compared instead."""
+        if self.backfills is None or not isinstance(scenario.trigger, DateTrigger):
+            return None
+        if result == "activated":
+            live = before.version if before is not None and before.is_active else None
+        elif result == "duplicate":
+            live = version - 1 if version > 1 else None
+        else:
+            return None
+        previous = None if live is None else self.scenarios.version(scenario.id, live)
+        if previous is not None and previous.scenario.trigger == scenario.trigger:
+            return None
+        return self.backfills.start_backfill(scenario.id, version)
 
     def _accepted(
-        self, event: ObjectEvent, name: str, report: ValidationReport, version: int, result: Outcome
+        self,
+        event: ObjectEvent,
+        name: str,
+        report: ValidationReport,
+        version: int,
+        result: Outcome,
+        backfill: BackfillResult | None = None,
     ) -> str:
         assert report.scenario is not None
         body = {
@@ -253,8 +302,16 @@ class ScenarioLoader:
                 f"Now live as version {version}. New customers enter version {version}; "
                 "customers already in the scenario finish on the version they started."
             )
+        lines = [report.to_text(), live_ja, f"  {live_en}"]
+        if backfill in ("started", "pending", "already"):
+            body["backfill"] = backfill
+            live_ja += "日付がすでにあるお客様の配信予定を順次登録しています。"
+            lines += [
+                "日付がすでにあるお客様の配信予定を順次登録しています。",
+                "  Customers who already have the date are being scheduled (backfill).",
+            ]
         body["summary_ja"] = f"{report.summary_ja()}。{live_ja}"
-        text = "\n".join([report.to_text(), live_ja, f"  {live_en}"])
+        text = "\n".join(lines)
         return self.files.write_report(event.bucket, name, body, text)
 
     def _rejected(
