@@ -28,8 +28,9 @@ import boto3
 import pytest
 from botocore.exceptions import ReadTimeoutError
 from cems import aws
-from cems.email.dispatch import EmailDispatch, tags_from_ses
+from cems.email.dispatch import EmailDispatch
 from cems.email.suppression import SuppressionStore, address_hash
+from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.models import ChannelState, Profile
 from cems.reports.counters import ReportCounters
@@ -340,8 +341,9 @@ def test_ses_tags_name_the_dispatch(harness: Harness) -> None:
     [params] = calls
     assert params["ConfigurationSetName"] == "cems-dev"
     assert params["FromEmailAddress"] == SENDER
-    tags = tags_from_ses(params["EmailTags"])
-    assert (tags["dispatch"], tags["customer"], tags["scenario"], tags["version"]) == (
+    tags = DispatchTags.from_mail({t["Name"]: [t["Value"]] for t in params["EmailTags"]})
+    assert tags is not None
+    assert (tags.dispatch_key, tags.customer_id, tags.scenario_id, tags.version) == (
         "scn_shincha#step_1#cus_000001",
         customer,
         "scn_shincha",

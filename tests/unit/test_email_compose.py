@@ -19,7 +19,8 @@ from cems.email.compose import (
     rewrite_text_links,
 )
 from cems.email.config import EmailSettings, EmailSettingsError
-from cems.email.dispatch import EmailDispatch, tags_from_ses
+from cems.email.dispatch import EmailDispatch
+from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
 from pydantic import ValidationError
 
@@ -238,23 +239,15 @@ def test_dispatch_rules() -> None:
 def test_ses_tags_round_trip() -> None:
     d = dispatch(variant="冬 B", test=True, to_address="staff@example.jp")
     tags = d.ses_tags()
-    for tag in tags:
-        assert re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tag["Name"]) and re.fullmatch(
-            r"[A-Za-z0-9_-]{1,256}", tag["Value"]
-        )
-    back = tags_from_ses(tags)
-    assert back["dispatch"] == "scn_shincha#step_1#cus_0001"
-    assert (back["customer"], back["scenario"], back["version"], back["step"], back["variant"]) == (
+    back = DispatchTags.from_mail({t["Name"]: [t["Value"]] for t in tags} | {"ses:from-domain": ["x"]})
+    assert back is not None
+    assert (back.dispatch_key, back.customer_id, back.scenario_id, back.version) == (
+        "scn_shincha#step_1#cus_0001",
         "cus_0001",
         "scn_shincha",
         3,
-        "step_1",
-        "冬 B",
     )
-    assert back["test"] is True and back["dispatch_hash"] == d.key_hash()
-    # As SES events carry them: name -> list of values, with SES's own tags beside ours.
-    event_tags = {t["Name"]: [t["Value"]] for t in tags} | {"ses:configuration-set": ["cems-dev"]}
-    assert tags_from_ses(event_tags) == back
+    assert (back.step_id, back.variant, back.test) == ("step_1", "冬 B", True)
 
 
 def test_settings_required_outside_the_local_stack() -> None:

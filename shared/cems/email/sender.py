@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.errors import HeaderParseError
@@ -61,6 +61,7 @@ from cems.store import CustomerStore, condition_failed, from_attribute_map, to_a
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
 
 EMAIL_SK = "EMAIL"
 RETRY_MAX_SECONDS = 600
@@ -171,14 +172,14 @@ class SesGateway:
         to_address: str,
         raw: bytes,
         configuration_set: str | None,
-        tags: list[dict[str, str]],
+        tags: Sequence[MessageTagTypeDef],
     ) -> SesResult:
         request: dict[str, Any] = {
             "FromEmailAddress": from_address,
             "Destination": {"ToAddresses": [to_address]},
             # Raw, so that our headers (List-Unsubscribe, ...) and parts go out exactly as composed.
             "Content": {"Raw": {"Data": raw}},
-            "EmailTags": tags,
+            "EmailTags": list(tags),
         }
         if configuration_set:
             request["ConfigurationSetName"] = configuration_set
