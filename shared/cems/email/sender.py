@@ -75,7 +75,13 @@ RETRYABLE_CODES = frozenset(
         "TooManyRequestsException",
         "LimitExceededException",
         "SendingPausedException",
-        "AccountSuspendedException",  # the operator's to fix; the dispatch waits (then in the DLQ)
+        # The operator's to fix (account, IAM, credentials), not the mail's fault: the dispatch waits,
+        # then in the DLQ, and a redrive after the fix sends it.
+        "AccountSuspendedException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
         "Throttling",
         "ThrottlingException",
         "ServiceUnavailable",
