@@ -23,7 +23,7 @@ from pydantic import ValidationError
 SIGNER = TokenSigner(lambda: b"test-secret")
 CLICK = TrackingToken(
     kind=TokenKind.CLICK,
-    dispatch_key="welcome#3#mail1#cus_0123456789abcdef0123456789abcdef",
+    dispatch_key="cus_0123456789abcdef0123456789abcdef#welcome#3#mail1",
     customer_id="cus_0123456789abcdef0123456789abcdef",
     channel="email",
     scenario_id="welcome",
@@ -49,7 +49,8 @@ def test_tokens_are_url_safe_and_short() -> None:
     assert "=" not in signed and "/" not in signed
     payload = json.loads(base64.urlsafe_b64decode(signed.split(".")[0] + "=="))
     # Short keys, defaults left out.
-    assert set(payload) == {"k", "d", "c", "n", "s", "v", "p", "a", "u"}
+    assert set(payload) == {"k", "D", "c", "n", "s", "v", "p", "a", "u"}
+    assert payload["D"] == "#welcome#3#mail1"  # the dispatch key after the customer id
     assert len(signed.split(".")[1]) == 22  # 16 bytes of MAC
 
 
@@ -59,6 +60,13 @@ def test_minimal_token_defaults() -> None:
     assert len(signed) < 100
     back = SIGNER.verify(signed, TokenKind.OPEN)
     assert back == token and back.test is False and back.holdout is False and back.url is None
+
+
+def test_a_dispatch_key_not_starting_with_the_customer_id_is_kept_whole() -> None:
+    token = CLICK.model_copy(update={"dispatch_key": "test:abc"})
+    payload = json.loads(base64.urlsafe_b64decode(SIGNER.sign(token).split(".")[0] + "=="))
+    assert payload["d"] == "test:abc" and "D" not in payload
+    assert SIGNER.verify(SIGNER.sign(token), TokenKind.CLICK) == token
 
 
 def test_url_helpers() -> None:

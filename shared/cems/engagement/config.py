@@ -22,6 +22,8 @@ class EngagementSettings:
     # Where `engage` answers, without a trailing slash: tokens go in `{base_url}/r/<token>` and so on.
     base_url: str
     tracking_secret_parameter: str | None
+    # The sender's name shown on the unsubscribe pages (send_email's EMAIL_FROM_NAME), if given.
+    shop_name: str | None = None
 
     @classmethod
     def from_env(cls) -> EngagementSettings:
@@ -29,6 +31,7 @@ class EngagementSettings:
         return cls(
             base_url=env.get("ENGAGE_BASE_URL", LOCAL_ENGAGE_BASE_URL).rstrip("/"),
             tracking_secret_parameter=env.get("TRACKING_SECRET_PARAMETER") or None,
+            shop_name=env.get("EMAIL_FROM_NAME") or None,
         )
 
     def secret(self) -> bytes:

@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,8 @@ DOMAIN = b"cems-tracking-token-v1\x00"
 MAC_BYTES = 16  # 128 bits: plenty against forgery, and it keeps links short
 MAX_TOKEN_LENGTH = 4096
 MAX_URL_LENGTH = 2048
+# The payload key of a dispatch key written as what follows the customer id.
+_DISPATCH_SUFFIX = "D"
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 # Whitespace, control characters and backslashes have no place in a destination we put into a
 # Location header: they split headers or are read differently by different browsers.
@@ -125,6 +127,10 @@ class TokenSigner:
 
     def sign(self, token: TrackingToken) -> str:
         document = token.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        # Dispatch keys begin with the customer id (cems.scenario.engine.dispatch_key): said once.
+        if token.dispatch_key.startswith(token.customer_id):
+            document[_DISPATCH_SUFFIX] = token.dispatch_key[len(token.customer_id) :]
+            del document["d"]
         # `kind` and `channel` have no default, so they are always present.
         payload = _b64encode(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         return f"{payload}.{_b64encode(self._mac(payload))}"
@@ -142,13 +148,22 @@ class TokenSigner:
         if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(payload)):
             raise InvalidToken(*BAD_SIGNATURE)
         try:
-            token = TrackingToken.model_validate(json.loads(raw.decode("utf-8")))
+            token = TrackingToken.model_validate(_expand(json.loads(raw.decode("utf-8"))))
         except (ValueError, ValidationError):
             # Signed by us yet unreadable: only a secret shared with an incompatible signer does that.
             raise InvalidToken(*BAD_CONTENTS) from None
         if token.kind is not kind:
             raise InvalidToken(*WRONG_KIND)
         return token
+
+
+def _expand(document: Any) -> Any:
+    """The payload with a dispatch key given as a suffix of the customer id written out in full."""
+    if isinstance(document, dict) and _DISPATCH_SUFFIX in document and "d" not in document:
+        suffix, customer_id = document.pop(_DISPATCH_SUFFIX), document.get("c")
+        if isinstance(suffix, str) and isinstance(customer_id, str):
+            document["d"] = customer_id + suffix
+    return document
 
 
 def click_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:

@@ -1,0 +1,217 @@
+"""engage: the click tracker (GET /r/{token}), the open pixel (GET /o/{token}), unsubscribing
+(GET and POST /u/{token}) and SES events (bounces, complaints, deliveries) arriving through SNS.
+
+HTTP API events go through the Powertools resolver; an event with `Records` is the configuration
+set's SNS topic. The rules are in cems.engagement.engage; tokens are never logged (they name the
+customer and the dispatch), nor are email addresses.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402 - the collector is paused before the imports below (see gc.disable).
+import gc
+
+# Cold start: init builds many long-lived objects and next to no garbage (see functions/collect).
+gc.disable()
+
+import os
+
+# Pydantic looks for plugins in every installed distribution's entry points when it builds the first
+# model (a few ms of cold start); this function uses none. An explicit setting still wins.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import SNSEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.config import Settings
+from cems.email.suppression import SuppressionStore
+from cems.engagement import pages
+from cems.engagement.config import EngagementSettings
+from cems.engagement.engage import Engagement, Recorded, UnsubscribeResult
+from cems.engagement.ses_events import parse_ses_event
+from cems.engagement.tokens import InvalidToken, TokenSigner
+from cems.ingest import Ingestor
+from cems.reports.counters import ReportCounters
+from cems.responses import NOT_FOUND, error_response, json_response
+from cems.store import Stores
+from pydantic import ValidationError
+
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayHttpResolver()
+
+settings = Settings.from_env()
+engage_settings = EngagementSettings.from_env()
+stores = Stores.from_clients(aws.dynamodb(), settings)
+engagement = Engagement(
+    TokenSigner(engage_settings.secret),
+    Ingestor(stores.ingest),
+    stores.customers,
+    ReportCounters.from_env(aws.dynamodb()),
+    SuppressionStore(settings.customers_table, aws.dynamodb()),
+)
+
+
+@app.get("/r/<token>")
+def click(token: str) -> Response[Any]:
+    try:
+        verified, recorded = engagement.click(token)
+    except InvalidToken as error:
+        return _invalid("click", error)
+    _recorded("click", recorded)
+    assert verified.url is not None
+    return Response(302, None, "", {**pages.COMMON_HEADERS, "Location": pages.location(verified.url)})
+
+
+@app.get("/o/<token>")
+def pixel(token: str) -> Response[Any]:
+    try:
+        recorded = engagement.open(token)
+    except InvalidToken as error:
+        return _invalid("open", error)
+    _recorded("open", recorded)
+    return Response(200, pages.GIF, pages.PIXEL_GIF, dict(pages.COMMON_HEADERS))
+
+
+@app.get("/u/<token>")
+def unsubscribe_page(token: str) -> Response[Any]:
+    """The confirmation page. It changes nothing: mail security scanners open every link (GET)."""
+    try:
+        _, state = engagement.unsubscribe_state(token)
+    except InvalidToken as error:
+        return _invalid("unsubscribe", error)
+    metrics.add_metric("UnsubscribePages", MetricUnit.Count, 1)
+    if state is None:
+        return _page(pages.CONFIRM, form=True)
+    return _page(pages.RESULT_PAGES[state])
+
+
+@app.post("/u/<token>")
+def unsubscribe(token: str) -> Response[Any]:
+    """One-click unsubscribe (RFC 8058): any POST with a valid token, whatever its body (mail
+    clients send `List-Unsubscribe=One-Click`, our page's form the same)."""
+    try:
+        _, result = engagement.unsubscribe(token)
+    except InvalidToken as error:
+        return _invalid("unsubscribe", error)
+    metrics.add_metric(f"Unsubscribe_{result.value}", MetricUnit.Count, 1)
+    logger.info("unsubscribe", extra={"result": result.value})
+    accept = app.current_event.headers.get("accept")
+    if pages.wants_json(accept) and not pages.wants_html(accept):
+        status = 404 if result is UnsubscribeResult.UNKNOWN else 200
+        return json_response(
+            status, {"success": result is not UnsubscribeResult.UNKNOWN, "result": result.value}, _no_store()
+        )
+    return _page(pages.RESULT_PAGES[result])
+
+
+def _no_store() -> dict[str, str]:
+    return dict(pages.COMMON_HEADERS)
+
+
+def _page(page: pages.Page, *, form: bool = False) -> Response[Any]:
+    return Response(
+        page.status,
+        pages.HTML,
+        pages.render(page, shop=engage_settings.shop_name, form=form),
+        pages.HTML_HEADERS,
+    )
+
+
+def _recorded(action: str, recorded: Recorded) -> None:
+    metrics.add_metric(f"{action.capitalize()}s", MetricUnit.Count, 1)
+    if recorded.counted:
+        metrics.add_metric(f"{action.capitalize()}sCounted", MetricUnit.Count, 1)
+    # What happened, never which customer, dispatch or destination.
+    logger.info(
+        action,
+        extra={
+            "stored": recorded.stored,
+            "counted": recorded.counted,
+            "test": recorded.test,
+            "known": recorded.known,
+        },
+    )
+
+
+def _invalid(action: str, error: InvalidToken) -> Response[Any]:
+    """A token that is not ours answers 400 and goes nowhere (never a redirect). Browsers get a page
+    saying so, an image request a transparent GIF (so a mail never shows a broken image), anything
+    else JSON; the code is in every answer (`X-CEMS-Error` for the GIF)."""
+    metrics.add_metric("InvalidTokens", MetricUnit.Count, 1)
+    logger.info("invalid token", extra={"action": action, "error": error.code})
+    accept = app.current_event.headers.get("accept")
+    if action == "open" and pages.wants_image(accept) and not pages.wants_html(accept):
+        return Response(400, pages.GIF, pages.PIXEL_GIF, {**pages.COMMON_HEADERS, "X-CEMS-Error": error.code})
+    if pages.wants_html(accept):
+        page = pages.render(pages.INVALID)
+        return Response(400, pages.HTML, page, {**pages.HTML_HEADERS, "X-CEMS-Error": error.code})
+    body = {"success": False, "error": error.code, "code": error.code, "message": error.message}
+    return json_response(400, body, _no_store())
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return error_response(NOT_FOUND)
+
+
+def handle_sns(event: dict[str, Any]) -> dict[str, Any]:
+    """SES events from the configuration set's SNS topic. Each is applied once however often SNS
+    delivers it; a record that is not an SES event is logged and dropped (retrying cannot fix it),
+    while a failure (DynamoDB down) fails the invocation after the other records, so Lambda retries
+    it and the records done already change nothing the second time."""
+    failures = 0
+    records = list(SNSEvent(event).records)
+    for record in records:
+        try:
+            ses_event = parse_ses_event(record.sns.message)
+        except ValidationError as exc:
+            metrics.add_metric("SesEventsUnreadable", MetricUnit.Count, 1)
+            logger.warning("not an SES event", extra={"errors": exc.error_count()})
+            continue
+        try:
+            outcome = engagement.ses_event(ses_event)
+        except Exception:
+            failures += 1
+            metrics.add_metric("SesEventsFailed", MetricUnit.Count, 1)
+            logger.exception("SES event failed", extra={"event_type": ses_event.event_type})
+            continue
+        metrics.add_metric(f"Ses{outcome.event_type}", MetricUnit.Count, 1)
+        if outcome.bounce_type:
+            metrics.add_metric(f"SesBounce{outcome.bounce_type}", MetricUnit.Count, 1)
+        if outcome.suppressed:
+            metrics.add_metric("AddressesSuppressed", MetricUnit.Count, outcome.suppressed)
+        if outcome.counted:
+            metrics.add_metric("DeliveriesCounted", MetricUnit.Count, 1)
+        logger.info(
+            "ses event",
+            extra={
+                "event_type": outcome.event_type,
+                "bounce_type": outcome.bounce_type,
+                "suppressed": outcome.suppressed,
+                "stored": outcome.stored,
+                "counted": outcome.counted,
+                "tagged": outcome.tagged,
+                "test": outcome.test,
+            },
+        )
+    if failures:
+        raise RuntimeError(f"{failures} of {len(records)} SES events failed; Lambda retries the invocation")
+    return {"records": len(records)}
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" in event:
+        return handle_sns(event)
+    return app.resolve(event, context)
+
+
+# Init is done: its objects live as long as the execution environment, so collections can skip them.
+gc.freeze()
+gc.enable()

@@ -1,0 +1,151 @@
+"""What `engage` answers people: the unsubscribe pages (Japanese first, English alongside), the
+open pixel and error answers, with headers that keep them out of caches, referrers and frames.
+
+The pages are small self-contained HTML (inline style, no script, no external resource), so the
+Content-Security-Policy can forbid everything else. The unsubscribe form posts back to the same
+URL with `List-Unsubscribe=One-Click`, the body a mail client's one-click POST (RFC 8058) sends.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from html import escape
+from urllib.parse import quote
+
+from cems.engagement.engage import UnsubscribeResult
+
+# The smallest transparent GIF (1×1, 42 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = "no-store, no-cache, must-revalidate, max-age=0, private"
+# Every answer: never cached (each request is a fact to record), never indexed, never framed.
+COMMON_HEADERS = {
+    "Cache-Control": NO_STORE,
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+HTML_HEADERS = {
+    **COMMON_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+HTML = "text/html; charset=utf-8"
+GIF = "image/gif"
+# Characters left as they are in a Location header: the URL's own syntax. Everything else (in
+# practice non-ASCII, e.g. a Japanese path) is percent-encoded as UTF-8, as browsers do.
+_LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]~_"
+
+
+def location(url: str) -> str:
+    """A validated http(s) destination as a Location header value (ASCII only)."""
+    return quote(url, safe=_LOCATION_SAFE)
+
+
+@dataclass(frozen=True)
+class Page:
+    status: int
+    title_ja: str
+    title_en: str
+    body_ja: str
+    body_en: str
+
+
+def wants_html(accept: str | None) -> bool:
+    """Whether the caller is a browser (which asks for text/html) rather than a program."""
+    return "text/html" in (accept or "").lower()
+
+
+def wants_json(accept: str | None) -> bool:
+    return "application/json" in (accept or "").lower()
+
+
+def wants_image(accept: str | None) -> bool:
+    """Whether the caller is loading an image (browsers and mail clients ask for image/*)."""
+    return "image/" in (accept or "").lower()
+
+
+def render(page: Page, *, shop: str | None = None, form: bool = False) -> str:
+    """The page as HTML; `form` adds the one-click button posting back to this URL."""
+    sender = f'<p class="shop">{escape(shop)}</p>' if shop else ""
+    button = (
+        '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">配信を停止する<span lang="en">Unsubscribe</span></button></form>'
+        if form
+        else ""
+    )
+    return (
+        '<!doctype html><html lang="ja"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<meta name="robots" content="noindex,nofollow">'
+        f"<title>{escape(page.title_ja)} / {escape(page.title_en)}</title>"
+        f"<style>{_STYLE}</style></head><body><main>{sender}"
+        f"<h1>{escape(page.title_ja)}</h1><p>{escape(page.body_ja)}</p>"
+        f'<h2 lang="en">{escape(page.title_en)}</h2><p lang="en">{escape(page.body_en)}</p>'
+        f"{button}</main></body></html>"
+    )
+
+
+_STYLE = (
+    "body{font-family:system-ui,-apple-system,'Hiragino Sans','Noto Sans JP',sans-serif;background:#f6f6f4;"
+    "color:#222;margin:0;padding:2rem 1rem}main{max-width:32rem;margin:auto;background:#fff;padding:1.5rem;"
+    "border-radius:8px}h1{font-size:1.3rem}h2{font-size:1.05rem;color:#555;margin-top:1.5rem}"
+    "p{line-height:1.7}.shop{color:#666;font-size:.9rem}button{font-size:1rem;padding:.7rem 1.4rem;"
+    "border:0;border-radius:6px;background:#b03a2e;color:#fff;cursor:pointer}"
+    "button span{display:block;font-size:.8rem}"
+)
+
+CONFIRM = Page(
+    200,
+    "配信停止の確認",
+    "Confirm unsubscribe",
+    "下のボタンを押すと、このメールアドレスへのお知らせメールの配信を停止します。",
+    "Press the button below to stop marketing email to this address.",
+)
+UNSUBSCRIBED = Page(
+    200,
+    "配信を停止しました",
+    "You have been unsubscribed",
+    "今後、このメールアドレスにお知らせメールはお送りしません。ご利用ありがとうございました。",
+    "We will not send marketing email to this address any more. Thank you.",
+)
+ALREADY = Page(
+    200,
+    "配信は停止済みです",
+    "You are already unsubscribed",
+    "このメールアドレスへのお知らせメールの配信は、すでに停止しています。",
+    "Marketing email to this address was already stopped.",
+)
+TEST = Page(
+    200,
+    "テスト送信のリンクです",
+    "This link is from a test mail",
+    "テスト送信されたメールのリンクのため、配信設定は変更していません。",
+    "This link comes from a test send, so nothing was changed.",
+)
+UNKNOWN = Page(
+    404,
+    "お客様情報が見つかりません",
+    "We could not find you",
+    "このリンクのお客様情報は見つかりませんでした(削除済みの可能性があります)。何も変更していません。",
+    "We could not find the customer this link was for (it may have been deleted). Nothing was changed.",
+)
+INVALID = Page(
+    400,
+    "リンクが正しくありません",
+    "This link is not valid",
+    "リンクが途中で切れているか、変更されています。メールのリンクをもう一度そのままお試しください。",
+    "The link is cut short or was altered. Please try the link in the mail again, exactly as it is.",
+)
+
+RESULT_PAGES = {
+    UnsubscribeResult.UNSUBSCRIBED: UNSUBSCRIBED,
+    UnsubscribeResult.ALREADY: ALREADY,
+    UnsubscribeResult.TEST: TEST,
+    UnsubscribeResult.UNKNOWN: UNKNOWN,
+}
