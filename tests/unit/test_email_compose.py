@@ -107,6 +107,16 @@ def test_headers_unsubscribe_and_encoded_sender() -> None:
     assert TEST_HEADER not in message
 
 
+def test_a_long_unsubscribe_url_stays_one_plain_header_line() -> None:
+    d = dispatch(idempotency_key="scn_" + "x" * 200 + "#step_1#enrolment", variant="冬のキャンペーン B")
+    _, raw = build(d)
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    [line] = [h for h in headers if h.startswith("List-Unsubscribe:")]
+    assert re.fullmatch(rf"List-Unsubscribe: <{re.escape(BASE)}/u/[A-Za-z0-9_.-]+>", line)
+    assert len(line) > 300
+    assert headers[headers.index(line) + 1].startswith("List-Unsubscribe-Post:")  # not folded
+
+
 def test_footer_in_both_parts_japanese_and_english() -> None:
     message, _ = build(dispatch())
     text, html = parts(message)

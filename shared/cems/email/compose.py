@@ -42,6 +42,10 @@ from cems.engagement.tokens import (
     unsubscribe_url,
 )
 
+# Headers are written with CRLF and RFC 2047 for non-ASCII, folded only beyond RFC 5322's hard limit
+# of 998 characters: folding at 78 turns a long unsubscribe URL (it has no space to fold at) into
+# encoded words, which no mail client reads as a List-Unsubscribe URL.
+OUTPUT_POLICY = SMTP.clone(max_line_length=998)
 TEST_SUBJECT_PREFIX = "[テスト/TEST] "
 TEST_HEADER = "X-CEMS-Test"
 # Bare URLs in a text part: printable ASCII up to whitespace or a character that cannot be in a URL
@@ -104,7 +108,7 @@ class ComposedEmail:
 
     def as_bytes(self) -> bytes:
         """The message as SES takes it (Raw): CRLF line ends, non-ASCII headers RFC 2047-encoded."""
-        return self.message.as_bytes(policy=SMTP)
+        return self.message.as_bytes(policy=OUTPUT_POLICY)
 
 
 def compose(
