@@ -1,4 +1,6 @@
-"""A segment broadcast end to end on the local stack: LINE friends follow through the signed webhook
+"""Broadcasts, and the date-trigger backfill that uses their fan-out, end to end on the local stack.
+
+A segment broadcast: LINE friends follow through the signed webhook
 and answer a survey by postback, a shop customer identifies through /v1/identify; a broadcast
 scenario is uploaded with `cems scenario upload`; when CEMS's clock passes its time, tick (the
 stack's schedule poller) starts the run, the broadcast function (BroadcastQueue's poller) works
@@ -24,9 +26,12 @@ import pytest
 from cems.cli import main
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.webhook import sign
+from cems.scenario import engine
+from cems.scenario.store import EnrolmentStore
+from cems.store import CustomerStore
 
 from tests.e2e.conftest import ROOT, LocalStackClient
-from tests.e2e.test_post_purchase_journey import _now
+from tests.e2e.test_post_purchase_journey import _line_customer, _now
 from tests.e2e.test_scenario_cart_abandonment import _messages, _post
 
 pytestmark = pytest.mark.e2e
@@ -130,3 +135,67 @@ def test_a_broadcast_reaches_its_audience_once(
     sent = [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
     assert all(m["endpoint"] in ("push", "multicast") for m in sent), sent
     assert Counter(m["to"] for m in sent) == {friends["yes1"]: 1, friends["yes2"]: 1}, sent
+
+
+def test_a_date_trigger_uploaded_after_the_purchase_still_reaches_the_buyer(
+    local_stack: LocalStackClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The date-trigger backfill: a customer who bought before the scenario existed is scheduled when
+    it is uploaded (through the broadcast fan-out) and gets the message at the moment, once."""
+    monkeypatch.setenv("CEMS_AWS_PORT", str(urlparse(local_stack.aws_url).port))
+    run = uuid.uuid4().hex[:8]
+    customers = CustomerStore("CustomersTable", local_stack.dynamodb)
+    buyer, buyer_line = _line_customer(local_stack, customers, f"bf-buyer-{run}")
+    _, browser_line = _line_customer(local_stack, customers, f"bf-browser-{run}")
+    for user_id in (f"bf-buyer-{run}", f"bf-browser-{run}"):
+        _post(local_stack, "/v1/identify", {"userId": user_id, "traits": {"backfill_run": run}})
+    order = {
+        "order_id": f"o-bf-{run}",
+        "revenue": 1620,
+        "currency": "JPY",
+        "products": [{"product_id": "sencha"}],
+    }
+    _post(
+        local_stack,
+        "/v1/track",
+        {"userId": f"bf-buyer-{run}", "event": "Order Completed", "properties": order},
+    )
+    local_stack.drain()
+
+    scenario_id = f"e2e-backfill-{run}"
+    document = {
+        "id": scenario_id,
+        "name": f"お茶のおかわり e2e {run}",
+        "trigger": {"type": "date", "date": "last_purchase_at", "offset": "1d", "at": "10:00"},
+        # Other tests' buyers share the stack's tables: only this run's customers are in the audience.
+        "audience": {"kind": "trait", "trait": "backfill_run", "value": run},
+        "send_window": {"start": "00:00", "end": "23:59"},
+        "steps": [
+            {
+                "id": "refill",
+                "type": "send",
+                "channel": "line",
+                "line": [{"type": "text", "text": f"おかわり ({run})"}],
+            },
+            {"id": "done", "type": "end"},
+        ],
+    }
+    path = tmp_path / f"{scenario_id}.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), "utf-8")
+    assert main(["scenario", "upload", str(path)]) == 0
+    local_stack.drain()  # the backfill's segments
+    enrolments = EnrolmentStore("JourneysTable", local_stack.dynamodb, model=engine.Enrolment)
+    assert enrolments.schedule(buyer, scenario_id) is not None
+    before = len(_messages(local_stack))
+
+    def sent() -> list[dict[str, Any]]:
+        return [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+
+    for _ in range(12):  # the day after the purchase at 10:00 in Tokyo is at most two days away
+        _post(local_stack, "/_local/clock", {"advance_seconds": 6 * 3600})
+        if sent():
+            break
+    _post(local_stack, "/_local/clock", {"advance_seconds": 6 * 3600})  # and nothing more afterwards
+    assert [m["to"] for m in sent()] == [buyer_line], sent()
+    assert enrolments.schedule(buyer, scenario_id) is None
+    assert browser_line not in {m["to"] for m in sent()}
