@@ -1,4 +1,5 @@
-"""`python -m bench [--only NAME ...]` (requests, coldstart, throughput, line, journeys): print figures."""
+"""`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
+journeys, email)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import bench.aws_requests
 import bench.coldstart
 import bench.journeys
 import bench.line
+import bench.mail
 import bench.throughput
 from bench.report import Figure, Measured, table
 
@@ -22,6 +24,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "throughput": lambda _: bench.throughput.measure(),
     "line": lambda args: bench.line.measure(python=args.python),
     "journeys": lambda _: bench.journeys.measure(),
+    "email": lambda args: bench.mail.measure(python=args.python),
 }
 
 

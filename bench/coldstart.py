@@ -195,3 +195,45 @@ def _version(python: str) -> str:
         timeout=60,
     )
     return result.stdout.strip()
+
+
+def compare_functions(
+    rounds: int, python: str, functions: tuple[str, ...], env: dict[str, str], label: str
+) -> Measured:
+    """Fresh interpreters import each of `functions` (functions/<name>/app.py: import and init, as
+    Lambda's init phase) alternately with a bare `import boto3`, the order rotating each round after
+    one untimed round (OS file cache, .pyc files); each ratio is the median of per-round ratios."""
+    kinds: list[str | None] = [None, *functions]
+    times: dict[str | None, list[float]] = {k: [] for k in kinds}
+    for n in range(rounds + 1):
+        order = kinds[n % len(kinds) :] + kinds[: n % len(kinds)]
+        for kind in order:
+            paths = [str(ROOT / "functions" / kind), str(ROOT / "shared")] if kind else [str(ROOT / "shared")]
+            mode = "boto3" if kind is None else "init"
+            seconds: float = run_child(python, mode, env, paths=paths)["import"]
+            if n > 0:
+                times[kind].append(seconds)
+    figures = [
+        Figure(
+            f"cold start: bare import boto3 (median, {label} run)",
+            statistics.median(times[None]) * 1000,
+            "ms",
+            digits=0,
+        )
+    ]
+    for function in functions:
+        ratio = statistics.median(f / b for f, b in zip(times[function], times[None], strict=True))
+        figures.append(
+            Figure(
+                f"cold start: {function} import + init (median)",
+                statistics.median(times[function]) * 1000,
+                "ms",
+                digits=0,
+            )
+        )
+        figures.append(Figure(f"cold start: {function} import + init / import boto3", ratio))
+    notes = [
+        f"{label} cold start: {rounds} rounds of fresh {_version(python)} interpreters (boto3, "
+        f"{', '.join(functions)} alternating)"
+    ]
+    return Measured(figures, notes)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import sys
 from datetime import UTC, datetime, timedelta
 
-from bench.coldstart import NO_AWS, _child_env, _version, run_child
+from bench.coldstart import NO_AWS, _child_env, compare_functions
 from bench.report import Figure, Measured
-from bench.tables import FAKE_AWS_ENV, REGION, ROOT, create_tables
+from bench.tables import FAKE_AWS_ENV, REGION, create_tables
 
 ROUNDS = 9
 FUNCTIONS = ("line_webhook", "send_line")
@@ -153,44 +152,5 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(python: str, mode: str, function: str | None, env: dict[str, str]) -> float:
-    paths = [str(ROOT / "functions" / function), str(ROOT / "shared")] if function else [str(ROOT / "shared")]
-    seconds: float = run_child(python, mode, env, paths=paths)["import"]
-    return seconds
-
-
 def _cold_start(rounds: int, python: str) -> Measured:
-    env = _env()
-    kinds: list[str | None] = [None, *FUNCTIONS]
-    times: dict[str | None, list[float]] = {k: [] for k in kinds}
-    # One untimed round warms the OS file cache and writes any missing .pyc files.
-    for n in range(rounds + 1):
-        order = kinds[n % len(kinds) :] + kinds[: n % len(kinds)]
-        for kind in order:
-            seconds = _run(python, "boto3" if kind is None else "init", kind, env)
-            if n > 0:
-                times[kind].append(seconds)
-    figures = [
-        Figure(
-            "cold start: bare import boto3 (median, LINE run)",
-            statistics.median(times[None]) * 1000,
-            "ms",
-            digits=0,
-        )
-    ]
-    for function in FUNCTIONS:
-        ratio = statistics.median(f / b for f, b in zip(times[function], times[None], strict=True))
-        figures.append(
-            Figure(
-                f"cold start: {function} import + init (median)",
-                statistics.median(times[function]) * 1000,
-                "ms",
-                digits=0,
-            )
-        )
-        figures.append(Figure(f"cold start: {function} import + init / import boto3", ratio))
-    notes = [
-        f"LINE cold start: {rounds} rounds of fresh {_version(python)} interpreters (boto3, line_webhook, "
-        "send_line alternating); send_line loads line-bot-sdk through cems.line.api's lazy packages"
-    ]
-    return Measured(figures, notes)
+    return compare_functions(rounds, python, FUNCTIONS, _env(), "LINE")
