@@ -122,5 +122,7 @@ def test_backoff_grows_and_is_capped() -> None:
 def test_addresses() -> None:
     assert valid_address("sato@example.com")
     assert valid_address("sato.hanako+tea@mail.example.co.jp")
-    for bad in ("", "sato", "sato@", "@example.com", "sato@localhost", "a b@example.com", "a@b@c.jp"):
+    assert valid_address("sato@xn--r8jz45g.jp")
+    bad_ones = ("", "sato", "sato@", "@example.com", "sato@localhost", "a b@example.com", "a@b@c.jp")
+    for bad in (*bad_ones, "田中@example.jp", "sato@例え.jp"):
         assert not valid_address(bad), bad

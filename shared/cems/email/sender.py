@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.errors import HeaderParseError
+from email.errors import HeaderParseError, MessageError
 from email.headerregistry import Address
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -218,6 +218,10 @@ def scrub(text: str, limit: int = 300) -> str:
 
 
 def valid_address(value: str) -> bool:
+    """A mailbox SES can send to: `local@domain.tld`, ASCII only (SES has no SMTPUTF8; an
+    internationalised domain must be given in its xn-- form)."""
+    if not value.isascii():
+        return False
     try:
         address = Address(addr_spec=value)
     except (ValueError, HeaderParseError, IndexError):
@@ -418,7 +422,10 @@ class EmailSender:
             return report
         try:
             composed = compose(dispatch, recipient.address, self.settings, self.links(dispatch))
-        except ValueError as exc:
+            # Serialised before the claim: a mail that cannot be written is a failure, not a claim
+            # left `sending`.
+            raw = composed.as_bytes()
+        except (ValueError, MessageError) as exc:
             # The shop's own settings or content cannot make a valid mail: failed for good.
             self._record_failure(dispatch, "InvalidMessage", scrub(str(exc)), report)
             return report
@@ -431,7 +438,7 @@ class EmailSender:
         result = self.gateway.send(
             self.settings.from_address,
             recipient.address,
-            composed.as_bytes(),
+            raw,
             self.settings.configuration_set,
             dispatch.ses_tags(),
         )
