@@ -1,0 +1,187 @@
+"""Erasing a customer (Japan's APPI, GDPR): the profile, its identities, its events, enrolments,
+date schedules and frequency-cap counters. docs/reports.md says what is kept and why.
+
+A person may be several customer ids (a visitor merged into a known user): the id given is followed
+to the profile it was merged into, and every id merged into that profile is erased with it.
+
+Order matters for a retry: everything under a customer id goes first and the profiles last, so an
+erasure cut short (a time-out, a throttle) is finished by asking again; once the profiles are gone
+the answer is "no such customer" and nothing is left to find. Senders skip a customer without a
+profile, so nothing is sent afterwards; an enrolment written by a journey racing the erasure has no
+profile to send to either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from cems.models import Profile
+from cems.store import CustomerStore, condition_failed, identities_of, identity_key, profile_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# BatchWriteItem takes at most 25 requests a call.
+MAX_BATCH_WRITE = 25
+# Unprocessed items (throttling) are sent again after a growing pause, this many times at most.
+MAX_BATCH_ATTEMPTS = 8
+# JourneysTable partitions keyed by customer id (cems.scenario.store): enrolments, date-trigger
+# schedules, frequency-cap counters.
+JOURNEY_PARTITIONS = {"enrolments": "ENR#", "schedules": "DATE#", "caps": "CAP#"}
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What was removed, as counts (no personal data: this is logged and answered)."""
+
+    customer_id: str  # the id asked for
+    customer_ids: tuple[str, ...]  # every id of the person that was erased
+    profiles: int
+    identities: int
+    events: int
+    enrolments: int
+    schedules: int
+    caps: int
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "profiles": self.profiles,
+            "identities": self.identities,
+            "events": self.events,
+            "enrolments": self.enrolments,
+            "schedules": self.schedules,
+            "caps": self.caps,
+        }
+
+
+class UnprocessedItemsError(RuntimeError):
+    """DynamoDB kept returning unprocessed deletes (sustained throttling): ask again later."""
+
+
+class CustomerEraser:
+    def __init__(
+        self,
+        customers_table: str,
+        events_table: str,
+        journeys_table: str,
+        client: DynamoDBClient,
+        *,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.customers = CustomerStore(customers_table, client)
+        self.events_table = events_table
+        self.journeys_table = journeys_table
+        self.client = client
+        self._sleep = sleep
+
+    def person(self, customer_id: str) -> list[Profile]:
+        """The profiles of the person `customer_id` belongs to: the one it was merged into (if any)
+        first, then every profile merged into that one that still exists. Empty: no such customer."""
+        canonical = self.customers.canonical_id(customer_id)
+        target = self.customers.profile(canonical, follow_merges=False)
+        if target is None:
+            asked = self.customers.profile(customer_id, follow_merges=False)
+            return [asked] if asked is not None else []
+        others = sorted((target.merged_ids | {customer_id}) - {target.customer_id})
+        found = self.customers.profiles(others)
+        return [target, *(found[c] for c in others if c in found)]
+
+    def erase(self, customer_id: str) -> Erasure | None:
+        """Erase the person; None when there is no such customer (never was, or erased already)."""
+        profiles = self.person(customer_id)
+        if not profiles:
+            return None
+        ids = sorted({customer_id} | {i for p in profiles for i in p.all_customer_ids()})
+        events = sum(self._delete_events(i) for i in ids)
+        journeys = {
+            name: sum(self._delete_partition(self.journeys_table, prefix + i) for i in ids)
+            for name, prefix in JOURNEY_PARTITIONS.items()
+        }
+        identities = sum(self._delete_identities(p, ids) for p in profiles)
+        # Merged sources before the profile they point to, so a retry still finds the person.
+        removed = 0
+        for profile in reversed(profiles):
+            removed += self._delete(self.customers.table_name, profile_key(profile.customer_id))
+        return Erasure(
+            customer_id=customer_id,
+            customer_ids=tuple(ids),
+            profiles=removed,
+            identities=identities,
+            events=events,
+            **journeys,
+        )
+
+    # -- deletes ------------------------------------------------------------------------------------
+
+    def _delete_identities(self, profile: Profile, ids: Sequence[str]) -> int:
+        """Identity items the profile names, deleted only while they still point at this person: an
+        anonymous id moved on to another customer (a shared browser) belongs to that customer now."""
+        removed = 0
+        placeholders = {f":c{n}": {"S": cid} for n, cid in enumerate(ids)}
+        for key in identities_of(profile):
+            try:
+                self.client.delete_item(
+                    TableName=self.customers.table_name,
+                    Key=identity_key(key),
+                    ConditionExpression=f"customer_id IN ({', '.join(placeholders)})",
+                    ExpressionAttributeValues=placeholders,
+                )
+            except ClientError as exc:
+                if condition_failed(exc):
+                    continue  # gone already, or someone else's now
+                raise
+            removed += 1
+        return removed
+
+    def _delete(self, table: str, key: dict[str, Any]) -> int:
+        answer = self.client.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")
+        return 1 if answer.get("Attributes") else 0
+
+    def _delete_events(self, customer_id: str) -> int:
+        keys = self._keys(self.events_table, "customer_id", customer_id, ("customer_id", "sk"))
+        return self._batch_delete(self.events_table, keys)
+
+    def _delete_partition(self, table: str, pk: str) -> int:
+        return self._batch_delete(table, self._keys(table, "pk", pk, ("pk", "sk")))
+
+    def _keys(
+        self, table: str, hash_name: str, value: str, names: tuple[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        for page in self.client.get_paginator("query").paginate(
+            TableName=table,
+            KeyConditionExpression="#h = :v",
+            ExpressionAttributeNames={"#h": hash_name, "#a": names[0], "#b": names[1]},
+            ExpressionAttributeValues={":v": {"S": value}},
+            ProjectionExpression="#a, #b",
+            ConsistentRead=True,
+        ):
+            yield from page["Items"]
+
+    def _batch_delete(self, table: str, keys: Iterator[dict[str, Any]]) -> int:
+        count = 0
+        chunk: list[dict[str, Any]] = []
+        for key in keys:
+            chunk.append(key)
+            if len(chunk) == MAX_BATCH_WRITE:
+                self._write_deletes(table, chunk)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            self._write_deletes(table, chunk)
+            count += len(chunk)
+        return count
+
+    def _write_deletes(self, table: str, keys: list[dict[str, Any]]) -> None:
+        request: Any = {table: [{"DeleteRequest": {"Key": k}} for k in keys]}
+        for attempt in range(MAX_BATCH_ATTEMPTS):
+            answer = self.client.batch_write_item(RequestItems=request)
+            request = answer.get("UnprocessedItems") or None
+            if not request:
+                return
+            self._sleep(min(2.0, 0.05 * 2**attempt))
+        raise UnprocessedItemsError(f"{table}: deletes still unprocessed after {MAX_BATCH_ATTEMPTS} attempts")

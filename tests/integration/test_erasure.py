@@ -1,0 +1,160 @@
+"""Erasing a customer under moto: a person of several merged ids, their identities, events, journeys;
+other customers and the report counters untouched; idempotent; a retry after a partial erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cems import clock
+from cems.erasure import CustomerEraser, UnprocessedItemsError
+from cems.ingest import Ingestor
+from cems.models import SegmentMessage, Site
+from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.store import IdentityKey, IdentityKind, Stores, identity_key
+
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+SITE = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+LINE_ID = "U" + "a" * 32
+
+
+def msg(type_: str, message_id: str, **fields: Any) -> SegmentMessage:
+    return SegmentMessage.model_validate({"type": type_, "messageId": message_id, **fields})
+
+
+@pytest.fixture
+def person(stores: Stores, dynamodb: Any) -> dict[str, str]:
+    """u1 known on one device, then seen anonymously on another (a2) and merged in; a LINE friend;
+    enrolled in a scenario with a cap counter and a date schedule. And a bystander, u2."""
+    clock.freeze(NOW)
+    ingest = Ingestor(stores.ingest)
+    ingest.ingest(SITE, [msg("identify", "m0", userId="u1", anonymousId="a1", traits={"name": "Sato"})], NOW)
+    ingest.ingest(SITE, [msg("track", f"m{i}", anonymousId="a2", event="Viewed") for i in range(1, 31)], NOW)
+    visitor = stores.customers.customer_for_anonymous_id("a2") or ""
+    ingest.ingest(SITE, [msg("identify", "m40", userId="u1", anonymousId="a2")], NOW)
+    known = stores.customers.customer_for_user_id("u1") or ""
+    assert visitor != known and stores.customers.customer_for_anonymous_id("a2") == known
+    ingest.ingest(SITE, [msg("identify", "b0", userId="u2", anonymousId="b1", traits={"name": "Ito"})], NOW)
+    # The LINE contact, as the webhook's account link leaves it.
+    dynamodb.update_item(
+        TableName="CustomersTable",
+        Key={"pk": {"S": f"CUST#{known}"}, "sk": {"S": "PROFILE"}},
+        UpdateExpression="SET line_user_id = :l",
+        ExpressionAttributeValues={":l": {"S": LINE_ID}},
+    )
+    dynamodb.put_item(
+        TableName="CustomersTable",
+        Item={**identity_key(IdentityKey(IdentityKind.LINE, LINE_ID)), "customer_id": {"S": known}},
+    )
+    for pk, sk in (
+        (f"ENR#{known}", "welcome"),
+        (f"ENR#{visitor}", "browse"),
+        (f"CAP#{known}", "line#D#2026-11-20"),
+    ):
+        dynamodb.put_item(TableName="JourneysTable", Item={"pk": {"S": pk}, "sk": {"S": sk}})
+    dynamodb.put_item(TableName="JourneysTable", Item={"pk": {"S": f"DATE#{known}"}, "sk": {"S": "birthday"}})
+    ReportCounters("JourneysTable", dynamodb).add(ReportCell("welcome", 1), Metric.ENROLLED)
+    return {
+        "known": known,
+        "visitor": visitor,
+        "bystander": stores.customers.customer_for_user_id("u2") or "",
+    }
+
+
+def eraser(dynamodb: Any, **kwargs: Any) -> CustomerEraser:
+    return CustomerEraser("CustomersTable", "EventsTable", "JourneysTable", dynamodb, **kwargs)
+
+
+def _count(dynamodb: Any, table: str, key: str, value: str) -> int:
+    answer = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="#k = :v",
+        ExpressionAttributeNames={"#k": key},
+        ExpressionAttributeValues={":v": {"S": value}},
+        Select="COUNT",
+    )
+    return int(answer["Count"])
+
+
+def test_the_whole_person_is_erased_by_any_of_their_ids(
+    person: dict[str, str], stores: Stores, dynamodb: Any
+) -> None:
+    known, visitor = person["known"], person["visitor"]
+    # Asked by the merged-away id: the profile it joined goes too (the person is one).
+    erasure = eraser(dynamodb).erase(visitor)
+    assert erasure is not None
+    assert set(erasure.customer_ids) == {known, visitor}
+    assert erasure.counts() == {
+        "profiles": 2,
+        "identities": 4,  # user u1, anonymous a1 and a2, the LINE id
+        "events": 32,  # m0, m1..m30 under the visitor, m40
+        "enrolments": 2,
+        "schedules": 1,
+        "caps": 1,
+    }
+    for cid in (known, visitor):
+        assert stores.customers.profile(cid, follow_merges=False) is None
+        assert _count(dynamodb, "EventsTable", "customer_id", cid) == 0
+        for prefix in ("ENR#", "CAP#", "DATE#"):
+            assert _count(dynamodb, "JourneysTable", "pk", prefix + cid) == 0
+    for key in (
+        IdentityKey(IdentityKind.USER, "u1"),
+        IdentityKey(IdentityKind.ANONYMOUS, "a1"),
+        IdentityKey(IdentityKind.ANONYMOUS, "a2"),
+        IdentityKey(IdentityKind.LINE, LINE_ID),
+    ):
+        assert "Item" not in dynamodb.get_item(TableName="CustomersTable", Key=identity_key(key))
+    # Someone else is untouched, and the report counters (no personal data) stay.
+    bystander = stores.customers.profile(person["bystander"])
+    assert bystander is not None and bystander.traits == {"name": "Ito"}
+    assert _count(dynamodb, "EventsTable", "customer_id", person["bystander"]) == 1
+    assert stores.customers.customer_for_anonymous_id("b1") == person["bystander"]
+    assert ReportCounters("JourneysTable", dynamodb).cells("welcome")
+    # A second erasure finds no one.
+    assert eraser(dynamodb).erase(known) is None
+    assert eraser(dynamodb).erase(visitor) is None
+    assert eraser(dynamodb).erase("cus_never") is None
+
+
+def test_an_identity_that_moved_to_someone_else_is_kept(person: dict[str, str], dynamodb: Any) -> None:
+    # a1 now belongs to the bystander (a shared browser's newest sign-in): it is theirs to keep.
+    dynamodb.put_item(
+        TableName="CustomersTable",
+        Item={
+            **identity_key(IdentityKey(IdentityKind.ANONYMOUS, "a1")),
+            "customer_id": {"S": person["bystander"]},
+        },
+    )
+    erasure = eraser(dynamodb).erase(person["known"])
+    assert erasure is not None and erasure.identities == 3
+    item = dynamodb.get_item(
+        TableName="CustomersTable", Key=identity_key(IdentityKey(IdentityKind.ANONYMOUS, "a1"))
+    )
+    assert item["Item"]["customer_id"]["S"] == person["bystander"]
+
+
+def test_an_erasure_cut_short_is_finished_by_asking_again(person: dict[str, str], dynamodb: Any) -> None:
+    real = dynamodb.batch_write_item
+    calls = {"n": 0}
+
+    def throttled(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            # Half of the chunk comes back unprocessed once, then goes through: retried.
+            [(table, requests)] = kwargs["RequestItems"].items()
+            real(RequestItems={table: requests[:10]})
+            return {"UnprocessedItems": {table: requests[10:]}}
+        if calls["n"] >= 4:
+            return {"UnprocessedItems": kwargs["RequestItems"]}  # sustained throttling
+        return real(**kwargs)
+
+    dynamodb.batch_write_item = throttled
+    with pytest.raises(UnprocessedItemsError):
+        eraser(dynamodb, sleep=lambda _: None).erase(person["known"])
+    dynamodb.batch_write_item = real
+    # The profiles are still there (they go last), so asking again finds the person and finishes.
+    erasure = eraser(dynamodb).erase(person["known"])
+    assert erasure is not None and erasure.profiles == 2
+    assert _count(dynamodb, "EventsTable", "customer_id", person["visitor"]) == 0
+    assert eraser(dynamodb).erase(person["known"]) is None
