@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cems import clock
+from cems.email.suppression import SuppressionReason
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.engagement.ses_events import DispatchTags, SesEvent
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
@@ -52,7 +53,7 @@ class CounterPort(Protocol):
 
 
 class SuppressionPort(Protocol):
-    def suppress(self, address: str, reason: Any, at: datetime | None = None) -> bool: ...
+    def suppress(self, address: str, reason: SuppressionReason, at: datetime | None = None) -> bool: ...
 
 
 def message_id(prefix: str, *parts: str) -> str:
