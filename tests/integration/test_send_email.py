@@ -628,3 +628,39 @@ def test_the_sample_events_run(harness: Harness) -> None:
     assert mails[2][1].get_content_type() == "text/plain"
     assert f"{BASE}/r/" not in mails[2][1].get_content()
     assert harness.counts("scn_repeat_30d") == {"sent": 1}
+
+
+def test_metrics_per_outcome(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    harness.customer(1)
+    harness.customer(2, consent=False)
+    harness.customer(3)
+    harness.customer(4)
+    harness.fail_ses(
+        (400, "MessageRejected"),
+        (429, "TooManyRequestsException"),
+        ReadTimeoutError(endpoint_url="https://email.ap-northeast-1.amazonaws.com"),
+    )
+    harness.enqueue(
+        dispatch("m-failed", "cus_000001"),
+        dispatch("m-skipped", "cus_000002"),
+        dispatch("m-retry", "cus_000003"),
+        dispatch("m-unknown", "cus_000004"),
+        dispatch("m-test", "sample", test=True, to_address="staff@midori-tea.example.jp"),
+        "{}",
+    )
+    failed = harness.deliver()
+    assert len(failed) == 1
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    totals: Counter[str] = Counter()
+    for document in metrics:
+        for definition in document["_aws"]["CloudWatchMetrics"]:
+            for metric in definition["Metrics"]:
+                totals[metric["Name"]] += int(sum(document[metric["Name"]]))
+    assert {name: n for name, n in totals.items() if n} == {
+        "EmailFailed": 1,
+        "EmailSkipped": 1,
+        "EmailRetries": 1,
+        "EmailOutcomeUnknown": 1,
+        "EmailTestSent": 1,
+        "EmailDispatchesInvalid": 1,
+    }
