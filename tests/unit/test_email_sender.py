@@ -11,6 +11,10 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    ProxyConnectionError,
     ReadTimeoutError,
 )
 from cems.email.config import EmailSettings
@@ -95,6 +99,10 @@ class _Client:
         (ReadTimeoutError(endpoint_url="https://email"), Status.UNKNOWN),
         (ConnectionClosedError(endpoint_url="https://email"), Status.UNKNOWN),
         (client_error("MessageRejected", 400), Status.FAILED),
+        (ParamValidationError(report="Invalid type for parameter"), Status.FAILED),
+        (NoCredentialsError(), Status.RETRY),
+        (ProxyConnectionError(proxy_url="http://proxy", error="refused"), Status.RETRY),
+        (HTTPClientError(error="connection reset"), Status.UNKNOWN),
     ],
 )
 def test_the_gateway_classifies_every_answer(error: Exception | None, expected: Status) -> None:

@@ -41,10 +41,15 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProxyConnectionError,
     ReadTimeoutError,
 )
 from pydantic import ValidationError
@@ -193,12 +198,20 @@ class SesGateway:
             answer = self.client().send_email(**request)
         except ClientError as exc:
             return classify_error(exc)
-        except (ConnectTimeoutError, EndpointConnectionError) as exc:
+        except (ConnectTimeoutError, EndpointConnectionError, ProxyConnectionError) as exc:
             # The request never reached SES: safe to try again.
             return SesResult(Status.RETRY, error_code=type(exc).__name__, reason="could not connect to SES")
         except (ReadTimeoutError, ConnectionClosedError) as exc:
             # SES may have accepted it before the answer was lost: not sent again (at most once).
             return SesResult(Status.UNKNOWN, error_code=type(exc).__name__, reason="no answer from SES")
+        except ParamValidationError as exc:
+            # The SDK refused the request before sending it: the same request never passes.
+            return SesResult(Status.FAILED, error_code=type(exc).__name__, reason=scrub(str(exc)))
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            return SesResult(Status.RETRY, error_code=type(exc).__name__, reason="no AWS credentials")
+        except BotoCoreError as exc:
+            # Anything else the SDK raises may come after the request left: at most once.
+            return SesResult(Status.UNKNOWN, error_code=type(exc).__name__, reason=scrub(str(exc)))
         return SesResult(Status.SENT, message_id=answer.get("MessageId"))
 
 
