@@ -21,6 +21,8 @@ MAX_TEXT_LENGTH = 5000
 MAX_RECIPIENTS = 5000
 
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+# A LINE user id as the Messaging API gives it: `U` and 32 lowercase hex digits.
+LineUserId = Annotated[str, StringConstraints(pattern=r"^U[0-9a-f]{32}$")]
 LineMessage = dict[str, Any]
 
 
@@ -78,6 +80,10 @@ class LineDispatch(BaseModel):
     variant: str | None = None
     # A test send (a staff member previewing a step): recorded as such, kept out of the reports.
     test: bool = False
+    # Test sends only (`cems scenario test-send`): push to this LINE user id (a staff member's own
+    # account) instead of the recipient's; the one recipient's profile is not read (no reachability
+    # or consent check). Never logged; not written to the Deliveries table.
+    test_line_user_id: LineUserId | None = None
     # Delivered without a sound or notification (LINE's notificationDisabled).
     notification_disabled: bool = False
 
@@ -111,6 +117,8 @@ class LineDispatch(BaseModel):
             raise ValueError(f"personalised content for {len(unknown)} customer(s) not in recipients")
         if not self.messages and any(r not in self.personalised for r in self.recipients):
             raise ValueError("messages is empty but some recipients have no personalised content")
+        if self.test_line_user_id is not None and (not self.test or len(self.recipients) != 1):
+            raise ValueError("test_line_user_id is for test sends (test: true) to exactly one recipient")
         return self
 
     def content_for(self, customer_id: str) -> list[LineMessage]:
@@ -128,6 +136,8 @@ class LineDispatch(BaseModel):
             "personalised": self.personalised,
             "notification_disabled": self.notification_disabled,
         }
+        if self.test_line_user_id is not None:  # only when set: other fingerprints stay as they were
+            content["test_line_user_id"] = self.test_line_user_id
         canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -244,6 +244,9 @@ def reachability(profile: Profile | None) -> Skip | None:
 
 def make_plan(dispatch: LineDispatch, profiles: Mapping[str, Profile]) -> DispatchPlan:
     """Who gets which LINE call: multicast chunks for common content, a push per personalised one."""
+    if dispatch.test_line_user_id is not None:
+        # A test send to a staff member's LINE account: one push for its one recipient, no profile.
+        return _plan(dispatch, [_test_unit(dispatch)], {})
     skipped: dict[str, Skip] = {}
     shared: list[str] = []
     personal: list[str] = []
@@ -268,6 +271,17 @@ def make_plan(dispatch: LineDispatch, profiles: Mapping[str, Profile]) -> Dispat
         kind = UnitKind.MULTICAST if len(chunk) > 1 else UnitKind.PUSH
         units.append(PlanUnit(f"m{index:04d}", kind, chunk))
     units.extend(PlanUnit(f"{PERSONAL_UNIT_PREFIX}{c}", UnitKind.PUSH, (c,)) for c in personal)
+    return _plan(dispatch, units, skipped)
+
+
+def _test_unit(dispatch: LineDispatch) -> PlanUnit:
+    customer_id = dispatch.recipients[0]
+    personal = customer_id in dispatch.personalised
+    unit_id = f"{PERSONAL_UNIT_PREFIX}{customer_id}" if personal else "m0000"
+    return PlanUnit(unit_id, UnitKind.PUSH, (customer_id,))
+
+
+def _plan(dispatch: LineDispatch, units: list[PlanUnit], skipped: dict[str, Skip]) -> DispatchPlan:
     return DispatchPlan(
         idempotency_key=dispatch.idempotency_key,
         fingerprint=dispatch.fingerprint(),
@@ -321,9 +335,11 @@ class LineSender:
         report.idempotency_key = dispatch.idempotency_key
         report.test = dispatch.test
         state = self.deliveries.state(dispatch.idempotency_key)
-        profiles: dict[str, Profile] | None = None
+        # A test send to a staff member's LINE account (test_line_user_id) reads no profile.
+        profiles: dict[str, Profile] | None = {} if dispatch.test_line_user_id is not None else None
         if state.plan is None:
-            profiles = self._profiles(dispatch.recipients)
+            if profiles is None:
+                profiles = self._profiles(dispatch.recipients)
             new_plan = make_plan(dispatch, profiles)
             if self.deliveries.create_plan(new_plan):
                 report.plan_created = True
@@ -425,6 +441,11 @@ class LineSender:
         contacts: list[str] = []
         reachable: list[str] = []
         for customer_id in unit.customer_ids:
+            if dispatch.test_line_user_id is not None:
+                # A test send: to the staff member's own account, whatever the customer's state.
+                contacts.append(dispatch.test_line_user_id)
+                reachable.append(customer_id)
+                continue
             skip = reachability(profiles.get(customer_id))
             if skip is not None:
                 records.append(RecipientRecord(customer_id, skip.status, skip.reason, unit.unit_id))

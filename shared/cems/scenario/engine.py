@@ -674,13 +674,7 @@ class _Run:
 
     def scope(self, step: Step) -> dict[str, Any]:
         trigger = self.e.trigger.as_event(self.e.customer_id) if self.e.trigger is not None else None
-        return template_scope(
-            self.profile,
-            trigger,
-            step={"id": step.id, "name": step.name, "type": step.type},
-            scenario={"id": self.scenario.id, "name": self.scenario.name, "version": self.e.version},
-            time_zone=self.scenario.time_zone,
-        )
+        return step_scope(self.scenario, self.e.version, step, self.profile, trigger)
 
     def set_trait(self, step: SetTraitStep) -> str | Advance | None:
         value = step.value
@@ -771,7 +765,7 @@ class _Run:
         line: LineDispatch | None = None
         email: EmailMessage | None = None
         if channel in ("line", "line_then_email"):
-            messages = render_line_messages(step.line or [], scope)
+            messages = render_step_line(step, scope)
             line = LineDispatch(
                 idempotency_key=key,
                 recipients=[self.e.customer_id],
@@ -783,9 +777,7 @@ class _Run:
                 notification_disabled=step.notification_disabled,
             )
         if channel in ("email", "line_then_email"):
-            assert step.email is not None  # the model requires email content for these channels
-            rendered = render_email(step.email.subject, step.email.html, step.email.text, scope)
-            email = EmailMessage(subject=rendered.subject, html=rendered.html, text=rendered.text)
+            email = render_step_email(step, scope)
         return Dispatch(
             key=key,
             channel=channel,
@@ -800,6 +792,36 @@ class _Run:
             track_clicks=self.scenario.tracking.clicks,
             track_opens=self.scenario.tracking.opens,
         )
+
+
+# ------------------------------------------------------------------------- rendering (shared with test sends)
+
+
+def step_scope(
+    scenario: Scenario, version: int, step: Step, profile: Profile, trigger: StoredEvent | None
+) -> dict[str, Any]:
+    """What a step's templates see (cems.templates.template_scope); `cems scenario test-send` uses
+    it too, so a test renders as the journey would."""
+    return template_scope(
+        profile,
+        trigger,
+        step={"id": step.id, "name": step.name, "type": step.type},
+        scenario={"id": scenario.id, "name": scenario.name, "version": version},
+        time_zone=scenario.time_zone,
+    )
+
+
+def render_step_line(step: SendStep, scope: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A send step's LINE messages rendered and checked, all or nothing (RenderError says why)."""
+    return render_line_messages(step.line or [], scope)
+
+
+def render_step_email(step: SendStep, scope: Mapping[str, Any]) -> EmailMessage:
+    """A send step's email rendered, all or nothing (RenderError says why)."""
+    if step.email is None:  # the model requires email content for email channels
+        raise ValueError(f"step {step.id} has no email content")
+    rendered = render_email(step.email.subject, step.email.html, step.email.text, scope)
+    return EmailMessage(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
 
 def _channel(step: SendStep, profile: Profile) -> DispatchChannel | None:
