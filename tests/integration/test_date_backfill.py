@@ -283,3 +283,21 @@ def test_the_backfill_sample_event_runs_through_the_broadcast_handler(backfill: 
     message = SegmentMessage.model_validate_json(sample["Records"][0]["body"])
     assert (message.kind, message.run) == ("backfill", backfill_run(message.version))
     backfill.deliver(sample["Records"])
+
+
+def test_a_long_segment_is_handed_on_and_everyone_is_scheduled_once(backfill: Backfill) -> None:
+    """With little time left after each page, a backfill segment hands the rest on (still a backfill)."""
+    buyers = [backfill.buyer(f"cus_bf_many{n:02d}", NOW - timedelta(days=n % 5)) for n in range(12)]
+    backfill.broadcast.worker.page_size = 2
+    backfill.broadcast.worker.min_remaining_ms = 120_000  # more than the fake context ever has left
+    backfill.upload(_document())
+    invocations = 0
+    while records := backfill.segments():
+        assert {json.loads(r["body"])["kind"] for r in records} == {"backfill"}
+        invocations += len(records)
+        backfill.deliver(records)
+    assert invocations > SEGMENTS
+    for n, customer in enumerate(buyers):
+        schedule = backfill.schedule(customer)  # written once (revision 1), 30 days after the purchase
+        assert schedule is not None and schedule.revision == 1
+        assert schedule.due_at == datetime(2026, 5, 31, 1, 0, tzinfo=UTC) - timedelta(days=n % 5)
