@@ -484,7 +484,7 @@ def test_a_mail_without_cems_tags_only_suppresses(engage: Engage, customer: Prof
 
 
 def test_a_test_mails_bounce_suppresses_but_records_nothing(engage: Engage, customer: Profile) -> None:
-    tags = {TAG_DISPATCH: ["test.3Aabc"], TAG_CUSTOMER: [CUSTOMER], TAG_TEST: ["1"]}
+    tags = {TAG_DISPATCH: ["test_3Aabc"], TAG_CUSTOMER: [CUSTOMER], TAG_TEST: ["1"]}
     engage.sns(sns_event("ses_bounce.json", tags=tags))
     engage.sns(sns_event("ses_delivery.json", tags=tags))
     assert engage.suppressions.reason(ADDRESS) == "bounce"

@@ -6,10 +6,13 @@ The configuration set publishes Send, Delivery, Bounce, Complaint, ... events to
 
 Which dispatch a mail belonged to travels in the mail's tags (SES v2 `EmailTags`), set by
 send_email through `email_tags` and read back by `DispatchTags.from_mail`. SES allows only
-`A-Z a-z 0-9 _ - . @` in tag values, at most 256 characters, so every value goes through
-`tag_value`: characters outside `A-Z a-z 0-9 _ -` become `.XX` (the hex of each UTF-8 byte, e.g.
-`#` → `.23`), which reads back exactly; a value that would still be longer than 256 characters
-becomes `@` + its SHA-256 (hex), which is stable but cannot be read back.
+`A-Z a-z 0-9 _ -` in tag names and values, at most 256 characters
+(https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_MessageTag.html), so every value goes
+through `tag_value`: `_` is the escape character, and every character other than `A-Z a-z 0-9 -`
+(`_` itself included) becomes `_XX`, the upper-case hex of each of its UTF-8 bytes (`#` → `_23`,
+`_` → `_5F`), which reads back exactly; kebab-case ids stay as they are. A value that would still
+be longer than 256 characters becomes `__` + its SHA-256 (hex): stable, but not readable back
+(no escaped value starts with `__`).
 """
 
 from __future__ import annotations
@@ -34,26 +37,27 @@ TAG_STEP = "cems_step"
 TAG_VARIANT = "cems_variant"
 TAG_TEST = "cems_test"  # "1" on test sends: their events suppress a bad address but record nothing
 MAX_TAG_VALUE = 256
-_PLAIN = re.compile(r"[A-Za-z0-9_-]")
-_ESCAPED = re.compile(r"(?:\.[0-9A-F]{2})+")
+HASHED_PREFIX = "__"
+_PLAIN = re.compile(r"[A-Za-z0-9-]")
+_ESCAPED = re.compile(r"(?:_[0-9A-F]{2})+")
 
 
 def tag_value(text: str) -> str:
-    """`text` as an SES tag value: reversible escaping, or `@<sha256>` when that is too long."""
+    """`text` as an SES tag value: reversible escaping, or `__<sha256>` when that is too long."""
     escaped = "".join(
-        char if _PLAIN.fullmatch(char) else "".join(f".{byte:02X}" for byte in char.encode("utf-8"))
+        char if _PLAIN.fullmatch(char) else "".join(f"_{byte:02X}" for byte in char.encode("utf-8"))
         for char in text
     )
     if escaped and len(escaped) <= MAX_TAG_VALUE:
         return escaped
-    return "@" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return HASHED_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def from_tag_value(value: str) -> str | None:
     """The text a `tag_value` stands for; None for a hashed (too long) one."""
-    if value.startswith("@"):
+    if value.startswith(HASHED_PREFIX):
         return None
-    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group(0).replace(".", "")).decode("utf-8"), value)
+    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group(0).replace("_", "")).decode("utf-8"), value)
 
 
 def email_tags(
