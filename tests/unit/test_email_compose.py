@@ -15,6 +15,7 @@ from cems.email.compose import (
     SignedLinks,
     compose,
     html_to_text,
+    insert_before_body_end,
     rewrite_html_links,
     rewrite_text_links,
 )
@@ -219,6 +220,16 @@ def test_html_outside_rewritten_tags_is_unchanged() -> None:
         skip_prefix=BASE,
     )
     assert n == 1 and twice.endswith('<a href="HTTPS://B.EXAMPLE">w</a>')
+
+
+def test_footer_and_pixel_placement() -> None:
+    assert insert_before_body_end("<html><body><p>a</p></body></html>", "F") == (
+        "<html><body><p>a</p>F</body></html>"
+    )
+    assert insert_before_body_end("<html><p>a</p></html>", "F") == "<html><p>a</p>F</html>"
+    assert insert_before_body_end("<p>a</p>", "F") == "<p>a</p>F"
+    # The last </body>, not one inside a comment.
+    assert insert_before_body_end("<body>x<!-- </body> --></body>", "F") == "<body>x<!-- </body> -->F</body>"
 
 
 def test_text_links() -> None:

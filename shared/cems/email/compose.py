@@ -250,6 +250,7 @@ class _LinkFinder(HTMLParser):
         # (start offset, length, replacement) of each <a> start tag to replace
         self.edits: list[tuple[int, int, str]] = []
         self.body_end: int | None = None
+        self.html_end: int | None = None
 
     def _here(self) -> int:
         return self.positions.offset(*self.getpos())
@@ -263,6 +264,8 @@ class _LinkFinder(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "body":
             self.body_end = self._here()
+        elif tag == "html":
+            self.html_end = self._here()
 
     def _link(self, tag: str, attrs: list[tuple[str, str | None]], *, closed: bool) -> None:
         if tag != "a":
@@ -290,13 +293,14 @@ def rewrite_html_links(source: str, click: Callable[[str], str], *, skip_prefix:
 
 
 def insert_before_body_end(source: str, addition: str) -> str:
-    """`addition` just before the last `</body>`, or at the end when there is none."""
+    """`addition` just before the last `</body>` (else `</html>`), or at the end when there is none."""
     finder = _LinkFinder(source, lambda url: url, "")
     finder.feed(source)
     finder.close()
-    if finder.body_end is None:
+    at = finder.body_end if finder.body_end is not None else finder.html_end
+    if at is None:
         return source + addition
-    return source[: finder.body_end] + addition + source[finder.body_end :]
+    return source[:at] + addition + source[at:]
 
 
 def _apply(source: str, edits: list[tuple[int, int, str]]) -> str:
