@@ -31,7 +31,7 @@ from cems.config import Settings
 from cems.email.suppression import SuppressionStore
 from cems.engagement import pages
 from cems.engagement.config import EngagementSettings
-from cems.engagement.engage import Engagement, Recorded, UnsubscribeResult
+from cems.engagement.engage import Engagement, Recorded, SesOutcome, UnsubscribeResult
 from cems.engagement.ses_events import parse_ses_event
 from cems.engagement.tokens import InvalidToken, TokenSigner
 from cems.ingest import Ingestor
@@ -43,6 +43,12 @@ from pydantic import ValidationError
 logger = Logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
+UNSUBSCRIBE_METRICS = {
+    UnsubscribeResult.UNSUBSCRIBED: "Unsubscribes",
+    UnsubscribeResult.ALREADY: "UnsubscribesRepeated",
+    UnsubscribeResult.TEST: "UnsubscribesTest",
+    UnsubscribeResult.UNKNOWN: "UnsubscribesUnknown",
+}
 
 settings = Settings.from_env()
 engage_settings = EngagementSettings.from_env()
@@ -62,7 +68,7 @@ def click(token: str) -> Response[Any]:
         verified, recorded = engagement.click(token)
     except InvalidToken as error:
         return _invalid("click", error)
-    _recorded("click", recorded)
+    _recorded("click", "LinkClicks", recorded)
     assert verified.url is not None
     return Response(302, None, "", {**pages.COMMON_HEADERS, "Location": pages.location(verified.url)})
 
@@ -73,7 +79,7 @@ def pixel(token: str) -> Response[Any]:
         recorded = engagement.open(token)
     except InvalidToken as error:
         return _invalid("open", error)
-    _recorded("open", recorded)
+    _recorded("open", "EmailOpens", recorded)
     return Response(200, pages.GIF, pages.PIXEL_GIF, dict(pages.COMMON_HEADERS))
 
 
@@ -98,7 +104,8 @@ def unsubscribe(token: str) -> Response[Any]:
         _, result = engagement.unsubscribe(token)
     except InvalidToken as error:
         return _invalid("unsubscribe", error)
-    metrics.add_metric(f"Unsubscribe_{result.value}", MetricUnit.Count, 1)
+    # `Unsubscribes` counts consents withdrawn; replays, test links and unknown customers apart.
+    metrics.add_metric(UNSUBSCRIBE_METRICS[result], MetricUnit.Count, 1)
     logger.info("unsubscribe", extra={"result": result.value})
     accept = app.current_event.headers.get("accept")
     if pages.wants_json(accept) and not pages.wants_html(accept):
@@ -122,10 +129,10 @@ def _page(page: pages.Page, *, form: bool = False) -> Response[Any]:
     )
 
 
-def _recorded(action: str, recorded: Recorded) -> None:
-    metrics.add_metric(f"{action.capitalize()}s", MetricUnit.Count, 1)
+def _recorded(action: str, metric: str, recorded: Recorded) -> None:
+    metrics.add_metric(metric, MetricUnit.Count, 1)
     if recorded.counted:
-        metrics.add_metric(f"{action.capitalize()}sCounted", MetricUnit.Count, 1)
+        metrics.add_metric(f"{metric}Counted", MetricUnit.Count, 1)
     # What happened, never which customer, dispatch or destination.
     logger.info(
         action,
@@ -180,9 +187,7 @@ def handle_sns(event: dict[str, Any]) -> dict[str, Any]:
             metrics.add_metric("SesEventsFailed", MetricUnit.Count, 1)
             logger.exception("SES event failed", extra={"event_type": ses_event.event_type})
             continue
-        metrics.add_metric(f"Ses{outcome.event_type}", MetricUnit.Count, 1)
-        if outcome.bounce_type:
-            metrics.add_metric(f"SesBounce{outcome.bounce_type}", MetricUnit.Count, 1)
+        metrics.add_metric(_ses_metric(outcome), MetricUnit.Count, 1)
         if outcome.suppressed:
             metrics.add_metric("AddressesSuppressed", MetricUnit.Count, outcome.suppressed)
         if outcome.counted:
@@ -202,6 +207,15 @@ def handle_sns(event: dict[str, Any]) -> dict[str, Any]:
     if failures:
         raise RuntimeError(f"{failures} of {len(records)} SES events failed; Lambda retries the invocation")
     return {"records": len(records)}
+
+
+def _ses_metric(outcome: SesOutcome) -> str:
+    """EmailBounces (permanent) and EmailComplaints for the dashboard; the rest by SES's type."""
+    if outcome.event_type == "Bounce":
+        return "EmailBounces" if outcome.bounce_type == "Permanent" else f"EmailBounces{outcome.bounce_type}"
+    if outcome.event_type == "Complaint":
+        return "EmailComplaints"
+    return f"Email{outcome.event_type}Events"
 
 
 @logger.inject_lambda_context

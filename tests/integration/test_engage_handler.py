@@ -545,3 +545,21 @@ def test_no_address_token_or_customer_reaches_the_logs(
             secrets.append(event["rawPath"].split("/")[2])
     for secret in secrets:
         assert secret not in logs
+
+
+def test_the_dashboards_metrics_are_emitted(
+    engage: Engage, customer: Profile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    for name in ("click.json", "open.json", "unsubscribe_post.json", "ses_bounce.json", "ses_complaint.json"):
+        event = sample(name)
+        engage.sns(event) if "Records" in event else engage.call(event)
+    emitted = {
+        metric["Name"]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith('{"_aws"')
+        for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+    # template.yaml's dashboard, Engagement / 反応.
+    assert {"LinkClicks", "EmailOpens", "Unsubscribes", "EmailBounces", "EmailComplaints"} <= emitted
