@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 READY = re.compile(r"ready: api=(?P<api>\S+) demo=\S+ aws=(?P<aws>\S+) write_key=(?P<key>\S+)")
@@ -23,7 +23,9 @@ class RunningStack:
     http_url: str
     aws_url: str
     write_key: str
-    output: collections.deque[str]
+    output: collections.deque[str]  # the latest lines, for error messages
+    # Every line the stack printed (its functions' logs included), for checks over a whole run.
+    transcript: list[str] = field(default_factory=list)
 
     @property
     def http_port(self) -> int:
@@ -64,6 +66,7 @@ def running_local_stack(
         text=True,
     )
     output: collections.deque[str] = collections.deque(maxlen=2000)
+    transcript: list[str] = []
     ready = threading.Event()
     found: dict[str, str] = {}
 
@@ -71,6 +74,7 @@ def running_local_stack(
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line.rstrip("\n"))
+            transcript.append(line.rstrip("\n"))
             match = READY.search(line)
             if match and not ready.is_set():
                 found.update(match.groupdict())
@@ -83,7 +87,7 @@ def running_local_stack(
         while not ready.wait(0.1):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the local stack did not become ready:\n" + "\n".join(list(output)[-40:]))
-        yield RunningStack(found["api"], found["aws"], found["key"], output)
+        yield RunningStack(found["api"], found["aws"], found["key"], output, transcript)
     finally:
         process.terminate()
         try:

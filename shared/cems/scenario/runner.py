@@ -405,25 +405,9 @@ class ScenarioRunner:
     def _schedule_dates(self, event: StoredEvent, profile: Profile, now: datetime, report: RunReport) -> None:
         """Schedules (or moves) the pending entry of each date trigger whose date this event may have
         changed: only this customer's, never a scan of customers."""
-        for summary, scenario, trigger in self._date_scenarios(now):
-            if not _may_change(trigger.date, event):
-                continue
-            due = date_trigger_due(trigger, profile, scenario.zone, now)
-            for _ in range(2):
-                read = self.enrolments.schedule(profile.customer_id, summary.scenario_id)
-                if read is None and due is None:
-                    break
-                if read is not None and (due == read.due_at or (due is None and read.due_at <= now)):
-                    break  # unchanged, or due already (tick re-checks the date)
-                if due is None:
-                    assert read is not None
-                    done = self.enrolments.delete_schedule(read)
-                else:
-                    done = self.enrolments.put_schedule(profile.customer_id, summary.scenario_id, due, read)
-                if done:
-                    report.scheduled += 0 if due is None else 1
-                    break
-                report.conflicts += 1
+        for _, scenario, trigger in self._date_scenarios(now):
+            if _may_change(trigger.date, event):
+                report.add(self.schedule_date_trigger(scenario, profile, now))
 
     def schedule_date_trigger(
         self, scenario: Scenario, profile: Profile, now: datetime | None = None
