@@ -23,7 +23,14 @@ from cems import aws, clock
 from cems import ingest as ingest_module
 from cems.email.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
-from cems.engagement.ses_events import TAG_CUSTOMER, TAG_DISPATCH, TAG_TEST
+from cems.engagement.ses_events import (
+    TAG_CUSTOMER,
+    TAG_DISPATCH,
+    TAG_TEST,
+    email_tags,
+    simulated_ses_event,
+    sns_envelope,
+)
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, StoredEvent
@@ -495,6 +502,27 @@ def test_an_erased_customers_bounce_still_suppresses(engage: Engage) -> None:
     engage.sns(sample("ses_bounce.json"))
     assert engage.suppressions.reason(ADDRESS) == "bounce"
     assert engage.stores.customers.profile(CUSTOMER) is None
+
+
+def test_simulated_events_for_a_sent_mail_work_end_to_end(engage: Engage, customer: Profile) -> None:
+    # What the local stack does for a mail SES (moto) accepted: its EmailTags come back on the events.
+    tags = email_tags(
+        dispatch_key=DISPATCH,
+        customer_id=CUSTOMER,
+        scenario_id="welcome_mail",
+        version=2,
+        step_id="mail_1",
+        variant="A",
+    )
+    events = [
+        simulated_ses_event(kind, message_id="local-1", address=ADDRESS, tags=tags, at=NOW)
+        for kind in ("Delivery", "Bounce")
+    ]
+    assert engage.sns(sns_envelope(*events)) == {"records": 2}
+    assert engage.counts() == {"delivered": 1}
+    assert engage.suppressions.reason(ADDRESS) == "bounce"
+    [bounced] = engage.events("Email Bounced")
+    assert bounced.properties["dispatch_key"] == DISPATCH
 
 
 def test_a_record_that_is_not_an_ses_event_is_dropped(engage: Engage, customer: Profile) -> None:

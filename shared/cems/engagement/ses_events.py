@@ -18,10 +18,12 @@ be longer than 256 characters becomes `__` + its SHA-256 (hex): stable, but not 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -200,3 +202,72 @@ class SesEvent(_SesModel):
 def parse_ses_event(message: str) -> SesEvent:
     """The SES event an SNS record's Message holds (pydantic.ValidationError if it is not one)."""
     return SesEvent.model_validate_json(message)
+
+
+# --- simulated events (the local stack and tests: SES in moto publishes nothing) ---------------------
+
+
+def simulated_ses_event(
+    event_type: Literal["Bounce", "Complaint", "Delivery"],
+    *,
+    message_id: str,
+    address: str,
+    tags: Sequence[MessageTagTypeDef],
+    at: datetime,
+    bounce_type: Literal["Permanent", "Transient"] = "Permanent",
+) -> dict[str, Any]:
+    """An SES event as the configuration set publishes it, for a mail sent to `address` with the
+    SendEmail `EmailTags` `tags` (e.g. what moto recorded of a send_email call)."""
+    stamp = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event: dict[str, Any] = {
+        "eventType": event_type,
+        "mail": {
+            "timestamp": stamp,
+            "messageId": message_id,
+            "destination": [address],
+            "tags": {tag["Name"]: [tag["Value"]] for tag in tags},
+        },
+    }
+    if event_type == "Bounce":
+        event["bounce"] = {
+            "bounceType": bounce_type,
+            "bounceSubType": "General" if bounce_type == "Permanent" else "MailboxFull",
+            "bouncedRecipients": [{"emailAddress": address, "action": "failed"}],
+            "timestamp": stamp,
+            "feedbackId": f"{message_id}-bounce",
+        }
+    elif event_type == "Complaint":
+        event["complaint"] = {
+            "complainedRecipients": [{"emailAddress": address}],
+            "complaintFeedbackType": "abuse",
+            "timestamp": stamp,
+            "feedbackId": f"{message_id}-complaint",
+        }
+    else:
+        event["delivery"] = {"timestamp": stamp, "recipients": [address]}
+    return event
+
+
+def sns_envelope(
+    *ses_events: dict[str, Any], topic_arn: str = "arn:aws:sns:ap-northeast-1:000000000000:cems-ses"
+) -> dict[str, Any]:
+    """The Lambda event SNS delivers for `ses_events` (one record each), for engage's handler."""
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{topic_arn}:local",
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:36],
+                    "TopicArn": topic_arn,
+                    "Subject": None,
+                    "Message": json.dumps(event, ensure_ascii=False),
+                    "Timestamp": event["mail"]["timestamp"],
+                    "MessageAttributes": {},
+                },
+            }
+            for event in ses_events
+        ]
+    }
