@@ -20,6 +20,7 @@ from cems.aws import CLIENT_CONFIG
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from cems.models import Profile
     from cems.scenario.validation import ValidationReport
 
 LOCAL_REGION = "ap-northeast-1"
@@ -95,6 +96,27 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", type=float, default=10.0, help="seconds to wait for the report (default 10; 0: do not wait)"
     )
     _target_options(upload)
+    test_send = scenario_commands.add_parser(
+        "test-send",
+        help="render one send step and send it ONLY to you, marked as a test and never counted "
+        "/ テスト送信（自分だけに送信、レポートに数えない）",
+    )
+    test_send.add_argument("file", type=Path, help="a scenario JSON file")
+    test_send.add_argument("--step", required=True, help="the id of a send step in the file")
+    test_send.add_argument(
+        "--to", required=True, help="line:<your LINE user id (U + 32 hex)> or email:<your address>"
+    )
+    test_profile = test_send.add_mutually_exclusive_group()
+    test_profile.add_argument(
+        "--profile", metavar="CUSTOMER_ID", help="render with this customer's stored profile"
+    )
+    test_profile.add_argument(
+        "--profile-file", type=Path, help="render with a JSON object of profile fields (traits, ...)"
+    )
+    test_send.add_argument(
+        "--event-file", type=Path, help="the trigger event templates see as `event` (JSON, with a timestamp)"
+    )
+    _target_options(test_send)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
@@ -125,6 +147,8 @@ def _scenario_command(args: argparse.Namespace) -> int:
         return _simulate_command(args, report)
     if args.scenario_command == "upload":
         return _upload_command(args, report)
+    if args.scenario_command == "test-send":
+        return _test_send_command(args, report)
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.valid else 1
 
@@ -188,6 +212,88 @@ def _upload_command(args: argparse.Namespace, report: ValidationReport) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> int:
+    """Renders one send step (sample profile, --profile from CustomersTable, or --profile-file) and
+    enqueues it as a test dispatch for the --to recipient only, on the local stack's or the stage's
+    LineSendQueue / EmailSendQueue. Exit 1 for an invalid scenario, 2 for anything else that stops
+    it. Prints the step, channel, key and a short preview; never the recipient or the full content."""
+    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import ClientError as BotoClientError
+
+    from cems.scenario import test_send
+
+    if report.scenario is None or not report.valid:
+        print(report.to_text())
+        return 1
+    where = f"stage {args.stage}" if args.stage else "the local stack (is `cems local` running?)"
+    try:
+        recipient = test_send.parse_recipient(args.to)
+        profile = None
+        if args.profile_file is not None:
+            profile = test_send.profile_from_json(json.loads(args.profile_file.read_text(encoding="utf-8")))
+        elif args.profile is not None:
+            profile = _test_send_profile(args.stage, Path(args.config), args.profile)
+        event = None
+        if args.event_file is not None:
+            customer_id = profile.customer_id if profile is not None else test_send.TEST_CUSTOMER
+            raw = json.loads(args.event_file.read_text(encoding="utf-8"))
+            event = test_send.event_from_json(raw, customer_id)
+        send = test_send.build_test_send(report.scenario, args.step, recipient, profile, event)
+        sqs, queue_url = _test_send_queue(args.stage, Path(args.config), send.channel)
+        sqs.send_message(QueueUrl=queue_url, MessageBody=send.body())
+    except (OSError, ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, BotoClientError) as exc:
+        print(f"error: cannot reach {where}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    queue = "LineSendQueue" if send.channel == "line" else "EmailSendQueue"
+    print(f"テスト送信を {queue} に登録しました / test send queued on {queue}")
+    for name, value in test_send.describe(send).items():
+        print(f"  {name + ':':<9}{value}")
+    print("  テスト送信はレポートに数えられません / a test send is never counted in reports")
+    return 0
+
+
+def _test_send_profile(stage: str | None, config: Path, customer_id: str) -> Profile:
+    """The customer's stored profile (CustomersTable of the local stack, or of the stage)."""
+    from cems.store import CustomerStore
+
+    if stage is None:
+        client, table = _local_client("dynamodb", CLIENT_CONFIG), "CustomersTable"
+    else:
+        outputs, region = _test_send_outputs(stage, config, "CustomersTableName")
+        client = boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+        table = outputs["CustomersTableName"]
+    profile = CustomerStore(table, client).profile(customer_id)
+    if profile is None:
+        raise LookupError(f"no customer {customer_id} / 顧客 {customer_id} は見つかりません")
+    return profile
+
+
+def _test_send_queue(stage: str | None, config: Path, channel: str) -> tuple[Any, str]:
+    """LineSendQueue or EmailSendQueue: by name on the local stack, from the stage's outputs."""
+    if stage is None:
+        sqs = _local_client("sqs", CLIENT_CONFIG)
+        name = "LineSendQueue" if channel == "line" else "EmailSendQueue"
+        return sqs, sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    output = "LineSendQueueUrl" if channel == "line" else "EmailSendQueueUrl"
+    outputs, region = _test_send_outputs(stage, config, output)
+    return boto3.client("sqs", region_name=region, config=CLIENT_CONFIG), outputs[output]
+
+
+def _test_send_outputs(stage: str, config: Path, needed: str) -> tuple[dict[str, str], str]:
+    """The stage's stack outputs (and region); exits with a hint when `needed` is not among them."""
+    stack_name, region = stage_stack(stage, config)
+    stack = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)[
+        "Stacks"
+    ][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    if needed not in outputs:
+        raise SystemExit(f"error: stack {stack_name} has no {needed} output (deploy it first)")
+    return outputs, region
 
 
 def _read_report(client: Any, bucket: str, name: str) -> tuple[dict[str, Any], str] | None:

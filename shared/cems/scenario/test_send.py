@@ -108,6 +108,8 @@ def profile_from_json(data: Any) -> Profile:
     """A profile JSON object (as `cems scenario simulate --profile` takes) laid over the sample."""
     if not isinstance(data, dict):
         raise ValueError("the profile file holds a JSON object of profile fields (traits, ...)")
+    if not isinstance(data.get("traits", {}), dict):
+        raise ValueError("the profile file is not a profile: traits is a JSON object")
     first_seen = clock.now() - timedelta(days=30)
     try:
         return profile_from(data, TEST_CUSTOMER, first_seen)
