@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "--event-file", type=Path, help="the trigger event templates see as `event` (JSON, with a timestamp)"
     )
     _target_options(test_send)
+    from cems.reports.cli import register as register_reports
+
+    register_reports(commands)  # `report`, `customer erase`: each sets `handler`
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return local_main(argv[1:])
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args))
     if args.command == "line":
         return _line_webhook_command(args)
     if args.command == "scenario":

@@ -1,0 +1,119 @@
+"""admin: the operators' API behind IAM auth (SigV4): scenario reports and customer erasure.
+
+  GET    /admin/scenarios                     every scenario with its headline numbers
+  GET    /admin/scenarios/{id}/report         the report (?version=N for one version; ?format=html)
+  DELETE /admin/customers/{id}                erase the customer (the whole person; counts answered)
+
+The rules are in cems.reports and cems.erasure; docs/reports.md describes the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from cems import aws
+from cems.config import Settings
+from cems.erasure import CustomerEraser
+from cems.errors import ClientError
+from cems.reports.counters import ReportCounters
+from cems.reports.html import render_html
+from cems.reports.report import ReportService, UnknownScenario
+from cems.responses import NOT_FOUND, error_response, json_response
+from cems.scenario.store import ScenarioStore
+
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayHttpResolver()
+
+settings = Settings.from_env()
+JOURNEYS_TABLE = os.environ.get("JOURNEYS_TABLE", "JourneysTable")
+reports = ReportService(
+    ReportCounters(JOURNEYS_TABLE, aws.dynamodb()), ScenarioStore(JOURNEYS_TABLE, aws.dynamodb())
+)
+eraser = CustomerEraser(settings.customers_table, settings.events_table, JOURNEYS_TABLE, aws.dynamodb())
+
+
+def _caller() -> str | None:
+    """The IAM principal that signed the request (for the audit line), when API Gateway says."""
+    authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
+    iam = authorizer.get("iam") or {}
+    arn = iam.get("userArn")
+    return arn if isinstance(arn, str) else None
+
+
+@app.get("/admin/scenarios")
+def list_scenarios() -> Response[str]:
+    items = reports.list()
+    metrics.add_metric("AdminScenarioLists", MetricUnit.Count, 1)
+    return json_response(200, {"scenarios": [i.model_dump(mode="json") for i in items]})
+
+
+@app.get("/admin/scenarios/<scenario_id>/report")
+def scenario_report(scenario_id: str) -> Response[str]:
+    raw = app.current_event.get_query_string_value("version")
+    version: int | None = None
+    if raw is not None:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ClientError(
+                400, "invalid_version", "version must be a positive whole number", field="version"
+            )
+        version = int(raw)
+    try:
+        report = reports.report(scenario_id, version)
+    except UnknownScenario as exc:
+        raise ClientError(404, "scenario_not_found", str(exc)) from None
+    metrics.add_metric("AdminReports", MetricUnit.Count, 1)
+    if app.current_event.get_query_string_value("format") == "html":
+        return Response(200, "text/html; charset=utf-8", render_html(report), {"Cache-Control": "no-store"})
+    return json_response(200, report.model_dump(mode="json"), {"Cache-Control": "no-store"})
+
+
+@app.delete("/admin/customers/<customer_id>")
+def erase_customer(customer_id: str) -> Response[str]:
+    erasure = eraser.erase(customer_id)
+    if erasure is None:
+        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased already)")
+    metrics.add_metric("CustomersErased", MetricUnit.Count, 1)
+    # The audit line: internal ids and counts only (no address, LINE id or trait).
+    logger.info(
+        "customer erased",
+        extra={
+            "customer_id": customer_id,
+            "customer_ids": list(erasure.customer_ids),
+            "caller": _caller(),
+            **erasure.counts(),
+        },
+    )
+    return json_response(
+        200,
+        {
+            "success": True,
+            "customer_id": customer_id,
+            "customer_ids": list(erasure.customer_ids),
+            "erased": erasure.counts(),
+        },
+    )
+
+
+# Powertools leaves this decorator untyped.
+@app.exception_handler(ClientError)  # type: ignore[untyped-decorator]
+def client_error(error: ClientError) -> Response[str]:
+    metrics.add_metric("AdminRequestsRejected", MetricUnit.Count, 1)
+    logger.info("rejected", extra={"status": error.status, "error": error.code, "field": error.field})
+    return error_response(error)
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return error_response(NOT_FOUND)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,375 @@
+"""`cems report` and `cems customer erase`: the admin API from the command line.
+
+Against the local stack they call its HTTP port (http://127.0.0.1:$CEMS_HTTP_PORT, 3000 by default;
+the local router does not check IAM). Against a deployed stage (`--stage`) the API URL comes from
+the stack's outputs and every request is signed with SigV4 (service `execute-api`) using the
+caller's AWS credentials, as the routes' IAM authoriser requires. `--url` names another base URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cems.reports.report import Lift, ScenarioReport
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    """Where the admin API is, and the region to sign for (None: do not sign)."""
+
+    base_url: str
+    sign_region: str | None = None
+
+
+Send = Callable[[str, str, dict[str, str]], Answer]
+
+
+def register(commands: Any) -> None:
+    """Adds `report` and `customer` to the `cems` sub-commands; each sets `handler`."""
+    report = commands.add_parser(
+        "report", help="a scenario's effect report: funnel, conversion, lift / シナリオの効果測定"
+    )
+    report.add_argument("scenario_id", help="the scenario's id, e.g. post-purchase-tea")
+    report.add_argument("--version", type=int, help="one version only (default: every version together)")
+    report.add_argument("--html", type=Path, help="also write a self-contained HTML report to this file")
+    report.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    _target_options(report)
+    report.set_defaults(handler=report_command)
+
+    customer = commands.add_parser("customer", help="customer data / 顧客データ")
+    customer_commands = customer.add_subparsers(dest="customer_command", required=True)
+    erase = customer_commands.add_parser(
+        "erase", help="erase a customer: profile, identities, events, enrolments / 顧客データの削除"
+    )
+    erase.add_argument("customer_id", help="the customer id (cus_...); merged ids erase the whole person")
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _target_options(erase)
+    erase.set_defaults(handler=erase_command)
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stage", help="a deployed stage from samconfig.toml (dev, prod); default: the local stack"
+    )
+    parser.add_argument("--config", default="samconfig.toml", help="path to samconfig.toml")
+    parser.add_argument(
+        "--url", help="the API's base URL (default: local http://127.0.0.1:$CEMS_HTTP_PORT, or the stage's)"
+    )
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def report_command(args: argparse.Namespace, send: Send | None = None) -> int:
+    """Prints the report (table or --json) and writes --html; exit 1 for an unknown scenario or a
+    refused request, 2 when the API cannot be reached."""
+    from pydantic import ValidationError
+
+    from cems.reports.html import render_html
+    from cems.reports.report import ScenarioReport
+
+    query = {"version": str(args.version)} if args.version is not None else {}
+    path = f"/admin/scenarios/{urllib.parse.quote(args.scenario_id, safe='')}/report"
+    answer = _call(args, "GET", path, query, send)
+    if answer is None:
+        return 2
+    if answer.status != 200:
+        return _refused(answer)
+    try:
+        report = ScenarioReport.model_validate(answer.json())
+    except (ValueError, ValidationError) as exc:
+        print(f"error: the API answered something that is not a report: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render_text(report))
+    if args.html:
+        try:
+            args.html.write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            print(f"error: cannot write {args.html}: {exc}", file=sys.stderr)
+            return 2
+        print(f"HTML report written to {args.html}", file=sys.stderr)
+    return 0
+
+
+def erase_command(
+    args: argparse.Namespace, send: Send | None = None, ask: Callable[[str], str] | None = None
+) -> int:
+    """Erases after a yes (unless --yes, or stdin is not a terminal); exit 1 for an unknown
+    customer, a refused request or a no, 2 when the API cannot be reached."""
+    if not args.yes and sys.stdin.isatty():
+        prompt = (
+            f"顧客 {args.customer_id} のプロフィール・ID・イベント・シナリオ参加をすべて削除します。"
+            "元に戻せません。\n"
+            f"Erase customer {args.customer_id}: profile, identities, events and enrolments? "
+            "This cannot be undone. [y/N] "
+        )
+        if (ask or input)(prompt).strip().lower() not in ("y", "yes"):
+            print("not erased / 削除しませんでした", file=sys.stderr)
+            return 1
+    path = f"/admin/customers/{urllib.parse.quote(args.customer_id, safe='')}"
+    answer = _call(args, "DELETE", path, {}, send)
+    if answer is None:
+        return 2
+    if answer.status != 200:
+        return _refused(answer)
+    document = answer.json()
+    erased = document.get("erased", {})
+    ids = ", ".join(document.get("customer_ids", [args.customer_id]))
+    print(f"erased / 削除しました: {ids}")
+    print("  " + ", ".join(f"{name} {count}" for name, count in erased.items()))
+    return 0
+
+
+def _refused(answer: Answer) -> int:
+    try:
+        document = answer.json()
+        message = f"{document.get('error', '')}: {document.get('message', '')}"
+    except ValueError:
+        message = answer.body.decode("utf-8", "replace")[:500]
+    print(f"error: {answer.status} {message}", file=sys.stderr)
+    return 1
+
+
+# -- transport ----------------------------------------------------------------------------------------
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, query: dict[str, str], send: Send | None
+) -> Answer | None:
+    target = admin_target(args.stage, Path(args.config), args.url)
+    url = target.base_url.rstrip("/") + path
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    headers = {"Accept": "application/json"}
+    if target.sign_region is not None:
+        headers = sign(method, url, headers, target.sign_region)
+    try:
+        return (send or http_send)(method, url, headers)
+    except OSError as exc:
+        where = f"stage {args.stage}" if args.stage else "the local stack (is `cems local` running?)"
+        print(f"error: cannot reach {where} at {url}: {exc}", file=sys.stderr)
+        return None
+
+
+def admin_target(stage: str | None, config: Path, url: str | None) -> AdminTarget:
+    """The API's base URL: --url, else the stage's ApiUrl output (signed), else the local stack."""
+    if stage is None:
+        return AdminTarget(url or f"http://127.0.0.1:{os.environ.get('CEMS_HTTP_PORT', '3000')}")
+    from cems.cli import stage_stack
+
+    stack_name, region = stage_stack(stage, config)
+    if url:
+        return AdminTarget(url, region)
+    outputs = stack_outputs(stack_name, region)
+    if "ApiUrl" in outputs:
+        return AdminTarget(outputs["ApiUrl"], region)
+    if "AdminApiUrl" in outputs:
+        return AdminTarget(outputs["AdminApiUrl"].rstrip("/").removesuffix("/admin"), region)
+    raise SystemExit(f"error: stack {stack_name} has no ApiUrl output (deploy it first)")
+
+
+def stack_outputs(stack_name: str, region: str) -> dict[str, str]:
+    import boto3
+
+    stack = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0].get("Outputs", [])}
+
+
+def sign(
+    method: str, url: str, headers: dict[str, str], region: str, credentials: Any = None
+) -> dict[str, str]:
+    """The headers with a SigV4 signature for API Gateway's IAM authoriser (service execute-api),
+    from the caller's AWS credentials (environment, profile, SSO: boto3's usual chain)."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    if credentials is None:
+        found = boto3.Session().get_credentials()
+        if found is None:
+            raise SystemExit("error: no AWS credentials to sign the request with (aws configure / sso login)")
+        credentials = found.get_frozen_credentials()
+    request = AWSRequest(method=method, url=url, headers=dict(headers), data=b"")
+    SigV4Auth(credentials, "execute-api", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def http_send(method: str, url: str, headers: dict[str, str]) -> Answer:
+    request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - operator's URL
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            return Answer(answer.status, answer.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, exc.read())
+
+
+# -- the table ------------------------------------------------------------------------------------------
+
+
+def _width(text: str) -> int:
+    """Display width: East Asian wide and full-width characters take two columns."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns (the first left, the rest right), correct for Japanese text too."""
+    widths = [max(_width(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            pad = " " * (widths[i] - _width(cell))
+            out.append(cell + pad if i == 0 else pad + cell)
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line([str(c) for c in r]) for r in rows)])
+
+
+def _lift_line(lift: Lift) -> str:
+    from cems.reports.html import interval, p_text, pct, points
+
+    level = f"{lift.confidence * 100:.0f}%"
+    text = (
+        f"リフト Lift {points(lift.absolute)} ({level} CI {interval(lift, relative=False)})  "
+        f"相対 Relative {pct(lift.relative, signed=True)} ({level} CI {interval(lift, relative=True)})  "
+        f"p = {p_text(lift.p_value)}"
+    )
+    return "\n".join([text, *(f"  note: {n}" for n in lift.notes)])
+
+
+def render_text(report: ScenarioReport) -> str:
+    from cems.reports.html import pct, points, yen
+
+    version = f"v{report.version}" if report.version is not None else "all versions / 全バージョン"
+    lines = [
+        f"{report.name or report.scenario_id} ({report.scenario_id})  state {report.state or '-'}  "
+        f"{version}  counted {', '.join(f'v{v}' for v in report.versions) or '-'}",
+        f"goal / ゴール: {report.goal or '-'}",
+        "",
+    ]
+    group_header = [
+        "グループ Group",
+        "対象 Enrolled",
+        "CV Converted",
+        "CV率 Rate",
+        "売上 Revenue",
+        "売上/人 Per enrolled",
+    ]
+    groups = [
+        (label, g)
+        for label, g in (("配信群 Treatment", report.treatment), ("コントロール群 Holdout", report.holdout))
+    ]
+    lines.append(
+        table(
+            group_header,
+            [
+                [
+                    label,
+                    f"{g.enrolled:,}",
+                    f"{g.converted:,}",
+                    pct(g.conversion_rate),
+                    yen(g.revenue),
+                    yen(g.revenue_per_enrolled),
+                ]
+                for label, g in groups
+            ],
+        )
+    )
+    lines += [_lift_line(report.lift), ""]
+    if report.variants:
+        rows = []
+        for v in report.variants:
+            rows.append(
+                [
+                    v.variant,
+                    f"{v.treatment.enrolled:,}",
+                    f"{v.treatment.converted:,}",
+                    pct(v.treatment.conversion_rate),
+                    pct(v.lift.holdout_rate),
+                    points(v.lift.absolute),
+                    "-"
+                    if v.lift.absolute_ci is None
+                    else f"{points(v.lift.absolute_ci.low)}…{points(v.lift.absolute_ci.high)}",
+                    "-" if v.lift.p_value is None else f"{v.lift.p_value:.3f}",
+                    "own" if v.compared_with == "variant_holdout" else "all",
+                ]
+            )
+        header = [
+            "バリアント Variant",
+            "対象 Enrolled",
+            "CV",
+            "CV率 Rate",
+            "対照 Holdout",
+            "リフト Lift",
+            "95% CI",
+            "p",
+            "vs",
+        ]
+        lines += [table(header, rows), ""]
+    if report.steps:
+        header = [
+            "ステップ Step",
+            "バリアント Variant",
+            "送信 Sent",
+            "到達 Delivered",
+            "失敗 Failed",
+            "抑止 Suppressed",
+            "上限 Capped",
+            "延期 Deferred",
+            "保留 Held out",
+            "開封 Opened",
+            "クリック Clicked",
+            "開封率 Open",
+            "クリック率 Click",
+        ]
+        rows = [
+            [
+                s.step_id,
+                s.variant or "-",
+                *(
+                    f"{n:,}"
+                    for n in (
+                        s.sent,
+                        s.delivered,
+                        s.failed,
+                        s.suppressed,
+                        s.capped,
+                        s.deferred,
+                        s.held_out,
+                        s.opened,
+                        s.clicked,
+                    )
+                ),
+                pct(s.open_rate),
+                pct(s.click_rate),
+            ]
+            for s in report.steps
+        ]
+        lines += [table(header, rows), ""]
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines).rstrip("\n")
