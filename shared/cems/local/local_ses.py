@@ -23,21 +23,28 @@ import html
 import json
 import re
 import urllib.request
-import uuid
 from collections.abc import Callable
 from email import message_from_string
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cems import clock
 from cems.engagement.config import EngagementSettings
-from cems.engagement.ses_events import email_tags
+from cems.engagement.ses_events import email_tags, simulated_ses_event, sns_envelope
 from cems.engagement.tokens import InvalidToken, TokenKind, TokenSigner
 from cems.local.http import LocalRequest, LocalResponse, LocalRoute
 from cems.local.moto_server import SENT_MAIL_PATH
 
-FEEDBACK_KINDS = {"bounce": "Bounce", "complaint": "Complaint", "delivery": "Delivery"}
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
+
+FeedbackKind = Literal["Bounce", "Complaint", "Delivery"]
+FEEDBACK_KINDS: dict[str, FeedbackKind] = {
+    "bounce": "Bounce",
+    "complaint": "Complaint",
+    "delivery": "Delivery",
+}
 _UNSUBSCRIBE_TOKEN = re.compile(r"/u/([A-Za-z0-9_.\-]+)")
 
 
@@ -108,57 +115,36 @@ class LocalSes:
             event = self.event_for(body["to"], kind, bounce_type)
         except LookupError as exc:
             return LocalResponse.json(404, {"error": "no_mail", "message": str(exc)})
-        result = self.deliver(sns_event(event))
+        result = self.deliver(sns_envelope(event))
         return LocalResponse.json(200, {"delivered": kind, "result": result})
 
-    def event_for(self, address: str, kind: str, bounce_type: str = "Permanent") -> dict[str, Any]:
+    def event_for(self, address: str, kind: FeedbackKind, bounce_type: str = "Permanent") -> dict[str, Any]:
         """SES's event for the latest mail to `address` (LookupError if none was sent)."""
         wanted = address.strip().lower()
         mails = [m for m in self.sent() if wanted in [d.lower() for d in m["destinations"]]]
         if not mails:
             raise LookupError("no mail was sent to that address")
         mail = mails[-1]
-        now = clock.iso(clock.now())
-        event: dict[str, Any] = {
-            "eventType": kind,
-            "mail": {
-                "timestamp": now,
-                "messageId": mail["id"],
-                "source": mail["source"],
-                "destination": mail["destinations"],
-                "tags": self._tags(mail),
-            },
-        }
-        if kind == "Bounce":
-            event["bounce"] = {
-                "bounceType": bounce_type,
-                "bounceSubType": "General",
-                "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1"}],
-                "timestamp": now,
-                "feedbackId": str(uuid.uuid4()),
-            }
-        elif kind == "Complaint":
-            event["complaint"] = {
-                "complainedRecipients": [{"emailAddress": address}],
-                "complaintFeedbackType": "abuse",
-                "timestamp": now,
-                "feedbackId": str(uuid.uuid4()),
-            }
-        else:
-            event["delivery"] = {"timestamp": now, "recipients": [address]}
-        return event
+        return simulated_ses_event(
+            kind,
+            message_id=mail["id"],
+            address=address,
+            tags=self._tags(mail),
+            at=clock.now(),
+            bounce_type="Transient" if bounce_type == "Transient" else "Permanent",
+        )
 
-    def _tags(self, mail: dict[str, Any]) -> dict[str, list[str]]:
+    def _tags(self, mail: dict[str, Any]) -> list[MessageTagTypeDef]:
         """The CEMS tags SendEmail was given, read back from the mail's signed unsubscribe link."""
         found = _UNSUBSCRIBE_TOKEN.search(mail.get("list_unsubscribe") or "")
         if found is None:
-            return {}
+            return []
         settings = EngagementSettings.from_env()
         try:
             token = TokenSigner(settings.secret).verify(found.group(1), TokenKind.UNSUBSCRIBE)
         except InvalidToken:
-            return {}
-        tags = email_tags(
+            return []
+        return email_tags(
             dispatch_key=token.dispatch_key,
             customer_id=token.customer_id,
             scenario_id=token.scenario_id,
@@ -167,32 +153,11 @@ class LocalSes:
             variant=token.variant,
             test=token.test,
         )
-        return {tag["Name"]: [tag["Value"]] for tag in tags}
-
-
-def sns_event(ses_event: dict[str, Any]) -> dict[str, Any]:
-    """An SES event as the SNS-subscribed Lambda function receives it."""
-    return {
-        "Records": [
-            {
-                "EventSource": "aws:sns",
-                "EventVersion": "1.0",
-                "EventSubscriptionArn": "arn:aws:sns:ap-northeast-1:123456789012:EmailEventsTopic:local",
-                "Sns": {
-                    "Type": "Notification",
-                    "MessageId": str(uuid.uuid4()),
-                    "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:EmailEventsTopic",
-                    "Subject": None,
-                    "Message": json.dumps(ses_event),
-                    "Timestamp": ses_event["mail"]["timestamp"],
-                    "MessageAttributes": {},
-                },
-            }
-        ]
-    }
 
 
 def _decoded(mail: dict[str, Any]) -> dict[str, Any]:
+    # moto adds the raw message's To: address to the destinations SendEmail named (SES does not).
+    mail = {**mail, "destinations": list(dict.fromkeys(mail.get("destinations", [])))}
     if "raw" not in mail:
         return {**mail, "to": ", ".join(mail.get("destinations", [])), "text": mail.get("body")}
     message = message_from_string(mail["raw"], policy=default_policy)

@@ -559,6 +559,10 @@ class ScenarioRunner:
                     facts.append((step_cell, Metric.CAPPED, f"capped#{journey}#{record.step_id}", None))
                 elif record.what == "deferred":
                     facts.append((step_cell, Metric.DEFERRED, f"deferred#{journey}#{record.step_id}", None))
+                elif record.what == EnrolmentState.EXITED.value and record.detail.startswith("unreachable:"):
+                    # The send was not made: the customer opted out of, or cannot be reached on, the channel.
+                    once = f"suppressed#{journey}#{record.step_id}"
+                    facts.append((step_cell, Metric.SUPPRESSED, once, None))
                 elif record.what == "converted":
                     cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
                     facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
