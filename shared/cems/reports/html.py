@@ -79,15 +79,18 @@ _GROUP_HEADER = (
 
 
 def _lift_block(lift: Lift) -> str:
-    direction = (
-        "" if lift.absolute is None else ("up" if lift.absolute > 0 else "down" if lift.absolute < 0 else "")
+    # Coloured only when the interval leaves out zero: a lift that could be chance is not "up".
+    ci = lift.absolute_ci
+    direction = "" if ci is None else "up" if ci.low > 0 else "down" if ci.high < 0 else ""
+    verdict = {"up": "有意に上昇 clearly up", "down": "有意に低下 clearly down"}.get(
+        direction, "差は偶然の範囲 could be chance" if ci is not None else ""
     )
     level = f"{lift.confidence * 100:.0f}%"
     parts = [
         f'<p class="lift {direction}">リフト Lift: <strong>{points(lift.absolute)}</strong> '
         f"({level} CI {interval(lift, relative=False)}) · 相対 Relative: "
         f"<strong>{pct(lift.relative, signed=True)}</strong> ({level} CI {interval(lift, relative=True)}) · "
-        f"p = {p_text(lift.p_value)}</p>"
+        f"p = {p_text(lift.p_value)}" + (f" · {verdict}" if verdict else "") + "</p>"
     ]
     parts += [f'<p class="note">{escape(n)}</p>' for n in lift.notes]
     return "".join(parts)
@@ -95,14 +98,14 @@ def _lift_block(lift: Lift) -> str:
 
 def funnel_svg(row: StepRow) -> str:
     """Horizontal bars sent → delivered → opened → clicked, each as wide as its share of sent."""
-    width, bar_height, gap, label_width = 360, 22, 8, 130
+    width, bar_height, gap, label_width, value_width = 440, 22, 8, 130, 110
     values = [(label, getattr(row, name)) for name, label in _FUNNEL]
     top = max(row.sent, 1)
     height = len(values) * (bar_height + gap)
     bars = []
     for i, (label, value) in enumerate(values):
         y = i * (bar_height + gap)
-        length = (width - label_width - 70) * value / top
+        length = (width - label_width - value_width) * value / top
         share = f"{value / row.sent * 100:.0f}%" if row.sent else "—"
         bars.append(
             f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>'
