@@ -16,6 +16,7 @@ from cems.engagement.tokens import (
     TrackingToken,
     click_url,
     open_url,
+    trackable_url,
     unsubscribe_url,
 )
 from pydantic import ValidationError
@@ -223,3 +224,27 @@ def test_the_secret_is_read_lazily() -> None:
     assert calls == []
     signer.verify(signer.sign(CLICK), TokenKind.CLICK)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        ("https://shop.example.jp/a?b=1", "https://shop.example.jp/a?b=1"),
+        ("  https://shop.example.jp/a  ", "https://shop.example.jp/a"),
+        ("https://shop.example.jp/search?q=緑 茶", "https://shop.example.jp/search?q=%E7%B7%91%20%E8%8C%B6"),
+        ("https://shop.example.jp/a\n/b", "https://shop.example.jp/a/b"),
+        ("https://shop.example.jp/%E7%B7%91#top", "https://shop.example.jp/%E7%B7%91#top"),
+        ("HTTP://SHOP.EXAMPLE.JP/", "HTTP://SHOP.EXAMPLE.JP/"),
+        ("javascript:alert(1)", None),
+        ("mailto:info@shop.example.jp", None),
+        ("/relative", None),
+        ("https://", None),
+        ("https://shop.example.jp\\@evil.example/", None),
+        ("https://shop.example.jp/\x00", None),
+    ],
+)
+def test_trackable_url(href: str, expected: str | None) -> None:
+    assert trackable_url(href) == expected
+    if expected is not None:
+        token = CLICK.model_validate({**CLICK.model_dump(), "url": expected})
+        assert SIGNER.verify(SIGNER.sign(token), TokenKind.CLICK).url == expected

@@ -14,6 +14,7 @@ from html import escape
 from urllib.parse import quote
 
 from cems.engagement.engage import UnsubscribeResult
+from cems.engagement.tokens import URL_SAFE_CHARS
 
 # The smallest transparent GIF (1×1, 42 bytes).
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -37,14 +38,12 @@ HTML_HEADERS = {
 }
 HTML = "text/html; charset=utf-8"
 GIF = "image/gif"
-# Characters left as they are in a Location header: the URL's own syntax. Everything else (in
-# practice non-ASCII, e.g. a Japanese path) is percent-encoded as UTF-8, as browsers do.
-_LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]~_"
 
 
 def location(url: str) -> str:
-    """A validated http(s) destination as a Location header value (ASCII only)."""
-    return quote(url, safe=_LOCATION_SAFE)
+    """A validated http(s) destination as a Location header value (ASCII only): the URL's own syntax
+    kept, anything else (in practice non-ASCII, e.g. a Japanese path) percent-encoded as UTF-8."""
+    return quote(url, safe=URL_SAFE_CHARS)
 
 
 @dataclass(frozen=True)

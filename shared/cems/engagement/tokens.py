@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -164,6 +164,26 @@ def _expand(document: Any) -> Any:
         if isinstance(suffix, str) and isinstance(customer_id, str):
             document["d"] = customer_id + suffix
     return document
+
+
+# Characters a destination keeps as they are: the URL's own syntax (and existing %-escapes).
+URL_SAFE_CHARS = "!#$%&'()*+,-./:;=?@[]~_"
+_TAB_OR_NEWLINE = re.compile(r"[\t\r\n]")
+
+
+def trackable_url(href: str) -> str | None:
+    """The destination a click token may carry for a link as written in a mail or message: trimmed,
+    tabs and newlines dropped and spaces and non-ASCII percent-encoded (as browsers do when following
+    it); None when it is no absolute http(s) URL (javascript:, mailto:, relative, ...) or holds a
+    control character or backslash. The sender leaves a None link as it is, untracked."""
+    cleaned = _TAB_OR_NEWLINE.sub("", href.strip())
+    if re.search(r"[\x00-\x1f\x7f\\]", cleaned):
+        return None
+    encoded = quote(cleaned, safe=URL_SAFE_CHARS)
+    parts = urlsplit(encoded)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or len(encoded) > MAX_URL_LENGTH:
+        return None
+    return encoded
 
 
 def click_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
