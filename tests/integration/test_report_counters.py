@@ -5,18 +5,26 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cems import clock
 from cems.reports.counters import ONCE_TTL, Metric, ReportCell, ReportCounters, once_key
 from cems.reports.report import ReportService
+from cems.scenario import engine
 from cems.scenario.assignment import in_holdout, pick_variant
-from cems.scenario.model import Variant
-from cems.scenario.store import ScenarioStore
+from cems.scenario.model import Scenario, Variant
+from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
+from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+from cems.store import Stores
+
+from .journeys import drain_queue, put_customer, put_track_event
 
 TABLE = "JourneysTable"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
 
 
@@ -178,3 +186,53 @@ def test_a_report_shows_the_planted_outcome(counters: ReportCounters, dynamodb: 
     assert rows["mail-a"].delivery_rate == pytest.approx(rows["mail-a"].delivered / rows["mail-a"].sent)
     assert rows["mail-a"].open_rate == pytest.approx(rows["mail-a"].opened / rows["mail-a"].sent)
     json.loads(report.model_dump_json())  # plain JSON, no NaN
+
+
+def test_a_report_of_journeys_run_by_the_scenario_runner(dynamodb: Any, stores: Stores) -> None:
+    """The contract with the runner: journeys run by ScenarioRunner (the counting side, the lead's)
+    read back by ReportService (this side) as the groups, conversions, revenue and held-out sends
+    that really happened."""
+    clock.freeze(NOW)
+    sqs = boto3.client("sqs", region_name="ap-northeast-1")
+    queue = sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]
+    scenarios = ScenarioStore(TABLE, dynamodb)
+    counters = ReportCounters(TABLE, dynamodb)
+    runner = ScenarioRunner(
+        scenarios,
+        EnrolmentStore(TABLE, dynamodb, 4, model=engine.Enrolment),
+        CapStore(TABLE, dynamodb),
+        stores.customers,
+        stores.events,
+        QueueDispatchSink(sqs, queue),
+        counters=counters,
+    )
+    document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
+    document["entry"]["holdout_percent"] = 30
+    scenario = Scenario.model_validate(document)
+    scenarios.put_version(scenario, document, ScenarioSource("scenarios/cart_abandonment.json", "e"))
+    customers = [put_customer(stores.customers, f"cus_rpt_{n:03d}", NOW) for n in range(40)]
+    held = {c for c in customers if in_holdout(scenario.id, c, 30)}
+    buyers = set(customers[::3])
+    for n, customer in enumerate(customers):
+        runner.on_stored_event(put_track_event(stores.events, customer, "Product Added", f"add-{n}"))
+    clock.advance(600)
+    for n, customer in enumerate(customers):
+        if customer in buyers:
+            order = put_track_event(
+                stores.events, customer, "Order Completed", f"order-{n}", order_id=f"o-{n}", total=3000
+            )
+            runner.on_stored_event(order)
+            runner.on_stored_event(order)  # the stream delivers it again: counted once
+    clock.advance(2 * 3600)
+    runner.tick()
+
+    report = ReportService(counters, scenarios).report(scenario.id)
+    assert 0 < len(held) < len(customers)
+    assert (report.enrolled, report.held_out) == (len(customers), len(held))
+    assert report.treatment.converted == len(buyers - held)
+    assert report.holdout.converted == len(buyers & held)
+    assert report.treatment.revenue == Decimal(3000) * len(buyers - held)
+    assert report.goal == "Order Completed within 2d"
+    remind = {row.step_id: row for row in report.steps}["remind"]
+    assert remind.held_out == len(held - buyers)  # the holdout's reminders, held back
+    assert len(drain_queue(sqs, queue)) == len(set(customers) - held - buyers)  # sent: counted by send_line
