@@ -249,10 +249,11 @@ def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> in
         sqs, queue_url = _test_send_queue(args.stage, Path(args.config), send.channel)
         sqs.send_message(QueueUrl=queue_url, MessageBody=send.body())
     except (OSError, ValueError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}\nテスト送信は登録されていません / nothing was queued", file=sys.stderr)
         return 2
     except (BotoCoreError, BotoClientError) as exc:
         print(f"error: cannot reach {where}: {type(exc).__name__}", file=sys.stderr)
+        print("テスト送信は登録されていません / nothing was queued", file=sys.stderr)
         return 2
     queue = "LineSendQueue" if send.channel == "line" else "EmailSendQueue"
     print(f"テスト送信を {queue} に登録しました / test send queued on {queue}")

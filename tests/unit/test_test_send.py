@@ -345,3 +345,18 @@ def test_test_line_user_id_needs_a_test_and_one_recipient_and_a_line_user_id() -
         line_dispatch(test=True).fingerprint()
         != line_dispatch(test=True, test_line_user_id=LINE_ID).fingerprint()
     )
+
+
+def test_the_sender_plans_one_push_for_a_test_recipient_without_profiles() -> None:
+    from cems.line.deliveries import UnitKind
+    from cems.line.sender import make_plan
+
+    plan = make_plan(line_dispatch(test=True, test_line_user_id=LINE_ID), {})
+    [unit] = plan.units
+    assert (unit.unit_id, unit.kind, unit.customer_ids) == ("m0000", UnitKind.PUSH, ("cus_1",))
+    assert plan.skipped == {} and plan.metadata["test"] is True
+    own = {"cus_1": [{"type": "text", "text": "y"}]}
+    personal = line_dispatch(test=True, test_line_user_id=LINE_ID, messages=[], personalised=own)
+    assert [u.unit_id for u in make_plan(personal, {}).units] == ["p#cus_1"]
+    # Without it, a recipient with no profile is skipped as before.
+    assert make_plan(line_dispatch(test=True), {}).units == ()

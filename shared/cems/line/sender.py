@@ -8,6 +8,8 @@ One attempt of a dispatch (one SQS delivery):
    personalised content by one push each. The plan is stored (conditionally, so two racing attempts
    agree on one) and every later attempt reuses it: the same units with the same X-Line-Retry-Key
    (uuid5 of the idempotency key and the unit id), even if the dispatch's audience has changed since.
+   A test send with `test_line_user_id` (cems scenario test-send) is one push to that LINE user id:
+   no profile is read and no reachability or consent is checked, there or in step 2.
 2. Each unit that is not final yet is claimed in the Deliveries table, its recipients' reachability
    and consent are checked again (a follower may have left since the plan), and LINE is called.
 3. LINE's answer decides: 2xx and 409 (that retry key was accepted before) are `sent`; LINE's
