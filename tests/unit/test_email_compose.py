@@ -291,3 +291,22 @@ def test_settings_refuse_an_invalid_sender() -> None:
     with pytest.raises(EmailSettingsError, match="ENGAGE_BASE_URL"):
         EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "engage"})
     assert EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp"}).configuration_set is None
+
+
+def test_links_with_spaces_or_japanese_are_tracked_percent_encoded_and_odd_ones_left_alone() -> None:
+    from cems.email.compose import rewrite_html_links, rewrite_text_links
+
+    clicked: list[str] = []
+
+    def click(url: str) -> str:
+        clicked.append(url)
+        return f"https://t.example/r/{len(clicked)}"
+
+    source = '<a href="https://shop.example.jp/search?q=緑 茶">検索</a> <a href="https://">空</a>'
+    html_out, count = rewrite_html_links(source, click)
+    assert count == 1
+    assert clicked == ["https://shop.example.jp/search?q=%E7%B7%91%20%E8%8C%B6"]
+    assert 'href="https://"' in html_out  # no host: left as written, untracked
+    text_out, count = rewrite_text_links("こちら https://shop.example.jp/tea?kind=sencha です", click)
+    assert count == 1 and clicked[-1] == "https://shop.example.jp/tea?kind=sencha"
+    assert text_out == "こちら https://t.example/r/2 です"

@@ -546,6 +546,14 @@ def test_any_event_after_a_send_is_a_response_and_the_loop_goes_on() -> None:
     assert len(third.dispatches) == 1 and not third.enrolment.ended
 
 
+def test_a_bounce_or_complaint_after_a_send_is_not_a_response() -> None:
+    s = weekly_reminder(2)
+    e = run(s, entered(s), NOW).enrolment
+    later = NOW + timedelta(hours=1)
+    for name in ("Email Bounced", "Email Complained"):
+        assert on_event(s, e, event(name, later), customer(), later) is None
+
+
 # -- caps and windows ---------------------------------------------------------------------------------------
 
 

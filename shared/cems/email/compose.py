@@ -39,6 +39,7 @@ from cems.engagement.tokens import (
     TrackingToken,
     click_url,
     open_url,
+    trackable_url,
     unsubscribe_url,
 )
 
@@ -202,11 +203,13 @@ def html_footer(settings: EmailSettings, unsubscribe: str) -> str:
 # Links --------------------------------------------------------------------------------------------
 
 
-def _tracked(url: str, skip_prefix: str) -> bool:
-    lowered = url.lower()
-    if not lowered.startswith(("http://", "https://")):
-        return False  # mailto:, tel:, anchors, relative links: nothing to track or redirect
-    return not (skip_prefix and url.startswith(skip_prefix + "/"))  # a tracking link already
+def _tracked(url: str, skip_prefix: str) -> str | None:
+    """The destination to put in a click token, or None to leave the link as written: mailto:, tel:,
+    anchors and relative links (nothing to redirect to), a tracking link already, or a URL no token
+    may carry (tokens.trackable_url encodes spaces and non-ASCII as a browser would)."""
+    if skip_prefix and url.startswith(skip_prefix + "/"):
+        return None
+    return trackable_url(url)
 
 
 def rewrite_text_links(text: str, click: Callable[[str], str], *, skip_prefix: str = "") -> tuple[str, int]:
@@ -220,10 +223,11 @@ def rewrite_text_links(text: str, click: Callable[[str], str], *, skip_prefix: s
         # A closing bracket belongs to the URL when the URL opened one ("…/wiki/Tea_(drink)").
         while found[len(url) : len(url) + 1] == ")" and url.count("(") > url.count(")"):
             url += ")"
-        if not _tracked(url, skip_prefix):
+        destination = _tracked(url, skip_prefix)
+        if destination is None:
             return found
         count += 1
-        return click(url) + found[len(url) :]
+        return click(destination) + found[len(url) :]
 
     return _TEXT_URL.sub(replace, text), count
 
@@ -271,10 +275,11 @@ class _LinkFinder(HTMLParser):
         if tag != "a":
             return
         href = next((value for name, value in attrs if name == "href"), None)
-        if href is None or not _tracked(href.strip(), self.skip_prefix):
+        destination = None if href is None else _tracked(href.strip(), self.skip_prefix)
+        if destination is None:
             return
         original = self.get_starttag_text() or ""
-        tracked = self.click(href.strip())
+        tracked = self.click(destination)
         parts = ["<a"]
         for name, value in attrs:
             if name == "href":

@@ -433,7 +433,13 @@ def _awaited(enrolment: Enrolment, event: StoredEvent) -> bool:
     )
 
 
+# What a mail's fate says about the mailbox, not the customer: never a response to a send.
+NOT_RESPONSES = frozenset({"Email Bounced", "Email Complained"})
+
+
 def _is_response(enrolment: Enrolment, event: StoredEvent) -> bool:
+    if event_name(event) in NOT_RESPONSES:
+        return False
     return enrolment.last_send_at is not None and event.timestamp > enrolment.last_send_at
 
 
