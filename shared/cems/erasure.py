@@ -87,9 +87,15 @@ class CustomerEraser:
         if target is None:
             asked = self.customers.profile(customer_id, follow_merges=False)
             return [asked] if asked is not None else []
-        others = sorted((target.merged_ids | {customer_id}) - {target.customer_id})
-        found = self.customers.profiles(others)
-        return [target, *(found[c] for c in others if c in found)]
+        # A merge hands the source's merged_ids on to the target, so one round normally finds all;
+        # following merged_ids further costs nothing when there is nothing more to find.
+        found: dict[str, Profile] = {target.customer_id: target}
+        wanted = (target.merged_ids | {customer_id}) - found.keys()
+        while wanted:
+            more = self.customers.profiles(sorted(wanted))
+            found.update(more)
+            wanted = {m for p in more.values() for m in p.merged_ids} - found.keys() - wanted
+        return [target, *(found[c] for c in sorted(found) if c != target.customer_id)]
 
     def erase(self, customer_id: str) -> Erasure | None:
         """Erase the person; None when there is no such customer (never was, or erased already)."""

@@ -10,7 +10,7 @@ import pytest
 from cems import clock
 from cems.erasure import CustomerEraser, UnprocessedItemsError
 from cems.ingest import Ingestor
-from cems.models import SegmentMessage, Site
+from cems.models import Profile, SegmentMessage, Site
 from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.store import IdentityKey, IdentityKind, Stores, identity_key
 
@@ -158,3 +158,21 @@ def test_an_erasure_cut_short_is_finished_by_asking_again(person: dict[str, str]
     assert erasure is not None and erasure.profiles == 2
     assert _count(dynamodb, "EventsTable", "customer_id", person["visitor"]) == 0
     assert eraser(dynamodb).erase(person["known"]) is None
+
+
+def test_a_chain_of_merges_is_followed(stores: Stores, dynamodb: Any) -> None:
+    # Merges hand merged_ids on, but a chain whose target lists only the last source still finds all.
+    clock.freeze(NOW)
+    chain = {
+        "cus_c": Profile(customer_id="cus_c", merged_ids={"cus_b"}, first_seen_at=NOW, updated_at=NOW),
+        "cus_b": Profile(
+            customer_id="cus_b", merged_ids={"cus_a"}, merged_into="cus_c", first_seen_at=NOW, updated_at=NOW
+        ),
+        "cus_a": Profile(customer_id="cus_a", merged_into="cus_b", first_seen_at=NOW, updated_at=NOW),
+    }
+    for profile in chain.values():
+        dynamodb.put_item(TableName="CustomersTable", Item=stores.customers.profile_item(profile))
+    erasure = eraser(dynamodb).erase("cus_c")
+    assert erasure is not None and erasure.profiles == 3
+    assert set(erasure.customer_ids) == {"cus_a", "cus_b", "cus_c"}
+    assert eraser(dynamodb).erase("cus_a") is None
