@@ -332,7 +332,8 @@ def line_dispatch(**extra: Any) -> LineDispatch:
 
 
 def test_test_line_user_id_needs_a_test_and_one_recipient_and_a_line_user_id() -> None:
-    assert line_dispatch(test=True, test_line_user_id=LINE_ID).test_line_user_id == LINE_ID
+    staff = line_dispatch(test=True, test_line_user_id=LINE_ID)
+    assert staff.test_line_user_id == LINE_ID and LINE_ID not in repr(staff)
     with pytest.raises(ValidationError, match="test sends"):
         line_dispatch(test_line_user_id=LINE_ID)
     with pytest.raises(ValidationError, match="exactly one recipient"):

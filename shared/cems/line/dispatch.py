@@ -82,8 +82,8 @@ class LineDispatch(BaseModel):
     test: bool = False
     # Test sends only (`cems scenario test-send`): push to this LINE user id (a staff member's own
     # account) instead of the recipient's; the one recipient's profile is not read (no reachability
-    # or consent check). Never logged; not written to the Deliveries table.
-    test_line_user_id: LineUserId | None = None
+    # or consent check). Never logged (left out of repr); not written to the Deliveries table.
+    test_line_user_id: LineUserId | None = Field(default=None, repr=False)
     # Delivered without a sound or notification (LINE's notificationDisabled).
     notification_disabled: bool = False
 
