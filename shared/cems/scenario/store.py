@@ -10,6 +10,10 @@ JourneysTable (pk, sk; GSI `due-index` on due_shard + due_at, keys only; docs/sc
   CAP#<customer id>         / <channel>#D#<yyyy-mm-dd> a frequency-cap counter (Asia/Tokyo day); TTL
   CAP#<customer id>         / <channel>#W#<yyyy-Www>   a frequency-cap counter (ISO week); TTL
   BCAST#<scenario id>#<run> / SEG#<n>                  broadcast progress per segment
+  RPT#<scenario id>         / V#…#S#…#VAR#…#G#…      report counters per version, step, variant and
+                                                       group (cems.reports.counters, which owns them)
+  RPTONCE#<sha256>          / ONCE                     a fact counted already; TTL
+  RPTINDEX                  / <scenario id>            scenarios that have counters
 
 Every change is a conditional write: version numbers (two uploads never get one number), enrolment
 revisions (two writers never both advance one enrolment), cap counters (never past the limit).
