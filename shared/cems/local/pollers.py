@@ -526,6 +526,8 @@ def build_pollers(template: Template, functions: dict[str, LocalFunction], endpo
                 pollers.append(SqsPoller(function, event_name, endpoint_url, props["Queue"], props))
             elif kind == "S3":
                 pollers.append(S3Poller(function, event_name, endpoint_url, props["Bucket"], props))
+            elif kind == "SNS":
+                pass  # moto's SNS cannot invoke a local function: the stack plays SES events (/_local/ses)
             elif kind not in ("HttpApi", None):
                 log.warning("%s: event %s of type %s has no local poller", function.name, event_name, kind)
     return pollers
