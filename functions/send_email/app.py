@@ -39,20 +39,21 @@ from cems.email.suppression import SuppressionStore
 from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenSigner
 from cems.reports.counters import ReportCounters
+from cems.sqs_retry import QueueRetry, RemainingTime
 from cems.store import CustomerStore
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
-    from mypy_boto3_sqs import SQSClient
 
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+remaining_ms = RemainingTime()
 
 settings = EmailSettings.from_env()
 # The signing secret is read on the first send, not at init (SSM costs a round trip).
 signer = TokenSigner(EngagementSettings.from_env().secret)
-QUEUE_URL = os.environ.get("EMAIL_SEND_QUEUE_URL", "")
+retry = QueueRetry(os.environ.get("EMAIL_SEND_QUEUE_URL", ""), logger)
 
 
 def _ses() -> SESV2Client:
@@ -76,40 +77,14 @@ sender = EmailSender(
     SesGateway(_ses),
     _links,
 )
-_sqs: SQSClient | None = None
-_context: LambdaContext | None = None
-
-
-class RetryLater(Exception):
-    """The dispatch comes back after its visibility time-out (a batch item failure)."""
-
-
-def _queue() -> SQSClient:
-    global _sqs
-    if _sqs is None:  # built only when a dispatch must wait, which most invocations never need
-        _sqs = aws._session().client("sqs", config=aws.CLIENT_CONFIG)
-    return _sqs
-
-
-def _remaining_ms() -> int:
-    return _context.get_remaining_time_in_millis() if _context is not None else 60_000
 
 
 def send(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    report = sender.handle(record.body, receive_count, _remaining_ms)
+    report = sender.handle(record.body, receive_count, remaining_ms)
     _emit(report, receive_count)
     if report.retry_after is not None:
-        try:
-            _queue().change_message_visibility(
-                QueueUrl=QUEUE_URL, ReceiptHandle=record.receipt_handle, VisibilityTimeout=report.retry_after
-            )
-        except Exception:
-            # It still comes back, after the queue's own visibility time-out.
-            logger.exception(
-                "could not set the dispatch's visibility", extra={"message_id": record.message_id}
-            )
-        raise RetryLater(f"dispatch comes back in {report.retry_after} s")
+        retry.later(record, report.retry_after)
 
 
 def _emit(report: EmailReport, receive_count: int) -> None:
@@ -149,8 +124,7 @@ def _emit(report: EmailReport, receive_count: int) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _context
-    _context = context
+    remaining_ms.context = context
     response = process_partial_response(
         event=event, record_handler=send, processor=processor, context=context
     )

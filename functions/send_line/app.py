@@ -18,7 +18,7 @@ gc.disable()
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,19 +32,18 @@ from cems.line.config import LineSettings
 from cems.line.deliveries import DeliveryStore
 from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
 from cems.reports.counters import ReportCounters
+from cems.sqs_retry import QueueRetry, RemainingTime
 from cems.store import CustomerStore
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
 
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+remaining_ms = RemainingTime()
 
 settings = Settings.from_env()
 line_settings = LineSettings.from_env()
 load_client_modules()
-QUEUE_URL = os.environ.get("LINE_SEND_QUEUE_URL", "")
+retry = QueueRetry(os.environ.get("LINE_SEND_QUEUE_URL", ""), logger)
 sender = LineSender(
     CustomerStore(settings.customers_table, aws.dynamodb()),
     DeliveryStore(
@@ -57,42 +56,14 @@ sender = LineSender(
     retry_base_seconds=float(os.environ.get("CEMS_LINE_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS)),
     counters=ReportCounters(os.environ.get("JOURNEYS_TABLE", "JourneysTable"), aws.dynamodb()),
 )
-_sqs: SQSClient | None = None
-_context: LambdaContext | None = None
-
-
-class RetryLater(Exception):
-    """The dispatch comes back after its visibility time-out (a batch item failure)."""
-
-
-def _queue() -> SQSClient:
-    global _sqs
-    if _sqs is None:  # built only when a dispatch must wait, which most invocations never need
-        import boto3
-
-        _sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
-    return _sqs
-
-
-def _remaining_ms() -> int:
-    return _context.get_remaining_time_in_millis() if _context is not None else 60_000
 
 
 def send(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    report = sender.handle(record.body, receive_count, _remaining_ms)
+    report = sender.handle(record.body, receive_count, remaining_ms)
     _emit(report, receive_count)
     if report.retry_after is not None:
-        try:
-            _queue().change_message_visibility(
-                QueueUrl=QUEUE_URL, ReceiptHandle=record.receipt_handle, VisibilityTimeout=report.retry_after
-            )
-        except Exception:
-            # It still comes back, after the queue's own visibility time-out.
-            logger.exception(
-                "could not set the dispatch's visibility", extra={"message_id": record.message_id}
-            )
-        raise RetryLater(f"dispatch comes back in {report.retry_after} s")
+        retry.later(record, report.retry_after)
 
 
 def _emit(report: DispatchReport, receive_count: int) -> None:
@@ -141,8 +112,7 @@ def _emit(report: DispatchReport, receive_count: int) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _context
-    _context = context
+    remaining_ms.context = context
     response = process_partial_response(
         event=event, record_handler=send, processor=processor, context=context
     )

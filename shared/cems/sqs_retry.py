@@ -1,0 +1,61 @@
+"""SQS-fed functions (send_line, send_email): a record that must be tried again later.
+
+Lambda's SQS integration retries a batch item failure after the queue's visibility time-out; a
+sender that knows better (LINE's Retry-After, SES throttling backoff, a monthly limit) sets the
+record's visibility itself first, then reports the failure. The SQS client is built only when a
+record must wait, which most invocations never need (building it is most of its cost).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from cems import aws
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_sqs import SQSClient
+
+
+class RetryLater(Exception):
+    """The record comes back after its visibility time-out (a batch item failure)."""
+
+
+class QueueRetry:
+    def __init__(self, queue_url: str, logger: Logger) -> None:
+        self.queue_url = queue_url
+        self.logger = logger
+        self._sqs: SQSClient | None = None
+
+    def _client(self) -> SQSClient:
+        if self._sqs is None:
+            self._sqs = aws._session().client("sqs", config=aws.CLIENT_CONFIG)
+        return self._sqs
+
+    def later(self, record: SQSRecord, seconds: int) -> NoReturn:
+        try:
+            self._client().change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=seconds
+            )
+        except Exception:
+            # It still comes back, after the queue's own visibility time-out.
+            self.logger.exception(
+                "could not set the dispatch's visibility", extra={"message_id": record.message_id}
+            )
+        raise RetryLater(f"dispatch comes back in {seconds} s")
+
+
+class RemainingTime:
+    """Milliseconds left in the current invocation (60 s when called outside one, e.g. in tests)."""
+
+    def __init__(self) -> None:
+        self.context: LambdaContext | Any = None
+
+    def __call__(self) -> int:
+        if self.context is None:
+            return 60_000
+        remaining: int = self.context.get_remaining_time_in_millis()
+        return remaining
