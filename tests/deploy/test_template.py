@@ -6,6 +6,7 @@ The dependency check asks pip's configured package index, as `sam build` would; 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -223,3 +224,36 @@ def test_the_deployed_template_has_no_circular_dependency(monkeypatch: pytest.Mo
 def test_the_circular_dependency_check_sees_a_bucket_notifying_a_function_that_names_it() -> None:
     graph = {"Bucket": {"Function"}, "Function": {"Role", "Bucket"}, "Role": set()}
     assert _cycle(graph) == ["Bucket", "Function", "Bucket"]
+
+
+def test_alarms_watch_dead_letters_sender_failures_the_line_limit_and_webhook_signatures() -> None:
+    alarms = _resources("AWS::CloudWatch::Alarm")
+    watched = {a["Properties"]["MetricName"] for a in alarms.values()}
+    assert {
+        "ApproximateNumberOfMessagesVisible",
+        "LineRecipientsFailed",
+        "EmailFailed",
+        "LineMonthlyLimitReached",
+        "LineWebhookSignatureFailures",
+    } <= watched
+    dead_letter_queues = {n for n, q in _resources("AWS::SQS::Queue").items() if "DeadLetter" in n}
+    watched_queues = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms.values()
+        if a["Properties"]["Namespace"] == "AWS/SQS"
+    }
+    assert watched_queues == dead_letter_queues
+    assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+
+
+def test_the_dashboard_shows_metrics_the_functions_emit() -> None:
+    [dashboard] = _resources("AWS::CloudWatch::Dashboard").values()
+    body, _ = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    names = {m[1] for w in widgets for m in w["properties"]["metrics"] if m[0] == "CEMS"}
+    code = "".join(p.read_text("utf-8") for p in (ROOT / "functions").glob("*/app.py"))
+    code += "".join(p.read_text("utf-8") for p in (ROOT / "shared" / "cems").rglob("*.py"))
+    # send_line and send_email emit prefix + name ("Line" / "Email" + "Sent", ...).
+    spelled = {n: (n, n.removeprefix("Line"), n.removeprefix("Email")) for n in names}
+    missing = sorted(n for n, ways in spelled.items() if not any(f'"{way}"' in code for way in ways))
+    assert not missing, f"dashboard metrics no function emits: {missing}"
