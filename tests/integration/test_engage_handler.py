@@ -591,3 +591,58 @@ def test_the_dashboards_metrics_are_emitted(
     }
     # template.yaml's dashboard, Engagement / 反応.
     assert {"LinkClicks", "EmailOpens", "Unsubscribes", "EmailBounces", "EmailComplaints"} <= emitted
+
+
+def test_a_click_is_an_event_a_scenario_goal_can_use(
+    engage: Engage, customer: Profile, dynamodb: Any
+) -> None:
+    """The click engage stores reaches the scenario engine like any event: here it is the goal."""
+    import boto3
+    from cems.scenario import engine as scenario_engine
+    from cems.scenario.model import Scenario
+    from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
+    from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+
+    document = {
+        "id": "welcome_mail",
+        "name": "ようこそメール",
+        "trigger": {"type": "event", "event": "Signed Up"},
+        "goal": {
+            "event": "Link Clicked",
+            "where": [{"property": "channel", "op": "eq", "value": "email"}],
+            "within": "7d",
+        },
+        "steps": [{"id": "wait", "type": "wait", "duration": "3d"}, {"id": "done", "type": "end"}],
+    }
+    scenarios = ScenarioStore("JourneysTable", dynamodb)
+    scenarios.put_version(Scenario.model_validate(document), document, ScenarioSource("s.json", "e"))
+    sqs = boto3.client("sqs", region_name="ap-northeast-1")
+    enrolments = EnrolmentStore("JourneysTable", dynamodb, 4, model=scenario_engine.Enrolment)
+    runner = ScenarioRunner(
+        scenarios,
+        enrolments,
+        CapStore("JourneysTable", dynamodb),
+        engage.stores.customers,
+        engage.stores.events,
+        QueueDispatchSink(sqs, sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]),
+        counters=engage.counters,
+    )
+    signed_up = SegmentMessage.model_validate(
+        {
+            "type": "track",
+            "messageId": "signup-1",
+            "userId": USER,
+            "event": "Signed Up",
+            "timestamp": NOW.isoformat(),
+        }
+    )
+    Ingestor(engage.stores.ingest).ingest(SHOP, [signed_up], NOW)
+    [stored_signup] = engage.events("Signed Up")
+    assert runner.on_stored_event(stored_signup).enrolled == 1
+
+    clock.advance(3600)
+    assert engage.get(f"/r/{token(TokenKind.CLICK)}").status == 302
+    [click] = engage.events("Link Clicked")
+    runner.on_stored_event(click)
+    journey = enrolments.get(CUSTOMER, "welcome_mail")
+    assert journey is not None and journey.state is scenario_engine.EnrolmentState.CONVERTED
