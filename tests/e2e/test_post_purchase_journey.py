@@ -148,8 +148,10 @@ def test_post_purchase_journey_with_survey_split_and_holdout(
     for line, answer in answers.items():
         _postback(local_stack, line, answer)
     local_stack.drain()
-    for _ in range(28):  # on past day 30 (a day a request: each step runs the due work)
-        _post(local_stack, "/_local/clock", {"advance_seconds": 86400})
+    # On past day 30, a day a request in 3-hour steps (each step runs the due work): a send due at
+    # 10:00 goes out by 13:00, inside the 09:00-20:00 window, and the run takes a third of hourly steps.
+    for _ in range(28):
+        _post(local_stack, "/_local/clock", {"advance_seconds": 86400, "step_seconds": 3 * 3600})
 
     texts = _texts(local_stack, before)
     assert not holdout & set(texts), "holdout customers were sent messages"
