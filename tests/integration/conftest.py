@@ -9,11 +9,18 @@ import pytest
 from cems import clock
 from cems.config import Settings
 from cems.local.cfn import Template
+from cems.local.moto_server import patch_moto
 from cems.local.resources import create_table
 from cems.store import Stores
 from moto import mock_aws
 
 TEMPLATE = Path(__file__).parents[2] / "template.yaml"
+
+# moto's TransactWriteItems deep-copies every table a transaction touches (to roll back), so each
+# transaction costs time in proportion to the table; the local stack's undo-log version applies the
+# same all-or-nothing rule to just the touched items (cems.local.moto_server, tested there and by
+# every e2e test). The races in test_scenario_races.py run against a moto server patched this way.
+patch_moto()
 
 
 def template_tables() -> dict[str, dict[str, Any]]:
