@@ -435,7 +435,9 @@ def _site_command(args: argparse.Namespace) -> int:
 
 
 def _local_client(service: str, config: Config) -> Any:
-    """A client for the local stack's moto server (127.0.0.1:$CEMS_AWS_PORT, any credentials)."""
+    """A client for the local stack's moto server (127.0.0.1:$CEMS_AWS_PORT, any credentials). One
+    retry at most: a stack that is not running should be said at once, not after backoffs."""
+    config = config.merge(Config(retries={"max_attempts": 2, "mode": "standard"}))
     return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=f"http://127.0.0.1:{os.environ.get('CEMS_AWS_PORT', '4566')}",
