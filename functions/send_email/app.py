@@ -58,7 +58,7 @@ retry = QueueRetry(os.environ.get("EMAIL_SEND_QUEUE_URL", ""), logger)
 
 def _ses() -> SESV2Client:
     # Made on the first send: most of a client's cost is loading its model, which init can skip.
-    client: SESV2Client = aws._session().client("sesv2", config=SES_CLIENT_CONFIG)
+    client: SESV2Client = aws.client("sesv2", SES_CLIENT_CONFIG)
     return client
 
 

@@ -32,7 +32,7 @@ class QueueRetry:
 
     def _client(self) -> SQSClient:
         if self._sqs is None:
-            self._sqs = aws._session().client("sqs", config=aws.CLIENT_CONFIG)
+            self._sqs = aws.client("sqs")
         return self._sqs
 
     def later(self, record: SQSRecord, seconds: int) -> NoReturn:
