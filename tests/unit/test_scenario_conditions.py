@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from cems.models import Channel, ChannelState, MessageType, OrderSummary, Profile, StoredEvent
-from cems.scenario.conditions import compare, evaluate, event_matches
+from cems.scenario.conditions import RESERVED_EVENT_SOURCES, compare, evaluate, event_matches
 from cems.scenario.model import Condition, PropertyCondition
 from cems.scenario.rfm import lifecycle_stage, rfm_scores
 from hypothesis import given
@@ -40,7 +40,7 @@ def event(name: str, days_ago: float = 0, **properties: Any) -> StoredEvent:
     at = NOW - timedelta(days=days_ago)
     return StoredEvent(
         customer_id="cus_1",
-        site_id="shop",
+        site_id=RESERVED_EVENT_SOURCES.get(name, "shop"),
         type=MessageType.TRACK,
         message_id=f"m{name}{days_ago}",
         event=name,
@@ -304,6 +304,14 @@ def test_order_completed_containing_a_sku() -> None:
         "Order Completed", [PropertyCondition(property="products.sku", value="Z")], order
     )
     assert not event_matches("Product Added", where, order)
+
+
+def test_names_only_cems_stores_match_nothing_when_a_site_sends_them() -> None:
+    for name in ("line_follow", "line_postback", "Link Clicked", "Email Unsubscribed"):
+        genuine = event(name)
+        faked = genuine.model_copy(update={"site_id": "site_0a1b2c"})
+        assert event_matches(name, [], genuine)
+        assert not event_matches(name, [], faked)
 
 
 def test_survey_postback_event_matches_its_question() -> None:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from cems.models import MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
+from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
     Advance,
     CapView,
@@ -64,7 +65,7 @@ def customer(customer_id: str = "cus_1", **traits: Any) -> Profile:
 def event(name: str, at: datetime = NOW, customer_id: str = "cus_1", **properties: Any) -> StoredEvent:
     return StoredEvent(
         customer_id=customer_id,
-        site_id="line" if name.startswith("line_") else "shop",
+        site_id=RESERVED_EVENT_SOURCES.get(name, "shop"),
         type=MessageType.TRACK,
         message_id=f"m-{name}-{at.timestamp()}",
         event=name,
@@ -552,6 +553,10 @@ def test_a_bounce_or_complaint_after_a_send_is_not_a_response() -> None:
     later = NOW + timedelta(hours=1)
     for name in ("Email Bounced", "Email Complained"):
         assert on_event(s, e, event(name, later), customer(), later) is None
+    # The same names sent by a site are the site's own events: a response like any other.
+    faked = event("Email Bounced", later).model_copy(update={"site_id": "shop"})
+    answered = on_event(s, e, faked, customer(), later)
+    assert answered is not None and answered.enrolment.unanswered_sends == 0
 
 
 # -- caps and windows ---------------------------------------------------------------------------------------

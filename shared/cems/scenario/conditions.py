@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cems.models import Channel, MessageType, Profile, StoredEvent
+from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
+from cems.models import LINE_SOURCE_ID, Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.model import (
     AllCondition,
     AnyCondition,
@@ -222,9 +223,20 @@ def _equal(value: Any, expected: Any) -> bool:
     return bool(value == expected)
 
 
+# Event names only CEMS's own sources store: a site's track call with one of these names is kept as
+# sent but matches no trigger, goal, exit or branch (a site must not fake a LINE follow or a click).
+RESERVED_EVENT_SOURCES: dict[str, str] = {
+    **{name.value: LINE_SOURCE_ID for name in LineEvent},
+    **{name.value: ENGAGE_SOURCE_ID for name in EngagementEvent},
+}
+
+
 def event_name(event: StoredEvent) -> str | None:
     """The name a trigger matches: a track event's name; `page`/`screen` for those calls."""
     if event.type is MessageType.TRACK:
+        source = RESERVED_EVENT_SOURCES.get(event.event or "")
+        if source is not None and event.site_id != source:
+            return None
         return event.event
     if event.type in (MessageType.PAGE, MessageType.SCREEN):
         return event.type.value

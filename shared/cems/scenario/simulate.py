@@ -28,6 +28,7 @@ from cems.models import (
     Profile,
     StoredEvent,
 )
+from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
     Advance,
     CapView,
@@ -155,11 +156,12 @@ def events_from(data: Sequence[dict[str, Any]], customer_id: str) -> list[Stored
             raise ValueError(f"event {i}: give the timestamp's offset, e.g. +09:00")
         kind = MessageType(raw.get("type", "track"))
         name = raw.get("event")
-        line = isinstance(name, str) and name.startswith("line_")
+        # LINE and engagement events are simulated as stored by their own sources.
+        source = RESERVED_EVENT_SOURCES.get(name, "shop") if isinstance(name, str) else "shop"
         out.append(
             StoredEvent(
                 customer_id=customer_id,
-                site_id=str(raw.get("site_id") or ("line" if line else "shop")),
+                site_id=str(raw.get("site_id") or source),
                 type=kind,
                 message_id=str(raw.get("messageId") or f"sim-{i}"),
                 event=name,
