@@ -186,7 +186,8 @@ class CustomerEraser:
         request: Any = {table: [{"DeleteRequest": {"Key": k}} for k in keys]}
         for attempt in range(MAX_BATCH_ATTEMPTS):
             answer = self.client.batch_write_item(RequestItems=request)
-            request = answer.get("UnprocessedItems") or None
+            # Only tables with requests left (an empty list is not a request DynamoDB accepts).
+            request = {t: items for t, items in (answer.get("UnprocessedItems") or {}).items() if items}
             if not request:
                 return
             self._sleep(min(2.0, 0.05 * 2**attempt))
