@@ -291,6 +291,12 @@ def test_settings_refuse_an_invalid_sender() -> None:
     with pytest.raises(EmailSettingsError, match="ENGAGE_BASE_URL"):
         EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "engage"})
     assert EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp"}).configuration_set is None
+    plain_http = env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "http://links.example.jp"}
+    with pytest.raises(EmailSettingsError, match="https"):
+        EmailSettings.from_env(plain_http)
+    assert (
+        EmailSettings.from_env(plain_http | {"CEMS_LOCAL": "1"}).engage_base_url == "http://links.example.jp"
+    )
 
 
 def test_links_with_spaces_or_japanese_are_tracked_percent_encoded_and_odd_ones_left_alone() -> None:

@@ -78,6 +78,9 @@ class EmailSettings:
             delivery_retention_days=int(values.get("CEMS_DELIVERY_RETENTION_DAYS", "395")),
         )
         settings.check()
+        if not local and not settings.engage_base_url.startswith("https://"):
+            # RFC 8058 one-click unsubscribe (and the mailbox providers that honour it) wants https.
+            raise EmailSettingsError("ENGAGE_BASE_URL must be an https URL outside the local stack")
         return settings
 
     def check(self) -> None:
