@@ -80,11 +80,7 @@ sender = EmailSender(
 
 
 def send(record: SQSRecord) -> None:
-    receive_count = int(record.attributes.approximate_receive_count or 1)
-    report = sender.handle(record.body, receive_count, remaining_ms)
-    _emit(report, receive_count)
-    if report.retry_after is not None:
-        retry.later(record, report.retry_after)
+    retry.run(record, sender.handle, _emit, remaining_ms)
 
 
 def _emit(report: EmailReport, receive_count: int) -> None:

@@ -8,7 +8,8 @@ record must wait, which most invocations never need (building it is most of its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_sqs import SQSClient
+
+
+class Retryable(Protocol):
+    @property
+    def retry_after(self) -> int | None: ...
+
+
+Report = TypeVar("Report", bound=Retryable)
 
 
 class RetryLater(Exception):
@@ -34,6 +43,21 @@ class QueueRetry:
         if self._sqs is None:
             self._sqs = aws.client("sqs")
         return self._sqs
+
+    def run(
+        self,
+        record: SQSRecord,
+        handle: Callable[[str, int, Callable[[], int]], Report],
+        emit: Callable[[Report, int], None],
+        remaining_ms: Callable[[], int],
+    ) -> None:
+        """One record through a sender's `handle(body, receive count, remaining ms)`; its report
+        emitted; made to come back after `retry_after` seconds when the report asks for it."""
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        report = handle(record.body, receive_count, remaining_ms)
+        emit(report, receive_count)
+        if report.retry_after is not None:
+            self.later(record, report.retry_after)
 
     def later(self, record: SQSRecord, seconds: int) -> NoReturn:
         try:
@@ -52,7 +76,7 @@ class RemainingTime:
     """Milliseconds left in the current invocation (60 s when called outside one, e.g. in tests)."""
 
     def __init__(self) -> None:
-        self.context: LambdaContext | Any = None
+        self.context: LambdaContext | None = None
 
     def __call__(self) -> int:
         if self.context is None:

@@ -1,15 +1,22 @@
 """e2e fixtures: one local stack (`cems local` as a child process on free ports) for the session."""
 
+import base64
 import json
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from cems.line.config import LOCAL_CHANNEL_SECRET
+from cems.line.webhook import sign
 from cems.local.running import RunningStack, running_local_stack
+from cems.models import Channel, ChannelState
+from cems.store import CustomerStore, IdentityKey, IdentityKind
 
 ROOT = Path(__file__).parents[2]
 
@@ -53,6 +60,78 @@ class LocalStackClient:
 
     def output(self) -> list[str]:
         return list(self.running.output)
+
+    def post(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """POSTs JSON to the stack (with the write key for /v1/ paths); the JSON answer."""
+        headers = {"Content-Type": "application/json"}
+        if path.startswith("/v1/"):
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.http_url}{path}", data=json.dumps(document).encode(), method="POST", headers=headers
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            body: dict[str, Any] = json.loads(answer.read())
+            return body
+
+    def line_customer(self, user_id: str) -> tuple[str, str]:
+        """A shop customer (identified through /v1/identify) with a LINE contact and LINE identity,
+        as account linking leaves them: (customer id, LINE user id)."""
+        customers = CustomerStore("CustomersTable", self.dynamodb)
+        self.post("/v1/identify", {"userId": user_id, "traits": {"last_name": "山田"}})
+        self.drain()
+        customer_id = customers.customer_for_user_id(user_id)
+        assert customer_id is not None
+        profile = customers.profile(customer_id)
+        assert profile is not None
+        line_user_id = "U" + uuid.uuid4().hex
+        line = ChannelState(reachable=True, consent=True, updated_at=profile.updated_at)
+        linked = profile.model_copy(
+            update={"line_user_id": line_user_id, "channels": {**profile.channels, Channel.LINE: line}}
+        )
+        self.dynamodb.put_item(TableName="CustomersTable", Item=customers.profile_item(linked))
+        claim = customers.claim_action(
+            IdentityKey(IdentityKind.LINE, line_user_id), customer_id, profile.updated_at
+        )
+        self.dynamodb.transact_write_items(TransactItems=[claim])
+        return customer_id, line_user_id
+
+    def line_messages(self) -> list[dict[str, Any]]:
+        """Every message the fake LINE API accepted, oldest first."""
+        with urllib.request.urlopen(f"{self.http_url}/_local/line/messages", timeout=10) as answer:
+            messages: list[dict[str, Any]] = json.loads(answer.read())["messages"]
+            return messages
+
+    def now(self) -> datetime:
+        """CEMS's clock on the stack (tests move it)."""
+        with urllib.request.urlopen(f"{self.http_url}/_local/clock", timeout=10) as answer:
+            return datetime.fromisoformat(json.loads(answer.read())["now"])
+
+    def postback(self, line_user_id: str, data: str) -> None:
+        """A postback from this LINE user, signed with the local channel secret, at CEMS's time."""
+        body = {
+            "destination": "U0f3c9a7e21b84d6c5a09e8f7d6c5b4a3",
+            "events": [
+                {
+                    "type": "postback",
+                    "timestamp": int(self.now().timestamp() * 1000),
+                    "source": {"type": "user", "userId": line_user_id},
+                    "mode": "active",
+                    "webhookEventId": uuid.uuid4().hex.upper()[:26],
+                    "deliveryContext": {"isRedelivery": False},
+                    "replyToken": uuid.uuid4().hex,
+                    "postback": {"data": data},
+                }
+            ],
+        }
+        raw = json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.http_url}/line/webhook",
+            data=raw,
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Line-Signature": sign(raw, LOCAL_CHANNEL_SECRET)},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
 
 
 @pytest.fixture(scope="session")

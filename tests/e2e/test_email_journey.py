@@ -6,7 +6,6 @@ day 7 only the third gets the second mail; the admin API's report shows it all."
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import urllib.error
@@ -50,16 +49,6 @@ def _request(
         return error.code, dict(error.headers), error.read()
 
 
-def _post(stack: LocalStackClient, path: str, document: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json"}
-    if path.startswith("/v1/"):
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{stack.write_key}:".encode()).decode()
-    status, _, body = _request(stack, "POST", path, json.dumps(document).encode(), headers)
-    assert status == 200, body
-    answer: dict[str, Any] = json.loads(body)
-    return answer
-
-
 def _mails(stack: LocalStackClient) -> list[dict[str, Any]]:
     _, _, body = _request(stack, "GET", "/_local/email/messages")
     mails: list[dict[str, Any]] = json.loads(body)["mails"]
@@ -72,7 +61,7 @@ def _customer(stack: LocalStackClient, customers: CustomerStore, run: str, name:
         user_id = f"mail-{run}-{name}-{n}"
         address = f"{name}.{run}.{n}@example.com"
         traits = {"email": address, "email_opt_in": True, "last_name": "佐藤"}
-        _post(stack, "/v1/identify", {"userId": user_id, "traits": traits})
+        stack.post("/v1/identify", {"userId": user_id, "traits": traits})
         stack.drain()
         customer_id = customers.customer_for_user_id(user_id)
         assert customer_id is not None
@@ -85,7 +74,7 @@ def _advance_until(stack: LocalStackClient, hours: int, done: Any) -> None:
     for _ in range(hours):
         if done():
             return
-        _post(stack, "/_local/clock", {"advance_seconds": 3600})
+        stack.post("/_local/clock", {"advance_seconds": 3600})
     assert done(), "not done in time"
 
 
@@ -101,7 +90,7 @@ def test_email_follow_up_with_unsubscribe_bounce_clicks_and_opens(
     keeper = _customer(local_stack, customers, run, "keep")
     addresses = {unsubscriber[1], bouncer[1], keeper[1]}
     # trigger reads the active scenarios at most once a minute: let a list read before the upload expire.
-    _post(local_stack, "/_local/clock", {"advance_seconds": 61})
+    local_stack.post("/_local/clock", {"advance_seconds": 61})
     for n, (user_id, _) in enumerate((unsubscriber, bouncer, keeper)):
         order = {
             "order_id": f"o-{run}-{n}",
@@ -109,7 +98,7 @@ def test_email_follow_up_with_unsubscribe_bounce_clicks_and_opens(
             "currency": "JPY",
             "products": [{"sku": "SEN-1"}],
         }
-        _post(local_stack, "/v1/track", {"userId": user_id, "event": "Order Completed", "properties": order})
+        local_stack.post("/v1/track", {"userId": user_id, "event": "Order Completed", "properties": order})
     local_stack.drain()
 
     def first_mails() -> list[dict[str, Any]]:
@@ -151,15 +140,15 @@ def test_email_follow_up_with_unsubscribe_bounce_clicks_and_opens(
         status, _, _ = _request(local_stack, "POST", unsubscribe, b"List-Unsubscribe=One-Click", form)
         assert status == 200
     # SES reports the bouncer's address as a permanent bounce.
-    _post(local_stack, "/_local/ses/bounce", {"to": bouncer[1]})
-    _post(local_stack, "/_local/ses/delivery", {"to": keeper[1]})
+    local_stack.post("/_local/ses/bounce", {"to": bouncer[1]})
+    local_stack.post("/_local/ses/delivery", {"to": keeper[1]})
     local_stack.drain()
 
     def review_mails() -> list[dict[str, Any]]:
         return [m for m in first_mails() if "ご感想" in m["subject"]]
 
     _advance_until(local_stack, 8 * 24, lambda: len(review_mails()) >= 1)
-    _post(local_stack, "/_local/clock", {"advance_seconds": 2 * 3600})  # and no other comes later
+    local_stack.post("/_local/clock", {"advance_seconds": 2 * 3600})  # and no other comes later
     assert [m["destinations"] for m in review_mails()] == [[keeper[1]]]
 
     status, _, body = _request(local_stack, "GET", f"/admin/scenarios/{SCENARIO}/report")

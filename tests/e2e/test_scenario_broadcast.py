@@ -13,7 +13,6 @@ audience is this run's own survey question, so nobody else's customers are in it
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -24,15 +23,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cems.cli import main
-from cems.line.config import LOCAL_CHANNEL_SECRET
-from cems.line.webhook import sign
 from cems.scenario import engine
 from cems.scenario.store import EnrolmentStore
-from cems.store import CustomerStore
 
 from tests.e2e.conftest import ROOT, LocalStackClient
-from tests.e2e.test_post_purchase_journey import _line_customer, _now
-from tests.e2e.test_scenario_cart_abandonment import _messages, _post
 
 pytestmark = pytest.mark.e2e
 
@@ -74,34 +68,6 @@ def _webhook(stack: LocalStackClient, sample: Path, line_user_id: str) -> None:
     assert main(["line", "webhook", str(sample), "--url", url, "--user", line_user_id, "--fresh"]) == 0
 
 
-def _answer(stack: LocalStackClient, line_user_id: str, question: str, answer: str) -> None:
-    """A survey postback, signed with the local channel secret, at CEMS's time."""
-    body = {
-        "destination": "U0f3c9a7e21b84d6c5a09e8f7d6c5b4a3",
-        "events": [
-            {
-                "type": "postback",
-                "timestamp": int(_now(stack).timestamp() * 1000),
-                "source": {"type": "user", "userId": line_user_id},
-                "mode": "active",
-                "webhookEventId": uuid.uuid4().hex.upper()[:26],
-                "deliveryContext": {"isRedelivery": False},
-                "replyToken": uuid.uuid4().hex,
-                "postback": {"data": f"survey={question}&answer={answer}"},
-            }
-        ],
-    }
-    raw = json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{stack.http_url}/line/webhook",
-        data=raw,
-        method="POST",
-        headers={"Content-Type": "application/json", "X-Line-Signature": sign(raw, LOCAL_CHANNEL_SECRET)},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-
-
 def test_a_broadcast_reaches_its_audience_once(
     local_stack: LocalStackClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -112,27 +78,27 @@ def test_a_broadcast_reaches_its_audience_once(
     for line_user_id in friends.values():
         _webhook(local_stack, FOLLOW, line_user_id)
     for name, line_user_id in friends.items():
-        _answer(local_stack, line_user_id, question, "no" if name == "no" else "yes")
+        local_stack.postback(line_user_id, f"survey={question}&answer={'no' if name == 'no' else 'yes'}")
     _webhook(local_stack, UNFOLLOW, friends["left"])  # said yes, then blocked the account
     # A shop customer with the answer as a trait but no LINE: not reachable, so not in the audience.
-    _post(local_stack, "/v1/identify", {"userId": f"web-{run}", "traits": {f"survey.{question}": "yes"}})
+    local_stack.post("/v1/identify", {"userId": f"web-{run}", "traits": {f"survey.{question}": "yes"}})
     local_stack.drain()
 
-    at = (_now(local_stack) + timedelta(minutes=30)).astimezone(TOKYO).replace(microsecond=0)
+    at = (local_stack.now() + timedelta(minutes=30)).astimezone(TOKYO).replace(microsecond=0)
     document = _scenario(run, at.isoformat())
     path = tmp_path / f"{document['id']}.json"
     path.write_text(json.dumps(document, ensure_ascii=False), "utf-8")
     assert main(["scenario", "upload", str(path)]) == 0
-    before = len(_messages(local_stack))
+    before = len(local_stack.line_messages())
 
-    _post(local_stack, "/_local/clock", {"advance_seconds": 20 * 60})
-    assert not [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+    local_stack.post("/_local/clock", {"advance_seconds": 20 * 60})
+    assert not [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
 
-    _post(local_stack, "/_local/clock", {"advance_seconds": 15 * 60})  # past the broadcast time
+    local_stack.post("/_local/clock", {"advance_seconds": 15 * 60})  # past the broadcast time
     local_stack.drain()
-    _post(local_stack, "/_local/clock", {"advance_seconds": 3600})  # and nothing more afterwards
+    local_stack.post("/_local/clock", {"advance_seconds": 3600})  # and nothing more afterwards
 
-    sent = [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+    sent = [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
     assert all(m["endpoint"] in ("push", "multicast") for m in sent), sent
     assert Counter(m["to"] for m in sent) == {friends["yes1"]: 1, friends["yes2"]: 1}, sent
 
@@ -144,19 +110,17 @@ def test_a_date_trigger_uploaded_after_the_purchase_still_reaches_the_buyer(
     it is uploaded (through the broadcast fan-out) and gets the message at the moment, once."""
     monkeypatch.setenv("CEMS_AWS_PORT", str(urlparse(local_stack.aws_url).port))
     run = uuid.uuid4().hex[:8]
-    customers = CustomerStore("CustomersTable", local_stack.dynamodb)
-    buyer, buyer_line = _line_customer(local_stack, customers, f"bf-buyer-{run}")
-    _, browser_line = _line_customer(local_stack, customers, f"bf-browser-{run}")
+    buyer, buyer_line = local_stack.line_customer(f"bf-buyer-{run}")
+    _, browser_line = local_stack.line_customer(f"bf-browser-{run}")
     for user_id in (f"bf-buyer-{run}", f"bf-browser-{run}"):
-        _post(local_stack, "/v1/identify", {"userId": user_id, "traits": {"backfill_run": run}})
+        local_stack.post("/v1/identify", {"userId": user_id, "traits": {"backfill_run": run}})
     order = {
         "order_id": f"o-bf-{run}",
         "revenue": 1620,
         "currency": "JPY",
         "products": [{"product_id": "sencha"}],
     }
-    _post(
-        local_stack,
+    local_stack.post(
         "/v1/track",
         {"userId": f"bf-buyer-{run}", "event": "Order Completed", "properties": order},
     )
@@ -186,16 +150,16 @@ def test_a_date_trigger_uploaded_after_the_purchase_still_reaches_the_buyer(
     local_stack.drain()  # the backfill's segments
     enrolments = EnrolmentStore("JourneysTable", local_stack.dynamodb, model=engine.Enrolment)
     assert enrolments.schedule(buyer, scenario_id) is not None
-    before = len(_messages(local_stack))
+    before = len(local_stack.line_messages())
 
     def sent() -> list[dict[str, Any]]:
-        return [m for m in _messages(local_stack)[before:] if run in json.dumps(m, ensure_ascii=False)]
+        return [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
 
     for _ in range(12):  # the day after the purchase at 10:00 in Tokyo is at most two days away
-        _post(local_stack, "/_local/clock", {"advance_seconds": 6 * 3600})
+        local_stack.post("/_local/clock", {"advance_seconds": 6 * 3600})
         if sent():
             break
-    _post(local_stack, "/_local/clock", {"advance_seconds": 6 * 3600})  # and nothing more afterwards
+    local_stack.post("/_local/clock", {"advance_seconds": 6 * 3600})  # and nothing more afterwards
     assert [m["to"] for m in sent()] == [buyer_line], sent()
     assert enrolments.schedule(buyer, scenario_id) is None
     assert browser_line not in {m["to"] for m in sent()}

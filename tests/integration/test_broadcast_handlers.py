@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import aws, clock
+from cems.local.pollers import sqs_record
 from cems.models import OrderSummary
 from cems.scenario.assignment import in_holdout
 from cems.scenario.broadcast import run_id
@@ -48,19 +49,7 @@ def sqs_records(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         if not messages:
             return records
         for message in messages:
-            records.append(
-                {
-                    "messageId": message["MessageId"],
-                    "receiptHandle": message["ReceiptHandle"],
-                    "body": message["Body"],
-                    "attributes": message.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": message["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:BroadcastQueue",
-                    "awsRegion": "ap-northeast-1",
-                }
-            )
+            records.append(sqs_record(message, "arn:aws:sqs:ap-northeast-1:123456789012:BroadcastQueue"))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 

@@ -32,6 +32,7 @@ from cems.email.dispatch import EmailDispatch
 from cems.email.suppression import SuppressionStore, address_hash
 from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
+from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
 from cems.reports.counters import ReportCounters
 from cems.store import CustomerStore, to_attribute_map
@@ -115,18 +116,7 @@ class Harness:
             )
             messages = answer.get("Messages", [])
             records += [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:EmailSendQueue",
-                    "awsRegion": REGION,
-                }
-                for m in messages
+                sqs_record(m, "arn:aws:sqs:ap-northeast-1:123456789012:EmailSendQueue") for m in messages
             ]
             if len(messages) < 10:
                 return records

@@ -25,6 +25,7 @@ from cems import aws
 from cems.line.deliveries import DeliveryStore, RecipientStatus, UnitStatus, retry_key
 from cems.line.dispatch import LineDispatch
 from cems.local.fake_line import MONTHLY_LIMIT_MESSAGE, FakeLine, FakeLineServer
+from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
 from cems.store import CustomerStore
 
@@ -106,18 +107,7 @@ class Harness:
             )
             messages = answer.get("Messages", [])
             records += [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:LineSendQueue",
-                    "awsRegion": "ap-northeast-1",
-                }
-                for m in messages
+                sqs_record(m, "arn:aws:sqs:ap-northeast-1:123456789012:LineSendQueue") for m in messages
             ]
             if len(messages) < 10:
                 return records

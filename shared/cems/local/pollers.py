@@ -383,7 +383,7 @@ class SqsPoller(EventSourceMappingPoller):
                 break
         if not messages:
             return 0
-        records = [self._record(m) for m in messages]
+        records = [sqs_record(m, self.queue_arn) for m in messages]
         wanted = [r for r in records if matches_filters(_with_json_body(r), self.filters)]
         failed: set[str] = set()
         if wanted:
@@ -406,27 +406,29 @@ class SqsPoller(EventSourceMappingPoller):
             )
         return len(records)
 
-    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message.get("Attributes", {}),
-            "messageAttributes": {
-                name: {
-                    "stringValue": a.get("StringValue"),
-                    "binaryValue": a.get("BinaryValue"),
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                    "dataType": a["DataType"],
-                }
-                for name, a in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.queue_arn,
-            "awsRegion": REGION,
-        }
+
+def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """An SQS ReceiveMessage message as the record Lambda's SQS integration hands a function."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {
+            name: {
+                "stringValue": a.get("StringValue"),
+                "binaryValue": a.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": a["DataType"],
+            }
+            for name, a in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
 
 
 def _with_json_body(record: dict[str, Any]) -> dict[str, Any]:

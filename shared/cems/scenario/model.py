@@ -941,40 +941,30 @@ def _send_problems(scenario: Scenario) -> list[Problem]:
     for i, step in iter_steps(scenario):
         if not isinstance(step, SendStep):
             continue
-        wants_line = step.channel in ("line", "line_or_email")
-        wants_email = step.channel in ("email", "line_or_email")
-        if wants_line and not step.line:
-            problems.append(
-                Problem(
-                    ("steps", i, "line"),
-                    f'channel "{step.channel}" needs LINE messages in `line`',
-                    "channel_content",
-                )
-            )
-        if wants_email and step.email is None:
-            problems.append(
-                Problem(
-                    ("steps", i, "email"),
-                    f'channel "{step.channel}" needs `email` content',
-                    "channel_content",
-                )
-            )
-        if not wants_line and step.line is not None:
-            problems.append(
-                Problem(
-                    ("steps", i, "line"),
-                    f'`line` content is never sent on channel "{step.channel}"',
-                    "channel_content",
-                )
-            )
-        if not wants_email and step.email is not None:
-            problems.append(
-                Problem(
-                    ("steps", i, "email"),
-                    f'`email` content is never sent on channel "{step.channel}"',
-                    "channel_content",
-                )
-            )
+        # (content field, the channel sends it, content given, content missing, what is needed)
+        for name, wanted, given, missing, needed in (
+            (
+                "line",
+                step.channel in ("line", "line_or_email"),
+                step.line is not None,
+                not step.line,
+                "LINE messages in `line`",
+            ),
+            (
+                "email",
+                step.channel in ("email", "line_or_email"),
+                step.email is not None,
+                step.email is None,
+                "`email` content",
+            ),
+        ):
+            if wanted and missing:
+                message = f'channel "{step.channel}" needs {needed}'
+            elif not wanted and given:
+                message = f'`{name}` content is never sent on channel "{step.channel}"'
+            else:
+                continue
+            problems.append(Problem(("steps", i, name), message, "channel_content"))
     return problems
 
 
