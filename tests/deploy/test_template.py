@@ -6,6 +6,8 @@ The dependency check asks pip's configured package index, as `sam build` would; 
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -32,8 +34,14 @@ LAMBDA_PLATFORM = [
 ]
 
 
-def _template() -> dict[str, Any]:
+@functools.cache
+def _loaded_template() -> dict[str, Any]:
     return load_template(TEMPLATE)
+
+
+def _template() -> dict[str, Any]:
+    # A copy: a test may change what it gets (the circular-dependency check rewrites CodeUri).
+    return copy.deepcopy(_loaded_template())
 
 
 def _resources(kind: str) -> dict[str, dict[str, Any]]:
@@ -226,6 +234,28 @@ def test_the_circular_dependency_check_sees_a_bucket_notifying_a_function_that_n
     assert _cycle(graph) == ["Bucket", "Function", "Bucket"]
 
 
+def _watched_queues() -> dict[str, str]:
+    """Queue logical id -> the alarm that goes off when a message waits in it."""
+    return {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: name
+        for name, a in _resources("AWS::CloudWatch::Alarm").items()
+        if a["Properties"]["Namespace"] == "AWS/SQS"
+        and a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and a["Properties"]["Threshold"] == 0
+        and a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+    }
+
+
+def _consumed_queues() -> set[str]:
+    """Queues some function reads (an SQS event); every other queue is where failures are kept."""
+    return {
+        event["Properties"]["Queue"]["Fn::GetAtt"][0]
+        for function in _resources("AWS::Serverless::Function").values()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "SQS"
+    }
+
+
 def test_alarms_watch_dead_letters_sender_failures_the_line_limit_and_webhook_signatures() -> None:
     alarms = _resources("AWS::CloudWatch::Alarm")
     watched = {a["Properties"]["MetricName"] for a in alarms.values()}
@@ -236,13 +266,14 @@ def test_alarms_watch_dead_letters_sender_failures_the_line_limit_and_webhook_si
         "LineMonthlyLimitReached",
         "LineWebhookSignatureFailures",
     } <= watched
-    dead_letter_queues = {n for n, q in _resources("AWS::SQS::Queue").items() if "DeadLetter" in n}
-    watched_queues = {
-        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-        for a in alarms.values()
-        if a["Properties"]["Namespace"] == "AWS/SQS"
+    # Dead-letter and failure queues are exactly the queues no function reads: each one alarms.
+    failure_queues = set(_resources("AWS::SQS::Queue")) - _consumed_queues()
+    assert {n for n in failure_queues if "DeadLetter" in n} == {
+        "LineSendDeadLetterQueue",
+        "EmailSendDeadLetterQueue",
+        "BroadcastDeadLetterQueue",
     }
-    assert watched_queues == dead_letter_queues
+    assert set(_watched_queues()) == failure_queues
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
 
 
@@ -250,10 +281,239 @@ def test_the_dashboard_shows_metrics_the_functions_emit() -> None:
     [dashboard] = _resources("AWS::CloudWatch::Dashboard").values()
     body, _ = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
-    names = {m[1] for w in widgets for m in w["properties"]["metrics"] if m[0] == "CEMS"}
+    names = {m[1] for w in widgets for m in w["properties"].get("metrics", []) if m[0] == "CEMS"}
     code = "".join(p.read_text("utf-8") for p in (ROOT / "functions").glob("*/app.py"))
     code += "".join(p.read_text("utf-8") for p in (ROOT / "shared" / "cems").rglob("*.py"))
     # send_line and send_email emit prefix + name ("Line" / "Email" + "Sent", ...).
     spelled = {n: (n, n.removeprefix("Line"), n.removeprefix("Email")) for n in names}
     missing = sorted(n for n, ways in spelled.items() if not any(f'"{way}"' in code for way in ways))
     assert not missing, f"dashboard metrics no function emits: {missing}"
+
+
+def _dashboard_values() -> dict[str, Any]:
+    """The dashboard's ${Name} variables and what each stands for."""
+    [dashboard] = _resources("AWS::CloudWatch::Dashboard").values()
+    _, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    return dict(variables)
+
+
+def test_the_dashboard_shows_every_failure_queue_and_its_alarm() -> None:
+    shown = [v["Fn::GetAtt"] for v in _dashboard_values().values()]
+    for queue, alarm in _watched_queues().items():
+        assert [queue, "QueueName"] in shown, f"{queue} is not on the dashboard"
+        assert [alarm, "Arn"] in shown, f"{alarm} is not on the dashboard"
+
+
+# --- KMS keys of the SNS topics ---------------------------------------------------------------------
+
+
+def _key_grants(key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Service principal -> its statement in the key's policy."""
+    return {
+        s["Principal"]["Service"]: s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if "Service" in s.get("Principal", {})
+    }
+
+
+@pytest.mark.parametrize(("topic", "publisher"), [("AlarmTopic", "cloudwatch"), ("EmailEventsTopic", "ses")])
+def test_the_topics_use_customer_managed_keys_their_publishers_may_use(topic: str, publisher: str) -> None:
+    resources = _template()["Resources"]
+    key_ref = resources[topic]["Properties"]["KmsMasterKeyId"]
+    assert isinstance(key_ref, dict), f"{topic} must not use an AWS-managed key ({key_ref})"
+    key = resources[key_ref["Ref"]]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert any(s["Principal"].get("AWS") == root and s["Action"] == "kms:*" for s in statements)
+    grants = _key_grants(key)
+    # Only the service that publishes to this topic, and only in this account.
+    assert set(grants) == {f"{publisher}.amazonaws.com"}
+    grant = grants[f"{publisher}.amazonaws.com"]
+    assert grant["Effect"] == "Allow"
+    assert set(grant["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert grant["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    aliases = [a for a in _resources("AWS::KMS::Alias").values() if a["Properties"]["TargetKeyId"] == key_ref]
+    assert len(aliases) == 1
+
+
+def test_no_topic_uses_the_aws_managed_sns_key() -> None:
+    for name, topic in _resources("AWS::SNS::Topic").items():
+        assert topic["Properties"].get("KmsMasterKeyId") != "alias/aws/sns", name
+
+
+# --- failures are kept -------------------------------------------------------------------------------
+
+
+def _sqs_destination(config: dict[str, Any]) -> str:
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS", "SAM adds the send permission only when Type is given"
+    queue: str = on_failure["Destination"]["Fn::GetAtt"][0]
+    assert on_failure["Destination"]["Fn::GetAtt"][1] == "Arn"
+    return queue
+
+
+def _assert_kept_and_loud(queue: str) -> None:
+    props = _resources("AWS::SQS::Queue")[queue]["Properties"]
+    assert props["MessageRetentionPeriod"] == 14 * 86400
+    assert props["SqsManagedSseEnabled"] is True
+    assert queue in _watched_queues(), f"no alarm watches {queue}"
+
+
+def test_the_trigger_stream_mapping_bounds_retries_and_keeps_what_it_gives_up_on() -> None:
+    trigger = _resources("AWS::Serverless::Function")["TriggerFunction"]
+    mapping = trigger["Properties"]["Events"]["NewEvents"]["Properties"]
+    assert 0 <= mapping["MaximumRetryAttempts"] <= 10
+    # Shorter than the stream's 24 h, so the failure record still points at readable records.
+    assert 60 <= mapping["MaximumRecordAgeInSeconds"] < 86400
+    assert mapping["BisectBatchOnFunctionError"] is True
+    queue = _sqs_destination(mapping)
+    assert queue == "TriggerFailureQueue"
+    _assert_kept_and_loud(queue)
+
+
+ASYNC_EVENT_TYPES = {"S3", "SNS", "Schedule", "ScheduleV2", "CloudWatchEvent", "EventBridgeRule"}
+
+
+def _async_functions() -> dict[str, dict[str, Any]]:
+    return {
+        name: f
+        for name, f in _resources("AWS::Serverless::Function").items()
+        if any(e["Type"] in ASYNC_EVENT_TYPES for e in f["Properties"].get("Events", {}).values())
+    }
+
+
+def test_the_asynchronously_invoked_functions_are_the_loader_engage_and_tick() -> None:
+    assert set(_async_functions()) == {"ScenarioLoaderFunction", "EngageFunction", "TickFunction"}
+
+
+@pytest.mark.parametrize("function", sorted(_async_functions()))
+def test_every_asynchronously_invoked_function_keeps_its_failures_with_an_alarm(function: str) -> None:
+    config = _async_functions()[function]["Properties"]["EventInvokeConfig"]
+    assert 0 <= config["MaximumRetryAttempts"] <= 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    _assert_kept_and_loud(_sqs_destination(config))
+
+
+def _queue_grants(queue: str, service: str) -> list[dict[str, Any]]:
+    """The statements of the queue's policies that name this service principal."""
+    return [
+        statement
+        for policy in _resources("AWS::SQS::QueuePolicy").values()
+        if {"Ref": queue} in policy["Properties"]["Queues"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Principal"] == {"Service": service}
+    ]
+
+
+def test_the_schedule_retries_and_dead_letters_what_eventbridge_cannot_deliver() -> None:
+    tick = _resources("AWS::Serverless::Function")["TickFunction"]
+    schedule = tick["Properties"]["Events"]["EveryMinute"]
+    assert schedule["Type"] == "Schedule"
+    retry = schedule["Properties"]["RetryPolicy"]
+    assert 0 <= retry["MaximumRetryAttempts"] <= 185 and 60 <= retry["MaximumEventAgeInSeconds"] <= 86400
+    queue = schedule["Properties"]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    _assert_kept_and_loud(queue)
+    [grant] = _queue_grants(queue, "events.amazonaws.com")
+    assert grant["Action"] == "sqs:SendMessage"
+    # Only the rule SAM makes for this event (logical id: function + event).
+    rule = {"Fn::GetAtt": ["TickFunctionEveryMinute", "Arn"]}
+    assert grant["Condition"] == {"ArnEquals": {"aws:SourceArn": rule}}
+
+
+def test_the_ses_events_subscription_dead_letters_what_sns_cannot_deliver() -> None:
+    engage = _resources("AWS::Serverless::Function")["EngageFunction"]
+    subscription = engage["Properties"]["Events"]["EmailEvents"]["Properties"]
+    queue = subscription["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    _assert_kept_and_loud(queue)
+    [grant] = _queue_grants(queue, "sns.amazonaws.com")
+    assert grant["Action"] == "sqs:SendMessage"
+    assert grant["Condition"] == {"ArnEquals": {"aws:SourceArn": subscription["Topic"]}}
+
+
+# --- the public edge: throttling, reserved concurrency, access logs ----------------------------------
+
+
+def _http_api() -> dict[str, Any]:
+    [api] = _resources("AWS::Serverless::HttpApi").values()
+    props: dict[str, Any] = api["Properties"]
+    return props
+
+
+def _declared_routes() -> dict[str, str]:
+    """Route key ("GET /tag.js") -> the function whose HttpApi event declares it."""
+    return {
+        f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}": name
+        for name, f in _resources("AWS::Serverless::Function").items()
+        for e in f["Properties"].get("Events", {}).values()
+        if e["Type"] == "HttpApi"
+    }
+
+
+def _parameter_default(ref: dict[str, str], minimum: int) -> int:
+    spec = _template()["Parameters"][ref["Ref"]]
+    assert spec["Type"] == "Number" and spec["MinValue"] >= minimum, ref
+    default: int = spec["Default"]
+    assert default >= spec["MinValue"]
+    return default
+
+
+def _throttle(settings: dict[str, Any]) -> tuple[int, int]:
+    rate = _parameter_default(settings["ThrottlingRateLimit"], 1)
+    burst = _parameter_default(settings["ThrottlingBurstLimit"], 1)
+    assert burst >= rate, "a burst below the rate would throttle a steady stream at the rate"
+    return rate, burst
+
+
+def test_every_route_is_throttled_by_parameters() -> None:
+    api = _http_api()
+    default_rate, _ = _throttle(api["DefaultRouteSettings"])
+    routes = api["RouteSettings"]
+    # A route key that no event declares makes the stage fail to deploy ("Unable to find Route").
+    assert set(routes) <= set(_declared_routes()), set(routes) - set(_declared_routes())
+    assert {
+        "ANY /v1/{kind}",
+        "ANY /v1/line/link",
+        "POST /line/webhook",
+        "GET /r/{token}",
+        "GET /o/{token}",
+        "GET /u/{token}",
+        "POST /u/{token}",
+    } <= set(routes)
+    for route, settings in routes.items():
+        rate, _ = _throttle(settings)
+        assert rate >= default_rate, f"{route} is named to get more than the default, not less"
+    assert routes["ANY /v1/{kind}"] == routes["ANY /v1/line/link"]
+
+
+def test_the_public_functions_reserve_concurrency_from_parameters() -> None:
+    functions = _resources("AWS::Serverless::Function")
+    conditions = _template()["Conditions"]
+    public = set(_declared_routes().values())
+    assert {"CollectFunction", "LineWebhookFunction", "EngageFunction", "AdminFunction"} == public
+    for name in public:
+        condition, value, otherwise = functions[name]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"]
+        assert _parameter_default(value, 0) > 0, name
+        # 0 means "no reservation", never "no executions at all".
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        assert conditions[condition] == {"Fn::Not": [{"Fn::Equals": [value, "0"]}]}
+
+
+def test_access_logs_name_the_route_never_the_path_query_or_headers() -> None:
+    settings = _http_api()["AccessLogSettings"]
+    log_group = _resources("AWS::Logs::LogGroup")[settings["DestinationArn"]["Fn::GetAtt"][0]]
+    assert 1 <= log_group["Properties"]["RetentionInDays"] <= 90
+    fields = json.loads(settings["Format"])
+    variables = set(fields.values())
+    assert {
+        "$context.routeKey",
+        "$context.status",
+        "$context.requestId",
+        "$context.responseLatency",
+        "$context.integrationErrorMessage",
+        "$context.identity.sourceIp",
+    } <= variables
+    # Engage paths carry signed tracking tokens; query strings and headers carry keys and personal data.
+    for forbidden in ("path", "querystring", "header", "$request", "$input", "userAgent", "stageVariables"):
+        assert not any(forbidden.lower() in v.lower() for v in variables), forbidden
