@@ -32,11 +32,16 @@ def aws(stack: RunningStack, service: str) -> Any:
 
 
 def wait_for(
-    record_file: Path, found: Callable[[dict[str, Any]], bool], count: int = 1
+    record_file: Path,
+    found: Callable[[dict[str, Any]], bool],
+    count: int = 1,
+    function: str = "RecorderFunction",
 ) -> list[dict[str, Any]]:
+    """The events `function` got that match, once there are `count` of them (or after 15 s)."""
     deadline = time.monotonic() + 15
     while True:
-        events = [json.loads(line)["event"] for line in record_file.read_text().splitlines()]
+        lines = [json.loads(line) for line in record_file.read_text().splitlines()]
+        events = [line["event"] for line in lines if line["function"] == function]
         matching = [e for e in events if found(e)]
         if len(matching) >= count or time.monotonic() > deadline:
             return matching
@@ -178,3 +183,60 @@ def test_a_bad_clock_request_gets_a_clear_error(recorder: tuple[RunningStack, Pa
         status, answer = post_clock(stack, body)
         assert status == 400
         assert answer["error"] == "invalid_clock_request"
+
+
+def kept_records(stack: RunningStack, queue: str, count: int) -> list[dict[str, Any]]:
+    """The on-failure records on `queue`, once there are `count` (or after 20 s)."""
+    sqs = aws(stack, "sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while len(records) < count and time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in answer.get("Messages", []):
+            records.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return records
+
+
+def test_a_poison_stream_record_is_retried_as_the_template_says_then_kept_and_the_shard_moves_on(
+    recorder: tuple[RunningStack, Path],
+) -> None:
+    stack, record_file = recorder
+    dynamodb = aws(stack, "dynamodb")
+    dynamodb.put_item(TableName="PoisonTable", Item={"pk": {"S": "poison-1"}, "poison": {"BOOL": True}})
+    dynamodb.put_item(TableName="PoisonTable", Item={"pk": {"S": "after-1"}})
+    [record] = kept_records(stack, "StreamFailureQueue", count=1)
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["DDBStreamBatchInfo"]["batchSize"] == 1, "bisected down to the poison record"
+
+    def keys(event: dict[str, Any]) -> list[str]:
+        return [r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]]
+
+    after = wait_for(record_file, lambda e: "after-1" in keys(e), function="PoisonFunction")
+    assert after, "the record after the poison one is processed"
+    batches = [keys(e) for e in wait_for(record_file, lambda e: True, count=0, function="PoisonFunction")]
+    assert batches.count(["poison-1"]) == 1 + 2, "the first try and the template's MaximumRetryAttempts: 2"
+
+
+def test_an_s3_notified_function_that_keeps_failing_lands_in_its_failure_queue(
+    recorder: tuple[RunningStack, Path],
+) -> None:
+    stack, record_file = recorder
+    aws(stack, "s3").put_object(Bucket="dropbucket", Key="failing/broken.json", Body=b"{}")
+    [record] = kept_records(stack, "AsyncFailureQueue", count=1)
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2, (
+        "EventInvokeConfig: MaximumRetryAttempts 1"
+    )
+    assert record["requestPayload"]["Records"][0]["s3"]["object"]["key"] == "failing/broken.json"
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+    tries = wait_for(record_file, lambda e: True, count=2, function="FailingUploadFunction")
+    assert len(tries) == 2
+    # The stack logs after it sent the record, and its output is read on another thread: wait for it.
+    gave_up = "FailingUploadFunction gave up on an asynchronous event after 2 attempts"
+    deadline = time.monotonic() + 10
+    while not any(gave_up in line for line in stack.transcript) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(gave_up in line for line in stack.transcript)
+    assert not any("this function always fails" in line for line in stack.transcript), "no error messages"

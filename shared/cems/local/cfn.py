@@ -207,6 +207,9 @@ class FunctionSpec:
     environment: dict[str, str]
     timeout: int
     events: dict[str, dict[str, Any]]
+    # As written (intrinsics unresolved): retries and the on-failure destination of asynchronous
+    # invocations (S3, SNS, schedules); the pollers resolve it once the destination exists.
+    event_invoke_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def module_file(self) -> Path:
@@ -235,6 +238,7 @@ def function_specs(template: Template) -> list[FunctionSpec]:
                 environment={k: str(template.resolve(v)) for k, v in variables.items()},
                 timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
                 events=props.get("Events", {}),
+                event_invoke_config=props.get("EventInvokeConfig", globals_.get("EventInvokeConfig", {})),
             )
         )
     return specs

@@ -45,7 +45,7 @@ from cems.local.http import (
     http_api_routes,
 )
 from cems.local.local_ses import LocalSes
-from cems.local.pollers import Poller, build_pollers
+from cems.local.pollers import Poller, build_pollers, sns_subscribers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
 
 log = logging.getLogger("cems.local")
@@ -259,12 +259,11 @@ class LocalStack:
         self.local_ses = LocalSes(self.aws_url, self._deliver_ses_event)
 
     def _deliver_ses_event(self, event: dict[str, Any]) -> list[Any]:
-        """Invokes each function subscribed (an SNS event) to a topic, as SNS would."""
-        return [
-            function.invoke(event)
-            for function in self.functions.values()
-            if any(e.get("Type") == "SNS" for e in function.spec.events.values())
-        ]
+        """Invokes each function subscribed (an SNS event) to a topic, as SNS would: asynchronously,
+        so its EventInvokeConfig retries apply and what it gives up on goes to its OnFailure queue."""
+        subscribers = sns_subscribers(self.template, self.functions, self.aws_url)
+        outcomes = [subscriber.invoke(event) for subscriber in subscribers]
+        return [o.result if o.succeeded else {"failed": "kept on its OnFailure queue"} for o in outcomes]
 
     def _seed_site(self) -> None:
         """The local write key, allowed from the stack's own origins (the demo shop)."""
