@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,13 +20,14 @@ from cems import aws
 from cems.config import Settings
 from cems.erasure import CustomerEraser
 from cems.errors import ClientError
+from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.reports.html import render_html
 from cems.reports.report import ReportService, UnknownScenario
 from cems.responses import NOT_FOUND, error_response, json_response
 from cems.scenario.store import ScenarioStore
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 

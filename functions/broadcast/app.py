@@ -11,16 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
+from cems.logs import function_logger
 from cems.scenario.broadcast import SegmentMessage
 from cems.scenario.wiring import broadcast_worker_from_env
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 worker = broadcast_worker_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))

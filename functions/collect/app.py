@@ -18,7 +18,7 @@ import os
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -29,11 +29,12 @@ from cems.errors import ClientError
 from cems.ingest import Ingestor
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore
+from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
 from cems.sites import SiteDirectory, SiteStore
 from cems.store import Stores
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 

@@ -21,7 +21,7 @@ import os
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
@@ -35,12 +35,13 @@ from cems.engagement.engage import Engagement, Recorded, SesOutcome, Unsubscribe
 from cems.engagement.ses_events import parse_ses_event
 from cems.engagement.tokens import InvalidToken, TokenSigner
 from cems.ingest import Ingestor
+from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.responses import NOT_FOUND, error_response, json_response
 from cems.store import Stores
 from pydantic import ValidationError
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 UNSUBSCRIBE_METRICS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,10 +21,11 @@ from cems.line.api import messaging_api
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore
 from cems.line.webhook import LineWebhook
+from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
 from cems.store import Stores
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
+from cems.logs import function_logger
 from cems.scenario.loader import LoadResult, ObjectEvent, ScenarioFiles, ScenarioLoader
 from cems.scenario.store import JourneyStores
 from cems.scenario.wiring import broadcast_starter_from_env
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 
 loader = ScenarioLoader(

@@ -19,7 +19,7 @@ import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -38,6 +38,7 @@ from cems.email.sender import (
 from cems.email.suppression import SuppressionStore
 from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenSigner
+from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.sqs_retry import QueueRetry, RemainingTime
 from cems.store import CustomerStore
@@ -45,7 +46,7 @@ from cems.store import CustomerStore
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 remaining_ms = RemainingTime()

@@ -20,7 +20,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -31,11 +31,12 @@ from cems.line.api import load_client_modules, messaging_api
 from cems.line.config import LineSettings
 from cems.line.deliveries import DeliveryStore
 from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
+from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.sqs_retry import QueueRetry, RemainingTime
 from cems.store import CustomerStore
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 remaining_ms = RemainingTime()

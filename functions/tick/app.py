@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
+from cems.logs import function_logger
 from cems.scenario.wiring import broadcast_starter_from_env, runner_from_env
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 _sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
 runner = runner_from_env(aws.dynamodb(), _sqs)

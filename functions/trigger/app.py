@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
+from cems.logs import function_logger
 from cems.scenario.runner import RunReport
 from cems.scenario.wiring import runner_from_env
 from cems.store import stored_event_from_image
 
-logger = Logger()
+logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 runner = runner_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
