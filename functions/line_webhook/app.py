@@ -1,7 +1,9 @@
 """line_webhook: LINE's webhook (POST /line/webhook): follows, unfollows, messages, postbacks, links.
 
-A bad or missing X-Line-Signature gets 401 and nothing is processed; an empty `events` list (LINE's
-URL verification) gets 200. The rules are in cems.line.webhook.
+A bad or missing X-Line-Signature gets 401 and nothing is processed; a body nested too deeply or
+without an `events` list gets 400; an empty `events` list (LINE's URL verification) gets 200. An
+event the SDK cannot read is stored as `line_other` or skipped (and counted), never failing the
+others. The rules are in cems.line.webhook.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def line_webhook() -> Response[str]:
     metrics.add_metric("LineEventsReceived", MetricUnit.Count, outcome.events)
     metrics.add_metric("LineEventsStored", MetricUnit.Count, outcome.stored)
     metrics.add_metric("LineEventsDuplicate", MetricUnit.Count, outcome.duplicates)
+    metrics.add_metric("LineEventsUnparsed", MetricUnit.Count, outcome.unparsed)
+    metrics.add_metric("LineEventsSkipped", MetricUnit.Count, len(outcome.skipped))
     metrics.add_metric("LineLinks", MetricUnit.Count, outcome.links)
     metrics.add_metric("LineLinkFailures", MetricUnit.Count, outcome.link_failures)
     metrics.add_metric("LineRepliesSent", MetricUnit.Count, len(outcome.replies))
@@ -59,7 +63,9 @@ def line_webhook() -> Response[str]:
             "events": outcome.events,
             "stored": outcome.stored,
             "duplicates": outcome.duplicates,
-            "without_user": outcome.without_user,
+            "unparsed": outcome.unparsed,
+            "skipped": outcome.skipped[:20],
+            "without_user": outcome.without_user[:20],
             "replies": outcome.replies,
             "links": outcome.links,
             "link_failures": outcome.link_failures,
@@ -76,7 +82,10 @@ def client_error(error: ClientError) -> Response[str]:
     metrics.add_metric("LineWebhookRejected", MetricUnit.Count, 1)
     if error.status == 401:  # a wrong channel secret, or someone probing the endpoint (alarmed on)
         metrics.add_metric("LineWebhookSignatureFailures", MetricUnit.Count, 1)
-    logger.info("rejected", extra={"status": error.status, "error": error.code})
+    logger.info(
+        "rejected",
+        extra={"status": error.status, "error": error.code, "field": error.field, "limit": error.limit},
+    )
     return error_response(error)
 
 

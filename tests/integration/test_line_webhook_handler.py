@@ -24,7 +24,8 @@ import pytest
 from cems import aws, clock
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.linking import NonceStore
-from cems.line.webhook import sign
+from cems.line.webhook import MAX_BODY_DEPTH, sign
+from cems.logs import MAX_LINE_BYTES, BoundedFormatter
 from cems.models import Channel, Profile, Site, StoredEvent
 from cems.sites import SiteStore
 from cems.store import IdentityKey, IdentityKind, Stores
@@ -359,6 +360,73 @@ def test_a_signed_body_that_is_not_a_webhook_request_gets_400(apps: Apps, dynamo
     assert scan_all(dynamodb, "EventsTable") == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"events":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        b'{"events":[' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"]}",
+        b'{"events":[' + b'{"a":' * 100 + b"1" + b"}" * 100 + b"]}",
+    ],
+    ids=["arrays-5000", "objects-5000", "objects-100"],
+)
+def test_a_deeply_nested_signed_body_gets_400_naming_the_limit_without_a_traceback(
+    apps: Apps, dynamodb: Any, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    answer = apps.post_webhook(body)
+    assert (answer.status, answer.json["error"]) == (400, "too_deep")
+    assert (answer.json["field"], answer.json["limit"]) == ("body", MAX_BODY_DEPTH)
+    assert scan_all(dynamodb, "EventsTable") == []
+    # Refused before any parser saw it: no exception, no traceback, one short line.
+    assert all(record.exc_info is None for record in caplog.records)
+    [rejected] = [r for r in caplog.records if r.getMessage() == "rejected"]
+    assert len(BoundedFormatter().format(rejected).encode()) <= MAX_LINE_BYTES
+
+
+def test_odd_events_are_kept_or_skipped_and_never_cost_the_others(
+    apps: Apps, stores: Stores, fake_line: FakeLine, caplog: pytest.LogCaptureFixture
+) -> None:
+    [follow] = json.loads(body_of("follow.json"))["events"]
+    [message] = json.loads(body_of("message_text.json"))["events"]
+
+    def odd(number: int, base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        event = {**copy.deepcopy(base), "webhookEventId": f"01JDA7ODD0000000000000{number:04d}", **changes}
+        return {k: v for k, v in event.items() if v is not None}
+
+    events = [
+        follow,
+        odd(1, follow, replyToken=None),  # the SDK cannot type it: line_other, never answered
+        odd(2, follow, type="storyReaction"),  # a type nobody knows: line_other
+        {k: v for k, v in odd(3, follow).items() if k != "webhookEventId"},  # skipped
+        odd(4, follow, timestamp=None),  # skipped
+        odd(5, follow, timestamp=10**20),  # past year 9999: skipped
+        odd(6, follow, source=None),  # nobody to record it on
+        odd(7, message, message={**message["message"], "text": "half an emoji \ud83c"}),  # skipped
+        odd(8, message, message={**message["message"], "text": "長" * 40_000}),  # over 32 KB: skipped
+        odd(9, follow, type=["follow"]),  # skipped
+        "not an event",  # skipped
+        message,
+    ]
+    raw = json.dumps({"destination": "U1", "events": events}).encode()  # the surrogate as an escape
+    answer = apps.post_webhook(raw)
+    assert (answer.status, answer.json) == (200, {"success": True})
+    profile = profile_of_line_user(stores)
+    stored = sorted(
+        (e.event or "", str(e.properties.get("line_type"))) for e in stores.events.history(profile)
+    )
+    assert stored == [
+        ("line_follow", "None"),
+        ("line_message", "None"),
+        ("line_other", "follow"),
+        ("line_other", "storyReaction"),
+    ]
+    # Only the real follow is answered (with the welcome).
+    assert len(fake_line.replies()) == 1
+    [record] = [r.__dict__ for r in caplog.records if r.getMessage() == "line webhook"]
+    assert (record["events"], record["stored"], record["unparsed"]) == (12, 4, 2)
+    assert len(record["skipped"]) == 7 and record["without_user"] == ["follow"]
+    assert "長長" not in str(record["skipped"])  # why, never what
+
+
 # Each event type ---------------------------------------------------------------------------------------
 
 
@@ -468,7 +536,7 @@ def test_an_unknown_event_type_is_recorded_never_a_500(apps: Apps, stores: Store
     answer = apps.post_webhook(body_of("unknown_type.json"))
     assert answer.status == 200
     [event] = events_named(stores, profile_of_line_user(stores), "line_other")
-    assert event.properties == {"line_type": "storyReaction"}
+    assert event.properties == {"line_type": "storyReaction", "unparsed": True}
 
 
 def test_a_group_event_without_a_user_is_answered_and_stores_nothing(apps: Apps, dynamodb: Any) -> None:

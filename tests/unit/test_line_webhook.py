@@ -14,7 +14,7 @@ from cems.identity import identity_keys
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.linking import LinkNonce, account_link_url, link_page_url, with_query
 from cems.line.replies import LINK_BUTTON_LABEL, LINK_BUTTON_TEXT, Reply, link_button, messages_for
-from cems.line.webhook import map_event, parse_events, sign, survey_answer
+from cems.line.webhook import MAX_BODY_DEPTH, map_event, nesting_depth, parse_events, sign, survey_answer
 from cems.models import MessageType
 from cems.segment import parse_collect_request
 from cems.store import IdentityKey, IdentityKind
@@ -80,7 +80,13 @@ def test_our_signature_is_the_one_the_sdk_checks() -> None:
         (b'{"destination":"U1","events":[]}', "c2lnbmF0dXJl", 401, "invalid_signature"),
         (b"\xff\xfe not utf-8", "c2lnbmF0dXJl", 401, "invalid_signature"),
         (b'{"destination":"U1"}', "sign", 400, "invalid_body"),
+        (b'{"events":{}}', "sign", 400, "invalid_body"),
+        (b"[]", "sign", 400, "invalid_body"),
         (b"not json", "sign", 400, "invalid_body"),
+        (b'{"events":[' + b"1" * 5000 + b"]}", "sign", 400, "invalid_body"),  # past Python's int limit
+        (b'{"events":[' + b"[" * 5000 + b"]" * 5000 + b"]}", "sign", 400, "too_deep"),
+        (b'{"events":[' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"]}", "sign", 400, "too_deep"),
+        (b'{"events":[' + b"[" * 40 + b"]" * 40 + b"]}", "sign", 400, "too_deep"),  # < 1000, > 32
     ],
 )
 def test_refused_bodies(raw: bytes, signature: str | None, status: int, error: str) -> None:
@@ -89,11 +95,95 @@ def test_refused_bodies(raw: bytes, signature: str | None, status: int, error: s
     with pytest.raises(ClientError) as refused:
         parse_events(raw, signature, LOCAL_CHANNEL_SECRET)
     assert (refused.value.status, refused.value.code) == (status, error)
+    # Every refusal names what is wrong: the header, the body, the events list or the depth limit.
+    assert refused.value.field is not None or refused.value.limit is not None
+    if error == "too_deep":
+        assert (refused.value.field, refused.value.limit) == ("body", MAX_BODY_DEPTH)
+
+
+def test_a_deep_body_without_a_valid_signature_is_refused_for_its_signature() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    with pytest.raises(ClientError) as refused:
+        parse_events(deep, sign(deep, "another-secret"), LOCAL_CHANNEL_SECRET)
+    assert (refused.value.status, refused.value.code) == (401, "invalid_signature")
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("{}", 1),
+        ('{"events":[{"a":[1,{"b":2}]}]}', 5),
+        ('{"s":"[[[{{{"}', 1),  # brackets in strings do not count
+        ('{"s":"say \\"[[[\\" ]"}', 1),  # nor after an escaped quote
+        ("1", 0),
+    ],
+)
+def test_nesting_depth(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
+
+
+def event_of(kind: str, number: int, **fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": kind,
+        "timestamp": 1795400107005,
+        "source": {"type": "user", "userId": FRIEND},
+        "mode": "active",
+        "webhookEventId": f"01JDA6ZQ4X8K3M9N2P5R7T0V{number:02d}",
+        "deliveryContext": {"isRedelivery": False},
+    }
+    if kind == "follow":
+        event |= {"replyToken": "b60d432864f44d079f6d8efe86cf404b", "follow": {"isUnblocked": False}}
+    return {**{k: v for k, v in event.items() if k not in fields}, **{k: v for k, v in fields.items() if v}}
+
+
+def test_each_event_is_parsed_on_its_own_and_odd_ones_never_cost_the_others() -> None:
+    follow_without_token = event_of("follow", 2)
+    del follow_without_token["replyToken"]
+    events = [
+        event_of("follow", 1),
+        follow_without_token,
+        event_of("storyReaction", 3),
+        event_of("follow", 4, webhookEventId=None),  # left out
+        event_of("follow", 5, timestamp=None),
+        event_of("follow", 6, timestamp="yesterday"),
+        event_of("follow", 7, type=5),
+        event_of("follow", 8, source="U123", deliveryContext=[1]),
+        "not an event",
+        event_of("message", 10, message={"type": "text", "id": "1", "text": {"nested": True}}),
+    ]
+    raw = json.dumps({"destination": "U1", "events": events}).encode()
+    parsed = parse_events(raw, sign(raw, LOCAL_CHANNEL_SECRET), LOCAL_CHANNEL_SECRET)
+    read = [(type(event).__name__, sent["webhookEventId"][-2:]) for event, sent in parsed.events]
+    assert read == [
+        ("FollowEvent", "01"),
+        ("UnknownEvent", "02"),
+        ("UnknownEvent", "03"),
+        ("UnknownEvent", "10"),  # a known type with a field of the wrong kind
+    ]
+    assert len(parsed.skipped) == 6
+    assert parsed.skipped[0] == "events[3]: webhookEventId value_error.missing"
+    assert parsed.skipped[1] == "events[4]: timestamp value_error.missing"
+    assert parsed.skipped[2] == "events[5]: timestamp type_error.integer"
+    assert parsed.skipped[5] == "events[8]: not an object"
+    assert "yesterday" not in " ".join(parsed.skipped) and FRIEND not in " ".join(parsed.skipped)
+
+
+def test_an_event_the_sdk_cannot_read_as_its_type_is_kept_as_line_other_and_never_answered() -> None:
+    follow = event_of("follow", 1)
+    del follow["replyToken"]
+    raw = json.dumps({"destination": "U1", "events": [follow]}).encode()
+    [(event, sent)] = parse_events(raw, sign(raw, LOCAL_CHANNEL_SECRET), LOCAL_CHANNEL_SECRET).events
+    item = map_event(event, sent, FRIEND, None)
+    assert (item.message.event, item.message.properties) == (
+        "line_other",
+        {"line_type": "follow", "unparsed": True},
+    )
+    assert item.reply is None
 
 
 def mapped(name: str, nonce: LinkNonce | None = None) -> Any:
     raw = body(name)
-    [(event, sent)] = parse_events(raw, sign(raw, LOCAL_CHANNEL_SECRET), LOCAL_CHANNEL_SECRET)
+    [(event, sent)] = parse_events(raw, sign(raw, LOCAL_CHANNEL_SECRET), LOCAL_CHANNEL_SECRET).events
     return map_event(event, sent, FRIEND, nonce)
 
 
@@ -146,7 +236,11 @@ def test_other_mappings() -> None:
     postback = mapped("postback_survey.json")
     assert postback.message.properties["survey"] == {"question": "tea_preference", "answer": "sencha"}
     other = mapped("unknown_type.json")
-    assert (other.message.event, other.message.properties) == ("line_other", {"line_type": "storyReaction"})
+    # A type the SDK does not know is one it cannot read either: kept, marked, never answered.
+    assert (other.message.event, other.message.properties) == (
+        "line_other",
+        {"line_type": "storyReaction", "unparsed": True},
+    )
 
 
 @pytest.mark.parametrize(

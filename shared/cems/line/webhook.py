@@ -25,10 +25,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from cems import clock
+from cems.config import MAX_MESSAGE_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
@@ -53,6 +56,14 @@ SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
 MAX_SURVEY_ANSWER = 300  # LINE's own limit on postback data
 # Postback data of a "link my account" button.
 LINK_POSTBACK = "action=link"
+# Nesting a webhook body may have. LINE's deepest events (a message with mentionees or emojis) nest 7
+# levels; anything past this is not from LINE, whoever signed it.
+MAX_BODY_DEPTH = 32
+# A JSON string (escapes included), and anything that is not a bracket: for nesting_depth.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# Longest `line_type` recorded for an event type CEMS does not know.
+MAX_LINE_TYPE = 64
 
 
 class WebhookError(ClientError):
@@ -70,11 +81,34 @@ def message_id_of(webhook_event_id: str) -> str:
     return f"line:{webhook_event_id}"
 
 
-def parse_events(body: bytes, signature: str | None, channel_secret: str) -> list[tuple[Any, dict[str, Any]]]:
-    """The events of a webhook body, each as the SDK's model and as sent, after verifying
-    X-Line-Signature with the SDK's own WebhookParser (HMAC-SHA256 of the raw body)."""
-    from linebot.v3.exceptions import InvalidSignatureError  # type: ignore[import-untyped,unused-ignore]
+@dataclass(frozen=True)
+class WebhookBody:
+    """A verified webhook body: the events the SDK could read (its model and the event as sent), and
+    why the others were skipped (field names and the SDK's words, never a value)."""
+
+    events: list[tuple[Any, dict[str, Any]]]
+    skipped: list[str]
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply the JSON in `text` nests arrays and objects, found without parsing it (a parser
+    recurses once per level); brackets inside strings do not count."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
+
+
+def parse_events(body: bytes, signature: str | None, channel_secret: str) -> WebhookBody:
+    """The events of a webhook body, after verifying X-Line-Signature with the SDK's WebhookParser.
+
+    Each event is parsed on its own, so one the SDK cannot read never costs the others: the SDK's
+    parser reads a body all or nothing (an event without `webhookEventId` raises for the whole request,
+    LINE would redeliver it, and every good event beside it would be lost). An event of a type the SDK
+    does not know, or of a known type it cannot validate (a follow without replyToken), becomes the
+    SDK's UnknownEvent, recorded as `line_other`; an event missing what every event has (type,
+    timestamp, webhookEventId, mode, deliveryContext) is skipped and counted.
+    """
     from linebot.v3.webhook import WebhookParser  # type: ignore[import-untyped,unused-ignore]
+    from pydantic.v1 import ValidationError  # the SDK's models are pydantic v1 models
 
     if not signature:
         raise WebhookError(
@@ -87,19 +121,56 @@ def parse_events(body: bytes, signature: str | None, channel_secret: str) -> lis
         raise WebhookError(
             401, "invalid_signature", "the signature does not match the body", field="X-Line-Signature"
         ) from None
-    try:
-        events = WebhookParser(channel_secret).parse(text, signature)
-    except InvalidSignatureError:
-        # The SDK's message repeats the signature; the answer does not.
+    if not WebhookParser(channel_secret).signature_validator.validate(text, signature):
+        # The SDK's own exception message would repeat the signature; the answer does not.
         raise WebhookError(
             401, "invalid_signature", "the signature does not match the body", field="X-Line-Signature"
+        )
+    # Checked before any parser sees the text: json.loads raises RecursionError near a thousand
+    # levels, and nothing LINE sends comes near this.
+    if nesting_depth(text) > MAX_BODY_DEPTH:
+        raise WebhookError(
+            400,
+            "too_deep",
+            f"the body is nested more than {MAX_BODY_DEPTH} levels deep",
+            field="body",
+            limit=MAX_BODY_DEPTH,
+        )
+    try:
+        document = json.loads(text)
+    except ValueError:  # not JSON, or an integer longer than Python reads (4,300 digits)
+        raise WebhookError(
+            400, "invalid_body", "the body is not a LINE webhook request", field="body"
         ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WebhookError(400, "invalid_body", "the body is not a LINE webhook request") from exc
-    raw = json.loads(text)["events"]
-    if not isinstance(raw, list) or len(raw) != len(events):
-        raise WebhookError(400, "invalid_body", "the body is not a LINE webhook request")
-    return list(zip(events, raw, strict=True))
+    raw_events = document.get("events") if isinstance(document, dict) else None
+    if not isinstance(raw_events, list):
+        raise WebhookError(400, "invalid_body", "the body has no `events` list", field="events")
+    events: list[tuple[Any, dict[str, Any]]] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(raw_events):
+        if not isinstance(raw, dict):
+            skipped.append(f"events[{index}]: not an object")
+            continue
+        try:
+            [event] = _event_parser().parse(json.dumps({"events": [raw]}), "")
+        except ValidationError as exc:
+            skipped.append(f"events[{index}]: {_problem(exc)}")
+            continue
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # The SDK's own failures on a malformed event (a missing or non-text `type`, a field of the
+            # wrong shape); its messages can repeat the event, so only the exception's type is kept.
+            skipped.append(f"events[{index}]: unreadable ({type(exc).__name__})")
+            continue
+        events.append((event, raw))
+    return WebhookBody(events, skipped)
+
+
+@cache
+def _event_parser() -> Any:
+    """The SDK's parser for one event at a time; the whole body's signature was verified already."""
+    from linebot.v3.webhook import WebhookParser  # type: ignore[import-untyped,unused-ignore]
+
+    return WebhookParser("", skip_signature_verification=lambda: True)
 
 
 def line_user_of(event: Any, raw: dict[str, Any]) -> str | None:
@@ -122,6 +193,12 @@ def survey_answer(data: str) -> tuple[str, str] | None:
     return question, answer
 
 
+def _is_unknown(event: Any) -> bool:
+    from linebot.v3.models.events import UnknownEvent  # type: ignore[import-untyped,unused-ignore]
+
+    return isinstance(event, UnknownEvent)
+
+
 @dataclass(frozen=True)
 class Mapped:
     """One LINE event as CEMS stores it, and the reply it would get if newly stored."""
@@ -138,7 +215,14 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
     properties: dict[str, Any] = {}
     reply: Reply | None = None
     anonymous_id: str | None = None
-    if kind == "follow":
+    if _is_unknown(event):
+        # The SDK could not read it as a type it knows: a new LINE event type, or a known type with
+        # fields missing or of the wrong kind (a follow without replyToken). Kept, marked, never
+        # answered: nothing in it can be trusted to be what its type says.
+        name = LineEvent.OTHER
+        properties["line_type"] = str(kind)[:MAX_LINE_TYPE]
+        properties["unparsed"] = True
+    elif kind == "follow":
         name = LineEvent.FOLLOW
         properties["is_unblocked"] = bool(event.follow.is_unblocked)
         reply = Reply.WELCOME
@@ -180,7 +264,9 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
             reply = Reply.LINK_FAILED if result == "ok" else None
     else:
         name = LineEvent.OTHER
-        properties["line_type"] = str(kind)
+        properties["line_type"] = str(kind)[:MAX_LINE_TYPE]
+    source = raw.get("source")
+    delivery = raw.get("deliveryContext")
     message = SegmentMessage.model_validate(
         {
             "type": MessageType.TRACK,
@@ -194,8 +280,8 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
                 "library": {"name": "cems-line-webhook"},
                 "line": {
                     "mode": str(raw.get("mode")),
-                    "source_type": str((raw.get("source") or {}).get("type")),
-                    "is_redelivery": bool((raw.get("deliveryContext") or {}).get("isRedelivery")),
+                    "source_type": str(source.get("type") if isinstance(source, dict) else None)[:32],
+                    "is_redelivery": isinstance(delivery, dict) and delivery.get("isRedelivery") is True,
                 },
             },
         }
@@ -216,6 +302,10 @@ class WebhookOutcome:
     reply_failures: list[str] = field(default_factory=list)
     links: int = 0
     link_failures: int = 0
+    # Events the SDK could not read as their type, stored as `line_other` with `unparsed`.
+    unparsed: int = 0
+    # Events not stored at all, each with why (field names and codes, never a value).
+    skipped: list[str] = field(default_factory=list)
 
 
 class LineWebhook:
@@ -236,25 +326,26 @@ class LineWebhook:
         self.api = api
 
     def handle(self, body: bytes, signature: str | None) -> WebhookOutcome:
-        events = parse_events(body, signature, self.settings.channel_secret())
-        outcome = WebhookOutcome(events=len(events))
+        parsed = parse_events(body, signature, self.settings.channel_secret())
+        outcome = WebhookOutcome(
+            events=len(parsed.events) + len(parsed.skipped), skipped=list(parsed.skipped)
+        )
         mapped: list[Mapped] = []
-        for event, raw in events:
+        for event, raw in parsed.events:
             user_id = line_user_of(event, raw)
             if user_id is None:
                 # Group and room events without a user: nobody to record them on.
-                outcome.without_user.append(str(raw.get("type")))
+                outcome.without_user.append(str(raw.get("type"))[:MAX_LINE_TYPE])
                 continue
-            nonce = None
-            if raw.get("type") == "accountLink" and event.link.result == "ok":
-                nonce = self.nonces.consume(event.link.nonce, event.webhook_event_id)
-            mapped.append(map_event(event, raw, user_id, nonce))
+            item = self._mapped(event, raw, user_id, outcome)
+            if item is not None:
+                outcome.unparsed += bool(item.message.properties.get("unparsed"))
+                mapped.append(item)
         if not mapped:
             return outcome
-        result = self.ingestor.ingest(LINE_SOURCE, [m.message for m in mapped], clock.now())
-        outcome.stored, outcome.duplicates = result.stored, result.duplicates
+        stored_ids = self._ingest(mapped, outcome)
         for item in mapped:
-            if item.message.message_id not in result.stored_ids:
+            if item.message.message_id not in stored_ids:
                 continue  # a duplicate: its effects, replies included, happened the first time
             if item.message.event == LineEvent.LINKED:
                 outcome.links += 1
@@ -263,6 +354,56 @@ class LineWebhook:
             if item.reply is not None and item.reply_token is not None:
                 self._reply(item, outcome)
         return outcome
+
+    def _mapped(
+        self, event: Any, raw: dict[str, Any], user_id: str, outcome: WebhookOutcome
+    ) -> Mapped | None:
+        """The event as CEMS stores it, or None (skipped and counted) when a value the SDK accepted
+        cannot be stored: a timestamp out of datetime's range, an id longer than CEMS keeps, text
+        that is not Unicode, an event larger than any stored event may be."""
+        where = f"event {raw.get('webhookEventId')!s:.40}"
+        try:
+            item = map_event(event, raw, user_id, None)
+            # Raises (a ValueError) on a lone surrogate escape, which DynamoDB refuses.
+            size = len(item.message.model_dump_json(by_alias=True).encode("utf-8"))
+        except (ValueError, TypeError, AttributeError, OverflowError, OSError) as exc:
+            # pydantic's ValidationError is a ValueError; its message holds the values, so only the
+            # fields it names are kept.
+            outcome.skipped.append(f"{where}: {_problem(exc)}")
+            return None
+        if size > MAX_MESSAGE_BYTES:  # the limit of every stored event (LINE's own stay far below)
+            outcome.skipped.append(f"{where}: larger than {MAX_MESSAGE_BYTES} bytes")
+            return None
+        if raw.get("type") == "accountLink" and not _is_unknown(event) and event.link.result == "ok":
+            # Only now, so an event that cannot be stored never uses up the nonce of its link; the
+            # nonce changes nothing but ids CEMS issued itself.
+            nonce = self.nonces.consume(event.link.nonce, event.webhook_event_id)
+            item = map_event(event, raw, user_id, nonce)
+        return item
+
+    def _ingest(self, mapped: list[Mapped], outcome: WebhookOutcome) -> frozenset[str]:
+        """Stores the events together; when the ingest pipeline refuses the request for one of them,
+        each alone, so the refused one is skipped and the others still stored."""
+        try:
+            result = self.ingestor.ingest(LINE_SOURCE, [m.message for m in mapped], clock.now())
+        except ClientError as error:
+            if error.status >= 500 or len(mapped) == 1:
+                raise
+            stored: set[str] = set()
+            for item in mapped:
+                try:
+                    alone = self.ingestor.ingest(LINE_SOURCE, [item.message], clock.now())
+                except ClientError as refused:
+                    if refused.status >= 500:
+                        raise
+                    outcome.skipped.append(f"{item.message.message_id}: refused ({refused.code})")
+                    continue
+                outcome.stored += alone.stored
+                outcome.duplicates += alone.duplicates
+                stored |= alone.stored_ids
+            return frozenset(stored)
+        outcome.stored, outcome.duplicates = result.stored, result.duplicates
+        return result.stored_ids
 
     def _reply(self, item: Mapped, outcome: WebhookOutcome) -> None:
         assert item.message.line_user_id is not None and item.reply is not None
@@ -297,6 +438,18 @@ class LineWebhook:
         customer_id = self.customers.customer_for(IdentityKey(IdentityKind.LINE, line_user_id))
         profile = self.customers.profile(customer_id) if customer_id else None
         return profile is not None and bool(profile.anonymous_ids or profile.user_id)
+
+
+def _problem(exc: Exception) -> str:
+    """Why an event could not be mapped, in words safe to log."""
+    if hasattr(exc, "errors") and callable(exc.errors):
+        try:
+            return "; ".join(
+                ".".join(str(part) for part in e["loc"]) + f" {e['type']}" for e in exc.errors()[:5]
+            )[:300]
+        except (TypeError, KeyError):
+            pass
+    return type(exc).__name__
 
 
 def _failure(exc: Exception) -> str:
