@@ -33,6 +33,7 @@ app = APIGatewayHttpResolver()
 
 settings = Settings.from_env()
 JOURNEYS_TABLE = os.environ.get("JOURNEYS_TABLE", "JourneysTable")
+MAX_VERSION_DIGITS = 9
 reports = ReportService(
     ReportCounters(JOURNEYS_TABLE, aws.dynamodb()), ScenarioStore(JOURNEYS_TABLE, aws.dynamodb())
 )
@@ -59,7 +60,8 @@ def scenario_report(scenario_id: str) -> Response[str]:
     raw = app.current_event.get_query_string_value("version")
     version: int | None = None
     if raw is not None:
-        if not raw.isdigit() or int(raw) < 1:
+        # ASCII digits only, and few: str.isdigit accepts "²", and int() refuses 4,300 digits or more.
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_VERSION_DIGITS or int(raw) < 1:
             raise ClientError(
                 400, "invalid_version", "version must be a positive whole number", field="version"
             )
@@ -67,7 +69,7 @@ def scenario_report(scenario_id: str) -> Response[str]:
     try:
         report = reports.report(scenario_id, version)
     except UnknownScenario as exc:
-        raise ClientError(404, "scenario_not_found", str(exc)) from None
+        raise ClientError(404, "scenario_not_found", str(exc), field="id") from None
     metrics.add_metric("AdminReports", MetricUnit.Count, 1)
     if app.current_event.get_query_string_value("format") == "html":
         return Response(200, "text/html; charset=utf-8", render_html(report), {"Cache-Control": "no-store"})
@@ -78,7 +80,9 @@ def scenario_report(scenario_id: str) -> Response[str]:
 def erase_customer(customer_id: str) -> Response[str]:
     erasure = eraser.erase(customer_id)
     if erasure is None:
-        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased already)")
+        raise ClientError(
+            404, "customer_not_found", "no such customer (never was, or erased already)", field="id"
+        )
     metrics.add_metric("CustomersErased", MetricUnit.Count, 1)
     # The audit line: internal ids and counts only (no address, LINE id or trait).
     logger.info(

@@ -110,10 +110,11 @@ def unsubscribe(token: str) -> Response[Any]:
     logger.info("unsubscribe", extra={"result": result.value})
     accept = app.current_event.headers.get("accept")
     if pages.wants_json(accept) and not pages.wants_html(accept):
-        status = 404 if result is UnsubscribeResult.UNKNOWN else 200
-        return json_response(
-            status, {"success": result is not UnsubscribeResult.UNKNOWN, "result": result.value}, _no_store()
-        )
+        if result is UnsubscribeResult.UNKNOWN:
+            # The token is ours, but its customer is gone (erased): the token names nobody now.
+            body = {"success": False, "result": result.value, "error": "unknown_customer", "field": "token"}
+            return json_response(404, body, _no_store())
+        return json_response(200, {"success": True, "result": result.value}, _no_store())
     return _page(pages.RESULT_PAGES[result])
 
 
@@ -158,7 +159,13 @@ def _invalid(action: str, error: InvalidToken) -> Response[Any]:
     if pages.wants_html(accept):
         page = pages.render(pages.INVALID)
         return Response(400, pages.HTML, page, {**pages.HTML_HEADERS, "X-CEMS-Error": error.code})
-    body = {"success": False, "error": error.code, "code": error.code, "message": error.message}
+    body = {
+        "success": False,
+        "error": error.code,
+        "code": error.code,
+        "message": error.message,
+        "field": "token",
+    }
     return json_response(400, body, _no_store())
 
 

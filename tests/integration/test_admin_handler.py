@@ -180,11 +180,14 @@ def test_the_report_as_html(invoke: Invoke) -> None:
 def test_unknown_scenarios_versions_and_paths_get_json_errors(invoke: Invoke) -> None:
     unknown = invoke("GET", "/admin/scenarios/no-such/report")
     assert unknown.status == 404 and unknown.json["error"] == "scenario_not_found"
-    assert unknown.json["success"] is False
+    assert unknown.json["success"] is False and unknown.json["field"] == "id"
     assert invoke("GET", f"/admin/scenarios/{SCENARIO}/report?version=9").status == 404
-    bad = invoke("GET", f"/admin/scenarios/{SCENARIO}/report?version=two")
-    assert bad.status == 400 and bad.json["field"] == "version"
-    assert invoke("GET", "/admin/nothing").json["error"] == "not_found"
+    # "²" is a digit to str.isdigit, and int() refuses 4,300 digits or more: both were a 500.
+    for version in ("two", "0", "%C2%B2", "9" * 5000):
+        bad = invoke("GET", f"/admin/scenarios/{SCENARIO}/report?version={version}")
+        assert bad.status == 400 and bad.json["field"] == "version", version
+    nothing = invoke("GET", "/admin/nothing")
+    assert (nothing.json["error"], nothing.json["field"]) == ("not_found", "path")
 
 
 def test_erasing_a_customer_then_again(
@@ -202,7 +205,8 @@ def test_erasing_a_customer_then_again(
     assert audit.__dict__["customer_ids"] == sorted(first.json["customer_ids"])
     again = invoke("DELETE", f"/admin/customers/{customer}")
     assert again.status == 404 and again.json["error"] == "customer_not_found"
-    assert invoke("DELETE", "/admin/customers/cus_unknown").status == 404
+    unknown = invoke("DELETE", "/admin/customers/cus_unknown")
+    assert (unknown.status, unknown.json["field"]) == (404, "id")
 
 
 # -- the CLI against the handler ---------------------------------------------------------------------

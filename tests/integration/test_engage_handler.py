@@ -416,6 +416,7 @@ def test_a_tampered_unsubscribe_answers_clearly_and_changes_nothing(
         assert answer.status == 400 and "リンクが正しくありません" in answer.text
         assert answer.headers["x-cems-error"] == "invalid_signature"
     assert engage.post(f"/u/{bad}").json()["error"] == "invalid_signature"
+    assert engage.post(f"/u/{bad}").json()["field"] == "token"
     state = engage.email_state()
     assert state is not None and state.consent is True
     assert engage.events("Email Unsubscribed") == []
@@ -428,6 +429,8 @@ def test_an_unknown_customer_gets_404_and_nothing_is_stored(engage: Engage) -> N
     assert engage.post(f"/u/{token(TokenKind.UNSUBSCRIBE)}", "application/json").json() == {
         "success": False,
         "result": "unknown",
+        "error": "unknown_customer",
+        "field": "token",
     }
     assert engage.stores.customers.profile(CUSTOMER) is None
 
