@@ -53,6 +53,11 @@ def _child_env(endpoint: str) -> dict[str, str]:
             "EVENTS_TABLE": "EventsTable",
             "SITES_TABLE": "SitesTable",
             "IDEMPOTENCY_TABLE": "IdempotencyTable",
+            # The template names each secret's SSM parameter for every function (read on first use,
+            # never at init); a function with neither it nor the value set refuses to start.
+            "LINE_CHANNEL_SECRET_PARAMETER": "/cems/line/channel-secret",
+            "LINE_CHANNEL_ACCESS_TOKEN_PARAMETER": "/cems/line/channel-access-token",
+            "TRACKING_SECRET_PARAMETER": "/cems/tracking-secret",
             "POWERTOOLS_SERVICE_NAME": "cems",
             "POWERTOOLS_METRICS_NAMESPACE": "CEMS",
             "POWERTOOLS_LOG_LEVEL": "INFO",

@@ -8,6 +8,8 @@ import boto3
 import pytest
 from cems import clock
 from cems.config import Settings
+from cems.engagement.config import TRACKING_SECRET
+from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET
 from cems.local.cfn import Template
 from cems.local.moto_server import patch_moto
 from cems.local.resources import create_table
@@ -26,6 +28,15 @@ patch_moto()
 def template_tables() -> dict[str, dict[str, Any]]:
     template = Template.load(TEMPLATE)
     return {name: r["Properties"] for name, r in template.resources_of_type("AWS::DynamoDB::Table").items()}
+
+
+@pytest.fixture(autouse=True)
+def configured_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LINE and tracking secrets, set as values. Outside the local stack a function with a secret
+    configured neither way refuses to start (cems.line.config.require_secret_settings), so tests
+    configure them as a deployment does; a test that needs another value or none sets its own."""
+    for setting in (LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN, TRACKING_SECRET):
+        monkeypatch.setenv(setting.env_name, setting.local_default)
 
 
 @pytest.fixture

@@ -199,13 +199,13 @@ def test_http_and_https_urls_are_accepted() -> None:
 
 def test_settings_secret_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGAGE_BASE_URL", "https://t.example.jp/")
-    monkeypatch.delenv("CEMS_TRACKING_SECRET", raising=False)
+    monkeypatch.delenv("CEMS_LOCAL", raising=False)
+    monkeypatch.setenv("CEMS_TRACKING_SECRET", "from-env")
     monkeypatch.delenv("TRACKING_SECRET_PARAMETER", raising=False)
     settings = EngagementSettings.from_env()
     assert settings.base_url == "https://t.example.jp"
-    assert settings.secret() == LOCAL_TRACKING_SECRET.encode()
-    monkeypatch.setenv("CEMS_TRACKING_SECRET", "from-env")
     assert settings.secret() == b"from-env"
+    # Outside the local stack nothing configured is refused (tests/unit/test_secret_settings.py).
     # The local stack never asks SSM even when a parameter is named.
     monkeypatch.delenv("CEMS_TRACKING_SECRET")
     monkeypatch.setenv("TRACKING_SECRET_PARAMETER", "/cems/dev/tracking-secret")

@@ -1,8 +1,9 @@
 """Engagement settings: where the tracking endpoints live and the secret that signs their tokens.
 
 The secret is an SSM SecureString read through Powertools parameters (cached for
-`SECRET_CACHE_SECONDS`, so a rotated secret is picked up without a deploy); locally (and in tests)
-`CEMS_TRACKING_SECRET` takes its place, and the local stack falls back to `LOCAL_TRACKING_SECRET`.
+`SECRET_CACHE_SECONDS`, so a rotated secret is picked up without a deploy); in tests
+`CEMS_TRACKING_SECRET` takes its place, and only the local stack (CEMS_LOCAL=1) falls back to
+`LOCAL_TRACKING_SECRET`. Anywhere else, no secret configured stops the function at init.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# The same lookup order as the LINE credentials: environment, then SSM (unless local), then default.
-from cems.line.config import _credential
+# The same lookup as the LINE credentials: its variable, the local default on the local stack, SSM.
+from cems.line.config import SecretSetting, credential, require_secret_settings
 
 LOCAL_TRACKING_SECRET = "local-tracking-secret"  # noqa: S105 - the documented local default
+TRACKING_SECRET = SecretSetting("CEMS_TRACKING_SECRET", "TRACKING_SECRET_PARAMETER", LOCAL_TRACKING_SECRET)
 LOCAL_ENGAGE_BASE_URL = "http://127.0.0.1:3000"
 
 
@@ -27,6 +29,7 @@ class EngagementSettings:
 
     @classmethod
     def from_env(cls) -> EngagementSettings:
+        require_secret_settings(TRACKING_SECRET)
         env = os.environ
         return cls(
             base_url=env.get("ENGAGE_BASE_URL", LOCAL_ENGAGE_BASE_URL).rstrip("/"),
@@ -36,5 +39,5 @@ class EngagementSettings:
 
     def secret(self) -> bytes:
         """The token signing key (read on each call; Powertools caches the SSM read)."""
-        value = _credential("CEMS_TRACKING_SECRET", self.tracking_secret_parameter, LOCAL_TRACKING_SECRET)
+        value = credential(TRACKING_SECRET, self.tracking_secret_parameter)
         return value.encode("utf-8")
