@@ -69,7 +69,7 @@ def measure() -> Measured:
         client: DynamoDBClient = boto3.client("dynamodb", region_name=REGION, config=aws.CLIENT_CONFIG)
         create_tables(client)
         settings = Settings.from_env()
-        write_key = SiteStore(settings.sites_table, client).add("bench", [payloads.SHOP]).write_key
+        write_key = SiteStore(settings.sites_table, client).add("bench", [payloads.SHOP]).site.write_key
         # Wired as functions/collect/app.py wires it, on the counted client.
         stores = Stores.from_clients(client, settings)
         collector = Collector(

@@ -120,7 +120,9 @@ def _moto_server_with_site() -> Iterator[tuple[str, str]]:
             aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
         )
         create_tables(client)
-        write_key = SiteStore(Settings.from_env().sites_table, client).add("bench", [payloads.SHOP]).write_key
+        write_key = (
+            SiteStore(Settings.from_env().sites_table, client).add("bench", [payloads.SHOP]).site.write_key
+        )
         yield endpoint, write_key
     finally:
         server.stop()

@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
-from cems.collect import Collector, cors_headers, decode_content, preflight_headers, request_body, tag_script
+from cems.collect import Collector, error_cors_headers, preflight_headers, request_body, tag_script
 from cems.config import Settings
 from cems.errors import ClientError
 from cems.ingest import Ingestor
@@ -62,7 +62,10 @@ def line_link() -> Response[str]:
     if event.request_context.http.method != "POST":
         raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
     started = collector.start_line_link(
-        request_body(event.raw_event), event.headers.get("authorization"), origin
+        request_body(event.raw_event),
+        event.headers.get("authorization"),
+        origin,
+        event.get_query_string_value("writeKey"),
     )
     metrics.add_metric("LineLinksStarted", MetricUnit.Count, 1)
     return json_response(200, {"redirectUrl": started.redirect_url}, started.headers)
@@ -78,13 +81,17 @@ def collect(kind: str) -> Response[str]:
         raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
     collected = collector.collect(
         kind,
-        decode_content(request_body(event.raw_event), event.headers.get("content-encoding")),
+        request_body(event.raw_event),
         event.headers.get("authorization"),
         origin,
+        query_write_key=event.get_query_string_value("writeKey"),
+        content_encoding=event.headers.get("content-encoding"),
     )
     metrics.add_metric("EventsStored", MetricUnit.Count, collected.result.stored)
     metrics.add_metric("EventsDuplicate", MetricUnit.Count, collected.result.duplicates)
-    return json_response(200, {"success": True}, collected.headers)
+    if collected.result.unverified:
+        metrics.add_metric("UserIdsUnverified", MetricUnit.Count, collected.result.unverified)
+    return json_response(200, collected.body(), collected.headers)
 
 
 @app.get("/tag.js")
@@ -99,10 +106,9 @@ def tag() -> Response[str]:
 def client_error(error: ClientError) -> Response[str]:
     metrics.add_metric("RequestsRejected", MetricUnit.Count, 1)
     logger.info("rejected", extra={"status": error.status, "error": error.code, "field": error.field})
-    # The error carries CORS headers too, so a shop's developer can read it in the browser console;
-    # it holds nothing but the reason, and nothing was stored.
-    origin = app.current_event.headers.get("origin") if error.code != "origin_not_allowed" else None
-    return error_response(error, cors_headers(origin))
+    # The error carries CORS headers too (without credentials), so a shop's developer can read it in
+    # the browser console; it holds nothing but the reason, and nothing was stored.
+    return error_response(error, error_cors_headers(app.current_event.headers.get("origin")))
 
 
 @app.not_found

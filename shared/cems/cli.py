@@ -41,7 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--write-key", help="use this write key instead of a generated one")
     add.add_argument("--rotate", action="store_true", help="issue a new write key for an existing site")
     add.add_argument(
-        "--grace-hours", type=float, default=24.0, help="with --rotate: hours the old key keeps working"
+        "--rotate-secrets",
+        action="store_true",
+        help="issue a new secret server key and identity secret for an existing site",
+    )
+    add.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="with --rotate/--rotate-secrets: hours the old key (or identity secret) keeps working",
     )
     _target_options(add)
     listing = site_commands.add_parser("list", help="list sites")
@@ -397,6 +405,10 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="samconfig.toml", help="path to samconfig.toml")
 
 
+# Listing sites never prints their identity secrets (they are shown once, when made).
+SECRET_FIELDS = {"identity_secret", "previous_identity_secret"}
+
+
 def _site_command(args: argparse.Namespace) -> int:
     from cems.sites import SiteStore
 
@@ -405,7 +417,15 @@ def _site_command(args: argparse.Namespace) -> int:
     if args.site_command == "list":
         sites = store.sites_named_all()
         for s in sites:
-            print(json.dumps(s.model_dump(mode="json"), ensure_ascii=False))
+            print(json.dumps(s.model_dump(mode="json", exclude=SECRET_FIELDS), ensure_ascii=False))
+        return 0
+    if args.rotate_secrets:
+        try:
+            credentials = store.rotate_secrets(args.name, timedelta(hours=args.grace_hours))
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(credentials.shown(), ensure_ascii=False))
         return 0
     if args.rotate:
         try:
@@ -416,8 +436,8 @@ def _site_command(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "site": new.model_dump(mode="json"),
-                    "retiring": [r.model_dump(mode="json") for r in retiring],
+                    "site": new.model_dump(mode="json", exclude=SECRET_FIELDS),
+                    "retiring": [r.model_dump(mode="json", exclude=SECRET_FIELDS) for r in retiring],
                 },
                 ensure_ascii=False,
             )
@@ -429,8 +449,8 @@ def _site_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    site = store.add(args.name, args.origin, args.write_key)
-    print(json.dumps(site.model_dump(mode="json"), ensure_ascii=False))
+    # The secret key and identity secret are printed once, for a new site: only the key's hash is kept.
+    print(json.dumps(store.add(args.name, args.origin, args.write_key).shown(), ensure_ascii=False))
     return 0
 
 

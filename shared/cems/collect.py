@@ -7,6 +7,7 @@ import binascii
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -16,9 +17,20 @@ from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore, account_link_url
-from cems.models import Site
-from cems.segment import parse_collect_request, parse_line_link_request
+from cems.models import LineLinkRequest, Site, Trust
+from cems.segment import (
+    MISSING_WRITE_KEY,
+    body_write_key,
+    check_collect_path,
+    check_collect_size,
+    collect_messages,
+    line_link_request,
+    read_collect_body,
+    read_line_link_body,
+    request_write_key,
+)
 from cems.sites import SiteDirectory
+from cems.trust import USER_HASH_FIELD, judge
 
 ALLOWED_METHODS = "POST, OPTIONS"
 # How long a browser may reuse a CORS preflight answer.
@@ -33,7 +45,7 @@ def request_body(event: Mapping[str, Any]) -> bytes:
         try:
             return base64.b64decode(body)
         except binascii.Error as exc:
-            raise ClientError(400, "invalid_body", "the body is not valid base64") from exc
+            raise ClientError(400, "invalid_body", "the body is not valid base64", field="body") from exc
     return str(body).encode("utf-8")
 
 
@@ -68,7 +80,8 @@ def tag_script() -> str:
 
 
 def cors_headers(origin: str | None) -> dict[str, str]:
-    """CORS for an allowed origin. Beacons carry credentials, so the origin is echoed, never `*`."""
+    """CORS for an origin the site allows. Beacons carry credentials, so the origin is echoed, never
+    `*`; callers pass only an origin they have checked against the site's list."""
     if not origin:
         return {}
     return {
@@ -78,11 +91,21 @@ def cors_headers(origin: str | None) -> dict[str, str]:
     }
 
 
+def error_cors_headers(origin: str | None) -> dict[str, str]:
+    """CORS on a refusal: readable by the page's developer (the body holds only the reason), but
+    without credentials, since the origin may not be one the site allows."""
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+
+
 def preflight_headers(origin: str | None) -> dict[str, str]:
-    # A preflight carries no write key, so it cannot be checked against a site; the POST that
-    # follows is (see Collector.collect), and a refused origin stores nothing.
+    """A preflight carries no write key, so it cannot be checked against a site: it may proceed
+    (the POST that follows is checked, and a refused origin stores nothing), but without credentials
+    and only for the headers a Segment call needs. The tag's own beacons need no preflight."""
+    if not origin:
+        return {}
     return {
-        **cors_headers(origin),
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
         "Access-Control-Allow-Methods": ALLOWED_METHODS,
         "Access-Control-Allow-Headers": "Content-Type, Authorization",
         "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
@@ -93,6 +116,21 @@ def preflight_headers(origin: str | None) -> dict[str, str]:
 class Collected:
     result: IngestResult
     headers: dict[str, str]
+
+    def body(self) -> dict[str, object]:
+        """`{"success": true}`, with a warning a developer can read when userIds came without proof."""
+        body: dict[str, object] = {"success": True}
+        if self.result.unverified:
+            body["warnings"] = [
+                {
+                    "code": "user_not_verified",
+                    "field": f"context.{USER_HASH_FIELD}",
+                    "count": self.result.unverified,
+                    "message": "userId without a user hash: stored as the anonymous visitor's claim "
+                    "(see docs/tag.md, identity verification)",
+                }
+            ]
+        return body
 
 
 @dataclass(frozen=True)
@@ -116,21 +154,52 @@ class Collector:
         self.nonces = nonces
         self.line = line
 
-    def collect(self, kind: str, body: bytes, authorization: str | None, origin: str | None) -> Collected:
-        request = parse_collect_request(kind, body, authorization)
-        site = self._site(request.write_key, origin)
-        result = self.ingestor.ingest(site, request.messages, clock.now())
+    def collect(
+        self,
+        kind: str,
+        body: bytes,
+        authorization: str | None,
+        origin: str | None,
+        query_write_key: str | None = None,
+        content_encoding: str | None = None,
+    ) -> Collected:
+        """A Segment call. The key is checked before the body is read when it comes outside the body
+        (Basic auth, `?writeKey=`): an unknown key costs no parsing. A key in the body (Segment's
+        browser library puts it there) is read by the depth-limited parser first."""
+        check_collect_path(kind)
+        key = request_write_key(authorization, query_write_key)
+        site = self._site(key, origin) if key else None
+        body = decode_content(body, content_encoding)
+        check_collect_size(kind, body)
+        document = read_collect_body(kind, body)
+        if site is None:
+            key = body_write_key(document)
+            if not key:
+                raise MISSING_WRITE_KEY
+            site = self._site(key, origin)
+        messages = collect_messages(kind, document)
+        result = self.ingestor.ingest(site, messages, clock.now())
         return Collected(result=result, headers=cors_headers(origin))
 
-    def start_line_link(self, body: bytes, authorization: str | None, origin: str | None) -> LineLinkStarted:
-        """Step 2 of LINE account linking (cems.line.linking): a nonce for this visitor, and LINE's
-        account-link URL carrying it with the link token. Nothing is stored for a refused request."""
+    def start_line_link(
+        self, body: bytes, authorization: str | None, origin: str | None, query_write_key: str | None = None
+    ) -> LineLinkStarted:
+        """Step 2 of LINE account linking (cems.line.linking): a nonce for the signed-in customer whose
+        browser asks, and LINE's account-link URL carrying it with the link token. Nothing is stored
+        for a refused request."""
         if self.nonces is None or self.line is None:
-            raise ClientError(404, "not_found", "LINE account linking is not configured")
-        request = parse_line_link_request(body, authorization)
-        assert request.write_key is not None
-        site = self._site(request.write_key, origin)
-        nonce = self.nonces.issue(request.anonymous_id, site.site_id)
+            raise ClientError(404, "not_found", "LINE account linking is not configured", field="path")
+        key = request_write_key(authorization, query_write_key)
+        site = self._site(key, origin) if key else None
+        document = read_line_link_body(body)
+        if site is None:
+            key = body_write_key(document)
+            if not key:
+                raise MISSING_WRITE_KEY
+            site = self._site(key, origin)
+        request = line_link_request(document)
+        user_id = linking_user(site, request, clock.now())
+        nonce = self.nonces.issue(request.anonymous_id, site.site_id, user_id)
         return LineLinkStarted(
             redirect_url=account_link_url(self.line, request.link_token, nonce), headers=cors_headers(origin)
         )
@@ -139,6 +208,15 @@ class Collector:
         site = self.sites.active_site(write_key)
         if site is None:
             raise ClientError(401, "invalid_write_key", "unknown or retired write key", field="writeKey")
+        if origin and site.trust is Trust.SERVER:
+            # A secret key sent by a web page is no longer secret: refuse it, so the leak is noticed.
+            raise ClientError(
+                403,
+                "secret_key_in_browser",
+                "a secret server key must never be used from a browser; use the site's write key and "
+                "rotate the secret key (`cems site add NAME --rotate-secrets`)",
+                field="writeKey",
+            )
         if origin and not site.allows_origin(origin):
             raise ClientError(
                 403,
@@ -147,3 +225,18 @@ class Collector:
                 field="Origin",
             )
         return site
+
+
+def linking_user(site: Site, request: LineLinkRequest, at: datetime) -> str:
+    """The customer a LINE account may be linked to: the signed-in user the request proves (a user
+    hash, or a server's word), never an anonymous visitor (see cems.line.linking on fixation)."""
+    if request.user_id is None:
+        raise ClientError(
+            401,
+            "login_required",
+            "LINE linking needs a signed-in customer: userId with its userHash",
+            field="userId",
+        )
+    judged = judge(site, request.user_id, request.user_hash, at, has_anonymous_id=False, field="userHash")
+    assert judged.knows_user
+    return request.user_id

@@ -6,15 +6,16 @@ from datetime import datetime
 
 from cems.models import Channel, ChannelState, MessageType, Profile, SegmentMessage
 from cems.store import IdentityKey, IdentityKind
+from cems.trust import CONTACT_TRAITS
 
 
-def identity_keys(message: SegmentMessage) -> list[IdentityKey]:
+def identity_keys(message: SegmentMessage, *, trusted: bool = True) -> list[IdentityKey]:
     """The identities a message names, the known customer (userId) first, a LINE user id last.
 
-    For alias, previousId may be an earlier user id or an anonymous id; both are looked up. The LINE
-    id comes last so that when an accountLink names both a site visitor (by the anonymous id its
-    nonce was issued for) and a LINE user, the visitor's customer is kept and the LINE-only profile
-    merges into it.
+    For alias, previousId may be an earlier user id or an anonymous id; both are looked up, unless
+    the message comes from a browser (`trusted` False): a browser's alias joins an anonymous id only,
+    never another user. The LINE id comes last so that when an accountLink names both a site customer
+    and a LINE user, the site's customer is kept and the LINE-only profile merges into it.
     """
     keys = []
     if message.user_id:
@@ -22,17 +23,20 @@ def identity_keys(message: SegmentMessage) -> list[IdentityKey]:
     if message.anonymous_id:
         keys.append(IdentityKey(IdentityKind.ANONYMOUS, message.anonymous_id))
     if message.type is MessageType.ALIAS and message.previous_id:
-        keys.append(IdentityKey(IdentityKind.USER, message.previous_id))
+        if trusted:
+            keys.append(IdentityKey(IdentityKind.USER, message.previous_id))
         keys.append(IdentityKey(IdentityKind.ANONYMOUS, message.previous_id))
     if message.line_user_id:
         keys.append(IdentityKey(IdentityKind.LINE, message.line_user_id))
     return list(dict.fromkeys(keys))
 
 
-def keys_to_claim(message: SegmentMessage, known: set[IdentityKey]) -> list[IdentityKey]:
+def keys_to_claim(
+    message: SegmentMessage, known: set[IdentityKey], *, trusted: bool = True
+) -> list[IdentityKey]:
     """Identities a message introduces. An unknown alias previousId is taken to be an anonymous id,
     since that is what browser libraries alias from."""
-    claims = [k for k in identity_keys(message) if k not in known]
+    claims = [k for k in identity_keys(message, trusted=trusted) if k not in known]
     if message.type is MessageType.ALIAS and message.previous_id:
         previous = {
             IdentityKey(IdentityKind.USER, message.previous_id),
@@ -45,10 +49,32 @@ def keys_to_claim(message: SegmentMessage, known: set[IdentityKey]) -> list[Iden
     return claims
 
 
-def may_merge(source: Profile, target: Profile) -> bool:
-    """Two profiles that each belong to a different signed-in customer are never merged: a shared
-    browser must not join two accounts. Only the anonymous id moves to the newer sign-in."""
-    return not (source.user_id and target.user_id and source.user_id != target.user_id)
+def is_claimed(profile: Profile) -> bool:
+    """Whether someone has been proven to be this customer, or it holds a way to reach them: a user
+    id (only a proven message or a server sets it), a LINE user, contact traits, or a channel state.
+    A browser's proven user may pull in only visitors that are not claimed."""
+    return bool(
+        profile.user_id
+        or profile.line_user_id
+        or any(profile.traits.get(name) for name in CONTACT_TRAITS)
+        or profile.channels
+    )
+
+
+def may_merge(source: Profile, target: Profile, *, trusted: bool = True) -> bool:
+    """Whether `source` may become part of `target`.
+
+    - Two profiles that each belong to a different signed-in customer are never merged: a shared
+      browser must not join two accounts. Only the anonymous id moves to the newer sign-in.
+    - Two different LINE users are never merged: a LINE link never moves to another customer.
+    - A browser's message (not `trusted`), even with a proven user, pulls in only a visitor nobody
+      has claimed (is_claimed): a claim can never take over a customer's history or contact points.
+    """
+    if source.user_id and target.user_id and source.user_id != target.user_id:
+        return False
+    if source.line_user_id and target.line_user_id and source.line_user_id != target.line_user_id:
+        return False
+    return trusted or not is_claimed(source)
 
 
 def merge_profiles(target: Profile, source: Profile, at: datetime) -> Profile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from cems.config import MAX_TRANSACTION_ACTIONS
@@ -12,6 +12,8 @@ from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.errors import ClientError
 from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.models import (
+    EARLIEST_TIME,
+    LATEST_TIME,
     ORDER_COMPLETED,
     Channel,
     ChannelState,
@@ -23,8 +25,10 @@ from cems.models import (
     SegmentMessage,
     Site,
     StoredEvent,
+    address_hash,
 )
 from cems.store import CommitOutcome, IdentityKey, IdentityKind, ProfileChange, WriteBatch
+from cems.trust import CONTACT_TRAITS, EMAIL_OPT_IN_TRAIT, USER_HASH_FIELD, Judged, Proof, judge
 
 # Each round re-reads identities; rounds repeat only on a merge or a race with another writer.
 MAX_ROUNDS = 8
@@ -45,6 +49,9 @@ class IngestResult:
     # The messageIds stored by this call: a caller acts on these (e.g. replies on LINE) and never on a
     # duplicate, so a re-sent or redelivered message has no second effect.
     stored_ids: frozenset[str] = frozenset()
+    # Messages whose userId came without proof (kept as claims on the visitor's events): the answer
+    # warns about them, so a shop's developer notices the missing user hash.
+    unverified: int = 0
 
 
 def new_customer_id() -> str:
@@ -58,8 +65,9 @@ def event_time(message: SegmentMessage, received_at: datetime) -> datetime:
     if happened is None:
         return received_at
     if message.sent_at is not None:
-        return happened + (received_at - message.sent_at)
-    return happened
+        happened += received_at - message.sent_at
+    # A wildly wrong clock can move the time outside what a message may carry: keep it inside.
+    return min(max(happened, EARLIEST_TIME), LATEST_TIME - timedelta(microseconds=1))
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,44 @@ class MergeNeeded:
     source: str
     target: str
     moving: list[IdentityKey]
+    # A server's (or CEMS's own) message may join any two customers of one person; a browser's
+    # proven user only pulls in visitors nobody has claimed (identity.may_merge).
+    trusted: bool
+
+
+@dataclass(frozen=True)
+class Believed:
+    """A message as CEMS believes it (cems.trust): an unproven userId removed from it (and kept as
+    `judged.claimed_user_id`), the user hash taken out of its context."""
+
+    message: SegmentMessage
+    judged: Judged
+
+
+def believe(site: Site, message: SegmentMessage, at: datetime, index: int | None) -> Believed:
+    """Judge a message's proof, and strip from it what is not believed. Raises ClientError(401) for a
+    user hash that does not verify, or a userId with no hash and nothing else to place it on."""
+    prefix = f"batch[{index}]." if index is not None else ""
+    context = message.context
+    given_hash = context.get(USER_HASH_FIELD)
+    judged = judge(
+        site,
+        message.user_id,
+        given_hash,
+        at,
+        has_anonymous_id=message.anonymous_id is not None,
+        field=f"{prefix}context.{USER_HASH_FIELD}",
+        index=index,
+    )
+    update: dict[str, object] = {}
+    if USER_HASH_FIELD in context:
+        update["context"] = {k: v for k, v in context.items() if k != USER_HASH_FIELD}
+    if judged.proof is Proof.CLAIMED:
+        update["user_id"] = None
+    if not judged.trusted and message.type is MessageType.ALIAS and judged.proof is Proof.CLAIMED:
+        # An alias to an unproven user joins nothing: it is kept as an event of the visitor.
+        update["previous_id"] = None
+    return Believed(message.model_copy(update=update) if update else message, judged)
 
 
 @dataclass
@@ -82,17 +128,18 @@ class _Planner:
     kept_apart: set[tuple[str, str]]
     batches: list[WriteBatch] = field(default_factory=lambda: [WriteBatch()])
 
-    def place(self, message: SegmentMessage, message_id: str) -> MergeNeeded | None:
-        keys = identity_keys(message)
+    def place(self, believed: Believed, message_id: str) -> MergeNeeded | None:
+        message, judged = believed.message, believed.judged
+        keys = identity_keys(message, trusted=judged.trusted)
         owners = list(dict.fromkeys(self.identities[k] for k in keys if k in self.identities))
         if len(owners) > 1 and (owners[1], owners[0]) not in self.kept_apart:
             # keys[0] is the user id (or the alias's new id): the customer it belongs to is kept.
             source, target = owners[1], owners[0]
             moving = [k for k in keys if self.identities.get(k) == source]
-            return MergeNeeded(source=source, target=target, moving=moving)
+            return MergeNeeded(source=source, target=target, moving=moving, trusted=judged.trusted)
         customer_id = owners[0] if owners else new_customer_id()
         at = event_time(message, self.received_at)
-        claims = keys_to_claim(message, set(self.identities))
+        claims = keys_to_claim(message, set(self.identities), trusted=judged.trusted)
         event = StoredEvent(
             customer_id=customer_id,
             site_id=self.site.site_id,
@@ -105,6 +152,8 @@ class _Planner:
             user_id=message.user_id,
             previous_id=message.previous_id,
             line_user_id=message.line_user_id,
+            proof=judged.proof,
+            claimed_user_id=judged.claimed_user_id,
             timestamp=at,
             original_timestamp=message.timestamp or message.original_timestamp,
             sent_at=message.sent_at,
@@ -129,7 +178,7 @@ class _Planner:
                 change.line_user_id = key.value
             else:
                 change.anonymous_ids.add(key.value)
-        _apply_facts(change, message, message_id, at, self.site.site_id)
+        _apply_facts(change, message, message_id, at, self.site.site_id, judged)
         return None
 
     def _batch_with_room(self, customer_id: str, claims: int) -> WriteBatch:
@@ -142,21 +191,17 @@ class _Planner:
 
 
 def _apply_facts(
-    change: ProfileChange, message: SegmentMessage, message_id: str, at: datetime, site_id: str
+    change: ProfileChange,
+    message: SegmentMessage,
+    message_id: str,
+    at: datetime,
+    site_id: str,
+    judged: Judged,
 ) -> None:
     """What a message teaches about the customer: traits from identify, purchase facts from orders,
-    channel states from LINE and engagement events."""
+    channel states from LINE and engagement events; each only as far as its proof goes (cems.trust)."""
     if message.type is MessageType.IDENTIFY and message.traits:
-        change.traits.update(message.traits)
-        opt_in = message.traits.get(EMAIL_OPT_IN_TRAIT)
-        if isinstance(opt_in, bool):
-            # The consent record the Act on Specified Electronic Mail asks for: whether, and when (the
-            # identify event itself is stored too, with where it came from).
-            _set_channel(
-                change,
-                Channel.EMAIL,
-                ChannelState(reachable=True, consent=opt_in, updated_at=at, reason="identify"),
-            )
+        _apply_traits(change, message.traits, at, site_id, judged)
     if message.type is MessageType.TRACK and message.event == ORDER_COMPLETED:
         order = OrderCompleted.model_validate(message.properties)
         product_ids = [p.product_id or p.sku for p in order.products]
@@ -173,6 +218,37 @@ def _apply_facts(
         _apply_email_facts(change, message, at)
 
 
+def _apply_traits(
+    change: ProfileChange, traits: dict[str, object], at: datetime, site_id: str, judged: Judged
+) -> None:
+    """Traits by proof. Contact traits and consent need a known user: a claim or an anonymous
+    visitor's identify keeps them on its event only. Email consent is asserted only by a server; a
+    proven user's own opt-in is confirmed by mail first (double opt-in: the trigger function sends
+    the confirmation for the stored identify, cems.consent), while an opt-out counts at once."""
+    if not judged.knows_user:
+        traits = {k: v for k, v in traits.items() if k not in CONTACT_TRAITS and k != EMAIL_OPT_IN_TRAIT}
+    change.traits.update(traits)
+    opt_in = traits.get(EMAIL_OPT_IN_TRAIT)
+    if not isinstance(opt_in, bool):
+        return
+    if judged.trusted or opt_in is False:
+        # The consent record the Act on Specified Electronic Mail asks for: whether, when, and from
+        # where (the identify event itself is stored too). Consent is for the address it names.
+        email = traits.get("email")
+        _set_channel(
+            change,
+            Channel.EMAIL,
+            ChannelState(
+                reachable=True,
+                consent=opt_in,
+                updated_at=at,
+                reason="identify" if judged.trusted else "identify_opt_out",
+                source=site_id,
+                address_hash=address_hash(email) if isinstance(email, str) and opt_in else None,
+            ),
+        )
+
+
 def _set_channel(change: ProfileChange, channel: Channel, state: ChannelState) -> None:
     """Within one request the latest event wins, whatever order it was listed in."""
     current = change.channels.get(channel)
@@ -180,8 +256,6 @@ def _set_channel(change: ProfileChange, channel: Channel, state: ChannelState) -
         change.channels[channel] = state
 
 
-# The identify trait that records email marketing consent (a bool; anything else is only a trait).
-EMAIL_OPT_IN_TRAIT = "email_opt_in"
 # What unsubscribing, a hard bounce and a complaint mean for the email channel: (reachable, consent, reason).
 _EMAIL_CHANNEL_EVENTS = {
     EngagementEvent.UNSUBSCRIBED.value: (True, False, "unsubscribed"),
@@ -240,27 +314,32 @@ class Ingestor:
         self.store = store
 
     def ingest(self, site: Site, messages: list[SegmentMessage], received_at: datetime) -> IngestResult:
+        # Judged first, for the whole request: a forged proof rejects it before anything is stored.
+        believed = [
+            believe(site, m, received_at, i if len(messages) > 1 else None) for i, m in enumerate(messages)
+        ]
         # A message without messageId cannot be recognised when re-sent; give it a fresh one.
-        by_id: dict[str, SegmentMessage] = {}
-        for message in messages:
-            by_id.setdefault(message.message_id or f"cems-{uuid.uuid4()}", message)
+        by_id: dict[str, Believed] = {}
+        for item in believed:
+            by_id.setdefault(item.message.message_id or f"cems-{uuid.uuid4()}", item)
         in_request_duplicates = len(messages) - len(by_id)
         done: set[str] = set()
         duplicates: set[str] = set()
         kept_apart: set[tuple[str, str]] = set()
         for _ in range(MAX_ROUNDS):
-            remaining = [(mid, m) for mid, m in by_id.items() if mid not in done and mid not in duplicates]
+            remaining = [(mid, b) for mid, b in by_id.items() if mid not in done and mid not in duplicates]
             if not remaining:
                 return IngestResult(
                     stored=len(done),
                     duplicates=len(duplicates) + in_request_duplicates,
                     stored_ids=frozenset(done),
+                    unverified=sum(1 for b in believed if b.judged.proof is Proof.CLAIMED),
                 )
-            keys = [k for _, m in remaining for k in identity_keys(m)]
+            keys = [k for _, b in remaining for k in identity_keys(b.message, trusted=b.judged.trusted)]
             planner = _Planner(site, received_at, self.store.resolve_identities(keys), kept_apart)
             merge = None
-            for message_id, message in remaining:
-                merge = planner.place(message, message_id)
+            for message_id, item in remaining:
+                merge = planner.place(item, message_id)
                 if merge:
                     break
             if not self._commit_all(planner.batches, received_at, done, duplicates):
@@ -291,7 +370,7 @@ class Ingestor:
         source, target = profiles.get(merge.source), profiles.get(merge.target)
         if source is None or target is None or source.merged_into:
             return True  # already merged, or mid-creation by another writer: the next round re-resolves
-        if may_merge(source, target):
+        if may_merge(source, target, trusted=merge.trusted):
             self.store.merge(merge_profiles(target, source, at), source, at)
             return True
         for key in merge.moving:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -26,8 +27,23 @@ def _id_to_str(value: Any) -> Any:
     return value
 
 
+# The times a message may carry. Outside them a time is a mistake (or an attack), and near Python's
+# own limits (years 1 and 9999) converting an offset to UTC or correcting a client's clock skew would
+# overflow: inside them, every sum CEMS makes of two such times and a retention stays representable.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _aware_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside 1970-01-01 .. 2199-12-31 (UTC)") from None
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise ValueError("the time is outside 1970-01-01 .. 2199-12-31 (UTC)")
+    return value
 
 
 Identifier = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
@@ -92,6 +108,11 @@ class SegmentMessage(BaseModel):
         return None
 
 
+# A trillion (yen or any currency unit): more than any order; bounded so sums stay exact (see below).
+MAX_AMOUNT = Decimal(10) ** 12
+MAX_ORDER_PRODUCTS = 500
+
+
 class OrderProduct(BaseModel):
     """A product line of a Segment e-commerce event."""
 
@@ -100,8 +121,9 @@ class OrderProduct(BaseModel):
     product_id: Identifier | None = None
     sku: Identifier | None = None
     name: str | None = None
-    price: Decimal | None = Field(default=None, ge=0)
-    quantity: int = Field(default=1, ge=0)
+    # Bounded so that a whole order's sum stays exact within DynamoDB's 38 digits (see OrderCompleted).
+    price: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=4)
+    quantity: int = Field(default=1, ge=0, le=1_000_000)
     category: str | None = None
 
 
@@ -111,10 +133,11 @@ class OrderCompleted(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     order_id: Identifier | None = None
-    total: Decimal | None = Field(default=None, ge=0)
-    revenue: Decimal | None = Field(default=None, ge=0)
+    total: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=4)
+    revenue: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=4)
     currency: str | None = Field(default=None, min_length=3, max_length=3)
-    products: list[OrderProduct] = Field(default_factory=list)
+    # 500 lines of at most 10^12 x 10^6 with 4 decimals: at most 26 digits, exact in DynamoDB.
+    products: list[OrderProduct] = Field(default_factory=list, max_length=MAX_ORDER_PRODUCTS)
 
     def amount(self) -> Decimal:
         """What the customer paid: `total`, else `revenue`, else the sum of the product lines."""
@@ -145,6 +168,10 @@ class StoredEvent(BaseModel):
     user_id: str | None = None
     previous_id: str | None = None
     line_user_id: str | None = None
+    # What its sender proved about who it is (cems.trust.Proof); None on events stored before.
+    proof: str | None = None
+    # A userId the sender gave without proof: kept for analytics, believed in nothing.
+    claimed_user_id: str | None = None
     timestamp: datetime
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
@@ -194,6 +221,24 @@ class ChannelState(BaseModel):
     updated_at: datetime
     # Why it changed last, in words an operator can read: "line_follow", "line_unfollow", ...
     reason: str | None = None
+    # Who said so: the site (source) whose message set it (`line`, `engage`, a site id).
+    source: str | None = None
+    # Email: the address (address_hash) the consent was given for. Consent follows the address, not
+    # the customer: when the customer's address changes, a consent given for the old one is void.
+    address_hash: str | None = None
+
+    def consents_for(self, address: str | None) -> bool:
+        """Reachable, with consent that covers `address` (any address when it named none)."""
+        if not (self.reachable and self.consent):
+            return False
+        return self.address_hash is None or (
+            address is not None and self.address_hash == address_hash(address)
+        )
+
+
+def address_hash(address: str) -> str:
+    """SHA-256 (hex) of the trimmed, lower-cased address: the same mailbox however it was typed."""
+    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
 
 
 class Profile(BaseModel):
@@ -247,8 +292,22 @@ class Profile(BaseModel):
         return {self.customer_id, *self.merged_ids}
 
 
+class Trust(StrEnum):
+    """How far CEMS believes what a request says about who someone is (cems.trust)."""
+
+    # A key that ships in every page of the shop (the tag's write key): it records what anonymous
+    # visitors do; a userId it sends counts only with a userHash the shop's server computed.
+    PUBLIC = "public"
+    # A secret key kept on the shop's server, and CEMS's own signed sources (LINE, engage): believed.
+    SERVER = "server"
+
+
 class Site(BaseModel):
-    """A site (source) allowed to send events, named by its write key."""
+    """A site (source) allowed to send events, as one of its keys names it.
+
+    A site has a public write key (in its pages) and a secret server key; the Sites table holds one
+    item per key (cems.sites), and `trust` says which kind of key found this one.
+    """
 
     write_key: str
     site_id: str
@@ -256,6 +315,13 @@ class Site(BaseModel):
     origins: list[str] = Field(default_factory=list)
     created_at: datetime
     expires_at: datetime | None = None
+    trust: Trust = Trust.PUBLIC
+    # The HMAC key of user hashes (cems.trust.user_hash): the shop's server renders
+    # HMAC-SHA256(identity_secret, userId) into its pages. On the public key's item only.
+    identity_secret: str | None = Field(default=None, repr=False)
+    # After a rotation, the previous identity secret keeps verifying until this time.
+    previous_identity_secret: str | None = Field(default=None, repr=False)
+    previous_identity_secret_until: datetime | None = None
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.origins or origin.rstrip("/") in {o.rstrip("/") for o in self.origins}
@@ -263,13 +329,25 @@ class Site(BaseModel):
     def is_active(self, at: datetime) -> bool:
         return self.expires_at is None or at < self.expires_at
 
+    def identity_secrets(self, at: datetime) -> list[str]:
+        """The identity secrets a user hash may be made with now: the current one, and the previous
+        one during its grace period."""
+        secrets = [self.identity_secret] if self.identity_secret else []
+        until = self.previous_identity_secret_until
+        if self.previous_identity_secret and until is not None and at < until:
+            secrets.append(self.previous_identity_secret)
+        return secrets
+
 
 class LineLinkRequest(BaseModel):
-    """The body of POST /v1/line/link: the tag on the shop's link page asks to link this visitor."""
+    """The body of POST /v1/line/link: the tag on the shop's link page asks to link the signed-in
+    customer (userId with its userHash) browsing with this anonymous id to a LINE friend."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     anonymous_id: Identifier = Field(alias="anonymousId")
     # LINE's link tokens are short URL-safe strings; anything else is refused before it reaches a URL.
     link_token: str = Field(alias="linkToken", min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._~+/=-]+$")
+    user_id: Identifier | None = Field(default=None, alias="userId")
+    user_hash: str | None = Field(default=None, alias="userHash", max_length=128)
     write_key: str | None = Field(default=None, alias="writeKey")

@@ -6,13 +6,13 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from cems.errors import ClientError
+from cems.jsonbody import MAX_MESSAGE_DEPTH, check_storable, load_object
 from cems.models import ORDER_COMPLETED, LineLinkRequest, MessageType, OrderCompleted, SegmentMessage
 
 # Segment's server libraries use the long paths; analytics-next in the browser uses one letter.
@@ -48,104 +48,97 @@ class CollectRequest:
     messages: list[SegmentMessage]
 
 
+MISSING_WRITE_KEY = ClientError(
+    401,
+    "missing_write_key",
+    "send the write key as the HTTP Basic user name, as ?writeKey= or as writeKey in the body",
+    field="writeKey",
+)
+
+
 def is_batch_path(kind: str) -> bool:
     return kind in PATH_TYPES and PATH_TYPES[kind] is None
 
 
-def parse_collect_request(kind: str, body: bytes, authorization: str | None) -> CollectRequest:
-    """Validate a whole request before anything is stored: one bad message rejects the batch."""
+def check_collect_path(kind: str) -> None:
     if kind not in PATH_TYPES:
-        raise ClientError(404, "not_found", f"unknown endpoint /v1/{kind}")
+        raise ClientError(404, "not_found", f"unknown endpoint /v1/{kind}", field="path")
+
+
+def check_collect_size(kind: str, body: bytes) -> None:
+    """The path names a Segment call and the body is within its size limit (404 / 413 otherwise).
+    Checked first: it needs nothing but the byte count."""
+    check_collect_path(kind)
     batch = is_batch_path(kind)
     limit = MAX_BATCH_BYTES if batch else MAX_MESSAGE_BYTES
     if len(body) > limit:
         what = "batch" if batch else "message"
-        raise ClientError(413, "payload_too_large", f"a {what} may be at most {limit} bytes", limit=limit)
-    document = _json_object(body)
-    write_key = _basic_auth_user(authorization) or _write_key_in(document)
-    if not write_key:
         raise ClientError(
-            401,
-            "missing_write_key",
-            "send the write key as the HTTP Basic user name or as writeKey in the body",
-            field="writeKey",
+            413, "payload_too_large", f"a {what} may be at most {limit} bytes", field="body", limit=limit
         )
-    if batch:
-        messages = _batch_messages(document)
-    else:
-        path_type = PATH_TYPES[kind]
-        assert path_type is not None
-        messages = [_message({**document, "type": path_type.value}, field_prefix="", index=None)]
-    return CollectRequest(write_key=write_key, messages=messages)
 
 
-def parse_line_link_request(body: bytes, authorization: str | None) -> LineLinkRequest:
-    """POST /v1/line/link: `{"anonymousId", "linkToken"}` with the write key as for the other calls."""
+def read_collect_body(kind: str, body: bytes) -> dict[str, Any]:
+    """The body as JSON, within the nesting DynamoDB can store (a batch adds two levels: the body and
+    its list)."""
+    depth = MAX_MESSAGE_DEPTH + (2 if is_batch_path(kind) else 0)
+    return load_object(body, max_depth=depth)
+
+
+def collect_messages(kind: str, document: dict[str, Any]) -> list[SegmentMessage]:
+    """Validate every message of a request before anything is stored: one bad message rejects all."""
+    if is_batch_path(kind):
+        return _batch_messages(document)
+    path_type = PATH_TYPES[kind]
+    assert path_type is not None
+    return [_message({**document, "type": path_type.value}, field_prefix="", index=None)]
+
+
+def parse_collect_request(
+    kind: str, body: bytes, authorization: str | None, query_write_key: str | None = None
+) -> CollectRequest:
+    """The whole request at once, for callers that check the key afterwards (tools and tests);
+    the collect endpoint checks the key before it parses (cems.collect)."""
+    check_collect_size(kind, body)
+    write_key = request_write_key(authorization, query_write_key)
+    document = read_collect_body(kind, body)
+    write_key = write_key or body_write_key(document)
+    if not write_key:
+        raise MISSING_WRITE_KEY
+    return CollectRequest(write_key=write_key, messages=collect_messages(kind, document))
+
+
+def read_line_link_body(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_MESSAGE_BYTES:
         raise ClientError(
             413,
             "payload_too_large",
             f"a request may be at most {MAX_MESSAGE_BYTES} bytes",
+            field="body",
             limit=MAX_MESSAGE_BYTES,
         )
-    document = _json_object(body)
-    write_key = _basic_auth_user(authorization) or _write_key_in(document)
-    if not write_key:
-        raise ClientError(
-            401,
-            "missing_write_key",
-            "send the write key as the HTTP Basic user name or as writeKey in the body",
-            field="writeKey",
-        )
+    return load_object(body, max_depth=MAX_MESSAGE_DEPTH)
+
+
+def line_link_request(document: dict[str, Any]) -> LineLinkRequest:
+    """POST /v1/line/link: `{"anonymousId", "linkToken", "userId", "userHash"}`."""
     try:
-        request = LineLinkRequest.model_validate(document)
+        return LineLinkRequest.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = _loc(first["loc"]) or None
-        raise ClientError(400, "invalid_request", f"{field or 'body'}: {first['msg']}", field=field) from exc
-    return request.model_copy(update={"write_key": write_key})
+        field = _loc(first["loc"]) or "body"
+        raise ClientError(400, "invalid_request", f"{field}: {first['msg']}", field=field) from exc
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClientError(400, "invalid_json", "the body must be UTF-8 JSON") from exc
-    try:
-        document = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ClientError(
-            400, "invalid_json", f"the body is not valid JSON: {exc.msg} at line {exc.lineno}"
-        ) from exc
-    except ValueError as exc:
-        raise ClientError(400, "invalid_json", str(exc)) from exc
-    if not isinstance(document, dict):
-        raise ClientError(400, "invalid_json", "the body must be a JSON object")
-    # JSON allows an escaped lone UTF-16 surrogate (what JavaScript leaves when it cuts a string in
-    # the middle of an emoji), but it is not text and DynamoDB refuses it: answer 400, not a 500.
-    if "\\ud" in text.lower() and _has_lone_surrogate(document):
-        raise ClientError(
-            400, "invalid_json", "the body contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
-        )
-    return document
+def request_write_key(authorization: str | None, query_write_key: str | None) -> str | None:
+    """The write key sent outside the body (Basic auth user name, else `?writeKey=`): known before
+    the body is read, so an unknown key is refused without parsing anything."""
+    return _basic_auth_user(authorization) or (query_write_key or None)
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"the body contains {name}, which JSON does not allow")
+def body_write_key(document: dict[str, Any]) -> str | None:
+    value = document.get("writeKey")
+    return value if isinstance(value, str) and value else None
 
 
 def _basic_auth_user(authorization: str | None) -> str | None:
@@ -156,16 +149,14 @@ def _basic_auth_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ClientError(
-            401, "invalid_write_key", "the Authorization header is not valid Basic auth"
+            401,
+            "invalid_write_key",
+            "the Authorization header is not valid Basic auth (base64 of '<writeKey>:')",
+            field="Authorization",
         ) from exc
     return decoded.partition(":")[0] or None
-
-
-def _write_key_in(document: dict[str, Any]) -> str | None:
-    value = document.get("writeKey")
-    return value if isinstance(value, str) and value else None
 
 
 def _batch_messages(document: dict[str, Any]) -> list[SegmentMessage]:
@@ -177,6 +168,9 @@ def _batch_messages(document: dict[str, Any]) -> list[SegmentMessage]:
     shared_context = document.get("context")
     if shared_context is not None and not isinstance(shared_context, dict):
         raise ClientError(400, "invalid_batch", "context must be an object", field="context")
+    if shared_context:
+        # It becomes each message's context (level 2 of the message), so it may nest one level less.
+        check_storable(shared_context, max_depth=MAX_MESSAGE_DEPTH - 1, prefix="context", check_text=False)
     sent_at = document.get("sentAt")
     messages = []
     for index, item in enumerate(items):
@@ -224,9 +218,9 @@ def _message(document: dict[str, Any], *, field_prefix: str, index: int | None) 
         message = SegmentMessage.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = field_prefix + _loc(first["loc"]) if first["loc"] else field_prefix.rstrip(".") or None
+        field = field_prefix + _loc(first["loc"]) if first["loc"] else field_prefix.rstrip(".") or "body"
         raise ClientError(
-            400, "invalid_message", f"{field or 'message'}: {first['msg']}", field=field, index=index
+            400, "invalid_message", f"{field}: {first['msg']}", field=field, index=index
         ) from exc
     missing = message.missing_required_field()
     if missing:

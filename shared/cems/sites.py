@@ -1,16 +1,25 @@
-"""Sites: each write key names a site and the browser origins allowed to send its events."""
+"""Sites: the sources allowed to send events, and their keys.
+
+Each site has a public write key (it ships in the tag, with the browser origins it may be used from),
+a secret server key (for the shop's servers and Segment's server libraries: trusted, see cems.trust)
+and an identity secret, with which the shop's server makes the user hashes that prove a browser's
+userId. The Sites table holds one item per key.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cems import clock
-from cems.models import Site
+from cems.models import Site, Trust
 from cems.store import from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
@@ -21,17 +30,61 @@ def new_write_key() -> str:
     return "wk_" + secrets.token_urlsafe(24)
 
 
+def new_secret_key() -> str:
+    return SECRET_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_identity_secret() -> str:
+    return "is_" + secrets.token_urlsafe(32)
+
+
+# Secret server keys start with this, so a key can be told apart (and looked up) without a read.
+SECRET_KEY_PREFIX = "sk_"  # noqa: S105 - a prefix, not a secret
+# Sites table key of a secret server key: only its SHA-256 is stored, so a leaked table row or
+# backup is no usable key.
+_SECRET_ITEM_PREFIX = "secret#"  # noqa: S105 - a key prefix
+
+
+def secret_key_item_key(secret_key: str) -> str:
+    return _SECRET_ITEM_PREFIX + hashlib.sha256(secret_key.encode("utf-8")).hexdigest()
+
+
+def is_secret_key(key: str) -> bool:
+    return key.startswith(SECRET_KEY_PREFIX)
+
+
+@dataclass(frozen=True)
+class SiteCredentials:
+    """What `cems site add` shows once: the public write key (in the site's item), the secret server
+    key (only its hash is stored) and the identity secret user hashes are made with."""
+
+    site: Site
+    secret_key: str | None
+    identity_secret: str | None
+
+    def shown(self) -> dict[str, object]:
+        return {
+            **self.site.model_dump(
+                mode="json",
+                exclude={"identity_secret", "previous_identity_secret"},
+            ),
+            "secret_key": self.secret_key,
+            "identity_secret": self.identity_secret,
+        }
+
+
 class SiteStore:
-    """Sites in the Sites table, keyed by write key (write keys are public: they ship in the tag)."""
+    """Sites in the Sites table, one item per key: the public write key (`write_key` as issued) with
+    the site's origins and identity secret, and each secret server key under `secret#<sha256>`."""
 
     def __init__(self, table_name: str, client: DynamoDBClient) -> None:
         self.table_name = table_name
         self.client = client
 
-    def get(self, write_key: str) -> Site | None:
-        item = self.client.get_item(TableName=self.table_name, Key={"write_key": {"S": write_key}}).get(
-            "Item"
-        )
+    def get(self, key: str) -> Site | None:
+        """The site a presented key names, with `trust` saying which kind of key it is."""
+        item_key = secret_key_item_key(key) if is_secret_key(key) else key
+        item = self.client.get_item(TableName=self.table_name, Key={"write_key": {"S": item_key}}).get("Item")
         return Site.model_validate(from_attribute_map(item)) if item else None
 
     def sites_named_all(self) -> list[Site]:
@@ -39,23 +92,61 @@ class SiteStore:
         sites: list[Site] = []
         for page in self.client.get_paginator("scan").paginate(TableName=self.table_name):
             sites.extend(Site.model_validate(from_attribute_map(i)) for i in page["Items"])
-        return sorted(sites, key=lambda s: (s.name, s.created_at))
+        return sorted(sites, key=lambda s: (s.name, s.trust, s.created_at))
 
-    def sites_named(self, name: str) -> list[Site]:
-        return [s for s in self.sites_named_all() if s.name == name]
+    def sites_named(self, name: str, trust: Trust = Trust.PUBLIC) -> list[Site]:
+        return [s for s in self.sites_named_all() if s.name == name and s.trust is trust]
 
-    def add(self, name: str, origins: list[str], write_key: str | None = None) -> Site:
-        """Add a site, or replace the origins of the site that already has this write key."""
-        existing = self.sites_named(name)
+    def add(
+        self,
+        name: str,
+        origins: list[str],
+        write_key: str | None = None,
+        *,
+        secret_key: str | None = None,
+        identity_secret: str | None = None,
+    ) -> SiteCredentials:
+        """Add a site with its three credentials, or give an existing site (same name) another write
+        key with these origins; an existing site keeps its identity secret and server keys unless
+        new ones are given. The secret key is returned once and never stored in clear."""
+        now = clock.now()
+        existing = [s for s in self.sites_named(name) if s.is_active(now)]
+        new_site = not existing
+        identity_secret = identity_secret or (existing[0].identity_secret if existing else None)
+        identity_secret = identity_secret or new_identity_secret()
         site = Site(
             write_key=write_key or new_write_key(),
             site_id=existing[0].site_id if existing else f"site_{uuid.uuid4().hex[:12]}",
             name=name,
             origins=origins,
-            created_at=clock.now(),
+            created_at=now,
+            identity_secret=identity_secret,
         )
+        self._put(site)
+        if secret_key is None and new_site:
+            secret_key = new_secret_key()
+        if secret_key is not None:
+            self._put_secret_key(site, secret_key)
+        return SiteCredentials(site, secret_key, identity_secret if new_site else None)
+
+    def _put(self, site: Site) -> None:
         self.client.put_item(TableName=self.table_name, Item=to_attribute_map(site.model_dump()))
-        return site
+
+    def _put_secret_key(self, site: Site, secret_key: str) -> None:
+        if not is_secret_key(secret_key):
+            raise ValueError(f"a secret key starts with {SECRET_KEY_PREFIX}")
+        self._put(
+            Site(
+                write_key=secret_key_item_key(secret_key),
+                site_id=site.site_id,
+                name=site.name,
+                # A secret key is for servers; a browser (a request with an Origin) using it has
+                # leaked it, and is refused (cems.collect).
+                origins=[],
+                created_at=clock.now(),
+                trust=Trust.SERVER,
+            )
+        )
 
     def rotate(
         self, name: str, grace: timedelta, origins: list[str] | None = None
@@ -64,37 +155,75 @@ class SiteStore:
         existing = [s for s in self.sites_named(name) if s.is_active(clock.now())]
         if not existing:
             raise LookupError(f"no site named {name!r}")
-        new = self.add(name, origins if origins is not None else existing[0].origins)
-        retiring = []
-        for old in existing:
-            if old.write_key == new.write_key:
-                continue
-            expires_at = min(
-                old.expires_at or datetime.max.replace(tzinfo=clock.now().tzinfo), clock.now() + grace
+        new = self.add(name, origins if origins is not None else existing[0].origins).site
+        return new, self._retire([s for s in existing if s.write_key != new.write_key], grace)
+
+    def rotate_secrets(self, name: str, grace: timedelta) -> SiteCredentials:
+        """A new secret server key and identity secret. The old server keys keep working for `grace`;
+        user hashes made with the old identity secret verify for `grace` too, so pages cached or
+        open in a browser while the shop switches keep working."""
+        now = clock.now()
+        public = [s for s in self.sites_named(name) if s.is_active(now)]
+        if not public:
+            raise LookupError(f"no site named {name!r}")
+        identity_secret = new_identity_secret()
+        for site in public:
+            self._put(
+                site.model_copy(
+                    update={
+                        "identity_secret": identity_secret,
+                        "previous_identity_secret": site.identity_secret,
+                        "previous_identity_secret_until": now + grace,
+                    }
+                )
             )
+        self._retire([s for s in self.sites_named(name, Trust.SERVER) if s.is_active(now)], grace)
+        secret_key = new_secret_key()
+        self._put_secret_key(public[0], secret_key)
+        return SiteCredentials(public[0], secret_key, identity_secret)
+
+    def _retire(self, keys: list[Site], grace: timedelta) -> list[Site]:
+        retiring = []
+        now = clock.now()
+        for old in keys:
+            expires_at = min(old.expires_at or datetime.max.replace(tzinfo=now.tzinfo), now + grace)
             retired = old.model_copy(update={"expires_at": expires_at})
-            self.client.put_item(TableName=self.table_name, Item=to_attribute_map(retired.model_dump()))
+            self._put(retired)
             retiring.append(retired)
-        return new, retiring
+        return retiring
 
 
 class SiteDirectory:
-    """Write key -> Site with a short in-memory cache: every request needs it, sites rarely change."""
+    """Key -> Site with a short in-memory cache: every request needs it, sites rarely change.
 
-    def __init__(self, store: SiteStore, max_age_seconds: float) -> None:
+    The cache is bounded (least recently used out first) and remembers unknown keys too: requests
+    with random keys can neither grow it without bound nor make every request a read. Hand-written
+    rather than functools.lru_cache, which has no expiry.
+    """
+
+    def __init__(self, store: SiteStore, max_age_seconds: float, max_entries: int = 1024) -> None:
         self.store = store
         self.max_age_seconds = max_age_seconds
-        self._cache: dict[str, tuple[float, Site | None]] = {}
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, Site | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def active_site(self, write_key: str) -> Site | None:
+    def active_site(self, key: str) -> Site | None:
         # Cache age is wall time (monotonic), not business time: the local clock may jump days.
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(write_key)
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
         if cached is None or now - cached[0] > self.max_age_seconds:
-            cached = (now, self.store.get(write_key))
+            cached = (now, self.store.get(key))
             with self._lock:
-                self._cache[write_key] = cached
+                self._cache[key] = cached
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
         site = cached[1]
         return site if site is not None and site.is_active(clock.now()) else None
+
+    def cached_keys(self) -> int:
+        return len(self._cache)

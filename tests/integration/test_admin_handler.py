@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 from cems import aws, clock
 from cems.cli import main as cems_main
 from cems.ingest import Ingestor
-from cems.models import SegmentMessage, Site
+from cems.models import SegmentMessage, Site, Trust
 from cems.reports import cli as report_cli
 from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.scenario.model import Scenario
@@ -35,7 +35,9 @@ APP = ROOT / "functions" / "admin" / "app.py"
 SCENARIO_FILE = ROOT / "examples" / "scenarios" / "post_purchase_tea.json"
 SCENARIO = "post-purchase-yame-gyokuro"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SITE = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+SITE = Site(
+    write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW, trust=Trust.SERVER
+)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ import pytest
 from cems.engagement import ENGAGE_SOURCE_ID
 from cems.engagement.engage import ENGAGE_SOURCE
 from cems.ingest import Ingestor
-from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site
+from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, Trust, address_hash
 from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-OPTED_IN = ChannelState(reachable=True, consent=True, updated_at=NOW, reason="identify")
-SHOP = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+OPTED_IN = ChannelState(reachable=True, consent=True, updated_at=NOW, reason="identify", source="site_test")
+SHOP = Site(
+    write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW, trust=Trust.SERVER
+)
 
 
 def msg(type_: str, message_id: str, **fields: Any) -> SegmentMessage:
@@ -49,7 +51,10 @@ def test_the_engage_source_is_not_a_site_id_a_site_can_get() -> None:
 
 def test_identify_email_opt_in_records_consent_with_when_and_how(ingest, stores: Stores) -> None:
     ingest(SHOP, msg("identify", "i1", traits={"email": "sato@example.jp", "email_opt_in": True}))
-    assert email_state(stores) == OPTED_IN
+    # Consent is for the address it was given with: a later change of address voids it.
+    assert email_state(stores) == OPTED_IN.model_copy(
+        update={"address_hash": address_hash("sato@example.jp")}
+    )
     # The identify event itself is stored: the record of where consent was given.
     events = stores.events.history(profile_of(stores))
     assert [(e.site_id, e.traits["email_opt_in"]) for e in events] == [("site_test", True)]

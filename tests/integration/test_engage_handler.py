@@ -33,7 +33,7 @@ from cems.engagement.ses_events import (
 )
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
-from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, StoredEvent
+from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, StoredEvent, Trust
 from cems.reports.counters import ReportCounters
 from cems.store import Stores
 
@@ -46,7 +46,9 @@ ADDRESS = "sato.hanako@example.jp"
 DISPATCH = f"{CUSTOMER}#welcome_mail#v2#mail_1#e1"
 DESTINATION = "https://shop.example.jp/items/sencha-premium?utm_source=cems&utm_medium=email"
 NOW = datetime(2026, 11, 23, 2, 15, tzinfo=UTC)
-SHOP = Site(write_key="wk", site_id="site_shop", name="shop", origins=["*"], created_at=NOW)
+SHOP = Site(
+    write_key="wk", site_id="site_shop", name="shop", origins=["*"], created_at=NOW, trust=Trust.SERVER
+)
 SIGNER = TokenSigner(lambda: LOCAL_TRACKING_SECRET.encode())
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 IMAGE = "image/webp,image/avif,image/*;q=0.8,*/*;q=0.5"

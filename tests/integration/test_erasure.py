@@ -10,12 +10,14 @@ import pytest
 from cems import clock
 from cems.erasure import CustomerEraser, UnprocessedItemsError
 from cems.ingest import Ingestor
-from cems.models import Profile, SegmentMessage, Site
+from cems.models import Profile, SegmentMessage, Site, Trust
 from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.store import IdentityKey, IdentityKind, Stores, identity_key
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SITE = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+SITE = Site(
+    write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW, trust=Trust.SERVER
+)
 LINE_ID = "U" + "a" * 32
 
 

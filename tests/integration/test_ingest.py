@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.ingest import Ingestor
-from cems.models import Profile, SegmentMessage, Site
+from cems.models import Profile, SegmentMessage, Site, Trust
 from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-SITE = Site(write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW)
+SITE = Site(
+    write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW, trust=Trust.SERVER
+)
 
 
 def msg(type_: str, message_id: str, **fields: Any) -> SegmentMessage:

@@ -28,6 +28,7 @@ from cems.line.webhook import MAX_BODY_DEPTH, sign
 from cems.logs import MAX_LINE_BYTES, BoundedFormatter
 from cems.models import Channel, Profile, Site, StoredEvent
 from cems.sites import SiteStore
+from cems.trust import user_hash
 from cems.store import IdentityKey, IdentityKind, Stores
 
 ROOT = Path(__file__).parents[2]
@@ -36,6 +37,9 @@ WEBHOOK_APP = ROOT / "functions" / "line_webhook" / "app.py"
 COLLECT_APP = ROOT / "functions" / "collect" / "app.py"
 WRITE_KEY = "local-write-key"
 SHOP = "http://localhost:3000"
+IDENTITY_SECRET = "is_test-identity-secret"  # noqa: S105 - a test value
+# The signed-in shop customer whose browser completes the link flow.
+MEMBER = "member-2041"
 LINK_PAGE = "https://shop.example.jp/line-link?from=line"
 ACCOUNT_LINK = "https://access.line.me/dialog/bot/accountLink"
 DATA_TABLES = ("EventsTable", "CustomersTable", "IdempotencyTable")
@@ -147,13 +151,20 @@ class Apps:
     def post_webhook(self, body: bytes, signature: str | None = "sign") -> Answer:
         return self.call(self.webhook, webhook_event(body, signature))
 
-    def start_link(self, document: dict[str, Any], origin: str | None = SHOP) -> Answer:
+    def start_link(
+        self, document: dict[str, Any], origin: str | None = SHOP, member: str | None = MEMBER
+    ) -> Answer:
+        """POST /v1/line/link from the shop's link page, where `member` is signed in (the shop's
+        server rendered their user hash into the page), or nobody (None)."""
+        if member is not None:
+            document = {"userId": member, "userHash": user_hash(IDENTITY_SECRET, member), **document}
         return self.call(self.collect, link_event(document, origin))
 
 
 @pytest.fixture
 def site(dynamodb: Any) -> Site:
-    return SiteStore("SitesTable", dynamodb).add("local-shop", [SHOP], write_key=WRITE_KEY)
+    store = SiteStore("SitesTable", dynamodb)
+    return store.add("local-shop", [SHOP], write_key=WRITE_KEY, identity_secret=IDENTITY_SECRET).site
 
 
 @pytest.fixture
@@ -380,6 +391,14 @@ def test_a_deeply_nested_signed_body_gets_400_naming_the_limit_without_a_traceba
     assert all(record.exc_info is None for record in caplog.records)
     [rejected] = [r for r in caplog.records if r.getMessage() == "rejected"]
     assert len(BoundedFormatter().format(rejected).encode()) <= MAX_LINE_BYTES
+
+
+def test_a_body_that_is_not_base64_gets_400_naming_the_body(apps: Apps, dynamodb: Any) -> None:
+    event = webhook_event(body_of("follow.json"))
+    event["body"], event["isBase64Encoded"] = "abc", True  # what API Gateway never sends
+    answer = apps.call(apps.webhook, event)
+    assert (answer.status, answer.json["field"]) == (400, "body")
+    assert scan_all(dynamodb, "EventsTable") == []
 
 
 def test_odd_events_are_kept_or_skipped_and_never_cost_the_others(
@@ -737,7 +756,7 @@ def test_a_link_request_from_another_origin_is_refused(apps: Apps, dynamodb: Any
         {"anonymousId": "a-1", "linkToken": "tok", "writeKey": WRITE_KEY}, "https://evil.example"
     )
     assert (answer.status, answer.json["error"]) == (403, "origin_not_allowed")
-    assert "access-control-allow-origin" not in answer.headers
+    assert "access-control-allow-credentials" not in answer.headers
     assert scan_all(dynamodb, "CustomersTable") == []
 
 

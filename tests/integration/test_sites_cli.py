@@ -16,7 +16,8 @@ from cems import clock
 from cems.cli import main
 from cems.local.cfn import Template
 from cems.local.resources import create_resources
-from cems.sites import SiteDirectory, SiteStore
+from cems.models import Trust
+from cems.sites import SiteDirectory, SiteStore, secret_key_item_key
 from moto.server import ThreadedMotoServer
 
 from tests.integration.conftest import TEMPLATE
@@ -84,14 +85,25 @@ def test_site_add_then_list_on_the_local_stack(local_aws: Any, capsys: pytest.Ca
     assert added["expires_at"] is None
     datetime.fromisoformat(added["created_at"])
 
-    [stored] = sites_in(local_aws)
-    assert stored["write_key"] == added["write_key"]
+    # The secret server key and the identity secret are shown once; the table keeps only the
+    # secret key's hash.
+    assert added["secret_key"].startswith("sk_") and len(added["secret_key"]) > 40
+    assert added["identity_secret"].startswith("is_")
+    stored = {item["write_key"]: item for item in sites_in(local_aws)}
+    assert set(stored) == {added["write_key"], secret_key_item_key(added["secret_key"])}
+    assert added["secret_key"] not in json.dumps(sites_in(local_aws))
+    server = SiteStore("SitesTable", local_aws).get(added["secret_key"])
+    assert server is not None and (server.trust, server.site_id) == (Trust.SERVER, added["site_id"])
 
     code, out, err = run(capsys, "site", "list")
     assert (code, err) == (0, "")
-    [listed] = parsed_lines(out)
+    listed = {s["trust"]: s for s in parsed_lines(out)}
+    assert set(listed) == {"public", "server"}
+    assert not any("identity_secret" in s for s in parsed_lines(out))
     # The table keeps times to the millisecond (cems.clock.iso); `site add` prints the full value.
-    assert {**listed, "created_at": None} == {**added, "created_at": None}
+    shown = {k: v for k, v in added.items() if k not in ("secret_key", "identity_secret")}
+    assert {**listed["public"], "created_at": None} == {**shown, "created_at": None}
+    listed = listed["public"]
     assert abs(
         datetime.fromisoformat(listed["created_at"]) - datetime.fromisoformat(added["created_at"])
     ) < timedelta(milliseconds=1)
@@ -150,7 +162,7 @@ def test_rotate_issues_a_new_key_and_the_old_one_works_until_the_grace_ends(
     assert datetime.fromisoformat(retiring["expires_at"]) == now + timedelta(hours=1)
 
     _, out, _ = run(capsys, "site", "list")
-    assert {s["write_key"]: s["expires_at"] is None for s in parsed_lines(out)} == {
+    assert {s["write_key"]: s["expires_at"] is None for s in parsed_lines(out) if s["trust"] == "public"} == {
         old["write_key"]: False,
         new["write_key"]: True,
     }
@@ -173,6 +185,45 @@ def test_rotate_can_replace_the_origins(local_aws: Any, capsys: pytest.CaptureFi
     )
     assert code == 0
     assert parsed_lines(out)[0]["site"]["origins"] == ["https://www.shop.example.jp"]
+
+
+def test_rotating_the_secrets_retires_the_old_server_key_and_identity_secret_after_the_grace(
+    local_aws: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.fromisoformat("2026-11-23T03:00:00+00:00")
+    clock.freeze(now)
+    _, out, _ = run(capsys, "site", "add", "shop-main", "--origin", "https://shop.example.jp")
+    [old] = parsed_lines(out)
+    code, out, err = run(capsys, "site", "add", "shop-main", "--rotate-secrets", "--grace-hours", "2")
+    assert (code, err) == (0, "")
+    [new] = parsed_lines(out)
+    assert new["secret_key"] != old["secret_key"] and new["identity_secret"] != old["identity_secret"]
+    assert new["write_key"] == old["write_key"]  # the tag in the shop's pages stays as it is
+
+    directory = SiteDirectory(SiteStore("SitesTable", local_aws), max_age_seconds=0)
+    clock.freeze(now + timedelta(hours=1))
+    site = directory.active_site(old["write_key"])
+    assert site is not None and site.identity_secrets(clock.now()) == [
+        new["identity_secret"],
+        old["identity_secret"],
+    ]
+    assert directory.active_site(old["secret_key"]) is not None
+    clock.freeze(now + timedelta(hours=2))
+    site = directory.active_site(old["write_key"])
+    assert site is not None and site.identity_secrets(clock.now()) == [new["identity_secret"]]
+    assert directory.active_site(old["secret_key"]) is None
+    assert directory.active_site(new["secret_key"]) is not None
+
+
+def test_the_key_cache_stays_bounded_under_random_keys(local_aws: Any) -> None:
+    store = SiteStore("SitesTable", local_aws)
+    site = store.add("shop-main", ["https://shop.example.jp"]).site
+    directory = SiteDirectory(store, max_age_seconds=60, max_entries=16)
+    for n in range(100):
+        assert directory.active_site(f"wk_random-{n}") is None
+    assert directory.cached_keys() == 16
+    assert directory.active_site(site.write_key) is not None
+    assert directory.cached_keys() == 16
 
 
 def test_rotating_a_site_that_does_not_exist_is_an_error(
@@ -241,7 +292,7 @@ def test_site_add_with_a_stage_writes_to_that_stages_sites_table(
 
     code, out, _ = run(capsys, "site", "list", "--stage", "dev", "--config", str(SAMCONFIG))
     assert code == 0
-    assert [s["write_key"] for s in parsed_lines(out)] == [added["write_key"]]
+    assert [s["write_key"] for s in parsed_lines(out) if s["trust"] == "public"] == [added["write_key"]]
 
 
 def test_a_stage_missing_from_samconfig_is_a_clear_error(

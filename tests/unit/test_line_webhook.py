@@ -202,16 +202,23 @@ def test_a_redelivery_maps_to_the_same_message_id() -> None:
     assert mapped("follow_redelivery.json").message.message_id == mapped("follow.json").message.message_id
 
 
-def test_an_account_link_with_a_valid_nonce_names_the_visitor_first() -> None:
-    nonce = LinkNonce("anon-1", "site_abc", datetime.now(UTC), 0)
+def test_an_account_link_with_a_valid_nonce_names_the_signed_in_customer_first() -> None:
+    nonce = LinkNonce("anon-1", "site_abc", datetime.now(UTC), 0, user_id="member-1")
     item = mapped("account_link_ok.json", nonce)
     assert item.message.event == "line_linked"
-    # The visitor's customer is the merge target: its identity comes before the LINE id.
+    # The proven customer is the merge target: its identity comes first, the LINE id last.
     assert identity_keys(item.message) == [
+        IdentityKey(IdentityKind.USER, "member-1"),
         IdentityKey(IdentityKind.ANONYMOUS, "anon-1"),
         IdentityKey(IdentityKind.LINE, FRIEND),
     ]
     assert item.reply is Reply.LINKED
+
+
+def test_a_nonce_without_a_signed_in_customer_links_nothing() -> None:
+    # Nonces issued before linking needed a proven user named only a browser: they link nothing.
+    item = mapped("account_link_ok.json", LinkNonce("anon-1", "site_abc", datetime.now(UTC), 0))
+    assert (item.message.event, item.message.anonymous_id) == ("line_link_failed", None)
 
 
 def test_an_account_link_without_a_valid_nonce_links_nothing() -> None:

@@ -495,6 +495,9 @@ class EmailSender:
             state = profile.channels.get(Channel.EMAIL)
             if state is None or not state.consent:
                 return Recipient(None, "no_consent")
+            if state.reachable and not state.consents_for(address):
+                # The consent was given for another address than the one on the profile now.
+                return Recipient(None, "no_consent")
             if not state.reachable:
                 return Recipient(None, "unreachable")
         if address is None or not valid_address(address):

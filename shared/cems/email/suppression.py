@@ -10,13 +10,13 @@ Customers table:
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.models import address_hash
 from cems.store import condition_failed, to_attribute_map
 
 if TYPE_CHECKING:
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 
 SuppressionReason = Literal["bounce", "complaint"]
 SUPPRESSION_SK = "SUPPRESS"
-
-
-def address_hash(address: str) -> str:
-    """SHA-256 (hex) of the trimmed, lower-cased address: the same mailbox however it was typed."""
-    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
 
 
 def suppression_key(address: str) -> dict[str, dict[str, str]]:

@@ -31,7 +31,7 @@ from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.engagement.ses_events import DispatchTags, SesEvent
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
-from cems.models import Channel, MessageType, Profile, SegmentMessage, Site
+from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust
 from cems.reports.counters import Metric, ReportCell
 from cems.store import CustomerStore
 
@@ -43,6 +43,8 @@ ENGAGE_SOURCE = Site(
     name="Engagement",
     origins=[],
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    # Its messages come from tokens CEMS signed, or from SES through the subscribed topic.
+    trust=Trust.SERVER,
 )
 MAX_MESSAGE_ID = 100  # cems.config.MAX_MESSAGE_ID_LENGTH
 LIBRARY = {"name": "cems-engage"}

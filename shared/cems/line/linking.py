@@ -4,11 +4,24 @@ LINE's documented flow (https://developers.line.biz/en/docs/messaging-api/linkin
 
 1. CEMS issues a link token for the LINE user (`POST /v2/bot/user/{userId}/linkToken`, valid 10
    minutes, single use) and replies with a button to the shop's link page carrying `linkToken`.
-2. On that page the tag calls `POST /v1/line/link` with the visitor's anonymous id and the link
-   token; CEMS stores a fresh nonce bound to that anonymous id (and the site of the write key) and
-   answers with LINE's account-link URL carrying `linkToken` and `nonce`.
+2. On that page (where the customer is signed in to the shop) the tag asks the customer to confirm,
+   then calls `POST /v1/line/link` with the link token, the visitor's anonymous id and the signed-in
+   customer's userId with its user hash (cems.trust). CEMS stores a fresh nonce bound to that proven
+   user (and the site, and the browser's anonymous id) and answers with LINE's account-link URL
+   carrying `linkToken` and `nonce`.
 3. LINE sends an `accountLink` event with the nonce. LINE keeps no mapping: the nonce is the only
-   thing that ties the LINE user to the visitor, so it is unpredictable, single use and expires.
+   thing that ties the LINE user to the customer, so it is unpredictable, single use and expires.
+
+Why this defeats link fixation: the nonce is bound to the customer whose browser completes the flow,
+proven by what only that browser holds (the user hash the shop's server rendered into the page of a
+signed-in customer), never to an id the request merely names. Whoever started the flow (obtained the
+link token, sent the link) cannot choose whom it binds to: a request with no proven user gets no
+nonce (401), so an attacker can bind a nonce only to an account they are signed in to. A nonce the
+attacker obtained for their own account and sends to a victim (LINE's URL with it) links the victim's
+LINE only if the link token is the victim's own, and then to the attacker's account, where the
+victim's LINE would receive the attacker's messages, not the other way round; and a LINE user already
+linked to another customer is never moved (identity.may_merge). The tag asks the customer before it
+redirects, so a link page opened from someone else's message does nothing silently.
 
 Nonces live in the Customers table under the SHA-256 of the nonce (a leaked table row is no usable
 nonce), with DynamoDB TTL on `expires_at`, and the expiry checked in every condition, since TTL
@@ -53,12 +66,15 @@ def _nonce_key(nonce: str) -> dict[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class LinkNonce:
-    """Who asked to be linked: the site visitor (anonymous id) and the site whose tag asked."""
+    """Who asked to be linked: the proven, signed-in customer (user id) whose browser (anonymous id)
+    asked, and the site whose tag asked."""
 
     anonymous_id: str
     site_id: str
     created_at: datetime
     expires_at: int
+    # Nonces issued before links needed a signed-in customer have none: they link nothing.
+    user_id: str | None = None
 
 
 class NonceStore:
@@ -69,8 +85,8 @@ class NonceStore:
         self.client = client
         self.ttl = ttl
 
-    def issue(self, anonymous_id: str, site_id: str) -> str:
-        """A fresh nonce bound to this visitor and site."""
+    def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str:
+        """A fresh nonce bound to this proven customer, their browser and the site."""
         nonce = new_nonce()
         now = clock.now()
         self.client.put_item(
@@ -79,6 +95,7 @@ class NonceStore:
                 **_nonce_key(nonce),
                 "anonymous_id": {"S": anonymous_id},
                 "site_id": {"S": site_id},
+                "user_id": {"S": user_id},
                 "created_at": {"S": clock.iso(now)},
                 "expires_at": {"N": str(int((now + self.ttl).timestamp()))},
             },
@@ -121,6 +138,7 @@ class NonceStore:
         return LinkNonce(
             anonymous_id=str(item["anonymous_id"]),
             site_id=str(item["site_id"]),
+            user_id=str(item["user_id"]) if item.get("user_id") else None,
             created_at=datetime.fromisoformat(str(item["created_at"]).replace("Z", "+00:00")),
             expires_at=int(item["expires_at"]),
         )

@@ -37,7 +37,7 @@ from cems.ingest import Ingestor
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
 from cems.line.linking import LinkNonce, NonceStore, issue_link_token, link_page_url
 from cems.line.replies import LINK_KEYWORDS, Reply, messages_for, offers_link
-from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site
+from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site, Trust
 from cems.store import CustomerStore, IdentityKey, IdentityKind
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ LINE_SOURCE = Site(
     name="LINE",
     origins=[],
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    # LINE proves itself by the signature: what it says of its users is believed.
+    trust=Trust.SERVER,
 )
 # Postback data CEMS's own survey buttons and quick replies carry: `survey=<question>&answer=<value>`.
 SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
@@ -215,6 +217,7 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
     properties: dict[str, Any] = {}
     reply: Reply | None = None
     anonymous_id: str | None = None
+    user_id_of_site: str | None = None
     if _is_unknown(event):
         # The SDK could not read it as a type it knows: a new LINE event type, or a known type with
         # fields missing or of the wrong kind (a follow without replyToken). Kept, marked, never
@@ -253,9 +256,10 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
     elif kind == "accountLink":
         result = event.link.result
         properties["result"] = result
-        if result == "ok" and nonce is not None:
+        if result == "ok" and nonce is not None and nonce.user_id is not None:
             name = LineEvent.LINKED
             anonymous_id = nonce.anonymous_id
+            user_id_of_site = nonce.user_id
             properties["site_id"] = nonce.site_id
             reply = Reply.LINKED
         else:
@@ -273,6 +277,7 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
             "messageId": message_id_of(event.webhook_event_id),
             "event": name.value,
             "anonymousId": anonymous_id,
+            "userId": user_id_of_site,
             "lineUserId": user_id,
             "timestamp": datetime.fromtimestamp(event.timestamp / 1000, tz=UTC),
             "properties": properties,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -47,6 +49,7 @@ from cems.local.http import (
 from cems.local.local_ses import LocalSes
 from cems.local.pollers import Poller, build_pollers, sns_subscribers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
+from cems.trust import user_hash
 
 log = logging.getLogger("cems.local")
 
@@ -64,6 +67,11 @@ class ClockAdvance(BaseModel):
 
 
 DEFAULT_WRITE_KEY = "local-write-key"
+# The local site's secret server key and identity secret: documented, public local defaults (a
+# deployed site gets random ones from `cems site add`). Never printed: the stack's output is checked
+# for secrets (tests/e2e/test_zz_log_privacy.py).
+DEFAULT_SECRET_KEY = "sk_local-secret-key"  # noqa: S105 - the documented local default
+DEFAULT_IDENTITY_SECRET = "local-identity-secret"  # noqa: S105 - the documented local default
 LOCAL_SITE_NAME = "local-demo"
 
 
@@ -81,6 +89,8 @@ class StackOptions:
     aws_port: int = 4566
     host: str = "127.0.0.1"
     write_key: str = DEFAULT_WRITE_KEY
+    secret_key: str = DEFAULT_SECRET_KEY
+    identity_secret: str = DEFAULT_IDENTITY_SECRET
     template: Path = field(default_factory=default_template)
     extra_origins: list[str] = field(default_factory=list)
 
@@ -278,15 +288,21 @@ class LocalStack:
         ]
         sites_table = self.template.refs.get("SitesTable", "SitesTable")
         SiteStore(sites_table, local_client("dynamodb", self.aws_url)).add(
-            LOCAL_SITE_NAME, origins, self.options.write_key
+            LOCAL_SITE_NAME,
+            origins,
+            self.options.write_key,
+            secret_key=self.options.secret_key,
+            identity_secret=self.options.identity_secret,
         )
 
     # --- routes the local stack serves itself ---
 
     def local_routes(self) -> list[LocalRoute]:
         return [
-            LocalRoute("GET", r"/demo/?", lambda r, _: self._demo_page("index.html")),
-            LocalRoute("GET", r"/demo/(?P<page>[\w-]+\.html)", lambda r, p: self._demo_page(p["page"])),
+            LocalRoute("GET", r"/demo/?", lambda r, _: self._demo_page("index.html", r)),
+            LocalRoute("GET", r"/demo/(?P<page>[\w-]+\.html)", lambda r, p: self._demo_page(p["page"], r)),
+            LocalRoute("POST", r"/demo/login", self._demo_login),
+            LocalRoute("POST", r"/demo/logout", self._demo_logout),
             LocalRoute("GET", r"/_local/?", self._overview),
             LocalRoute("POST", r"/_local/drain", self._drain),
             LocalRoute("GET", r"/_local/clock", self._clock),
@@ -296,17 +312,47 @@ class LocalStack:
             *account_link_routes(self.fake_line, self.http_url),
         ]
 
-    def _demo_page(self, page: str) -> LocalResponse:
+    def _demo_page(self, page: str, request: LocalRequest) -> LocalResponse:
         demo = resources.files("cems.local").joinpath("demo")
         target = demo.joinpath(page)
         if not target.is_file():
             return LocalResponse.json(404, {"error": "not_found", "message": f"no demo page {page}"})
+        # As a real shop's server does for a signed-in customer: the user id and its user hash
+        # (HMAC-SHA256 under the site's identity secret) rendered into the tag's attributes.
+        user_id = _demo_user(request)
+        user_attributes = (
+            f' data-user-id="{html.escape(user_id)}"'
+            f' data-user-hash="{user_hash(self.options.identity_secret, user_id)}"'
+            if user_id
+            else ""
+        )
         text = (
             target.read_text(encoding="utf-8")
             .replace("__CEMS_ENDPOINT__", self.http_url)
             .replace("__CEMS_WRITE_KEY__", self.options.write_key)
+            .replace("__CEMS_USER_ATTRIBUTES__", user_attributes)
         )
         return LocalResponse(200, text.encode("utf-8"), {"Content-Type": "text/html; charset=utf-8"})
+
+    def _demo_login(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        """The demo shop's sign-in: `{"userId"}` -> a session cookie, and the user hash the page needs
+        for `cems.identify(userId, traits, {userHash})` right away (later pages render it)."""
+        try:
+            user_id = json.loads(request.body or b"{}").get("userId")
+        except (ValueError, AttributeError):
+            user_id = None
+        if not isinstance(user_id, str) or not re.fullmatch(r"[\w.:@+-]{1,100}", user_id):
+            return LocalResponse.json(400, {"error": "invalid_user", "field": "userId"})
+        answer = LocalResponse.json(
+            200, {"userId": user_id, "userHash": user_hash(self.options.identity_secret, user_id)}
+        )
+        answer.cookies.append(f"{DEMO_USER_COOKIE}={user_id}; Path=/demo; SameSite=Lax; HttpOnly")
+        return answer
+
+    def _demo_logout(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        answer = LocalResponse.json(200, {"success": True})
+        answer.cookies.append(f"{DEMO_USER_COOKIE}=; Path=/demo; Max-Age=0")
+        return answer
 
     def _overview(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
         assert self._server is not None
@@ -397,6 +443,21 @@ class LocalStack:
             self._moto.stop()
 
 
+DEMO_USER_COOKIE = "demo_user"
+
+
+def _demo_user(request: LocalRequest) -> str | None:
+    """The demo shop's signed-in customer (its session cookie), if any."""
+    cookies = SimpleCookie()
+    try:
+        cookies.load(request.headers.get("cookie", ""))
+    except CookieError:
+        return None
+    morsel = cookies.get(DEMO_USER_COOKIE)
+    value = morsel.value if morsel is not None else ""
+    return value if re.fullmatch(r"[\w.:@+-]{1,100}", value) else None
+
+
 def parse_options(argv: list[str]) -> tuple[StackOptions, bool]:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -405,6 +466,8 @@ def parse_options(argv: list[str]) -> tuple[StackOptions, bool]:
     parser.add_argument("--http-port", type=int, default=int(env.get("CEMS_HTTP_PORT", "3000")))
     parser.add_argument("--aws-port", type=int, default=int(env.get("CEMS_AWS_PORT", "4566")))
     parser.add_argument("--write-key", default=env.get("CEMS_WRITE_KEY", DEFAULT_WRITE_KEY))
+    parser.add_argument("--secret-key", default=env.get("CEMS_SECRET_KEY", DEFAULT_SECRET_KEY))
+    parser.add_argument("--identity-secret", default=env.get("CEMS_IDENTITY_SECRET", DEFAULT_IDENTITY_SECRET))
     parser.add_argument("--template", type=Path, default=default_template())
     parser.add_argument(
         "--origin", action="append", default=[], help="another browser origin allowed for the local write key"
@@ -415,6 +478,8 @@ def parse_options(argv: list[str]) -> tuple[StackOptions, bool]:
         http_port=args.http_port,
         aws_port=args.aws_port,
         write_key=args.write_key,
+        secret_key=args.secret_key,
+        identity_secret=args.identity_secret,
         template=args.template,
         extra_origins=args.origin,
     )

@@ -95,7 +95,8 @@ def reachable(profile: Profile, channel: str) -> bool:
     state that is reachable with consent."""
     line = profile.line_contact() is not None
     state = profile.channels.get(Channel.EMAIL)
-    email = bool(profile.traits.get("email")) and state is not None and state.reachable and state.consent
+    address = profile.traits.get("email")
+    email = isinstance(address, str) and bool(address) and state is not None and state.consents_for(address)
     if channel == "line":
         return line
     if channel == "email":

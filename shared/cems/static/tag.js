@@ -4,6 +4,7 @@
   var VERSION = "0.1.0";
   var ANON_KEY = "cems_aid"; // cookie and localStorage
   var USER_KEY = "cems_uid"; // localStorage
+  var HASH_KEY = "cems_uhash"; // localStorage: the user hash that proves cems_uid (docs/tag.md)
   var TWO_YEARS = 63072000; // seconds
 
   try {
@@ -57,7 +58,7 @@
       } catch (e) {}
     };
 
-    var anonymousId, userId = load(USER_KEY) || null;
+    var anonymousId, userId = load(USER_KEY) || null, userHash = userId ? load(HASH_KEY) : null;
     var saveAnonymousId = function (id) {
       writeCookie(ANON_KEY, (anonymousId = id));
       save(ANON_KEY, id);
@@ -65,13 +66,20 @@
     // Cookie, else localStorage; saved back to both.
     var cookieId = readCookie(ANON_KEY), storedId = load(ANON_KEY);
     saveAnonymousId(valid(cookieId) ? cookieId : valid(storedId) ? storedId : uuid());
-    // Numbers become strings (as in Segment); other non-strings are ignored.
-    var setUser = function (id) {
+    // Numbers become strings (as in Segment); other non-strings are ignored. The hash is the shop
+    // server's proof that this user is signed in; without it the id is only a claim.
+    var setUser = function (id, hash) {
       if (typeof id === "number") id = String(id);
       if (typeof id !== "string" || !id) return false;
+      if (id !== userId || typeof hash === "string") {
+        save(HASH_KEY, (userHash = typeof hash === "string" && hash ? hash : null));
+      }
       save(USER_KEY, (userId = id));
       return true;
     };
+    // A signed-in customer rendered into the page by the shop's server (data-user-id/-hash).
+    var pageUser = script.getAttribute("data-user-id");
+    if (pageUser) setUser(pageUser, script.getAttribute("data-user-hash") || undefined);
 
     // --- Landing URL: utm_* become context.campaign (as in Segment); linkToken: see the end ---
     var campaign = null, linkToken;
@@ -97,6 +105,7 @@
       var c = { page: pageFacts(), userAgent: navigator.userAgent, locale: navigator.language, timezone: timezone,
         library: { name: "cems-tag", version: VERSION } };
       if (campaign) c.campaign = campaign;
+      if (userId && userHash) c.userHash = userHash;
       return c;
     };
 
@@ -120,12 +129,12 @@
         anonymousId: anonymousId,
         timestamp: now(),
         context: context(),
-        writeKey: writeKey,
       };
       if (userId) message.userId = userId;
       for (var k in fields) if (fields[k] !== undefined) message[k] = fields[k];
       message.sentAt = now();
-      post(endpoint + "/v1/" + type, JSON.stringify(message));
+      // The key goes in the URL: the endpoint checks it before it reads the body.
+      post(endpoint + "/v1/" + type + "?writeKey=" + encodeURIComponent(writeKey), JSON.stringify(message));
     };
 
     // --- The public API ---
@@ -136,10 +145,10 @@
         if (typeof event !== "string" || !event) return;
         send("track", { event: event, properties: isObject(properties) ? properties : {} });
       },
-      // identify(userId, traits) or identify(traits)
-      identify: function (id, traits) {
+      // identify(userId, traits, {userHash}) or identify(traits)
+      identify: function (id, traits, options) {
         if (isObject(id)) traits = id;
-        else setUser(id);
+        else setUser(id, isObject(options) ? options.userHash : undefined);
         send("identify", { traits: isObject(traits) ? traits : {} });
       },
       // page(), page(name), page(properties) or page(name, properties)
@@ -149,14 +158,15 @@
         if (isObject(properties)) for (var k in properties) props[k] = properties[k];
         send("page", { name: typeof name === "string" && name ? name : undefined, properties: props });
       },
-      // alias(newUserId): link the current id (user id, else anonymous id) to it.
-      alias: function (id) {
+      // alias(newUserId, {userHash}): link the current id (user id, else anonymous id) to it.
+      alias: function (id, options) {
         var previous = userId || anonymousId;
-        if (setUser(id)) send("alias", { previousId: previous });
+        if (setUser(id, isObject(options) ? options.userHash : undefined)) send("alias", { previousId: previous });
       },
       // Forget the user (e.g. on logout): new anonymous id.
       reset: function () {
         save(USER_KEY, (userId = null));
+        save(HASH_KEY, (userHash = null));
         saveAnonymousId(uuid());
       },
       anonymousId: function () { return anonymousId; },
@@ -180,10 +190,26 @@
     calls.forEach(function (c) {
       if (c && typeof api[c[0]] === "function") api[c[0]].apply(api, c.slice(1));
     });
-    // LINE linking (docs/line.md): go where CEMS says.
-    if (linkToken) fetch(endpoint + "/v1/line/link", { method: "POST", body: JSON.stringify(
-      { anonymousId: anonymousId, linkToken: linkToken, writeKey: writeKey }) }).then(function (r) { return r.json(); })
-      .then(function (d) { if (/^https?:/.test(d.redirectUrl)) location.assign(d.redirectUrl); }).catch(function () {});
+    // LINE linking (docs/line.md): only for a signed-in customer (a proven user), and only once the
+    // customer says yes, so a link page opened from someone else's message does nothing by itself.
+    if (linkToken) {
+      var linkEvent = function (name, detail) {
+        try { document.dispatchEvent(new CustomEvent(name, { detail: detail })); } catch (e) {}
+      };
+      if (!userId || !userHash) linkEvent("cems:line-link", { status: "login_required" });
+      else if (!window.confirm("LINE アカウントを、ログイン中の会員アカウントと連携しますか？\n" +
+          "Link your LINE account to the shop account you are signed in with?")) {
+        linkEvent("cems:line-link", { status: "declined" });
+      } else {
+        fetch(endpoint + "/v1/line/link?writeKey=" + encodeURIComponent(writeKey), { method: "POST",
+          body: JSON.stringify({ anonymousId: anonymousId, userId: userId, userHash: userHash, linkToken: linkToken }) })
+          .then(function (r) { return r.json(); })
+          .then(function (d) {
+            if (d && /^https?:/.test(d.redirectUrl)) location.assign(d.redirectUrl);
+            else linkEvent("cems:line-link", { status: "refused", error: d && d.error });
+          }).catch(function () { linkEvent("cems:line-link", { status: "failed" }); });
+      }
+    }
   } catch (e) {
     // Never let the tag break the shop.
   }
