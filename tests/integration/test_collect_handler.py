@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from cems import aws
 from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
-from cems.models import Site
 from cems.local.stack import DEFAULT_IDENTITY_SECRET, DEFAULT_SECRET_KEY
+from cems.models import Site
 from cems.sites import SiteStore
 from cems.store import Stores
 

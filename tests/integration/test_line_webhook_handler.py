@@ -28,8 +28,8 @@ from cems.line.webhook import MAX_BODY_DEPTH, sign
 from cems.logs import MAX_LINE_BYTES, BoundedFormatter
 from cems.models import Channel, Profile, Site, StoredEvent
 from cems.sites import SiteStore
-from cems.trust import user_hash
 from cems.store import IdentityKey, IdentityKind, Stores
+from cems.trust import user_hash
 
 ROOT = Path(__file__).parents[2]
 BODIES = ROOT / "events" / "line_webhook"
@@ -37,7 +37,7 @@ WEBHOOK_APP = ROOT / "functions" / "line_webhook" / "app.py"
 COLLECT_APP = ROOT / "functions" / "collect" / "app.py"
 WRITE_KEY = "local-write-key"
 SHOP = "http://localhost:3000"
-IDENTITY_SECRET = "is_test-identity-secret"  # noqa: S105 - a test value
+IDENTITY_SECRET = "is_test-identity-secret"
 # The signed-in shop customer whose browser completes the link flow.
 MEMBER = "member-2041"
 LINK_PAGE = "https://shop.example.jp/line-link?from=line"
