@@ -168,6 +168,16 @@ def test_each_event_is_parsed_on_its_own_and_odd_ones_never_cost_the_others() ->
     assert "yesterday" not in " ".join(parsed.skipped) and FRIEND not in " ".join(parsed.skipped)
 
 
+def test_postback_params_keep_only_named_keys() -> None:
+    postback = event_of(
+        "postback", 1, replyToken="r", postback={"data": "x", "params": {"": "a", "date": "2026-12-01"}}
+    )
+    raw = json.dumps({"destination": "U1", "events": [postback]}).encode()
+    [(event, sent)] = parse_events(raw, sign(raw, LOCAL_CHANNEL_SECRET), LOCAL_CHANNEL_SECRET).events
+    # An empty key is no attribute name DynamoDB can hold.
+    assert map_event(event, sent, FRIEND, None).message.properties["params"] == {"date": "2026-12-01"}
+
+
 def test_an_event_the_sdk_cannot_read_as_its_type_is_kept_as_line_other_and_never_answered() -> None:
     follow = event_of("follow", 1)
     del follow["replyToken"]

@@ -245,8 +245,11 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
         name = LineEvent.POSTBACK
         data = event.postback.data
         properties["data"] = data
-        if event.postback.params:
-            properties["params"] = dict(event.postback.params)
+        # LINE's own keys (date, time, datetime, newRichMenuAliasId, status); an empty key is no
+        # attribute name DynamoDB can hold.
+        params = {key: value for key, value in (event.postback.params or {}).items() if key}
+        if params:
+            properties["params"] = params
         answer = survey_answer(data)
         if answer is not None:
             properties["survey"] = {"question": answer[0], "answer": answer[1]}
