@@ -31,7 +31,7 @@ from cems.config import Settings
 from cems.email.suppression import SuppressionStore
 from cems.engagement import pages
 from cems.engagement.config import EngagementSettings
-from cems.engagement.engage import Engagement, Recorded, SesOutcome, UnsubscribeResult
+from cems.engagement.engage import ConfirmResult, Engagement, Recorded, SesOutcome, UnsubscribeResult
 from cems.engagement.ses_events import parse_ses_event
 from cems.engagement.tokens import InvalidToken, TokenSigner
 from cems.ingest import Ingestor
@@ -118,15 +118,48 @@ def unsubscribe(token: str) -> Response[Any]:
     return _page(pages.RESULT_PAGES[result])
 
 
+@app.get("/c/<token>")
+def confirm_page(token: str) -> Response[Any]:
+    """Double opt-in: the confirmation mail's link. The page changes nothing (mail scanners open
+    every link); its button posts back."""
+    try:
+        _, state = engagement.confirm_state(token)
+    except InvalidToken as error:
+        return _invalid("confirm", error)
+    metrics.add_metric("ConsentConfirmPages", MetricUnit.Count, 1)
+    if state is None:
+        return _page(pages.CONFIRM_OPTIN, button=pages.CONFIRM_BUTTON)
+    return _page(pages.CONFIRM_PAGES[state])
+
+
+@app.post("/c/<token>")
+def confirm(token: str) -> Response[Any]:
+    try:
+        _, result = engagement.confirm(token)
+    except InvalidToken as error:
+        return _invalid("confirm", error)
+    if result is ConfirmResult.CONFIRMED:
+        metrics.add_metric("ConsentsConfirmed", MetricUnit.Count, 1)
+    logger.info("consent confirmation", extra={"result": result.value})
+    accept = app.current_event.headers.get("accept")
+    if pages.wants_json(accept) and not pages.wants_html(accept):
+        page = pages.CONFIRM_PAGES[result]
+        body: dict[str, Any] = {"success": page.status == 200, "result": result.value}
+        if page.status != 200:
+            body.update(error=result.value, field="token")
+        return json_response(page.status, body, _no_store())
+    return _page(pages.CONFIRM_PAGES[result])
+
+
 def _no_store() -> dict[str, str]:
     return dict(pages.COMMON_HEADERS)
 
 
-def _page(page: pages.Page, *, form: bool = False) -> Response[Any]:
+def _page(page: pages.Page, *, form: bool = False, button: str | None = None) -> Response[Any]:
     return Response(
         page.status,
         pages.HTML,
-        pages.render(page, shop=engage_settings.shop_name, form=form),
+        pages.render(page, shop=engage_settings.shop_name, form=form, button=button),
         pages.HTML_HEADERS,
     )
 

@@ -8,6 +8,7 @@ back; every write is conditional and every send keyed, so a record seen twice ch
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import boto3
@@ -17,16 +18,20 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import aws
+from cems.consent import Outcome
 from cems.logs import function_logger
 from cems.scenario.runner import RunReport
-from cems.scenario.wiring import runner_from_env
+from cems.scenario.wiring import consent_confirmations_from_env, runner_from_env
 from cems.store import stored_event_from_image
 
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-runner = runner_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
+runner = runner_from_env(aws.dynamodb(), sqs)
+consent = consent_confirmations_from_env(aws.dynamodb(), sqs)
 _total = RunReport()
+_confirmations: Counter[str] = Counter()
 
 
 def handle(record: DynamoDBRecord) -> None:
@@ -35,7 +40,10 @@ def handle(record: DynamoDBRecord) -> None:
     image = record.raw_event.get("dynamodb", {}).get("NewImage")
     if not image:
         return
-    _total.add(runner.on_stored_event(stored_event_from_image(image)))
+    event = stored_event_from_image(image)
+    # Double opt-in first: a request for email consent gets its confirmation mail (cems.consent).
+    _confirmations[consent.on_stored_event(event).value] += 1
+    _total.add(runner.on_stored_event(event))
 
 
 def _emit(report: RunReport) -> None:
@@ -52,14 +60,23 @@ def _emit(report: RunReport) -> None:
         ("ScenarioWriteConflicts", report.conflicts),
     ):
         metrics.add_metric(name, MetricUnit.Count, value)
-    logger.info("trigger batch", extra=report.log_fields())
+    if _confirmations[Outcome.QUEUED.value]:
+        metrics.add_metric(
+            "ConsentConfirmationsQueued", MetricUnit.Count, _confirmations[Outcome.QUEUED.value]
+        )
+    if _confirmations[Outcome.RECENTLY_ASKED.value]:
+        metrics.add_metric(
+            "ConsentConfirmationsLimited", MetricUnit.Count, _confirmations[Outcome.RECENTLY_ASKED.value]
+        )
+    logger.info("trigger batch", extra={**report.log_fields(), "consent": dict(_confirmations)})
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _total
+    global _total, _confirmations
     _total = RunReport()
+    _confirmations = Counter()
     response = process_partial_response(
         event=event, record_handler=handle, processor=processor, context=context
     )

@@ -267,6 +267,21 @@ _EMAIL_CHANNEL_EVENTS = {
 def _apply_email_facts(change: ProfileChange, message: SegmentMessage, at: datetime) -> None:
     """Engagement events (only the `engage` source, which no site can be): the email channel state.
     A site sending `Email Unsubscribed` gets an ordinary event that changes no channel."""
+    if message.event == EngagementEvent.CONSENT_CONFIRMED.value:
+        hashed = message.properties.get("address_hash")
+        _set_channel(
+            change,
+            Channel.EMAIL,
+            ChannelState(
+                reachable=True,
+                consent=True,
+                updated_at=at,
+                reason="double_opt_in",
+                source=ENGAGE_SOURCE_ID,
+                address_hash=hashed if isinstance(hashed, str) else None,
+            ),
+        )
+        return
     rule = _EMAIL_CHANNEL_EVENTS.get(message.event or "")
     if rule is None:
         return

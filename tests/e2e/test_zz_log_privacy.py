@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 LINE_USER_ID = re.compile(r"\bU[0-9a-f]{32}\b")
 # Click, open and unsubscribe links carry a signed token after /r/, /o/ or /u/.
-TRACKING_PATH = re.compile(r"/[rou]/[A-Za-z0-9_-]{20,}")
+TRACKING_PATH = re.compile(r"/[rouc]/[A-Za-z0-9_-]{20,}")
 SECRETS = (LOCAL_CHANNEL_ACCESS_TOKEN, LOCAL_CHANNEL_SECRET, LOCAL_TRACKING_SECRET)
 
 

@@ -34,12 +34,15 @@ from cems import clock
 from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.tokens import (
+    CONFIRMATION_LIFETIME,
     TokenKind,
     TokenSigner,
     TrackingToken,
     click_url,
+    confirm_url,
     open_url,
     trackable_url,
+    tracking_expiry,
     unsubscribe_url,
 )
 
@@ -66,6 +69,7 @@ class LinkMaker(Protocol):
     def click(self, url: str) -> str: ...
     def open(self) -> str: ...
     def unsubscribe(self) -> str: ...
+    def confirm(self) -> str: ...
 
 
 class SignedLinks:
@@ -78,6 +82,12 @@ class SignedLinks:
 
     def _token(self, kind: TokenKind, url: str | None = None) -> TrackingToken:
         d = self.dispatch
+        now = clock.now()
+        expires_at = None
+        if kind in (TokenKind.CLICK, TokenKind.OPEN):
+            expires_at = tracking_expiry(now)
+        elif kind is TokenKind.CONFIRM:
+            expires_at = int((now + CONFIRMATION_LIFETIME).timestamp())
         return TrackingToken(
             kind=kind,
             dispatch_key=d.idempotency_key,
@@ -89,6 +99,8 @@ class SignedLinks:
             variant=d.variant,
             url=url,
             test=d.test,
+            address_hash=d.address_hash if kind is TokenKind.CONFIRM else None,
+            expires_at=expires_at,
         )
 
     def click(self, url: str) -> str:
@@ -99,6 +111,9 @@ class SignedLinks:
 
     def unsubscribe(self) -> str:
         return unsubscribe_url(self.base_url, self.signer, self._token(TokenKind.UNSUBSCRIBE))
+
+    def confirm(self) -> str:
+        return confirm_url(self.base_url, self.signer, self._token(TokenKind.CONFIRM))
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,8 @@ def compose(
 ) -> ComposedEmail:
     """The mail for `dispatch` to `to_address`. Raises ValueError for an address or sender that is
     not a valid mailbox (the email package's own checks)."""
+    if dispatch.purpose == "confirmation":
+        return compose_confirmation(dispatch, to_address, settings, links.confirm())
     unsubscribe = links.unsubscribe()
     click: Callable[[str], str] | None = None
     if dispatch.track_clicks:
@@ -142,13 +159,7 @@ def compose(
             addition += f'<img src="{pixel}" width="1" height="1" alt="" style="display:block;border:0">'
         body_html = insert_before_body_end(body_html, addition)
 
-    message = EmailMessage()
-    message["From"] = Address(display_name=settings.from_name, addr_spec=settings.from_address)
-    message["To"] = Address(addr_spec=to_address.strip())
-    subject = dispatch.subject.strip()
-    message["Subject"] = TEST_SUBJECT_PREFIX + subject if dispatch.test else subject
-    message["Date"] = format_datetime(clock.now())
-    message["Message-ID"] = make_msgid(domain=settings.from_address.rpartition("@")[2] or None)
+    message = _headers(dispatch, to_address, settings)
     message["List-Unsubscribe"] = f"<{unsubscribe}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if dispatch.test:
@@ -157,6 +168,67 @@ def compose(
     if body_html is not None:
         message.add_alternative(body_html, subtype="html", charset="utf-8")
     return ComposedEmail(message, unsubscribe, tracked)
+
+
+def _headers(dispatch: EmailDispatch, to_address: str, settings: EmailSettings) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = Address(display_name=settings.from_name, addr_spec=settings.from_address)
+    message["To"] = Address(addr_spec=to_address.strip())
+    subject = dispatch.subject.strip()
+    message["Subject"] = TEST_SUBJECT_PREFIX + subject if dispatch.test else subject
+    message["Date"] = format_datetime(clock.now())
+    message["Message-ID"] = make_msgid(domain=settings.from_address.rpartition("@")[2] or None)
+    return message
+
+
+# The double opt-in mail --------------------------------------------------------------------------
+
+CONFIRMATION_SUBJECT = "【{shop}】メール配信登録の確認 / Please confirm your email subscription"
+
+
+def compose_confirmation(
+    dispatch: EmailDispatch, to_address: str, settings: EmailSettings, confirm: str
+) -> ComposedEmail:
+    """The mail that asks whether this address wants the shop's marketing mail (double opt-in):
+    consent is recorded only when its link's button is pressed. Not a marketing mail itself: no
+    unsubscribe header (there is nothing to unsubscribe from yet), no tracking, and it says plainly
+    that ignoring it changes nothing. The sender's name, postal address and contact are shown."""
+    name = settings.from_name
+    text = (
+        f"{name} からのお知らせメールの受け取り登録を受け付けました。\n"
+        "次のリンクを開き、「登録する」ボタンを押すと登録が完了します(7 日間有効)。\n"
+        f"{confirm}\n"
+        "お心当たりがない場合は、このメールを破棄してください。登録されず、今後メールをお送りすることもありません。\n"
+        "\n"
+        f"We received a request to send you marketing email from {name}.\n"
+        "Open this link and press the button to confirm (valid for 7 days):\n"
+        f"{confirm}\n"
+        "If you did not ask for this, ignore this mail: you will not be subscribed or mailed again.\n"
+        "\n"
+        "――――――――――――――――――――\n"
+        f"送信者 / Sender: {name}\n"
+        f"住所 / Address: {settings.postal_address}\n"
+        f"お問い合わせ / Enquiries: {settings.contact}\n"
+    )
+    link = html.escape(confirm, quote=True)
+    body_html = (
+        '<!doctype html><html lang="ja"><body style="font-family:sans-serif;line-height:1.7">'
+        f"<p>{html.escape(name)} からのお知らせメールの受け取り登録を受け付けました。"
+        "下のボタンから登録を完了してください(7 日間有効)。</p>"
+        f'<p><a href="{link}" style="display:inline-block;padding:10px 20px;background:#2e6b30;color:#fff;'
+        'text-decoration:none;border-radius:6px">登録を確認する / Confirm</a></p>'
+        "<p>お心当たりがない場合は、このメールを破棄してください。登録されず、今後メールをお送りすることもありません。</p>"
+        f'<p lang="en">We received a request to send you marketing email from {html.escape(name)}. '
+        "Press the button to confirm (valid for 7 days). If you did not ask for this, ignore this mail: "
+        "you will not be subscribed or mailed again.</p>"
+        '<p style="font-size:12px;color:#555">'
+        f"送信者 / Sender: {html.escape(name)}<br>住所 / Address: {html.escape(settings.postal_address)}<br>"
+        f"お問い合わせ / Enquiries: {html.escape(settings.contact)}</p></body></html>"
+    )
+    message = _headers(dispatch, to_address, settings)
+    message.set_content(text, charset="utf-8")
+    message.add_alternative(body_html, subtype="html", charset="utf-8")
+    return ComposedEmail(message, "", 0)
 
 
 # Footer -------------------------------------------------------------------------------------------

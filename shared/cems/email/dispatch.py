@@ -8,7 +8,7 @@ send may name an address (`to_address`). See docs/email.md.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
@@ -44,6 +44,11 @@ class EmailDispatch(BaseModel):
     track_opens: bool = True
     # A staff preview: marked in the subject and a header, never counted in the reports.
     test: bool = False
+    # `confirmation`: the double opt-in mail (cems.consent), whose content send_email writes itself; it
+    # asks for consent, so consent is not needed to send it, but the address must still be the one
+    # the customer gave (address_hash) and not suppressed.
+    purpose: Literal["marketing", "confirmation"] = "marketing"
+    address_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
     # Test sends only: the staff member's own address (the customer's consent does not apply to it).
     to_address: (
         Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=_SINGLE_LINE)] | None
@@ -51,6 +56,12 @@ class EmailDispatch(BaseModel):
 
     @model_validator(mode="after")
     def _content_and_recipient(self) -> EmailDispatch:
+        if self.purpose == "confirmation":
+            if self.address_hash is None or self.test:
+                raise ValueError("a confirmation names the address it confirms (address_hash) and is no test")
+            return self
+        if self.address_hash is not None:
+            raise ValueError("address_hash is for confirmations only")
         if not (self.html and self.html.strip()) and not (self.text and self.text.strip()):
             raise ValueError("an email dispatch needs html or text content")
         if self.to_address is not None and not self.test:

@@ -59,7 +59,7 @@ from cems.email.compose import LinkMaker, compose
 from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.email.suppression import SuppressionStore
-from cems.models import Channel
+from cems.models import Channel, address_hash
 from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.store import CustomerStore, condition_failed, from_attribute_map, to_attribute_map
 
@@ -492,6 +492,11 @@ class EmailSender:
             address = value.strip() if isinstance(value, str) and value.strip() else None
             if address is None:
                 return Recipient(None, "no_address")
+            if dispatch.purpose == "confirmation":
+                # It asks for consent, so none is needed; but only to the address it was made for.
+                if address_hash(address) != dispatch.address_hash:
+                    return Recipient(None, "address_changed")
+                return self._unsuppressed(address)
             state = profile.channels.get(Channel.EMAIL)
             if state is None or not state.consent:
                 return Recipient(None, "no_consent")
@@ -500,6 +505,9 @@ class EmailSender:
                 return Recipient(None, "no_consent")
             if not state.reachable:
                 return Recipient(None, "unreachable")
+        return self._unsuppressed(address)
+
+    def _unsuppressed(self, address: str | None) -> Recipient:
         if address is None or not valid_address(address):
             return Recipient(None, "invalid_address")
         suppressed = self.suppressions.reason(address)

@@ -21,3 +21,5 @@ class EngagementEvent(StrEnum):
     UNSUBSCRIBED = "Email Unsubscribed"
     BOUNCED = "Email Bounced"  # permanent bounces only; transient ones are only counted
     COMPLAINED = "Email Complained"
+    # Double opt-in: the customer pressed the button behind a confirmation mail's link (cems.consent).
+    CONSENT_CONFIRMED = "Email Consent Confirmed"

@@ -31,7 +31,7 @@ from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.engagement.ses_events import DispatchTags, SesEvent
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
-from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust
+from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust, address_hash
 from cems.reports.counters import Metric, ReportCell
 from cems.store import CustomerStore
 
@@ -86,6 +86,14 @@ def report_cell(
     return ReportCell(scenario_id=scenario_id, version=version, step_id=step_id, variant=variant)
 
 
+class ConfirmResult(StrEnum):
+    CONFIRMED = "confirmed"  # consent given now, for the address the mail went to
+    ALREADY = "already"  # consent for that address was held already
+    EXPIRED = "expired"  # the link is older than a week: ask again
+    ADDRESS_CHANGED = "address_changed"  # the customer's address is no longer the one confirmed
+    UNKNOWN = "unknown"  # no such customer (erased): nothing stored
+
+
 class UnsubscribeResult(StrEnum):
     UNSUBSCRIBED = "unsubscribed"  # consent withdrawn now
     ALREADY = "already"  # consent was withdrawn before (a replay, or another mail's link)
@@ -138,6 +146,8 @@ class Engagement:
         Raises InvalidToken; the visitor goes on to the destination even if the customer is gone."""
         token = self.signer.verify(value, TokenKind.CLICK)
         assert token.url is not None  # a click token always has one (TrackingToken validates)
+        if token.expired(clock.now()):
+            return token, Recorded()  # an old mail's link still leads on, but is no longer a fact
         # One event per link and dispatch: clicking again (or a scanner and then the customer) is
         # the same fact for goals and branches.
         link = hashlib.sha256(token.url.encode("utf-8")).hexdigest()[:16]
@@ -151,6 +161,8 @@ class Engagement:
     def open(self, value: str) -> Recorded:
         """Record the open a pixel request stands for (once per dispatch). Raises InvalidToken."""
         token = self.signer.verify(value, TokenKind.OPEN)
+        if token.expired(clock.now()):
+            return Recorded()
         recorded = self._record(token, EngagementEvent.OPENED, message_id("open", token.dispatch_key), {})
         if recorded.known and not token.test:
             recorded = self._count(recorded, token, Metric.OPENED, f"opened#{token.dispatch_key}")
@@ -186,6 +198,46 @@ class Engagement:
         parts = [token.dispatch_key] + ([str(int(state.updated_at.timestamp()))] if state else [])
         stored = self._store(profile, token, EngagementEvent.UNSUBSCRIBED, message_id("unsub", *parts), {})
         return token, UnsubscribeResult.UNSUBSCRIBED if stored else UnsubscribeResult.ALREADY
+
+    def confirm_state(self, value: str) -> tuple[TrackingToken, ConfirmResult | None]:
+        """For the confirmation page (GET): why the button need not be shown, or None. Changes
+        nothing (mail scanners open links). Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.CONFIRM)
+        return token, self._confirm_check(token)[0]
+
+    def confirm(self, value: str) -> tuple[TrackingToken, ConfirmResult]:
+        """Double opt-in: record the customer's email consent for the address the mail was sent to.
+        Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.CONFIRM)
+        refused, profile = self._confirm_check(token)
+        if refused is not None or profile is None:
+            return token, refused or ConfirmResult.UNKNOWN
+        state = profile.channels.get(Channel.EMAIL)
+        # Named by the consent state it replaces, as for unsubscribing: a replay stores nothing,
+        # while consent withdrawn later can be given again through the same (unexpired) link.
+        parts = [token.dispatch_key] + ([str(int(state.updated_at.timestamp()))] if state else [])
+        stored = self._store(
+            profile,
+            token,
+            EngagementEvent.CONSENT_CONFIRMED,
+            message_id("optin", *parts),
+            {"address_hash": token.address_hash},
+        )
+        return token, ConfirmResult.CONFIRMED if stored else ConfirmResult.ALREADY
+
+    def _confirm_check(self, token: TrackingToken) -> tuple[ConfirmResult | None, Profile | None]:
+        if token.expired(clock.now()):
+            return ConfirmResult.EXPIRED, None
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return ConfirmResult.UNKNOWN, None
+        address = profile.traits.get("email")
+        if not isinstance(address, str) or address_hash(address) != token.address_hash:
+            return ConfirmResult.ADDRESS_CHANGED, None
+        state = profile.channels.get(Channel.EMAIL)
+        if state is not None and state.address_hash == token.address_hash and state.consents_for(address):
+            return ConfirmResult.ALREADY, profile
+        return None, profile
 
     # --- SES ----------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
-from cems.engagement.engage import UnsubscribeResult
+from cems.engagement.engage import ConfirmResult, UnsubscribeResult
 from cems.engagement.tokens import URL_SAFE_CHARS
 
 # The smallest transparent GIF (1×1, 42 bytes).
@@ -69,15 +69,21 @@ def wants_image(accept: str | None) -> bool:
     return "image/" in (accept or "").lower()
 
 
-def render(page: Page, *, shop: str | None = None, form: bool = False) -> str:
-    """The page as HTML; `form` adds the one-click button posting back to this URL."""
+UNSUBSCRIBE_BUTTON = (
+    '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+    '<button type="submit">配信を停止する<span lang="en">Unsubscribe</span></button></form>'
+)
+CONFIRM_BUTTON = (
+    '<form method="post"><button type="submit" class="yes">登録する<span lang="en">Confirm</span>'
+    "</button></form>"
+)
+
+
+def render(page: Page, *, shop: str | None = None, form: bool = False, button: str | None = None) -> str:
+    """The page as HTML; `form` adds the one-click unsubscribe button posting back to this URL,
+    `button` another form (CONFIRM_BUTTON)."""
     sender = f'<p class="shop">{escape(shop)}</p>' if shop else ""
-    button = (
-        '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">配信を停止する<span lang="en">Unsubscribe</span></button></form>'
-        if form
-        else ""
-    )
+    button = UNSUBSCRIBE_BUTTON if form else (button or "")
     return (
         '<!doctype html><html lang="ja"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -96,7 +102,7 @@ _STYLE = (
     "border-radius:8px}h1{font-size:1.3rem}h2{font-size:1.05rem;color:#555;margin-top:1.5rem}"
     "p{line-height:1.7}.shop{color:#666;font-size:.9rem}button{font-size:1rem;padding:.7rem 1.4rem;"
     "border:0;border-radius:6px;background:#b03a2e;color:#fff;cursor:pointer}"
-    "button span{display:block;font-size:.8rem}"
+    "button span{display:block;font-size:.8rem}button.yes{background:#2e6b30}"
 )
 
 CONFIRM = Page(
@@ -142,9 +148,55 @@ INVALID = Page(
     "The link is cut short or was altered. Please try the link in the mail again, exactly as it is.",
 )
 
+# Double opt-in (cems.consent): the confirmation mail's link.
+CONFIRM_OPTIN = Page(
+    200,
+    "メール配信登録の確認",
+    "Confirm your subscription",
+    "下のボタンを押すと、このメールアドレスへのお知らせメールの配信に同意したことになります。",
+    "Press the button below to agree to receive marketing email at this address.",
+)
+OPTIN_CONFIRMED = Page(
+    200,
+    "登録が完了しました",
+    "You are subscribed",
+    "お知らせメールをお送りします。配信はいつでも、メール末尾のリンクから停止できます。",
+    "We will send you marketing email. You can stop it at any time with the link at the end of each mail.",
+)
+OPTIN_ALREADY = Page(
+    200,
+    "登録済みです",
+    "You are already subscribed",
+    "このメールアドレスへのお知らせメールの配信には、すでに同意いただいています。",
+    "You had already agreed to receive marketing email at this address.",
+)
+OPTIN_EXPIRED = Page(
+    410,
+    "リンクの有効期限が切れています",
+    "This link has expired",
+    "確認リンクの有効期限(7 日間)が過ぎています。"
+    "お手数ですが、ショップでもう一度登録してください。何も変更していません。",
+    "The confirmation link was valid for 7 days. Please sign up again in the shop. Nothing was changed.",
+)
+OPTIN_ADDRESS_CHANGED = Page(
+    409,
+    "メールアドレスが変更されています",
+    "Your email address has changed",
+    "このリンクのメールアドレスは、現在ご登録のアドレスと異なります。何も変更していません。",
+    "This link is for an address that is no longer the one on file. Nothing was changed.",
+)
+
 RESULT_PAGES = {
     UnsubscribeResult.UNSUBSCRIBED: UNSUBSCRIBED,
     UnsubscribeResult.ALREADY: ALREADY,
     UnsubscribeResult.TEST: TEST,
     UnsubscribeResult.UNKNOWN: UNKNOWN,
+}
+
+CONFIRM_PAGES = {
+    ConfirmResult.CONFIRMED: OPTIN_CONFIRMED,
+    ConfirmResult.ALREADY: OPTIN_ALREADY,
+    ConfirmResult.EXPIRED: OPTIN_EXPIRED,
+    ConfirmResult.ADDRESS_CHANGED: OPTIN_ADDRESS_CHANGED,
+    ConfirmResult.UNKNOWN: UNKNOWN,
 }

@@ -9,8 +9,10 @@ a URL path needs to escape, never a `/`):
 The token is signed, not encrypted: anyone holding the link can read the dispatch key, customer id
 and destination, but nobody without the secret can change a byte of them. That is what stops the
 click tracker from becoming an open redirect: only a destination CEMS itself signed is ever followed,
-and only an http(s) one. Tokens carry no expiry (a mail read a year later still unsubscribes); the
-secret can be rotated to retire them all.
+and only an http(s) one. Unsubscribe tokens carry no expiry (a mail read a year later still
+unsubscribes); click and open tokens carry one (TRACKING_LIFETIME), after which a click still goes
+to its signed destination but nothing is recorded; a confirmation token (double opt-in) expires
+after CONFIRMATION_LIFETIME, since consent must be fresh. The secret can be rotated to retire all.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Self
 from urllib.parse import quote, urlsplit
@@ -50,6 +53,18 @@ class TokenKind(StrEnum):
     CLICK = "c"
     OPEN = "o"
     UNSUBSCRIBE = "u"
+    CONFIRM = "f"  # double opt-in: the click that gives email consent (cems.consent)
+
+
+# How long a click or open is recorded after the mail was made; the link keeps working after it.
+TRACKING_LIFETIME = timedelta(days=400)
+# How long a confirmation link gives consent: a week, as a mailbox may be read late.
+CONFIRMATION_LIFETIME = timedelta(days=7)
+
+
+def tracking_expiry(now: datetime) -> int:
+    """`expires_at` of a click or open token made now."""
+    return int((now + TRACKING_LIFETIME).timestamp())
 
 
 class InvalidToken(Exception):
@@ -78,6 +93,13 @@ class TrackingToken(BaseModel):
     holdout: bool = Field(default=False, alias="h")  # always False for sends; kept for report cells
     url: str | None = Field(default=None, alias="u", max_length=MAX_URL_LENGTH)  # CLICK only
     test: bool = Field(default=False, alias="t")  # test sends: answered normally, never recorded
+    # CONFIRM only: the address (its SHA-256) the consent is for; the customer's address must still be it.
+    address_hash: str | None = Field(default=None, alias="e", pattern=r"^[0-9a-f]{64}$")
+    # Unix seconds after which the token records nothing (CLICK, OPEN) or confirms nothing (CONFIRM).
+    expires_at: int | None = Field(default=None, alias="x", ge=0)
+
+    def expired(self, at: datetime) -> bool:
+        return self.expires_at is not None and at.timestamp() >= self.expires_at
 
     @field_validator("url")
     @classmethod
@@ -97,6 +119,10 @@ class TrackingToken(BaseModel):
             raise ValueError("a click token needs url (the destination)")
         if self.kind is not TokenKind.CLICK and self.url is not None:
             raise ValueError("only a click token carries url")
+        if (self.kind is TokenKind.CONFIRM) != (self.address_hash is not None):
+            raise ValueError("a confirmation token, and only it, carries address_hash")
+        if self.kind is TokenKind.CONFIRM and self.expires_at is None:
+            raise ValueError("a confirmation token expires")
         return self
 
 
@@ -196,3 +222,7 @@ def open_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
 
 def unsubscribe_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
     return f"{base_url}/u/{signer.sign(token)}"
+
+
+def confirm_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
+    return f"{base_url}/c/{signer.sign(token)}"

@@ -7,9 +7,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from cems import clock
 from cems.config import Settings
+from cems.consent import ConfirmationMarkers, ConsentConfirmations
 from cems.engagement.config import EngagementSettings
-from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url
+from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url, tracking_expiry
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
 from cems.reports.counters import ReportCounters
@@ -74,6 +76,7 @@ def line_link_tracker_from_env() -> LinkTracker:
             step_id=dispatch.step_id,
             variant=dispatch.variant,
             url=url,
+            expires_at=tracking_expiry(clock.now()),
         )
         return click_url(settings.base_url, signer, token)
 
@@ -101,6 +104,18 @@ def runner_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ScenarioRunner:
         limits=caps_from_env(),
         rich_menus=LineRichMenus(LineSettings.from_env()),
         counters=ReportCounters(journeys.table, dynamodb),
+    )
+
+
+def consent_confirmations_from_env(dynamodb: DynamoDBClient, sqs: SQSClient) -> ConsentConfirmations:
+    """CUSTOMERS_TABLE, EMAIL_SEND_QUEUE_URL and EMAIL_FROM_NAME (the shop's name in the subject)."""
+    settings = Settings.from_env()
+    return ConsentConfirmations(
+        Stores.from_clients(dynamodb, settings).customers,
+        ConfirmationMarkers(settings.customers_table, dynamodb),
+        sqs,
+        os.environ.get("EMAIL_SEND_QUEUE_URL", ""),
+        shop_name=os.environ.get("EMAIL_FROM_NAME") or None,
     )
 
 
