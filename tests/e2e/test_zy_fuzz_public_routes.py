@@ -1135,15 +1135,21 @@ def is_signed_click(token: str) -> bool:
 
 
 # The kind of token each route follows, for requests that carry a good one.
-ROUTE_KINDS = {"r": TokenKind.CLICK, "o": TokenKind.OPEN, "u": TokenKind.UNSUBSCRIBE}
+ROUTE_KINDS = {"r": TokenKind.CLICK, "o": TokenKind.OPEN, "u": TokenKind.UNSUBSCRIBE, "c": TokenKind.CONFIRM}
+# What a confirmation token carries besides: the address it is for, and an expiry (past or not).
+CONFIRMATION = {"address_hash": "0" * 64}
 
 
 @st.composite
 def engage_tokens(draw: st.DrawFn, route: str) -> str:
     """Mostly a hostile token; a third of the time, a good one for the route (so what follows a good
     token is fuzzed too: methods, Accept headers, bodies)."""
-    if route in ROUTE_KINDS and draw(st.integers(0, 2)) == 0:
-        return signed(ROUTE_KINDS[route], test=draw(st.booleans()))
+    if draw(st.integers(0, 2)) == 0:
+        kind = ROUTE_KINDS[route]
+        extra: dict[str, Any] = {}
+        if kind is TokenKind.CONFIRM:
+            extra = {**CONFIRMATION, "expires_at": draw(st.sampled_from([0, 4_000_000_000]))}
+        return signed(kind, test=draw(st.booleans()), **extra)
     return draw(TOKENS)
 
 
