@@ -27,6 +27,7 @@ from cems.models import (
     StoredEvent,
     address_hash,
 )
+from cems.profiles import anonymous_id_room, compacted, within_identity_limits
 from cems.store import CommitOutcome, IdentityKey, IdentityKind, ProfileChange, WriteBatch
 from cems.trust import CONTACT_TRAITS, EMAIL_OPT_IN_TRAIT, USER_HASH_FIELD, Judged, Proof, judge
 
@@ -126,7 +127,17 @@ class _Planner:
     identities: dict[IdentityKey, str]
     # Pairs of customers found to be different people (see identity.may_merge): never merged again.
     kept_apart: set[tuple[str, str]]
+    # Profiles as an earlier attempt found them (a write refused): changes are fitted to them.
+    known: dict[str, Profile] = field(default_factory=dict)
     batches: list[WriteBatch] = field(default_factory=lambda: [WriteBatch()])
+    _anonymous_claims: dict[str, int] = field(default_factory=dict)
+
+    def finished(self) -> list[WriteBatch]:
+        """The batches, each profile change fitted to what is known of its profile (cems.profiles)."""
+        for batch in self.batches:
+            for change in batch.profiles.values():
+                change.fit_to(None if change.is_new else self.known.get(change.customer_id))
+        return self.batches
 
     def place(self, believed: Believed, message_id: str) -> MergeNeeded | None:
         message, judged = believed.message, believed.judged
@@ -139,7 +150,11 @@ class _Planner:
             return MergeNeeded(source=source, target=target, moving=moving, trusted=judged.trusted)
         customer_id = owners[0] if owners else new_customer_id()
         at = event_time(message, self.received_at)
-        claims = keys_to_claim(message, set(self.identities), trusted=judged.trusted)
+        claims = [
+            key
+            for key in keys_to_claim(message, set(self.identities), trusted=judged.trusted)
+            if key.kind is not IdentityKind.ANONYMOUS or self._room_for_anonymous_id(customer_id)
+        ]
         event = StoredEvent(
             customer_id=customer_id,
             site_id=self.site.site_id,
@@ -181,6 +196,15 @@ class _Planner:
         _apply_facts(change, message, message_id, at, self.site.site_id, judged)
         return None
 
+    def _room_for_anonymous_id(self, customer_id: str) -> bool:
+        """Whether another browser may be claimed for this customer (at most LIMITS.anonymous_ids:
+        one beyond is not claimed, and its messages that name the customer still reach them)."""
+        claimed = self._anonymous_claims.get(customer_id, 0)
+        if anonymous_id_room(self.known.get(customer_id), claimed) <= 0:
+            return False
+        self._anonymous_claims[customer_id] = claimed + 1
+        return True
+
     def _batch_with_room(self, customer_id: str, claims: int) -> WriteBatch:
         batch = self.batches[-1]
         profile_op = 0 if customer_id in batch.profiles else 1
@@ -204,10 +228,10 @@ def _apply_facts(
         _apply_traits(change, message.traits, at, site_id, judged)
     if message.type is MessageType.TRACK and message.event == ORDER_COMPLETED:
         order = OrderCompleted.model_validate(message.properties)
-        product_ids = [p.product_id or p.sku for p in order.products]
         # Keyed by order id, so the same order sent again (even with a new messageId) counts once.
+        # Its products are in the purchase sets below, not repeated per order (bounded profiles).
         change.orders[order.order_id or message_id] = OrderSummary(
-            at=at, amount=order.amount(), currency=order.currency, product_ids=[p for p in product_ids if p]
+            at=at, amount=order.amount(), currency=order.currency
         )
         change.products_bought.update(p.product_id for p in order.products if p.product_id)
         change.skus_bought.update(p.sku for p in order.products if p.sku)
@@ -341,6 +365,7 @@ class Ingestor:
         done: set[str] = set()
         duplicates: set[str] = set()
         kept_apart: set[tuple[str, str]] = set()
+        known: dict[str, Profile] = {}
         for _ in range(MAX_ROUNDS):
             remaining = [(mid, b) for mid, b in by_id.items() if mid not in done and mid not in duplicates]
             if not remaining:
@@ -351,13 +376,13 @@ class Ingestor:
                     unverified=sum(1 for b in believed if b.judged.proof is Proof.CLAIMED),
                 )
             keys = [k for _, b in remaining for k in identity_keys(b.message, trusted=b.judged.trusted)]
-            planner = _Planner(site, received_at, self.store.resolve_identities(keys), kept_apart)
+            planner = _Planner(site, received_at, self.store.resolve_identities(keys), kept_apart, known)
             merge = None
             for message_id, item in remaining:
                 merge = planner.place(item, message_id)
                 if merge:
                     break
-            if not self._commit_all(planner.batches, received_at, done, duplicates):
+            if not self._commit_all(planner.finished(), received_at, done, duplicates, known):
                 continue
             if merge and not self._merge(merge, received_at):
                 kept_apart.add((merge.source, merge.target))
@@ -369,12 +394,18 @@ class Ingestor:
         )
 
     def _commit_all(
-        self, batches: list[WriteBatch], at: datetime, done: set[str], duplicates: set[str]
+        self,
+        batches: list[WriteBatch],
+        at: datetime,
+        done: set[str],
+        duplicates: set[str],
+        known: dict[str, Profile],
     ) -> bool:
         for batch in batches:
             outcome = self.store.commit(batch, at)
             if not outcome.committed:
                 duplicates.update(outcome.duplicate_message_ids)
+                known.update((p.customer_id, p) for p in outcome.refused_profiles)
                 return False
             done.update(e.message_id for e in batch.events)
         return True
@@ -385,8 +416,9 @@ class Ingestor:
         source, target = profiles.get(merge.source), profiles.get(merge.target)
         if source is None or target is None or source.merged_into:
             return True  # already merged, or mid-creation by another writer: the next round re-resolves
-        if may_merge(source, target, trusted=merge.trusted):
-            self.store.merge(merge_profiles(target, source, at), source, at)
+        merged = merge_profiles(target, source, at)
+        if may_merge(source, target, trusted=merge.trusted) and within_identity_limits(merged):
+            self.store.merge(compacted(merged), source, at)
             return True
         for key in merge.moving:
             if key.kind is IdentityKind.ANONYMOUS:

@@ -47,6 +47,7 @@ def _aware_utc(value: datetime) -> datetime:
 
 
 Identifier = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
+BoughtId = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=128)]
 
 
 class MessageType(StrEnum):
@@ -118,13 +119,14 @@ class OrderProduct(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    product_id: Identifier | None = None
-    sku: Identifier | None = None
+    # At most 128 characters: they are kept in the profile's purchase sets (cems.profiles).
+    product_id: BoughtId | None = None
+    sku: BoughtId | None = None
     name: str | None = None
     # Bounded so that a whole order's sum stays exact within DynamoDB's 38 digits (see OrderCompleted).
     price: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=4)
     quantity: int = Field(default=1, ge=0, le=1_000_000)
-    category: str | None = None
+    category: str | None = Field(default=None, max_length=128)
 
 
 class OrderCompleted(BaseModel):
@@ -187,7 +189,27 @@ class OrderSummary(BaseModel):
     at: datetime
     amount: Decimal
     currency: str | None = None
+    # Kept for profiles written before; new orders leave it empty (products_bought etc. hold them).
     product_ids: list[str] = Field(default_factory=list)
+
+
+class OrderRollup(BaseModel):
+    """Orders folded out of a profile's `orders` map (the oldest, once it holds its maximum,
+    cems.profiles): still counted in the purchase facts, no longer listed one by one."""
+
+    count: int = 0
+    amount: Decimal = Decimal(0)
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+    def plus(self, orders: list[OrderSummary]) -> OrderRollup:
+        times = [o.at for o in orders] + [t for t in (self.first_at, self.last_at) if t is not None]
+        return OrderRollup(
+            count=self.count + len(orders),
+            amount=self.amount + sum((o.amount for o in orders), start=Decimal(0)),
+            first_at=min(times, default=None),
+            last_at=max(times, default=None),
+        )
 
 
 class Channel(StrEnum):
@@ -249,6 +271,7 @@ class Profile(BaseModel):
     anonymous_ids: set[str] = Field(default_factory=set)
     traits: dict[str, Any] = Field(default_factory=dict)
     orders: dict[str, OrderSummary] = Field(default_factory=dict)
+    order_rollup: OrderRollup | None = None
     products_bought: set[str] = Field(default_factory=set)
     skus_bought: set[str] = Field(default_factory=set)
     categories_bought: set[str] = Field(default_factory=set)
@@ -263,22 +286,25 @@ class Profile(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def purchase_count(self) -> int:
-        return len(self.orders)
+        return len(self.orders) + (self.order_rollup.count if self.order_rollup else 0)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def monetary_total(self) -> Decimal:
-        return sum((o.amount for o in self.orders.values()), start=Decimal(0))
+        rolled = self.order_rollup.amount if self.order_rollup else Decimal(0)
+        return sum((o.amount for o in self.orders.values()), start=rolled)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def first_purchase_at(self) -> datetime | None:
-        return min((o.at for o in self.orders.values()), default=None)
+        rolled = [self.order_rollup.first_at] if self.order_rollup and self.order_rollup.first_at else []
+        return min([*rolled, *(o.at for o in self.orders.values())], default=None)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def last_purchase_at(self) -> datetime | None:
-        return max((o.at for o in self.orders.values()), default=None)
+        rolled = [self.order_rollup.last_at] if self.order_rollup and self.order_rollup.last_at else []
+        return max([*rolled, *(o.at for o in self.orders.values())], default=None)
 
     def line_contact(self) -> str | None:
         """The LINE user id to send to, or None when LINE is unreachable or lacks consent."""

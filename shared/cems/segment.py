@@ -14,6 +14,7 @@ from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from cems.errors import ClientError
 from cems.jsonbody import MAX_MESSAGE_DEPTH, check_storable, load_object
 from cems.models import ORDER_COMPLETED, LineLinkRequest, MessageType, OrderCompleted, SegmentMessage
+from cems.profiles import LIMITS, MAX_TRAIT_KEY_LENGTH, MAX_TRAIT_VALUE_BYTES
 
 # Segment's server libraries use the long paths; analytics-next in the browser uses one letter.
 PATH_TYPES: dict[str, MessageType | None] = {
@@ -226,6 +227,8 @@ def _message(document: dict[str, Any], *, field_prefix: str, index: int | None) 
     if missing:
         name, reason = missing
         raise ClientError(400, "invalid_message", reason, field=field_prefix + name, index=index)
+    if message.type is MessageType.IDENTIFY:
+        _check_traits(message.traits, field_prefix, index)
     if message.type is MessageType.TRACK and message.event == ORDER_COMPLETED:
         try:
             OrderCompleted.model_validate(message.properties)
@@ -236,6 +239,40 @@ def _message(document: dict[str, Any], *, field_prefix: str, index: int | None) 
                 400, "invalid_message", f"{field}: {first['msg']}", field=field, index=index
             ) from exc
     return message
+
+
+def _check_traits(traits: dict[str, Any], field_prefix: str, index: int | None) -> None:
+    """Traits within what a profile keeps (cems.profiles): a refused identify names the limit."""
+    if len(traits) > LIMITS.traits:
+        raise ClientError(
+            400,
+            "too_many_traits",
+            f"{field_prefix}traits has {len(traits)} keys; at most {LIMITS.traits} are kept on a profile",
+            field=f"{field_prefix}traits",
+            limit=LIMITS.traits,
+            index=index,
+        )
+    for key, value in traits.items():
+        field = f"{field_prefix}traits.{key[:MAX_TRAIT_KEY_LENGTH]}"
+        if len(key) > MAX_TRAIT_KEY_LENGTH:
+            raise ClientError(
+                400,
+                "trait_name_too_long",
+                f"{field}…: a trait name may be at most {MAX_TRAIT_KEY_LENGTH} characters",
+                field=field,
+                limit=MAX_TRAIT_KEY_LENGTH,
+                index=index,
+            )
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        if size > MAX_TRAIT_VALUE_BYTES:
+            raise ClientError(
+                400,
+                "trait_too_large",
+                f"{field} is {size} bytes as JSON; a trait value may be at most {MAX_TRAIT_VALUE_BYTES}",
+                field=field,
+                limit=MAX_TRAIT_VALUE_BYTES,
+                index=index,
+            )
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
 from cems.config import MAX_TRANSACTION_ACTIONS, Settings
-from cems.models import Channel, ChannelState, OrderSummary, Profile, StoredEvent
+from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
+from cems.profiles import BOUGHT_SETS, LIMITS, fit
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -34,7 +35,17 @@ T = TypeVar("T")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 PROFILE_SK = "PROFILE"
+# The collections a profile write may grow, with their maxima (cems.profiles).
+_COLLECTION_LIMITS = {
+    "traits": LIMITS.traits,
+    "anonymous_ids": LIMITS.anonymous_ids,
+    "orders": LIMITS.orders,
+    **{name: LIMITS.bought for name in BOUGHT_SETS},
+}
 IDENTITY_SK = "ID"
+# The events the scenario engine reads of one customer, newest first: its conditions look back at most
+# 395 days, and a customer flooded with events must not make each later event dearer without bound.
+MAX_HISTORY_EVENTS = 1000
 # BatchGetItem reads at most 100 keys a call.
 MAX_BATCH_GET_KEYS = 100
 
@@ -125,6 +136,28 @@ class ProfileChange:
     line_user_id: str | None = None
     # The latest state per channel these messages set (e.g. LINE followed or blocked).
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
+    # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
+    # conditions allow for), orders folded into the rollup, and the version that folding read.
+    growth: dict[str, int] | None = None
+    folded_orders: list[str] = field(default_factory=list)
+    order_rollup: OrderRollup | None = None
+    expected_version: int | None = None
+
+    def fit_to(self, before: Profile | None) -> None:
+        """Keep what fits the profile as it was (None: not read, or new), see cems.profiles.fit."""
+        fitted = fit(
+            self.traits,
+            self.orders,
+            {name: getattr(self, name) for name in BOUGHT_SETS},
+            before,
+        )
+        self.traits, self.orders = fitted.traits, fitted.orders
+        for name in BOUGHT_SETS:
+            setattr(self, name, fitted.bought[name])
+        known_ids = before.anonymous_ids if before else set()
+        self.growth = {**fitted.growth, "anonymous_ids": len(self.anonymous_ids - known_ids)}
+        self.folded_orders, self.order_rollup = fitted.folded, fitted.rollup
+        self.expected_version = before.version if before is not None and fitted.rollup is not None else None
 
     def is_empty(self) -> bool:
         return not (
@@ -164,6 +197,9 @@ class CommitOutcome:
     duplicate_message_ids: frozenset[str] = frozenset()
     # An identity was claimed, or a profile merged away, by someone else since we read it.
     identity_conflict: bool = False
+    # Profiles whose write was refused, as they were (merged away, or a collection at its maximum):
+    # the next attempt fits its change to them (cems.profiles).
+    refused_profiles: tuple[Profile, ...] = ()
 
 
 class CustomerStore:
@@ -258,6 +294,8 @@ class CustomerStore:
         }
 
     def profile_action(self, change: ProfileChange, at: datetime) -> TransactWriteItemTypeDef:
+        if change.growth is None:
+            change.fit_to(None)
         if change.is_new:
             profile = Profile(
                 customer_id=change.customer_id,
@@ -265,6 +303,7 @@ class CustomerStore:
                 anonymous_ids=change.anonymous_ids,
                 traits=change.traits,
                 orders=change.orders,
+                order_rollup=change.order_rollup,
                 products_bought=change.products_bought,
                 skus_bought=change.skus_bought,
                 categories_bought=change.categories_bought,
@@ -279,6 +318,7 @@ class CustomerStore:
                     "TableName": self.table_name,
                     "Item": self.profile_item(profile),
                     "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
             }
         update = _UpdateExpression()
@@ -294,17 +334,34 @@ class CustomerStore:
             update.set_in("traits", name, value)
         for order_id, order in change.orders.items():
             update.set_in("orders", order_id, order)
-        for attribute in ("anonymous_ids", "products_bought", "skus_bought", "categories_bought"):
+        for order_id in change.folded_orders:
+            update.remove_in("orders", order_id)
+        if change.order_rollup is not None:
+            update.set("order_rollup", change.order_rollup)
+        for attribute in ("anonymous_ids", *BOUGHT_SETS):
             values = getattr(change, attribute)
             if values:
                 update.add(attribute, set(values))
+        # A profile merged away since we resolved it must not take new facts: retry instead.
+        conditions = ["attribute_exists(pk) AND attribute_not_exists(merged_into)"]
+        # Each collection it adds to must still have room (cems.profiles), checked by DynamoDB so
+        # that concurrent writers cannot pass a maximum together.
+        for attribute, limit in _COLLECTION_LIMITS.items():
+            gained = (change.growth or {}).get(attribute, 0)
+            if gained > 0:
+                name = update.name(attribute)
+                conditions.append(
+                    f"(attribute_not_exists({name}) OR size({name}) <= {update.value(limit - gained)})"
+                )
+        if change.expected_version is not None:
+            conditions.append(f"{update.name('version')} = {update.value(change.expected_version)}")
         return {
             "Update": {
                 "TableName": self.table_name,
                 "Key": profile_key(change.customer_id),
                 **update.render(),  # type: ignore[typeddict-item]
-                # A profile merged away since we resolved it must not take new facts: retry instead.
-                "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(merged_into)",
+                "ConditionExpression": " AND ".join(conditions),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
 
@@ -370,13 +427,24 @@ class _UpdateExpression:
     def __init__(self) -> None:
         self._sets: list[str] = []
         self._adds: list[str] = []
+        self._removes: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
 
     def _name(self, name: str) -> str:
+        for placeholder, existing in self.names.items():
+            if existing == name:
+                return placeholder
         placeholder = f"#n{len(self.names)}"
         self.names[placeholder] = name
         return placeholder
+
+    def name(self, name: str) -> str:
+        """A placeholder for `name`, for a condition written beside this update."""
+        return self._name(name)
+
+    def value(self, value: Any) -> str:
+        return self._value(value)
 
     def _value(self, value: Any) -> str:
         placeholder = f":v{len(self.values)}"
@@ -396,12 +464,17 @@ class _UpdateExpression:
     def add(self, attribute: str, value: Any) -> None:
         self._adds.append(f"{self._name(attribute)} {self._value(value)}")
 
+    def remove_in(self, map_attribute: str, key: str) -> None:
+        self._removes.append(f"{self._name(map_attribute)}.{self._name(key)}")
+
     def render(self) -> dict[str, Any]:
         clauses = []
         if self._sets:
             clauses.append("SET " + ", ".join(self._sets))
         if self._adds:
             clauses.append("ADD " + ", ".join(self._adds))
+        if self._removes:
+            clauses.append("REMOVE " + ", ".join(self._removes))
         return {
             "UpdateExpression": " ".join(clauses),
             "ExpressionAttributeNames": self.names,
@@ -423,21 +496,34 @@ class EventStore:
         values["expires_at"] = int((event.received_at + self.retention).timestamp())
         return {"Put": {"TableName": self.table_name, "Item": to_attribute_map(values)}}
 
-    def events_of(self, customer_id: str) -> list[StoredEvent]:
+    def events_of(self, customer_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """A customer id's events, oldest first; with `limit`, only the latest `limit` of them."""
         events: list[StoredEvent] = []
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.table_name,
-            KeyConditionExpression="customer_id = :c",
-            ExpressionAttributeValues={":c": {"S": customer_id}},
-            ConsistentRead=True,
-        ):
+        start: dict[str, Any] | None = None
+        while limit is None or len(events) < limit:
+            request: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "customer_id = :c",
+                "ExpressionAttributeValues": {":c": {"S": customer_id}},
+                "ConsistentRead": True,
+                # The latest first when only some are wanted.
+                "ScanIndexForward": limit is None,
+            }
+            if limit is not None:
+                request["Limit"] = limit - len(events)
+            if start:
+                request["ExclusiveStartKey"] = start
+            page = self.client.query(**request)
             events.extend(StoredEvent.model_validate(from_attribute_map(i)) for i in page["Items"])
-        return events
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        return events if limit is None else events[::-1]
 
-    def history(self, profile: Profile) -> list[StoredEvent]:
-        """Every event of a profile, including those stored under ids merged into it, oldest first."""
-        events = [e for cid in sorted(profile.all_customer_ids()) for e in self.events_of(cid)]
+    def history(self, profile: Profile, limit: int | None = MAX_HISTORY_EVENTS) -> list[StoredEvent]:
+        """A profile's latest events (at most `limit` per customer id, so a customer flooded with
+        events costs a bounded read), including those stored under ids merged into it, oldest first."""
+        events = [e for cid in sorted(profile.all_customer_ids()) for e in self.events_of(cid, limit)]
         return sorted(events, key=lambda e: (e.timestamp, e.message_id))
 
 
@@ -513,10 +599,16 @@ class IngestStore:
             failed = [roles[i] for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
             if not failed:
                 raise
+            refused = tuple(
+                Profile.model_validate(from_attribute_map(r["Item"]))
+                for i, r in enumerate(reasons)
+                if r.get("Code") == "ConditionalCheckFailed" and roles[i][0] == "profile" and r.get("Item")
+            )
             return CommitOutcome(
                 committed=False,
                 duplicate_message_ids=frozenset(ref for role, ref in failed if role == "marker"),
                 identity_conflict=any(role in ("claim", "profile") for role, _ in failed),
+                refused_profiles=refused,
             )
         return CommitOutcome(committed=True)
 
@@ -594,8 +686,14 @@ class IngestStore:
                             "TableName": self.customers.table_name,
                             "Key": profile_key(target.customer_id),
                             "UpdateExpression": "ADD #a :id, #v :one",
+                            # The target keeps at most LIMITS.anonymous_ids (cems.profiles).
+                            "ConditionExpression": "attribute_not_exists(#a) OR size(#a) < :cap",
                             "ExpressionAttributeNames": {"#a": name, "#v": "version"},
-                            "ExpressionAttributeValues": {":id": {"SS": [key.value]}, ":one": {"N": "1"}},
+                            "ExpressionAttributeValues": {
+                                ":id": {"SS": [key.value]},
+                                ":one": {"N": "1"},
+                                ":cap": {"N": str(LIMITS.anonymous_ids)},
+                            },
                         }
                     },
                 ]

@@ -38,6 +38,7 @@ COLLECT_APP = ROOT / "functions" / "collect" / "app.py"
 WRITE_KEY = "local-write-key"
 SHOP = "http://localhost:3000"
 IDENTITY_SECRET = "is_test-identity-secret"
+SECRET_KEY = "sk_test-secret-key"
 # The signed-in shop customer whose browser completes the link flow.
 MEMBER = "member-2041"
 LINK_PAGE = "https://shop.example.jp/line-link?from=line"
@@ -164,7 +165,9 @@ class Apps:
 @pytest.fixture
 def site(dynamodb: Any) -> Site:
     store = SiteStore("SitesTable", dynamodb)
-    return store.add("local-shop", [SHOP], write_key=WRITE_KEY, identity_secret=IDENTITY_SECRET).site
+    return store.add(
+        "local-shop", [SHOP], write_key=WRITE_KEY, secret_key=SECRET_KEY, identity_secret=IDENTITY_SECRET
+    ).site
 
 
 @pytest.fixture
@@ -302,13 +305,23 @@ def events_named(stores: Stores, profile: Profile, name: str) -> list[StoredEven
     return [e for e in stores.events.history(profile) if e.event == name]
 
 
-def visitor_journey(apps: Apps, anonymous_id: str) -> None:
-    """A site visitor: a page view and Product Added, through the real collect handler."""
+def visitor_journey(apps: Apps, anonymous_id: str, member: str | None = MEMBER) -> None:
+    """A site visitor, signed in as `member` (the tag then sends the user id and its hash with every
+    message): a page view and Product Added, through the real collect handler."""
+    signed_in = (
+        {"userId": member, "context": {"userHash": user_hash(IDENTITY_SECRET, member)}} if member else {}
+    )
     for kind, fields in [
         ("page", {"name": "有機緑茶", "properties": {"path": "/demo"}}),
         ("track", {"event": "Product Added", "properties": {"product_id": "tea-001", "price": 1200}}),
     ]:
-        message = {"anonymousId": anonymous_id, "writeKey": WRITE_KEY, "messageId": f"m-{kind}", **fields}
+        message = {
+            "anonymousId": anonymous_id,
+            "writeKey": WRITE_KEY,
+            "messageId": f"m-{kind}-{anonymous_id}",
+            **signed_in,
+            **fields,
+        }
         event = link_event(message, SHOP)
         event["rawPath"] = event["requestContext"]["http"]["path"] = f"/v1/{kind}"
         event["routeKey"] = event["requestContext"]["routeKey"] = "ANY /v1/{kind}"
@@ -605,7 +618,7 @@ def test_the_link_flow_makes_one_customer_with_the_site_events_and_the_line_id(
     names = {e.event or e.type.value for e in stores.events.history(profile)}
     assert names >= {"page", "Product Added", "line_follow", "line_linked"}
     [linked] = events_named(stores, profile, "line_linked")
-    assert linked.anonymous_id == visitor and linked.properties["site_id"] == stores_site_id(stores)
+    assert linked.user_id == MEMBER and linked.properties["site_id"] == stores_site_id(stores)
     assert "連携が完了" in fake_line.replies()[-1]["messages"][0]["text"]
 
     # A replay of the same nonce under another event links nothing more and gets a fresh button.
@@ -823,3 +836,238 @@ def test_a_linked_friend_who_follows_again_is_welcomed_back_without_a_link_butto
     assert "おかえりなさい" in message["text"]
     assert len(fake_line.link_tokens()) == tokens_before
     assert profile_of_line_user(stores).line_contact() == FRIEND
+
+
+# What an outsider holding only the public write key tried (issue 9) ------------------------------------
+
+VICTIM = "member-victim"
+VICTIM_EMAIL = "victim@example.jp"
+ATTACKER_LINE = "U0000000000000000000000000000a77a"
+
+
+def v1(
+    apps: Apps,
+    kind: str,
+    document: dict[str, Any],
+    origin: str | None = SHOP,
+    authorization: str | None = None,
+) -> Answer:
+    """POST /v1/<kind> through the real collect handler: by default as a browser would send it (the
+    public write key in the body, the shop's Origin); with `authorization` as a server does."""
+    if authorization is None:
+        document = {"writeKey": WRITE_KEY, **document}
+    event = link_event(document, origin)
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/v1/{kind}"
+    event["routeKey"] = event["requestContext"]["routeKey"] = "ANY /v1/{kind}"
+    event["pathParameters"] = {"kind": kind}
+    if authorization is not None:
+        event["headers"]["authorization"] = authorization
+    return apps.call(apps.collect, event)
+
+
+def server_key() -> str:
+    return "Basic " + base64.b64encode(f"{SECRET_KEY}:".encode()).decode()
+
+
+@pytest.fixture
+def victim(apps: Apps, stores: Stores) -> Profile:
+    """A customer the shop's server registered with their email consent, whose LINE is linked."""
+    answer = v1(
+        apps,
+        "identify",
+        {
+            "userId": VICTIM,
+            "anonymousId": "victim-browser",
+            "messageId": "victim-signup",
+            "traits": {"email": VICTIM_EMAIL, "email_opt_in": True, "name": "被害 太郎"},
+        },
+        origin=None,
+        authorization=server_key(),
+    )
+    assert answer.status == 200
+    assert apps.post_webhook(body_of("follow.json")).status == 200
+    nonce = nonce_of(
+        apps.start_link(
+            {"writeKey": WRITE_KEY, "anonymousId": "victim-browser", "linkToken": "tok-victim"}, member=VICTIM
+        ).json["redirectUrl"]
+    )
+    assert apps.post_webhook(body_of("account_link_ok.json", nonce=nonce)).status == 200
+    customer = stores.customers.customer_for_user_id(VICTIM)
+    assert customer is not None
+    profile = stores.customers.profile(customer)
+    assert profile is not None and profile.line_contact() == FRIEND
+    assert profile.channels[Channel.EMAIL].consents_for(VICTIM_EMAIL)
+    return profile
+
+
+def assert_untouched(stores: Stores, before: Profile) -> None:
+    after = stores.customers.profile(before.customer_id)
+    assert after is not None
+    assert after.traits == before.traits
+    assert after.anonymous_ids == before.anonymous_ids
+    assert after.channels == before.channels
+    assert (after.user_id, after.line_user_id, after.merged_ids) == (
+        before.user_id,
+        before.line_user_id,
+        before.merged_ids,
+    )
+
+
+@pytest.mark.parametrize("origin", [SHOP, None])
+def test_a_claimed_user_id_takes_over_nobody(
+    apps: Apps, stores: Stores, victim: Profile, origin: str | None
+) -> None:
+    answer = v1(
+        apps,
+        "identify",
+        {
+            "userId": VICTIM,
+            "anonymousId": "attacker-browser",
+            "messageId": f"takeover-{origin}",
+            "traits": {"email": "attacker@evil.example", "email_opt_in": True},
+        },
+        origin=origin,
+    )
+    # Accepted as the attacker's own visit, with a warning a developer can read; believed in nothing.
+    assert answer.status == 200
+    assert answer.json["warnings"][0]["code"] == "user_not_verified"
+    assert_untouched(stores, victim)
+    attacker = stores.customers.customer_for_anonymous_id("attacker-browser")
+    assert attacker is not None and attacker != victim.customer_id
+    attacker_profile = stores.customers.profile(attacker)
+    assert attacker_profile is not None
+    assert attacker_profile.user_id is None and "email" not in attacker_profile.traits
+    [event] = stores.events.events_of(attacker)
+    assert (event.claimed_user_id, event.user_id, event.proof) == (VICTIM, None, "claimed")
+
+
+@pytest.mark.parametrize(
+    ("document", "error", "field_name"),
+    [
+        (
+            {"userId": VICTIM, "anonymousId": "a", "context": {"userHash": "00" * 32}},
+            "invalid_user_hash",
+            "context.userHash",
+        ),
+        (
+            {"userId": VICTIM, "anonymousId": "a", "context": {"userHash": 42}},
+            "invalid_user_hash",
+            "context.userHash",
+        ),
+        (
+            {"userId": VICTIM, "event": "Order Completed", "properties": {"order_id": "x"}},
+            "user_hash_required",
+            "context.userHash",
+        ),
+    ],
+)
+def test_a_forged_or_missing_proof_is_refused_and_nothing_is_stored(
+    apps: Apps, dynamodb: Any, victim: Profile, document: dict[str, Any], error: str, field_name: str
+) -> None:
+    before = data_items(dynamodb)
+    kind = "track" if "event" in document else "identify"
+    answer = v1(apps, kind, {"messageId": "forged", "traits": {"email": "attacker@evil.example"}, **document})
+    assert (answer.status, answer.json["error"], answer.json["field"]) == (401, error, field_name)
+    assert data_items(dynamodb) == before
+
+
+def test_a_browser_alias_never_joins_another_user(apps: Apps, stores: Stores, victim: Profile) -> None:
+    attacker = "member-attacker"
+    answer = v1(
+        apps,
+        "alias",
+        {
+            "previousId": VICTIM,
+            "userId": attacker,
+            "anonymousId": "attacker-browser",
+            "messageId": "alias-takeover",
+            "context": {"userHash": user_hash(IDENTITY_SECRET, attacker)},
+        },
+    )
+    assert answer.status == 200
+    assert_untouched(stores, victim)
+    assert stores.customers.customer_for_user_id(attacker) != victim.customer_id
+
+
+def test_a_secret_key_used_from_a_browser_is_refused(apps: Apps, dynamodb: Any) -> None:
+    before = data_items(dynamodb)
+    answer = v1(apps, "track", {"anonymousId": "a", "event": "x"}, origin=SHOP, authorization=server_key())
+    assert (answer.status, answer.json["error"]) == (403, "secret_key_in_browser")
+    assert data_items(dynamodb) == before
+
+
+@pytest.mark.parametrize(
+    "proof",
+    [{}, {"userId": VICTIM}, {"userId": VICTIM, "userHash": "ab" * 32}],
+    ids=["anonymous", "claimed", "forged"],
+)
+def test_the_line_link_needs_a_proven_signed_in_customer(
+    apps: Apps, dynamodb: Any, victim: Profile, proof: dict[str, str]
+) -> None:
+    apps.post_webhook(body_of("follow.json", user=ATTACKER_LINE, webhookEventId="01JDA7BBBBBBBBBBBBBBBBBBBB"))
+    before = data_items(dynamodb)
+    answer = apps.start_link(
+        {"writeKey": WRITE_KEY, "anonymousId": "attacker-browser", "linkToken": "tok-attacker", **proof},
+        member=None,
+    )
+    assert answer.status == 401
+    assert answer.json["field"] in ("userId", "userHash")
+    assert data_items(dynamodb) == before  # no nonce
+
+
+def test_linking_ones_own_line_never_moves_anothers_and_a_linked_line_keeps_getting_its_messages(
+    apps: Apps, stores: Stores, victim: Profile
+) -> None:
+    attacker = "member-attacker"
+    apps.post_webhook(body_of("follow.json", user=ATTACKER_LINE, webhookEventId="01JDA7CCCCCCCCCCCCCCCCCCCC"))
+    # The attacker signs in to their own account and links their own LINE: that is all they get.
+    own = nonce_of(
+        apps.start_link(
+            {"writeKey": WRITE_KEY, "anonymousId": "attacker-browser", "linkToken": "tok-a"}, member=attacker
+        ).json["redirectUrl"]
+    )
+    apps.post_webhook(
+        body_of(
+            "account_link_ok.json", nonce=own, user=ATTACKER_LINE, webhookEventId="01JDA7DDDDDDDDDDDDDDDDDDDD"
+        )
+    )
+    assert profile_of_line_user(stores, ATTACKER_LINE).user_id == attacker
+    assert_untouched(stores, victim)
+    # A nonce for the victim's account completed by the attacker's LINE (LINE itself refuses a link
+    # token used by anyone but its LINE user; if it did not): the victim's LINE link never moves.
+    victims = nonce_of(
+        apps.start_link(
+            {"writeKey": WRITE_KEY, "anonymousId": "victim-browser", "linkToken": "tok-v2"}, member=VICTIM
+        ).json["redirectUrl"]
+    )
+    apps.post_webhook(
+        body_of(
+            "account_link_ok.json",
+            nonce=victims,
+            user=ATTACKER_LINE,
+            webhookEventId="01JDA7EEEEEEEEEEEEEEEEEEEE",
+        )
+    )
+    after = stores.customers.profile(victim.customer_id)
+    assert after is not None and after.line_contact() == FRIEND
+    assert profile_of_line_user(stores, ATTACKER_LINE).customer_id != victim.customer_id
+
+
+def test_a_verified_sign_in_from_a_new_device_joins_that_device_to_the_customer(
+    apps: Apps, stores: Stores, victim: Profile
+) -> None:
+    # Browsing on a new phone before signing in, then signing in there (the shop's page renders the hash).
+    assert (
+        v1(
+            apps, "track", {"anonymousId": "new-phone", "messageId": "cart-1", "event": "Product Added"}
+        ).status
+        == 200
+    )
+    signed_in = {"userId": VICTIM, "context": {"userHash": user_hash(IDENTITY_SECRET, VICTIM)}}
+    answer = v1(apps, "identify", {"anonymousId": "new-phone", "messageId": "login-1", **signed_in})
+    assert (answer.status, answer.json) == (200, {"success": True})
+    assert stores.customers.customer_for_anonymous_id("new-phone") == victim.customer_id
+    profile = stores.customers.profile(victim.customer_id)
+    assert profile is not None and "new-phone" in profile.anonymous_ids
+    assert {e.message_id for e in stores.events.history(profile)} >= {"cart-1", "login-1"}
+    assert profile.line_contact() == FRIEND and profile.channels[Channel.EMAIL].consents_for(VICTIM_EMAIL)

@@ -217,9 +217,9 @@ def test_an_account_link_with_a_valid_nonce_names_the_signed_in_customer_first()
     item = mapped("account_link_ok.json", nonce)
     assert item.message.event == "line_linked"
     # The proven customer is the merge target: its identity comes first, the LINE id last.
+    # The browser's anonymous id in the nonce was only named by the request: it joins nothing.
     assert identity_keys(item.message) == [
         IdentityKey(IdentityKind.USER, "member-1"),
-        IdentityKey(IdentityKind.ANONYMOUS, "anon-1"),
         IdentityKey(IdentityKind.LINE, FRIEND),
     ]
     assert item.reply is Reply.LINKED

@@ -9,8 +9,9 @@ for free:
 - event names `line_follow`, `line_unfollow`, `line_message`, `line_postback`, `line_linked`,
   `line_link_failed` and `line_other` (models.LineEvent), for scenarios to trigger on;
 - the message carries the LINE user id in `line_user_id`, which only this module sets;
-- an `accountLink` whose nonce is valid also carries the anonymous id the nonce was issued for:
-  identity rules then merge the LINE-only profile into the site visitor's customer.
+- an `accountLink` whose nonce is valid also carries the user id of the signed-in customer the nonce
+  was issued for (cems.line.linking): identity rules then merge the LINE-only profile into that
+  customer, unless the customer is linked to another LINE user already (identity.may_merge).
 
 Replies are decided after ingest, for newly stored events only.
 """
@@ -216,7 +217,6 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
     kind = raw.get("type")
     properties: dict[str, Any] = {}
     reply: Reply | None = None
-    anonymous_id: str | None = None
     user_id_of_site: str | None = None
     if _is_unknown(event):
         # The SDK could not read it as a type it knows: a new LINE event type, or a known type with
@@ -261,7 +261,9 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
         properties["result"] = result
         if result == "ok" and nonce is not None and nonce.user_id is not None:
             name = LineEvent.LINKED
-            anonymous_id = nonce.anonymous_id
+            # The link joins the LINE user to the proven customer only. The browser's anonymous id
+            # in the nonce is a claim of the request, so it joins nothing: the customer's browser is
+            # theirs already through its own proven messages.
             user_id_of_site = nonce.user_id
             properties["site_id"] = nonce.site_id
             reply = Reply.LINKED
@@ -279,7 +281,6 @@ def map_event(event: Any, raw: dict[str, Any], user_id: str, nonce: LinkNonce | 
             "type": MessageType.TRACK,
             "messageId": message_id_of(event.webhook_event_id),
             "event": name.value,
-            "anonymousId": anonymous_id,
             "userId": user_id_of_site,
             "lineUserId": user_id,
             "timestamp": datetime.fromtimestamp(event.timestamp / 1000, tz=UTC),
