@@ -19,6 +19,7 @@ from cems.config import Settings
 from cems.ingest import Ingestor
 from cems.sites import SiteDirectory, SiteStore
 from cems.store import Stores
+from cems.trust import user_hash
 from moto import mock_aws
 
 from bench import payloads
@@ -69,7 +70,9 @@ def measure() -> Measured:
         client: DynamoDBClient = boto3.client("dynamodb", region_name=REGION, config=aws.CLIENT_CONFIG)
         create_tables(client)
         settings = Settings.from_env()
-        write_key = SiteStore(settings.sites_table, client).add("bench", [payloads.SHOP]).site.write_key
+        credentials = SiteStore(settings.sites_table, client).add("bench", [payloads.SHOP])
+        write_key, identity_secret = credentials.site.write_key, credentials.identity_secret
+        assert identity_secret is not None
         # Wired as functions/collect/app.py wires it, on the counted client.
         stores = Stores.from_clients(client, settings)
         collector = Collector(
@@ -88,11 +91,18 @@ def measure() -> Measured:
         new = counter.during(send("track", payloads.track(second_visitor)))
         known = counter.during(send("track", payloads.track(second_visitor, 1)))
         batch = counter.during(send("batch", payloads.batch_of(BATCH_SIZE, BATCH_VISITORS)))
+        # A signed-in visitor (issue 9): the user id with its user hash, first on a known customer.
+        member = payloads.new_anonymous_id()
+        send("identify", payloads.identify(member, "bench-member", user_hash(identity_secret, "bench-member")))()
+        verified = counter.during(
+            send("identify", payloads.identify(member, "bench-member", user_hash(identity_secret, "bench-member")))
+        )
 
     figures = [
         Figure("requests: first event of a fresh container", cold.total(), digits=0),
         Figure("requests: new visitor's event", new.total(), aim=("<=", 2), digits=0),
         Figure("requests: known visitor's event", known.total(), aim=("<=", 2), digits=0),
+        Figure("requests: signed-in visitor's identify (user hash)", verified.total(), aim=("<=", 2), digits=0),
         Figure(
             f"requests per event: batch of {BATCH_SIZE}, {BATCH_VISITORS} visitors",
             batch.total() / BATCH_SIZE,
@@ -103,7 +113,8 @@ def measure() -> Measured:
     notes = [
         f"first event of a fresh container: {_spelled(cold)} (the Sites GetItem is then cached "
         f"for {settings.site_cache_seconds:g} s, so later events skip it)",
-        f"new visitor: {_spelled(new)}; known visitor: {_spelled(known)}",
+        f"new visitor: {_spelled(new)}; known visitor: {_spelled(known)}; signed-in visitor's identify: "
+        f"{_spelled(verified)} (the user hash is one HMAC-SHA256 with the cached site's identity secret)",
         f"batch of {BATCH_SIZE}: {_spelled(batch)}",
     ]
     return Measured(figures, notes)

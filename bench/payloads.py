@@ -79,15 +79,19 @@ def track(anonymous_id: str, n: int = 0, event: str = "Product Viewed") -> dict[
     }
 
 
-def identify(anonymous_id: str, user_id: str) -> dict[str, Any]:
+def identify(anonymous_id: str, user_id: str, user_hash: str | None = None) -> dict[str, Any]:
+    """A signed-in visitor's identify; `user_hash` is the proof the shop's server renders (cems.trust)."""
     now = _now()
+    context = _context("/mypage", "マイページ")
+    if user_hash is not None:
+        context["userHash"] = user_hash
     return {
         "type": "identify",
         "anonymousId": anonymous_id,
         "userId": user_id,
         "messageId": message_id(),
         "traits": {"email": f"{user_id}@example.jp", "name": "佐藤 花子", "line_opt_in": True},
-        "context": _context("/mypage", "マイページ"),
+        "context": context,
         "timestamp": now,
         "sentAt": now,
     }
