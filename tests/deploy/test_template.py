@@ -481,6 +481,9 @@ def test_every_route_is_throttled_by_parameters() -> None:
         "GET /u/{token}",
         "POST /u/{token}",
     } <= set(routes)
+    # Every engagement route (click, open, unsubscribe, opt-in confirmation) gets the engage limits.
+    engage_routes = {r for r, f in _declared_routes().items() if f == "EngageFunction"}
+    assert all(routes[r] == routes["GET /r/{token}"] for r in engage_routes)
     for route, settings in routes.items():
         rate, _ = _throttle(settings)
         assert rate >= default_rate, f"{route} is named to get more than the default, not less"
