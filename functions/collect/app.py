@@ -30,7 +30,7 @@ from cems.ingest import Ingestor
 from cems.line.config import LineSettings
 from cems.line.linking import NonceStore
 from cems.logs import function_logger
-from cems.responses import NOT_FOUND, error_response, json_response
+from cems.responses import NOT_FOUND, error_response, json_response, method_not_allowed
 from cems.sites import SiteDirectory, SiteStore
 from cems.store import Stores
 
@@ -60,7 +60,7 @@ def line_link() -> Response[str]:
     if event.request_context.http.method == "OPTIONS":
         return Response(204, None, "", preflight_headers(origin))
     if event.request_context.http.method != "POST":
-        raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
+        raise method_not_allowed("POST, OPTIONS")
     started = collector.start_line_link(
         request_body(event.raw_event),
         event.headers.get("authorization"),
@@ -78,7 +78,7 @@ def collect(kind: str) -> Response[str]:
     if event.request_context.http.method == "OPTIONS":
         return Response(204, None, "", preflight_headers(origin))
     if event.request_context.http.method != "POST":
-        raise ClientError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
+        raise method_not_allowed("POST, OPTIONS")
     collected = collector.collect(
         kind,
         request_body(event.raw_event),

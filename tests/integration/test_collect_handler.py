@@ -255,15 +255,15 @@ def test_a_preflight_from_an_allowed_origin_is_answered_without_storing(
 
 # file -> (status, error code, what the body must name)
 REJECTED: dict[str, tuple[int, str, dict[str, Any]]] = {
-    "malformed_json.json": (400, "invalid_json", {}),
+    "malformed_json.json": (400, "invalid_json", {"field": "body"}),
     "missing_ids.json": (400, "invalid_message", {"field": "userId"}),
     "wrong_type.json": (400, "invalid_message", {"field": "properties"}),
     "unknown_write_key.json": (401, "invalid_write_key", {"field": "writeKey"}),
     "no_write_key.json": (401, "missing_write_key", {"field": "writeKey"}),
     "disallowed_origin.json": (403, "origin_not_allowed", {"field": "Origin"}),
-    "unknown_path.json": (404, "not_found", {}),
-    "unknown_kind.json": (404, "not_found", {}),
-    "wrong_method.json": (405, "method_not_allowed", {}),
+    "unknown_path.json": (404, "not_found", {"field": "path"}),
+    "unknown_kind.json": (404, "not_found", {"field": "path"}),
+    "wrong_method.json": (405, "method_not_allowed", {"field": "method"}),
     "batch_one_invalid.json": (400, "invalid_message", {"field": "batch[2].event", "index": 2}),
 }
 
