@@ -2,7 +2,7 @@
 
 `json.loads` recurses once per nesting level and raises RecursionError near Python's limit (about
 1,000 levels), with a traceback hundreds of kilobytes long; DynamoDB refuses items nested deeper than
-32 levels and numbers beyond 38 significant digits or outside 1E-130 .. 1E+126; and JSON may carry an
+32 levels, numbers beyond 38 significant digits or outside 1E-130 .. 1E+126, and empty map keys; and JSON may carry an
 escaped lone UTF-16 surrogate, which is not text and which DynamoDB also refuses. Each of those is a
 client's mistake (or an attack), so each is answered here, before anything is stored, with the path of
 the offending value. The walk is iterative: it holds whatever depth the parser accepted.
@@ -87,6 +87,14 @@ def check_storable(value: Any, *, max_depth: int, prefix: str = "", check_text: 
                 for key, child in item.items():
                     if check_text and not _is_text(key):
                         raise _not_text(_join(path, "<key>"))
+                    if not key:
+                        # DynamoDB attribute names (map keys) have at least one character.
+                        raise ClientError(
+                            400,
+                            "empty_key",
+                            f"{_short(path) or 'the body'} has a key that is empty; keys need a character",
+                            field=_short(path) or "body",
+                        )
                     stack.append((child, _join(path, key), depth + 1))
             else:
                 stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
@@ -107,10 +115,11 @@ def check_storable(value: Any, *, max_depth: int, prefix: str = "", check_text: 
 def storable_number(number: int | Decimal) -> bool:
     """Whether DynamoDB (through boto3's serializer) can hold `number` exactly."""
     try:
-        _DYNAMODB_NUMBERS.create_decimal(number)
+        exact = _DYNAMODB_NUMBERS.create_decimal(number)
     except (DecimalException, ValueError, OverflowError):
         return False
-    return True
+    # boto3's context admits exponents up to 126; DynamoDB's documented range ends below 1E+126.
+    return exact.is_zero() or -130 <= exact.adjusted() <= 125
 
 
 def _is_text(value: str) -> bool:
