@@ -92,11 +92,9 @@ def measure() -> Measured:
         known = counter.during(send("track", payloads.track(second_visitor, 1)))
         batch = counter.during(send("batch", payloads.batch_of(BATCH_SIZE, BATCH_VISITORS)))
         # A signed-in visitor (issue 9): the user id with its user hash, first on a known customer.
-        member = payloads.new_anonymous_id()
-        send("identify", payloads.identify(member, "bench-member", user_hash(identity_secret, "bench-member")))()
-        verified = counter.during(
-            send("identify", payloads.identify(member, "bench-member", user_hash(identity_secret, "bench-member")))
-        )
+        member, proof = payloads.new_anonymous_id(), user_hash(identity_secret, "bench-member")
+        send("identify", payloads.identify(member, "bench-member", proof))()
+        verified = counter.during(send("identify", payloads.identify(member, "bench-member", proof)))
 
     figures = [
         Figure("requests: first event of a fresh container", cold.total(), digits=0),
