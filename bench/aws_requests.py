@@ -100,7 +100,9 @@ def measure() -> Measured:
         Figure("requests: first event of a fresh container", cold.total(), digits=0),
         Figure("requests: new visitor's event", new.total(), aim=("<=", 2), digits=0),
         Figure("requests: known visitor's event", known.total(), aim=("<=", 2), digits=0),
-        Figure("requests: signed-in visitor's identify (user hash)", verified.total(), aim=("<=", 2), digits=0),
+        Figure(
+            "requests: signed-in visitor's identify (user hash)", verified.total(), aim=("<=", 2), digits=0
+        ),
         Figure(
             f"requests per event: batch of {BATCH_SIZE}, {BATCH_VISITORS} visitors",
             batch.total() / BATCH_SIZE,
