@@ -3,9 +3,10 @@
 `json.loads` recurses once per nesting level and raises RecursionError near Python's limit (about
 1,000 levels), with a traceback hundreds of kilobytes long; DynamoDB refuses items nested deeper than
 32 levels, numbers beyond 38 significant digits or outside 1E-130 .. 1E+126, and empty map keys;
-and JSON may carry an escaped lone UTF-16 surrogate, which is not text and which DynamoDB also refuses. Each of those is a
-client's mistake (or an attack), so each is answered here, before anything is stored, with the path of
-the offending value. The walk is iterative: it holds whatever depth the parser accepted.
+and JSON may carry an escaped lone UTF-16 surrogate, which is not text and which DynamoDB also
+refuses. Each of those is a client's mistake (or an attack), so each is answered here, before anything
+is stored, with the path of the offending value. The walk is iterative: it holds whatever depth the
+parser accepted.
 """
 
 from __future__ import annotations
