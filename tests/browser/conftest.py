@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cems.collect import cors_headers, preflight_headers, tag_script
@@ -21,6 +22,7 @@ from selenium import webdriver
 from tests.browser.chrome import chrome_driver
 
 WRITE_KEY = "test-write-key"
+LINE_LINK_PATH = "/v1/line/link"
 # The two-line install of docs/tag.md: the stub queues calls until the tag has loaded.
 STUB = (
     "<script>!function(w,q){q=w.cems=w.cems||[];"
@@ -43,6 +45,15 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+
+    @property
+    def route(self) -> str:
+        """The path without its query."""
+        return urlsplit(self.path).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
 
     @property
     def message(self) -> dict[str, Any]:
@@ -82,16 +93,23 @@ class _QuietHandler(BaseHTTPRequestHandler):
 @dataclass
 class FakeCollector:
     """Stands in for the collect endpoint: serves /tag.js, records /v1/* requests, answers CORS
-    as the real endpoint does (origin echoed with credentials allowed; other origins get 403)."""
+    as the real endpoint does (origin echoed with credentials allowed; other origins get 403), and
+    answers POST /v1/line/link with `link_redirect` as the redirectUrl."""
 
     url: str
     allowed_origins: set[str]
+    link_redirect: str = ""
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def posts(self) -> list[Received]:
+        """The Segment calls (/v1/<type>), not the LINE link requests."""
         with self.lock:
-            return [r for r in self.requests if r.method == "POST"]
+            return [r for r in self.requests if r.method == "POST" and r.route != LINE_LINK_PATH]
+
+    def link_posts(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.method == "POST" and r.route == LINE_LINK_PATH]
 
     def preflights(self) -> list[Received]:
         with self.lock:
@@ -214,6 +232,10 @@ def collector(site: TestSite) -> Iterator[FakeCollector]:
             if origin and origin not in recorder.allowed_origins:
                 body = {"success": False, "error": "origin_not_allowed"}
                 self.reply(403, json.dumps(body).encode(), "application/json", {})
+                return
+            if urlsplit(self.path).path == LINE_LINK_PATH:
+                body = {"redirectUrl": recorder.link_redirect}
+                self.reply(200, json.dumps(body).encode(), "application/json", cors_headers(origin))
                 return
             self.reply(200, b'{"success": true}', "application/json", cors_headers(origin))
 

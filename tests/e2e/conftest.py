@@ -17,6 +17,7 @@ from cems.line.webhook import sign
 from cems.local.running import RunningStack, running_local_stack
 from cems.models import Channel, ChannelState
 from cems.store import CustomerStore, IdentityKey, IdentityKind
+from cems.trust import user_hash
 
 ROOT = Path(__file__).parents[2]
 
@@ -36,7 +37,21 @@ class LocalStackClient:
 
     @property
     def write_key(self) -> str:
+        """The local site's public write key: what a page's tag sends (believes no userId alone)."""
         return self.running.write_key
+
+    @property
+    def secret_key(self) -> str:
+        """The local site's secret server key: what the shop's server sends (never with an Origin)."""
+        return self.running.secret_key
+
+    @property
+    def identity_secret(self) -> str:
+        return self.running.identity_secret
+
+    def user_hash(self, user_id: str) -> str:
+        """The proof the shop's server renders into the page of a signed-in `user_id` (context.userHash)."""
+        return user_hash(self.identity_secret, user_id)
 
     @property
     def http_port(self) -> int:
@@ -61,11 +76,14 @@ class LocalStackClient:
     def output(self) -> list[str]:
         return list(self.running.output)
 
-    def post(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
-        """POSTs JSON to the stack (with the write key for /v1/ paths); the JSON answer."""
+    def post(self, path: str, document: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
+        """POSTs JSON to the stack; the JSON answer. /v1/ paths are sent as the shop's server does:
+        Basic auth with `key`, by default the secret server key (so userIds, contact traits and email
+        consent count), and no Origin. Pass `key=stack.write_key` to send with the public key."""
         headers = {"Content-Type": "application/json"}
         if path.startswith("/v1/"):
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode()
+            credential = key or self.secret_key
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{credential}:".encode()).decode()
         request = urllib.request.Request(
             f"{self.http_url}{path}", data=json.dumps(document).encode(), method="POST", headers=headers
         )
@@ -74,8 +92,9 @@ class LocalStackClient:
             return body
 
     def line_customer(self, user_id: str) -> tuple[str, str]:
-        """A shop customer (identified through /v1/identify) with a LINE contact and LINE identity,
-        as account linking leaves them: (customer id, LINE user id)."""
+        """A shop customer (identified through /v1/identify by the shop's server, with the secret key)
+        with a LINE contact and LINE identity, as account linking leaves them: (customer id, LINE user
+        id)."""
         customers = CustomerStore("CustomersTable", self.dynamodb)
         self.post("/v1/identify", {"userId": user_id, "traits": {"last_name": "山田"}})
         self.drain()

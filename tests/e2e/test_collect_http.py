@@ -86,10 +86,14 @@ def replay(
     document: dict[str, Any] | None = None,
     raw: bytes | None = None,
     origin_host: str = "127.0.0.1",
+    authorization: str | None = None,
 ) -> Answer:
-    """Send a sample event's request to the stack (its method, path, query, headers and body)."""
+    """Send a sample event's request to the stack (its method, path, query, headers and body), with
+    `authorization` instead of the sample's when given."""
     event = sample(name)
     headers = {k: v for k, v in event["headers"].items() if k not in GATEWAY_HEADERS}
+    if authorization is not None:
+        headers["authorization"] = authorization
     for key in ("origin", "referer"):
         if key in headers and SAMPLE_ORIGIN_PORT in headers[key]:
             scheme_host = headers[key].split(SAMPLE_ORIGIN_PORT)[0]
@@ -103,6 +107,10 @@ def replay(
         body = base64.b64decode(event["body"]) if event["isBase64Encoded"] else event["body"].encode()
     path = event["rawPath"] + (f"?{event['rawQueryString']}" if event["rawQueryString"] else "")
     return send(stack.http_url + path, event["requestContext"]["http"]["method"], body, headers)
+
+
+def basic(key: str) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
 
 def customer_of(stack: LocalStackClient, kind: str, value: str) -> str | None:
@@ -122,6 +130,19 @@ def message_ids_of(stack: LocalStackClient, customer_id: str) -> list[str]:
         ConsistentRead=True,
     )["Items"]
     return sorted(item["message_id"]["S"] for item in items)
+
+
+def stored_event(stack: LocalStackClient, customer_id: str, message_id: str) -> dict[str, Any]:
+    """The raw item of one stored event of this customer."""
+    items = stack.dynamodb.query(
+        TableName="EventsTable",
+        KeyConditionExpression="customer_id = :c",
+        ExpressionAttributeValues={":c": {"S": customer_id}},
+        ConsistentRead=True,
+    )["Items"]
+    found: list[dict[str, Any]] = [i for i in items if i["message_id"]["S"] == message_id]
+    [item] = found
+    return item
 
 
 def ledger_has(stack: LocalStackClient, message_id: str) -> bool:
@@ -157,11 +178,16 @@ def test_a_track_with_basic_auth_is_stored(local_stack: LocalStackClient, run: s
 
 def test_the_same_request_twice_is_stored_once(local_stack: LocalStackClient, run: str) -> None:
     document = unique(sample_document(sample("identify.json")), run)
+    # A browser's identify of a signed-in customer: the user hash the shop rendered for this run's user.
+    document["context"]["userHash"] = local_stack.user_hash(document["userId"])
     for _ in range(2):
         assert replay(local_stack, "identify.json", document=document).json == {"success": True}
     customer = customer_of(local_stack, "user", document["userId"])
     assert customer is not None
     assert message_ids_of(local_stack, customer) == [document["messageId"]]
+    stored = stored_event(local_stack, customer, document["messageId"])
+    assert stored["proof"] == {"S": "verified"}
+    assert "userHash" not in stored["context"]["M"], "the user hash is a credential: never stored"
 
 
 def test_a_text_plain_beacon_with_the_write_key_in_the_body_is_stored(
@@ -193,7 +219,8 @@ def test_a_cors_preflight_from_an_allowed_origin(local_stack: LocalStackClient) 
     assert answer.status == 204
     assert answer.body == b""
     assert answer.headers["access-control-allow-origin"] == local_origin(local_stack)
-    assert answer.headers["access-control-allow-credentials"] == "true"
+    # A preflight names no site, so it cannot vouch for the origin: never with credentials.
+    assert "access-control-allow-credentials" not in answer.headers
     assert "POST" in answer.headers["access-control-allow-methods"]
     allowed = answer.headers["access-control-allow-headers"].lower()
     assert "content-type" in allowed and "authorization" in allowed
@@ -208,21 +235,60 @@ def test_the_tag_script(local_stack: LocalStackClient) -> None:
     assert b"cems" in answer.body and b"writeKey" in answer.body
 
 
+def test_a_browser_user_id_without_its_hash_stays_the_visitors_claim(
+    local_stack: LocalStackClient, run: str
+) -> None:
+    document = unique(sample_document(sample("track.json")), run)
+    document["userId"] = f"user-claimed-{run}"
+    answer = replay(local_stack, "track.json", document=document)
+    assert answer.status == 200
+    assert answer.json["success"] is True
+    assert [w["code"] for w in answer.json["warnings"]] == ["user_not_verified"]
+    assert customer_of(local_stack, "user", document["userId"]) is None
+    customer = customer_of(local_stack, "anon", document["anonymousId"])
+    assert customer is not None
+    stored = stored_event(local_stack, customer, document["messageId"])
+    assert stored["proof"] == {"S": "claimed"}
+    assert stored["claimed_user_id"] == {"S": document["userId"]}
+    assert "user_id" not in stored
+
+
 # Rejected ------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_user_hash_is_refused_and_stores_nothing(local_stack: LocalStackClient, run: str) -> None:
+    document = unique(sample_document(sample("identify.json")), run)
+    document["context"]["userHash"] = local_stack.user_hash(f"someone-else-{run}")
+    answer = replay(local_stack, "identify.json", document=document)
+    assert answer.status == 401
+    assert (answer.json["error"], answer.json["field"]) == ("invalid_user_hash", "context.userHash")
+    assert "access-control-allow-credentials" not in answer.headers
+    assert not ledger_has(local_stack, document["messageId"])
+    assert customer_of(local_stack, "user", document["userId"]) is None
+
+
+def test_the_secret_key_sent_from_a_page_is_refused(local_stack: LocalStackClient, run: str) -> None:
+    document = unique(sample_document(sample("track.json")), run)
+    answer = replay(local_stack, "track.json", document=document, authorization=basic(local_stack.secret_key))
+    assert answer.status == 403
+    assert (answer.json["error"], answer.json["field"]) == ("secret_key_in_browser", "writeKey")
+    assert answer.headers["access-control-allow-origin"] == local_origin(local_stack)
+    assert "access-control-allow-credentials" not in answer.headers
+    assert not ledger_has(local_stack, document["messageId"])
 
 
 @pytest.mark.parametrize(
     ("name", "status", "error", "field"),
     [
-        ("malformed_json.json", 400, "invalid_json", None),
+        ("malformed_json.json", 400, "invalid_json", "body"),
         ("missing_ids.json", 400, "invalid_message", "userId"),
         ("wrong_type.json", 400, "invalid_message", "properties"),
         ("batch_one_invalid.json", 400, "invalid_message", "batch[2].event"),
         ("no_write_key.json", 401, "missing_write_key", "writeKey"),
         ("unknown_write_key.json", 401, "invalid_write_key", "writeKey"),
         ("disallowed_origin.json", 403, "origin_not_allowed", "Origin"),
-        ("unknown_kind.json", 404, "not_found", None),
-        ("wrong_method.json", 405, "method_not_allowed", None),
+        ("unknown_kind.json", 404, "not_found", "path"),
+        ("wrong_method.json", 405, "method_not_allowed", "method"),
     ],
 )
 def test_a_bad_request_gets_a_json_error_and_stores_nothing(
@@ -240,6 +306,8 @@ def test_a_bad_request_gets_a_json_error_and_stores_nothing(
     assert (body["success"], body["error"]) == (False, error)
     assert body["message"]
     assert body.get("field") == field
+    # The page's developer can read why, but an error never carries credentials.
+    assert "access-control-allow-credentials" not in answer.headers
     for message in document.get("batch") or [document]:
         if "messageId" in message:
             assert not ledger_has(local_stack, message["messageId"]), message["messageId"]

@@ -1,7 +1,9 @@
 """A shopper walks through the demo shop in headless Chromium; the local stack stores their journey.
 
 The demo is opened as http://localhost:<port>/demo while its tag posts to http://127.0.0.1:<port>,
-so the tag's requests are cross-origin, as on a real shop.
+so the tag's requests are cross-origin, as on a real shop. At checkout the shopper signs in (the
+demo's /demo/login answers with the user hash) and the page identifies them with it, so CEMS
+believes the userId; the pages after that carry the signed-in customer in the tag's attributes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from cems.models import Profile, StoredEvent
+from cems.models import Channel, Profile, StoredEvent
 from cems.store import from_attribute_map
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -123,6 +125,13 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     assert chrome.get_cookie("cems_aid")["value"] == anonymous_id  # type: ignore[index]
     user_id = chrome.execute_script("return localStorage.getItem('demo_customer_id')")
     assert user_id.startswith("demo-customer-")
+    # Signed in: the thanks page was rendered with the customer's id and user hash in the tag.
+    tag = chrome.find_element(By.CSS_SELECTOR, "script[data-write-key]")
+    assert tag.get_attribute("data-user-id") == user_id
+    assert tag.get_attribute("data-user-hash") == local_stack.user_hash(user_id)
+    assert chrome.execute_script("return localStorage.getItem('cems_uhash')") == local_stack.user_hash(
+        user_id
+    )
     dynamodb = local_stack.dynamodb
 
     seen: list[str] = []
@@ -161,8 +170,14 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     assert added.properties["sku"] == "TEA-001"
     assert added.properties["quantity"] == 1
     assert added.properties["currency"] == "JPY"
+    # The identify came with the user hash: believed, on the user's customer, and the hash (a
+    # credential for that user) not stored.
+    [identify] = [e for e in events if e.type.value == "identify"]
+    assert (identify.proof, identify.user_id, identify.claimed_user_id) == ("verified", user_id, None)
+    assert all("userHash" not in e.context for e in events)
     [order] = [e for e in events if e.event == "Order Completed"]
     assert order.user_id == user_id
+    assert order.proof == "verified"
     assert order.properties["currency"] == "JPY"
     assert order.properties["total"] == 1200
     assert [p["product_id"] for p in order.properties["products"]] == ["tea-001"]
@@ -177,13 +192,20 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     assert profile.traits["email"] == "hanako@example.jp"
     assert profile.traits["name"] == "山田 花子"
     assert profile.traits["email_opt_in"] is True
+    # ...but a browser's opt-in is not consent: only the confirmation mail's link (double opt-in) or
+    # the shop's server (secret key) can give it.
+    # TODO(double opt-in): follow the confirmation mail's /c/ link in Chromium, press its button and
+    # assert consent for this address (the mail does go out on the local stack).
+    email = profile.channels.get(Channel.EMAIL)
+    assert email is None or not email.consent, email
     assert profile.products_bought == {"tea-001"}
     assert profile.skus_bought == {"TEA-001"}
     assert profile.categories_bought == {"お茶"}
     assert profile.monetary_total == 1200
+    # The order's products are on products_bought etc. (an order summary no longer lists them).
     [summary] = profile.orders.values()
     assert summary.currency == "JPY"
-    assert summary.product_ids == ["tea-001"]
+    assert summary.amount == 1200
 
     # Nothing in the shop's pages failed (the browser's own favicon request aside).
     problems = [

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 from cems.cli import main
+from cems.models import Channel
 from cems.scenario.assignment import in_holdout
 from cems.store import CustomerStore
 
@@ -56,15 +57,20 @@ def _mails(stack: LocalStackClient) -> list[dict[str, Any]]:
 
 
 def _customer(stack: LocalStackClient, customers: CustomerStore, run: str, name: str) -> tuple[str, str]:
-    """A customer who agreed to email, outside the scenario's 10 % holdout: (user id, address)."""
+    """A customer who agreed to email, outside the scenario's 10 % holdout: (user id, address).
+
+    The consent comes from the shop's server (the secret key), which recorded the customer's opt-in:
+    the one source whose email_opt_in sets consent directly (a browser's waits for double opt-in)."""
     for n in range(30):
         user_id = f"mail-{run}-{name}-{n}"
         address = f"{name}.{run}.{n}@example.com"
         traits = {"email": address, "email_opt_in": True, "last_name": "佐藤"}
-        stack.post("/v1/identify", {"userId": user_id, "traits": traits})
+        stack.post("/v1/identify", {"userId": user_id, "traits": traits}, key=stack.secret_key)
         stack.drain()
         customer_id = customers.customer_for_user_id(user_id)
         assert customer_id is not None
+        profile = customers.profile(customer_id)
+        assert profile is not None and profile.channels[Channel.EMAIL].consents_for(address), profile
         if not in_holdout(SCENARIO, customer_id, 10):
             return user_id, address
     raise AssertionError("no customer outside the holdout in 30 tries")

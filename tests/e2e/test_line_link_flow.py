@@ -1,7 +1,8 @@
 """LINE account linking end to end on the local stack: a shopper browses the demo shop, follows the
 shop on LINE (a signed webhook, through `cems line webhook`), opens the link button CEMS replied
-with, and the tag plus the stack's fake LINE account-link page finish the link. One customer remains,
-holding the site events and the LINE id.
+with; not signed in to the shop, the link page links nothing and offers the sign-in; signed in, the
+tag asks them to confirm, and the tag plus the stack's fake LINE account-link page finish the link.
+One customer remains, holding the site events, the shop's user id and the LINE id.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def link_button_url(stack: LocalStackClient, line_user_id: str) -> str | None:
     return None
 
 
+def nonces_for(stack: LocalStackClient, anonymous_id: str) -> list[dict[str, Any]]:
+    """Link nonces issued for this browser (a scan: the test table is small)."""
+    items: list[dict[str, Any]] = stack.dynamodb.scan(
+        TableName="CustomersTable",
+        FilterExpression="sk = :n AND anonymous_id = :a",
+        ExpressionAttributeValues={":n": {"S": "NONCE"}, ":a": {"S": anonymous_id}},
+        ConsistentRead=True,
+    )["Items"]
+    return items
+
+
 def history(stack: LocalStackClient, profile: Profile) -> list[StoredEvent]:
     return [e for cid in sorted(profile.all_customer_ids()) for e in events_of(stack.dynamodb, cid)]
 
@@ -69,8 +81,11 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     shop = f"http://localhost:{port}"
     dynamodb = local_stack.dynamodb
 
-    # 1. A visitor browses the demo shop and adds the tea to the cart.
+    # 1. A visitor browses the demo shop and adds the tea to the cart. They have an account at the shop
+    #    (its member number, which the demo's sign-in uses), but are not signed in.
+    user_id = f"demo-customer-{secrets.token_hex(6)}"
     chrome.get(f"{shop}/demo")
+    chrome.execute_script("localStorage.setItem('demo_customer_id', arguments[0])", user_id)
     click_through(chrome, "#add-to-cart", "/demo/cart.html")
     anonymous_id = eventually(
         lambda: chrome.execute_script("return window.cems && window.cems.loaded && cems.anonymousId()"),
@@ -100,14 +115,29 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     link_page = eventually(lambda: link_button_url(local_stack, line_user_id), 10, "the link button reply")
     assert link_page.startswith(f"{shop}/demo/line-link.html?linkToken=")
 
-    # 4. The visitor opens it in the same browser: the tag asks CEMS for LINE's account-link URL and
-    #    goes there; the (fake) LINE page sends the accountLink event and says it is done.
+    # 4. The visitor opens it in the same browser, not signed in: the tag asks CEMS for nothing and the
+    #    page offers the shop's sign-in.
     chrome.get(link_page)
-    WebDriverWait(chrome, 20).until(expected_conditions.visibility_of_element_located((By.ID, "linked")))
+    wait = WebDriverWait(chrome, 20)
+    wait.until(expected_conditions.visibility_of_element_located((By.ID, "login-required")))
+    assert urlsplit(chrome.current_url).path == "/demo/line-link.html"
+    assert nonces_for(local_stack, anonymous_id) == []
+
+    # 5. They sign in (the demo's /demo/login; the page comes back with their user id and user hash in
+    #    the tag) and say yes when the tag asks: the tag asks CEMS for LINE's account-link URL and goes
+    #    there; the (fake) LINE page sends the accountLink event and says it is done.
+    chrome.find_element(By.ID, "demo-login").click()
+    wait.until(expected_conditions.alert_is_present())
+    dialog = chrome.switch_to.alert
+    assert "LINE" in dialog.text
+    dialog.accept()
+    wait.until(expected_conditions.visibility_of_element_located((By.ID, "linked")))
     assert urlsplit(chrome.current_url).path == "/_fake_line/dialog/bot/accountLink"
     assert "nonce=" in chrome.current_url
+    [nonce] = nonces_for(local_stack, anonymous_id)
+    assert nonce["user_id"] == {"S": user_id}, "the nonce is bound to the signed-in customer"
 
-    # 5. One customer: the visitor's, holding the site events, the LINE id and LINE consent.
+    # 6. One customer: the visitor's, holding the site events, the user id, the LINE id and LINE consent.
     def linked() -> Profile | None:
         profile = profile_of(dynamodb, site_customer) if site_customer else None
         return profile if profile is not None and profile.line_user_id == line_user_id else None
@@ -115,6 +145,8 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     profile = eventually(linked, 10, "the LINE profile merging into the visitor's")
     assert customer_of(dynamodb, "line", line_user_id) == site_customer
     assert customer_of(dynamodb, "anon", anonymous_id) == site_customer
+    assert customer_of(dynamodb, "user", user_id) == site_customer
+    assert profile.user_id == user_id
     assert line_customer in profile.merged_ids
     assert profile_of(dynamodb, line_customer).merged_into == site_customer  # type: ignore[union-attr]
     state = profile.channels[Channel.LINE]
@@ -131,6 +163,6 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     ]
     assert link_views and all("linkToken=-" in e.context["page"]["url"] for e in link_views)
 
-    # 6. CEMS confirmed on LINE.
+    # 7. CEMS confirmed on LINE.
     replies = [m["message"] for m in fake_line_messages(local_stack)["messages"] if m["endpoint"] == "reply"]
     assert any("連携が完了" in r.get("text", "") for r in replies)

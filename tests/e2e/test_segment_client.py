@@ -1,8 +1,9 @@
 """The real Segment Python library (segment-analytics-python) pointed at the local stack.
 
 What it sends must be stored exactly once, under one profile once identify and alias have joined
-the ids, and the profile's purchase facts must reflect the order. Storage is read straight from
-DynamoDB, not through cems.store, so the check does not share the code under test.
+the ids, and the profile's purchase facts must reflect the order. It is a server library, so it gets
+the site's secret server key; with the public write key its userIds are only claims. Storage is read
+straight from DynamoDB, not through cems.store, so the check does not share the code under test.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ class Sender:
 
 
 def new_sender(stack: LocalStackClient, write_key: str | None = None, **options: Any) -> Sender:
+    """A client as the shop's server runs it: with the site's secret server key (its userIds, traits
+    and merges are believed; the public write key is the tag's)."""
     errors: list[tuple[Exception, list[dict[str, Any]]]] = []
     settings: dict[str, Any] = {"max_retries": 1, "timeout": 10, "upload_interval": 0.2, **options}
     client = Client(
-        write_key=write_key or stack.write_key,
+        write_key=write_key or stack.secret_key,
         host=stack.http_url,
         on_error=lambda error, batch: errors.append((error, batch)),
         **settings,
@@ -249,7 +252,7 @@ def test_a_customer_journey_from_the_segment_client_lands_once_under_one_profile
     summary = profile["orders"][order_id]
     assert Decimal(summary["amount"]) == Decimal(6370)
     assert summary["currency"] == "JPY"
-    assert summary["product_ids"] == ["P-1001", "P-3007", "P-5012"]
+    # The order's products are on the purchase sets (an order summary no longer lists them).
     assert profile["products_bought"] == {"P-1001", "P-3007", "P-5012"}
     assert profile["skus_bought"] == {"SEN-FK-100", "HOJ-KG-200", "YUN-HS-01"}
     assert profile["categories_bought"] == {"日本茶", "茶器"}
@@ -302,3 +305,29 @@ def test_the_client_hears_about_a_wrong_write_key_and_nothing_is_stored(
     assert getattr(error, "status", None) == 401
     assert [m["messageId"] for m in batch] == sender.message_ids
     assert customer_of(local_stack.dynamodb, "anon", f"anon-{run}") is None
+
+
+def test_with_the_public_write_key_a_user_id_is_only_the_visitors_claim(
+    local_stack: LocalStackClient,
+) -> None:
+    db = local_stack.dynamodb
+    run = uuid.uuid4().hex[:10]
+    user_id, visitor = f"user-{run}", f"anon-{run}"
+    # Sync mode: one POST per call, no consumer thread to shut down.
+    sender = new_sender(local_stack, write_key=local_stack.write_key, sync_mode=True)
+    sender.sent(
+        sender.client.identify(
+            user_id=user_id, anonymous_id=visitor, traits={"email": f"{run}@example.jp", "name": "佐藤"}
+        )
+    )
+    assert sender.errors == []
+    # Stored on the visitor, its userId kept as a claim: no customer for the user id, no contact trait.
+    assert customer_of(db, "user", user_id) is None
+    customer = customer_of(db, "anon", visitor)
+    assert customer is not None
+    profile = profile_of(db, customer)
+    assert "user_id" not in profile
+    assert "email" not in profile.get("traits", {})
+    [event] = profile_events(db, profile)
+    assert (event["proof"], event["claimed_user_id"]) == ("claimed", user_id)
+    assert "user_id" not in event

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cems.local.stack import DEFAULT_IDENTITY_SECRET, DEFAULT_SECRET_KEY
+
 READY = re.compile(r"ready: api=(?P<api>\S+) demo=\S+ aws=(?P<aws>\S+) write_key=(?P<key>\S+)")
 
 
@@ -22,14 +24,30 @@ READY = re.compile(r"ready: api=(?P<api>\S+) demo=\S+ aws=(?P<aws>\S+) write_key
 class RunningStack:
     http_url: str
     aws_url: str
-    write_key: str
+    write_key: str  # the local site's public write key (the tag's), from the ready line
     output: collections.deque[str]  # the latest lines, for error messages
     # Every line the stack printed (its functions' logs included), for checks over a whole run.
     transcript: list[str] = field(default_factory=list)
+    # The local site's secret server key and identity secret. The stack never prints them: they are
+    # what it was started with (--secret-key / CEMS_SECRET_KEY, else the documented local default).
+    secret_key: str = DEFAULT_SECRET_KEY
+    identity_secret: str = DEFAULT_IDENTITY_SECRET
 
     @property
     def http_port(self) -> int:
         return int(self.http_url.rsplit(":", 1)[1])
+
+
+def _setting(args: list[str], flag: str, env: dict[str, str], name: str, default: str) -> str:
+    """A `cems local` option as the stack reads it: the flag (last one wins), else the variable, else
+    the default (see cems.local.stack.parse_options)."""
+    value = env.get(name, default)
+    for n, arg in enumerate(args):
+        if arg == flag and n + 1 < len(args):
+            value = args[n + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def free_port() -> int:
@@ -87,7 +105,17 @@ def running_local_stack(
         while not ready.wait(0.1):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the local stack did not become ready:\n" + "\n".join(list(output)[-40:]))
-        yield RunningStack(found["api"], found["aws"], found["key"], output, transcript)
+        yield RunningStack(
+            found["api"],
+            found["aws"],
+            found["key"],
+            output,
+            transcript,
+            secret_key=_setting(args or [], "--secret-key", child_env, "CEMS_SECRET_KEY", DEFAULT_SECRET_KEY),
+            identity_secret=_setting(
+                args or [], "--identity-secret", child_env, "CEMS_IDENTITY_SECRET", DEFAULT_IDENTITY_SECRET
+            ),
+        )
     finally:
         process.terminate()
         try:
