@@ -438,13 +438,15 @@ def _latency(events: int = EVENTS) -> Measured:
     import boto3
     from cems.cli import main as cems_main
     from cems.local.running import running_local_stack
+    from cems.local.stack import DEFAULT_SECRET_KEY
     from cems.models import Channel, ChannelState
     from cems.store import CustomerStore
 
     latencies: list[float] = []
     missing = 0
     with running_local_stack(http_port=0, aws_port=0, cwd=ROOT) as running:
-        stack = _Stack(running.http_url, running.write_key)
+        # The customers are registered as the shop's server would: with the secret key (cems.trust).
+        stack = _Stack(running.http_url, DEFAULT_SECRET_KEY)
         dynamodb = boto3.client(
             "dynamodb",
             endpoint_url=running.aws_url,
