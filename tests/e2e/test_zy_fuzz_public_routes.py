@@ -382,11 +382,14 @@ CONTENT_TYPES = [
 ]
 
 
-def authorizations(write_key: str) -> dict[str, Any]:
-    """Authorization header values (None: no header; "body": the key in the body instead)."""
+def authorizations(write_key: str, secret_key: str = "sk_unknown") -> dict[str, Any]:
+    """Authorization header values (None: no header; "body": the key in the body instead; "query":
+    `?writeKey=` in the URL; "server": the secret server key, trusted, refused from a browser)."""
     return {
         "basic": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode(),
+        "server": "Basic " + base64.b64encode(f"{secret_key}:".encode()).decode(),
         "body": None,
+        "query": None,
         "none": None,
         "wrong-key": "Basic " + base64.b64encode(b"no-such-key:").decode(),
         "not-base64": "Basic !!!not base64!!!",
@@ -421,7 +424,7 @@ COLLECT_CASES = st.builds(
     encoding=st.sampled_from(ENCODINGS[:1] * 6 + ENCODINGS),
     corruption=st.sampled_from(CORRUPTIONS[:1] * 6 + CORRUPTIONS),
     content_type=st.sampled_from(CONTENT_TYPES),
-    auth=st.sampled_from(["basic"] * 4 + ["body"] * 2 + list(authorizations("k"))),
+    auth=st.sampled_from(["basic"] * 4 + ["body"] * 2 + ["server"] * 2 + list(authorizations("k"))),
     method=st.sampled_from(["POST"] * 12 + ["GET", "PUT", "OPTIONS", "DELETE"]),
 )
 
@@ -465,10 +468,11 @@ def collect_request(
         headers["Content-Type"] = case.content_type
     if content_encoding:
         headers["Content-Encoding"] = content_encoding
-    authorization = authorizations(stack.write_key)[case.auth]
+    authorization = authorizations(stack.write_key, stack.secret_key)[case.auth]
     if authorization is not None:
         headers["Authorization"] = authorization
-    return f"/v1/{case.path_kind}", body, headers
+    query = f"?writeKey={stack.write_key}" if case.auth == "query" else ""
+    return f"/v1/{case.path_kind}{query}", body, headers
 
 
 def fuzz_collect(stack: LocalStackClient, ledger: Ledger, case: CollectCase) -> None:
