@@ -180,7 +180,7 @@ def _batch_messages(document: dict[str, Any]) -> list[SegmentMessage]:
             raise ClientError(
                 400, "invalid_message", f"{prefix} must be an object", field=prefix, index=index
             )
-        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        size = json_size(item)
         if size > MAX_MESSAGE_BYTES:
             raise ClientError(
                 413,
@@ -241,6 +241,11 @@ def _message(document: dict[str, Any], *, field_prefix: str, index: int | None) 
     return message
 
 
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON: how Segment's limits (and CEMS's trait limit) count."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
 def _check_traits(traits: dict[str, Any], field_prefix: str, index: int | None) -> None:
     """Traits within what a profile keeps (cems.profiles): a refused identify names the limit."""
     if len(traits) > LIMITS.traits:
@@ -263,7 +268,7 @@ def _check_traits(traits: dict[str, Any], field_prefix: str, index: int | None) 
                 limit=MAX_TRAIT_KEY_LENGTH,
                 index=index,
             )
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+        size = json_size(value)
         if size > MAX_TRAIT_VALUE_BYTES:
             raise ClientError(
                 400,
