@@ -40,7 +40,7 @@ class IngestStorePort(Protocol):
     def profiles(self, customer_ids: list[str]) -> dict[str, Profile]: ...
     def commit(self, batch: WriteBatch, at: datetime) -> CommitOutcome: ...
     def merge(self, merged: Profile, source: Profile, at: datetime) -> bool: ...
-    def move_identity(self, key: IdentityKey, source: Profile, target: Profile, at: datetime) -> bool: ...
+    def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,9 @@ class _Planner:
     known: dict[str, Profile] = field(default_factory=dict)
     batches: list[WriteBatch] = field(default_factory=lambda: [WriteBatch()])
     _anonymous_claims: dict[str, int] = field(default_factory=dict)
+    # Browsers to move, once this plan is written, to the new customer of a user who signed in on
+    # them after another user: (the anonymous id, from customer, to customer).
+    moves: list[tuple[IdentityKey, str, str]] = field(default_factory=list)
 
     def finished(self) -> list[WriteBatch]:
         """The batches, each profile change fitted to what is known of its profile (cems.profiles)."""
@@ -143,6 +146,12 @@ class _Planner:
         message, judged = believed.message, believed.judged
         keys = identity_keys(message, trusted=judged.trusted)
         owners = list(dict.fromkeys(self.identities[k] for k in keys if k in self.identities))
+        moving_from = None
+        if len(owners) == 1 and self._signed_in_elsewhere(message, owners[0]):
+            # A new user signs in on a browser another signed-in customer used last (a shared
+            # computer): the new user is a customer of their own, and the browser moves to them
+            # (the newest sign-in; identity.may_merge keeps the two customers apart).
+            moving_from, owners = owners[0], []
         if len(owners) > 1 and (owners[1], owners[0]) not in self.kept_apart:
             # keys[0] is the user id (or the alias's new id): the customer it belongs to is kept.
             source, target = owners[1], owners[0]
@@ -194,7 +203,19 @@ class _Planner:
             else:
                 change.anonymous_ids.add(key.value)
         _apply_facts(change, message, message_id, at, self.site.site_id, judged)
+        if moving_from is not None and message.anonymous_id:
+            key = IdentityKey(IdentityKind.ANONYMOUS, message.anonymous_id)
+            self.moves.append((key, moving_from, customer_id))
+            self.identities[key] = customer_id
         return None
+
+    def _signed_in_elsewhere(self, message: SegmentMessage, owner: str) -> bool:
+        """Whether the message's user id is new and its only known identity (the browser) belongs to
+        a customer who is another user (learnt from a refused write, see CustomerStore.profile_action)."""
+        if not message.user_id or IdentityKey(IdentityKind.USER, message.user_id) in self.identities:
+            return False
+        before = self.known.get(owner)
+        return before is not None and before.user_id is not None and before.user_id != message.user_id
 
     def _room_for_anonymous_id(self, customer_id: str) -> bool:
         """Whether another browser may be claimed for this customer (at most LIMITS.anonymous_ids:
@@ -384,6 +405,8 @@ class Ingestor:
                     break
             if not self._commit_all(planner.finished(), received_at, done, duplicates, known):
                 continue
+            for key, source_id, target_id in planner.moves:
+                self.store.move_identity(key, source_id, target_id, received_at)
             if merge and not self._merge(merge, received_at):
                 kept_apart.add((merge.source, merge.target))
         raise ClientError(
@@ -422,5 +445,5 @@ class Ingestor:
             return True
         for key in merge.moving:
             if key.kind is IdentityKind.ANONYMOUS:
-                self.store.move_identity(key, source, target, at)
+                self.store.move_identity(key, source.customer_id, target.customer_id, at)
         return False

@@ -355,6 +355,11 @@ class CustomerStore:
                 )
         if change.expected_version is not None:
             conditions.append(f"{update.name('version')} = {update.value(change.expected_version)}")
+        if change.user_id:
+            # A user id joins only a customer without one (or with this one): a browser last used by
+            # another signed-in customer must not make the new user part of them (cems.ingest).
+            name = update.name("user_id")
+            conditions.append(f"(attribute_not_exists({name}) OR {name} = {update.value(change.user_id)})")
         return {
             "Update": {
                 "TableName": self.table_name,
@@ -659,7 +664,7 @@ class IngestStore:
             self.client.put_item(**self.customers.repoint_action(key, merged.customer_id, at)["Put"])
         return True
 
-    def move_identity(self, key: IdentityKey, source: Profile, target: Profile, at: datetime) -> bool:
+    def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool:
         """Re-point one anonymous id from one customer to another without merging them."""
         name = "anonymous_ids"
         try:
@@ -667,15 +672,15 @@ class IngestStore:
                 TransactItems=[
                     {
                         "Put": {
-                            **self.customers.repoint_action(key, target.customer_id, at)["Put"],
+                            **self.customers.repoint_action(key, target_id, at)["Put"],
                             "ConditionExpression": "customer_id = :s",
-                            "ExpressionAttributeValues": {":s": {"S": source.customer_id}},
+                            "ExpressionAttributeValues": {":s": {"S": source_id}},
                         }
                     },
                     {
                         "Update": {
                             "TableName": self.customers.table_name,
-                            "Key": profile_key(source.customer_id),
+                            "Key": profile_key(source_id),
                             "UpdateExpression": "DELETE #a :id ADD #v :one",
                             "ExpressionAttributeNames": {"#a": name, "#v": "version"},
                             "ExpressionAttributeValues": {":id": {"SS": [key.value]}, ":one": {"N": "1"}},
@@ -684,7 +689,7 @@ class IngestStore:
                     {
                         "Update": {
                             "TableName": self.customers.table_name,
-                            "Key": profile_key(target.customer_id),
+                            "Key": profile_key(target_id),
                             "UpdateExpression": "ADD #a :id, #v :one",
                             # The target keeps at most LIMITS.anonymous_ids (cems.profiles).
                             "ConditionExpression": "attribute_not_exists(#a) OR size(#a) < :cap",

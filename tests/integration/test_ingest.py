@@ -216,3 +216,24 @@ def test_a_page_call_keeps_its_name_and_category(ingest, stores: Stores) -> None
     assert profile is not None
     (event,) = stores.events.history(profile)
     assert (event.name, event.category) == ("商品一覧", "お茶")
+
+
+def test_a_new_user_signing_in_on_a_shared_browser_gets_a_customer_of_their_own(
+    ingest, stores: Stores
+) -> None:
+    ingest(
+        msg("identify", "s1", userId="first", anonymousId="shared-pc", traits={"email": "first@example.jp"})
+    )
+    first = stores.customers.customer_for_user_id("first")
+    # Someone else signs in on the same browser (the first customer never signed out).
+    ingest(
+        msg("identify", "s2", userId="second", anonymousId="shared-pc", traits={"email": "second@example.jp"})
+    )
+    second = stores.customers.customer_for_user_id("second")
+    assert second is not None and second != first
+    profile = stores.customers.profile(first or "")
+    assert profile is not None and profile.user_id == "first"
+    assert profile.traits["email"] == "first@example.jp"
+    assert stores.customers.profile(second).traits["email"] == "second@example.jp"  # type: ignore[union-attr]
+    # The browser belongs to the newest sign-in.
+    assert stores.customers.customer_for_anonymous_id("shared-pc") == second
