@@ -20,6 +20,9 @@ from cems.store import CustomerStore, IdentityKey, IdentityKind
 from cems.trust import user_hash
 
 ROOT = Path(__file__).parents[2]
+# How long a request to the stack may take before it counts as hung. Not a speed test: moving the
+# local clock runs every due tick and broadcast in the request, which on a busy machine takes minutes.
+HANG = 600
 
 
 @dataclass
@@ -69,7 +72,7 @@ class LocalStackClient:
     def drain(self) -> int:
         """Runs the stack's pollers (streams, queues, schedules) until idle."""
         request = urllib.request.Request(f"{self.http_url}/_local/drain", method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=60) as answer:
+        with urllib.request.urlopen(request, timeout=HANG) as answer:
             delivered: int = json.loads(answer.read())["delivered"]
             return delivered
 
@@ -87,7 +90,7 @@ class LocalStackClient:
         request = urllib.request.Request(
             f"{self.http_url}{path}", data=json.dumps(document).encode(), method="POST", headers=headers
         )
-        with urllib.request.urlopen(request, timeout=60) as answer:
+        with urllib.request.urlopen(request, timeout=HANG) as answer:
             body: dict[str, Any] = json.loads(answer.read())
             return body
 

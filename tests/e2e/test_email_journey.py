@@ -20,7 +20,7 @@ from cems.models import Channel
 from cems.scenario.assignment import in_holdout
 from cems.store import CustomerStore
 
-from tests.e2e.conftest import ROOT, LocalStackClient
+from tests.e2e.conftest import HANG, ROOT, LocalStackClient
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def _request(
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with opener.open(request, timeout=60) as answer:
+        with opener.open(request, timeout=HANG) as answer:
             return answer.status, dict(answer.headers), answer.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cems.local.running import RunningStack, running_local_stack
 
-from tests.e2e.conftest import LocalStackClient
+from tests.e2e.conftest import HANG, LocalStackClient
 
 pytestmark = pytest.mark.e2e
 
@@ -156,7 +156,7 @@ def test_http_routes_prefer_the_most_specific_and_pass_payload_v2(
 def post_clock(stack: RunningStack, body: bytes) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(f"{stack.http_url}/_local/clock", data=body, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
+        with urllib.request.urlopen(request, timeout=HANG) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
