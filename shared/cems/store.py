@@ -195,8 +195,6 @@ class WriteBatch:
 class CommitOutcome:
     committed: bool
     duplicate_message_ids: frozenset[str] = frozenset()
-    # An identity was claimed, or a profile merged away, by someone else since we read it.
-    identity_conflict: bool = False
     # Profiles whose write was refused, as they were (merged away, or a collection at its maximum):
     # the next attempt fits its change to them (cems.profiles).
     refused_profiles: tuple[Profile, ...] = ()
@@ -612,7 +610,6 @@ class IngestStore:
             return CommitOutcome(
                 committed=False,
                 duplicate_message_ids=frozenset(ref for role, ref in failed if role == "marker"),
-                identity_conflict=any(role in ("claim", "profile") for role, _ in failed),
                 refused_profiles=refused,
             )
         return CommitOutcome(committed=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from cems.scenario.model import Scenario
 from cems.scenario.store import ScenarioSource, ScenarioStore
 from cems.store import Stores
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "functions" / "admin" / "app.py"
 SCENARIO_FILE = ROOT / "examples" / "scenarios" / "post_purchase_tea.json"
@@ -40,12 +43,7 @@ SITE = Site(
 )
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-AdminFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-AdminFunction"
-    aws_request_id: str = "9a1e4f6a-0c2b-4a8e-9f7d-3b6c1a2e8d91"
+FakeLambdaContext = partial(FakeContext, "cems-dev-AdminFunction")
 
 
 @dataclass(frozen=True)

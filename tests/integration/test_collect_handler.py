@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from cems.models import Site
 from cems.sites import SiteStore
 from cems.store import Stores
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 EVENTS = ROOT / "events" / "collect"
 APP = ROOT / "functions" / "collect" / "app.py"
@@ -35,12 +38,7 @@ ALLOWED_ORIGINS = ["http://localhost:3000", "http://127.0.0.1:3000"]
 DATA_TABLES = ("EventsTable", "CustomersTable", "IdempotencyTable")
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-CollectFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-CollectFunction"
-    aws_request_id: str = "5d1e4f6a-0c2b-4a8e-9f7d-3b6c1a2e8d90"
+FakeLambdaContext = partial(FakeContext, "cems-dev-CollectFunction")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +38,8 @@ from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, St
 from cems.reports.counters import ReportCounters
 from cems.store import Stores
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 SAMPLES = ROOT / "events" / "engage"
 APP = ROOT / "functions" / "engage" / "app.py"
@@ -54,12 +57,7 @@ BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 IMAGE = "image/webp,image/avif,image/*;q=0.8,*/*;q=0.5"
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-EngageFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-EngageFunction"
-    aws_request_id: str = "5f0c2e1d-7a4b-4c9e-8f3d-1b2a0c9d8e7f"
+FakeLambdaContext = partial(FakeContext, "cems-dev-EngageFunction")
 
 
 @dataclass

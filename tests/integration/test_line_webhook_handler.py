@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +32,8 @@ from cems.sites import SiteStore
 from cems.store import IdentityKey, IdentityKind, Stores
 from cems.trust import user_hash
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 BODIES = ROOT / "events" / "line_webhook"
 WEBHOOK_APP = ROOT / "functions" / "line_webhook" / "app.py"
@@ -47,14 +50,7 @@ DATA_TABLES = ("EventsTable", "CustomersTable", "IdempotencyTable")
 FRIEND = "U7b3e9c1a5f2d4e6b8a0c2e4f6a8b0c2d"
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-LineWebhookFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-LineWebhookFunction"
-    )
-    aws_request_id: str = "0b6f2d1e-7c4a-4e9b-8f3d-2a1c0e9b8d7f"
+FakeLambdaContext = partial(FakeContext, "cems-dev-LineWebhookFunction")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +19,8 @@ from cems import aws
 from cems.scenario.loader import MAX_SCENARIO_BYTES
 from cems.scenario.store import JourneySettings, JourneyStores
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "functions" / "scenario_loader" / "app.py"
 EVENTS = ROOT / "events" / "scenario_loader"
@@ -27,17 +29,7 @@ BUCKET = "cems-dev-scenarios-123456789012-ap-northeast-1"
 KEY = "scenarios/line-welcome.json"
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-ScenarioLoaderFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-ScenarioLoaderFunction"
-    )
-    aws_request_id: str = "5d0c1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+FakeLambdaContext = partial(FakeContext, "cems-dev-ScenarioLoaderFunction")
 
 
 class Harness:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,8 @@ from cems.store import CustomerStore, to_attribute_map
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "functions" / "send_email" / "app.py"
 REGION = "ap-northeast-1"
@@ -52,17 +55,7 @@ HTML = (
 ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-SendEmailFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-SendEmailFunction"
-    )
-    aws_request_id: str = "4d0c5b1e-7f3a-4c2b-8e9d-0a1b2c3d4e5f"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+FakeLambdaContext = partial(FakeContext, "cems-dev-SendEmailFunction")
 
 
 def address(n: int) -> str:

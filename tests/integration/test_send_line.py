@@ -13,8 +13,8 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +29,8 @@ from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
 from cems.store import CustomerStore
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "functions" / "send_line" / "app.py"
 EVENTS = ROOT / "events" / "send_line"
@@ -36,17 +38,7 @@ TOKEN = "integration-channel-access-token"
 TEXT = {"type": "text", "text": "茶寮みどりです。新茶のセットが入荷しました。"}
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-SendLineFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-SendLineFunction"
-    )
-    aws_request_id: str = "0b8f7c6d-5e4a-4b3c-9d2e-1f0a9b8c7d6e"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+FakeLambdaContext = partial(FakeContext, "cems-dev-SendLineFunction")
 
 
 def line_user_id(n: int) -> str:

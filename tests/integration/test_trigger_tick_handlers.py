@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,19 +23,13 @@ from cems.scenario.model import Scenario
 from cems.scenario.store import ScenarioSource, ScenarioStore
 from cems.store import Stores, stored_event_from_image
 
+from tests.lambda_context import FakeContext
+
 ROOT = Path(__file__).parents[2]
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 
 
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "cems-dev-TriggerFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-1:123456789012:function:cems-dev-TriggerFunction"
-    aws_request_id: str = "0b8f7c6d-5e4a-4b3c-9d2e-1f0a9b8c7d6e"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+FakeLambdaContext = partial(FakeContext, "cems-dev-TriggerFunction", remaining_ms=60_000)
 
 
 def _load(function: str) -> ModuleType:

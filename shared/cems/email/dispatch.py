@@ -7,7 +7,6 @@ send may name an address (`to_address`). See docs/email.md.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
@@ -71,9 +70,6 @@ class EmailDispatch(BaseModel):
     def to_sqs_body(self) -> str:
         return self.model_dump_json(exclude_defaults=True)
 
-    def key_hash(self) -> str:
-        return dispatch_key_hash(self.idempotency_key)
-
     def ses_tags(self) -> list[MessageTagTypeDef]:
         """SES message tags (EmailTags): SES hands them back on delivery, bounce and complaint events,
         so `engage` knows the dispatch, customer and report cell (cems.engagement.ses_events writes
@@ -90,8 +86,3 @@ class EmailDispatch(BaseModel):
             variant=self.variant,
             test=self.test,
         )
-
-
-def dispatch_key_hash(idempotency_key: str) -> str:
-    """A short, stable name for a dispatch key (SES tags, metrics): 32 hex digits of its SHA-256."""
-    return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]

@@ -114,9 +114,6 @@ class Status(StrEnum):
     RETRY = "retry"  # SES said "not now": the next attempt claims it again
 
 
-FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.SKIPPED, Status.UNKNOWN})
-
-
 @dataclass
 class EmailReport:
     """What one attempt of one dispatch did: for metrics, logs and the SQS decision. Never holds an

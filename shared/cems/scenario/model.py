@@ -574,7 +574,6 @@ Step = Annotated[
     SendStep | WaitStep | WaitForEventStep | BranchStep | SplitStep | SetTraitStep | RichMenuStep | EndStep,
     Field(discriminator="type"),
 ]
-WAIT_TYPES = ("wait", "wait_for_event")
 
 
 # ------------------------------------------------------------------------------------ scenario settings
@@ -1023,8 +1022,6 @@ def _split_problems(scenario: Scenario) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------- schema
-
-SCHEMA_PATH = "schemas/scenario.schema.json"
 
 
 def json_schema() -> dict[str, Any]:

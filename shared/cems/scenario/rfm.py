@@ -35,7 +35,6 @@ from typing import Literal
 from cems.models import Profile
 
 Stage = Literal["prospect", "new", "active", "loyal", "at_risk", "dormant"]
-STAGES: tuple[Stage, ...] = ("prospect", "new", "active", "loyal", "at_risk", "dormant")
 
 
 @dataclass(frozen=True)
