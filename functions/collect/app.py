@@ -51,16 +51,24 @@ TAG_JS = tag_script()
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
+def _preflight_or_refused() -> Response[str] | None:
+    """The CORS preflight answer for OPTIONS; a 405 for any method but POST; None for a POST."""
+    event = app.current_event
+    if event.request_context.http.method == "OPTIONS":
+        return Response(204, None, "", preflight_headers(event.headers.get("origin")))
+    if event.request_context.http.method != "POST":
+        raise method_not_allowed("POST, OPTIONS")
+    return None
+
+
 # A static route: Powertools tries static routes before dynamic ones, so /v1/<kind> never sees it
 # (and <kind> matches a single path segment anyway).
 @app.route("/v1/line/link", method=ALL_METHODS)
 def line_link() -> Response[str]:
+    if (preflight := _preflight_or_refused()) is not None:
+        return preflight
     event = app.current_event
     origin = event.headers.get("origin")
-    if event.request_context.http.method == "OPTIONS":
-        return Response(204, None, "", preflight_headers(origin))
-    if event.request_context.http.method != "POST":
-        raise method_not_allowed("POST, OPTIONS")
     started = collector.start_line_link(
         request_body(event.raw_event),
         event.headers.get("authorization"),
@@ -73,12 +81,10 @@ def line_link() -> Response[str]:
 
 @app.route("/v1/<kind>", method=ALL_METHODS)
 def collect(kind: str) -> Response[str]:
+    if (preflight := _preflight_or_refused()) is not None:
+        return preflight
     event = app.current_event
     origin = event.headers.get("origin")
-    if event.request_context.http.method == "OPTIONS":
-        return Response(204, None, "", preflight_headers(origin))
-    if event.request_context.http.method != "POST":
-        raise method_not_allowed("POST, OPTIONS")
     collected = collector.collect(
         kind,
         request_body(event.raw_event),
