@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 from cems.aws import CLIENT_CONFIG
+from cems.stages import DEFAULT_REGION, stage_stack
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cems.models import Profile
     from cems.scenario.validation import ValidationReport
 
-LOCAL_REGION = "ap-northeast-1"
+LOCAL_REGION = DEFAULT_REGION
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,17 +478,6 @@ def _sites_table(stage: str | None, config: Path) -> tuple[DynamoDBClient, str]:
     ][0]
     table = next(o["OutputValue"] for o in outputs.get("Outputs", []) if o["OutputKey"] == "SitesTableName")
     return boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG), table
-
-
-def stage_stack(stage: str, config: Path) -> tuple[str, str]:
-    """(stack name, region) of a stage in samconfig.toml."""
-    with config.open("rb") as f:
-        samconfig = tomllib.load(f)
-    try:
-        parameters = samconfig[stage]["deploy"]["parameters"]
-    except KeyError:
-        raise SystemExit(f"error: stage {stage!r} has no deploy parameters in {config}") from None
-    return parameters["stack_name"], parameters.get("region", LOCAL_REGION)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cems.stages import stage_stack
+
 if TYPE_CHECKING:
     from cems.reports.report import Lift, ScenarioReport
 
@@ -179,8 +181,6 @@ def admin_target(stage: str | None, config: Path, url: str | None) -> AdminTarge
     """The API's base URL: --url, else the stage's ApiUrl output (signed), else the local stack."""
     if stage is None:
         return AdminTarget(url or f"http://127.0.0.1:{os.environ.get('CEMS_HTTP_PORT', '3000')}")
-    from cems.cli import stage_stack
-
     stack_name, region = stage_stack(stage, config)
     if url:
         return AdminTarget(url, region)
