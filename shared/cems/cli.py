@@ -410,7 +410,7 @@ SECRET_FIELDS = {"identity_secret", "previous_identity_secret"}
 
 
 def _site_command(args: argparse.Namespace) -> int:
-    from cems.sites import SiteStore
+    from cems.sites import MAX_KEY_LENGTH, SiteStore
 
     client, table = _sites_table(args.stage, Path(args.config))
     store = SiteStore(table, client)
@@ -448,6 +448,9 @@ def _site_command(args: argparse.Namespace) -> int:
             "error: give at least one --origin (e.g. https://shop.example.jp), or --origin '*'",
             file=sys.stderr,
         )
+        return 2
+    if args.write_key and len(args.write_key) > MAX_KEY_LENGTH:
+        print(f"error: a write key may be at most {MAX_KEY_LENGTH} characters", file=sys.stderr)
         return 2
     # The secret key and identity secret are printed once, for a new site: only the key's hash is kept.
     print(json.dumps(store.add(args.name, args.origin, args.write_key).shown(), ensure_ascii=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -163,20 +163,15 @@ class Collector:
         query_write_key: str | None = None,
         content_encoding: str | None = None,
     ) -> Collected:
-        """A Segment call. The key is checked before the body is read when it comes outside the body
-        (Basic auth, `?writeKey=`): an unknown key costs no parsing. A key in the body (Segment's
-        browser library puts it there) is read by the depth-limited parser first."""
+        """A Segment call: the key checked, the body read and validated whole, then ingested."""
         check_collect_path(kind)
-        key = request_write_key(authorization, query_write_key)
-        site = self._site(key, origin) if key else None
-        body = decode_content(body, content_encoding)
-        check_collect_size(kind, body)
-        document = read_collect_body(kind, body)
-        if site is None:
-            key = body_write_key(document)
-            if not key:
-                raise MISSING_WRITE_KEY
-            site = self._site(key, origin)
+
+        def read() -> dict[str, Any]:
+            decoded = decode_content(body, content_encoding)
+            check_collect_size(kind, decoded)
+            return read_collect_body(kind, decoded)
+
+        site, document = self._site_and_body(authorization, query_write_key, origin, read)
         messages = collect_messages(kind, document)
         result = self.ingestor.ingest(site, messages, clock.now())
         return Collected(result=result, headers=cors_headers(origin))
@@ -189,20 +184,36 @@ class Collector:
         for a refused request."""
         if self.nonces is None or self.line is None:
             raise ClientError(404, "not_found", "LINE account linking is not configured", field="path")
-        key = request_write_key(authorization, query_write_key)
-        site = self._site(key, origin) if key else None
-        document = read_line_link_body(body)
-        if site is None:
-            key = body_write_key(document)
-            if not key:
-                raise MISSING_WRITE_KEY
-            site = self._site(key, origin)
+        site, document = self._site_and_body(
+            authorization, query_write_key, origin, lambda: read_line_link_body(body)
+        )
         request = line_link_request(document)
         user_id = linking_user(site, request, clock.now())
         nonce = self.nonces.issue(request.anonymous_id, site.site_id, user_id)
         return LineLinkStarted(
             redirect_url=account_link_url(self.line, request.link_token, nonce), headers=cors_headers(origin)
         )
+
+    def _site_and_body(
+        self,
+        authorization: str | None,
+        query_write_key: str | None,
+        origin: str | None,
+        read: Callable[[], dict[str, Any]],
+    ) -> tuple[Site, dict[str, Any]]:
+        """The site of the request's key and its body. A key outside the body (Basic auth,
+        `?writeKey=`) is checked before `read` parses anything, so an unknown key costs no parsing; a
+        key in the body (Segment's browser library puts it there) is read by the depth-limited parser
+        first."""
+        key = request_write_key(authorization, query_write_key)
+        site = self._site(key, origin) if key else None
+        document = read()
+        if site is None:
+            key = body_write_key(document)
+            if not key:
+                raise MISSING_WRITE_KEY
+            site = self._site(key, origin)
+        return site, document
 
     def _site(self, write_key: str, origin: str | None) -> Site:
         site = self.sites.active_site(write_key)

@@ -112,7 +112,7 @@ def believe(site: Site, message: SegmentMessage, at: datetime, index: int | None
         update["context"] = {k: v for k, v in context.items() if k != USER_HASH_FIELD}
     if judged.proof is Proof.CLAIMED:
         update["user_id"] = None
-    if not judged.trusted and message.type is MessageType.ALIAS and judged.proof is Proof.CLAIMED:
+    if message.type is MessageType.ALIAS and judged.proof is Proof.CLAIMED:
         # An alias to an unproven user joins nothing: it is kept as an event of the visitor.
         update["previous_id"] = None
     return Believed(message.model_copy(update=update) if update else message, judged)
@@ -198,6 +198,9 @@ class _Planner:
             self.identities[key] = customer_id
             if key.kind is IdentityKind.USER:
                 change.user_id = key.value
+                # An alias says the two ids are one person; any other message only that this user
+                # uses this browser, which must not make them part of another signed-in customer.
+                change.user_id_joins_only_new |= message.type is not MessageType.ALIAS
             elif key.kind is IdentityKind.LINE:
                 change.line_user_id = key.value
             else:
@@ -212,7 +215,9 @@ class _Planner:
     def _signed_in_elsewhere(self, message: SegmentMessage, owner: str) -> bool:
         """Whether the message's user id is new and its only known identity (the browser) belongs to
         a customer who is another user (learnt from a refused write, see CustomerStore.profile_action)."""
-        if not message.user_id or IdentityKey(IdentityKind.USER, message.user_id) in self.identities:
+        if message.type is MessageType.ALIAS or not message.user_id:
+            return False
+        if IdentityKey(IdentityKind.USER, message.user_id) in self.identities:
             return False
         before = self.known.get(owner)
         return before is not None and before.user_id is not None and before.user_id != message.user_id

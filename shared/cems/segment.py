@@ -67,9 +67,7 @@ def check_collect_path(kind: str) -> None:
 
 
 def check_collect_size(kind: str, body: bytes) -> None:
-    """The path names a Segment call and the body is within its size limit (404 / 413 otherwise).
-    Checked first: it needs nothing but the byte count."""
-    check_collect_path(kind)
+    """The body (decoded) is within the size limit of the path's call: 413 naming the limit otherwise."""
     batch = is_batch_path(kind)
     limit = MAX_BATCH_BYTES if batch else MAX_MESSAGE_BYTES
     if len(body) > limit:
@@ -100,6 +98,7 @@ def parse_collect_request(
 ) -> CollectRequest:
     """The whole request at once, for callers that check the key afterwards (tools and tests);
     the collect endpoint checks the key before it parses (cems.collect)."""
+    check_collect_path(kind)
     check_collect_size(kind, body)
     write_key = request_write_key(authorization, query_write_key)
     document = read_collect_body(kind, body)

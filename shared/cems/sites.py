@@ -38,6 +38,8 @@ def new_identity_secret() -> str:
     return "is_" + secrets.token_urlsafe(32)
 
 
+# Longer than any key CEMS issues (`wk_` + 32, `sk_` + 43 characters) or a shop would choose.
+MAX_KEY_LENGTH = 128
 # Secret server keys start with this, so a key can be told apart (and looked up) without a read.
 SECRET_KEY_PREFIX = "sk_"  # noqa: S105 - a prefix, not a secret
 # Sites table key of a secret server key: only its SHA-256 is stored, so a leaked table row or
@@ -209,6 +211,10 @@ class SiteDirectory:
         self._lock = threading.Lock()
 
     def active_site(self, key: str) -> Site | None:
+        if len(key) > MAX_KEY_LENGTH:
+            # No key is this long: answered without a read (DynamoDB refuses keys over 2 KB) and not
+            # cached (a flood of huge keys must not fill memory).
+            return None
         # Cache age is wall time (monotonic), not business time: the local clock may jump days.
         now = time.monotonic()
         with self._lock:

@@ -134,6 +134,9 @@ class ProfileChange:
     skus_bought: set[str] = field(default_factory=set)
     categories_bought: set[str] = field(default_factory=set)
     line_user_id: str | None = None
+    # The user id may join only a customer with no user id (or this one); false when only aliases
+    # claimed it (an alias joins two ids of one person).
+    user_id_joins_only_new: bool = False
     # The latest state per channel these messages set (e.g. LINE followed or blocked).
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
     # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
@@ -353,7 +356,7 @@ class CustomerStore:
                 )
         if change.expected_version is not None:
             conditions.append(f"{update.name('version')} = {update.value(change.expected_version)}")
-        if change.user_id:
+        if change.user_id and change.user_id_joins_only_new:
             # A user id joins only a customer without one (or with this one): a browser last used by
             # another signed-in customer must not make the new user part of them (cems.ingest).
             name = update.name("user_id")
@@ -433,14 +436,14 @@ class _UpdateExpression:
         self._removes: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        # One placeholder per name, so a condition can name an attribute the update also sets.
+        self._placeholders: dict[str, str] = {}
 
     def _name(self, name: str) -> str:
-        for placeholder, existing in self.names.items():
-            if existing == name:
-                return placeholder
-        placeholder = f"#n{len(self.names)}"
-        self.names[placeholder] = name
-        return placeholder
+        if name not in self._placeholders:
+            self._placeholders[name] = f"#n{len(self.names)}"
+            self.names[self._placeholders[name]] = name
+        return self._placeholders[name]
 
     def name(self, name: str) -> str:
         """A placeholder for `name`, for a condition written beside this update."""

@@ -25,7 +25,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.chrome import chrome_driver
-from tests.e2e.conftest import LocalStackClient
+from tests.e2e.conftest import HANG, LocalStackClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -63,16 +63,16 @@ def confirm_by_mail(
     def confirmation() -> dict[str, Any] | None:
         stack.drain()
         mails = json.loads(
-            urllib.request.urlopen(f"{stack.http_url}/_local/email/messages", timeout=30).read()
+            urllib.request.urlopen(f"{stack.http_url}/_local/email/messages", timeout=HANG).read()
         )
         wanted = [m for m in mails["mails"] if address in m["to"] and "/c/" in (m["text"] or "")]
         return wanted[-1] if wanted else None
 
-    mail = eventually(confirmation, 30, "the confirmation mail")
+    mail = eventually(confirmation, 120, "the confirmation mail")
     assert "メール配信登録の確認" in mail["subject"] and mail["list_unsubscribe"] == ""
     [link] = set(re.findall(r"http://\S+/c/[A-Za-z0-9_.\-]+", mail["text"]))
     chrome.get(link)
-    button = WebDriverWait(chrome, 10).until(
+    button = WebDriverWait(chrome, 60).until(
         expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "form button"))
     )
     opened = profile_of(dynamodb, customer_id)
@@ -80,7 +80,7 @@ def confirm_by_mail(
     state = opened.channels.get(Channel.EMAIL)
     assert state is None or not state.consent  # opening the link (what mail scanners do) gave nothing
     button.click()
-    WebDriverWait(chrome, 10).until(
+    WebDriverWait(chrome, 60).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "登録が完了しました")
     )
     profile = profile_of(dynamodb, customer_id)

@@ -237,3 +237,12 @@ def test_a_new_user_signing_in_on_a_shared_browser_gets_a_customer_of_their_own(
     assert stores.customers.profile(second).traits["email"] == "second@example.jp"  # type: ignore[union-attr]
     # The browser belongs to the newest sign-in.
     assert stores.customers.customer_for_anonymous_id("shared-pc") == second
+
+
+def test_a_server_alias_from_an_old_user_id_joins_the_new_one_to_the_same_customer(
+    ingest, stores: Stores
+) -> None:
+    ingest(msg("identify", "r1", userId="old-member", traits={"name": "Sato"}))
+    ingest(msg("alias", "r2", userId="new-member", previousId="old-member"))
+    old = stores.customers.customer_for_user_id("old-member")
+    assert old is not None and stores.customers.customer_for_user_id("new-member") == old

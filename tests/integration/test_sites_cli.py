@@ -224,6 +224,11 @@ def test_the_key_cache_stays_bounded_under_random_keys(local_aws: Any) -> None:
     assert directory.cached_keys() == 16
     assert directory.active_site(site.write_key) is not None
     assert directory.cached_keys() == 16
+    # A key longer than any issued is no key: no read (DynamoDB refuses keys over 2 KB), not cached.
+    reads = []
+    store.client.meta.events.register("before-send.dynamodb.GetItem", lambda **_: reads.append(1))
+    assert directory.active_site("wk_" + "x" * 3000) is None
+    assert (reads, directory.cached_keys()) == ([], 16)
 
 
 def test_rotating_a_site_that_does_not_exist_is_an_error(
