@@ -8,28 +8,21 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cems.config import MAX_TRANSACTION_ACTIONS
-from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.errors import ClientError
 from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.models import (
     EARLIEST_TIME,
     LATEST_TIME,
-    ORDER_COMPLETED,
-    Channel,
-    ChannelState,
-    LineEvent,
     MessageType,
-    OrderCompleted,
-    OrderSummary,
     Profile,
     SegmentMessage,
     Site,
     StoredEvent,
-    address_hash,
 )
+from cems.profile_facts import learn
 from cems.profiles import anonymous_id_room, compacted, within_identity_limits
 from cems.store import CommitOutcome, IdentityKey, IdentityKind, ProfileChange, WriteBatch
-from cems.trust import CONTACT_TRAITS, EMAIL_OPT_IN_TRAIT, USER_HASH_FIELD, Judged, Proof, judge
+from cems.trust import USER_HASH_FIELD, Judged, Proof, judge
 
 # Each round re-reads identities; rounds repeat only on a merge or a race with another writer.
 MAX_ROUNDS = 8
@@ -205,7 +198,7 @@ class _Planner:
                 change.line_user_id = key.value
             else:
                 change.anonymous_ids.add(key.value)
-        _apply_facts(change, message, message_id, at, self.site.site_id, judged)
+        learn(change, event)
         if moving_from is not None and message.anonymous_id:
             key = IdentityKey(IdentityKind.ANONYMOUS, message.anonymous_id)
             self.moves.append((key, moving_from, customer_id))
@@ -238,138 +231,6 @@ class _Planner:
             batch = WriteBatch()
             self.batches.append(batch)
         return batch
-
-
-def _apply_facts(
-    change: ProfileChange,
-    message: SegmentMessage,
-    message_id: str,
-    at: datetime,
-    site_id: str,
-    judged: Judged,
-) -> None:
-    """What a message teaches about the customer: traits from identify, purchase facts from orders,
-    channel states from LINE and engagement events; each only as far as its proof goes (cems.trust)."""
-    if message.type is MessageType.IDENTIFY and message.traits:
-        _apply_traits(change, message.traits, at, site_id, judged)
-    if message.type is MessageType.TRACK and message.event == ORDER_COMPLETED:
-        order = OrderCompleted.model_validate(message.properties)
-        # Keyed by order id, so the same order sent again (even with a new messageId) counts once.
-        # Its products are in the purchase sets below, not repeated per order (bounded profiles).
-        change.orders[order.order_id or message_id] = OrderSummary(
-            at=at, amount=order.amount(), currency=order.currency
-        )
-        change.products_bought.update(p.product_id for p in order.products if p.product_id)
-        change.skus_bought.update(p.sku for p in order.products if p.sku)
-        change.categories_bought.update(p.category for p in order.products if p.category)
-    if message.line_user_id and message.type is MessageType.TRACK:
-        _apply_line_facts(change, message, at)
-    if site_id == ENGAGE_SOURCE_ID and message.type is MessageType.TRACK:
-        _apply_email_facts(change, message, at)
-
-
-def _apply_traits(
-    change: ProfileChange, traits: dict[str, object], at: datetime, site_id: str, judged: Judged
-) -> None:
-    """Traits by proof. Contact traits and consent need a known user: a claim or an anonymous
-    visitor's identify keeps them on its event only. Email consent is asserted only by a server; a
-    proven user's own opt-in is confirmed by mail first (double opt-in: the trigger function sends
-    the confirmation for the stored identify, cems.consent), while an opt-out counts at once."""
-    if not judged.knows_user:
-        traits = {k: v for k, v in traits.items() if k not in CONTACT_TRAITS and k != EMAIL_OPT_IN_TRAIT}
-    change.traits.update(traits)
-    opt_in = traits.get(EMAIL_OPT_IN_TRAIT)
-    if not isinstance(opt_in, bool):
-        return
-    if judged.trusted or opt_in is False:
-        # The consent record the Act on Specified Electronic Mail asks for: whether, when, and from
-        # where (the identify event itself is stored too). Consent is for the address it names.
-        email = traits.get("email")
-        _set_channel(
-            change,
-            Channel.EMAIL,
-            ChannelState(
-                reachable=True,
-                consent=opt_in,
-                updated_at=at,
-                reason="identify" if judged.trusted else "identify_opt_out",
-                source=site_id,
-                address_hash=address_hash(email) if isinstance(email, str) and opt_in else None,
-            ),
-        )
-
-
-def _set_channel(change: ProfileChange, channel: Channel, state: ChannelState) -> None:
-    """Within one request the latest event wins, whatever order it was listed in."""
-    current = change.channels.get(channel)
-    if current is None or current.updated_at <= state.updated_at:
-        change.channels[channel] = state
-
-
-# What unsubscribing, a hard bounce and a complaint mean for the email channel: (reachable, consent, reason).
-_EMAIL_CHANNEL_EVENTS = {
-    EngagementEvent.UNSUBSCRIBED.value: (True, False, "unsubscribed"),
-    EngagementEvent.BOUNCED.value: (False, False, "bounced"),
-    EngagementEvent.COMPLAINED.value: (False, False, "complained"),
-}
-
-
-def _apply_email_facts(change: ProfileChange, message: SegmentMessage, at: datetime) -> None:
-    """Engagement events (only the `engage` source, which no site can be): the email channel state.
-    A site sending `Email Unsubscribed` gets an ordinary event that changes no channel."""
-    if message.event == EngagementEvent.CONSENT_CONFIRMED.value:
-        hashed = message.properties.get("address_hash")
-        _set_channel(
-            change,
-            Channel.EMAIL,
-            ChannelState(
-                reachable=True,
-                consent=True,
-                updated_at=at,
-                reason="double_opt_in",
-                source=ENGAGE_SOURCE_ID,
-                address_hash=hashed if isinstance(hashed, str) else None,
-            ),
-        )
-        return
-    rule = _EMAIL_CHANNEL_EVENTS.get(message.event or "")
-    if rule is None:
-        return
-    if message.event == EngagementEvent.BOUNCED.value and message.properties.get("bounce_type") not in (
-        None,
-        "Permanent",
-    ):
-        return  # only a permanent bounce makes the address unreachable
-    reachable, consent, reason = rule
-    _set_channel(
-        change,
-        Channel.EMAIL,
-        ChannelState(reachable=reachable, consent=consent, updated_at=at, reason=reason),
-    )
-
-
-# What following and unfollowing (blocking) the LINE account means for the LINE channel.
-_LINE_CHANNEL_EVENTS = {
-    LineEvent.FOLLOW.value: (True, True),
-    LineEvent.UNFOLLOW.value: (False, False),  # an opt-out: nothing more is sent on LINE
-}
-
-
-def _apply_line_facts(change: ProfileChange, message: SegmentMessage, at: datetime) -> None:
-    """LINE events (only the webhook sets line_user_id): channel state and survey answers."""
-    reachable_consent = _LINE_CHANNEL_EVENTS.get(message.event or "")
-    if reachable_consent is not None:
-        current = change.channels.get(Channel.LINE)
-        # Within one request the latest event wins, whatever order LINE listed them in.
-        if current is None or current.updated_at <= at:
-            reachable, consent = reachable_consent
-            change.channels[Channel.LINE] = ChannelState(
-                reachable=reachable, consent=consent, updated_at=at, reason=message.event
-            )
-    if message.event == LineEvent.POSTBACK.value:
-        survey = message.properties.get("survey")
-        if isinstance(survey, dict) and survey.get("question") and "answer" in survey:
-            change.traits[f"survey.{survey['question']}"] = survey["answer"]
 
 
 class Ingestor:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -634,49 +634,61 @@ class _Run:
         return step.id
 
     def step(self, step: Step) -> str | Advance | None:
-        """Run one step: the id of the step to run next (None: the end), or the activation's result."""
-        if isinstance(step, SendStep):
-            return self.send(step)
-        if isinstance(step, WaitStep):
-            trigger_time = self.e.trigger.timestamp if self.e.trigger is not None else None
-            due = wait_due(step, self.now, self.zone, self.profile, trigger_time)
-            if due is None:
-                return self.end(EnrolmentState.EXITED, step.id, "no_date")
-            if due <= self.now:
+        """Run one step: the id of the step to run next (None: the end), or the activation's result.
+        Every step type has its arm: a new one in the Step union makes mypy name this match."""
+        match step:
+            case SendStep():
+                return self.send(step)
+            case WaitStep():
+                return self.wait(step)
+            case WaitForEventStep():
+                timeout_at = self.now + step.timeout
+                self.update(
+                    awaiting=Awaiting(
+                        event=step.event, where=step.where, since=self.now, timeout_at=timeout_at
+                    )
+                )
+                self.note(step.id, "waiting_event", f"{step.event} until {self.local(timeout_at)}")
+                return self.wait_until(timeout_at, EnrolmentState.WAITING_EVENT)
+            case BranchStep():
+                return self.branch(step)
+            case SplitStep():
+                variant = pick_variant(self.scenario.id, step.id, self.e.customer_id, step.variants)
+                self.update(variant=variant.name)
+                self.note(step.id, "split", variant.name)
+                return variant.next
+            case SetTraitStep():
+                return self.set_trait(step)
+            case RichMenuStep():
+                if self.e.holdout:
+                    self.note(step.id, "held_out", "rich menu not switched")
+                else:
+                    self.out["rich_menus"].append(RichMenuSwitch(rich_menu_id=step.rich_menu_id))
+                    self.note(step.id, "rich_menu", step.rich_menu_id or "default")
                 return self.scenario.next_of(step)
-            self.note(step.id, "waiting", f"until {self.local(due)}")
-            return self.wait_until(due)
-        if isinstance(step, WaitForEventStep):
-            timeout_at = self.now + step.timeout
-            self.update(
-                awaiting=Awaiting(event=step.event, where=step.where, since=self.now, timeout_at=timeout_at)
-            )
-            self.note(step.id, "waiting_event", f"{step.event} until {self.local(timeout_at)}")
-            return self.wait_until(timeout_at, EnrolmentState.WAITING_EVENT)
-        if isinstance(step, BranchStep):
-            for index, branch in enumerate(step.branches):
-                if evaluate(branch.when, self.profile, self.events, self.now):
-                    self.note(step.id, "branch", f"branch {index + 1} → {branch.next}")
-                    return branch.next
-            otherwise = step.otherwise or self.scenario.following(step.id)
-            self.note(step.id, "branch", f"otherwise → {otherwise}")
-            return otherwise
-        if isinstance(step, SplitStep):
-            variant = pick_variant(self.scenario.id, step.id, self.e.customer_id, step.variants)
-            self.update(variant=variant.name)
-            self.note(step.id, "split", variant.name)
-            return variant.next
-        if isinstance(step, SetTraitStep):
-            return self.set_trait(step)
-        if isinstance(step, RichMenuStep):
-            if self.e.holdout:
-                self.note(step.id, "held_out", "rich menu not switched")
-            else:
-                self.out["rich_menus"].append(RichMenuSwitch(rich_menu_id=step.rich_menu_id))
-                self.note(step.id, "rich_menu", step.rich_menu_id or "default")
+            case EndStep():
+                return self.end(EnrolmentState.COMPLETED, step.id)
+            case _:
+                assert_never(step)
+
+    def wait(self, step: WaitStep) -> str | Advance | None:
+        trigger_time = self.e.trigger.timestamp if self.e.trigger is not None else None
+        due = wait_due(step, self.now, self.zone, self.profile, trigger_time)
+        if due is None:
+            return self.end(EnrolmentState.EXITED, step.id, "no_date")
+        if due <= self.now:
             return self.scenario.next_of(step)
-        assert isinstance(step, EndStep)
-        return self.end(EnrolmentState.COMPLETED, step.id)
+        self.note(step.id, "waiting", f"until {self.local(due)}")
+        return self.wait_until(due)
+
+    def branch(self, step: BranchStep) -> str | None:
+        for index, branch in enumerate(step.branches):
+            if evaluate(branch.when, self.profile, self.events, self.now):
+                self.note(step.id, "branch", f"branch {index + 1} → {branch.next}")
+                return branch.next
+        otherwise = step.otherwise or self.scenario.following(step.id)
+        self.note(step.id, "branch", f"otherwise → {otherwise}")
+        return otherwise
 
     def scope(self, step: Step) -> dict[str, Any]:
         trigger = self.e.trigger.as_event(self.e.customer_id) if self.e.trigger is not None else None

@@ -1,10 +1,12 @@
 """Play one customer's timeline through a scenario in memory: no AWS, nothing sent.
 
 The driver does what `trigger` and `tick` will do, with dictionaries for tables: each event (in time
-order) updates the profile as ingestion would (orders, survey answers, LINE follow/unfollow,
-identify traits), goes to `on_event`, and may enrol the customer; between events the clock jumps
-from one due time to the next and `advance` runs there. Every send is recorded with its rendered
-content, so `cems scenario simulate` can print the timeline and tests can check it.
+order) updates the profile through ingestion's own rule set (cems.profile_facts: traits and consent,
+orders, channel states), goes to `on_event`, and may enrol the customer; a date trigger's entry is
+rescheduled from the profile as it stands after an event that moved its date, as the trigger
+function does. Between events the clock jumps from one due time to the next and `advance` runs
+there. Every send is recorded with its rendered content, so `cems scenario simulate` can print the
+timeline and tests can check it.
 """
 
 from __future__ import annotations
@@ -13,21 +15,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from typing import Any, Never
 
 from cems import clock
 from cems.models import (
-    ORDER_COMPLETED,
+    LINE_SOURCE_ID,
     Channel,
     ChannelState,
-    LineEvent,
     MessageType,
-    OrderCompleted,
-    OrderSummary,
     Profile,
     StoredEvent,
 )
+from cems.profile_facts import apply_event
 from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
     Advance,
@@ -40,8 +39,22 @@ from cems.scenario.engine import (
     on_event,
     trigger_matches,
 )
-from cems.scenario.model import BroadcastTrigger, DateTrigger, FrequencyCaps, Scenario
-from cems.scenario.timing import cron_next, date_trigger_due
+from cems.scenario.model import (
+    BranchStep,
+    BroadcastTrigger,
+    DateTrigger,
+    EndStep,
+    FrequencyCaps,
+    RichMenuStep,
+    Scenario,
+    SendStep,
+    SetTraitStep,
+    SplitStep,
+    WaitForEventStep,
+    WaitStep,
+)
+from cems.scenario.timing import cron_next, date_trigger_due, profile_date
+from cems.trust import Proof
 
 DEFAULT_CUSTOMER = "cus_sim"
 # A timeline longer than this (events or activations) is cut short: a scenario never needs it.
@@ -120,6 +133,10 @@ def _short(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+def default_line_user_id(customer_id: str) -> str:
+    return f"U{customer_id}"
+
+
 def default_profile(customer_id: str, first_seen_at: datetime) -> Profile:
     """A customer reachable on both channels: a linked LINE friend with consent, and an email."""
     line = ChannelState(reachable=True, consent=True, updated_at=first_seen_at, reason="simulation")
@@ -127,7 +144,7 @@ def default_profile(customer_id: str, first_seen_at: datetime) -> Profile:
     return Profile(
         customer_id=customer_id,
         traits={"email": f"{customer_id}@example.jp"},
-        line_user_id=f"U{customer_id}",
+        line_user_id=default_line_user_id(customer_id),
         channels={Channel.LINE: line, Channel.EMAIL: email},
         first_seen_at=first_seen_at,
         updated_at=first_seen_at,
@@ -144,9 +161,14 @@ def profile_from(data: dict[str, Any], customer_id: str, first_seen_at: datetime
     return Profile.model_validate(merged)
 
 
-def events_from(data: Sequence[dict[str, Any]], customer_id: str) -> list[StoredEvent]:
+def events_from(
+    data: Sequence[dict[str, Any]], customer_id: str, line_user_id: str | None = None
+) -> list[StoredEvent]:
     """Segment-like events (`type` track by default, `event`, `timestamp`, `properties`, ...) as
-    stored events of the customer, in time order."""
+    stored events of the customer, in time order. Each is stored as its source would store it: a
+    shop's as sent with its server key (`proof` may say otherwise, e.g. "verified" for a signed-in
+    browser), LINE's with the customer's LINE user id, engage's as engage's."""
+    line_id = line_user_id or default_line_user_id(customer_id)
     out: list[StoredEvent] = []
     for i, raw in enumerate(data):
         if not isinstance(raw, dict) or "timestamp" not in raw:
@@ -158,13 +180,16 @@ def events_from(data: Sequence[dict[str, Any]], customer_id: str) -> list[Stored
         name = raw.get("event")
         # LINE and engagement events are simulated as stored by their own sources.
         source = RESERVED_EVENT_SOURCES.get(name, "shop") if isinstance(name, str) else "shop"
+        site_id = str(raw.get("site_id") or source)
         out.append(
             StoredEvent(
                 customer_id=customer_id,
-                site_id=str(raw.get("site_id") or source),
+                site_id=site_id,
                 type=kind,
                 message_id=str(raw.get("messageId") or f"sim-{i}"),
                 event=name,
+                line_user_id=line_id if site_id == LINE_SOURCE_ID else None,
+                proof=Proof(raw.get("proof") or Proof.SERVER).value,
                 timestamp=at.astimezone(UTC),
                 received_at=at.astimezone(UTC),
                 properties=raw.get("properties") or {},
@@ -172,42 +197,6 @@ def events_from(data: Sequence[dict[str, Any]], customer_id: str) -> list[Stored
             )
         )
     return sorted(out, key=lambda e: e.timestamp)
-
-
-def apply_event(profile: Profile, event: StoredEvent) -> Profile:
-    """What ingestion learns from an event: an order, a survey answer, LINE follow/unfollow, traits."""
-    update: dict[str, Any] = {"updated_at": max(profile.updated_at, event.timestamp)}
-    if event.type is MessageType.IDENTIFY and event.traits:
-        update["traits"] = {**profile.traits, **event.traits}
-    if event.type is MessageType.TRACK and event.event == ORDER_COMPLETED:
-        order = OrderCompleted.model_validate(event.properties)
-        update["orders"] = {
-            **profile.orders,
-            order.order_id or event.message_id: OrderSummary(
-                at=event.timestamp,
-                amount=order.amount() or Decimal(0),
-                currency=order.currency,
-                product_ids=[p.product_id for p in order.products if p.product_id],
-            ),
-        }
-        update["products_bought"] = profile.products_bought | {
-            p.product_id for p in order.products if p.product_id
-        }
-        update["skus_bought"] = profile.skus_bought | {p.sku for p in order.products if p.sku}
-        update["categories_bought"] = profile.categories_bought | {
-            p.category for p in order.products if p.category
-        }
-    if event.event in (LineEvent.FOLLOW.value, LineEvent.UNFOLLOW.value):
-        on = event.event == LineEvent.FOLLOW.value
-        state = ChannelState(reachable=on, consent=on, updated_at=event.timestamp, reason=event.event)
-        update["channels"] = {**profile.channels, Channel.LINE: state}
-    survey = event.properties.get("survey")
-    if event.event == LineEvent.POSTBACK.value and isinstance(survey, dict) and survey.get("question"):
-        update["traits"] = {
-            **update.get("traits", profile.traits),
-            f"survey.{survey['question']}": survey.get("answer"),
-        }
-    return profile.model_copy(update=update)
 
 
 # -------------------------------------------------------------------------------------------------- driver
@@ -235,6 +224,7 @@ def simulate(
         profile.customer_id if profile else (ordered[0].customer_id if ordered else DEFAULT_CUSTOMER)
     )
     current = profile or default_profile(customer_id, origin)
+    check_steps(scenario)
     sim = Simulation(scenario=scenario, customer_id=customer_id, profile=current)
     limits = caps or FrequencyCaps()
     counts = dict(cap_counts or {})
@@ -251,7 +241,8 @@ def simulate(
         now = min(moments)
         if pending and pending[0].timestamp == now:
             event = pending.pop(0)
-            current = apply_event(current, event)
+            before, current = current, apply_event(current, event)
+            entry_at = _rescheduled(scenario, before, current, now, entry_at)
             history.append(event)
             _on_event(sim, event, current, now, history)
         elif entry_at is not None and entry_at == now:
@@ -272,6 +263,21 @@ def _scheduled_entry(scenario: Scenario, profile: Profile, origin: datetime) -> 
         assert trigger.cron is not None
         return cron_next(trigger.cron, origin, scenario.zone)
     return None
+
+
+def _rescheduled(
+    scenario: Scenario, before: Profile, after: Profile, now: datetime, entry_at: datetime | None
+) -> datetime | None:
+    """A date trigger's entry after an event: when the event moved the date it watches (a purchase
+    given in the events, an identify's trait), the entry follows the profile as it stands now, as
+    the trigger function reschedules it (runner.schedule_date_trigger); otherwise it stays."""
+    trigger = scenario.trigger
+    if not isinstance(trigger, DateTrigger):
+        return entry_at
+    zone = scenario.zone
+    if profile_date(trigger.date, before, None, zone) == profile_date(trigger.date, after, None, zone):
+        return entry_at
+    return date_trigger_due(trigger, after, zone, now)
 
 
 def _next_broadcast(scenario: Scenario, now: datetime) -> datetime | None:
@@ -362,6 +368,44 @@ def _record(sim: Simulation, result: Advance) -> None:
     sim.enrolment = result.enrolment
 
 
+# ------------------------------------------------------------------------------------------------ steps
+
+
+class UnknownStep(ValueError):
+    """A step simulate does not know how to play: refused, never skipped."""
+
+
+def check_steps(scenario: Scenario) -> None:
+    """Refuse a scenario with a step type simulate cannot play, before playing anything. Each arm
+    says how the simulation plays the type; a new type in the Step union makes mypy name this match
+    (the default arm takes only Never), and one slipped past validation raises UnknownStep."""
+    for step in scenario.steps:
+        match step:
+            case SendStep():
+                pass  # rendered and recorded on the timeline, nothing sent; caps counted in memory
+            case WaitStep() | WaitForEventStep():
+                pass  # the clock jumps to the due time, or to the awaited event of the events given
+            case BranchStep() | SplitStep():
+                pass  # decided by the engine against the simulated profile and events
+            case SetTraitStep():
+                pass  # the trait is laid over the simulated profile (_run_due)
+            case RichMenuStep():
+                pass  # noted on the timeline; LINE is not called
+            case EndStep():
+                pass
+            case _:
+                raise _unknown_step(step)
+
+
+def _unknown_step(step: Never) -> UnknownStep:
+    """The error for a step of no known type (typed Never: mypy names a type the match lacks)."""
+    kind = getattr(step, "type", type(step).__name__)
+    return UnknownStep(
+        f"step {getattr(step, 'id', '?')!r}: simulate cannot play a step of type {kind!r}; "
+        "teach cems.scenario.simulate.check_steps how to play it"
+    )
+
+
 # ----------------------------------------------------------------------------------------------- files
 
 
@@ -379,6 +423,9 @@ def simulate_files(scenario: Scenario, events_text: str, profile_text: str | Non
     if "first_seen_at" not in raw_profile:
         first_seen -= timedelta(days=30)
     profile = profile_from(raw_profile, customer_id, first_seen)
+    if profile.line_user_id != default_line_user_id(customer_id):
+        # LINE's events carry the LINE user id the profile names.
+        events = events_from(raw_events, customer_id, profile.line_user_id)
     return simulate(scenario, events, profile)
 
 
