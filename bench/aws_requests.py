@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.collect import Collector
 from cems.config import Settings
 from cems.ingest import Ingestor
 from cems.sites import SiteDirectory, SiteStore
-from cems.store import Stores
 from cems.trust import user_hash
 from moto import mock_aws
 

@@ -181,12 +181,12 @@ class _ReadCounter:
 
 def _due_index() -> Measured:
     import boto3
+    from cems.adapters.dynamodb.customers import Stores
     from cems.config import Settings
     from cems.scenario import engine
     from cems.scenario.model import Scenario
     from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
     from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
-    from cems.store import Stores
     from moto import mock_aws
 
     begun = time.perf_counter()
@@ -436,11 +436,11 @@ class _Stack:
 
 def _latency(events: int = EVENTS) -> Measured:
     import boto3
+    from cems.adapters.dynamodb.customers import CustomerStore
     from cems.cli import main as cems_main
     from cems.local.running import running_local_stack
     from cems.local.stack import DEFAULT_SECRET_KEY
     from cems.models import Channel, ChannelState
-    from cems.store import CustomerStore
 
     latencies: list[float] = []
     missing = 0

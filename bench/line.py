@@ -39,6 +39,7 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
 def _calls_per_recipient() -> Measured:
     import boto3
     from cems import clock
+    from cems.adapters.dynamodb.customers import CustomerStore
     from cems.line.api import messaging_api
     from cems.line.config import LineSettings
     from cems.line.deliveries import DeliveryStore
@@ -46,7 +47,6 @@ def _calls_per_recipient() -> Measured:
     from cems.line.sender import LineGateway, LineSender
     from cems.local.fake_line import FakeLine, FakeLineServer
     from cems.models import ChannelState, Profile
-    from cems.store import CustomerStore
     from moto import mock_aws
 
     saved = {k: os.environ.get(k) for k in FAKE_AWS_ENV}

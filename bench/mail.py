@@ -57,10 +57,11 @@ def _requests_per_email() -> Measured:
     import importlib.util
 
     import boto3
-    from cems import aws, clock
+    from cems import clock
+    from cems.adapters import aws
+    from cems.adapters.dynamodb.customers import CustomerStore
     from cems.email.dispatch import EmailDispatch
     from cems.models import Channel, ChannelState, Profile
-    from cems.store import CustomerStore
     from moto import mock_aws
 
     saved = {k: os.environ.get(k) for k in (*FAKE_AWS_ENV, *SETTINGS)}

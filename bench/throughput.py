@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from cems.store import to_attribute_map
+from cems.adapters.dynamodb.items import to_attribute_map
 
 from bench import payloads
 from bench.report import Figure, Measured

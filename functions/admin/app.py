@@ -16,7 +16,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
 from cems.config import Settings
 from cems.erasure import CustomerEraser
 from cems.errors import ClientError

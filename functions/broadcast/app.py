@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
 from cems.logs import function_logger
 from cems.scenario.broadcast import SegmentMessage
 from cems.scenario.wiring import broadcast_worker_from_env

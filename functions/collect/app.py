@@ -22,7 +22,8 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.collect import Collector, error_cors_headers, preflight_headers, request_body, tag_script
 from cems.config import Settings
 from cems.errors import ClientError
@@ -32,7 +33,6 @@ from cems.line.linking import NonceStore
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response, method_not_allowed
 from cems.sites import SiteDirectory, SiteStore
-from cems.store import Stores
 
 logger = function_logger()
 metrics = Metrics()

@@ -26,7 +26,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.config import Settings
 from cems.email.suppression import SuppressionStore
 from cems.engagement import pages
@@ -38,7 +39,6 @@ from cems.ingest import Ingestor
 from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.responses import NOT_FOUND, error_response, json_response
-from cems.store import Stores
 from pydantic import ValidationError
 
 logger = function_logger()

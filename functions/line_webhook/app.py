@@ -14,7 +14,8 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.collect import request_body
 from cems.config import Settings
 from cems.errors import ClientError
@@ -25,7 +26,6 @@ from cems.line.linking import NonceStore
 from cems.line.webhook import LineWebhook
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
-from cems.store import Stores
 
 logger = function_logger()
 metrics = Metrics()

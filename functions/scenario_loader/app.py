@@ -16,7 +16,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
 from cems.logs import function_logger
 from cems.scenario.loader import LoadResult, ObjectEvent, ScenarioFiles, ScenarioLoader
 from cems.scenario.store import JourneyStores

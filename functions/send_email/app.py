@@ -24,7 +24,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.email.compose import SignedLinks
 from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
@@ -41,7 +42,6 @@ from cems.engagement.tokens import TokenSigner
 from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.sqs_retry import QueueRetry, RemainingTime
-from cems.store import CustomerStore
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client

@@ -25,7 +25,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.config import Settings
 from cems.line.api import load_client_modules, messaging_api
 from cems.line.config import LineSettings
@@ -34,7 +35,6 @@ from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, Li
 from cems.logs import function_logger
 from cems.reports.counters import ReportCounters
 from cems.sqs_retry import QueueRetry, RemainingTime
-from cems.store import CustomerStore
 
 logger = function_logger()
 metrics = Metrics()

@@ -11,7 +11,7 @@ import boto3
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
 from cems.logs import function_logger
 from cems.scenario.wiring import broadcast_starter_from_env, runner_from_env
 

@@ -17,12 +17,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import stored_event_from_image
 from cems.consent import Outcome
 from cems.logs import function_logger
 from cems.scenario.runner import RunReport
 from cems.scenario.wiring import consent_confirmations_from_env, runner_from_env
-from cems.store import stored_event_from_image
 
 logger = function_logger()
 metrics = Metrics()

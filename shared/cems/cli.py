@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from cems.aws import CLIENT_CONFIG
+from cems.adapters.aws import CLIENT_CONFIG
 from cems.stages import DEFAULT_REGION, stage_stack
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> in
 
 def _test_send_profile(stage: str | None, config: Path, customer_id: str) -> Profile:
     """The customer's stored profile (CustomersTable of the local stack, or of the stage)."""
-    from cems.store import CustomerStore
+    from cems.adapters.dynamodb.customers import CustomerStore
 
     if stage is None:
         client, table = _local_client("dynamodb", CLIENT_CONFIG), "CustomersTable"

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Protocol
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.adapters.dynamodb.items import condition_failed
 from cems.email.dispatch import EmailDispatch
 from cems.models import Channel, MessageType, Profile, StoredEvent, address_hash
-from cems.store import condition_failed
 from cems.trust import EMAIL_OPT_IN_TRAIT, Proof
 
 if TYPE_CHECKING:

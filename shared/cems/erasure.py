@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from cems.adapters.dynamodb.customers import CustomerStore, identity_key, profile_key
+from cems.adapters.dynamodb.items import condition_failed
+from cems.identity import identities_of
 from cems.models import Profile
-from cems.store import CustomerStore, condition_failed, identities_of, identity_key, profile_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from cems.models import Channel, ChannelState, MessageType, Profile, SegmentMessage
-from cems.store import IdentityKey, IdentityKind
 from cems.trust import CONTACT_TRAITS
+
+
+class IdentityKind(StrEnum):
+    ANONYMOUS = "anon"
+    USER = "user"
+    LINE = "line"
+
+
+@dataclass(frozen=True, order=True)
+class IdentityKey:
+    kind: IdentityKind
+    value: str
+
+
+def identities_of(profile: Profile) -> list[IdentityKey]:
+    keys = [IdentityKey(IdentityKind.ANONYMOUS, a) for a in sorted(profile.anonymous_ids)]
+    if profile.user_id:
+        keys.insert(0, IdentityKey(IdentityKind.USER, profile.user_id))
+    if profile.line_user_id:
+        keys.append(IdentityKey(IdentityKind.LINE, profile.line_user_id))
+    return keys
 
 
 def identity_keys(message: SegmentMessage, *, trusted: bool = True) -> list[IdentityKey]:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from cems.config import MAX_TRANSACTION_ACTIONS
 from cems.errors import ClientError
-from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
+from cems.identity import IdentityKey, IdentityKind, identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.models import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -21,8 +21,8 @@ from cems.models import (
 )
 from cems.profile_facts import learn
 from cems.profiles import anonymous_id_room, compacted, within_identity_limits
-from cems.store import CommitOutcome, IdentityKey, IdentityKind, ProfileChange, WriteBatch
 from cems.trust import USER_HASH_FIELD, Judged, Proof, judge
+from cems.writes import CommitOutcome, ProfileChange, WriteBatch
 
 # Each round re-reads identities; rounds repeat only on a merge or a race with another writer.
 MAX_ROUNDS = 8

@@ -15,10 +15,11 @@ and measures it):
   after it was folded would count again: orders are re-sent within hours, folding keeps the latest;
 - products, SKUs and categories bought: at most 300 each; beyond that a purchase adds none.
 
-Writes enforce the maxima with conditions on `size()` of each collection they add to (cems.store), so
-concurrent writers cannot pass them together. A write refused that way returns the profile as it was
-(ALL_OLD); `fit` then decides exactly what fits: overwrites of existing keys always do, so opting out,
-a purchase's facts and a channel's state are recorded whatever the profile's state.
+Writes enforce the maxima with conditions on `size()` of each collection they add to
+(cems.adapters.dynamodb.customers), so concurrent writers cannot pass them together. A write refused
+that way returns the profile as it was (ALL_OLD); `fit` then decides exactly what fits: overwrites of
+existing keys always do, so opting out, a purchase's facts and a channel's state are recorded
+whatever the profile's state.
 """
 
 from __future__ import annotations

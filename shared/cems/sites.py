@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cems import clock
+from cems.adapters.dynamodb.items import from_attribute_map, to_attribute_map
 from cems.models import Site, Trust
-from cems.store import from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

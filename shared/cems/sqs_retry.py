@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from cems import aws
+from cems.adapters import aws
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger

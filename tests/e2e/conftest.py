@@ -12,11 +12,12 @@ from typing import Any
 
 import boto3
 import pytest
+from cems.adapters.dynamodb.customers import CustomerStore
+from cems.identity import IdentityKey, IdentityKind
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.webhook import sign
 from cems.local.running import RunningStack, running_local_stack
 from cems.models import Channel, ChannelState
-from cems.store import CustomerStore, IdentityKey, IdentityKind
 from cems.trust import user_hash
 
 ROOT = Path(__file__).parents[2]

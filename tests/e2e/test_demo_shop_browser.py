@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+from cems.adapters.dynamodb.items import from_attribute_map
 from cems.models import Channel, Profile, StoredEvent
-from cems.store import from_attribute_map
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.cli import main
 from cems.models import Channel
 from cems.scenario.assignment import in_holdout
-from cems.store import CustomerStore
 
 from tests.e2e.conftest import HANG, ROOT, LocalStackClient
 

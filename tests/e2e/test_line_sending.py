@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.line.dispatch import LineDispatch
 from cems.models import ChannelState, Profile
-from cems.store import CustomerStore
 
 from tests.e2e.conftest import LocalStackClient
 

@@ -7,13 +7,13 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.config import Settings
 from cems.engagement.config import TRACKING_SECRET
 from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET
 from cems.local.cfn import Template
 from cems.local.moto_server import patch_moto
 from cems.local.resources import create_table
-from cems.store import Stores
 from moto import mock_aws
 
 TEMPLATE = Path(__file__).parents[2] / "template.yaml"

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cems import clock
+from cems.adapters.dynamodb.customers import CustomerStore, EventStore
 from cems.models import ChannelState, MessageType, Profile, StoredEvent
-from cems.store import CustomerStore, EventStore
 
 
 def line_user_id(customer_id: str) -> str:

@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
-from cems import aws, clock
+from cems import clock
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.cli import main as cems_main
 from cems.ingest import Ingestor
 from cems.models import SegmentMessage, Site, Trust
@@ -29,7 +31,6 @@ from cems.reports import cli as report_cli
 from cems.reports.counters import Metric, ReportCell, ReportCounters
 from cems.scenario.model import Scenario
 from cems.scenario.store import ScenarioSource, ScenarioStore
-from cems.store import Stores
 
 from tests.lambda_context import FakeContext
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores, profile_key
 from cems.email.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.engage import Engagement, UnsubscribeResult
@@ -19,7 +20,6 @@ from cems.ingest import Ingestor
 from cems.models import Channel, SegmentMessage, Site, Trust
 from cems.profiles import LIMITS
 from cems.reports.counters import ReportCounters
-from cems.store import Stores, profile_key
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 SERVER = Site(write_key="secret#x", site_id="site_shop", name="shop", created_at=NOW, trust=Trust.SERVER)

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.broadcast import (
@@ -25,7 +26,6 @@ from cems.scenario.broadcast import (
 from cems.scenario.model import Scenario
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore, broadcast_segment_key
-from cems.store import Stores
 
 from tests.integration.journeys import drain_queue, put_customer
 

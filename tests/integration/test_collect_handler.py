@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from cems.local.stack import DEFAULT_IDENTITY_SECRET, DEFAULT_SECRET_KEY
 from cems.models import Site
 from cems.sites import SiteStore
-from cems.store import Stores
 
 from tests.lambda_context import FakeContext
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import boto3
 import pytest
-from cems import aws, clock
+from cems import clock
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.models import OrderSummary
 from cems.scenario import engine
 from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, SegmentMessage, backfill_run
@@ -29,7 +31,6 @@ from cems.scenario.store import (
     ScenarioStore,
     broadcast_segment_key,
 )
-from cems.store import Stores
 
 from tests.integration.journeys import drain_queue, put_customer
 from tests.integration.test_broadcast_handlers import sqs_records

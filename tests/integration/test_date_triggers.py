@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.models import OrderSummary, StoredEvent
 from cems.scenario import engine
 from cems.scenario.model import Scenario
 from cems.scenario.store import ScenarioSource
-from cems.store import Stores
 
 from tests.integration.test_scenario_runner import NOW, Harness
 

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.consent import ConfirmationMarkers, ConsentConfirmations, Outcome
 from cems.email.compose import SignedLinks, compose
 from cems.email.config import EmailSettings
@@ -28,7 +29,6 @@ from cems.engagement.tokens import TokenSigner
 from cems.ingest import Ingestor
 from cems.models import Channel, SegmentMessage, Site, StoredEvent, Trust, address_hash
 from cems.reports.counters import ReportCounters
-from cems.store import Stores
 from cems.trust import user_hash
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

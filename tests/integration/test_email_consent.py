@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cems.adapters.dynamodb.customers import Stores
 from cems.engagement import ENGAGE_SOURCE_ID
 from cems.engagement.engage import ENGAGE_SOURCE
 from cems.ingest import Ingestor
 from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, Trust, address_hash
-from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 OPTED_IN = ChannelState(reachable=True, consent=True, updated_at=NOW, reason="identify", source="site_test")

@@ -20,8 +20,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from cems import aws, clock
+from cems import clock
 from cems import ingest as ingest_module
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
 from cems.email.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.ses_events import (
@@ -36,7 +38,6 @@ from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, StoredEvent, Trust
 from cems.reports.counters import ReportCounters
-from cems.store import Stores
 
 from tests.lambda_context import FakeContext
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.ingest import Ingestor
 from cems.models import Profile, SegmentMessage, Site, Trust
-from cems.store import Stores
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SITE = Site(

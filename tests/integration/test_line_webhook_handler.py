@@ -22,14 +22,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cems import aws, clock
+from cems import clock
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores
+from cems.identity import IdentityKey, IdentityKind
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.linking import NonceStore
 from cems.line.webhook import MAX_BODY_DEPTH, sign
 from cems.logs import MAX_LINE_BYTES, BoundedFormatter
 from cems.models import Channel, Profile, Site, StoredEvent
 from cems.sites import SiteStore
-from cems.store import IdentityKey, IdentityKind, Stores
 from cems.trust import user_hash
 
 from tests.lambda_context import FakeContext

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.reports.counters import ONCE_TTL, Metric, ReportCell, ReportCounters, once_key
 from cems.reports.report import ReportService
 from cems.scenario import engine
@@ -19,7 +20,6 @@ from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.model import Scenario, Variant
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
-from cems.store import Stores
 
 from .journeys import drain_queue, put_customer, put_track_event
 

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.line.config import LineSettings
 from cems.line.rich_menu import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
@@ -25,7 +26,6 @@ from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
 from cems.scenario.runner import ScenarioRunner
 from cems.scenario.store import EnrolmentStore, ScenarioSource, ScenarioStore
 from cems.scenario.wiring import caps_from_env, runner_from_env
-from cems.store import Stores
 
 from tests.integration.journeys import drain_queue, line_user_id, put_customer, put_track_event
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-from cems import aws
+from cems.adapters import aws
 from cems.scenario.loader import MAX_SCENARIO_BYTES
 from cems.scenario.store import JourneySettings, JourneyStores
 

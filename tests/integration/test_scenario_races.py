@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.config import Settings
 from cems.local.cfn import Template
 from cems.local.resources import create_table
@@ -32,7 +33,6 @@ from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
 from cems.scenario.runner import QueueDispatchSink, RunReport, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
-from cems.store import Stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

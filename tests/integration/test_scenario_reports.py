@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import Stores
 from cems.reports.counters import Metric, ReportCounters
 from cems.reports.report import build_report
 from cems.scenario import engine
@@ -20,7 +21,6 @@ from cems.scenario.assignment import in_holdout
 from cems.scenario.model import Scenario
 from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
 from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
-from cems.store import Stores
 
 from tests.integration.journeys import drain_queue, put_customer, put_track_event
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cems import aws as cems_aws
+from cems.adapters import aws as cems_aws
 from cems.engagement.config import TRACKING_SECRET
 from cems.line.config import (
     LINE_CHANNEL_ACCESS_TOKEN,

@@ -28,7 +28,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import CustomerStore
+from cems.adapters.dynamodb.items import to_attribute_map
 from cems.email.dispatch import EmailDispatch
 from cems.email.suppression import SuppressionStore, address_hash
 from cems.engagement.ses_events import DispatchTags
@@ -36,7 +38,6 @@ from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
 from cems.reports.counters import ReportCounters
-from cems.store import CustomerStore, to_attribute_map
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 

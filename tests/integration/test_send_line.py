@@ -21,13 +21,13 @@ from typing import Any
 
 import boto3
 import pytest
-from cems import aws
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.line.deliveries import DeliveryStore, RecipientStatus, UnitStatus, retry_key
 from cems.line.dispatch import LineDispatch
 from cems.local.fake_line import MONTHLY_LIMIT_MESSAGE, FakeLine, FakeLineServer
 from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
-from cems.store import CustomerStore
 
 from tests.lambda_context import FakeContext
 

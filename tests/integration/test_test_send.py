@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.cli import main
 from cems.email.compose import TEST_HEADER, TEST_SUBJECT_PREFIX, SignedLinks
 from cems.email.config import EmailSettings
@@ -34,7 +35,6 @@ from cems.local.cfn import Template
 from cems.local.resources import create_resources
 from cems.models import ChannelState, Profile
 from cems.reports.counters import ReportCounters
-from cems.store import CustomerStore
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 from moto.ses.models import ses_backends

@@ -16,12 +16,13 @@ from typing import Any
 
 import boto3
 import pytest
-from cems import aws, clock
+from cems import clock
+from cems.adapters import aws
+from cems.adapters.dynamodb.customers import Stores, stored_event_from_image
 from cems.models import ChannelState, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import Scenario
 from cems.scenario.store import ScenarioSource, ScenarioStore
-from cems.store import Stores, stored_event_from_image
 
 from tests.lambda_context import FakeContext
 

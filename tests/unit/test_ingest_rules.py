@@ -3,10 +3,9 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from cems.identity import identity_keys, keys_to_claim, may_merge, merge_profiles
+from cems.identity import IdentityKey, IdentityKind, identity_keys, keys_to_claim, may_merge, merge_profiles
 from cems.ingest import event_time
 from cems.models import OrderCompleted, OrderSummary, Profile, SegmentMessage
-from cems.store import IdentityKey, IdentityKind
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 from cems.errors import ClientError
-from cems.identity import identity_keys
+from cems.identity import IdentityKey, IdentityKind, identity_keys
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.linking import LinkNonce, account_link_url, link_page_url, with_query
 from cems.line.replies import LINK_BUTTON_LABEL, LINK_BUTTON_TEXT, Reply, link_button, messages_for
 from cems.line.webhook import MAX_BODY_DEPTH, map_event, nesting_depth, parse_events, sign, survey_answer
 from cems.models import MessageType
 from cems.segment import parse_collect_request
-from cems.store import IdentityKey, IdentityKind
 from linebot.v3.exceptions import InvalidSignatureError
 from linebot.v3.messaging import ReplyMessageRequest
 from linebot.v3.webhook import WebhookParser

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile
 from cems.profiles import (
     BOUGHT_SETS,
@@ -19,7 +20,6 @@ from cems.profiles import (
     compacted,
     fit,
 )
-from cems.store import CustomerStore
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 DYNAMODB_ITEM_LIMIT = 400 * 1024

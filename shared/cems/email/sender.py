@@ -55,13 +55,14 @@ from botocore.exceptions import (
 from pydantic import ValidationError
 
 from cems import clock
+from cems.adapters.dynamodb.customers import CustomerStore
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
 from cems.email.compose import LinkMaker, compose
 from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.email.suppression import SuppressionStore
 from cems.models import Channel, address_hash
 from cems.reports.counters import Metric, ReportCell, ReportCounters
-from cems.store import CustomerStore, condition_failed, from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

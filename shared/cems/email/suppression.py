@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Literal
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.adapters.dynamodb.items import condition_failed, to_attribute_map
 from cems.models import address_hash
-from cems.store import condition_failed, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

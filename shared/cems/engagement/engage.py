@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cems import clock
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.email.suppression import SuppressionReason
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.engagement.ses_events import DispatchTags, SesEvent
@@ -33,7 +34,6 @@ from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust, address_hash
 from cems.reports.counters import Metric, ReportCell
-from cems.store import CustomerStore
 
 # The "site" engagement events are stored under (no write key: engage proves itself by the token's
 # signature, or by being subscribed to the configuration set's SNS topic).

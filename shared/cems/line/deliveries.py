@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
-from cems.store import condition_failed, from_attribute_map, to_attribute_map
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -41,8 +41,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
-from cems.store import condition_failed, from_attribute_map
 
 if TYPE_CHECKING:
     from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]

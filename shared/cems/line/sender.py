@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from cems import clock
+from cems.adapters.dynamodb.customers import MAX_BATCH_GET_KEYS, CustomerStore
 from cems.line.api import LINE_REQUEST_TIMEOUT, ApiException, MulticastRequest, PushMessageRequest
 from cems.line.deliveries import (
     FINAL_UNIT_STATUSES,
@@ -57,7 +58,6 @@ from cems.line.deliveries import (
 from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, LineMessage
 from cems.models import Channel, Profile
 from cems.reports.counters import Metric, ReportCell, ReportCounters
-from cems.store import MAX_BATCH_GET_KEYS, CustomerStore
 
 logger = Logger(child=True)
 # Recipient outcomes as report counters (a deferral is not an outcome: the dispatch comes back).

@@ -15,8 +15,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cems.adapters.dynamodb.items import error_code
 from cems.local.cfn import ACCOUNT_ID, REGION, Template
-from cems.store import error_code
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from cems import clock
-from cems.store import condition_failed, from_attribute_map, transaction_cancelled
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, transaction_cancelled
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

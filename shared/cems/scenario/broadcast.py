@@ -37,12 +37,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from cems import clock
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
+from cems.adapters.dynamodb.keys import PROFILE_SK
 from cems.models import Profile
 from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
 from cems.scenario.runner import RunReport, ScenarioRunner
 from cems.scenario.store import ScenarioStore, ScenarioVersion, broadcast_segment_key
 from cems.scenario.timing import cron_next
-from cems.store import PROFILE_SK, condition_failed, from_attribute_map, to_attribute_map
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from cems import clock
+from cems.adapters.dynamodb.customers import CustomerStore, EventStore
 from cems.email.dispatch import EmailDispatch
 from cems.line.links import track_links
 from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
@@ -56,7 +57,6 @@ from cems.scenario.engine import (
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
 from cems.scenario.store import CapStore, DueKey, EnrolmentStore, ScenarioStore, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
-from cems.store import CustomerStore, EventStore
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

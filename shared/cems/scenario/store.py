@@ -35,13 +35,13 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from cems import clock
-from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, EventTrigger, Scenario
-from cems.store import (
+from cems.adapters.dynamodb.items import (
     condition_failed,
     from_attribute_map,
     to_attribute_map,
     transaction_cancelled,
 )
+from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, EventTrigger, Scenario
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -1,40 +1,39 @@
-"""DynamoDB access for customers, identities, events and de-duplication: the one place that knows key formats.
+"""DynamoDB adapters for customers, identities, events and de-duplication (key formats: keys.py).
 
-Customers table (pk, sk):
-  ID#<kind>#<value>  / ID       an identity (anonymous id, user id, LINE user id) -> customer_id
-  CUST#<customer_id> / PROFILE  the profile: traits, identities, orders, channels, merge links, version
-  NONCE#<sha256>     / NONCE    a LINE account-link nonce (cems.line.linking); TTL expires_at
-Events table (customer_id, sk):
-  <customer_id> / <ISO time>#<messageId>   one event; TTL expires_at; the stream feeds the scenario engine
-Idempotency table (id):
-  collect#<site_id>#<messageId>   marks a message as stored, so a re-sent message is stored once
+Customers table: identities and profiles. Events table: one item per event; its stream feeds the
+scenario engine. Idempotency table: a marker per stored message, so a re-sent message is stored once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.adapters.dynamodb import keys
+from cems.adapters.dynamodb.items import (
+    condition_failed,
+    error_code,
+    from_attribute_map,
+    to_attribute_map,
+    to_attribute_value,
+    transaction_cancelled,
+)
 from cems.config import MAX_TRANSACTION_ACTIONS, Settings
-from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
-from cems.profiles import BOUGHT_SETS, LIMITS, fit
+from cems.identity import IdentityKey, IdentityKind, identities_of
+from cems.models import Profile, StoredEvent
+from cems.profiles import BOUGHT_SETS, LIMITS
+from cems.writes import CommitOutcome, ProfileChange, WriteBatch
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 T = TypeVar("T")
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-PROFILE_SK = "PROFILE"
 # The collections a profile write may grow, with their maxima (cems.profiles).
 _COLLECTION_LIMITS = {
     "traits": LIMITS.traits,
@@ -42,165 +41,11 @@ _COLLECTION_LIMITS = {
     "orders": LIMITS.orders,
     **{name: LIMITS.bought for name in BOUGHT_SETS},
 }
-IDENTITY_SK = "ID"
 # The events the scenario engine reads of one customer, newest first: its conditions look back at most
 # 395 days, and a customer flooded with events must not make each later event dearer without bound.
 MAX_HISTORY_EVENTS = 1000
 # BatchGetItem reads at most 100 keys a call.
 MAX_BATCH_GET_KEYS = 100
-
-
-class IdentityKind(StrEnum):
-    ANONYMOUS = "anon"
-    USER = "user"
-    LINE = "line"
-
-
-@dataclass(frozen=True, order=True)
-class IdentityKey:
-    kind: IdentityKind
-    value: str
-
-
-def error_code(exc: BotoClientError) -> str | None:
-    code: str | None = exc.response.get("Error", {}).get("Code")
-    return code
-
-
-def condition_failed(exc: BotoClientError) -> bool:
-    """A conditional write was refused: the item is not as the writer read it."""
-    return error_code(exc) == "ConditionalCheckFailedException"
-
-
-def transaction_cancelled(exc: BotoClientError) -> bool:
-    """A transaction was refused as a whole (a condition failed, or it collided with another)."""
-    return error_code(exc) == "TransactionCanceledException"
-
-
-def to_attribute_map(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Python values to DynamoDB attributes: datetimes as ISO strings, empty sets left out."""
-    return {
-        name: _serializer.serialize(_storable(value))
-        for name, value in values.items()
-        if value is not None and not (isinstance(value, set | frozenset) and not value)
-    }
-
-
-def from_attribute_map(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
-
-
-def _storable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return clock.iso(value)
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {str(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable(v) for v in value]
-    if isinstance(value, set | frozenset):
-        return {_storable(v) for v in value}
-    if hasattr(value, "model_dump"):
-        return _storable(value.model_dump())
-    return value
-
-
-def profile_key(customer_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"CUST#{customer_id}"}, "sk": {"S": PROFILE_SK}}
-
-
-def identity_key(key: IdentityKey) -> dict[str, Any]:
-    return {"pk": {"S": f"ID#{key.kind.value}#{key.value}"}, "sk": {"S": IDENTITY_SK}}
-
-
-def _identity_from_pk(pk: str) -> IdentityKey:
-    _, kind, value = pk.split("#", 2)
-    return IdentityKey(IdentityKind(kind), value)
-
-
-@dataclass
-class ProfileChange:
-    """What a set of messages changes on one profile; written as one Put (new) or one Update."""
-
-    customer_id: str
-    is_new: bool
-    first_seen_at: datetime
-    user_id: str | None = None
-    anonymous_ids: set[str] = field(default_factory=set)
-    traits: dict[str, Any] = field(default_factory=dict)
-    orders: dict[str, OrderSummary] = field(default_factory=dict)
-    products_bought: set[str] = field(default_factory=set)
-    skus_bought: set[str] = field(default_factory=set)
-    categories_bought: set[str] = field(default_factory=set)
-    line_user_id: str | None = None
-    # The user id may join only a customer with no user id (or this one); false when only aliases
-    # claimed it (an alias joins two ids of one person).
-    user_id_joins_only_new: bool = False
-    # The latest state per channel these messages set (e.g. LINE followed or blocked).
-    channels: dict[Channel, ChannelState] = field(default_factory=dict)
-    # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
-    # conditions allow for), orders folded into the rollup, and the version that folding read.
-    growth: dict[str, int] | None = None
-    folded_orders: list[str] = field(default_factory=list)
-    order_rollup: OrderRollup | None = None
-    expected_version: int | None = None
-
-    def fit_to(self, before: Profile | None) -> None:
-        """Keep what fits the profile as it was (None: not read, or new), see cems.profiles.fit."""
-        fitted = fit(
-            self.traits,
-            self.orders,
-            {name: getattr(self, name) for name in BOUGHT_SETS},
-            before,
-        )
-        self.traits, self.orders = fitted.traits, fitted.orders
-        for name in BOUGHT_SETS:
-            setattr(self, name, fitted.bought[name])
-        known_ids = before.anonymous_ids if before else set()
-        self.growth = {**fitted.growth, "anonymous_ids": len(self.anonymous_ids - known_ids)}
-        self.folded_orders, self.order_rollup = fitted.folded, fitted.rollup
-        self.expected_version = before.version if before is not None and fitted.rollup is not None else None
-
-    def is_empty(self) -> bool:
-        return not (
-            self.is_new
-            or self.user_id
-            or self.line_user_id
-            or self.channels
-            or self.anonymous_ids
-            or self.traits
-            or self.orders
-            or self.products_bought
-            or self.skus_bought
-            or self.categories_bought
-        )
-
-
-@dataclass
-class WriteBatch:
-    """Writes that land together or not at all (one DynamoDB transaction)."""
-
-    events: list[StoredEvent] = field(default_factory=list)
-    claims: dict[IdentityKey, str] = field(default_factory=dict)
-    profiles: dict[str, ProfileChange] = field(default_factory=dict)
-
-    def action_count(self) -> int:
-        # Each event is two actions: the event and its de-duplication marker.
-        return (
-            2 * len(self.events)
-            + len(self.claims)
-            + sum(1 for change in self.profiles.values() if not change.is_empty())
-        )
-
-
-@dataclass(frozen=True)
-class CommitOutcome:
-    committed: bool
-    duplicate_message_ids: frozenset[str] = frozenset()
-    # Profiles whose write was refused, as they were (merged away, or a collection at its maximum):
-    # the next attempt fits its change to them (cems.profiles).
-    refused_profiles: tuple[Profile, ...] = ()
 
 
 class CustomerStore:
@@ -454,7 +299,7 @@ class _UpdateExpression:
 
     def _value(self, value: Any) -> str:
         placeholder = f":v{len(self.values)}"
-        self.values[placeholder] = _serializer.serialize(_storable(value))
+        self.values[placeholder] = to_attribute_value(value)
         return placeholder
 
     def set(self, attribute: str, value: Any) -> None:
@@ -498,7 +343,7 @@ class EventStore:
 
     def event_action(self, event: StoredEvent) -> TransactWriteItemTypeDef:
         values = event.model_dump()
-        values["sk"] = f"{clock.iso(event.timestamp)}#{event.message_id}"
+        values["sk"] = keys.event_sk(clock.iso(event.timestamp), event.message_id)
         values["expires_at"] = int((event.received_at + self.retention).timestamp())
         return {"Put": {"TableName": self.table_name, "Item": to_attribute_map(values)}}
 
@@ -554,7 +399,7 @@ class MessageLedger:
             "Put": {
                 "TableName": self.table_name,
                 "Item": {
-                    "id": {"S": f"collect#{site_id}#{message_id}"},
+                    "id": {"S": keys.message_marker_id(site_id, message_id)},
                     "expiration": {"N": str(int((at + self.ttl).timestamp()))},
                 },
                 "ConditionExpression": "attribute_not_exists(id)",
@@ -710,15 +555,6 @@ class IngestStore:
         return True
 
 
-def identities_of(profile: Profile) -> list[IdentityKey]:
-    keys = [IdentityKey(IdentityKind.ANONYMOUS, a) for a in sorted(profile.anonymous_ids)]
-    if profile.user_id:
-        keys.insert(0, IdentityKey(IdentityKind.USER, profile.user_id))
-    if profile.line_user_id:
-        keys.append(IdentityKey(IdentityKind.LINE, profile.line_user_id))
-    return keys
-
-
 @dataclass
 class Stores:
     """Every store, built from one DynamoDB client and the table names in Settings."""
@@ -740,3 +576,16 @@ class Stores:
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def profile_key(customer_id: str) -> dict[str, Any]:
+    return keys.profile_key(customer_id)
+
+
+def identity_key(key: IdentityKey) -> dict[str, Any]:
+    return keys.identity_key(key.kind.value, key.value)
+
+
+def _identity_from_pk(pk: str) -> IdentityKey:
+    kind, value = keys.identity_from_pk(pk)
+    return IdentityKey(IdentityKind(kind), value)

@@ -1,0 +1,284 @@
+"""Every DynamoDB key format CEMS writes: the one module that spells a partition or sort key.
+
+Customers table (pk, sk):
+  ID#<kind>#<value>           / ID        an identity (anonymous id, user id, LINE user id) -> customer_id
+  CUST#<customer_id>          / PROFILE   the profile
+  NONCE#<sha256 of nonce>     / NONCE     a LINE account-link nonce, TTL
+  OPTIN#<sha256 of address>   / OPTIN     the last double opt-in confirmation mail to an address, TTL
+  SUPPRESS#<sha256 of address>/ SUPPRESS  a suppressed email address
+Events table (customer_id, sk):  <customer_id> / <ISO time>#<messageId>
+Idempotency table (id):          collect#<site_id>#<messageId>
+Sites table (write_key):         <public write key>, or secret#<sha256 of a secret server key>
+Journeys table (pk, sk):
+  SCENARIOS / <scenario id>                       a scenario's summary (the active list)
+  SCN#<scenario id> / V#<version, 6 digits>       an immutable scenario version
+  SCN#<scenario id> / ACTIVE                      the active pointer
+  ENR#<customer> / <scenario id>                  an enrolment; due-index pk DUE#<shard>
+  DATE#<customer> / <scenario id>                 a date trigger's schedule
+  CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   frequency-cap counters
+  BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
+  RPT#<scenario id> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters
+  RPTONCE#<sha256> / ONCE                          a counted fact's once marker, TTL
+Deliveries table (pk, sk):
+  DISPATCH#<idempotency key> / PLAN | UNIT#<unit id> | RCPT#<customer>   a LINE dispatch
+  DISPATCH#<idempotency key> / EMAIL                                     an email dispatch
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# Partition-key prefixes and fixed sort keys. The structural tests read these to find key literals
+# written anywhere else, so every new key format belongs here.
+IDENTITY_PREFIX = "ID#"
+IDENTITY_SK = "ID"
+PROFILE_PREFIX = "CUST#"
+PROFILE_SK = "PROFILE"
+NONCE_PREFIX = "NONCE#"
+NONCE_SK = "NONCE"
+OPTIN_PREFIX = "OPTIN#"
+OPTIN_SK = "OPTIN"
+SUPPRESSION_PREFIX = "SUPPRESS#"
+SUPPRESSION_SK = "SUPPRESS"
+MESSAGE_MARKER_PREFIX = "collect#"
+SECRET_KEY_ITEM_PREFIX = "secret#"  # noqa: S105 - a key prefix, not a secret
+SCENARIOS_PK = "SCENARIOS"
+SCENARIO_PREFIX = "SCN#"
+VERSION_PREFIX = "V#"
+ACTIVE_SK = "ACTIVE"
+ENROLMENT_PREFIX = "ENR#"
+SCHEDULE_PREFIX = "DATE#"
+DUE_SHARD_PREFIX = "DUE#"
+CAP_PREFIX = "CAP#"
+BROADCAST_PREFIX = "BCAST#"
+BROADCAST_RUN_SK = "RUN"
+BROADCAST_SEGMENT_PREFIX = "SEG#"
+REPORT_PREFIX = "RPT#"
+REPORT_ONCE_PREFIX = "RPTONCE#"
+REPORT_ONCE_SK = "ONCE"
+DISPATCH_PREFIX = "DISPATCH#"
+PLAN_SK = "PLAN"
+UNIT_PREFIX = "UNIT#"
+RECIPIENT_PREFIX = "RCPT#"
+EMAIL_SK = "EMAIL"
+
+KEY_LITERALS = frozenset(
+    {
+        IDENTITY_PREFIX,
+        IDENTITY_SK,
+        PROFILE_PREFIX,
+        PROFILE_SK,
+        NONCE_PREFIX,
+        NONCE_SK,
+        OPTIN_PREFIX,
+        OPTIN_SK,
+        SUPPRESSION_PREFIX,
+        SUPPRESSION_SK,
+        MESSAGE_MARKER_PREFIX,
+        SECRET_KEY_ITEM_PREFIX,
+        SCENARIOS_PK,
+        SCENARIO_PREFIX,
+        VERSION_PREFIX,
+        ACTIVE_SK,
+        ENROLMENT_PREFIX,
+        SCHEDULE_PREFIX,
+        DUE_SHARD_PREFIX,
+        CAP_PREFIX,
+        BROADCAST_PREFIX,
+        BROADCAST_RUN_SK,
+        BROADCAST_SEGMENT_PREFIX,
+        REPORT_PREFIX,
+        REPORT_ONCE_PREFIX,
+        REPORT_ONCE_SK,
+        DISPATCH_PREFIX,
+        PLAN_SK,
+        UNIT_PREFIX,
+        RECIPIENT_PREFIX,
+        EMAIL_SK,
+    }
+)
+"""Every prefix and fixed key above: what no other module may spell."""
+
+Key = dict[str, Any]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------ customers table
+
+
+def identity_pk(kind: str, value: str) -> str:
+    return f"{IDENTITY_PREFIX}{kind}#{value}"
+
+
+def identity_key(kind: str, value: str) -> Key:
+    return {"pk": {"S": identity_pk(kind, value)}, "sk": {"S": IDENTITY_SK}}
+
+
+def identity_from_pk(pk: str) -> tuple[str, str]:
+    """(kind, value) of an identity item's pk."""
+    _, kind, value = pk.split("#", 2)
+    return kind, value
+
+
+def profile_key(customer_id: str) -> Key:
+    return {"pk": {"S": f"{PROFILE_PREFIX}{customer_id}"}, "sk": {"S": PROFILE_SK}}
+
+
+def nonce_key(nonce: str) -> Key:
+    """Only the nonce's SHA-256 is stored, so a table read gives no usable link."""
+    return {"pk": {"S": f"{NONCE_PREFIX}{_sha256(nonce)}"}, "sk": {"S": NONCE_SK}}
+
+
+def optin_key(hashed_address: str) -> Key:
+    return {"pk": {"S": f"{OPTIN_PREFIX}{hashed_address}"}, "sk": {"S": OPTIN_SK}}
+
+
+def suppression_pk(hashed_address: str) -> str:
+    return f"{SUPPRESSION_PREFIX}{hashed_address}"
+
+
+def suppression_key(hashed_address: str) -> Key:
+    return {"pk": {"S": suppression_pk(hashed_address)}, "sk": {"S": SUPPRESSION_SK}}
+
+
+# ------------------------------------------------------------------- events, idempotency, sites
+
+
+def event_sk(timestamp_iso: str, message_id: str) -> str:
+    return f"{timestamp_iso}#{message_id}"
+
+
+def message_marker_id(site_id: str, message_id: str) -> str:
+    return f"{MESSAGE_MARKER_PREFIX}{site_id}#{message_id}"
+
+
+def secret_key_item_key(secret_key: str) -> str:
+    """Sites table key of a secret server key: only its SHA-256 is stored, so a leaked table row or
+    backup is no usable key."""
+    return SECRET_KEY_ITEM_PREFIX + _sha256(secret_key)
+
+
+# ------------------------------------------------------------------------------ journeys table
+
+
+def scenario_summary_key(scenario_id: str) -> Key:
+    return {"pk": {"S": SCENARIOS_PK}, "sk": {"S": scenario_id}}
+
+
+def scenario_pk(scenario_id: str) -> str:
+    return f"{SCENARIO_PREFIX}{scenario_id}"
+
+
+def version_sk(version: int) -> str:
+    return f"{VERSION_PREFIX}{version:06d}"
+
+
+def version_from_sk(sk: str) -> int:
+    return int(sk.removeprefix(VERSION_PREFIX))
+
+
+def version_key(scenario_id: str, version: int) -> Key:
+    return {"pk": {"S": scenario_pk(scenario_id)}, "sk": {"S": version_sk(version)}}
+
+
+def active_key(scenario_id: str) -> Key:
+    return {"pk": {"S": scenario_pk(scenario_id)}, "sk": {"S": ACTIVE_SK}}
+
+
+def enrolment_pk(customer_id: str) -> str:
+    return f"{ENROLMENT_PREFIX}{customer_id}"
+
+
+def enrolment_key(customer_id: str, scenario_id: str) -> Key:
+    return {"pk": {"S": enrolment_pk(customer_id)}, "sk": {"S": scenario_id}}
+
+
+def schedule_pk(customer_id: str) -> str:
+    return f"{SCHEDULE_PREFIX}{customer_id}"
+
+
+def schedule_key(customer_id: str, scenario_id: str) -> Key:
+    return {"pk": {"S": schedule_pk(customer_id)}, "sk": {"S": scenario_id}}
+
+
+def is_schedule_pk(pk: str) -> bool:
+    return pk.startswith(SCHEDULE_PREFIX)
+
+
+def customer_of_journey_pk(pk: str) -> str:
+    """The customer id of an ENR#/DATE# partition key."""
+    return pk.split("#", 1)[1]
+
+
+def due_shard_name(shard: int) -> str:
+    return f"{DUE_SHARD_PREFIX}{shard}"
+
+
+def cap_pk(customer_id: str) -> str:
+    return f"{CAP_PREFIX}{customer_id}"
+
+
+def cap_key(customer_id: str, channel: str, period: str) -> Key:
+    return {"pk": {"S": cap_pk(customer_id)}, "sk": {"S": f"{channel}#{period}"}}
+
+
+def journey_partitions(customer_id: str) -> dict[str, str]:
+    """A customer's partitions in the Journeys table, by what they hold (erasure deletes them)."""
+    return {
+        "enrolments": enrolment_pk(customer_id),
+        "schedules": schedule_pk(customer_id),
+        "caps": cap_pk(customer_id),
+    }
+
+
+def broadcast_run_key(scenario_id: str, run: str) -> Key:
+    return {"pk": {"S": f"{BROADCAST_PREFIX}{scenario_id}#{run}"}, "sk": {"S": BROADCAST_RUN_SK}}
+
+
+def broadcast_segment_key(scenario_id: str, run: str, segment: int) -> Key:
+    return {
+        "pk": {"S": f"{BROADCAST_PREFIX}{scenario_id}#{run}"},
+        "sk": {"S": f"{BROADCAST_SEGMENT_PREFIX}{segment}"},
+    }
+
+
+def report_pk(scenario_id: str) -> str:
+    return f"{REPORT_PREFIX}{scenario_id}"
+
+
+def report_cell_sk(version: int, step: str, variant: str, group: str) -> str:
+    return f"{VERSION_PREFIX}{version:06d}#S#{step}#VAR#{variant}#G#{group}"
+
+
+def report_once_key(scenario_id: str, once: str) -> Key:
+    return {
+        "pk": {"S": f"{REPORT_ONCE_PREFIX}{_sha256(f'{scenario_id}|{once}')}"},
+        "sk": {"S": REPORT_ONCE_SK},
+    }
+
+
+# ---------------------------------------------------------------------------- deliveries table
+
+
+def dispatch_pk(idempotency_key: str) -> str:
+    return f"{DISPATCH_PREFIX}{idempotency_key}"
+
+
+def dispatch_key(idempotency_key: str, sk: str) -> Key:
+    return {"pk": {"S": dispatch_pk(idempotency_key)}, "sk": {"S": sk}}
+
+
+def unit_sk(unit_id: str) -> str:
+    return UNIT_PREFIX + unit_id
+
+
+def recipient_sk(customer_id: str) -> str:
+    return RECIPIENT_PREFIX + customer_id
+
+
+def email_dispatch_key(idempotency_key: str) -> Key:
+    return dispatch_key(idempotency_key, EMAIL_SK)

@@ -1,0 +1,95 @@
+"""The writes ingest plans and a store commits together: profile changes, write batches, the outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cems.identity import IdentityKey
+from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
+from cems.profiles import BOUGHT_SETS, fit
+
+
+@dataclass
+class ProfileChange:
+    """What a set of messages changes on one profile; written as one Put (new) or one Update."""
+
+    customer_id: str
+    is_new: bool
+    first_seen_at: datetime
+    user_id: str | None = None
+    anonymous_ids: set[str] = field(default_factory=set)
+    traits: dict[str, Any] = field(default_factory=dict)
+    orders: dict[str, OrderSummary] = field(default_factory=dict)
+    products_bought: set[str] = field(default_factory=set)
+    skus_bought: set[str] = field(default_factory=set)
+    categories_bought: set[str] = field(default_factory=set)
+    line_user_id: str | None = None
+    # The user id may join only a customer with no user id (or this one); false when only aliases
+    # claimed it (an alias joins two ids of one person).
+    user_id_joins_only_new: bool = False
+    # The latest state per channel these messages set (e.g. LINE followed or blocked).
+    channels: dict[Channel, ChannelState] = field(default_factory=dict)
+    # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
+    # conditions allow for), orders folded into the rollup, and the version that folding read.
+    growth: dict[str, int] | None = None
+    folded_orders: list[str] = field(default_factory=list)
+    order_rollup: OrderRollup | None = None
+    expected_version: int | None = None
+
+    def fit_to(self, before: Profile | None) -> None:
+        """Keep what fits the profile as it was (None: not read, or new), see cems.profiles.fit."""
+        fitted = fit(
+            self.traits,
+            self.orders,
+            {name: getattr(self, name) for name in BOUGHT_SETS},
+            before,
+        )
+        self.traits, self.orders = fitted.traits, fitted.orders
+        for name in BOUGHT_SETS:
+            setattr(self, name, fitted.bought[name])
+        known_ids = before.anonymous_ids if before else set()
+        self.growth = {**fitted.growth, "anonymous_ids": len(self.anonymous_ids - known_ids)}
+        self.folded_orders, self.order_rollup = fitted.folded, fitted.rollup
+        self.expected_version = before.version if before is not None and fitted.rollup is not None else None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.is_new
+            or self.user_id
+            or self.line_user_id
+            or self.channels
+            or self.anonymous_ids
+            or self.traits
+            or self.orders
+            or self.products_bought
+            or self.skus_bought
+            or self.categories_bought
+        )
+
+
+@dataclass
+class WriteBatch:
+    """Writes that land together or not at all (one DynamoDB transaction)."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    claims: dict[IdentityKey, str] = field(default_factory=dict)
+    profiles: dict[str, ProfileChange] = field(default_factory=dict)
+
+    def action_count(self) -> int:
+        # Each event is two actions: the event and its de-duplication marker.
+        return (
+            2 * len(self.events)
+            + len(self.claims)
+            + sum(1 for change in self.profiles.values() if not change.is_empty())
+        )
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    committed: bool
+    duplicate_message_ids: frozenset[str] = frozenset()
+    # Profiles whose write was refused, as they were (merged away, or a collection at its maximum):
+    # the next attempt fits its change to them (cems.profiles).
+    refused_profiles: tuple[Profile, ...] = ()
