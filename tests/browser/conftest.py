@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,12 @@ from tests.browser.chrome import chrome_driver
 
 WRITE_KEY = "test-write-key"
 LINE_LINK_PATH = "/v1/line/link"
+# Where the page posts the marker that shows the collector has everything sent before it.
+MARKER_PATH = "/__marker"
+# How long a wait on the browser may take before it counts as hung: a hang bound, not a speed test.
+HANG = 300.0
+# How often a wait looks again: how soon it notices, never whether it passes.
+POLL_SECONDS = 0.05
 # The two-line install of docs/tag.md: the stub queues calls until the tag has loaded.
 STUB = (
     "<script>!function(w,q){q=w.cems=w.cems||[];"
@@ -101,11 +108,17 @@ class FakeCollector:
     link_redirect: str = ""
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The test's browser, which sends the markers (`settle`).
+    browser: webdriver.Chrome | None = None
 
     def posts(self) -> list[Received]:
-        """The Segment calls (/v1/<type>), not the LINE link requests."""
+        """The Segment calls (/v1/<type>), not the LINE link requests or markers."""
         with self.lock:
-            return [r for r in self.requests if r.method == "POST" and r.route != LINE_LINK_PATH]
+            return [
+                r
+                for r in self.requests
+                if r.method == "POST" and r.route not in (LINE_LINK_PATH, MARKER_PATH)
+            ]
 
     def link_posts(self) -> list[Received]:
         with self.lock:
@@ -119,7 +132,7 @@ class FakeCollector:
         return [r.message for r in self.posts()]
 
     def wait_for(
-        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float = HANG
     ) -> list[dict[str, Any]]:
         """Wait until condition holds for the messages received so far; returns them."""
         deadline = time.monotonic() + timeout
@@ -129,12 +142,36 @@ class FakeCollector:
                 return messages
             if time.monotonic() > deadline:
                 raise AssertionError(f"collector did not get what was expected in {timeout}s: {messages!r}")
-            time.sleep(0.05)
+            time.sleep(POLL_SECONDS)
 
-    def wait_for_count(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    def wait_for_count(self, count: int, timeout: float = HANG) -> list[dict[str, Any]]:
+        """The messages, once at least `count` arrived and nothing more is on its way (`settle`): a
+        test asserting exactly `count` sees any extra message the page sent."""
         self.wait_for(lambda m: len(m) >= count, timeout)
-        time.sleep(0.3)  # anything more than expected would arrive by now
+        self.settle(timeout)
         return self.messages()
+
+    def settle(self, timeout: float = HANG) -> None:
+        """Makes the page send a marker after everything it sent so far and waits for it. The
+        marker is made after those requests and goes out after them, so "nothing more arrived" is
+        shown by ordering (what was sent before the marker was received before it), not by
+        waiting a while and hoping that was long enough."""
+        assert self.browser is not None, "settle() needs the test's browser: use the chrome fixture"
+        marker = uuid.uuid4().hex
+        # XMLHttpRequest: tests wrap or remove fetch and sendBeacon, never this.
+        self.browser.execute_script(
+            "var x = new XMLHttpRequest(); x.open('POST', arguments[0]); x.send('');",
+            f"{self.url}{MARKER_PATH}?id={marker}",
+        )
+        deadline = time.monotonic() + timeout
+        while not self._has_marker(marker):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page's marker did not reach the collector in {timeout}s")
+            time.sleep(POLL_SECONDS)
+
+    def _has_marker(self, marker: str) -> bool:
+        with self.lock:
+            return any(r.route == MARKER_PATH and r.query.get("id") == [marker] for r in self.requests)
 
     def clear(self) -> None:
         with self.lock:
@@ -203,7 +240,7 @@ def site() -> Iterator[TestSite]:
 
 
 @pytest.fixture
-def collector(site: TestSite) -> Iterator[FakeCollector]:
+def collector(site: TestSite, request: pytest.FixtureRequest) -> Iterator[FakeCollector]:
     recorder: FakeCollector
 
     class CollectorHandler(_QuietHandler):
@@ -229,6 +266,9 @@ def collector(site: TestSite) -> Iterator[FakeCollector]:
 
         def do_POST(self) -> None:
             origin, _ = self._record()
+            if urlsplit(self.path).path == MARKER_PATH:
+                self.reply(204, b"", "text/plain", {"Access-Control-Allow-Origin": "*"})
+                return
             if origin and origin not in recorder.allowed_origins:
                 body = {"success": False, "error": "origin_not_allowed"}
                 self.reply(403, json.dumps(body).encode(), "application/json", {})
@@ -242,6 +282,8 @@ def collector(site: TestSite) -> Iterator[FakeCollector]:
     server, thread = _serve(CollectorHandler)
     port = server.server_address[1]
     recorder = FakeCollector(url=f"http://127.0.0.1:{port}", allowed_origins={site.origin})
+    if "chrome" in request.fixturenames:
+        recorder.browser = request.getfixturevalue("chrome")
     try:
         yield recorder
     finally:

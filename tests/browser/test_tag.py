@@ -17,7 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.browser.conftest import STUB, WRITE_KEY, FakeCollector, TestSite
+from tests.browser.conftest import HANG, POLL_SECONDS, STUB, WRITE_KEY, FakeCollector, TestSite
 
 ROOT = Path(__file__).parents[2]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -44,12 +44,12 @@ RECORD_BEACONS = (
 
 def _open(driver: webdriver.Chrome, url: str) -> None:
     driver.get(url)
-    # The tag is async: wait until it has replaced the stub.
-    deadline = time.monotonic() + 10
+    # The tag is async: wait until it has replaced the stub (a hang bound, not a speed test).
+    deadline = time.monotonic() + HANG
     while not driver.execute_script("return !!(window.cems && window.cems.loaded)"):
         if time.monotonic() > deadline:
             raise AssertionError(f"the tag did not load on {url}: {driver.get_log('browser')!r}")
-        time.sleep(0.05)
+        time.sleep(POLL_SECONDS)
 
 
 def _iso(value: str) -> datetime:
@@ -377,7 +377,10 @@ def test_without_send_beacon_fetch_keepalive_is_used(
         "var __f = window.fetch; window.fetch = function (u, o) {"
         "  __fetches.push({url: u, keepalive: o.keepalive, credentials: o.credentials, mode: o.mode,"
         "                  method: o.method, type: o.headers['Content-Type']});"
-        "  return __f.apply(this, arguments); };</script>"
+        "  return __f.apply(this, arguments).then("
+        "    function (r) { __settled.push(r.status); return r; },"
+        "    function (e) { __settled.push('rejected'); throw e; }); };"
+        "window.__settled = [];</script>"
     )
     _open(chrome, site.tag_page("/nobeacon.html", collector, before=record_fetch))
     chrome.execute_script("cems.track('Product Added', {sku: 'TEA-001'});")
@@ -400,7 +403,11 @@ def test_without_send_beacon_fetch_keepalive_is_used(
         assert "writeKey" not in request.message
     assert collector.preflights() == []
     # The collector's CORS answer lets the fetch resolve: nothing is rejected in the page.
-    time.sleep(0.3)
+    deadline = time.monotonic() + HANG
+    while len(settled := chrome.execute_script("return window.__settled")) < 2:
+        assert time.monotonic() < deadline, f"the fetches did not settle: {settled!r}"
+        time.sleep(POLL_SECONDS)
+    assert settled == [200, 200]
     assert _page_errors(chrome) == []
 
 
@@ -450,7 +457,9 @@ def test_the_tag_never_throws_into_the_page(
     chrome.execute_script("cems.track('Still Working', {ok: true});")
 
     assert set(results) == {"ok"}
-    messages = collector.wait_for(lambda ms: any(m.get("event") == "Still Working" for m in ms))
+    collector.wait_for(lambda ms: any(m.get("event") == "Still Working" for m in ms))
+    collector.settle()  # anything the calls before it sent has arrived too
+    messages = collector.messages()
     sent = [(m["type"], m.get("event")) for m in messages]
     # Calls without a usable event name are dropped, unserialisable properties drop the message.
     assert ("track", "Circular") not in sent
@@ -474,8 +483,8 @@ def test_a_page_without_write_key_or_stub_is_left_alone(
         "addEventListener('error',function(e){__errors.push(String(e.message))});</script>"
         f'<script src="{collector.url}/tag.js"></script></head><body>ok</body></html>',
     )
-    chrome.get(url)
-    time.sleep(0.5)
+    chrome.get(url)  # returns after the load event: the (synchronous) tag script has run
+    collector.settle()  # and anything it sent has arrived
 
     assert _page_errors(chrome) == []
     assert chrome.execute_script("return typeof window.cems") == "undefined"
