@@ -301,20 +301,24 @@ def trigger_matches(scenario: Scenario, event: StoredEvent) -> bool:
     and broadcast triggers enrol without an event)."""
     trigger = scenario.trigger
     name = event_name(event)
-    if isinstance(trigger, EventTrigger):
-        return event_matches(trigger.event, trigger.where, event)
-    if isinstance(trigger, LineFollowTrigger):
-        return name == LineEvent.FOLLOW.value and (
-            trigger.include_unblocked or not event.properties.get("is_unblocked")
-        )
-    if isinstance(trigger, SurveyAnswerTrigger):
-        survey = event.properties.get("survey")
-        if name != LineEvent.POSTBACK.value or not isinstance(survey, dict):
-            return False
-        if survey.get("question") != trigger.question or "answer" not in survey:
-            return False
-        return trigger.answers is None or str(survey["answer"]) in trigger.answers
-    return False
+    match trigger:
+        case EventTrigger():
+            return event_matches(trigger.event, trigger.where, event)
+        case LineFollowTrigger():
+            return name == LineEvent.FOLLOW.value and (
+                trigger.include_unblocked or not event.properties.get("is_unblocked")
+            )
+        case SurveyAnswerTrigger():
+            survey = event.properties.get("survey")
+            if name != LineEvent.POSTBACK.value or not isinstance(survey, dict):
+                return False
+            if survey.get("question") != trigger.question or "answer" not in survey:
+                return False
+            return trigger.answers is None or str(survey["answer"]) in trigger.answers
+        case DateTrigger() | BroadcastTrigger():
+            return False  # they enrol at their moment, never on an event
+        case _:
+            assert_never(trigger)
 
 
 def is_blacklisted(profile: Profile) -> bool:

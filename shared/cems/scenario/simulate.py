@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Never
+from typing import Any, Never, assert_never
 
 from cems import clock
 from cems.models import (
@@ -44,12 +44,15 @@ from cems.scenario.model import (
     BroadcastTrigger,
     DateTrigger,
     EndStep,
+    EventTrigger,
     FrequencyCaps,
+    LineFollowTrigger,
     RichMenuStep,
     Scenario,
     SendStep,
     SetTraitStep,
     SplitStep,
+    SurveyAnswerTrigger,
     WaitForEventStep,
     WaitStep,
 )
@@ -254,15 +257,20 @@ def simulate(
 
 
 def _scheduled_entry(scenario: Scenario, profile: Profile, origin: datetime) -> datetime | None:
+    """The first entry a scheduled trigger makes after `origin`; None for one that enrols on events."""
     trigger = scenario.trigger
-    if isinstance(trigger, DateTrigger):
-        return date_trigger_due(trigger, profile, scenario.zone, origin)
-    if isinstance(trigger, BroadcastTrigger):
-        if trigger.at is not None:
-            return trigger.at.astimezone(UTC) if trigger.at >= origin else None
-        assert trigger.cron is not None
-        return cron_next(trigger.cron, origin, scenario.zone)
-    return None
+    match trigger:
+        case DateTrigger():
+            return date_trigger_due(trigger, profile, scenario.zone, origin)
+        case BroadcastTrigger():
+            if trigger.at is not None:
+                return trigger.at.astimezone(UTC) if trigger.at >= origin else None
+            assert trigger.cron is not None
+            return cron_next(trigger.cron, origin, scenario.zone)
+        case EventTrigger() | LineFollowTrigger() | SurveyAnswerTrigger():
+            return None
+        case _:
+            assert_never(trigger)
 
 
 def _rescheduled(
