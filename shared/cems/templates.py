@@ -78,22 +78,29 @@ def parse(source: str, html: bool = False) -> BoundTemplate:
 
 
 def template_problems(source: str, html: bool = False) -> list[str]:
-    """Why a template cannot be used, in plain words: syntax, an unknown filter, or a variable that
-    is not in scope (a typo of `profile`, say). Empty when it is fine."""
+    """Why a template cannot be used, in plain words, Japanese first with English alongside (the
+    scenario validator shows them to marketers): syntax, an unknown filter, or a variable that is not
+    in scope (a typo of `profile`, say). Empty when it is fine."""
     try:
         template = parse(source, html)
     except LiquidError as exc:
-        return [f"Liquid syntax: {_message(exc)}"]
+        return [f"Liquid の構文エラー: {_message(exc)} / Liquid syntax: {_message(exc)}"]
     problems: list[str] = []
     env = _HTML if html else _TEXT
     try:
         unknown_filters = sorted(set(template.filter_names()) - set(env.filters))
         unknown_names = sorted(set(template.global_variables()) - set(SCOPE_NAMES))
     except LiquidError as exc:  # pragma: no cover - analysis of a template that parsed
-        return [f"Liquid: {_message(exc)}"]
-    problems += [f"unknown Liquid filter `{name}`" for name in unknown_filters]
+        return [f"Liquid のエラー: {_message(exc)} / Liquid: {_message(exc)}"]
+    scope = ", ".join(SCOPE_NAMES)
     problems += [
-        f"`{name}` is not in scope; templates can use {', '.join(SCOPE_NAMES)}" for name in unknown_names
+        f"Liquid のフィルター `{name}` はありません / unknown Liquid filter `{name}`"
+        for name in unknown_filters
+    ]
+    problems += [
+        f"`{name}` はテンプレートで使えません（使えるのは {scope}） / `{name}` is not in scope; "
+        f"templates can use {scope}"
+        for name in unknown_names
     ]
     return problems
 

@@ -3,7 +3,9 @@ deterministic assignment, how steps follow each other, and the committed JSON Sc
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,25 @@ def test_the_committed_json_schema_is_current() -> None:
     )
 
 
+def _descriptions(node: Any, path: str = "") -> list[tuple[str, str]]:
+    if isinstance(node, dict):
+        found = [(path, node["description"])] if isinstance(node.get("description"), str) else []
+        return found + [d for key, value in node.items() for d in _descriptions(value, f"{path}/{key}")]
+    if isinstance(node, list):
+        return [d for i, value in enumerate(node) for d in _descriptions(value, f"{path}/{i}")]
+    return []
+
+
+def test_every_description_in_the_schema_is_in_japanese_and_english() -> None:
+    # The editor shows these on hover; the people who write scenarios read Japanese first.
+    descriptions = _descriptions(json.loads(json_schema_text()))
+    assert len(descriptions) > 60
+    for path, text in descriptions:
+        japanese, _, english = text.partition("\n\n")
+        assert re.search(r"[\u3040-\u30ff\u3400-\u9fff]", japanese), (path, text)
+        assert re.search(r"[A-Za-z]{3}", english), (path, text)
+
+
 def test_the_schema_forbids_unknown_fields_so_editors_flag_typos() -> None:
     schema = json.loads(json_schema_text())
     assert schema["additionalProperties"] is False
@@ -68,6 +89,46 @@ def test_the_schema_forbids_unknown_fields_so_editors_flag_typos() -> None:
 def test_examples_point_editors_at_the_schema() -> None:
     for path in (ROOT / "examples" / "scenarios").glob("*.json"):
         assert json.loads(path.read_text(encoding="utf-8"))["$schema"] == "../../schemas/scenario.schema.json"
+
+
+# -- modules ----------------------------------------------------------------------------------------------
+
+
+def _scenario_imports() -> dict[str, set[str]]:
+    """Each module of cems.scenario -> the cems.scenario modules it imports, inside functions too."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / "shared" / "cems" / "scenario").glob("*.py"):
+        name = "cems.scenario" if path.stem == "__init__" else f"cems.scenario.{path.stem}"
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "cems.scenario":
+                imported |= {f"cems.scenario.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cems.scenario."):
+                imported.add(str(node.module))
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names if a.name.startswith("cems.scenario.")}
+        graph[name] = imported - {name}
+    return graph
+
+
+def test_no_scenario_module_imports_one_that_imports_it_back() -> None:
+    graph = _scenario_imports()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            current = todo.pop()
+            if current == goal:
+                return True
+            if current not in seen:
+                seen.add(current)
+                todo.extend(graph.get(current, ()))
+        return False
+
+    cycles = [(a, b) for a, targets in graph.items() for b in targets if reaches(b, a)]
+    assert not cycles
+    # The schema and the checks of the whole document live apart; the checks do not know the models.
+    assert "cems.scenario.model" not in graph["cems.scenario.graph"] | graph["cems.scenario.semantics"]
 
 
 # -- defaults ---------------------------------------------------------------------------------------------

@@ -1,18 +1,22 @@
-"""Bad scenario files: each kind of mistake is reported at its JSON path, in plain words."""
+"""Bad scenario files: each kind of mistake is reported at its JSON path, in plain words (Japanese
+first, English alongside), and all of a file's mistakes in one report."""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cems.cli import main
+from cems.scenario.problems import SEPARATOR
 from cems.scenario.validation import ValidationReport, validate_document, validate_file, validate_text
 
 ROOT = Path(__file__).resolve().parents[2]
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 EXAMPLES = sorted((ROOT / "examples" / "scenarios").glob("*.json"))
 
 BASE: dict[str, Any] = {
@@ -33,9 +37,17 @@ def check(change: Callable[[dict[str, Any]], Any]) -> ValidationReport:
     return validate_document(document)
 
 
+def english(message: str) -> str:
+    """The English half of a message, once it is seen to start in Japanese."""
+    ja, separator, en = message.partition(SEPARATOR)
+    assert separator and JAPANESE.search(ja) and en and not JAPANESE.search(en[:20]), message
+    return en
+
+
 def only_error(report: ValidationReport) -> tuple[str, str]:
+    """The one error's path and the English half of its message."""
     assert len(report.errors) == 1, [e.line() for e in report.errors]
-    return report.errors[0].path, report.errors[0].message
+    return report.errors[0].path, english(report.errors[0].message)
 
 
 def test_the_base_document_is_valid() -> None:
@@ -415,6 +427,114 @@ def test_several_mistakes_are_all_reported() -> None:
     assert {e.path for e in report.errors} == {"steps[0].duration", "steps[1].chanel", "priority"}
 
 
+# One file with a mistake of every class validation knows: field errors (type, unknown field,
+# missing field, value not allowed, out of range, unknown union member, duration, cron, time zone,
+# time of day, a key given twice) and whole-document errors (a step that does not exist, an
+# unreachable step, a loop without a wait, a date the trigger has not got, content for the channel,
+# A/B weights, a LINE message LINE refuses, an unknown Liquid variable).
+EVERY_MISTAKE = """{
+  "id": "every-mistake",
+  "name": "間違いだらけ",
+  "name": "二度目の名前",
+  "version": "1",
+  "prioriti": 5,
+  "time_zone": "Tokyo",
+  "trigger": {"type": "broadcast", "cron": "0 25 * * *"},
+  "audience": {"kind": "trate", "trait": "x"},
+  "entry": {"reentry": "sometimes", "holdout_percent": 80},
+  "goal": {"event": "Order Completed"},
+  "send_window": {"start": "25:00"},
+  "frequency_cap": {"give_up_after": "soon"},
+  "steps": [
+    {"id": "start", "type": "wait", "until": {"date": "trigger_event"}, "next": "helo"},
+    {"id": "hello", "type": "send", "channel": "line",
+     "line": [{"type": "text", "text": "{{ custmer.name }} さん"}, {"type": "txt"}], "next": "again"},
+    {"id": "again", "type": "set_trait", "trait": "greeted", "value": true, "next": "hello"},
+    {"id": "mail", "type": "send", "channel": "email", "next": "ab"},
+    {"id": "ab", "type": "split", "variants": [
+      {"name": "A", "weight": 0, "next": "done"}, {"name": "B", "weight": 0, "next": "done"}]},
+    {"id": "done", "type": "end"}
+  ]
+}"""
+
+EVERY_CLASS = {
+    # fields (pydantic, translated by error type)
+    ("version", "int_type"),
+    ("prioriti", "extra_forbidden"),
+    ("goal.within", "missing"),
+    ("entry.reentry", "literal_error"),
+    ("entry.holdout_percent", "less_than_equal"),
+    ("audience.kind", "union_tag_invalid"),
+    ("frequency_cap.give_up_after", "value_error"),  # a duration
+    ("trigger.cron", "value_error"),
+    ("time_zone", "value_error"),
+    ("send_window.start", "value_error"),  # a time of day
+    ("(the whole file)", "duplicate_key"),
+    # the whole document (graph, dates, content, Liquid)
+    ("steps[0].next", "unknown_step"),
+    ("steps[3]", "unreachable_step"),
+    ("steps[1]", "loop_without_wait"),
+    ("steps[0].until.date", "date_source"),
+    ("steps[3].email", "channel_content"),
+    ("steps[4].variants", "split_weights"),
+    ("steps[1].line[1].type", "line_message"),
+    ("steps[1].line[0].text", "liquid"),
+}
+
+
+def test_a_file_with_every_class_of_mistake_gets_them_all_in_one_report() -> None:
+    report = validate_text(EVERY_MISTAKE, "every.json")
+    found = {(e.path, e.code) for e in report.errors}
+    assert found >= EVERY_CLASS, sorted(EVERY_CLASS - found)
+    assert not report.valid and report.scenario is None
+    for issue in report.errors:
+        english(issue.message)  # Japanese first, English alongside
+    by_path = {e.path: e.message for e in report.errors}
+    assert 'there is no step "helo"; did you mean "hello"?' in by_path["steps[0].next"]
+    assert "`custmer` is not in scope" in by_path["steps[1].line[0].text"]
+    assert "hello → again → hello" in by_path["steps[1]"]
+    # The typo "helo" is taken as "hello" for reachability, so hello and again are not called
+    # orphans too; mail, ab and done are (the loop never leaves).
+    unreachable = [e.path for e in report.errors if e.code == "unreachable_step"]
+    assert unreachable == ["steps[3]", "steps[4]", "steps[5]"]
+
+
+def test_a_step_after_a_reference_to_nowhere_in_particular_is_not_called_unreachable() -> None:
+    # What "nowhere" was meant to be is unknown, so reachability waits until it is fixed.
+    report = check(lambda d: d["steps"][0].update(next="zzz"))
+    assert [e.code for e in report.errors] == ["unknown_step"]
+    assert english(report.errors[0].message) == 'there is no step "zzz"; step ids here: wait, hello, done'
+
+
+def test_the_graph_is_checked_even_when_a_field_is_invalid() -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["priority"] = "high"
+        d["steps"][0]["next"] = "hallo"
+        d["steps"][1]["line"][0]["text"] = "{{ custmer.name }}"
+
+    report = check(change)
+    assert [(e.path, e.code) for e in report.errors] == [
+        ("priority", "int_type"),
+        ("steps[0].next", "unknown_step"),
+        ("steps[1].line[0].text", "liquid"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "multiple_of", "loc": ("priority",), "msg": "Input should be a multiple of 5", "input": 3},
+        {"type": "value_error", "loc": ("priority",), "msg": "Value error, plain English", "input": 3},
+    ],
+    ids=["untranslated type", "English-only value error"],
+)
+def test_an_error_pydantic_gives_that_is_not_translated_still_has_japanese(error: dict[str, Any]) -> None:
+    from cems.scenario.validation import _translate
+
+    issue = _translate(error, {"priority": 3})
+    assert english(issue.message) in ("Input should be a multiple of 5", "plain English")
+
+
 def test_a_file_that_is_not_json() -> None:
     report = validate_text('{"id": "x",\n  "name": }', "bad.json")
     assert only_error(report)[1].startswith("not valid JSON at line 2, column 11")
@@ -438,7 +558,8 @@ def test_the_json_report_names_path_message_code_and_step() -> None:
     assert data["errors"] == [
         {
             "path": "steps[0].next",
-            "message": 'there is no step "hallo"; did you mean "hello"?',
+            "message": 'ステップ "hallo" はありません。"hello" のことですか？ / '
+            'there is no step "hallo"; did you mean "hello"?',
             "code": "unknown_step",
             "step": "wait",
         }
@@ -450,7 +571,10 @@ def test_the_text_report_has_a_japanese_summary_and_one_line_per_error() -> None
     lines = check(lambda d: d["steps"][0].update(next="hallo")).to_text().splitlines()
     assert lines[0].endswith("invalid: 1 error(s)")
     assert lines[1].startswith("無効なシナリオです")
-    assert lines[2] == '  error: steps[0].next (step "wait"): there is no step "hallo"; did you mean "hello"?'
+    assert lines[2] == (
+        '  error: steps[0].next (step "wait"): ステップ "hallo" はありません。"hello" のことですか？ / '
+        'there is no step "hallo"; did you mean "hello"?'
+    )
 
 
 def test_cli_validate_exits_0_for_a_valid_file(capsys: pytest.CaptureFixture[str]) -> None:

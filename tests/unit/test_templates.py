@@ -89,9 +89,10 @@ def test_parsed_templates_are_cached() -> None:
 
 def test_template_problems_syntax_filter_and_scope() -> None:
     assert template_problems("{{ profile.customer_id }}") == []
-    assert template_problems("{% if %}")[0].startswith("Liquid syntax")
+    assert template_problems("{% if %}")[0].startswith("Liquid の構文エラー")
     assert template_problems("{{ x | nope }}") == [
-        "unknown Liquid filter `nope`",
+        "Liquid のフィルター `nope` はありません / unknown Liquid filter `nope`",
+        "`x` はテンプレートで使えません（使えるのは profile, event, step, scenario） / "
         "`x` is not in scope; templates can use profile, event, step, scenario",
     ]
 

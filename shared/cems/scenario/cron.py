@@ -28,6 +28,9 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("day of week", 0, 7, _DAYS),
 )
 CRON_HINT = 'write five fields "minute hour day-of-month month day-of-week", e.g. "0 10 * * 1"'
+CRON_HINT_JA = '"分 時 日 月 曜日" の 5 つの欄で書いてください（例 "0 10 * * 1"）'
+# The fields' names in the Japanese half of an error (the scenario validator shows errors as they are).
+_JA = {"minute": "分", "hour": "時", "day of month": "日", "month": "月", "day of week": "曜日"}
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class CronSchedule:
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
-        """Raises ValueError naming the field that is wrong."""
+        """Raises ValueError naming the field that is wrong, in Japanese and English."""
         fields = expression.split()
         if len(fields) != 5:
-            raise ValueError(f'"{expression}" has {len(fields)} fields, not 5; {CRON_HINT}')
+            raise ValueError(
+                f'"{expression}" は欄が {len(fields)} つで、5 つではありません。{CRON_HINT_JA} / '
+                f'"{expression}" has {len(fields)} fields, not 5; {CRON_HINT}'
+            )
         values = [_parse_field(text, *spec) for text, spec in zip(fields, _FIELDS, strict=True)]
         weekdays = frozenset(0 if d == 7 else d for d in values[4])
         return cls(
@@ -95,7 +101,10 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
         step = 1
         if step_text:
             if not step_text.isdigit() or int(step_text) == 0:
-                raise ValueError(f'the {name} field "{text}" has a bad step "{step_text}"; {CRON_HINT}')
+                raise ValueError(
+                    f'{_JA[name]}の欄 "{text}" の間隔 "{step_text}" が正しくありません。{CRON_HINT_JA} / '
+                    f'the {name} field "{text}" has a bad step "{step_text}"; {CRON_HINT}'
+                )
             step = int(step_text)
         if body == "*":
             first, last = low, high
@@ -103,7 +112,10 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
             a, _, b = body.partition("-")
             first, last = _value(a, name, low, high, names, text), _value(b, name, low, high, names, text)
             if first > last:
-                raise ValueError(f'the {name} field "{text}" has a range that runs backwards')
+                raise ValueError(
+                    f'{_JA[name]}の欄 "{text}" の範囲が逆順です / '
+                    f'the {name} field "{text}" has a range that runs backwards'
+                )
         else:
             first = _value(body, name, low, high, names, text)
             last = high if step_text else first
@@ -115,8 +127,14 @@ def _value(token: str, name: str, low: int, high: int, names: dict[str, int], te
     if token in names:
         return names[token]
     if not token.isdigit():
-        raise ValueError(f'the {name} field "{text}" has "{token}", which is not a number; {CRON_HINT}')
+        raise ValueError(
+            f'{_JA[name]}の欄 "{text}" の "{token}" は数ではありません。{CRON_HINT_JA} / '
+            f'the {name} field "{text}" has "{token}", which is not a number; {CRON_HINT}'
+        )
     number = int(token)
     if not low <= number <= high:
-        raise ValueError(f'the {name} field "{text}" has {number}, outside {low}-{high}')
+        raise ValueError(
+            f'{_JA[name]}の欄 "{text}" の {number} は {low}〜{high} の範囲外です / '
+            f'the {name} field "{text}" has {number}, outside {low}-{high}'
+        )
     return number

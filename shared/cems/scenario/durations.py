@@ -24,28 +24,41 @@ _ORDER = "wdhm"
 # Longer than any scenario could sensibly wait; keeps arithmetic on datetimes far from overflow.
 MAX_DURATION = timedelta(days=3660)
 DURATION_HINT = 'write e.g. "30m", "1h", "3d", "2w" or "1d12h" (units w, d, h, m; largest first)'
+DURATION_HINT_JA = '"30m"・"1h"・"3d"・"2w"・"1d12h" のように書いてください（単位は w・d・h・m、大きい順）'
 
 
 def parse_duration(text: str, *, signed: bool = False) -> timedelta:
-    """`"1d12h"` -> timedelta(days=1, hours=12); raises ValueError with a plain-words reason."""
+    """`"1d12h"` -> timedelta(days=1, hours=12); raises ValueError with a plain-words reason, in
+    Japanese and English (the scenario validator shows it as it is)."""
     if not isinstance(text, str):
-        raise ValueError(f"a duration is text; {DURATION_HINT}")
+        raise ValueError(f"期間はテキストです。{DURATION_HINT_JA} / a duration is text; {DURATION_HINT}")
     body = text.strip()
     sign = 1
     if body[:1] in "+-" and body:
         if not signed:
-            raise ValueError(f'"{text}" has a sign, but this duration cannot be negative; {DURATION_HINT}')
+            raise ValueError(
+                f'"{text}" に符号がありますが、この期間は負にできません。{DURATION_HINT_JA} / '
+                f'"{text}" has a sign, but this duration cannot be negative; {DURATION_HINT}'
+            )
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     parts = _PART.findall(body)
     if not body or "".join(n + u for n, u in parts) != body:
-        raise ValueError(f'"{text}" is not a duration; {DURATION_HINT}')
+        raise ValueError(
+            f'"{text}" は期間ではありません。{DURATION_HINT_JA} / "{text}" is not a duration; {DURATION_HINT}'
+        )
     units = [u for _, u in parts]
     if len(set(units)) != len(units) or units != sorted(units, key=_ORDER.index):
-        raise ValueError(f'"{text}" repeats a unit or puts a smaller one first; {DURATION_HINT}')
+        raise ValueError(
+            f'"{text}" は単位が重なっているか、小さい単位が先にあります。{DURATION_HINT_JA} / '
+            f'"{text}" repeats a unit or puts a smaller one first; {DURATION_HINT}'
+        )
     total = sum((int(n) * UNITS[u] for n, u in parts), start=timedelta(0))
     if total > MAX_DURATION:
-        raise ValueError(f'"{text}" is longer than {MAX_DURATION.days} days')
+        raise ValueError(
+            f'"{text}" は長すぎます（{MAX_DURATION.days} 日まで） / '
+            f'"{text}" is longer than {MAX_DURATION.days} days'
+        )
     return sign * total
 
 
@@ -65,7 +78,10 @@ def format_duration(value: timedelta) -> str:
 
 def parse_local_time(text: str) -> time:
     if not isinstance(text, str) or not re.match(LOCAL_TIME_PATTERN, text.strip()):
-        raise ValueError(f'"{text}" is not a time of day; write "HH:MM" on the 24-hour clock, e.g. "10:00"')
+        raise ValueError(
+            f'"{text}" は時刻ではありません。24 時間制の "HH:MM"（例 "10:00"）で書いてください / '
+            f'"{text}" is not a time of day; write "HH:MM" on the 24-hour clock, e.g. "10:00"'
+        )
     hours, minutes = text.strip().split(":")
     return time(int(hours), int(minutes))
 

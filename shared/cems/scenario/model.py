@@ -3,18 +3,22 @@
 Every object forbids unknown fields, so a typo is an error, not a silently ignored setting. Unions
 are discriminated: triggers and steps by `type`, conditions by `kind`. Values are strict (no "3"
 for 3, no "true" for true). Structure is checked by the models; what needs the whole document
-(step references, reachability, cycles, content) is checked by `semantic_problems`, which
-`Scenario` runs after the fields validate, so a `Scenario` object is always a usable scenario.
-`cems.scenario.validation` runs the same checks to report each problem at its JSON path.
+(step references, reachability, loops, content) is checked on the JSON by
+`cems.scenario.semantics.document_problems`, which `Scenario` runs on its own JSON form after the
+fields validate, so a `Scenario` object is always a usable scenario. `cems.scenario.validation` runs
+both to report every problem at its JSON path.
+
+Every error a validator here raises, and every description in the generated JSON Schema (an editor's
+hover help), is in Japanese first with English alongside: the people who write scenarios read
+Japanese. A model's English description is its docstring; its Japanese one is `doc_ja`.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -28,10 +32,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
-from cems.scenario.cron import CRON_HINT, CronSchedule
+from cems.scenario.cron import CRON_HINT, CRON_HINT_JA, CronSchedule
 from cems.scenario.durations import (
     DURATION_HINT,
+    DURATION_HINT_JA,
     DURATION_PATTERN,
     LOCAL_TIME_PATTERN,
     OFFSET_PATTERN,
@@ -40,19 +46,20 @@ from cems.scenario.durations import (
     parse_duration,
     parse_local_time,
 )
+from cems.scenario.problems import bilingual, format_path
 from cems.scenario.rfm import Stage
+from cems.scenario.semantics import document_problems
 
 DEFAULT_TIME_ZONE = "Asia/Tokyo"
 MAX_HOLDOUT_PERCENT = 50
 MAX_STEPS = 100
-# The shortest wait a cycle of steps must contain, so a loop can never send in a tight circle.
-MIN_CYCLE_WAIT = timedelta(hours=1)
 # Passed as validation context to check fields only (cems.scenario.validation reports the rest).
 STRUCTURE_ONLY = "structure_only"
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ID_PATTERN = _ID.pattern
 ID_HINT = "lower-case letters, digits, `_` and `-`, starting with a letter or digit, at most 64 characters"
+ID_HINT_JA = "英小文字・数字・`_`・`-` で、英小文字か数字で始まる 64 文字まで"
 _SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
 _DATE_SOURCE = re.compile(r"^(trigger_event|last_purchase_at|first_purchase_at|first_seen_at|traits\..+)$")
 DATE_SOURCES = ("trigger_event", "last_purchase_at", "first_purchase_at", "first_seen_at", "traits.<name>")
@@ -63,26 +70,42 @@ _RICH_MENU_ID = re.compile(r"^richmenu-[0-9A-Za-z]{1,64}$")
 
 
 def _duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else _not_text(value, DURATION_HINT)
+    return (
+        parse_duration(value) if isinstance(value, str) else _not_text(value, DURATION_HINT_JA, DURATION_HINT)
+    )
 
 
 def _offset(value: Any) -> Any:
-    return parse_duration(value, signed=True) if isinstance(value, str) else _not_text(value, DURATION_HINT)
+    if isinstance(value, str):
+        return parse_duration(value, signed=True)
+    return _not_text(value, DURATION_HINT_JA, DURATION_HINT)
 
 
 def _local_time(value: Any) -> Any:
-    return parse_local_time(value) if isinstance(value, str) else _not_text(value, 'e.g. "10:00"')
+    return (
+        parse_local_time(value) if isinstance(value, str) else _not_text(value, '例 "10:00"', 'e.g. "10:00"')
+    )
 
 
-def _not_text(value: Any, hint: str) -> Any:
+def _not_text(value: Any, hint_ja: str, hint_en: str) -> Any:
     if isinstance(value, time | timedelta):  # already parsed (model_copy, tests)
         return value
-    raise ValueError(f"{value} must be text in quotes; {hint}")
+    raise ValueError(
+        bilingual(
+            f"{value} は引用符で囲んだテキストで書いてください。{hint_ja}",
+            f"{value} must be text in quotes; {hint_en}",
+        )
+    )
 
 
 def _identifier(value: Any) -> Any:
     if isinstance(value, str) and not _ID.match(value):
-        raise ValueError(f'"{value}" is not a valid id: use {ID_HINT}')
+        raise ValueError(
+            bilingual(
+                f'"{value}" は ID に使えません。{ID_HINT_JA}にしてください',
+                f'"{value}" is not a valid id: use {ID_HINT}',
+            )
+        )
     return value
 
 
@@ -92,11 +115,32 @@ def _aware_datetime(value: Any) -> Any:
             value = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(
-                f'"{value}" is not a date and time; write e.g. "2026-05-01T10:00:00+09:00"'
+                bilingual(
+                    f'"{value}" は日時ではありません。例 "2026-05-01T10:00:00+09:00" のように書いてください',
+                    f'"{value}" is not a date and time; write e.g. "2026-05-01T10:00:00+09:00"',
+                )
             ) from None
     if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError("give the time zone offset, e.g. +09:00 for Japan")
+        raise ValueError(
+            bilingual(
+                "タイムゾーンのオフセットを付けてください（日本なら +09:00）",
+                "give the time zone offset, e.g. +09:00 for Japan",
+            )
+        )
     return value
+
+
+def described(ja: str, en: str) -> str:
+    """A description in the JSON Schema (an editor's hover help): Japanese, then English."""
+    return f"{ja}\n\n{en}"
+
+
+def _bilingual_description(schema: JsonDict, model: type[Any]) -> None:
+    """Puts a model's `doc_ja` before its docstring in the JSON Schema."""
+    ja = getattr(model, "doc_ja", None)
+    if ja:
+        english = schema.get("description")
+        schema["description"] = described(ja, english) if isinstance(english, str) else ja
 
 
 Duration = Annotated[
@@ -104,7 +148,11 @@ Duration = Annotated[
     BeforeValidator(_duration),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(
-        {"type": "string", "pattern": DURATION_PATTERN, "description": f"A duration: {DURATION_HINT}"}
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": described(f"期間: {DURATION_HINT_JA}", f"A duration: {DURATION_HINT}"),
+        }
     ),
 ]
 Offset = Annotated[
@@ -112,30 +160,64 @@ Offset = Annotated[
     BeforeValidator(_offset),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(
-        {"type": "string", "pattern": OFFSET_PATTERN, "description": 'A signed duration, e.g. "3d" or "-1d"'}
+        {
+            "type": "string",
+            "pattern": OFFSET_PATTERN,
+            "description": described(
+                '前後にずらす期間: 例 "3d"（後）、"-1d"（前）', 'A signed duration, e.g. "3d" or "-1d"'
+            ),
+        }
     ),
 ]
 LocalTime = Annotated[
     time,
     BeforeValidator(_local_time),
     PlainSerializer(format_local_time, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": LOCAL_TIME_PATTERN, "description": 'Local time "HH:MM"'}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": LOCAL_TIME_PATTERN,
+            "description": described(
+                'シナリオのタイムゾーンでの時刻 "HH:MM"（24 時間制）', 'Local time "HH:MM"'
+            ),
+        }
+    ),
 ]
 AwareDatetime = Annotated[
     datetime,
     BeforeValidator(_aware_datetime),
     PlainSerializer(lambda v: v.isoformat(), return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "description": "ISO 8601 with an offset"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": described(
+                'オフセット付きの ISO 8601 日時（例 "2026-05-01T10:00:00+09:00"）', "ISO 8601 with an offset"
+            ),
+        }
+    ),
 ]
 StepId = Annotated[
     str,
     BeforeValidator(_identifier),
-    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "description": f"A step id: {ID_HINT}"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": ID_PATTERN,
+            "description": described(f"ステップ ID: {ID_HINT_JA}", f"A step id: {ID_HINT}"),
+        }
+    ),
 ]
 ScenarioId = Annotated[
     str,
     BeforeValidator(_identifier),
-    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "description": f"A scenario id: {ID_HINT}"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": ID_PATTERN,
+            "description": described(f"シナリオ ID: {ID_HINT_JA}", f"A scenario id: {ID_HINT}"),
+        }
+    ),
 ]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -143,7 +225,11 @@ Percent = Annotated[float, Field(ge=0, le=MAX_HOLDOUT_PERCENT)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=_bilingual_description
+    )
+    # The Japanese half of the model's description in the JSON Schema (the docstring is the English).
+    doc_ja: ClassVar[str] = ""
 
 
 # ------------------------------------------------------------------------------------------ comparisons
@@ -156,14 +242,31 @@ def check_comparison(op: str, value: Any, has_value: bool) -> None:
     """The value an operator needs: none for exists, a list for in/not_in, a number or text to order."""
     if op == "exists":
         if has_value:
-            raise ValueError('`exists` takes no `value`; to test for absence wrap it in {"kind": "not"}')
+            raise ValueError(
+                bilingual(
+                    "`exists` には `value` を付けません。"
+                    '「ない」ことを調べるには {"kind": "not"} で包んでください',
+                    '`exists` takes no `value`; to test for absence wrap it in {"kind": "not"}',
+                )
+            )
         return
     if not has_value:
-        raise ValueError(f"`{op}` needs a `value`")
+        raise ValueError(bilingual(f"`{op}` には `value` が必要です", f"`{op}` needs a `value`"))
     if op in ("in", "not_in") and not (isinstance(value, list) and value):
-        raise ValueError(f'`{op}` needs a non-empty list as `value`, e.g. ["a", "b"]')
+        raise ValueError(
+            bilingual(
+                f'`{op}` の `value` は空でないリストです（例 ["a", "b"]）',
+                f'`{op}` needs a non-empty list as `value`, e.g. ["a", "b"]',
+            )
+        )
     if op in ORDER_OPS and (isinstance(value, bool) or not isinstance(value, int | float | str)):
-        raise ValueError(f"`{op}` compares with a number or a text (e.g. a date), not {type(value).__name__}")
+        kind = type(value).__name__
+        raise ValueError(
+            bilingual(
+                f"`{op}` で比べられるのは数かテキスト（日付など）で、{kind} ではありません",
+                f"`{op}` compares with a number or a text (e.g. a date), not {kind}",
+            )
+        )
 
 
 class PropertyCondition(_Model):
@@ -172,6 +275,12 @@ class PropertyCondition(_Model):
     The property is a dotted path into the event's properties; a path through a list (e.g.
     `products.sku`) yields every element's value, and the test holds when any of them passes
     (`ne` and `not_in` hold when none of them is the value)."""
+
+    doc_ja: ClassVar[str] = (
+        'イベントのプロパティ 1 つの条件: `{"property": "products.sku", "op": "eq", "value": "X"}`。'
+        "プロパティはドット区切りのパスです。リストを通るパス（`products.sku` など）は各要素の値を見て、"
+        "どれか 1 つが合えば成り立ちます（`ne` と `not_in` はどれも値と等しくないときに成り立ちます）。"
+    )
 
     property: Annotated[str, Field(min_length=1, max_length=200)]
     op: Op = "eq"
@@ -190,21 +299,27 @@ Where = Annotated[list[PropertyCondition], Field(max_length=20)]
 
 
 class AllCondition(_Model):
-    """Every condition holds. / すべて満たす"""
+    """Every condition holds."""
+
+    doc_ja: ClassVar[str] = "すべての条件を満たす。"
 
     kind: Literal["all"]
     conditions: Annotated[list[Condition], Field(min_length=1, max_length=50)]
 
 
 class AnyCondition(_Model):
-    """At least one condition holds. / いずれかを満たす"""
+    """At least one condition holds."""
+
+    doc_ja: ClassVar[str] = "いずれかの条件を満たす。"
 
     kind: Literal["any"]
     conditions: Annotated[list[Condition], Field(min_length=1, max_length=50)]
 
 
 class NotCondition(_Model):
-    """The condition does not hold. / 満たさない"""
+    """The condition does not hold."""
+
+    doc_ja: ClassVar[str] = "条件を満たさない。"
 
     kind: Literal["not"]
     condition: Condition
@@ -213,6 +328,12 @@ class NotCondition(_Model):
 class TraitCondition(_Model):
     """A profile trait compared with a value. The trait name is looked up as written first
     (`survey.taste` is one trait), then as a dotted path into nested traits (`address.prefecture`)."""
+
+    doc_ja: ClassVar[str] = (
+        "プロフィールの属性（trait）を値と比べる。属性名はまず書いたとおりの名前で探し"
+        "（`survey.taste` で 1 つの属性）、なければ入れ子の属性へのドット区切りのパスとして探します"
+        "（`address.prefecture`）。"
+    )
 
     kind: Literal["trait"]
     trait: Annotated[str, Field(min_length=1, max_length=200)]
@@ -238,6 +359,11 @@ class ProfileCondition(_Model):
     """A purchase fact CEMS keeps on every profile, compared with a number. The `days_since_*`
     fields of a customer who never bought do not exist (only `exists` inside `not` matches them)."""
 
+    doc_ja: ClassVar[str] = (
+        "CEMS がすべてのプロフィールに持つ購入の事実を数と比べる。購入したことのない顧客には "
+        "`days_since_*` の項目がありません（一致するのは `not` の中の `exists` だけです）。"
+    )
+
     kind: Literal["profile"]
     field: ProfileField
     op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "exists"] = "eq"
@@ -250,7 +376,11 @@ class ProfileCondition(_Model):
 
 
 class BoughtCondition(_Model):
-    """The customer bought any of these products, SKUs or categories (ever). / 購入履歴"""
+    """The customer bought any of these products, SKUs or categories (ever)."""
+
+    doc_ja: ClassVar[str] = (
+        "購入履歴: これらの商品・SKU・カテゴリーのどれかを（これまでに）買ったことがある。"
+    )
 
     kind: Literal["bought"]
     product_ids: Annotated[list[str], Field(max_length=100)] = []
@@ -260,12 +390,19 @@ class BoughtCondition(_Model):
     @model_validator(mode="after")
     def _something(self) -> BoughtCondition:
         if not (self.product_ids or self.skus or self.categories):
-            raise ValueError("name at least one of `product_ids`, `skus` or `categories`")
+            raise ValueError(
+                bilingual(
+                    "`product_ids`・`skus`・`categories` のどれかを 1 つ以上書いてください",
+                    "name at least one of `product_ids`, `skus` or `categories`",
+                )
+            )
         return self
 
 
 class SurveyCondition(_Model):
-    """The customer answered a survey question (any answer, or one of `answers`). / アンケート回答"""
+    """The customer answered a survey question (any answer, or one of `answers`)."""
+
+    doc_ja: ClassVar[str] = "アンケート回答: 質問に答えた（回答は何でも、または `answers` のどれか）。"
 
     kind: Literal["survey"]
     question: Annotated[str, Field(pattern=_SURVEY_QUESTION.pattern)]
@@ -274,7 +411,12 @@ class SurveyCondition(_Model):
 
 class EventCountCondition(_Model):
     """The customer did `event` (matching `where`) at least `at_least` and at most `at_most` times
-    within the last `within_days` days (or the whole kept history). / 行動履歴"""
+    within the last `within_days` days (or the whole kept history)."""
+
+    doc_ja: ClassVar[str] = (
+        "行動履歴: 直近 `within_days` 日（なければ保存している全期間）に、`where` に合う `event` を "
+        "`at_least` 回以上 `at_most` 回以下した。"
+    )
 
     kind: Literal["event_count"]
     event: EventName
@@ -286,31 +428,52 @@ class EventCountCondition(_Model):
     @model_validator(mode="after")
     def _bounds(self) -> EventCountCondition:
         if self.at_most is not None and self.at_most < self.at_least:
-            raise ValueError(f"`at_most` ({self.at_most}) is below `at_least` ({self.at_least})")
+            raise ValueError(
+                bilingual(
+                    f"`at_most`（{self.at_most}）が `at_least`（{self.at_least}）より小さくなっています",
+                    f"`at_most` ({self.at_most}) is below `at_least` ({self.at_least})",
+                )
+            )
         return self
 
 
 class ReachableCondition(_Model):
-    """The customer can be sent to on this channel now (reachable and consenting). / 配信可能"""
+    """The customer can be sent to on this channel now (reachable and consenting)."""
+
+    doc_ja: ClassVar[str] = "配信可能: いまこのチャネルで送れる（届く手段があり、同意している）。"
 
     kind: Literal["reachable"]
     channel: Literal["line", "email", "any"]
 
 
 class ScoreRange(_Model):
+    """A range of RFM scores, 1 to 5, both ends included."""
+
+    doc_ja: ClassVar[str] = "RFM スコアの範囲（1〜5、両端を含む）。"
+
     min: Annotated[int, Field(ge=1, le=5)] = 1
     max: Annotated[int, Field(ge=1, le=5)] = 5
 
     @model_validator(mode="after")
     def _ordered(self) -> ScoreRange:
         if self.min > self.max:
-            raise ValueError(f"`min` ({self.min}) is above `max` ({self.max})")
+            raise ValueError(
+                bilingual(
+                    f"`min`（{self.min}）が `max`（{self.max}）より大きくなっています",
+                    f"`min` ({self.min}) is above `max` ({self.max})",
+                )
+            )
         return self
 
 
 class RfmCondition(_Model):
     """RFM scores (1-5 each, cems.scenario.rfm) within ranges; never true for a customer who has
-    not bought. / RFM スコア"""
+    not bought."""
+
+    doc_ja: ClassVar[str] = (
+        "RFM スコア（それぞれ 1〜5、cems.scenario.rfm）が範囲内にある。"
+        "購入したことのない顧客では成り立ちません。"
+    )
 
     kind: Literal["rfm"]
     recency: ScoreRange | None = None
@@ -320,12 +483,19 @@ class RfmCondition(_Model):
     @model_validator(mode="after")
     def _something(self) -> RfmCondition:
         if self.recency is None and self.frequency is None and self.monetary is None:
-            raise ValueError("give at least one of `recency`, `frequency` or `monetary`")
+            raise ValueError(
+                bilingual(
+                    "`recency`・`frequency`・`monetary` のどれかを 1 つ以上書いてください",
+                    "give at least one of `recency`, `frequency` or `monetary`",
+                )
+            )
         return self
 
 
 class LifecycleCondition(_Model):
-    """The customer's lifecycle stage (cems.scenario.rfm) is one of `stages`. / ライフサイクル"""
+    """The customer's lifecycle stage (cems.scenario.rfm) is one of `stages`."""
+
+    doc_ja: ClassVar[str] = "ライフサイクル: 顧客のステージ（cems.scenario.rfm）が `stages` のどれかである。"
 
     kind: Literal["lifecycle"]
     stages: Annotated[list[Stage], Field(min_length=1)]
@@ -352,7 +522,13 @@ Condition = Annotated[
 
 def _date_source(value: Any) -> Any:
     if isinstance(value, str) and not _DATE_SOURCE.match(value):
-        raise ValueError(f'"{value}" is not a date CEMS knows; use one of {", ".join(DATE_SOURCES)}')
+        known = ", ".join(DATE_SOURCES)
+        raise ValueError(
+            bilingual(
+                f'"{value}" は CEMS が知っている日付ではありません。{known} のどれかを使ってください',
+                f'"{value}" is not a date CEMS knows; use one of {known}',
+            )
+        )
     return value
 
 
@@ -363,8 +539,11 @@ DateSource = Annotated[
         {
             "type": "string",
             "pattern": _DATE_SOURCE.pattern,
-            "description": "trigger_event, last_purchase_at, first_purchase_at, first_seen_at "
-            "or traits.<name>",
+            "description": described(
+                "日付の出どころ: trigger_event（トリガーイベント）、last_purchase_at（最終購入）、"
+                "first_purchase_at（初回購入）、first_seen_at（初回訪問）、traits.<名前>（属性）",
+                "trigger_event, last_purchase_at, first_purchase_at, first_seen_at or traits.<name>",
+            ),
         }
     ),
 ]
@@ -372,6 +551,8 @@ DateSource = Annotated[
 
 class DateRef(_Model):
     """A date taken from the profile or the trigger event, moved by `offset`."""
+
+    doc_ja: ClassVar[str] = "プロフィールかトリガーイベントの日付を `offset` だけずらした日時。"
 
     date: DateSource
     offset: Offset = timedelta(0)
@@ -383,6 +564,10 @@ class DateRef(_Model):
 class EventTrigger(_Model):
     """Enter when the customer does `event` and its properties pass every `where` test."""
 
+    doc_ja: ClassVar[str] = (
+        "顧客が `event` を行い、そのプロパティが `where` の条件をすべて満たしたときにエントリー。"
+    )
+
     type: Literal["event"]
     event: EventName
     where: Where = []
@@ -390,6 +575,8 @@ class EventTrigger(_Model):
 
 class LineFollowTrigger(_Model):
     """Enter when the customer adds the LINE account as a friend (`line_follow`)."""
+
+    doc_ja: ClassVar[str] = "顧客が LINE 公式アカウントを友だち追加したときにエントリー（`line_follow`）。"
 
     type: Literal["line_follow"]
     # A friend who had blocked the account and unblocks it also sends `follow` (is_unblocked).
@@ -400,6 +587,11 @@ class SurveyAnswerTrigger(_Model):
     """Enter when the customer answers a survey question (a `survey=<question>&answer=<value>`
     postback), with any answer or one of `answers`."""
 
+    doc_ja: ClassVar[str] = (
+        "顧客がアンケートの質問に答えたとき（`survey=<質問>&answer=<回答>` の postback）にエントリー。"
+        "回答は何でも、または `answers` のどれか。"
+    )
+
     type: Literal["survey_answer"]
     question: Annotated[str, Field(pattern=_SURVEY_QUESTION.pattern)]
     answers: Annotated[list[str], Field(min_length=1, max_length=50)] | None = None
@@ -408,6 +600,11 @@ class SurveyAnswerTrigger(_Model):
 class DateTrigger(_Model):
     """Enter on a date of the profile plus `offset`, at local time `at`: "30 days after the last
     purchase at 10:00". With `yearly`, every year on that month and day (birthdays)."""
+
+    doc_ja: ClassVar[str] = (
+        "プロフィールの日付に `offset` を足した日の、ローカル時刻 `at` にエントリー"
+        "（例「最終購入の 30 日後の 10:00」）。`yearly` なら毎年その月日に（誕生日など）。"
+    )
 
     type: Literal["date"]
     date: DateSource
@@ -418,6 +615,10 @@ class DateTrigger(_Model):
 
 class BroadcastTrigger(_Model):
     """Everyone in the audience, once `at` a given time or on a `cron` schedule (scenario time zone)."""
+
+    doc_ja: ClassVar[str] = (
+        "対象者全員に、`at` の日時に 1 回、または `cron` のスケジュールで繰り返し（シナリオのタイムゾーン）。"
+    )
 
     type: Literal["broadcast"]
     at: AwareDatetime | None = None
@@ -433,7 +634,12 @@ class BroadcastTrigger(_Model):
     @model_validator(mode="after")
     def _once_or_cron(self) -> BroadcastTrigger:
         if (self.at is None) == (self.cron is None):
-            raise ValueError(f"give exactly one of `at` (once) or `cron` (recurring); {CRON_HINT}")
+            raise ValueError(
+                bilingual(
+                    f"`at`（1 回）か `cron`（繰り返し）のどちらか一方だけを書いてください。{CRON_HINT_JA}",
+                    f"give exactly one of `at` (once) or `cron` (recurring); {CRON_HINT}",
+                )
+            )
         return self
 
 
@@ -449,7 +655,9 @@ LineMessage = dict[str, Any]
 
 
 class EmailContent(_Model):
-    """An email's parts, each a Liquid template. / メール本文"""
+    """An email's parts, each a Liquid template."""
+
+    doc_ja: ClassVar[str] = "メールの件名と本文。それぞれ Liquid テンプレートです。"
 
     subject: Annotated[str, Field(min_length=1, max_length=998)]
     html: str | None = None
@@ -458,11 +666,20 @@ class EmailContent(_Model):
     @model_validator(mode="after")
     def _a_body(self) -> EmailContent:
         if not self.html and not self.text:
-            raise ValueError("an email needs `html`, `text` or both")
+            raise ValueError(
+                bilingual(
+                    "メールには `html` か `text`（または両方）が必要です",
+                    "an email needs `html`, `text` or both",
+                )
+            )
         return self
 
 
 class _Step(_Model):
+    """A step of the journey."""
+
+    doc_ja: ClassVar[str] = "ジャーニーのステップ。"
+
     id: StepId
     # A label for people reading the scenario or its reports.
     name: Name | None = None
@@ -470,6 +687,8 @@ class _Step(_Model):
 
 class SendStep(_Step):
     """Send on LINE, by email, or on LINE falling back to email when LINE is unreachable."""
+
+    doc_ja: ClassVar[str] = "LINE かメールで送る。`line_or_email` は LINE で届かないときにメールで送ります。"
 
     type: Literal["send"]
     channel: Literal["line", "email", "line_or_email"]
@@ -487,6 +706,14 @@ class WaitStep(_Step):
     - `at` alone: continue at the next `at` (later today, else tomorrow).
     A moment already past continues at once."""
 
+    doc_ja: ClassVar[str] = (
+        "`duration` の間、または `until` の日時まで、そして／またはローカル時刻 `at` まで待つ。\n"
+        "- `duration`: その時間のあと進む。`at` もあれば、その後の最初の `at` に。\n"
+        "- `until`: その日付に offset を足した時点で進む。`at` もあれば、その日の `at` に。\n"
+        "- `at` だけ: 次の `at`（今日の `at` がまだなら今日、過ぎていれば明日）に進む。\n"
+        "すでに過ぎた時点ならすぐに進みます。"
+    )
+
     type: Literal["wait"]
     duration: Duration | None = None
     until: DateRef | None = None
@@ -496,15 +723,30 @@ class WaitStep(_Step):
     @model_validator(mode="after")
     def _one_form(self) -> WaitStep:
         if self.duration is None and self.until is None and self.at is None:
-            raise ValueError("a wait needs `duration`, `until` or `at`")
+            raise ValueError(
+                bilingual(
+                    "待機には `duration`・`until`・`at` のどれかが必要です",
+                    "a wait needs `duration`, `until` or `at`",
+                )
+            )
         if self.duration is not None and self.until is not None:
-            raise ValueError("give `duration` or `until`, not both")
+            raise ValueError(
+                bilingual(
+                    "`duration` と `until` はどちらか一方だけにしてください",
+                    "give `duration` or `until`, not both",
+                )
+            )
         return self
 
 
 class WaitForEventStep(_Step):
     """Wait up to `timeout` for the customer to do `event`; go to `on_event` if they do (by default
     the journey ends), else to `on_timeout` (by default the next step)."""
+
+    doc_ja: ClassVar[str] = (
+        "顧客が `event` を行うのを最大 `timeout` まで待つ。行えば `on_event` へ（なければジャーニー終了）、"
+        "行わなければ `on_timeout` へ（なければ次のステップ）。"
+    )
 
     type: Literal["wait_for_event"]
     event: EventName
@@ -515,6 +757,10 @@ class WaitForEventStep(_Step):
 
 
 class Branch(_Model):
+    """A branch of a branch step: where to go when `when` holds."""
+
+    doc_ja: ClassVar[str] = "分岐の 1 つ: `when` の条件を満たしたら `next` へ進む。"
+
     when: Condition
     next: StepId
 
@@ -522,12 +768,20 @@ class Branch(_Model):
 class BranchStep(_Step):
     """Go to the first branch whose condition holds, else `otherwise` (by default the next step)."""
 
+    doc_ja: ClassVar[str] = (
+        "条件を満たす最初の分岐へ進む。どれも満たさなければ `otherwise` へ（なければ次のステップ）。"
+    )
+
     type: Literal["branch"]
     branches: Annotated[list[Branch], Field(min_length=1, max_length=20)]
     otherwise: StepId | None = None
 
 
 class Variant(_Model):
+    """A variant of an A/B test: its share (`weight`, relative to the others) and where it goes."""
+
+    doc_ja: ClassVar[str] = "A/B テストのバリアント: 割合（`weight`、他との相対値）と進み先。"
+
     name: Annotated[str, Field(min_length=1, max_length=40)]
     weight: Annotated[float, Field(ge=0)]
     next: StepId
@@ -536,12 +790,18 @@ class Variant(_Model):
 class SplitStep(_Step):
     """An A/B test: each customer goes to one variant, chosen by weight and fixed per customer."""
 
+    doc_ja: ClassVar[str] = (
+        "A/B テスト: 顧客ごとに重みで 1 つのバリアントを選び、その顧客ではいつも同じになります。"
+    )
+
     type: Literal["split"]
     variants: Annotated[list[Variant], Field(min_length=2, max_length=10)]
 
 
 class SetTraitStep(_Step):
     """Set a profile trait; a text value is a Liquid template."""
+
+    doc_ja: ClassVar[str] = "プロフィールの属性（trait）を設定する。テキストの値は Liquid テンプレートです。"
 
     type: Literal["set_trait"]
     trait: Annotated[str, Field(min_length=1, max_length=200)]
@@ -552,6 +812,11 @@ class SetTraitStep(_Step):
 class RichMenuStep(_Step):
     """Link a LINE rich menu to the customer, or with `rich_menu_id: null` go back to the default."""
 
+    doc_ja: ClassVar[str] = (
+        "顧客に LINE のリッチメニューを設定する。"
+        "`rich_menu_id: null` ならデフォルトのリッチメニューに戻します。"
+    )
+
     type: Literal["rich_menu"]
     rich_menu_id: str | None
     next: StepId | None = None
@@ -560,12 +825,19 @@ class RichMenuStep(_Step):
     @classmethod
     def _rich_menu(cls, value: str | None) -> str | None:
         if value is not None and not _RICH_MENU_ID.match(value):
-            raise ValueError(f'"{value}" is not a LINE rich menu id (richmenu-…)')
+            raise ValueError(
+                bilingual(
+                    f'"{value}" は LINE のリッチメニュー ID（richmenu-…）ではありません',
+                    f'"{value}" is not a LINE rich menu id (richmenu-…)',
+                )
+            )
         return value
 
 
 class EndStep(_Step):
     """The journey ends here (not converted, unless the goal was reached)."""
+
+    doc_ja: ClassVar[str] = "ジャーニーはここで終わる（ゴールに達していなければ未コンバージョン）。"
 
     type: Literal["end"]
 
@@ -580,7 +852,9 @@ Step = Annotated[
 
 
 class EntryRules(_Model):
-    """Who may enter again, and the control group. / 再エントリーとホールドアウト"""
+    """Who may enter again, and the control group."""
+
+    doc_ja: ClassVar[str] = "再エントリーとホールドアウト: 誰がもう一度エントリーできるか、と対照群。"
 
     # never: once per customer, ever; after_exit: again once the previous journey ended;
     # cooldown: again once `cooldown` has passed since the previous entry (and it ended).
@@ -592,14 +866,28 @@ class EntryRules(_Model):
     @model_validator(mode="after")
     def _cooldown(self) -> EntryRules:
         if self.reentry == "cooldown" and self.cooldown is None:
-            raise ValueError('`reentry: "cooldown"` needs `cooldown`, e.g. "30d"')
+            raise ValueError(
+                bilingual(
+                    '`reentry: "cooldown"` には `cooldown`（例 "30d"）が必要です',
+                    '`reentry: "cooldown"` needs `cooldown`, e.g. "30d"',
+                )
+            )
         if self.reentry != "cooldown" and self.cooldown is not None:
-            raise ValueError(f'`cooldown` applies only to `reentry: "cooldown"` (this is "{self.reentry}")')
+            raise ValueError(
+                bilingual(
+                    f'`cooldown` は `reentry: "cooldown"` のときだけ使えます（いまは "{self.reentry}"）',
+                    f'`cooldown` applies only to `reentry: "cooldown"` (this is "{self.reentry}")',
+                )
+            )
         return self
 
 
 class Goal(_Model):
-    """The conversion: `event` (passing `where`) within `within` of entering. / ゴール"""
+    """The conversion: `event` (passing `where`) within `within` of entering."""
+
+    doc_ja: ClassVar[str] = (
+        "ゴール（コンバージョン）: エントリーから `within` 以内に `where` に合う `event` を行う。"
+    )
 
     event: EventName
     where: Where = []
@@ -608,7 +896,12 @@ class Goal(_Model):
 
 class ExitRules(_Model):
     """When a journey stops early. Opting out of a step's channel and being blacklisted always
-    stop it (not configurable); reaching the goal always exits as converted. / 離脱条件"""
+    stop it (not configurable); reaching the goal always exits as converted."""
+
+    doc_ja: ClassVar[str] = (
+        "離脱条件: ジャーニーが途中で終わるとき。ステップのチャネルの配信停止とブラックリスト登録では"
+        "いつも終わり（設定できません）、ゴールに達するといつもコンバージョンとして離脱します。"
+    )
 
     # Leave this scenario when a scenario of higher priority takes the customer.
     yield_to_higher_priority: bool = True
@@ -622,7 +915,12 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 class SendWindow(_Model):
     """Sends happen between `start` and `end` (local time) on `days`; one that falls due outside
-    waits for the window to open. / 配信時間帯"""
+    waits for the window to open."""
+
+    doc_ja: ClassVar[str] = (
+        "配信時間帯: 送信は `days` の曜日の `start` から `end`（ローカル時刻）の間に行います。"
+        "時間帯の外で送る時が来たら、時間帯が開くまで待ちます。"
+    )
 
     start: LocalTime = time(9, 0)
     end: LocalTime = time(21, 0)
@@ -631,15 +929,22 @@ class SendWindow(_Model):
     @model_validator(mode="after")
     def _possible(self) -> SendWindow:
         if self.start >= self.end:
+            start, end = format_local_time(self.start), format_local_time(self.end)
             raise ValueError(
-                f"the window opens at {format_local_time(self.start)} and closes at "
-                f"{format_local_time(self.end)}: `start` must be before `end` on the same day"
+                bilingual(
+                    f"配信時間帯が {start} に開いて {end} に閉じます。"
+                    "`start` は同じ日の `end` より前にしてください",
+                    f"the window opens at {start} and closes at {end}: "
+                    "`start` must be before `end` on the same day",
+                )
             )
         return self
 
 
 class FrequencyCapRule(_Model):
-    """What a send does when the customer's global cap for the channel is reached. / 配信上限"""
+    """What a send does when the customer's global cap for the channel is reached."""
+
+    doc_ja: ClassVar[str] = "配信上限: 顧客のチャネルごとの全体の上限に達したとき、送信をどうするか。"
 
     when_capped: Literal["skip", "defer"] = "defer"
     # A deferred send is skipped after this long (it is no longer timely).
@@ -647,7 +952,9 @@ class FrequencyCapRule(_Model):
 
 
 class Tracking(_Model):
-    """What CEMS measures on this scenario's sends. / 効果測定 (クリック・開封)"""
+    """What CEMS measures on this scenario's sends."""
+
+    doc_ja: ClassVar[str] = "効果測定: このシナリオの送信で CEMS が計測するもの（クリック・開封）。"
 
     # Links (email `<a href>` and bare URLs in the text part; LINE `uri` actions) go through the click
     # tracker, so clicks are counted and can be goals, exits or branches.
@@ -657,6 +964,10 @@ class Tracking(_Model):
 
 
 class ChannelCap(_Model):
+    """The most sends a customer gets on one channel per day and per week (null: no limit)."""
+
+    doc_ja: ClassVar[str] = "1 つのチャネルで顧客に送る 1 日と 1 週間あたりの上限（null なら上限なし）。"
+
     per_day: Annotated[int, Field(ge=1)] | None = 1
     per_week: Annotated[int, Field(ge=1)] | None = 3
 
@@ -666,6 +977,11 @@ class FrequencyCaps(_Model):
     not part of a scenario file). Days and weeks are calendar days and Monday-start weeks in
     Asia/Tokyo."""
 
+    doc_ja: ClassVar[str] = (
+        "顧客ごと・チャネルごとの全体の配信上限。すべてのシナリオを通して数えます（エンジンの設定で、"
+        "シナリオファイルには書きません）。日と週は Asia/Tokyo の暦日と月曜始まりの週です。"
+    )
+
     line: ChannelCap = ChannelCap()
     email: ChannelCap = ChannelCap()
 
@@ -674,7 +990,9 @@ class FrequencyCaps(_Model):
 
 
 class Scenario(_Model):
-    """A scenario: who enters, when, and the steps of their journey. / シナリオ"""
+    """A scenario: who enters, when, and the steps of their journey."""
+
+    doc_ja: ClassVar[str] = "シナリオ: 誰が、いつエントリーし、どんなステップのジャーニーを進むか。"
 
     # Lets editors find the JSON Schema; ignored otherwise.
     schema_: str | None = Field(default=None, alias="$schema")
@@ -703,17 +1021,26 @@ class Scenario(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f'"{value}" is not a time zone; use an IANA name such as Asia/Tokyo') from None
+            raise ValueError(
+                bilingual(
+                    f'"{value}" はタイムゾーンではありません。'
+                    "Asia/Tokyo のような IANA の名前を使ってください",
+                    f'"{value}" is not a time zone; use an IANA name such as Asia/Tokyo',
+                )
+            ) from None
         return value
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Scenario:
         if isinstance(info.context, dict) and info.context.get(STRUCTURE_ONLY):
             return self
-        problems = semantic_problems(self)
+        # The checks read JSON so that they also run on files whose fields are invalid (validation).
+        problems = document_problems(self.model_dump(mode="json", by_alias=True))
         if problems:
             listed = "; ".join(f"{format_path(p.path)}: {p.message}" for p in problems[:10])
-            raise ValueError(f"{len(problems)} problem(s): {listed}")
+            raise ValueError(
+                bilingual(f"問題が {len(problems)} 件あります", f"{len(problems)} problem(s)") + f": {listed}"
+            )
         return self
 
     # -- for the engine ---------------------------------------------------------------------------
@@ -774,253 +1101,6 @@ for _model in (AllCondition, AnyCondition, NotCondition, Branch, Scenario):
     _model.model_rebuild()
 
 
-# ------------------------------------------------------------------------------------------- semantics
-
-Path = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: Path
-    message: str
-    code: str = "semantic"
-
-
-def format_path(path: Path) -> str:
-    """('steps', 2, 'next') -> 'steps[2].next'"""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(the whole file)"
-
-
-def iter_steps(scenario: Scenario) -> Iterator[tuple[int, Step]]:
-    yield from enumerate(scenario.steps)
-
-
-def semantic_problems(scenario: Scenario) -> list[Problem]:
-    """What the field validators cannot see: references, reachability, cycles, channel content,
-    date sources. Liquid and LINE content are checked by cems.scenario.validation.content_problems."""
-    from cems.scenario.validation import content_problems
-
-    problems = _reference_problems(scenario)
-    if not problems:  # the graph checks assume every reference resolves
-        problems += _reachability_problems(scenario)
-        problems += _cycle_problems(scenario)
-    problems += _send_problems(scenario)
-    problems += _date_problems(scenario)
-    problems += _split_problems(scenario)
-    problems += content_problems(scenario)
-    return problems
-
-
-def step_references(step: Step) -> Iterator[tuple[Path, str]]:
-    """(path within the step, step id) of every step this step names."""
-    if isinstance(step, BranchStep):
-        for j, branch in enumerate(step.branches):
-            yield ("branches", j, "next"), branch.next
-        if step.otherwise:
-            yield ("otherwise",), step.otherwise
-    elif isinstance(step, SplitStep):
-        for j, variant in enumerate(step.variants):
-            yield ("variants", j, "next"), variant.next
-    elif isinstance(step, WaitForEventStep):
-        if step.on_event:
-            yield ("on_event",), step.on_event
-        if step.on_timeout:
-            yield ("on_timeout",), step.on_timeout
-    else:
-        target = getattr(step, "next", None)
-        if isinstance(target, str):
-            yield ("next",), target
-
-
-def _reference_problems(scenario: Scenario) -> list[Problem]:
-    import difflib
-
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    for i, step in iter_steps(scenario):
-        if step.id in seen:
-            problems.append(
-                Problem(
-                    ("steps", i, "id"),
-                    f'step id "{step.id}" is already used by steps[{seen[step.id]}]',
-                    "duplicate_step_id",
-                )
-            )
-        else:
-            seen[step.id] = i
-    for i, step in iter_steps(scenario):
-        for path, target in step_references(step):
-            if target == step.id:
-                problems.append(
-                    Problem(("steps", i, *path), f'step "{step.id}" goes to itself', "loop_without_wait")
-                )
-            elif target not in seen:
-                close = difflib.get_close_matches(target, list(seen), n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else f"; step ids here: {', '.join(seen)}"
-                problems.append(
-                    Problem(("steps", i, *path), f'there is no step "{target}"{hint}', "unknown_step")
-                )
-    return problems
-
-
-def _reachability_problems(scenario: Scenario) -> list[Problem]:
-    reached = {scenario.steps[0].id}
-    todo = [scenario.steps[0]]
-    while todo:
-        for target in scenario.successors(todo.pop()):
-            if target not in reached:
-                reached.add(target)
-                todo.append(scenario.step(target))
-    return [
-        Problem(
-            ("steps", i),
-            f'step "{step.id}" can never be reached: no step goes to it (a step without `next` '
-            "goes to the one listed below it)",
-            "unreachable_step",
-        )
-        for i, step in iter_steps(scenario)
-        if step.id not in reached
-    ]
-
-
-def _slow_wait(step: Step) -> bool:
-    if isinstance(step, WaitForEventStep):
-        return step.timeout >= MIN_CYCLE_WAIT
-    if isinstance(step, WaitStep):
-        return (step.duration is not None and step.duration >= MIN_CYCLE_WAIT) or (
-            step.duration is None and step.until is None and step.at is not None
-        )
-    return False
-
-
-def _cycle_problems(scenario: Scenario) -> list[Problem]:
-    """A loop is allowed only through a wait of at least an hour (a `duration` or a
-    `wait_for_event` time-out of 1h or more, or a wait until the next `at`): steps that loop
-    without one would send in a tight circle."""
-    index = {s.id: i for i, s in iter_steps(scenario)}
-    # Look for cycles in the graph without the slow waits: any cycle left has no such wait.
-    edges = {
-        s.id: [] if _slow_wait(s) else [t for t in scenario.successors(s) if not _slow_wait(scenario.step(t))]
-        for s in scenario.steps
-    }
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
-    problems: list[Problem] = []
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        stack.append(node)
-        for target in edges[node]:
-            if state.get(target) == 1:
-                loop = [*stack[stack.index(target) :], target]
-                problems.append(
-                    Problem(
-                        ("steps", index[target]),
-                        f"steps loop without waiting ({' → '.join(loop)}); put a wait of at least "
-                        f"{format_duration(MIN_CYCLE_WAIT)} in the loop",
-                        "loop_without_wait",
-                    )
-                )
-            elif target not in state:
-                visit(target, stack)
-        stack.pop()
-        state[node] = 2
-
-    for step in scenario.steps:
-        if _slow_wait(step) or step.id in state:
-            continue
-        visit(step.id, [])
-    return problems
-
-
-def _send_problems(scenario: Scenario) -> list[Problem]:
-    problems: list[Problem] = []
-    for i, step in iter_steps(scenario):
-        if not isinstance(step, SendStep):
-            continue
-        # (content field, the channel sends it, content given, content missing, what is needed)
-        for name, wanted, given, missing, needed in (
-            (
-                "line",
-                step.channel in ("line", "line_or_email"),
-                step.line is not None,
-                not step.line,
-                "LINE messages in `line`",
-            ),
-            (
-                "email",
-                step.channel in ("email", "line_or_email"),
-                step.email is not None,
-                step.email is None,
-                "`email` content",
-            ),
-        ):
-            if wanted and missing:
-                message = f'channel "{step.channel}" needs {needed}'
-            elif not wanted and given:
-                message = f'`{name}` content is never sent on channel "{step.channel}"'
-            else:
-                continue
-            problems.append(Problem(("steps", i, name), message, "channel_content"))
-    return problems
-
-
-def _date_problems(scenario: Scenario) -> list[Problem]:
-    problems: list[Problem] = []
-    trigger = scenario.trigger
-    has_event = trigger.type in ("event", "line_follow", "survey_answer")
-    if isinstance(trigger, DateTrigger) and trigger.date == "trigger_event":
-        problems.append(
-            Problem(
-                ("trigger", "date"),
-                "a date trigger cannot start from the trigger event; use a profile date",
-                "date_source",
-            )
-        )
-    for i, step in iter_steps(scenario):
-        waits_on_event = (
-            isinstance(step, WaitStep) and step.until is not None and step.until.date == "trigger_event"
-        )
-        if waits_on_event and not has_event:
-            problems.append(
-                Problem(
-                    ("steps", i, "until", "date"),
-                    f"a {trigger.type} trigger has no trigger event to count from; use a profile date",
-                    "date_source",
-                )
-            )
-    return problems
-
-
-def _split_problems(scenario: Scenario) -> list[Problem]:
-    problems: list[Problem] = []
-    for i, step in iter_steps(scenario):
-        if not isinstance(step, SplitStep):
-            continue
-        if sum(v.weight for v in step.variants) <= 0:
-            problems.append(
-                Problem(
-                    ("steps", i, "variants"),
-                    "the variants' weights add up to 0; give some weight",
-                    "split_weights",
-                )
-            )
-        names: set[str] = set()
-        for j, variant in enumerate(step.variants):
-            if variant.name in names:
-                problems.append(
-                    Problem(
-                        ("steps", i, "variants", j, "name"),
-                        f'variant "{variant.name}" is named twice',
-                        "split_weights",
-                    )
-                )
-            names.add(variant.name)
-    return problems
-
-
 # ---------------------------------------------------------------------------------------------- schema
 
 
@@ -1035,6 +1115,4 @@ def json_schema() -> dict[str, Any]:
 
 
 def json_schema_text() -> str:
-    import json
-
     return json.dumps(json_schema(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"

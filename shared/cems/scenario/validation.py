@@ -1,10 +1,12 @@
-"""Checking a scenario file and reporting every mistake at its JSON path, in plain words.
+"""Checking a scenario file and reporting every mistake at its JSON path, in Japanese and English.
 
 `validate_file(path)` / `validate_document(data)` return a `ValidationReport`: errors (the file is
 refused) and warnings (it is accepted, but probably not what was meant), each with a JSON path such
-as `steps[2].duration`, a plain-words message and a short code. pydantic's messages are rewritten
-(an unknown field gets "did you mean …"), and the checks that need the whole scenario run after the
-fields are valid: step references, reachability, loops, Liquid templates, LINE messages.
+as `steps[2].duration`, a plain-words message (Japanese first, English alongside) and a short code.
+pydantic's messages are rewritten by error type (an unknown field gets "did you mean …"). The checks
+that need the whole scenario (cems.scenario.semantics: step references, reachability, loops, Liquid
+templates, LINE messages) read the JSON, so they run even when fields are invalid: one report lists
+every mistake, not the first batch of them.
 """
 
 from __future__ import annotations
@@ -14,31 +16,18 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from cems.line.dispatch import MAX_MESSAGES_PER_REQUEST, MAX_TEXT_LENGTH
-from cems.scenario.model import (
-    STRUCTURE_ONLY,
-    BroadcastTrigger,
-    DateTrigger,
-    Path,
-    Problem,
-    Scenario,
-    SendStep,
-    SetTraitStep,
-    format_path,
-    semantic_problems,
-)
-from cems.templates import is_template, template_problems
+from cems.scenario.model import STRUCTURE_ONLY, Scenario
+from cems.scenario.problems import WHOLE_FILE, Path, Problem, bilingual, format_path
+from cems.scenario.semantics import document_problems, document_warnings
 
-SURVEY_DATA = re.compile(r"^survey=([^&]*)&answer=(.*)$", re.DOTALL)
-SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
-MAX_POSTBACK_DATA = 300
+# Any kana or kanji: a message that has none is English only and gets a Japanese half.
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -118,9 +107,13 @@ def validate_file(path: FilePath | str) -> ValidationReport:
     try:
         text = FilePath(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        return _refused(source, "file", f"there is no file {source}")
+        return _refused(
+            source, "file", bilingual(f"ファイル {source} がありません", f"there is no file {source}")
+        )
     except (OSError, UnicodeDecodeError) as exc:
-        return _refused(source, "file", f"cannot read the file: {exc}")
+        return _refused(
+            source, "file", bilingual(f"ファイルを読めません: {exc}", f"cannot read the file: {exc}")
+        )
     return validate_text(text, source)
 
 
@@ -138,14 +131,24 @@ def validate_text(text: str, source: str = "<scenario>") -> ValidationReport:
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
-        return _refused(source, "json", f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+        return _refused(
+            source,
+            "json",
+            bilingual(
+                f"JSON として正しくありません（{exc.lineno} 行 {exc.colno} 列）: {exc.msg}",
+                f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            ),
+        )
     report = validate_document(data, source)
     for key in dict.fromkeys(duplicates):
         report.errors.insert(
             0,
             Issue(
-                "(the whole file)",
-                f'the key "{key}" appears twice in one object; the last one would win',
+                WHOLE_FILE,
+                bilingual(
+                    f'キー "{key}" が 1 つのオブジェクトに 2 回あります。後のほうが使われてしまいます',
+                    f'the key "{key}" appears twice in one object; the last one would win',
+                ),
                 "duplicate_key",
             ),
         )
@@ -155,25 +158,33 @@ def validate_text(text: str, source: str = "<scenario>") -> ValidationReport:
 
 
 def validate_document(data: Any, source: str = "<scenario>") -> ValidationReport:
-    """Every error and warning of a parsed JSON document."""
+    """Every error and warning of a parsed JSON document: the fields' errors and the whole-document
+    checks together, whether or not the fields are valid."""
     report = ValidationReport(source)
     if not isinstance(data, dict):
-        report.errors.append(Issue("(the whole file)", "a scenario is a JSON object {…}", "type"))
+        report.errors.append(
+            Issue(
+                WHOLE_FILE,
+                bilingual("シナリオは JSON オブジェクト {…} です", "a scenario is a JSON object {…}"),
+                "type",
+            )
+        )
         return report
+    scenario: Scenario | None = None
     try:
         scenario = Scenario.model_validate(data, context={STRUCTURE_ONLY: True})
     except ValidationError as exc:
-        report.errors += _dedupe([_translate(error, data) for error in exc.errors(include_url=False)])
-        return report
-    report.errors += [_issue(p, data) for p in semantic_problems(scenario)]
-    report.warnings += [_issue(p, data) for p in content_warnings(scenario)]
+        report.errors += [_translate(error, data) for error in exc.errors(include_url=False)]
+    report.errors += [_issue(p, data) for p in document_problems(data)]
+    report.errors = _dedupe(report.errors)
+    report.warnings += [_issue(p, data) for p in document_warnings(data)]
     if not report.errors:
         report.scenario = scenario
     return report
 
 
 def _refused(source: str, code: str, message: str) -> ValidationReport:
-    return ValidationReport(source, errors=[Issue("(the whole file)", message, code)])
+    return ValidationReport(source, errors=[Issue(WHOLE_FILE, message, code)])
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
@@ -206,55 +217,122 @@ def _translate(error: Any, data: dict[str, Any]) -> Issue:
     message: str
     if kind == "extra_forbidden":
         allowed = _allowed_fields(loc)
-        message = f"unknown field `{field_name}`"
-        if allowed:
-            close = difflib.get_close_matches(str(field_name), allowed, n=1, cutoff=0.6)
-            message += f"; did you mean `{close[0]}`?" if close else f"; fields here: {', '.join(allowed)}"
+        ja, en = f"`{field_name}` という項目はありません", f"unknown field `{field_name}`"
+        close = difflib.get_close_matches(str(field_name), allowed, n=1, cutoff=0.6)
+        if close:
+            ja, en = f"{ja}。`{close[0]}` のことですか？", f"{en}; did you mean `{close[0]}`?"
+        elif allowed:
+            listed = ", ".join(allowed)
+            ja, en = f"{ja}。ここで使える項目: {listed}", f"{en}; fields here: {listed}"
+        message = bilingual(ja, en)
     elif kind == "missing":
-        message = f"`{field_name}` is required here"
+        message = bilingual(f"ここには `{field_name}` が必要です", f"`{field_name}` is required here")
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
         tag_field = str(ctx.get("discriminator", "type")).strip("'\"")
         path = (*path, tag_field)
         expected = _quoted(str(ctx.get("expected_tags", ""))) or _union_tags(loc)
+        options = ", ".join(expected)
         if kind == "union_tag_not_found":
-            message = f"`{tag_field}` is required: one of {', '.join(expected)}"
+            message = bilingual(
+                f"`{tag_field}` が必要です（{options} のどれか）",
+                f"`{tag_field}` is required: one of {options}",
+            )
         else:
-            message = f'"{ctx.get("tag")}" is not a {tag_field} CEMS knows; use one of {", ".join(expected)}'
-            message += _did_you_mean(str(ctx.get("tag")), expected)
+            tag = str(ctx.get("tag"))
+            message = _with_suggestion(
+                f'"{tag}" は CEMS が知っている {tag_field} ではありません。'
+                f"{options} のどれかを使ってください",
+                f'"{tag}" is not a {tag_field} CEMS knows; use one of {options}',
+                tag,
+                expected,
+            )
     elif kind in ("literal_error", "enum"):
         expected = _quoted(str(ctx.get("expected", "")))
-        message = f"{_show(value)} is not allowed here; use one of {', '.join(expected)}"
-        message += _did_you_mean(str(value), expected)
-    elif kind in ("value_error", "assertion_error"):
-        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    else:
-        message = _PLAIN.get(kind, "{msg}").format(
-            value=_show(value), msg=error["msg"], **{k: _show_ctx(v) for k, v in ctx.items()}
+        options = ", ".join(expected)
+        message = _with_suggestion(
+            f"{_show(value)} はここでは使えません。{options} のどれかを使ってください",
+            f"{_show(value)} is not allowed here; use one of {options}",
+            str(value),
+            expected,
         )
+    elif kind in ("value_error", "assertion_error"):
+        # The models' own validators raise bilingual messages; anything else keeps its English.
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if not _JAPANESE.search(message):
+            message = bilingual(f"値が正しくありません: {message}", message)
+    elif kind in _PLAIN:
+        ja, en = _PLAIN[kind]
+        fields = {"value": _show(value), **{k: _show_ctx(v) for k, v in ctx.items()}}
+        message = bilingual(ja.format(**fields), en.format(**fields))
+    else:
+        # An error type not translated yet: pydantic's English, with a Japanese half naming the type.
+        message = bilingual(f"値が正しくありません（{kind}）: {error['msg']}", str(error["msg"]))
     return Issue(format_path(path), message, kind, _step_id(path, data))
 
 
-_PLAIN = {
-    "string_type": "{value} must be text (a JSON string in quotes)",
-    "int_type": "{value} must be a whole number",
-    "int_from_float": "{value} must be a whole number",
-    "float_type": "{value} must be a number",
-    "bool_type": "{value} must be true or false (without quotes)",
-    "list_type": "{value} must be a list [ … ]",
-    "dict_type": "{value} must be an object {{ … }}",
-    "model_type": "must be an object {{ … }}, not {value}",
-    "model_attributes_type": "must be an object {{ … }}, not {value}",
-    "none_required": "must be null",
-    "greater_than_equal": "{value} is too small: the least allowed is {ge}",
-    "greater_than": "{value} is too small: it must be more than {gt}",
-    "less_than_equal": "{value} is too large: the most allowed is {le}",
-    "less_than": "{value} is too large: it must be less than {lt}",
-    "too_short": "needs at least {min_length} item(s) (has {actual_length})",
-    "too_long": "allows at most {max_length} item(s) (has {actual_length})",
-    "string_too_short": "must not be empty",
-    "string_too_long": "is too long: at most {max_length} characters",
-    "string_pattern_mismatch": "{value} does not have the expected form (pattern {pattern})",
-    "datetime_type": '{value} must be a date and time, e.g. "2026-05-01T10:00:00+09:00"',
+# pydantic's error types in plain words: (Japanese, English) templates over the error's `ctx` and
+# the offending `value`.
+_PLAIN: dict[str, tuple[str, str]] = {
+    "string_type": (
+        "{value} はテキスト（引用符で囲んだ JSON の文字列）で書いてください",
+        "{value} must be text (a JSON string in quotes)",
+    ),
+    "int_type": ("{value} は整数で書いてください", "{value} must be a whole number"),
+    "int_from_float": ("{value} は整数で書いてください", "{value} must be a whole number"),
+    "float_type": ("{value} は数で書いてください", "{value} must be a number"),
+    "finite_number": ("{value} は有限の数で書いてください", "{value} must be a finite number"),
+    "bool_type": (
+        "{value} は true か false（引用符なし）で書いてください",
+        "{value} must be true or false (without quotes)",
+    ),
+    "list_type": ("{value} はリスト [ … ] で書いてください", "{value} must be a list [ … ]"),
+    "dict_type": ("{value} はオブジェクト {{ … }} で書いてください", "{value} must be an object {{ … }}"),
+    "model_type": (
+        "{value} ではなくオブジェクト {{ … }} で書いてください",
+        "must be an object {{ … }}, not {value}",
+    ),
+    "model_attributes_type": (
+        "{value} ではなくオブジェクト {{ … }} で書いてください",
+        "must be an object {{ … }}, not {value}",
+    ),
+    "none_required": ("null にしてください", "must be null"),
+    "greater_than_equal": (
+        "{value} は小さすぎます。{ge} 以上にしてください",
+        "{value} is too small: the least allowed is {ge}",
+    ),
+    "greater_than": (
+        "{value} は小さすぎます。{gt} より大きくしてください",
+        "{value} is too small: it must be more than {gt}",
+    ),
+    "less_than_equal": (
+        "{value} は大きすぎます。{le} 以下にしてください",
+        "{value} is too large: the most allowed is {le}",
+    ),
+    "less_than": (
+        "{value} は大きすぎます。{lt} 未満にしてください",
+        "{value} is too large: it must be less than {lt}",
+    ),
+    "too_short": (
+        "{min_length} 個以上必要です（いまは {actual_length} 個）",
+        "needs at least {min_length} item(s) (has {actual_length})",
+    ),
+    "too_long": (
+        "{max_length} 個までです（いまは {actual_length} 個）",
+        "allows at most {max_length} item(s) (has {actual_length})",
+    ),
+    "string_too_short": ("空にできません", "must not be empty"),
+    "string_too_long": (
+        "長すぎます。{max_length} 文字までにしてください",
+        "is too long: at most {max_length} characters",
+    ),
+    "string_pattern_mismatch": (
+        "{value} は決められた形になっていません（パターン {pattern}）",
+        "{value} does not have the expected form (pattern {pattern})",
+    ),
+    "datetime_type": (
+        '{value} は日時で書いてください（例 "2026-05-01T10:00:00+09:00"）',
+        '{value} must be a date and time, e.g. "2026-05-01T10:00:00+09:00"',
+    ),
 }
 
 
@@ -275,9 +353,12 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def _did_you_mean(value: str, options: list[str]) -> str:
+def _with_suggestion(ja: str, en: str, value: str, options: list[str]) -> str:
+    """The message, plus "did you mean …" when one option is close to what was written."""
     close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    if close:
+        ja, en = f'{ja}。"{close[0]}" のことですか？', f'{en}; did you mean "{close[0]}"?'
+    return bilingual(ja, en)
 
 
 def _json_path(loc: tuple[str | int, ...], data: Any) -> Path:
@@ -381,270 +462,3 @@ def _type_at(loc: tuple[str | int, ...]) -> Any:
         else:
             return None
     return tp
-
-
-# ---------------------------------------------------------------------------------------- content checks
-
-
-def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-def _postbacks(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
-    if isinstance(value, dict):
-        if value.get("type") == "postback" and "data" in value:
-            yield (*path, "data"), value["data"]
-        for key, item in value.items():
-            yield from _postbacks(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _postbacks(item, (*path, i))
-
-
-def content_problems(scenario: Scenario) -> list[Problem]:
-    """LINE messages (count, the SDK's own check, text length, survey postbacks), email parts and
-    trait values: each Liquid template must parse and use only what is in scope."""
-    problems: list[Problem] = []
-    for i, step in enumerate(scenario.steps):
-        base: Path = ("steps", i)
-        if isinstance(step, SendStep) and step.line is not None:
-            if not step.line:
-                problems.append(Problem((*base, "line"), "give at least one LINE message", "line_message"))
-            if len(step.line) > MAX_MESSAGES_PER_REQUEST:
-                problems.append(
-                    Problem(
-                        (*base, "line"),
-                        f"{len(step.line)} LINE messages; LINE sends at most "
-                        f"{MAX_MESSAGES_PER_REQUEST} at a time",
-                        "too_many_line_messages",
-                    )
-                )
-            for j, message in enumerate(step.line):
-                where: Path = (*base, "line", j)
-                text = message.get("text") if isinstance(message, dict) else None
-                if isinstance(text, str) and len(text) > MAX_TEXT_LENGTH:
-                    problems.append(
-                        Problem(
-                            (*where, "text"),
-                            f"the text is {len(text):,} characters; LINE accepts at most {MAX_TEXT_LENGTH:,}",
-                            "line_text_too_long",
-                        )
-                    )
-                else:
-                    problems += line_message_problems(message, where)
-                problems += _template_problems(message, where)
-                for data_path, data in _postbacks(message, where):
-                    problems += _survey_postback_problems(data_path, data)
-        if isinstance(step, SendStep) and step.email is not None:
-            for part in ("subject", "html", "text"):
-                source = getattr(step.email, part)
-                if source is not None:
-                    problems += [
-                        Problem((*base, "email", part), p, "liquid")
-                        for p in template_problems(source, html=part == "html")
-                    ]
-        if isinstance(step, SetTraitStep):
-            problems += _template_problems(step.value, (*base, "value"))
-    return problems
-
-
-LINE_MESSAGE_TYPES = (
-    "text",
-    "textV2",
-    "sticker",
-    "image",
-    "video",
-    "audio",
-    "location",
-    "imagemap",
-    "template",
-    "flex",
-    "coupon",
-)
-MAX_QUICK_REPLY_ITEMS = 13
-MAX_ACTION_LABEL = 20
-MAX_ALT_TEXT = 400
-
-
-def line_message_problems(message: Any, where: Path) -> list[Problem]:
-    """One LINE message object, checked with line-bot-sdk's own model (as the sender does) and a
-    few of LINE's limits the SDK does not check; each problem at its path inside the message."""
-    from cems.line.dispatch import validate_line_message
-
-    if not isinstance(message, dict):
-        return [Problem(where, "a LINE message is an object {…} with a `type`", "line_message")]
-    kind = message.get("type")
-    if not isinstance(kind, str):
-        return [
-            Problem(
-                (*where, "type"),
-                f"`type` is required: one of {', '.join(LINE_MESSAGE_TYPES)}",
-                "line_message",
-            )
-        ]
-    if kind not in LINE_MESSAGE_TYPES:
-        return [
-            Problem(
-                (*where, "type"),
-                f'"{kind}" is not a LINE message type; use one of {", ".join(LINE_MESSAGE_TYPES)}'
-                + _did_you_mean(kind, list(LINE_MESSAGE_TYPES)),
-                "line_message",
-            )
-        ]
-    problems = _sdk_problems(message, where)
-    if not problems:
-        try:
-            validate_line_message(message)
-        except ValueError as exc:
-            problems.append(Problem(where, str(exc), "line_message"))
-    alt_text = message.get("altText")
-    if isinstance(alt_text, str) and len(alt_text) > MAX_ALT_TEXT:
-        problems.append(
-            Problem(
-                (*where, "altText"),
-                f"altText is {len(alt_text)} characters; LINE accepts at most {MAX_ALT_TEXT}",
-                "line_message",
-            )
-        )
-    quick_reply = message.get("quickReply")
-    items = quick_reply.get("items") if isinstance(quick_reply, dict) else None
-    if isinstance(items, list) and len(items) > MAX_QUICK_REPLY_ITEMS:
-        problems.append(
-            Problem(
-                (*where, "quickReply", "items"),
-                f"{len(items)} quick reply buttons; LINE shows at most {MAX_QUICK_REPLY_ITEMS}",
-                "line_message",
-            )
-        )
-    for path, action in _actions(message, where):
-        label = action.get("label")
-        if isinstance(label, str) and len(label) > MAX_ACTION_LABEL and not is_template(label):
-            problems.append(
-                Problem(
-                    (*path, "label"),
-                    f"the label is {len(label)} characters; LINE accepts at most {MAX_ACTION_LABEL}",
-                    "line_message",
-                )
-            )
-        if action.get("type") == "postback" and not isinstance(action.get("data"), str):
-            problems.append(Problem((*path, "data"), "a postback action needs `data`", "line_message"))
-    return problems
-
-
-def _sdk_problems(message: dict[str, Any], where: Path) -> list[Problem]:
-    from cems.line.api import message_from_dict
-
-    try:
-        message_from_dict(message)
-    except Exception as exc:
-        errors = getattr(exc, "errors", None)
-        if not callable(errors):
-            return [
-                Problem(
-                    where,
-                    f"LINE's SDK refuses this message: {str(exc).splitlines()[0][:200]}",
-                    "line_message",
-                )
-            ]
-        out: list[Problem] = []
-        for error in errors():
-            loc = tuple(_camel(part) if isinstance(part, str) else part for part in error.get("loc", ()))
-            if error.get("type") in ("type_error.none.not_allowed", "value_error.missing"):
-                text = f"`{loc[-1]}` is required in a {message['type']} message" if loc else "required"
-            else:
-                text = str(error.get("msg", "invalid"))
-            out.append(Problem((*where, *loc), text, "line_message"))
-        return out
-    return []
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _actions(value: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("action", "defaultAction") and isinstance(item, dict):
-                yield (*path, key), item
-            if key == "actions" and isinstance(item, list):
-                yield from (((*path, key, i), a) for i, a in enumerate(item) if isinstance(a, dict))
-            yield from _actions(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _actions(item, (*path, i))
-
-
-def _template_problems(value: Any, path: Path) -> list[Problem]:
-    return [
-        Problem(p, message, "liquid")
-        for p, text in _strings(value, path)
-        for message in template_problems(text)
-    ]
-
-
-def _survey_postback_problems(path: Path, data: Any) -> list[Problem]:
-    if not isinstance(data, str) or not data.startswith("survey="):
-        return []
-    match = SURVEY_DATA.match(data)
-    if match is None:
-        return [
-            Problem(path, 'survey postback data is "survey=<question>&answer=<value>"', "survey_postback")
-        ]
-    if not SURVEY_QUESTION.match(match.group(1)):
-        return [
-            Problem(
-                path,
-                f'survey question "{match.group(1)}": use letters, digits, `_`, `.`, `-`, at most 64',
-                "survey_postback",
-            )
-        ]
-    if len(data) > MAX_POSTBACK_DATA:
-        return [
-            Problem(
-                path,
-                f"postback data is {len(data)} characters; LINE accepts at most {MAX_POSTBACK_DATA}",
-                "survey_postback",
-            )
-        ]
-    return []
-
-
-def content_warnings(scenario: Scenario) -> list[Problem]:
-    """Accepted, but probably a mistake: templates that use `event` in a scenario whose trigger
-    has no event (a broadcast or a date), which fail unless they have a default."""
-    if not isinstance(scenario.trigger, BroadcastTrigger | DateTrigger):
-        return []
-    from cems.templates import parse
-
-    warnings: list[Problem] = []
-    for i, step in enumerate(scenario.steps):
-        if not isinstance(step, SendStep):
-            continue
-        content: dict[str, Any] = {
-            "line": step.line or [],
-            "email": step.email.model_dump() if step.email else {},
-        }
-        for path, text in _strings(content, ("steps", i)):
-            try:
-                names = parse(text).global_variables()
-            except Exception:  # noqa: S112 - reported as an error already
-                continue
-            if "event" in names:
-                warnings.append(
-                    Problem(
-                        path,
-                        f"uses `event`, but a {scenario.trigger.type} trigger has no event: "
-                        "it renders only with a default filter",
-                        "event_without_trigger_event",
-                    )
-                )
-    return warnings
