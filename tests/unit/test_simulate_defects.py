@@ -142,3 +142,32 @@ class _StrangeStep:
 
     id = "beam"
     type = "teleport"
+
+
+def line_scenario() -> Scenario:
+    return Scenario.model_validate(
+        {
+            "id": "line_after_cart",
+            "name": "LINE after cart",
+            "trigger": {"type": "event", "event": "Product Added"},
+            "steps": [
+                {
+                    "id": "nudge",
+                    "type": "send",
+                    "channel": "line",
+                    "line": [{"type": "text", "text": "カート"}],
+                }
+            ],
+        }
+    )
+
+
+def test_after_blocking_the_line_account_no_line_message_is_simulated() -> None:
+    profile = json.dumps({"customer_id": "cus_1", "line_user_id": "Uabc"})
+    events = [
+        {"event": "line_unfollow", "timestamp": "2026-05-01T11:00:00+09:00"},
+        cart_added("2026-05-01T12:00:00+09:00"),
+    ]
+    sim = simulate_files(line_scenario(), json.dumps(events), profile)
+    assert sim.sends == []
+    assert sim.enrolment is not None and sim.enrolment.exit_reason == "unreachable:line"

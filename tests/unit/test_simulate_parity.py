@@ -188,7 +188,7 @@ def simulated(events: list[dict[str, Any]], customer_id: str) -> Profile:
     """The customer as `cems scenario simulate` plays the same events, from an empty profile."""
     first = datetime.fromisoformat(events[0]["timestamp"])
     start = Profile(customer_id=customer_id, line_user_id=LINE_USER_ID, first_seen_at=first, updated_at=first)
-    stored = events_from(json.loads(json.dumps(events)), customer_id, LINE_USER_ID)
+    stored = events_from(json.loads(json.dumps(events)), customer_id)
     sim = simulate(QUIET, stored, start)
     assert sim.profile is not None
     return sim.profile

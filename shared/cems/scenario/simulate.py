@@ -136,10 +136,6 @@ def _short(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def default_line_user_id(customer_id: str) -> str:
-    return f"U{customer_id}"
-
-
 def default_profile(customer_id: str, first_seen_at: datetime) -> Profile:
     """A customer reachable on both channels: a linked LINE friend with consent, and an email."""
     line = ChannelState(reachable=True, consent=True, updated_at=first_seen_at, reason="simulation")
@@ -147,7 +143,7 @@ def default_profile(customer_id: str, first_seen_at: datetime) -> Profile:
     return Profile(
         customer_id=customer_id,
         traits={"email": f"{customer_id}@example.jp"},
-        line_user_id=default_line_user_id(customer_id),
+        line_user_id=f"U{customer_id}",
         channels={Channel.LINE: line, Channel.EMAIL: email},
         first_seen_at=first_seen_at,
         updated_at=first_seen_at,
@@ -164,14 +160,11 @@ def profile_from(data: dict[str, Any], customer_id: str, first_seen_at: datetime
     return Profile.model_validate(merged)
 
 
-def events_from(
-    data: Sequence[dict[str, Any]], customer_id: str, line_user_id: str | None = None
-) -> list[StoredEvent]:
+def events_from(data: Sequence[dict[str, Any]], customer_id: str) -> list[StoredEvent]:
     """Segment-like events (`type` track by default, `event`, `timestamp`, `properties`, ...) as
-    stored events of the customer, in time order. Each is stored as its source would store it: a
-    shop's as sent with its server key (`proof` may say otherwise, e.g. "verified" for a signed-in
-    browser), LINE's with the customer's LINE user id, engage's as engage's."""
-    line_id = line_user_id or default_line_user_id(customer_id)
+    stored events of the customer, in time order. A shop's event is taken as sent with its server
+    key unless its `proof` says otherwise (e.g. "verified": a signed-in browser, whose opt-in waits
+    for the confirmation mail); LINE's and engage's events are their sources' (cems.trust)."""
     out: list[StoredEvent] = []
     for i, raw in enumerate(data):
         if not isinstance(raw, dict) or "timestamp" not in raw:
@@ -183,15 +176,13 @@ def events_from(
         name = raw.get("event")
         # LINE and engagement events are simulated as stored by their own sources.
         source = RESERVED_EVENT_SOURCES.get(name, "shop") if isinstance(name, str) else "shop"
-        site_id = str(raw.get("site_id") or source)
         out.append(
             StoredEvent(
                 customer_id=customer_id,
-                site_id=site_id,
+                site_id=str(raw.get("site_id") or source),
                 type=kind,
                 message_id=str(raw.get("messageId") or f"sim-{i}"),
                 event=name,
-                line_user_id=line_id if site_id == LINE_SOURCE_ID else None,
                 proof=Proof(raw.get("proof") or Proof.SERVER).value,
                 timestamp=at.astimezone(UTC),
                 received_at=at.astimezone(UTC),
@@ -243,7 +234,7 @@ def simulate(
             break
         now = min(moments)
         if pending and pending[0].timestamp == now:
-            event = pending.pop(0)
+            event = _as_stored(pending.pop(0), current)
             before, current = current, apply_event(current, event)
             entry_at = _rescheduled(scenario, before, current, now, entry_at)
             history.append(event)
@@ -271,6 +262,17 @@ def _scheduled_entry(scenario: Scenario, profile: Profile, origin: datetime) -> 
             return None
         case _:
             assert_never(trigger)
+
+
+def _as_stored(event: StoredEvent, profile: Profile) -> StoredEvent:
+    """The event as its source stores it: LINE's webhook names the friend's LINE user id (the
+    profile's), and an event given without its proof is taken as a server's (as `events_from` does)."""
+    update: dict[str, Any] = {}
+    if event.site_id == LINE_SOURCE_ID and event.line_user_id is None and profile.line_user_id:
+        update["line_user_id"] = profile.line_user_id
+    if event.proof is None:
+        update["proof"] = Proof.SERVER.value
+    return event.model_copy(update=update) if update else event
 
 
 def _rescheduled(
@@ -431,9 +433,6 @@ def simulate_files(scenario: Scenario, events_text: str, profile_text: str | Non
     if "first_seen_at" not in raw_profile:
         first_seen -= timedelta(days=30)
     profile = profile_from(raw_profile, customer_id, first_seen)
-    if profile.line_user_id != default_line_user_id(customer_id):
-        # LINE's events carry the LINE user id the profile names.
-        events = events_from(raw_events, customer_id, profile.line_user_id)
     return simulate(scenario, events, profile)
 
 
