@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from cems.adapters import aws
-from cems.adapters.dynamodb.customers import Stores
 from cems.collect import Collector
-from cems.config import Settings
 from cems.ingest import Ingestor
+from cems.settings import Settings
 from cems.sites import SiteDirectory, SiteStore
 from cems.trust import user_hash
+from cems.wiring import customer_stores
 from moto import mock_aws
 
 from bench import payloads
@@ -69,14 +69,14 @@ def measure() -> Measured:
     with _fake_aws_env(), mock_aws():
         client: DynamoDBClient = boto3.client("dynamodb", region_name=REGION, config=aws.CLIENT_CONFIG)
         create_tables(client)
-        settings = Settings.from_env()
-        credentials = SiteStore(settings.sites_table, client).add("bench", [payloads.SHOP])
+        settings = Settings.from_environ()
+        credentials = SiteStore(settings.tables.sites, client).add("bench", [payloads.SHOP])
         write_key, identity_secret = credentials.site.write_key, credentials.identity_secret
         assert identity_secret is not None
         # Wired as functions/collect/app.py wires it, on the counted client.
-        stores = Stores.from_clients(client, settings)
+        stores = customer_stores(client, settings)
         collector = Collector(
-            SiteDirectory(SiteStore(settings.sites_table, client), settings.site_cache_seconds),
+            SiteDirectory(SiteStore(settings.tables.sites, client), settings.retention.site_cache_seconds),
             Ingestor(stores.ingest),
         )
         counter = RequestCounter(client)
@@ -112,7 +112,7 @@ def measure() -> Measured:
     ]
     notes = [
         f"first event of a fresh container: {_spelled(cold)} (the Sites GetItem is then cached "
-        f"for {settings.site_cache_seconds:g} s, so later events skip it)",
+        f"for {settings.retention.site_cache_seconds:g} s, so later events skip it)",
         f"new visitor: {_spelled(new)}; known visitor: {_spelled(known)}; signed-in visitor's identify: "
         f"{_spelled(verified)} (the user hash is one HMAC-SHA256 with the cached site's identity secret)",
         f"batch of {BATCH_SIZE}: {_spelled(batch)}",

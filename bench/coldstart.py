@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
-from cems.config import Settings
+from cems.settings import Settings
 from cems.sites import SiteStore
 from moto.server import ThreadedMotoServer
 
@@ -120,9 +120,8 @@ def _moto_server_with_site() -> Iterator[tuple[str, str]]:
             aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
         )
         create_tables(client)
-        write_key = (
-            SiteStore(Settings.from_env().sites_table, client).add("bench", [payloads.SHOP]).site.write_key
-        )
+        sites = SiteStore(Settings.from_environ().tables.sites, client)
+        write_key = sites.add("bench", [payloads.SHOP]).site.write_key
         yield endpoint, write_key
     finally:
         server.stop()

@@ -181,12 +181,14 @@ class _ReadCounter:
 
 def _due_index() -> Measured:
     import boto3
-    from cems.adapters.dynamodb.customers import Stores
-    from cems.config import Settings
+    from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+    from cems.adapters.sqs import QueueDispatchSink
     from cems.scenario import engine
     from cems.scenario.model import Scenario
-    from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-    from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+    from cems.scenario.records import ScenarioSource
+    from cems.scenario.runner import ScenarioRunner
+    from cems.settings import Settings
+    from cems.wiring import customer_stores
     from moto import mock_aws
 
     begun = time.perf_counter()
@@ -204,7 +206,7 @@ def _due_index() -> Measured:
             scenarios = ScenarioStore(JOURNEYS, dynamodb)
             scenarios.put_version(scenario, document, ScenarioSource("scenarios/cart_abandonment.json", "e"))
             enrolments = EnrolmentStore(JOURNEYS, dynamodb, SHARDS, model=engine.Enrolment)
-            stores = Stores.from_clients(dynamodb, Settings.from_env())
+            stores = customer_stores(dynamodb, Settings.from_environ())
             customers = stores.customers
             runner = ScenarioRunner(
                 scenarios,
@@ -427,6 +429,12 @@ class _Stack:
             body: dict[str, Any] = json.loads(answer.read() or b"{}")
             return body
 
+    def run(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """`/_local/drain` or `/_local/clock`: the stack answers at once; wait until the run ended."""
+        from cems.local.runs import wait_for_run
+
+        return wait_for_run(self.http_url, self.post(path, document))
+
     def messages(self, to: str) -> list[dict[str, Any]]:
         url = f"{self.http_url}/_local/line/messages?to={to}"
         with urllib.request.urlopen(url, timeout=10) as answer:
@@ -472,7 +480,7 @@ def _latency(events: int = EVENTS) -> Measured:
         users: list[tuple[str, str]] = []
         for n in range(events):
             stack.post("/v1/identify", {"userId": f"ping-{run}-{n}"})
-        stack.post("/_local/drain", {})
+        stack.run("/_local/drain", {})
         for n in range(events):
             user_id = f"ping-{run}-{n}"
             customer_id = customers.customer_for_user_id(user_id)
@@ -494,7 +502,7 @@ def _latency(events: int = EVENTS) -> Measured:
             dynamodb.put_item(TableName="CustomersTable", Item=customers.profile_item(linked))
             users.append((user_id, line_user_id))
         # trigger caches the active scenarios for 60 s of CEMS time.
-        stack.post("/_local/clock", {"advance_seconds": 61})
+        stack.run("/_local/clock", {"advance_seconds": 61})
         for user_id, line_user_id in users:
             stack.post("/v1/track", {"userId": user_id, "event": PING, "properties": {}})
             answered = time.perf_counter()

@@ -40,13 +40,14 @@ def _calls_per_recipient() -> Measured:
     import boto3
     from cems import clock
     from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.adapters.dynamodb.line_deliveries import DeliveryStore
+    from cems.adapters.line_api import LineGateway
     from cems.line.api import messaging_api
-    from cems.line.config import LineSettings
-    from cems.line.deliveries import DeliveryStore
     from cems.line.dispatch import LineDispatch
-    from cems.line.sender import LineGateway, LineSender
+    from cems.line.sender import LineSender
     from cems.local.fake_line import FakeLine, FakeLineServer
     from cems.models import ChannelState, Profile
+    from cems.settings import LineSettings
     from moto import mock_aws
 
     saved = {k: os.environ.get(k) for k in FAKE_AWS_ENV}
@@ -82,7 +83,7 @@ def _calls_per_recipient() -> Measured:
                     for n in range(start, min(start + 25, total))
                 ]
                 dynamodb.batch_write_item(RequestItems={"CustomersTable": requests})  # type: ignore[dict-item]
-            settings = LineSettings(server.url, "", "", None, None)
+            settings = LineSettings(api_url=server.url)
             sender = LineSender(
                 customers,
                 DeliveryStore("DeliveriesTable", dynamodb, timedelta(days=1)),

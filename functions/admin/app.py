@@ -9,35 +9,25 @@ The rules are in cems.reports and cems.erasure; docs/reports.md describes the nu
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.config import Settings
-from cems.erasure import CustomerEraser
+from cems import wiring
 from cems.errors import ClientError
 from cems.logs import function_logger
-from cems.reports.counters import ReportCounters
 from cems.reports.html import render_html
-from cems.reports.report import ReportService, UnknownScenario
+from cems.reports.report import UnknownScenario
 from cems.responses import NOT_FOUND, error_response, json_response
-from cems.scenario.store import ScenarioStore
 
 logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 
-settings = Settings.from_env()
-JOURNEYS_TABLE = os.environ.get("JOURNEYS_TABLE", "JourneysTable")
 MAX_VERSION_DIGITS = 9
-reports = ReportService(
-    ReportCounters(JOURNEYS_TABLE, aws.dynamodb()), ScenarioStore(JOURNEYS_TABLE, aws.dynamodb())
-)
-eraser = CustomerEraser(settings.customers_table, settings.events_table, JOURNEYS_TABLE, aws.dynamodb())
+services = wiring.admin()
 
 
 def _caller() -> str | None:
@@ -50,7 +40,7 @@ def _caller() -> str | None:
 
 @app.get("/admin/scenarios")
 def list_scenarios() -> Response[str]:
-    items = reports.list()
+    items = services.reports.list()
     metrics.add_metric("AdminScenarioLists", MetricUnit.Count, 1)
     return json_response(200, {"scenarios": [i.model_dump(mode="json") for i in items]})
 
@@ -67,7 +57,7 @@ def scenario_report(scenario_id: str) -> Response[str]:
             )
         version = int(raw)
     try:
-        report = reports.report(scenario_id, version)
+        report = services.reports.report(scenario_id, version)
     except UnknownScenario as exc:
         raise ClientError(404, "scenario_not_found", str(exc), field="id") from None
     metrics.add_metric("AdminReports", MetricUnit.Count, 1)
@@ -78,7 +68,7 @@ def scenario_report(scenario_id: str) -> Response[str]:
 
 @app.delete("/admin/customers/<customer_id>")
 def erase_customer(customer_id: str) -> Response[str]:
-    erasure = eraser.erase(customer_id)
+    erasure = services.eraser.erase(customer_id)
     if erasure is None:
         raise ClientError(
             404, "customer_not_found", "no such customer (never was, or erased already)", field="id"

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
+from cems import wiring
 from cems.logs import function_logger
 from cems.scenario.broadcast import SegmentMessage
-from cems.scenario.wiring import broadcast_worker_from_env
 
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-worker = broadcast_worker_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG))
+worker = wiring.broadcast()
 _context: LambdaContext | None = None
 
 
@@ -36,10 +34,8 @@ def record_handler(record: SQSRecord) -> None:
     message = SegmentMessage.model_validate_json(record.body)
     report = worker.run_segment(message, _remaining_ms)
     run = report.run
-    metrics.add_metric("BroadcastProfiles", MetricUnit.Count, report.profiles)
-    metrics.add_metric("ScenarioDispatches", MetricUnit.Count, 0 if run is None else run.dispatched)
-    if message.kind == "backfill":
-        metrics.add_metric("DateTriggersScheduled", MetricUnit.Count, 0 if run is None else run.scheduled)
+    for name, value in report.metrics(message.kind).items():
+        metrics.add_metric(name, MetricUnit.Count, value)
     # Counts only: never a customer's contact, a LINE user id or message content.
     logger.info(
         "broadcast segment",

@@ -22,30 +22,17 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.adapters.dynamodb.customers import Stores
-from cems.collect import Collector, error_cors_headers, preflight_headers, request_body, tag_script
-from cems.config import Settings
+from cems import wiring
+from cems.collect import error_cors_headers, preflight_headers, request_body, tag_script
 from cems.errors import ClientError
-from cems.ingest import Ingestor
-from cems.line.config import LineSettings
-from cems.line.linking import NonceStore
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response, method_not_allowed
-from cems.sites import SiteDirectory, SiteStore
 
 logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 
-settings = Settings.from_env()
-stores = Stores.from_clients(aws.dynamodb(), settings)
-collector = Collector(
-    SiteDirectory(SiteStore(settings.sites_table, aws.dynamodb()), settings.site_cache_seconds),
-    Ingestor(stores.ingest),
-    NonceStore(settings.customers_table, aws.dynamodb()),
-    LineSettings.from_env(),
-)
+collector = wiring.collect()
 TAG_JS = tag_script()
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

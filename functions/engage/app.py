@@ -26,20 +26,13 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.adapters.dynamodb.customers import Stores
-from cems.config import Settings
-from cems.email.suppression import SuppressionStore
+from cems import wiring
 from cems.engagement import pages
-from cems.engagement.config import EngagementSettings
-from cems.engagement.engage import ConfirmResult, Engagement, Recorded, SesOutcome, UnsubscribeResult
-from cems.engagement.ses_events import parse_ses_event
-from cems.engagement.tokens import InvalidToken, TokenSigner
-from cems.ingest import Ingestor
+from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult
+from cems.engagement.ses_batch import SesBatchReport, apply_ses_events
+from cems.engagement.tokens import InvalidToken
 from cems.logs import function_logger
-from cems.reports.counters import ReportCounters
 from cems.responses import NOT_FOUND, error_response, json_response
-from pydantic import ValidationError
 
 logger = function_logger()
 metrics = Metrics()
@@ -51,16 +44,8 @@ UNSUBSCRIBE_METRICS = {
     UnsubscribeResult.UNKNOWN: "UnsubscribesUnknown",
 }
 
-settings = Settings.from_env()
-engage_settings = EngagementSettings.from_env()
-stores = Stores.from_clients(aws.dynamodb(), settings)
-engagement = Engagement(
-    TokenSigner(engage_settings.secret),
-    Ingestor(stores.ingest),
-    stores.customers,
-    ReportCounters.from_env(aws.dynamodb()),
-    SuppressionStore(settings.customers_table, aws.dynamodb()),
-)
+services = wiring.engage()
+engagement = services.engagement
 
 
 @app.get("/r/<token>")
@@ -159,7 +144,7 @@ def _page(page: pages.Page, *, form: bool = False, button: str | None = None) ->
     return Response(
         page.status,
         pages.HTML,
-        pages.render(page, shop=engage_settings.shop_name, form=form, button=button),
+        pages.render(page, shop=services.shop_name, form=form, button=button),
         pages.HTML_HEADERS,
     )
 
@@ -207,32 +192,24 @@ def not_found(_: Exception) -> Response[str]:
     return error_response(NOT_FOUND)
 
 
-def handle_sns(event: dict[str, Any]) -> dict[str, Any]:
-    """SES events from the configuration set's SNS topic. Each is applied once however often SNS
-    delivers it; a record that is not an SES event is logged and dropped (retrying cannot fix it),
-    while a failure (DynamoDB down) fails the invocation after the other records, so Lambda retries
-    it and the records done already change nothing the second time."""
-    failures = 0
-    records = list(SNSEvent(event).records)
-    for record in records:
-        try:
-            ses_event = parse_ses_event(record.sns.message)
-        except ValidationError as exc:
-            metrics.add_metric("SesEventsUnreadable", MetricUnit.Count, 1)
-            logger.warning("not an SES event", extra={"errors": exc.error_count()})
-            continue
-        try:
-            outcome = engagement.ses_event(ses_event)
-        except Exception:
-            failures += 1
-            metrics.add_metric("SesEventsFailed", MetricUnit.Count, 1)
-            logger.exception("SES event failed", extra={"event_type": ses_event.event_type})
-            continue
-        metrics.add_metric(_ses_metric(outcome), MetricUnit.Count, 1)
-        if outcome.suppressed:
-            metrics.add_metric("AddressesSuppressed", MetricUnit.Count, outcome.suppressed)
-        if outcome.counted:
-            metrics.add_metric("DeliveriesCounted", MetricUnit.Count, 1)
+def handle_ses_events(event: dict[str, Any]) -> dict[str, Any]:
+    """SES events from the configuration set's SNS topic; which records are dropped and which make
+    Lambda retry the invocation are cems.engagement.ses_batch's rules."""
+    report = apply_ses_events((record.sns.message for record in SNSEvent(event).records), engagement)
+    for name, value in report.metrics().items():
+        metrics.add_metric(name, MetricUnit.Count, value)
+    _log_ses_events(report)
+    report.raise_for_failures()
+    return {"records": report.records}
+
+
+def _log_ses_events(report: SesBatchReport) -> None:
+    # Types and counts only: never an address.
+    for errors in report.unreadable:
+        logger.warning("not an SES event", extra={"errors": errors})
+    for event_type, error in report.failures:
+        logger.error("SES event failed", extra={"event_type": event_type}, exc_info=error)
+    for outcome in report.outcomes:
         logger.info(
             "ses event",
             extra={
@@ -245,25 +222,13 @@ def handle_sns(event: dict[str, Any]) -> dict[str, Any]:
                 "test": outcome.test,
             },
         )
-    if failures:
-        raise RuntimeError(f"{failures} of {len(records)} SES events failed; Lambda retries the invocation")
-    return {"records": len(records)}
-
-
-def _ses_metric(outcome: SesOutcome) -> str:
-    """EmailBounces (permanent) and EmailComplaints for the dashboard; the rest by SES's type."""
-    if outcome.event_type == "Bounce":
-        return "EmailBounces" if outcome.bounce_type == "Permanent" else f"EmailBounces{outcome.bounce_type}"
-    if outcome.event_type == "Complaint":
-        return "EmailComplaints"
-    return f"Email{outcome.event_type}Events"
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "Records" in event:
-        return handle_sns(event)
+        return handle_ses_events(event)
     return app.resolve(event, context)
 
 

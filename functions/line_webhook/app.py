@@ -14,16 +14,9 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.adapters.dynamodb.customers import Stores
+from cems import wiring
 from cems.collect import request_body
-from cems.config import Settings
 from cems.errors import ClientError
-from cems.ingest import Ingestor
-from cems.line.api import messaging_api
-from cems.line.config import LineSettings
-from cems.line.linking import NonceStore
-from cems.line.webhook import LineWebhook
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
 
@@ -31,16 +24,7 @@ logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 
-settings = Settings.from_env()
-line_settings = LineSettings.from_env()
-stores = Stores.from_clients(aws.dynamodb(), settings)
-webhook = LineWebhook(
-    line_settings,
-    Ingestor(stores.ingest),
-    NonceStore(settings.customers_table, aws.dynamodb()),
-    stores.customers,
-    lambda: messaging_api(line_settings),
-)
+webhook = wiring.line_webhook()
 
 
 @app.post("/line/webhook")

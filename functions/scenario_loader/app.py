@@ -11,26 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
+from cems import wiring
 from cems.logs import function_logger
-from cems.scenario.loader import LoadResult, ObjectEvent, ScenarioFiles, ScenarioLoader
-from cems.scenario.store import JourneyStores
-from cems.scenario.wiring import broadcast_starter_from_env
+from cems.scenario.loader import LoadResult, ObjectEvent
 
 logger = function_logger()
 metrics = Metrics()
 
-loader = ScenarioLoader(
-    ScenarioFiles(boto3.client("s3", config=aws.CLIENT_CONFIG)),
-    JourneyStores.from_client(aws.dynamodb()).scenarios,
-    # BROADCAST_QUEUE_URL and CEMS_BROADCAST_SEGMENTS: the backfill uses the broadcast fan-out.
-    broadcast_starter_from_env(aws.dynamodb(), boto3.client("sqs", config=aws.CLIENT_CONFIG)),
-)
+loader = wiring.scenario_loader()
 
 _METRICS = {
     "activated": "ScenarioVersionsActivated",

@@ -15,90 +15,36 @@ import gc
 # collector is off for init and what init built is frozen out of its way at the end of this module.
 gc.disable()
 
-import os
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.adapters.dynamodb.customers import CustomerStore
-from cems.email.compose import SignedLinks
-from cems.email.config import EmailSettings
-from cems.email.dispatch import EmailDispatch
-from cems.email.sender import (
-    SES_CLIENT_CONFIG,
-    DeliveryRecords,
-    EmailReport,
-    EmailSender,
-    SesGateway,
-)
-from cems.email.suppression import SuppressionStore
-from cems.engagement.config import EngagementSettings
-from cems.engagement.tokens import TokenSigner
+from cems import wiring
+from cems.adapters.sqs import RemainingTime
+from cems.email.sender import EmailReport
 from cems.logs import function_logger
-from cems.reports.counters import ReportCounters
-from cems.sqs_retry import QueueRetry, RemainingTime
-
-if TYPE_CHECKING:
-    from mypy_boto3_sesv2 import SESV2Client
 
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 remaining_ms = RemainingTime()
-
-settings = EmailSettings.from_env()
-# The signing secret is read on the first send, not at init (SSM costs a round trip).
-signer = TokenSigner(EngagementSettings.from_env().secret)
-retry = QueueRetry(os.environ.get("EMAIL_SEND_QUEUE_URL", ""), logger)
-
-
-def _ses() -> SESV2Client:
-    # Made on the first send: most of a client's cost is loading its model, which init can skip.
-    client: SESV2Client = aws.client("sesv2", SES_CLIENT_CONFIG)
-    return client
-
-
-def _links(dispatch: EmailDispatch) -> SignedLinks:
-    return SignedLinks(settings.engage_base_url, signer, dispatch)
-
-
-sender = EmailSender(
-    settings,
-    CustomerStore(settings.customers_table, aws.dynamodb()),
-    SuppressionStore(settings.customers_table, aws.dynamodb()),
-    DeliveryRecords(
-        settings.deliveries_table, aws.dynamodb(), timedelta(days=settings.delivery_retention_days)
-    ),
-    ReportCounters(settings.journeys_table, aws.dynamodb()),
-    SesGateway(_ses),
-    _links,
-)
+services = wiring.send_email(logger)
 
 
 def send(record: SQSRecord) -> None:
-    retry.run(record, sender.handle, _emit, remaining_ms)
+    services.retry.run(record, services.sender.handle, _emit, remaining_ms)
 
 
 def _emit(report: EmailReport, receive_count: int) -> None:
     # Counts, statuses, keys and SES error codes only: never an address, a token or content.
+    for name, value in report.metrics().items():
+        metrics.add_metric(name, MetricUnit.Count, value)
     if report.invalid:
-        metrics.add_metric("EmailDispatchesInvalid", MetricUnit.Count, 1)
         logger.error("invalid email dispatch dropped", extra={"errors": report.failure_reasons})
         return
-    prefix = "EmailTest" if report.test else "Email"
-    for name, value in (
-        ("Sent", report.sent),
-        ("Failed", report.failed),
-        ("Skipped", report.skipped),
-        ("Retries", report.retries),
-        ("OutcomeUnknown", report.unknown),
-    ):
-        metrics.add_metric(prefix + name, MetricUnit.Count, value)
     log = logger.warning if (report.failed or report.unknown or report.retry_after) else logger.info
     log(
         "email dispatch",

@@ -16,8 +16,6 @@ import gc
 # init built are frozen out of its way at the end of this module.
 gc.disable()
 
-import os
-from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -25,63 +23,29 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
-from cems.adapters.dynamodb.customers import CustomerStore
-from cems.config import Settings
-from cems.line.api import load_client_modules, messaging_api
-from cems.line.config import LineSettings
-from cems.line.deliveries import DeliveryStore
-from cems.line.sender import RETRY_BASE_SECONDS, DispatchReport, LineGateway, LineSender
+from cems import wiring
+from cems.adapters.sqs import RemainingTime
+from cems.line.sender import DispatchReport
 from cems.logs import function_logger
-from cems.reports.counters import ReportCounters
-from cems.sqs_retry import QueueRetry, RemainingTime
 
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 remaining_ms = RemainingTime()
-
-settings = Settings.from_env()
-line_settings = LineSettings.from_env()
-load_client_modules()
-retry = QueueRetry(os.environ.get("LINE_SEND_QUEUE_URL", ""), logger)
-sender = LineSender(
-    CustomerStore(settings.customers_table, aws.dynamodb()),
-    DeliveryStore(
-        os.environ.get("DELIVERIES_TABLE", "DeliveriesTable"),
-        aws.dynamodb(),
-        timedelta(days=int(os.environ.get("CEMS_DELIVERY_RETENTION_DAYS", "395"))),
-    ),
-    # The channel access token is read on the first send, not at init (SSM costs a round trip).
-    LineGateway(lambda: messaging_api(line_settings)),
-    retry_base_seconds=float(os.environ.get("CEMS_LINE_RETRY_BASE_SECONDS", RETRY_BASE_SECONDS)),
-    counters=ReportCounters(os.environ.get("JOURNEYS_TABLE", "JourneysTable"), aws.dynamodb()),
-)
+services = wiring.send_line(logger)
 
 
 def send(record: SQSRecord) -> None:
-    retry.run(record, sender.handle, _emit, remaining_ms)
+    services.retry.run(record, services.sender.handle, _emit, remaining_ms)
 
 
 def _emit(report: DispatchReport, receive_count: int) -> None:
     # Counts, statuses and LINE's (scrubbed) error text only: never a LINE user id, token or content.
+    for name, value in report.metrics().items():
+        metrics.add_metric(name, MetricUnit.Count, value)
     if report.invalid:
-        metrics.add_metric("LineDispatchesInvalid", MetricUnit.Count, 1)
         logger.error("invalid LINE dispatch dropped", extra={"errors": report.failure_reasons})
         return
-    prefix = "LineTest" if report.test else "Line"
-    for name, value in (
-        ("RecipientsSent", report.sent),
-        ("RecipientsFailed", report.failed),
-        ("RecipientsDeferred", report.deferred),
-        ("RecipientsSkippedUnreachable", report.skipped_unreachable),
-        ("RecipientsSkippedNoConsent", report.skipped_no_consent),
-        ("ApiCalls", report.api_calls),
-        ("ApiRetries", report.retries),
-    ):
-        metrics.add_metric(prefix + name, MetricUnit.Count, value)
-    if report.monthly_limit_hits:
-        metrics.add_metric("LineMonthlyLimitReached", MetricUnit.Count, report.monthly_limit_hits)
     log = logger.warning if (report.failed or report.retry_after or report.content_mismatch) else logger.info
     log(
         "line dispatch",

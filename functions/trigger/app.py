@@ -11,25 +11,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems.adapters import aws
+from cems import wiring
 from cems.adapters.dynamodb.customers import stored_event_from_image
 from cems.consent import Outcome
 from cems.logs import function_logger
 from cems.scenario.runner import RunReport
-from cems.scenario.wiring import consent_confirmations_from_env, runner_from_env
 
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-sqs = boto3.client("sqs", config=aws.CLIENT_CONFIG)
-runner = runner_from_env(aws.dynamodb(), sqs)
-consent = consent_confirmations_from_env(aws.dynamodb(), sqs)
+services = wiring.trigger()
 _total = RunReport()
 _confirmations: Counter[str] = Counter()
 
@@ -42,23 +38,13 @@ def handle(record: DynamoDBRecord) -> None:
         return
     event = stored_event_from_image(image)
     # Double opt-in first: a request for email consent gets its confirmation mail (cems.consent).
-    _confirmations[consent.on_stored_event(event).value] += 1
-    _total.add(runner.on_stored_event(event))
+    _confirmations[services.consent.on_stored_event(event).value] += 1
+    _total.add(services.runner.on_stored_event(event))
 
 
 def _emit(report: RunReport) -> None:
     # Counts only: never a customer's contact, a LINE user id or message content.
-    for name, value in (
-        ("ScenarioEventsSeen", report.events),
-        ("ScenarioEnrolments", report.enrolled),
-        ("ScenarioDispatches", report.dispatched),
-        ("ScenarioDispatchesUnsupported", report.unsupported),
-        ("ScenarioTraitsSet", report.traits_set),
-        ("ScenarioTraitFailures", report.trait_failures),
-        ("ScenarioRichMenusLinked", report.rich_menus_linked),
-        ("ScenarioRichMenuFailures", report.rich_menu_failures),
-        ("ScenarioWriteConflicts", report.conflicts),
-    ):
+    for name, value in report.metrics().items():
         metrics.add_metric(name, MetricUnit.Count, value)
     if _confirmations[Outcome.QUEUED.value]:
         metrics.add_metric(

@@ -8,12 +8,11 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
-from cems.config import Settings
-from cems.engagement.config import TRACKING_SECRET
-from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET
 from cems.local.cfn import Template
 from cems.local.moto_server import patch_moto
 from cems.local.resources import create_table
+from cems.settings import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET, TRACKING_SECRET, Settings
+from cems.wiring import customer_stores
 from moto import mock_aws
 
 TEMPLATE = Path(__file__).parents[2] / "template.yaml"
@@ -33,7 +32,7 @@ def template_tables() -> dict[str, dict[str, Any]]:
 @pytest.fixture(autouse=True)
 def configured_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The LINE and tracking secrets, set as values. Outside the local stack a function with a secret
-    configured neither way refuses to start (cems.line.config.require_secret_settings), so tests
+    configured neither way refuses to start (cems.settings.Settings.require_secrets), so tests
     configure them as a deployment does; a test that needs another value or none sets its own."""
     for setting in (LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN, TRACKING_SECRET):
         monkeypatch.setenv(setting.env_name, setting.local_default)
@@ -66,4 +65,4 @@ def dynamodb(aws: None) -> Any:
 
 @pytest.fixture
 def stores(dynamodb: Any) -> Stores:
-    return Stores.from_clients(dynamodb, Settings.from_env())
+    return customer_stores(dynamodb, Settings.from_environ())

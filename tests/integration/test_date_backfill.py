@@ -23,14 +23,11 @@ from cems.adapters.dynamodb.customers import Stores
 from cems.models import OrderSummary
 from cems.scenario import engine
 from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, SegmentMessage, backfill_run
-from cems.scenario.store import (
-    DateSchedule,
-    EnrolmentStore,
-    JourneySettings,
-    JourneyStores,
-    ScenarioStore,
-    broadcast_segment_key,
-)
+from cems.scenario.records import DateSchedule
+from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.keys import broadcast_segment_key
+from cems.settings import Settings
+from cems.wiring import journey_stores
 
 from tests.integration.journeys import drain_queue, put_customer
 from tests.integration.test_broadcast_handlers import sqs_records
@@ -135,7 +132,7 @@ def backfill(dynamodb: Any, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> 
     aws.dynamodb.cache_clear()
     functions = ("scenario_loader", "broadcast", "tick")
     loader, broadcast, tick = (_load(f) for f in functions)
-    uploads = Harness(loader, s3, JourneyStores.from_client(dynamodb, JourneySettings(TABLE)))
+    uploads = Harness(loader, s3, journey_stores(dynamodb, Settings({"JOURNEYS_TABLE": TABLE})))
     yield Backfill(
         uploads,
         broadcast,

@@ -9,12 +9,12 @@ from typing import Any
 import boto3
 import pytest
 from cems.email.dispatch import EmailDispatch
-from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.line.dispatch import LineDispatch
 from cems.scenario.engine import Dispatch, EmailMessage
-from cems.scenario.runner import QueueDispatchSink
-from cems.scenario.wiring import line_link_tracker_from_env
+from cems.adapters.sqs import QueueDispatchSink
+from cems.settings import Settings
+from cems.wiring import line_link_tracker
 
 from tests.integration.journeys import drain_queue
 
@@ -66,12 +66,14 @@ def test_line_links_go_through_the_click_tracker_with_the_dispatch_in_the_token(
     queues: tuple[Any, str, str],
 ) -> None:
     sqs, line, email = queues
-    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker_from_env())
+    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker(Settings.from_environ()))
     assert sink.send(_dispatch()) == "enqueued"
     [sent] = drain_queue(sqs, line)
     uri = sent["messages"][0]["template"]["actions"][0]["uri"]
     assert uri.startswith(f"{BASE}/r/")
-    token = TokenSigner(EngagementSettings.from_env().secret).verify(uri.rsplit("/", 1)[1], TokenKind.CLICK)
+    token = TokenSigner(Settings.from_environ().engagement.secret).verify(
+        uri.rsplit("/", 1)[1], TokenKind.CLICK
+    )
     assert (token.url, token.channel, token.customer_id) == ("https://shop.example.jp/cart", "line", "cus_1")
     assert (token.scenario_id, token.version, token.step_id, token.variant) == (
         "cart-abandonment",
@@ -84,7 +86,7 @@ def test_line_links_go_through_the_click_tracker_with_the_dispatch_in_the_token(
 
 def test_a_scenario_without_click_tracking_keeps_its_links(queues: tuple[Any, str, str]) -> None:
     sqs, line, email = queues
-    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker_from_env())
+    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker(Settings.from_environ()))
     assert sink.send(_dispatch(track_clicks=False)) == "enqueued"
     [sent] = drain_queue(sqs, line)
     assert sent["messages"] == [BUTTONS]

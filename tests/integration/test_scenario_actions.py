@@ -2,7 +2,7 @@
 branch reads it back), `rich_menu` links the customer's LINE user on the fake LINE API (its own small
 server), holdouts do neither; and the frequency caps come from the environment (CEMS_CAP_*).
 
-The runner is built by `runner_from_env`, as `trigger` and `tick` build it."""
+The runner is built by `cems.wiring.runner`, as `trigger` and `tick` build it."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ from typing import Any
 
 import boto3
 import pytest
-from cems import clock
+from cems import clock, wiring
 from cems.adapters.dynamodb.customers import Stores
-from cems.line.config import LineSettings
-from cems.line.rich_menu import LineRichMenus
+from cems.adapters.line_api import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
 from cems.models import Profile, StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
 from cems.scenario.runner import ScenarioRunner
-from cems.scenario.store import EnrolmentStore, ScenarioSource, ScenarioStore
-from cems.scenario.wiring import caps_from_env, runner_from_env
+from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
+from cems.scenario.records import ScenarioSource
+from cems.settings import Settings
 
 from tests.integration.journeys import drain_queue, line_user_id, put_customer, put_track_event
 
@@ -120,7 +120,7 @@ class Harness:
             **env,
         }.items():
             monkeypatch.setenv(name, value)
-        return runner_from_env(self.dynamodb, self.sqs)
+        return wiring.runner(self.dynamodb, self.sqs, Settings.from_environ())
 
     def upload(self, document: dict[str, Any]) -> None:
         scenario = Scenario.model_validate(document)
@@ -268,14 +268,15 @@ def test_caps_from_the_environment_change_what_is_skipped(
     assert len([k for k in keys if k.startswith(f"{raised}#")]) == 2
 
 
-def test_caps_from_env_defaults_and_bad_values() -> None:
-    assert caps_from_env({}) == FrequencyCaps()
-    assert caps_from_env({"CEMS_CAP_EMAIL_PER_WEEK": "5", "CEMS_CAP_LINE_PER_DAY": " "}) == FrequencyCaps(
-        email=ChannelCap(per_day=1, per_week=5)
-    )
+def test_caps_from_the_environment_keep_the_defaults_and_refuse_bad_values(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert harness.runner(monkeypatch).limits == FrequencyCaps()
+    runner = harness.runner(monkeypatch, CEMS_CAP_EMAIL_PER_WEEK="5", CEMS_CAP_LINE_PER_DAY=" ")
+    assert runner.limits == FrequencyCaps(email=ChannelCap(per_day=1, per_week=5))
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(ValueError, match="CEMS_CAP_LINE_PER_WEEK"):
-            caps_from_env({"CEMS_CAP_LINE_PER_WEEK": bad})
+            harness.runner(monkeypatch, CEMS_CAP_LINE_PER_WEEK=bad)
 
 
 LATE_MARK = _scenario(
@@ -340,7 +341,7 @@ def test_line_rich_menus_links_unlinks_and_reports_an_unanswered_call(
     fake, url = fake_line
     monkeypatch.setenv("CEMS_LINE_CHANNEL_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("CEMS_LINE_API_URL", url)
-    menus = LineRichMenus(LineSettings.from_env())
+    menus = LineRichMenus(Settings.from_environ().line)
     user = "U" + "ab" * 16
     assert menus.link(user, MENU) is None
     assert fake.snapshot()["rich_menus"] == {user: MENU}
@@ -351,5 +352,5 @@ def test_line_rich_menus_links_unlinks_and_reports_an_unanswered_call(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("CEMS_LINE_API_URL", f"http://127.0.0.1:{port}")
-    reason = LineRichMenus(LineSettings.from_env()).link(user, MENU)
+    reason = LineRichMenus(Settings.from_environ().line).link(user, MENU)
     assert reason is not None and user not in reason

@@ -17,7 +17,9 @@ import boto3
 import pytest
 from cems.adapters import aws
 from cems.scenario.loader import MAX_SCENARIO_BYTES
-from cems.scenario.store import JourneySettings, JourneyStores
+from cems.adapters.dynamodb.journeys import JourneyStores
+from cems.settings import Settings
+from cems.wiring import journey_stores
 
 from tests.lambda_context import FakeContext
 
@@ -120,7 +122,7 @@ def harness(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    yield Harness(module, s3, JourneyStores.from_client(dynamodb, JourneySettings("JourneysTable")))
+    yield Harness(module, s3, journey_stores(dynamodb, Settings({"JOURNEYS_TABLE": "JourneysTable"})))
     sys.modules.pop(name, None)
     aws.dynamodb.cache_clear()
 

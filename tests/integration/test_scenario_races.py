@@ -23,16 +23,18 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
-from cems.adapters.dynamodb.customers import Stores
-from cems.config import Settings
 from cems.local.cfn import Template
 from cems.local.resources import create_table
 from cems.models import StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
-from cems.scenario.runner import QueueDispatchSink, RunReport, ScenarioRunner
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+from cems.adapters.sqs import QueueDispatchSink
+from cems.scenario.runner import RunReport, ScenarioRunner
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.scenario.records import ScenarioSource
+from cems.settings import Settings
+from cems.wiring import customer_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -114,7 +116,7 @@ class World:
             create_table(self.dynamodb, template, name, props)
         self.sqs = self.client("sqs")
         self.queue_url = self.sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]
-        self.stores = Stores.from_clients(self.dynamodb, Settings.from_env())
+        self.stores = customer_stores(self.dynamodb, Settings.from_environ())
         self.enrolments = EnrolmentStore(TABLE, self.dynamodb, 4, model=engine.Enrolment)
         self.caps = CapStore(TABLE, self.dynamodb)
         document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
@@ -129,7 +131,7 @@ class World:
     def runner(self) -> ScenarioRunner:
         """A runner of its own, as a separate Lambda would have: its own clients and caches."""
         dynamodb, sqs = self.client("dynamodb"), self.client("sqs")
-        stores = Stores.from_clients(dynamodb, Settings.from_env())
+        stores = customer_stores(dynamodb, Settings.from_environ())
         return ScenarioRunner(
             ScenarioStore(TABLE, dynamodb),
             EnrolmentStore(TABLE, dynamodb, 4, model=engine.Enrolment),

@@ -12,17 +12,10 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.scenario.model import ChannelCap, Scenario
-from cems.scenario.store import (
-    DUE_INDEX,
-    CapStore,
-    Enrolment,
-    EnrolmentStore,
-    JourneySettings,
-    JourneyStores,
-    ScenarioSource,
-    ScenarioStore,
-    cap_periods,
-)
+from cems.adapters.dynamodb.journeys import DUE_INDEX, CapStore, EnrolmentStore, JourneyStores, ScenarioStore, cap_periods
+from cems.scenario.records import Enrolment, ScenarioSource
+from cems.settings import Settings
+from cems.wiring import journey_stores
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
 TABLE = "JourneysTable"
@@ -42,7 +35,7 @@ def _scenario(document: dict[str, Any]) -> Scenario:
 @pytest.fixture
 def journeys(dynamodb: Any) -> JourneyStores:
     clock.freeze(NOW)
-    return JourneyStores.from_client(dynamodb, JourneySettings(TABLE, due_shards=4))
+    return journey_stores(dynamodb, Settings({"JOURNEYS_TABLE": TABLE, "CEMS_DUE_SHARDS": "4"}))
 
 
 # -- versions ---------------------------------------------------------------------------------------

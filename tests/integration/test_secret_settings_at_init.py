@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from cems.adapters import aws as cems_aws
-from cems.engagement.config import TRACKING_SECRET
-from cems.line.config import (
+from cems.settings import (
     LINE_CHANNEL_ACCESS_TOKEN,
     LINE_CHANNEL_SECRET,
+    TRACKING_SECRET,
     MissingSecretSetting,
     SecretSetting,
 )
@@ -77,4 +77,4 @@ def test_the_same_function_starts_with_only_the_ssm_parameter_named(
     finally:
         sys.modules.pop(name, None)
         cems_aws.dynamodb.cache_clear()
-    assert module.line_settings.channel_secret_parameter == "/cems/line/channel-secret"
+    assert module.webhook.settings.channel_secret_parameter == "/cems/line/channel-secret"

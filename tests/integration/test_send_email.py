@@ -31,13 +31,13 @@ from botocore.exceptions import ReadTimeoutError
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import CustomerStore
 from cems.adapters.dynamodb.items import to_attribute_map
+from cems.adapters.dynamodb.suppression import SuppressionStore, address_hash
 from cems.email.dispatch import EmailDispatch
-from cems.email.suppression import SuppressionStore, address_hash
 from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
-from cems.reports.counters import ReportCounters
+from cems.adapters.dynamodb.report_counters import ReportCounters
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
@@ -157,7 +157,7 @@ class Harness:
         return dict(found)
 
     def ses_client(self) -> Any:
-        return self.module.sender.gateway.client()
+        return self.module.services.sender.gateway.client()
 
     def fail_ses(self, *answers: tuple[int, str] | Exception) -> list[int]:
         """The next SendEmail calls answer `answers` in turn (HTTP status and SES error code, or an
@@ -412,8 +412,8 @@ def test_a_permanent_rejection_is_recorded_and_not_retried(harness: Harness) -> 
 def test_an_unverified_sender_is_a_permanent_failure(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    harness.module.sender.settings = type(harness.module.sender.settings)(
-        **{**harness.module.sender.settings.__dict__, "from_address": "news@unverified.example.jp"}
+    harness.module.services.sender.settings = type(harness.module.services.sender.settings)(
+        **{**harness.module.services.sender.settings.__dict__, "from_address": "news@unverified.example.jp"}
     )
     customer = harness.customer(1)
     harness.enqueue(dispatch("unverified", customer))

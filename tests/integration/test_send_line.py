@@ -23,7 +23,8 @@ import boto3
 import pytest
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import CustomerStore
-from cems.line.deliveries import DeliveryStore, RecipientStatus, UnitStatus, retry_key
+from cems.adapters.dynamodb.line_deliveries import DeliveryStore
+from cems.line.deliveries import RecipientStatus, UnitStatus, retry_key
 from cems.line.dispatch import LineDispatch
 from cems.local.fake_line import MONTHLY_LIMIT_MESSAGE, FakeLine, FakeLineServer
 from cems.local.pollers import sqs_record
@@ -53,7 +54,9 @@ class Harness:
         self.sqs = sqs
         self.queue_url = queue_url
         self.customers = CustomerStore("CustomersTable", dynamodb)
-        self.deliveries = DeliveryStore("DeliveriesTable", dynamodb, module.sender.deliveries.retention)
+        self.deliveries = DeliveryStore(
+            "DeliveriesTable", dynamodb, module.services.sender.deliveries.retention
+        )
 
     def customer(self, n: int, *, reachable: bool = True, consent: bool = True) -> str:
         now = datetime.now(UTC)
@@ -328,7 +331,7 @@ def test_the_monthly_limit_defers_for_an_hour_and_raises_a_metric(
     assert [m["LineMonthlyLimitReached"] for m in metrics if "LineMonthlyLimitReached" in m] == [[1.0]]
     assert harness.receive() == []  # back in an hour, not now
     # The next month (or a bigger plan): a new execution environment sends them.
-    harness.module.sender._paused_until = 0.0
+    harness.module.services.sender._paused_until = 0.0
     assert harness.invoke(redeliver_now(harness, records)) == set()
     assert set(harness.received()) == {line_user_id(n) for n in (1, 2, 3)}
     assert set(harness.outcomes("monthly").values()) == {RecipientStatus.SENT}
@@ -341,10 +344,10 @@ def test_a_time_out_is_retried(harness: Harness, monkeypatch: pytest.MonkeyPatch
     silent.listen(8)  # accepts connections, never answers
     try:
         from cems.line.api import messaging_api
-        from cems.line.config import LineSettings
+        from cems.settings import LineSettings
 
-        settings = LineSettings(f"http://127.0.0.1:{silent.getsockname()[1]}", "", "", None, None)
-        gateway = harness.module.sender.gateway
+        settings = LineSettings(api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        gateway = harness.module.services.sender.gateway
         monkeypatch.setattr(gateway, "_api_factory", lambda: messaging_api(settings, TOKEN))
         monkeypatch.setattr(gateway, "_api", None)
         monkeypatch.setattr(gateway, "timeout", (0.5, 0.5))
@@ -412,7 +415,7 @@ def test_an_unfollow_between_attempts_is_respected(harness: Harness) -> None:
 def test_concurrent_deliveries_call_line_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     recipients = [harness.customer(n) for n in range(1, 6)]
     body = dispatch("concurrent", recipients)
-    sender = harness.module.sender
+    sender = harness.module.services.sender
     # In-process moto is not thread-safe; DynamoDB applies each request atomically, and so does this.
     client = sender.deliveries.client
     make_api_call = client._make_api_call

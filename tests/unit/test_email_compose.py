@@ -19,10 +19,10 @@ from cems.email.compose import (
     rewrite_html_links,
     rewrite_text_links,
 )
-from cems.email.config import EmailSettings, EmailSettingsError
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
+from cems.settings import EmailSettings, EmailSettingsError, Settings
 from pydantic import ValidationError
 
 BASE = "https://engage.example.jp"
@@ -271,10 +271,14 @@ def test_ses_tags_round_trip() -> None:
     assert (back.step_id, back.variant, back.test) == ("step_1", "冬 B", True)
 
 
+def email_settings(env: dict[str, str]) -> EmailSettings:
+    return Settings(env).email
+
+
 def test_settings_required_outside_the_local_stack() -> None:
     with pytest.raises(EmailSettingsError, match="EMAIL_POSTAL_ADDRESS"):
-        EmailSettings.from_env({"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": BASE})
-    local = EmailSettings.from_env({"CEMS_LOCAL": "1", "ENGAGE_BASE_URL": BASE + "/"})
+        email_settings({"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": BASE})
+    local = email_settings({"CEMS_LOCAL": "1", "ENGAGE_BASE_URL": BASE + "/"})
     assert local.engage_base_url == BASE and local.postal_address
 
 
@@ -287,16 +291,14 @@ def test_settings_refuse_an_invalid_sender() -> None:
         "ENGAGE_BASE_URL": BASE,
     }
     with pytest.raises(EmailSettingsError, match="EMAIL_FROM_ADDRESS"):
-        EmailSettings.from_env(env)
+        email_settings(env)
     with pytest.raises(EmailSettingsError, match="ENGAGE_BASE_URL"):
-        EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "engage"})
-    assert EmailSettings.from_env(env | {"EMAIL_FROM_ADDRESS": "a@example.jp"}).configuration_set is None
+        email_settings(env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "engage"})
+    assert email_settings(env | {"EMAIL_FROM_ADDRESS": "a@example.jp"}).configuration_set is None
     plain_http = env | {"EMAIL_FROM_ADDRESS": "a@example.jp", "ENGAGE_BASE_URL": "http://links.example.jp"}
     with pytest.raises(EmailSettingsError, match="https"):
-        EmailSettings.from_env(plain_http)
-    assert (
-        EmailSettings.from_env(plain_http | {"CEMS_LOCAL": "1"}).engage_base_url == "http://links.example.jp"
-    )
+        email_settings(plain_http)
+    assert email_settings(plain_http | {"CEMS_LOCAL": "1"}).engage_base_url == "http://links.example.jp"
 
 
 def test_links_with_spaces_or_japanese_are_tracked_percent_encoded_and_odd_ones_left_alone() -> None:

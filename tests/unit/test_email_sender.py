@@ -17,16 +17,9 @@ from botocore.exceptions import (
     ProxyConnectionError,
     ReadTimeoutError,
 )
-from cems.email.config import EmailSettings
-from cems.email.sender import (
-    SES_CLIENT_CONFIG,
-    EmailSender,
-    SesGateway,
-    Status,
-    classify_error,
-    scrub,
-    valid_address,
-)
+from cems.adapters.ses import SES_CLIENT_CONFIG, SesGateway, classify_error
+from cems.email.sender import EmailSender, Status, scrub, valid_address
+from cems.settings import EmailSettings
 
 SETTINGS = EmailSettings(
     from_address="shop@example.jp",

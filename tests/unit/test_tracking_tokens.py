@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from cems.engagement.config import LOCAL_TRACKING_SECRET, EngagementSettings
+from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.tokens import (
     MAC_BYTES,
     InvalidToken,
@@ -19,6 +19,7 @@ from cems.engagement.tokens import (
     trackable_url,
     unsubscribe_url,
 )
+from cems.settings import Settings
 from pydantic import ValidationError
 
 SIGNER = TokenSigner(lambda: b"test-secret")
@@ -202,7 +203,7 @@ def test_settings_secret_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CEMS_LOCAL", raising=False)
     monkeypatch.setenv("CEMS_TRACKING_SECRET", "from-env")
     monkeypatch.delenv("TRACKING_SECRET_PARAMETER", raising=False)
-    settings = EngagementSettings.from_env()
+    settings = Settings.from_environ().engagement
     assert settings.base_url == "https://t.example.jp"
     assert settings.secret() == b"from-env"
     # Outside the local stack nothing configured is refused (tests/unit/test_secret_settings.py).
@@ -210,7 +211,7 @@ def test_settings_secret_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CEMS_TRACKING_SECRET")
     monkeypatch.setenv("TRACKING_SECRET_PARAMETER", "/cems/dev/tracking-secret")
     monkeypatch.setenv("CEMS_LOCAL", "1")
-    assert EngagementSettings.from_env().secret() == LOCAL_TRACKING_SECRET.encode()
+    assert Settings.from_environ().engagement.secret() == LOCAL_TRACKING_SECRET.encode()
 
 
 def test_the_secret_is_read_lazily() -> None:

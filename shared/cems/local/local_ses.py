@@ -30,11 +30,11 @@ from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any, Literal
 
 from cems import clock
-from cems.engagement.config import EngagementSettings
 from cems.engagement.ses_events import email_tags, simulated_ses_event, sns_envelope
 from cems.engagement.tokens import InvalidToken, TokenKind, TokenSigner
 from cems.local.http import LocalRequest, LocalResponse, LocalRoute
 from cems.local.moto_server import SENT_MAIL_PATH
+from cems.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
@@ -139,7 +139,7 @@ class LocalSes:
         found = _UNSUBSCRIBE_TOKEN.search(mail.get("list_unsubscribe") or "")
         if found is None:
             return []
-        settings = EngagementSettings.from_env()
+        settings = Settings.from_environ().engagement
         try:
             token = TokenSigner(settings.secret).verify(found.group(1), TokenKind.UNSUBSCRIBE)
         except InvalidToken:

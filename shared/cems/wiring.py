@@ -1,0 +1,391 @@
+"""The composition root: one builder per Lambda function, returning that function's ready-built services.
+
+Every function's `app.py` calls its builder once, at init, and keeps what it returns; nothing else in
+`shared/cems` or `functions/` builds stores, clients or senders, or reads the environment
+(`cems.settings` does, once). Each builder takes the function's `Settings` (read from the process
+environment when not given) and asks only for the areas it uses, so a bad value stops that function
+at init, naming the variable.
+
+Imports sit inside the builders on purpose: Lambda cold start is measured (`make bench`), and a
+function should load only what it runs. `collect` must not import the scenario engine, the LINE SDK
+or the email composer because `trigger` needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from cems.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+    from cems.adapters.dynamodb.customers import Stores
+    from cems.adapters.dynamodb.erasure import CustomerEraser
+    from cems.adapters.dynamodb.journeys import JourneyStores
+    from cems.adapters.sqs import QueueRetry
+    from cems.collect import Collector
+    from cems.consent import ConsentConfirmations
+    from cems.email.sender import EmailSender
+    from cems.engagement.engage import Engagement
+    from cems.line.sender import LineSender
+    from cems.line.webhook import LineWebhook
+    from cems.reports.report import ReportService
+    from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker
+    from cems.scenario.loader import ScenarioLoader
+    from cems.scenario.runner import LinkTracker, ScenarioRunner
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return Settings.from_environ() if settings is None else settings
+
+
+def _dynamodb() -> DynamoDBClient:
+    from cems.adapters import aws
+
+    return aws.dynamodb()
+
+
+def _sqs() -> SQSClient:
+    from cems.adapters import aws
+
+    client: SQSClient = aws.client("sqs")
+    return client
+
+
+# ------------------------------------------------------------------------------------------- shared parts
+
+
+def customer_stores(dynamodb: DynamoDBClient, settings: Settings) -> Stores:
+    """Customers, events, the de-duplication ledger and ingest's store over them."""
+    from cems.adapters.dynamodb.customers import (
+        CustomerStore,
+        EventStore,
+        IngestStore,
+        MessageLedger,
+        Stores,
+    )
+
+    tables, retention = settings.tables, settings.retention
+    customers = CustomerStore(tables.customers, dynamodb)
+    events = EventStore(tables.events, dynamodb, timedelta(days=retention.event_days))
+    ledger = MessageLedger(tables.idempotency, timedelta(days=retention.dedupe_days))
+    return Stores(customers, events, ledger, IngestStore(customers, events, ledger))
+
+
+def journey_stores(dynamodb: DynamoDBClient, settings: Settings) -> JourneyStores:
+    """Scenario versions, enrolments (on the sharded due index, as the store's own model) and cap
+    counters: what the loader and the store's tests use."""
+    from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, JourneyStores, ScenarioStore
+
+    table = settings.tables.journeys
+    return JourneyStores(
+        ScenarioStore(table, dynamodb),
+        EnrolmentStore(table, dynamodb, settings.engine.due_shards),
+        CapStore(table, dynamodb),
+    )
+
+
+def line_link_tracker(settings: Settings) -> LinkTracker:
+    """Click-tracker URLs for the links of LINE dispatches (the tracking secret is read on the first
+    link, not at init)."""
+    from cems import clock
+    from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url, tracking_expiry
+    from cems.scenario import engine
+
+    engagement = settings.engagement
+    signer = TokenSigner(engagement.secret)
+
+    def tracked(dispatch: engine.Dispatch, url: str) -> str:
+        token = TrackingToken(
+            kind=TokenKind.CLICK,
+            dispatch_key=dispatch.key,
+            customer_id=dispatch.customer_id,
+            channel="line",
+            scenario_id=dispatch.scenario_id,
+            version=dispatch.version,
+            step_id=dispatch.step_id,
+            variant=dispatch.variant,
+            url=url,
+            expires_at=tracking_expiry(clock.now()),
+        )
+        return click_url(engagement.base_url, signer, token)
+
+    return tracked
+
+
+def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> ScenarioRunner:
+    """The scenario runner `trigger`, `tick` and `broadcast` share: the journey and customer stores,
+    the send queues, the global caps, LINE rich menus (the token is read on first use), LINE link
+    tracking and the report counters."""
+    from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.line_api import LineRichMenus
+    from cems.adapters.sqs import QueueDispatchSink
+    from cems.scenario.engine import Enrolment
+    from cems.scenario.model import ChannelCap, FrequencyCaps
+    from cems.scenario.runner import ScenarioRunner
+
+    table = settings.tables.journeys
+    stores = customer_stores(dynamodb, settings)
+    # Only the caps set are passed, so ChannelCap's own defaults stay the one place they are written.
+    caps = {channel: ChannelCap(**limits) for channel, limits in settings.engine.caps().items()}
+    return ScenarioRunner(
+        ScenarioStore(table, dynamodb),
+        # The engine's own Enrolment model, read back as the engine works with it.
+        EnrolmentStore(table, dynamodb, settings.engine.due_shards, model=Enrolment),
+        CapStore(table, dynamodb),
+        stores.customers,
+        stores.events,
+        QueueDispatchSink(
+            sqs,
+            settings.queues.line_send,
+            settings.queues.email_send,
+            links=line_link_tracker(settings),
+        ),
+        limits=FrequencyCaps(**caps),
+        rich_menus=LineRichMenus(settings.line),
+        counters=ReportCounters(table, dynamodb),
+    )
+
+
+def broadcast_starter(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> BroadcastStarter:
+    """Starts broadcast runs and date-trigger backfills: segment messages on BroadcastQueue."""
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.scenario.broadcast import BroadcastStarter, BroadcastStore
+
+    table = settings.tables.journeys
+    return BroadcastStarter(
+        ScenarioStore(table, dynamodb),
+        BroadcastStore(table, dynamodb),
+        sqs,
+        settings.queues.broadcast,
+        settings.engine.broadcast_segments,
+    )
+
+
+# ------------------------------------------------------------------------------------------- per function
+
+
+def collect(settings: Settings | None = None) -> Collector:
+    from cems.collect import Collector
+    from cems.ingest import Ingestor
+    from cems.line.linking import NonceStore
+    from cems.sites import SiteDirectory, SiteStore
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    stores = customer_stores(dynamodb, settings)
+    return Collector(
+        SiteDirectory(SiteStore(settings.tables.sites, dynamodb), settings.retention.site_cache_seconds),
+        Ingestor(stores.ingest),
+        NonceStore(settings.tables.customers, dynamodb),
+        settings.line,
+    )
+
+
+def line_webhook(settings: Settings | None = None) -> LineWebhook:
+    from cems.ingest import Ingestor
+    from cems.line.api import messaging_api
+    from cems.line.linking import NonceStore
+    from cems.line.webhook import LineWebhook
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    line = settings.line
+    stores = customer_stores(dynamodb, settings)
+    return LineWebhook(
+        line,
+        Ingestor(stores.ingest),
+        NonceStore(settings.tables.customers, dynamodb),
+        stores.customers,
+        # The reply client is made on the first reply: the token costs an SSM read.
+        lambda: messaging_api(line),
+    )
+
+
+@dataclass(frozen=True)
+class TriggerServices:
+    runner: ScenarioRunner
+    consent: ConsentConfirmations
+
+
+def trigger(settings: Settings | None = None) -> TriggerServices:
+    from cems.consent import ConfirmationMarkers, ConsentConfirmations
+
+    settings = _settings(settings)
+    dynamodb, sqs = _dynamodb(), _sqs()
+    consent = ConsentConfirmations(
+        customer_stores(dynamodb, settings).customers,
+        ConfirmationMarkers(settings.tables.customers, dynamodb),
+        sqs,
+        settings.queues.email_send,
+        shop_name=settings.engagement.shop_name,
+    )
+    return TriggerServices(runner(dynamodb, sqs, settings), consent)
+
+
+@dataclass(frozen=True)
+class TickServices:
+    runner: ScenarioRunner
+    broadcasts: BroadcastStarter
+
+
+def tick(settings: Settings | None = None) -> TickServices:
+    settings = _settings(settings)
+    dynamodb, sqs = _dynamodb(), _sqs()
+    return TickServices(runner(dynamodb, sqs, settings), broadcast_starter(dynamodb, sqs, settings))
+
+
+def broadcast(settings: Settings | None = None) -> BroadcastWorker:
+    from cems.scenario.broadcast import BroadcastStore, BroadcastWorker
+
+    settings = _settings(settings)
+    dynamodb, sqs = _dynamodb(), _sqs()
+    return BroadcastWorker(
+        runner(dynamodb, sqs, settings),
+        BroadcastStore(settings.tables.journeys, dynamodb),
+        settings.tables.customers,
+        sqs,
+        settings.queues.broadcast,
+    )
+
+
+def scenario_loader(settings: Settings | None = None) -> ScenarioLoader:
+    from cems.adapters import aws
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.scenario.loader import ScenarioFiles, ScenarioLoader
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    return ScenarioLoader(
+        ScenarioFiles(aws.client("s3")),
+        ScenarioStore(settings.tables.journeys, dynamodb),
+        # A date trigger's backfill uses the broadcast fan-out.
+        broadcast_starter(dynamodb, _sqs(), settings),
+    )
+
+
+@dataclass(frozen=True)
+class SendLineServices:
+    sender: LineSender
+    retry: QueueRetry
+
+
+def send_line(logger: Logger, settings: Settings | None = None) -> SendLineServices:
+    from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.adapters.dynamodb.line_deliveries import DeliveryStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.line_api import LineGateway
+    from cems.adapters.sqs import QueueRetry
+    from cems.line.api import load_client_modules, messaging_api
+    from cems.line.sender import LineSender
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    line, tables = settings.line, settings.tables
+    # The SDK's modules at init rather than in the first send's time budget.
+    load_client_modules()
+    sender = LineSender(
+        CustomerStore(tables.customers, dynamodb),
+        DeliveryStore(tables.deliveries, dynamodb, timedelta(days=settings.retention.delivery_days)),
+        # The channel access token is read on the first send, not at init (SSM costs a round trip).
+        LineGateway(lambda: messaging_api(line)),
+        retry_base_seconds=line.retry_base_seconds,
+        counters=ReportCounters(tables.journeys, dynamodb),
+    )
+    return SendLineServices(sender, QueueRetry(settings.queues.line_send, logger))
+
+
+@dataclass(frozen=True)
+class SendEmailServices:
+    sender: EmailSender
+    retry: QueueRetry
+
+
+def send_email(logger: Logger, settings: Settings | None = None) -> SendEmailServices:
+    from cems.adapters import aws
+    from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.adapters.dynamodb.email_deliveries import DeliveryRecords
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.suppression import SuppressionStore
+    from cems.adapters.ses import SES_CLIENT_CONFIG, SesGateway
+    from cems.adapters.sqs import QueueRetry
+    from cems.email.compose import SignedLinks
+    from cems.email.dispatch import EmailDispatch
+    from cems.email.sender import EmailSender
+    from cems.engagement.tokens import TokenSigner
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    email, tables = settings.email, settings.tables
+    # The signing secret is read on the first send, not at init (SSM costs a round trip).
+    signer = TokenSigner(settings.engagement.secret)
+
+    def links(dispatch: EmailDispatch) -> SignedLinks:
+        return SignedLinks(email.engage_base_url, signer, dispatch)
+
+    sender = EmailSender(
+        email,
+        CustomerStore(tables.customers, dynamodb),
+        SuppressionStore(tables.customers, dynamodb),
+        DeliveryRecords(tables.deliveries, dynamodb, timedelta(days=settings.retention.delivery_days)),
+        ReportCounters(tables.journeys, dynamodb),
+        # The SES client is made on the first send: most of its cost is loading its model.
+        SesGateway(lambda: aws.client("sesv2", SES_CLIENT_CONFIG)),
+        links,
+    )
+    return SendEmailServices(sender, QueueRetry(settings.queues.email_send, logger))
+
+
+@dataclass(frozen=True)
+class EngageServices:
+    engagement: Engagement
+    # The sender's name on the unsubscribe and confirmation pages, if set.
+    shop_name: str | None
+
+
+def engage(settings: Settings | None = None) -> EngageServices:
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.suppression import SuppressionStore
+    from cems.engagement.engage import Engagement
+    from cems.engagement.tokens import TokenSigner
+    from cems.ingest import Ingestor
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    engagement, tables = settings.engagement, settings.tables
+    stores = customer_stores(dynamodb, settings)
+    service = Engagement(
+        TokenSigner(engagement.secret),
+        Ingestor(stores.ingest),
+        stores.customers,
+        ReportCounters(tables.journeys, dynamodb),
+        SuppressionStore(tables.customers, dynamodb),
+    )
+    return EngageServices(service, engagement.shop_name)
+
+
+@dataclass(frozen=True)
+class AdminServices:
+    reports: ReportService
+    eraser: CustomerEraser
+
+
+def admin(settings: Settings | None = None) -> AdminServices:
+    from cems.adapters.dynamodb.erasure import CustomerEraser
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.reports.report import ReportService
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    tables = settings.tables
+    return AdminServices(
+        ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
+        CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
+    )
