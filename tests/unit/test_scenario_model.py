@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.cron import CronSchedule
-from cems.scenario.durations import format_duration, parse_duration
+from cems.scenario.durations import DURATION_PATTERN, LOCAL_TIME_PATTERN, format_duration, parse_duration
 from cems.scenario.model import (
     BranchStep,
     BroadcastTrigger,
@@ -78,6 +78,24 @@ def test_every_description_in_the_schema_is_in_japanese_and_english() -> None:
         japanese, _, english = text.partition("\n\n")
         assert re.search(r"[\u3040-\u30ff\u3400-\u9fff]", japanese), (path, text)
         assert re.search(r"[A-Za-z]{3}", english), (path, text)
+
+
+def _patterned_defaults(node: Any) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("default"), str) and "pattern" in node:
+            found.append((node["default"], node["pattern"]))
+        found += [d for value in node.values() for d in _patterned_defaults(value)]
+    elif isinstance(node, list):
+        found += [d for value in node for d in _patterned_defaults(value)]
+    return found
+
+
+def test_the_schema_shows_defaults_as_a_scenario_file_writes_them() -> None:
+    # An editor offers these; "P3D" or "09:00:00" would be refused by the very schema that offers them.
+    defaults = _patterned_defaults(json.loads(json_schema_text()))
+    assert ("3d", DURATION_PATTERN) in defaults and ("09:00", LOCAL_TIME_PATTERN) in defaults
+    assert all(re.match(pattern, default) for default, pattern in defaults), defaults
 
 
 def test_the_schema_forbids_unknown_fields_so_editors_flag_typos() -> None:

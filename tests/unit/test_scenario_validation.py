@@ -506,6 +506,19 @@ def test_a_step_after_a_reference_to_nowhere_in_particular_is_not_called_unreach
     assert english(report.errors[0].message) == 'there is no step "zzz"; step ids here: wait, hello, done'
 
 
+def test_the_graph_checks_know_every_step_type_the_models_know() -> None:
+    # The graph checks read JSON, so nothing but this test tells them about a new step type.
+    from typing import get_args
+
+    from cems.scenario.graph import _TARGETS
+    from cems.scenario.model import Step
+
+    step_types = {
+        get_args(member.model_fields["type"].annotation)[0] for member in get_args(get_args(Step)[0])
+    }
+    assert set(_TARGETS) == step_types
+
+
 def test_the_graph_is_checked_even_when_a_field_is_invalid() -> None:
     def change(d: dict[str, Any]) -> None:
         d["priority"] = "high"

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
+from pydantic.json_schema import GenerateJsonSchema
 
 from cems.scenario.cron import CRON_HINT, CRON_HINT_JA, CronSchedule
 from cems.scenario.durations import (
@@ -579,8 +580,14 @@ class LineFollowTrigger(_Model):
     doc_ja: ClassVar[str] = "顧客が LINE 公式アカウントを友だち追加したときにエントリー（`line_follow`）。"
 
     type: Literal["line_follow"]
-    # A friend who had blocked the account and unblocks it also sends `follow` (is_unblocked).
-    include_unblocked: bool = True
+    include_unblocked: bool = Field(
+        default=True,
+        description=described(
+            "ブロックを解除した友だちもエントリーさせる（LINE はブロック解除でも `follow` を送ります）",
+            "A friend who had blocked the account and unblocks it also enters (LINE sends `follow` "
+            "for an unblock too)",
+        ),
+    )
 
 
 class SurveyAnswerTrigger(_Model):
@@ -681,8 +688,12 @@ class _Step(_Model):
     doc_ja: ClassVar[str] = "ジャーニーのステップ。"
 
     id: StepId
-    # A label for people reading the scenario or its reports.
-    name: Name | None = None
+    name: Name | None = Field(
+        default=None,
+        description=described(
+            "シナリオやレポートを読む人のための名前", "A label for people reading the scenario or its reports"
+        ),
+    )
 
 
 class SendStep(_Step):
@@ -856,12 +867,23 @@ class EntryRules(_Model):
 
     doc_ja: ClassVar[str] = "再エントリーとホールドアウト: 誰がもう一度エントリーできるか、と対照群。"
 
-    # never: once per customer, ever; after_exit: again once the previous journey ended;
-    # cooldown: again once `cooldown` has passed since the previous entry (and it ended).
-    reentry: Literal["never", "after_exit", "cooldown"] = "never"
+    reentry: Literal["never", "after_exit", "cooldown"] = Field(
+        default="never",
+        description=described(
+            "never: 1 人 1 回だけ。after_exit: 前のジャーニーが終わればもう一度。"
+            "cooldown: 前のエントリーから `cooldown` が過ぎ、ジャーニーが終わっていればもう一度",
+            "never: once per customer, ever; after_exit: again once the previous journey ended; "
+            "cooldown: again once `cooldown` has passed since the previous entry (and it ended)",
+        ),
+    )
     cooldown: Duration | None = None
-    # Percent of entrants kept as a control group: recorded, sent nothing, measured against the goal.
-    holdout_percent: Percent = 0
+    holdout_percent: Percent = Field(
+        default=0,
+        description=described(
+            "対照群にするエントリーの割合（%）: 記録はしても何も送らず、ゴールの達成を比べます",
+            "Percent of entrants kept as a control group: recorded, sent nothing, measured against the goal",
+        ),
+    )
 
     @model_validator(mode="after")
     def _cooldown(self) -> EntryRules:
@@ -903,10 +925,20 @@ class ExitRules(_Model):
         "いつも終わり（設定できません）、ゴールに達するといつもコンバージョンとして離脱します。"
     )
 
-    # Leave this scenario when a scenario of higher priority takes the customer.
-    yield_to_higher_priority: bool = True
-    # Leave after this many sends in a row with no response from the customer.
-    no_response_after_sends: Annotated[int, Field(ge=1, le=100)] | None = None
+    yield_to_higher_priority: bool = Field(
+        default=True,
+        description=described(
+            "優先度の高いシナリオが顧客をエントリーさせたら、このシナリオから離脱する",
+            "Leave this scenario when a scenario of higher priority takes the customer",
+        ),
+    )
+    no_response_after_sends: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        default=None,
+        description=described(
+            "顧客の反応がないまま、この回数続けて送ったら離脱する",
+            "Leave after this many sends in a row with no response from the customer",
+        ),
+    )
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -946,9 +978,21 @@ class FrequencyCapRule(_Model):
 
     doc_ja: ClassVar[str] = "配信上限: 顧客のチャネルごとの全体の上限に達したとき、送信をどうするか。"
 
-    when_capped: Literal["skip", "defer"] = "defer"
-    # A deferred send is skipped after this long (it is no longer timely).
-    give_up_after: Duration = timedelta(days=3)
+    when_capped: Literal["skip", "defer"] = Field(
+        default="defer",
+        description=described(
+            "skip: 送らずに次のステップへ。defer: 上限が空くまで待って送る",
+            "skip: go on without sending; defer: send once the cap allows",
+        ),
+    )
+    # The type's own description (a duration) stays; this one says what the duration is for.
+    give_up_after: Duration = Field(
+        default=timedelta(days=3),
+        description=described(
+            "待たせた送信をあきらめるまでの期間（それより後では時機を逸しているため）",
+            "A deferred send is skipped after this long (it is no longer timely)",
+        ),
+    )
 
 
 class Tracking(_Model):
@@ -956,11 +1000,23 @@ class Tracking(_Model):
 
     doc_ja: ClassVar[str] = "効果測定: このシナリオの送信で CEMS が計測するもの（クリック・開封）。"
 
-    # Links (email `<a href>` and bare URLs in the text part; LINE `uri` actions) go through the click
-    # tracker, so clicks are counted and can be goals, exits or branches.
-    clicks: bool = True
-    # A 1x1 image in the HTML part of emails counts opens (images blocked: no open counted).
-    opens: bool = True
+    clicks: bool = Field(
+        default=True,
+        description=described(
+            "リンク（メールの `<a href>` とテキスト部の URL、LINE の `uri` アクション）をクリック計測に通す。"
+            "クリックは数えられ、ゴール・離脱・分岐に使えます",
+            "Links (email `<a href>` and bare URLs in the text part; LINE `uri` actions) go through the "
+            "click tracker, so clicks are counted and can be goals, exits or branches",
+        ),
+    )
+    opens: bool = Field(
+        default=True,
+        description=described(
+            "メールの HTML 部に 1x1 の画像を入れて開封を数える"
+            "（画像を表示しない受信者の開封は数えられません）",
+            "A 1x1 image in the HTML part of emails counts opens (images blocked: no open counted)",
+        ),
+    )
 
 
 class ChannelCap(_Model):
@@ -994,24 +1050,62 @@ class Scenario(_Model):
 
     doc_ja: ClassVar[str] = "シナリオ: 誰が、いつエントリーし、どんなステップのジャーニーを進むか。"
 
-    # Lets editors find the JSON Schema; ignored otherwise.
-    schema_: str | None = Field(default=None, alias="$schema")
+    schema_: str | None = Field(
+        default=None,
+        alias="$schema",
+        description=described(
+            "エディターが JSON Schema を見つけるためのパス（ほかには使いません）",
+            "Lets editors find the JSON Schema; ignored otherwise",
+        ),
+    )
     id: ScenarioId
-    name: Name
-    description: Annotated[str, Field(max_length=2000)] | None = None
-    version: Annotated[int, Field(ge=1)] = 1
-    # Higher wins when two scenarios want the same customer.
-    priority: Annotated[int, Field(ge=0, le=1000)] = 100
-    time_zone: str = DEFAULT_TIME_ZONE
-    trigger: Trigger
-    audience: Condition | None = None
+    name: Name = Field(
+        description=described("シナリオの名前（レポートに表示）", "The scenario's name, shown in reports")
+    )
+    description: Annotated[str, Field(max_length=2000)] | None = Field(
+        default=None, description=described("メモ（動作には影響しません）", "Notes; they change nothing")
+    )
+    version: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description=described(
+            "書き手のためのバージョン番号（公開されるバージョンはアップロードごとに CEMS が付けます）",
+            "A version number for the writer (CEMS numbers the live versions per upload)",
+        ),
+    )
+    priority: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=100,
+        description=described(
+            "2 つのシナリオが同じ顧客をエントリーさせようとしたとき、大きいほうが優先されます",
+            "Higher wins when two scenarios want the same customer",
+        ),
+    )
+    time_zone: str = Field(
+        default=DEFAULT_TIME_ZONE,
+        description=described(
+            "時刻・日付・配信時間帯を読むタイムゾーン（IANA の名前）",
+            "The time zone times, dates and the send window are read in (an IANA name)",
+        ),
+    )
+    trigger: Trigger = Field(description=described("エントリーのきっかけ", "What makes a customer enter"))
+    audience: Condition | None = Field(
+        default=None,
+        description=described(
+            "エントリーできる顧客の条件（なければ全員）", "Who may enter (everyone when absent)"
+        ),
+    )
     entry: EntryRules = EntryRules()
     goal: Goal | None = None
     exit: ExitRules = ExitRules()
     send_window: SendWindow = SendWindow()
     frequency_cap: FrequencyCapRule = FrequencyCapRule()
     tracking: Tracking = Tracking()
-    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)] = Field(
+        description=described(
+            "ジャーニーのステップ。最初のステップから始まり、"
+            "`next` のないステップはすぐ下のステップに進みます",
+            "The journey's steps: it starts at the first, and a step without `next` goes to the one below it",
+        )
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -1104,9 +1198,21 @@ for _model in (AllCondition, AnyCondition, NotCondition, Branch, Scenario):
 # ---------------------------------------------------------------------------------------------- schema
 
 
+class _ScenarioSchema(GenerateJsonSchema):
+    """Writes a default duration or time of day as a scenario file would ("3d", "09:00"): pydantic
+    encodes a default without the field's serializer, as ISO 8601 ("P3D"), which the pattern refuses."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        if isinstance(dft, time):
+            return format_local_time(dft)
+        return super().encode_default(dft)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of scenario files, for editors (committed as schemas/scenario.schema.json)."""
-    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation", schema_generator=_ScenarioSchema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://cems.example/schemas/scenario.schema.json",
