@@ -226,6 +226,10 @@ def test_an_invalid_file_is_reported_and_the_previous_version_stays_live(
     matching = [e for e in report["errors"] if e["path"] == path]
     assert matching, f"{mistake}: no error at {path}: {report['errors']}"
     assert any(word in e["message"] for e in matching), matching
+    # Every message is Japanese first, English alongside.
+    for error in report["errors"]:
+        japanese, _, english = error["message"].partition(" / ")
+        assert english and any("\u3040" <= c <= "\u9fff" for c in japanese), error
     text = harness.report_text()
     assert text.splitlines()[1].startswith("無効なシナリオです")
     assert f"error: {path}" in text and "version 1 stays live" in text

@@ -34,7 +34,8 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 
 from cems import clock
-from cems.scenario.model import ID_HINT, DateTrigger, Scenario
+from cems.scenario.model import ID_HINT, ID_HINT_JA, DateTrigger, Scenario
+from cems.scenario.problems import bilingual
 from cems.scenario.store import ActiveState, ScenarioSource, ScenarioStore, padded_sequencer
 from cems.scenario.validation import Issue, ValidationReport, validate_text
 
@@ -222,7 +223,12 @@ class ScenarioLoader:
         except ValueError as exc:
             report = _refused(
                 source,
-                f"the file is too large ({exc}); a scenario file may be at most {MAX_SCENARIO_BYTES:,} bytes",
+                bilingual(
+                    f"ファイルが大きすぎます（{exc}）。"
+                    f"シナリオファイルは {MAX_SCENARIO_BYTES:,} バイトまでです",
+                    f"the file is too large ({exc}); "
+                    f"a scenario file may be at most {MAX_SCENARIO_BYTES:,} bytes",
+                ),
             )
             return self._rejected(event, name, report, current)
         if data is None:
@@ -231,7 +237,16 @@ class ScenarioLoader:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             return self._rejected(
-                event, name, _refused(source, f"the file is not UTF-8 text: {exc}"), current
+                event,
+                name,
+                _refused(
+                    source,
+                    bilingual(
+                        f"ファイルが UTF-8 のテキストではありません: {exc}",
+                        f"the file is not UTF-8 text: {exc}",
+                    ),
+                ),
+                current,
             )
         report = validate_text(text, source)
         _check_name(report, text, event.key, name)
@@ -362,8 +377,13 @@ def _check_name(report: ValidationReport, text: str, key: str, name: str) -> Non
             0,
             Issue(
                 FILE_NAME,
-                f'"{key}" is not a scenario file name: upload it as scenarios/<id>.json, where <id> is the '
-                f"scenario's id ({ID_HINT})",
+                bilingual(
+                    f'"{key}" はシナリオのファイル名ではありません。'
+                    f"scenarios/<id>.json としてアップロードしてください。<id> はシナリオの id です"
+                    f"（{ID_HINT_JA}）",
+                    f'"{key}" is not a scenario file name: upload it as scenarios/<id>.json, where <id> is '
+                    f"the scenario's id ({ID_HINT})",
+                ),
                 "file_name",
             ),
         )
@@ -379,9 +399,14 @@ def _check_name(report: ValidationReport, text: str, key: str, name: str) -> Non
             0,
             Issue(
                 "id",
-                f'the id is "{declared}" but the file is {key}: a scenario is uploaded as '
-                f'scenarios/<its id>.json, so rename the file to scenarios/{declared}.json or set "id" '
-                f'to "{name}"',
+                bilingual(
+                    f'id は "{declared}" ですが、ファイルは {key} です。シナリオは scenarios/<その id>.json '
+                    f'としてアップロードするので、ファイル名を scenarios/{declared}.json にするか、"id" を '
+                    f'"{name}" にしてください',
+                    f'the id is "{declared}" but the file is {key}: a scenario is uploaded as '
+                    f'scenarios/<its id>.json, so rename the file to scenarios/{declared}.json or set "id" '
+                    f'to "{name}"',
+                ),
                 "id_mismatch",
             ),
         )
