@@ -1,0 +1,253 @@
+"""In-memory scenario, enrolment and cap stores with the JourneysTable adapters' semantics.
+
+What the runner and the loader rely on is kept: every enrolment and schedule write is conditional on
+the revision read (a stale one is refused, and the winner's write stands); the due index lists
+enrolments and date schedules whose `due_at` has come, and leaves out the rest; cap counters count a
+send on the day and the week together or not at all, and never past a limit; a version number is
+given out once, an S3 event applied twice stores nothing. tests/integration/test_journeys_contract.py
+runs the same assertions against these and against DynamoDB (moto).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from cems import clock
+from cems.adapters.dynamodb.journeys import cap_periods
+from cems.scenario.model import ChannelCap, Scenario
+from cems.scenario.records import (
+    ActiveState,
+    CapOutcome,
+    DateSchedule,
+    DueKey,
+    PublishOutcome,
+    ScenarioSource,
+    ScenarioSummary,
+    ScenarioVersion,
+    padded_sequencer,
+)
+from pydantic import BaseModel
+
+E = TypeVar("E", bound=BaseModel)
+
+
+class InMemoryScenarioStore:
+    """Versions, the ACTIVE pointer and the active summaries, in dictionaries."""
+
+    def __init__(self) -> None:
+        self.pointers: dict[str, ActiveState] = {}
+        self.versions_stored: dict[tuple[str, int], ScenarioVersion] = {}
+        self.summaries: dict[str, ScenarioSummary] = {}
+
+    def active(self, scenario_id: str) -> ActiveState | None:
+        return self.pointers.get(scenario_id)
+
+    def active_version(self, scenario_id: str) -> ScenarioVersion | None:
+        state = self.active(scenario_id)
+        if state is None or not state.is_active:
+            return None
+        return self.version(scenario_id, state.version)
+
+    def version(self, scenario_id: str, version: int) -> ScenarioVersion | None:
+        return self.versions_stored.get((scenario_id, version))
+
+    def versions(self, scenario_id: str) -> list[int]:
+        return sorted(number for sid, number in self.versions_stored if sid == scenario_id)
+
+    def active_summaries(self) -> list[ScenarioSummary]:
+        return [self.summaries[sid] for sid in sorted(self.summaries)]
+
+    def put_version(
+        self,
+        scenario: Scenario,
+        document: Mapping[str, Any],
+        source: ScenarioSource,
+        at: datetime | None = None,
+    ) -> PublishOutcome:
+        at = at or clock.now()
+        sequencer = padded_sequencer(source.sequencer) if source.sequencer else None
+        current = self.active(scenario.id)
+        if current is not None:
+            if sequencer and current.sequencer and current.sequencer >= sequencer:
+                return PublishOutcome(
+                    "duplicate" if current.sequencer == sequencer else "superseded", current.version
+                )
+            if current.is_active and current.etag == source.etag:
+                return PublishOutcome("unchanged", current.version)
+        number = (current.latest if current else 0) + 1
+        self.versions_stored[(scenario.id, number)] = ScenarioVersion(
+            scenario.id, number, scenario, at, source
+        )
+        self.pointers[scenario.id] = ActiveState(
+            scenario.id, "active", number, number, at, etag=source.etag, sequencer=sequencer
+        )
+        self.summaries[scenario.id] = ScenarioSummary.of(scenario, number)
+        return PublishOutcome("created", number)
+
+    def activate(self, scenario_id: str, version: int, at: datetime | None = None) -> bool:
+        stored = self.version(scenario_id, version)
+        current = self.active(scenario_id)
+        if stored is None or current is None:
+            return False
+        etag = stored.source.etag if stored.source else None
+        self.pointers[scenario_id] = replace(
+            current, state="active", version=version, updated_at=at or clock.now(), etag=etag
+        )
+        self.summaries[scenario_id] = ScenarioSummary.of(stored.scenario, version)
+        return True
+
+    def stop(self, scenario_id: str, sequencer: str | None = None, at: datetime | None = None) -> bool:
+        padded = padded_sequencer(sequencer) if sequencer else None
+        current = self.active(scenario_id)
+        if current is None or not current.is_active:
+            return False
+        if padded and current.sequencer and current.sequencer >= padded:
+            return False
+        self.pointers[scenario_id] = replace(
+            current,
+            state="stopped",
+            updated_at=at or clock.now(),
+            etag=None,
+            sequencer=padded or current.sequencer,
+        )
+        self.summaries.pop(scenario_id, None)
+        return True
+
+
+class InMemoryEnrolmentStore(Generic[E]):
+    """Enrolments and date schedules keyed by (customer, scenario), each with a revision.
+
+    Like EnrolmentStore it stores any pydantic enrolment model with `customer_id`, `scenario_id`,
+    `revision` and `due_at`: `InMemoryEnrolmentStore[engine.Enrolment]()` for the runner."""
+
+    def __init__(self) -> None:
+        self.enrolments: dict[tuple[str, str], E] = {}
+        self.schedules: dict[tuple[str, str], DateSchedule] = {}
+        # Races are tested by threads against the fake too: each check-and-write is one step.
+        self._lock = threading.Lock()
+
+    def get(self, customer_id: str, scenario_id: str) -> E | None:
+        return self.enrolments.get((customer_id, scenario_id))
+
+    def of_customer(self, customer_id: str) -> list[E]:
+        return [e for (cid, sid), e in sorted(self.enrolments.items()) if cid == customer_id]
+
+    def create(self, enrolment: E, at: datetime | None = None) -> E | None:
+        key = _key_of(enrolment)
+        stored = _stamped(enrolment, 1, at)
+        with self._lock:
+            if key in self.enrolments:
+                return None
+            self.enrolments[key] = stored
+        return stored
+
+    def save(self, enrolment: E, at: datetime | None = None) -> E | None:
+        key = _key_of(enrolment)
+        read: int = getattr(enrolment, "revision")  # noqa: B009
+        stored = _stamped(enrolment, read + 1, at)
+        with self._lock:
+            current = self.enrolments.get(key)
+            # DynamoDB's `revision = :read` is false for a missing item too.
+            if current is None or getattr(current, "revision") != read:  # noqa: B009
+                return None
+            self.enrolments[key] = stored
+        return stored
+
+    def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]:
+        """Every enrolment and schedule due at or before `now`, earliest first. Taken as one snapshot:
+        the runner writes what it advances while it iterates."""
+        with self._lock:
+            due = [
+                DueKey(cid, sid, e.due_at)  # type: ignore[attr-defined]
+                for (cid, sid), e in self.enrolments.items()
+                if getattr(e, "due_at", None) is not None and e.due_at <= now  # type: ignore[attr-defined]
+            ]
+            due += [
+                DueKey(s.customer_id, s.scenario_id, s.due_at, kind="date")
+                for s in self.schedules.values()
+                if s.due_at <= now
+            ]
+        yield from sorted(due, key=lambda k: (k.due_at, k.customer_id, k.scenario_id, k.kind))
+
+    def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None:
+        return self.schedules.get((customer_id, scenario_id))
+
+    def put_schedule(
+        self, customer_id: str, scenario_id: str, due_at: datetime, read: DateSchedule | None
+    ) -> bool:
+        key = (customer_id, scenario_id)
+        with self._lock:
+            current = self.schedules.get(key)
+            if (read is None) != (current is None):
+                return False
+            if read is not None and current is not None and current.revision != read.revision:
+                return False
+            revision = 0 if read is None else read.revision
+            self.schedules[key] = DateSchedule(customer_id, scenario_id, due_at, revision + 1)
+        return True
+
+    def delete_schedule(self, read: DateSchedule) -> bool:
+        key = (read.customer_id, read.scenario_id)
+        with self._lock:
+            current = self.schedules.get(key)
+            if current is None or current.revision != read.revision:
+                return False
+            del self.schedules[key]
+        return True
+
+
+def _key_of(enrolment: BaseModel) -> tuple[str, str]:
+    return getattr(enrolment, "customer_id"), getattr(enrolment, "scenario_id")  # noqa: B009
+
+
+def _stamped(enrolment: E, revision: int, at: datetime | None) -> E:
+    update: dict[str, Any] = {"revision": revision}
+    if "updated_at" in type(enrolment).model_fields:
+        update["updated_at"] = at or clock.now()
+    # A copy, as a read from DynamoDB is: the caller's object is never the stored one.
+    return enrolment.model_copy(deep=True, update=update)
+
+
+class InMemoryCapStore:
+    """Send counters per (customer, channel, Asia/Tokyo day or ISO week), as CapStore keeps them."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def try_consume(
+        self, customer_id: str, channel: str, cap: ChannelCap, at: datetime | None = None
+    ) -> CapOutcome:
+        day, week, _, _ = cap_periods(at or clock.now())
+        periods: list[tuple[Literal["day", "week"], str, int | None]] = [
+            ("day", day, cap.per_day),
+            ("week", week, cap.per_week),
+        ]
+        limits = [(name, period, limit) for name, period, limit in periods if limit is not None]
+        with self._lock:
+            for name, period, limit in limits:
+                if self.counters.get((customer_id, channel, period), 0) >= limit:
+                    return CapOutcome(False, name)
+            for _, period, _ in limits:
+                key = (customer_id, channel, period)
+                self.counters[key] = self.counters.get(key, 0) + 1
+        return CapOutcome(True)
+
+    def release(self, customer_id: str, channel: str, at: datetime) -> None:
+        day, week, _, _ = cap_periods(at)
+        with self._lock:
+            for period in (day, week):
+                key = (customer_id, channel, period)
+                if self.counters.get(key, 0) > 0:
+                    self.counters[key] -= 1
+
+    def counts(self, customer_id: str, channel: str, at: datetime | None = None) -> tuple[int, int]:
+        day, week, _, _ = cap_periods(at or clock.now())
+        return (
+            self.counters.get((customer_id, channel, day), 0),
+            self.counters.get((customer_id, channel, week), 0),
+        )

@@ -1,0 +1,117 @@
+"""In-memory ends of the scenario runner: the dispatch sink, report counters and rich menu links.
+
+The sink routes as QueueDispatchSink does (email to the email queue when there is one, everything
+else to LINE) and keeps each message body as the queue would carry it, so a test reads what the
+senders would receive. The counters keep `once` markers as ReportCounters does: a fact counted
+already counts nothing and answers False.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cems.ports import ServiceUnavailable
+from cems.reports.counters import REVENUE, Metric, ReportCell
+from cems.scenario.engine import Dispatch
+from cems.scenario.runner import SinkResult, email_dispatch
+
+
+class RecordingDispatchSink:
+    """Keeps what would be enqueued: the LINE queue's bodies and, if `email` is on, the email queue's."""
+
+    def __init__(self, *, email: bool = True) -> None:
+        self.email = email
+        self.dispatches: list[Dispatch] = []
+        self.line_bodies: list[dict[str, Any]] = []
+        self.email_bodies: list[dict[str, Any]] = []
+        self._taken = {"line": 0, "email": 0}
+
+    def send(self, dispatch: Dispatch) -> SinkResult:
+        if dispatch.channel == "email":
+            if dispatch.email is None or not self.email:
+                return "unsupported"
+            self.email_bodies.append(json.loads(email_dispatch(dispatch).to_sqs_body()))
+        elif dispatch.line is None:
+            return "unsupported"
+        else:
+            self.line_bodies.append(json.loads(dispatch.line.to_sqs_body()))
+        self.dispatches.append(dispatch)
+        return "enqueued"
+
+    def take_line(self) -> list[dict[str, Any]]:
+        """The LINE bodies enqueued since the last call (as a test drains a queue)."""
+        return self._take("line", self.line_bodies)
+
+    def take_email(self) -> list[dict[str, Any]]:
+        return self._take("email", self.email_bodies)
+
+    def _take(self, queue: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        new = bodies[self._taken[queue] :]
+        self._taken[queue] = len(bodies)
+        return new
+
+
+class InMemoryReportCounters:
+    """Report cells and `once` markers in dictionaries; `unavailable` makes every add fail as
+    DynamoDB being down does (ServiceUnavailable)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[ReportCell, dict[str, int | Decimal]] = {}
+        self.once: set[tuple[str, str]] = set()
+        self.unavailable = False
+        self._lock = threading.Lock()
+
+    def add(
+        self, cell: ReportCell, metric: Metric, *, once: str | None = None, revenue: Decimal | None = None
+    ) -> bool:
+        if self.unavailable:
+            raise ServiceUnavailable("report counter not added: the fake is down")
+        with self._lock:
+            # A marker is per scenario, as the store keys it.
+            if once is not None:
+                if (cell.scenario_id, once) in self.once:
+                    return False
+                self.once.add((cell.scenario_id, once))
+            counts = self.counts.setdefault(cell, {})
+            counts[metric.value] = counts.get(metric.value, 0) + 1
+            if revenue is not None:
+                counts[REVENUE] = Decimal(counts.get(REVENUE, 0)) + revenue
+        return True
+
+    def cells(self, scenario_id: str) -> list[tuple[ReportCell, dict[str, int | Decimal]]]:
+        found = [
+            (cell, dict(counts)) for cell, counts in self.counts.items() if cell.scenario_id == scenario_id
+        ]
+        return sorted(found, key=lambda item: _cell_order(item[0]))
+
+    def scenario_ids(self) -> list[str]:
+        return sorted({cell.scenario_id for cell in self.counts})
+
+    def count(self, cell: ReportCell, metric: Metric) -> int:
+        return int(self.counts.get(cell, {}).get(metric.value, 0))
+
+
+def _cell_order(cell: ReportCell) -> tuple[int, str, str, str]:
+    """ReportCounters' key order: version, step ("-" for none), variant ("-" or "=name"), group."""
+    variant = "-" if cell.variant is None else f"={cell.variant}"
+    return cell.version, cell.step_id or "-", variant, "h" if cell.holdout else "t"
+
+
+@dataclass
+class RecordingRichMenus:
+    """Rich menu links by LINE user id; `failure` is the reason every link answers instead."""
+
+    links: dict[str, str | None] = field(default_factory=dict)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+    failure: str | None = None
+
+    def link(self, line_user_id: str, rich_menu_id: str | None) -> str | None:
+        self.calls.append((line_user_id, rich_menu_id))
+        if self.failure is not None:
+            return self.failure
+        self.links[line_user_id] = rich_menu_id
+        return None

@@ -1,0 +1,382 @@
+"""The in-memory journey stores (tests/fakes) keep the JourneysTable adapters' contract: the same
+assertions run against each fake and against the DynamoDB adapter under moto, so a behaviour test of
+the runner on the fakes tells what production does. Covered: what the runner's rules depend on
+(conditional enrolment and schedule writes refused on a stale revision, the due index, caps refused
+at the limit and taken both-or-neither, version numbers given once, `once` report counts, trait
+writes and histories across a merge)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from cems import clock
+from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.models import ChannelState, MessageType, Profile, StoredEvent
+from cems.ports import (
+    CapStorePort,
+    CounterPort,
+    EnrolmentStorePort,
+    EventHistory,
+    ProfileWriter,
+    ReportReader,
+    ScenarioPublisher,
+)
+from cems.reports.counters import Metric, ReportCell
+from cems.scenario import engine
+from cems.scenario.model import ChannelCap, Scenario
+from cems.scenario.records import DateSchedule, ScenarioSource
+
+from tests.fakes.customers import InMemoryCustomers
+from tests.fakes.journeys import InMemoryCapStore, InMemoryEnrolmentStore, InMemoryScenarioStore
+from tests.fakes.scenario_io import InMemoryReportCounters
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
+TABLE = "JourneysTable"
+NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo, a Friday
+
+IMPLEMENTATIONS = ["fake", "moto"]
+
+
+@pytest.fixture(autouse=True)
+def frozen() -> Any:
+    clock.freeze(NOW)
+    yield
+    clock.reset()
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def enrolments(request: pytest.FixtureRequest) -> EnrolmentStorePort:
+    if request.param == "fake":
+        return InMemoryEnrolmentStore[engine.Enrolment]()
+    return EnrolmentStore(TABLE, request.getfixturevalue("dynamodb"), 4, model=engine.Enrolment)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def caps(request: pytest.FixtureRequest) -> CapStorePort:
+    if request.param == "fake":
+        return InMemoryCapStore()
+    return CapStore(TABLE, request.getfixturevalue("dynamodb"))
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def scenarios(request: pytest.FixtureRequest) -> ScenarioPublisher:
+    if request.param == "fake":
+        return InMemoryScenarioStore()
+    return ScenarioStore(TABLE, request.getfixturevalue("dynamodb"))
+
+
+class Counters(CounterPort, ReportReader, Protocol):
+    pass
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def counters(request: pytest.FixtureRequest) -> Counters:
+    if request.param == "fake":
+        return InMemoryReportCounters()
+    return ReportCounters(TABLE, request.getfixturevalue("dynamodb"))
+
+
+class CustomerWorld:
+    """Profiles and events arranged directly, read and written through the ports."""
+
+    def __init__(self, put_profile: Any, put_event: Any, writer: ProfileWriter, history: EventHistory):
+        self.put_profile = put_profile
+        self.put_event = put_event
+        self.writer = writer
+        self.history = history
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def customers(request: pytest.FixtureRequest) -> CustomerWorld:
+    if request.param == "fake":
+        fake = InMemoryCustomers()
+        return CustomerWorld(fake.put_profile, fake.put_event, fake, fake)
+    stores: Stores = request.getfixturevalue("stores")
+
+    def put_profile(profile: Profile) -> None:
+        stores.customers.client.put_item(
+            TableName=stores.customers.table_name, Item=stores.customers.profile_item(profile)
+        )
+
+    def put_event(event: StoredEvent) -> None:
+        stores.events.client.transact_write_items(TransactItems=[stores.events.event_action(event)])
+
+    return CustomerWorld(put_profile, put_event, stores.customers, stores.events)
+
+
+def enrolment(customer_id: str = "c1", scenario_id: str = "s1", **fields: Any) -> engine.Enrolment:
+    values: dict[str, Any] = {
+        "customer_id": customer_id,
+        "scenario_id": scenario_id,
+        "version": 1,
+        "step_id": "first",
+        "state": engine.EnrolmentState.ACTIVE,
+        "entered_at": NOW,
+    }
+    return engine.Enrolment.model_validate(values | fields)
+
+
+# -------------------------------------------------------------------------------------- enrolments
+
+
+def test_an_enrolment_is_created_once_and_read_per_customer(enrolments: EnrolmentStorePort) -> None:
+    created = enrolments.create(enrolment())
+    assert created is not None and created.revision == 1
+    assert enrolments.create(enrolment(step_id="other")) is None
+    enrolments.create(enrolment(scenario_id="s2"))
+    enrolments.create(enrolment(customer_id="c2"))
+
+    assert enrolments.get("c1", "s1") == created
+    assert sorted(e.scenario_id for e in enrolments.of_customer("c1")) == ["s1", "s2"]
+    assert enrolments.get("c3", "s1") is None and enrolments.of_customer("c3") == []
+
+
+def test_a_save_on_the_revision_read_wins_and_a_stale_one_is_refused(enrolments: EnrolmentStorePort) -> None:
+    read = enrolments.create(enrolment())
+    assert read is not None
+    winner = enrolments.save(read.model_copy(update={"step_id": "second"}))
+    assert winner is not None and winner.revision == 2
+
+    assert enrolments.save(read.model_copy(update={"step_id": "lost"})) is None
+    stored = enrolments.get("c1", "s1")
+    assert stored is not None and stored.step_id == "second" and stored.revision == 2
+
+
+def test_a_save_of_an_enrolment_never_created_is_refused(enrolments: EnrolmentStorePort) -> None:
+    assert enrolments.save(enrolment(revision=1)) is None
+    assert enrolments.get("c1", "s1") is None
+
+
+def test_the_due_index_lists_what_is_due_and_drops_what_is_no_longer_waiting(
+    enrolments: EnrolmentStorePort,
+) -> None:
+    due = enrolments.create(enrolment(customer_id="due", due_at=NOW - timedelta(minutes=1)))
+    enrolments.create(enrolment(customer_id="exactly", due_at=NOW))
+    enrolments.create(enrolment(customer_id="later", due_at=NOW + timedelta(minutes=1)))
+    enrolments.create(enrolment(customer_id="waiting"))
+
+    listed = {(k.customer_id, k.scenario_id, k.due_at, k.kind) for k in enrolments.iter_due(NOW)}
+    assert listed == {
+        ("due", "s1", NOW - timedelta(minutes=1), "enrolment"),
+        ("exactly", "s1", NOW, "enrolment"),
+    }
+
+    assert due is not None
+    enrolments.save(due.model_copy(update={"due_at": None}))
+    assert {k.customer_id for k in enrolments.iter_due(NOW + timedelta(minutes=5))} == {"exactly", "later"}
+
+
+def test_date_schedules_are_in_the_due_index_and_written_on_the_revision_read(
+    enrolments: EnrolmentStorePort,
+) -> None:
+    birthday = NOW + timedelta(days=3)
+    assert enrolments.put_schedule("c1", "birthday", birthday, None)
+    assert not enrolments.put_schedule("c1", "birthday", birthday, None)  # one exists already
+    read = enrolments.schedule("c1", "birthday")
+    assert read == DateSchedule("c1", "birthday", birthday, 1)
+
+    assert [k for k in enrolments.iter_due(NOW)] == []
+    (key,) = enrolments.iter_due(birthday)
+    assert (key.customer_id, key.scenario_id, key.due_at, key.kind) == ("c1", "birthday", birthday, "date")
+
+    assert enrolments.put_schedule("c1", "birthday", birthday + timedelta(days=365), read)
+    assert not enrolments.put_schedule("c1", "birthday", NOW, read)  # stale
+    assert not enrolments.delete_schedule(read)  # stale
+    moved = enrolments.schedule("c1", "birthday")
+    assert moved is not None and moved.revision == 2 and moved.due_at == birthday + timedelta(days=365)
+    assert enrolments.delete_schedule(moved)
+    assert enrolments.schedule("c1", "birthday") is None
+    assert not enrolments.delete_schedule(moved)
+
+
+# ------------------------------------------------------------------------------------------- caps
+
+
+def test_caps_count_to_the_day_limit_and_refuse_past_it(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=2, per_week=5)
+    assert caps.try_consume("c1", "line", cap, NOW).allowed
+    assert caps.try_consume("c1", "line", cap, NOW).allowed
+    refused = caps.try_consume("c1", "line", cap, NOW)
+    assert not refused.allowed and refused.capped_by == "day"
+    assert caps.counts("c1", "line", NOW) == (2, 2)  # the refused send took nothing
+    assert caps.counts("c1", "email", NOW) == (0, 0)
+    assert caps.counts("c2", "line", NOW) == (0, 0)
+
+
+def test_a_week_limit_refuses_without_taking_the_day(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=5, per_week=1)
+    assert caps.try_consume("c1", "line", cap, NOW).allowed
+    refused = caps.try_consume("c1", "line", cap, NOW + timedelta(days=1))
+    assert not refused.allowed and refused.capped_by == "week"
+    assert caps.counts("c1", "line", NOW + timedelta(days=1)) == (0, 1)
+
+
+def test_caps_start_a_new_day_at_tokyo_midnight_and_a_new_week_on_monday(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=1, per_week=5)
+    before_midnight = datetime(2026, 5, 1, 14, 59, tzinfo=UTC)  # 23:59 Friday in Tokyo
+    assert caps.try_consume("c1", "line", cap, before_midnight).allowed
+    assert not caps.try_consume("c1", "line", cap, before_midnight).allowed
+    assert caps.try_consume("c1", "line", cap, before_midnight + timedelta(minutes=1)).allowed
+    monday = datetime(2026, 5, 3, 15, 0, tzinfo=UTC)  # 00:00 Monday in Tokyo
+    assert caps.counts("c1", "line", before_midnight + timedelta(minutes=1)) == (1, 2)
+    assert caps.counts("c1", "line", monday) == (0, 0)
+
+
+def test_a_release_gives_back_a_send_and_never_goes_below_zero(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=1, per_week=3)
+    assert caps.try_consume("c1", "line", cap, NOW).allowed
+    caps.release("c1", "line", NOW)
+    assert caps.counts("c1", "line", NOW) == (0, 0)
+    caps.release("c1", "line", NOW)
+    assert caps.counts("c1", "line", NOW) == (0, 0)
+    assert caps.try_consume("c1", "line", cap, NOW).allowed
+
+
+def test_a_cap_without_limits_allows_without_counting(caps: CapStorePort) -> None:
+    for _ in range(3):
+        assert caps.try_consume("c1", "line", ChannelCap(per_day=None, per_week=None), NOW).allowed
+    assert caps.counts("c1", "line", NOW) == (0, 0)
+
+
+# -------------------------------------------------------------------------------------- scenarios
+
+
+def _welcome(**changes: Any) -> tuple[Scenario, dict[str, Any]]:
+    document: dict[str, Any] = json.loads((EXAMPLES / "line_welcome.json").read_text(encoding="utf-8"))
+    document.update(changes)
+    return Scenario.model_validate(document), document
+
+
+def test_versions_are_numbered_once_and_the_latest_is_active(scenarios: ScenarioPublisher) -> None:
+    scenario, document = _welcome()
+    assert scenarios.active_version(scenario.id) is None
+    first = scenarios.put_version(scenario, document, ScenarioSource("s/w.json", "e1"))
+    assert (first.result, first.version) == ("created", 1)
+    again = scenarios.put_version(scenario, document, ScenarioSource("s/w.json", "e1"))
+    assert (again.result, again.version) == ("unchanged", 1)
+    renamed, document2 = _welcome(name="ようこそ 2")
+    second = scenarios.put_version(renamed, document2, ScenarioSource("s/w.json", "e2"))
+    assert (second.result, second.version) == ("created", 2)
+
+    active = scenarios.active_version(scenario.id)
+    assert active is not None and active.version == 2 and active.scenario.name == "ようこそ 2"
+    old = scenarios.version(scenario.id, 1)
+    assert old is not None and old.scenario.name == scenario.name
+    (summary,) = scenarios.active_summaries()
+    assert (summary.scenario_id, summary.version, summary.trigger_type) == (scenario.id, 2, "line_follow")
+
+
+def test_an_s3_event_applied_already_or_overtaken_stores_nothing(scenarios: ScenarioPublisher) -> None:
+    scenario, document = _welcome()
+    assert scenarios.put_version(scenario, document, ScenarioSource("k", "e1", sequencer="0A")).created
+    duplicate = scenarios.put_version(scenario, document, ScenarioSource("k", "e2", sequencer="0a"))
+    assert duplicate.result == "duplicate"
+    older = scenarios.put_version(scenario, document, ScenarioSource("k", "e3", sequencer="09"))
+    assert older.result == "superseded"
+    assert not scenarios.stop(scenario.id, sequencer="05")
+    state = scenarios.active(scenario.id)
+    assert state is not None and state.latest == 1 and state.is_active
+
+
+def test_a_stopped_scenario_leaves_the_summaries_and_keeps_its_versions(scenarios: ScenarioPublisher) -> None:
+    scenario, document = _welcome()
+    scenarios.put_version(scenario, document, ScenarioSource("k", "e1"))
+    assert scenarios.stop(scenario.id)
+    assert not scenarios.stop(scenario.id)
+    assert scenarios.active_summaries() == [] and scenarios.active_version(scenario.id) is None
+    state = scenarios.active(scenario.id)
+    assert state is not None and state.state == "stopped" and state.version == 1
+    assert scenarios.version(scenario.id, 1) is not None
+    # The same content uploaded again starts it as a new version.
+    assert scenarios.put_version(scenario, document, ScenarioSource("k", "e1")).version == 2
+
+
+# ---------------------------------------------------------------------------------- report counters
+
+
+def test_counts_add_up_per_cell_and_revenue_with_them(counters: Counters) -> None:
+    cell = ReportCell("s1", 1, "send", "a")
+    assert counters.add(cell, Metric.SENT)
+    assert counters.add(cell, Metric.SENT)
+    counters.add(ReportCell("s1", 1), Metric.CONVERTED, revenue=Decimal("3000"))
+    counters.add(ReportCell("s1", 1), Metric.CONVERTED, revenue=Decimal("1500.5"))
+    counters.add(ReportCell("s2", 1, holdout=True), Metric.ENROLLED)
+
+    assert counters.cells("s1") == [
+        (ReportCell("s1", 1), {"converted": 2, "revenue": Decimal("4500.5")}),
+        (ReportCell("s1", 1, "send", "a"), {"sent": 2}),
+    ]
+    assert counters.scenario_ids() == ["s1", "s2"]
+
+
+def test_a_fact_named_once_counts_once_per_scenario(counters: Counters) -> None:
+    cell = ReportCell("s1", 1, "send")
+    assert counters.add(cell, Metric.OPENED, once="opened#k1")
+    assert not counters.add(cell, Metric.OPENED, once="opened#k1")
+    assert not counters.add(ReportCell("s1", 2, "other"), Metric.CLICKED, once="opened#k1")
+    assert counters.add(cell, Metric.OPENED, once="opened#k2")
+    assert counters.add(ReportCell("s2", 1, "send"), Metric.OPENED, once="opened#k1")
+    assert counters.cells("s1") == [(cell, {"opened": 2})]
+
+
+def test_cells_keep_a_variant_named_dash_apart_from_no_variant(counters: Counters) -> None:
+    counters.add(ReportCell("s1", 1, "send", "-"), Metric.SENT)
+    counters.add(ReportCell("s1", 1, "send", None), Metric.SENT)
+    assert [cell.variant for cell, _ in counters.cells("s1")] == [None, "-"]
+
+
+# ---------------------------------------------------------------------------------------- customers
+
+
+def _profile(customer_id: str, **fields: Any) -> Profile:
+    values: dict[str, Any] = {
+        "customer_id": customer_id,
+        "first_seen_at": NOW - timedelta(days=3),
+        "updated_at": NOW - timedelta(days=1),
+        "channels": {"line": ChannelState(reachable=True, consent=True, updated_at=NOW)},
+        "line_user_id": "U" + "0" * 32,
+    }
+    return Profile.model_validate(values | fields)
+
+
+def _event(customer_id: str, message_id: str, minutes: int) -> StoredEvent:
+    at = NOW + timedelta(minutes=minutes)
+    return StoredEvent(
+        customer_id=customer_id,
+        site_id="shop",
+        type=MessageType.TRACK,
+        message_id=message_id,
+        event="Product Viewed",
+        timestamp=at,
+        received_at=at,
+    )
+
+
+def test_traits_are_set_on_the_customer_a_merge_left(customers: CustomerWorld) -> None:
+    customers.put_profile(_profile("kept", merged_ids={"gone"}, traits={"plan": "gold"}, version=4))
+    customers.put_profile(_profile("gone", merged_into="kept", version=2))
+
+    assert customers.writer.set_traits("gone", {"tier": "vip"}, NOW)
+    assert not customers.writer.set_traits("nobody", {"tier": "vip"}, NOW)
+    kept = customers.writer.profile("gone")
+    assert kept is not None and kept.customer_id == "kept"
+    assert kept.traits == {"plan": "gold", "tier": "vip"} and kept.version == 5
+
+
+def test_a_history_holds_the_merged_ids_events_oldest_first(customers: CustomerWorld) -> None:
+    kept = _profile("kept", merged_ids={"gone"})
+    customers.put_profile(kept)
+    customers.put_profile(_profile("gone", merged_into="kept"))
+    customers.put_profile(_profile("other"))
+    for event in (_event("kept", "m3", 3), _event("gone", "m1", 1), _event("other", "x", 2)):
+        customers.put_event(event)
+    customers.put_event(_event("kept", "m2", 2))
+
+    assert [e.message_id for e in customers.history.history(kept)] == ["m1", "m2", "m3"]
