@@ -12,10 +12,54 @@ from typing import Any
 
 import pytest
 from cems.cli import main
+from cems.scenario.model import Scenario
 from cems.scenario.problems import SEPARATOR
 from cems.scenario.validation import ValidationReport, validate_document, validate_file, validate_text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
+# Keys the generated documents use: the fields the checks read, and a few they do not know.
+FIELD_NAMES = [
+    "id",
+    "type",
+    "next",
+    "otherwise",
+    "on_event",
+    "on_timeout",
+    "branches",
+    "variants",
+    "weight",
+    "name",
+    "channel",
+    "line",
+    "email",
+    "text",
+    "subject",
+    "html",
+    "value",
+    "until",
+    "date",
+    "duration",
+    "timeout",
+    "at",
+    "cron",
+    "event",
+    "when",
+    "kind",
+    "trait",
+    "quickReply",
+    "items",
+    "action",
+    "label",
+    "data",
+]
+# Values they use: step types, ids, channels, durations, dates, templates.
+WORDS = [
+    *("send", "wait", "wait_for_event", "branch", "split", "set_trait", "end", "event", "broadcast", "date"),
+    *("a", "b", "line", "email", "line_or_email", "text", "postback", "trigger_event", "1h", "1m", "x"),
+    *("", "{{ x }}", "{{ event.name }}", "survey=q&answer=1"),
+]
 JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 EXAMPLES = sorted((ROOT / "examples" / "scenarios").glob("*.json"))
 
@@ -604,3 +648,26 @@ def test_cli_validate_exits_1_and_prints_the_json_report(
     target.write_text(json.dumps(document), encoding="utf-8")
     assert main(["scenario", "validate", str(target), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["errors"][0]["path"] == "steps[0].duration"
+
+
+# -- robustness: the whole-document checks read raw JSON of any shape -----------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(WORDS),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELD_NAMES), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(st.sampled_from(FIELD_NAMES), _JSON, max_size=6), max_size=4), _JSON)
+def test_any_json_gets_a_report_not_an_exception(steps: list[dict[str, Any]], trigger: Any) -> None:
+    document = {**copy.deepcopy(BASE), "steps": steps, "trigger": trigger}
+    report = validate_document(document)
+    assert report.valid == (report.scenario is not None)
+    if report.valid:  # the models run the same checks on their own JSON form
+        Scenario.model_validate(document)
+    for issue in report.errors + report.warnings:
+        english(issue.message)

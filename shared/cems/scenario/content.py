@@ -154,8 +154,10 @@ def _line_problems(messages: list[Any], base: Path) -> list[Problem]:
             )
         )
     for j, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue  # the field check says a message is an object
         where: Path = (*base, j)
-        text = message.get("text") if isinstance(message, dict) else None
+        text = message.get("text")
         if isinstance(text, str) and len(text) > MAX_TEXT_LENGTH:
             problems.append(
                 Problem(

@@ -85,7 +85,7 @@ def graph_problems(steps: Any) -> list[Problem]:
 
 def _node(index: int, raw: Any) -> StepNode | None:
     """The step as a graph node; None when its type, id or a reference cannot be read."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or raw.get("type") not in _TARGETS:
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or _step_type(raw) is None:
         return None
     references, complete = _references(raw)
     if not complete:
@@ -102,7 +102,7 @@ def _node(index: int, raw: Any) -> StepNode | None:
 
 def _references(raw: Any) -> tuple[list[tuple[Path, str]], bool]:
     """The step ids a step names, at their paths within it, and whether every one could be read."""
-    if not isinstance(raw, dict) or raw.get("type") not in _TARGETS:
+    if not isinstance(raw, dict) or _step_type(raw) is None:
         return [], False
     found: list[tuple[Path, str]] = []
     complete = True
@@ -123,6 +123,12 @@ def _references(raw: Any) -> tuple[list[tuple[Path, str]], bool]:
         elif value is not None:
             complete = False
     return found, complete
+
+
+def _step_type(raw: Mapping[str, Any]) -> str | None:
+    """The step's type if the graph checks know it (any JSON value may stand there)."""
+    kind = raw.get("type")
+    return kind if isinstance(kind, str) and kind in _TARGETS else None
 
 
 def _slow(raw: Mapping[str, Any]) -> bool | None:
