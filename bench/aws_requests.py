@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from cems.adapters import aws
+from cems.adapters.dynamodb.sites import SiteStore
 from cems.collect import Collector
 from cems.ingest import Ingestor
 from cems.settings import Settings
-from cems.sites import SiteDirectory, SiteStore
+from cems.sites import SiteDirectory
 from cems.trust import user_hash
 from cems.wiring import customer_stores
 from moto import mock_aws

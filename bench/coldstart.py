@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+from cems.adapters.dynamodb.sites import SiteStore
 from cems.settings import Settings
-from cems.sites import SiteStore
 from moto.server import ThreadedMotoServer
 
 from bench import payloads

@@ -182,7 +182,7 @@ class _ReadCounter:
 def _due_index() -> Measured:
     import boto3
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
-    from cems.adapters.sqs import QueueDispatchSink
+    from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.scenario import engine
     from cems.scenario.model import Scenario
     from cems.scenario.records import ScenarioSource

@@ -410,7 +410,8 @@ SECRET_FIELDS = {"identity_secret", "previous_identity_secret"}
 
 
 def _site_command(args: argparse.Namespace) -> int:
-    from cems.sites import MAX_KEY_LENGTH, SiteStore
+    from cems.adapters.dynamodb.sites import SiteStore
+    from cems.sites import MAX_KEY_LENGTH
 
     client, table = _sites_table(args.stage, Path(args.config))
     store = SiteStore(table, client)

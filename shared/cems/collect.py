@@ -15,8 +15,7 @@ from cems import clock
 from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
-from cems.line.config import LineSettings
-from cems.line.linking import NonceStore, account_link_url
+from cems.line.linking import NoncePort, account_link_url
 from cems.models import LineLinkRequest, Site, Trust
 from cems.segment import (
     MISSING_WRITE_KEY,
@@ -29,6 +28,7 @@ from cems.segment import (
     read_line_link_body,
     request_write_key,
 )
+from cems.settings import LineSettings
 from cems.sites import SiteDirectory
 from cems.trust import USER_HASH_FIELD, judge
 
@@ -146,7 +146,7 @@ class Collector:
         self,
         sites: SiteDirectory,
         ingestor: Ingestor,
-        nonces: NonceStore | None = None,
+        nonces: NoncePort | None = None,
         line: LineSettings | None = None,
     ) -> None:
         self.sites = sites

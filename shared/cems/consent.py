@@ -17,22 +17,14 @@ then sends it once (the dispatch key is the event's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
-
-from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
-from cems.adapters.dynamodb.items import condition_failed
 from cems.email.dispatch import EmailDispatch
-from cems.models import Channel, MessageType, Profile, StoredEvent, address_hash
+from cems.models import Channel, MessageType, StoredEvent, address_hash
+from cems.ports import ConfirmationMarkerPort, CustomerReader, SqsSender
 from cems.trust import EMAIL_OPT_IN_TRAIT, Proof
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sqs import SQSClient
 
 CONFIRMATION_INTERVAL = timedelta(hours=24)
 CONFIRMATION_SUBJECT = "メール配信登録の確認 / Please confirm your email subscription"
@@ -56,47 +48,14 @@ class Outcome(StrEnum):
     RECENTLY_ASKED = "recently_asked"  # a confirmation went to this address within the interval
 
 
-class CustomerReader(Protocol):
-    def profile(self, customer_id: str, *, follow_merges: bool = True) -> Profile | None: ...
-
-
-@dataclass
-class ConfirmationMarkers:
-    """`OPTIN#<address hash>` / `OPTIN` in the Customers table: the last confirmation mail per address."""
-
-    table_name: str
-    client: DynamoDBClient
-
-    def take(self, hashed_address: str, event_id: str, at: datetime, interval: timedelta) -> bool:
-        """True when this event may ask: no confirmation within `interval`, or it was this event's."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": f"OPTIN#{hashed_address}"}, "sk": {"S": "OPTIN"}},
-                UpdateExpression="SET event_id = :e, asked_at = :at, expires_at = :x",
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR event_id = :e",
-                ExpressionAttributeValues={
-                    ":e": {"S": event_id},
-                    ":at": {"S": clock.iso(at)},
-                    ":x": {"N": str(int((at + interval).timestamp()))},
-                    ":now": {"N": str(int(at.timestamp()))},
-                },
-            )
-        except BotoClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
-
-
 class ConsentConfirmations:
     """Queues the confirmation mail for each stored request for email consent."""
 
     def __init__(
         self,
         customers: CustomerReader,
-        markers: ConfirmationMarkers,
-        sqs: SQSClient,
+        markers: ConfirmationMarkerPort,
+        sqs: SqsSender,
         email_queue_url: str,
         shop_name: str | None = None,
         interval: timedelta = CONFIRMATION_INTERVAL,

@@ -15,8 +15,7 @@ import json
 from decimal import Context, Decimal, DecimalException
 from typing import Any
 
-from boto3.dynamodb.types import DYNAMODB_CONTEXT
-
+from cems.adapters.dynamodb.items import DYNAMODB_CONTEXT
 from cems.errors import ClientError
 
 # Nesting a stored message may have, counted from the message object itself (1) down. An event item

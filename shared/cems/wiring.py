@@ -125,7 +125,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.line_api import LineRichMenus
-    from cems.adapters.sqs import QueueDispatchSink
+    from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.scenario.engine import Enrolment
     from cems.scenario.model import ChannelCap, FrequencyCaps
     from cems.scenario.runner import ScenarioRunner
@@ -155,15 +155,16 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
 
 def broadcast_starter(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> BroadcastStarter:
     """Starts broadcast runs and date-trigger backfills: segment messages on BroadcastQueue."""
+    from cems.adapters.dynamodb.broadcasts import BroadcastStore
     from cems.adapters.dynamodb.journeys import ScenarioStore
-    from cems.scenario.broadcast import BroadcastStarter, BroadcastStore
+    from cems.adapters.sqs import SqsQueue
+    from cems.scenario.broadcast import BroadcastStarter
 
     table = settings.tables.journeys
     return BroadcastStarter(
         ScenarioStore(table, dynamodb),
         BroadcastStore(table, dynamodb),
-        sqs,
-        settings.queues.broadcast,
+        SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
         settings.engine.broadcast_segments,
     )
 
@@ -172,10 +173,11 @@ def broadcast_starter(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settin
 
 
 def collect(settings: Settings | None = None) -> Collector:
+    from cems.adapters.dynamodb.link_nonces import NonceStore
+    from cems.adapters.dynamodb.sites import SiteStore
     from cems.collect import Collector
     from cems.ingest import Ingestor
-    from cems.line.linking import NonceStore
-    from cems.sites import SiteDirectory, SiteStore
+    from cems.sites import SiteDirectory
 
     settings = _settings(settings)
     dynamodb = _dynamodb()
@@ -189,9 +191,9 @@ def collect(settings: Settings | None = None) -> Collector:
 
 
 def line_webhook(settings: Settings | None = None) -> LineWebhook:
+    from cems.adapters.dynamodb.link_nonces import NonceStore
     from cems.ingest import Ingestor
     from cems.line.api import messaging_api
-    from cems.line.linking import NonceStore
     from cems.line.webhook import LineWebhook
 
     settings = _settings(settings)
@@ -215,7 +217,8 @@ class TriggerServices:
 
 
 def trigger(settings: Settings | None = None) -> TriggerServices:
-    from cems.consent import ConfirmationMarkers, ConsentConfirmations
+    from cems.adapters.dynamodb.consent_markers import ConfirmationMarkers
+    from cems.consent import ConsentConfirmations
 
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
@@ -242,23 +245,26 @@ def tick(settings: Settings | None = None) -> TickServices:
 
 
 def broadcast(settings: Settings | None = None) -> BroadcastWorker:
-    from cems.scenario.broadcast import BroadcastStore, BroadcastWorker
+    from cems.adapters.dynamodb.broadcasts import BroadcastStore
+    from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.adapters.sqs import SqsQueue
+    from cems.scenario.broadcast import BroadcastWorker
 
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
     return BroadcastWorker(
         runner(dynamodb, sqs, settings),
         BroadcastStore(settings.tables.journeys, dynamodb),
-        settings.tables.customers,
-        sqs,
-        settings.queues.broadcast,
+        CustomerStore(settings.tables.customers, dynamodb),
+        SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
     )
 
 
 def scenario_loader(settings: Settings | None = None) -> ScenarioLoader:
     from cems.adapters import aws
     from cems.adapters.dynamodb.journeys import ScenarioStore
-    from cems.scenario.loader import ScenarioFiles, ScenarioLoader
+    from cems.adapters.s3 import ScenarioFiles
+    from cems.scenario.loader import ScenarioLoader
 
     settings = _settings(settings)
     dynamodb = _dynamodb()

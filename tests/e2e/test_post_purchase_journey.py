@@ -10,10 +10,10 @@ import uuid
 from urllib.parse import urlparse
 
 import pytest
+from cems.adapters.dynamodb.journeys import EnrolmentStore
 from cems.cli import main
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
-from cems.scenario.store import EnrolmentStore
 
 from tests.e2e.conftest import ROOT, LocalStackClient
 

@@ -22,9 +22,9 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 import pytest
+from cems.adapters.dynamodb.journeys import EnrolmentStore
 from cems.cli import main
 from cems.scenario import engine
-from cems.scenario.store import EnrolmentStore
 
 from tests.e2e.conftest import ROOT, LocalStackClient
 

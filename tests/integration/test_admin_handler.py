@@ -24,13 +24,15 @@ from botocore.credentials import Credentials
 from cems import clock
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.journeys import ScenarioStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.cli import main as cems_main
 from cems.ingest import Ingestor
 from cems.models import SegmentMessage, Site, Trust
 from cems.reports import cli as report_cli
-from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.reports.counters import Metric, ReportCell
 from cems.scenario.model import Scenario
-from cems.scenario.store import ScenarioSource, ScenarioStore
+from cems.scenario.records import ScenarioSource
 
 from tests.lambda_context import FakeContext
 

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores, profile_key
-from cems.email.suppression import SuppressionStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.engage import Engagement, UnsubscribeResult
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, SegmentMessage, Site, Trust
 from cems.profiles import LIMITS
-from cems.reports.counters import ReportCounters
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 SERVER = Site(write_key="secret#x", site_id="site_shop", name="shop", created_at=NOW, trust=Trust.SERVER)

@@ -12,20 +12,18 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
-from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.broadcasts import BroadcastStore
+from cems.adapters.dynamodb.customers import CustomerStore, Stores
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.keys import broadcast_segment_key
+from cems.adapters.sqs import SqsQueue
+from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
-from cems.scenario.broadcast import (
-    BroadcastStarter,
-    BroadcastStore,
-    BroadcastWorker,
-    SegmentMessage,
-    run_id,
-    run_time,
-)
+from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker, SegmentMessage, run_id, run_time
 from cems.scenario.model import Scenario
-from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore, broadcast_segment_key
+from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import ScenarioRunner
 
 from tests.integration.journeys import drain_queue, put_customer
 
@@ -75,9 +73,10 @@ class Broadcast:
             QueueDispatchSink(self.sqs, self.line_url),
         )
         self.store = BroadcastStore(TABLE, dynamodb)
-        self.starter = BroadcastStarter(self.scenarios, self.store, self.sqs, self.broadcast_url, SEGMENTS)
+        queue = SqsQueue(self.sqs, self.broadcast_url)
+        self.starter = BroadcastStarter(self.scenarios, self.store, queue, SEGMENTS)
         self.worker = BroadcastWorker(
-            self.runner, self.store, "CustomersTable", self.sqs, self.broadcast_url, page_size=15
+            self.runner, self.store, CustomerStore("CustomersTable", dynamodb), queue, page_size=15
         )
 
     def customer(self, customer_id: str, line: bool) -> None:

@@ -21,12 +21,14 @@ import pytest
 from cems import clock
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.journeys import ScenarioStore
+from cems.adapters.dynamodb.keys import broadcast_segment_key
 from cems.local.pollers import sqs_record
 from cems.models import OrderSummary
 from cems.scenario.assignment import in_holdout
 from cems.scenario.broadcast import run_id
 from cems.scenario.model import Scenario
-from cems.scenario.store import ScenarioSource, ScenarioStore, broadcast_segment_key
+from cems.scenario.records import ScenarioSource
 
 from tests.integration.journeys import drain_queue, put_customer, put_track_event
 from tests.integration.test_trigger_tick_handlers import ROOT, FakeLambdaContext, _load

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.sites import SiteStore
 from cems.config import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from cems.local.stack import DEFAULT_IDENTITY_SECRET, DEFAULT_SECRET_KEY
 from cems.models import Site
-from cems.sites import SiteStore
 
 from tests.lambda_context import FakeContext
 

@@ -19,13 +19,15 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters import aws
+from cems.adapters.dynamodb.broadcasts import BroadcastStore
 from cems.adapters.dynamodb.customers import Stores
-from cems.models import OrderSummary
-from cems.scenario import engine
-from cems.scenario.broadcast import BroadcastStarter, BroadcastStore, SegmentMessage, backfill_run
-from cems.scenario.records import DateSchedule
 from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
 from cems.adapters.dynamodb.keys import broadcast_segment_key
+from cems.adapters.sqs import SqsQueue
+from cems.models import OrderSummary
+from cems.scenario import engine
+from cems.scenario.broadcast import BroadcastStarter, SegmentMessage, backfill_run
+from cems.scenario.records import DateSchedule
 from cems.settings import Settings
 from cems.wiring import journey_stores
 
@@ -254,7 +256,10 @@ def test_a_backfill_that_could_not_be_enqueued_is_enqueued_by_tick(backfill: Bac
     people = _customers(backfill)
     scenarios = ScenarioStore(TABLE, dynamodb)
     broken = BroadcastStarter(
-        scenarios, BroadcastStore(TABLE, dynamodb), backfill.sqs, backfill.broadcast_url + "-gone", SEGMENTS
+        scenarios,
+        BroadcastStore(TABLE, dynamodb),
+        SqsQueue(backfill.sqs, backfill.broadcast_url + "-gone"),
+        SEGMENTS,
     )
     backfill.uploads.module.loader.backfills = broken  # the loader's SendMessage fails
     result = backfill.upload(_document())

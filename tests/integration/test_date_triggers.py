@@ -13,7 +13,7 @@ from cems.adapters.dynamodb.customers import Stores
 from cems.models import OrderSummary, StoredEvent
 from cems.scenario import engine
 from cems.scenario.model import Scenario
-from cems.scenario.store import ScenarioSource
+from cems.scenario.records import ScenarioSource
 
 from tests.integration.test_scenario_runner import NOW, Harness
 

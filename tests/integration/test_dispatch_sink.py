@@ -8,11 +8,11 @@ from typing import Any
 
 import boto3
 import pytest
+from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.line.dispatch import LineDispatch
 from cems.scenario.engine import Dispatch, EmailMessage
-from cems.adapters.sqs import QueueDispatchSink
 from cems.settings import Settings
 from cems.wiring import line_link_tracker
 

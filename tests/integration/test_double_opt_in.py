@@ -17,17 +17,18 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.consent_markers import ConfirmationMarkers
 from cems.adapters.dynamodb.customers import Stores
-from cems.consent import ConfirmationMarkers, ConsentConfirmations, Outcome
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.adapters.dynamodb.suppression import SuppressionStore
+from cems.consent import ConsentConfirmations, Outcome
 from cems.email.compose import SignedLinks, compose
 from cems.email.dispatch import EmailDispatch
-from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.engage import ConfirmResult, Engagement
 from cems.engagement.tokens import TokenSigner
 from cems.ingest import Ingestor
 from cems.models import Channel, SegmentMessage, Site, StoredEvent, Trust, address_hash
-from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.settings import EmailSettings
 from cems.trust import user_hash
 

@@ -24,7 +24,8 @@ from cems import clock
 from cems import ingest as ingest_module
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores
-from cems.email.suppression import SuppressionStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.ses_events import (
     TAG_CUSTOMER,
@@ -37,7 +38,6 @@ from cems.engagement.ses_events import (
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, ChannelState, Profile, SegmentMessage, Site, StoredEvent, Trust
-from cems.reports.counters import ReportCounters
 
 from tests.lambda_context import FakeContext
 
@@ -602,10 +602,12 @@ def test_a_click_is_an_event_a_scenario_goal_can_use(
 ) -> None:
     """The click engage stores reaches the scenario engine like any event: here it is the goal."""
     import boto3
+    from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+    from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.scenario import engine as scenario_engine
     from cems.scenario.model import Scenario
-    from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-    from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+    from cems.scenario.records import ScenarioSource
+    from cems.scenario.runner import ScenarioRunner
 
     document = {
         "id": "welcome_mail",

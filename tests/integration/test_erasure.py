@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores, identity_key
-from cems.erasure import CustomerEraser, UnprocessedItemsError
+from cems.adapters.dynamodb.erasure import CustomerEraser, UnprocessedItemsError
+from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor
 from cems.models import Profile, SegmentMessage, Site, Trust
-from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.reports.counters import Metric, ReportCell
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SITE = Site(

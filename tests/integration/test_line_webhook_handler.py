@@ -25,13 +25,13 @@ import pytest
 from cems import clock
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.link_nonces import NonceStore
+from cems.adapters.dynamodb.sites import SiteStore
 from cems.identity import IdentityKey, IdentityKind
 from cems.line.config import LOCAL_CHANNEL_SECRET
-from cems.line.linking import NonceStore
 from cems.line.webhook import MAX_BODY_DEPTH, sign
 from cems.logs import MAX_LINE_BYTES, BoundedFormatter
 from cems.models import Channel, Profile, Site, StoredEvent
-from cems.sites import SiteStore
 from cems.trust import user_hash
 
 from tests.lambda_context import FakeContext

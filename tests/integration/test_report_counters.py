@@ -13,13 +13,16 @@ import pytest
 from botocore.exceptions import ClientError
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
-from cems.reports.counters import ONCE_TTL, Metric, ReportCell, ReportCounters, once_key
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.report_counters import ONCE_TTL, ReportCounters, once_key
+from cems.adapters.sqs_dispatch import QueueDispatchSink
+from cems.reports.counters import Metric, ReportCell
 from cems.reports.report import ReportService
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.model import Scenario, Variant
-from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import ScenarioRunner
 
 from .journeys import drain_queue, put_customer, put_track_event
 

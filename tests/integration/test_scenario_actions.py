@@ -16,15 +16,15 @@ import boto3
 import pytest
 from cems import clock, wiring
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
 from cems.adapters.line_api import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
 from cems.models import Profile, StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
-from cems.scenario.runner import ScenarioRunner
-from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
 from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import ScenarioRunner
 from cems.settings import Settings
 
 from tests.integration.journeys import drain_queue, line_user_id, put_customer, put_track_event

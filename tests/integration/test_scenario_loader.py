@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 import pytest
 from cems.adapters import aws
-from cems.scenario.loader import MAX_SCENARIO_BYTES
 from cems.adapters.dynamodb.journeys import JourneyStores
+from cems.scenario.loader import MAX_SCENARIO_BYTES
 from cems.settings import Settings
 from cems.wiring import journey_stores
 

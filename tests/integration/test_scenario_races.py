@@ -23,16 +23,16 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.local.cfn import Template
 from cems.local.resources import create_table
 from cems.models import StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
-from cems.adapters.sqs import QueueDispatchSink
-from cems.scenario.runner import RunReport, ScenarioRunner
-from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
 from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import RunReport, ScenarioRunner
 from cems.settings import Settings
 from cems.wiring import customer_stores
 from hypothesis import HealthCheck, given, settings

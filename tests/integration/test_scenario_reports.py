@@ -14,13 +14,16 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
-from cems.reports.counters import Metric, ReportCounters
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.adapters.sqs_dispatch import QueueDispatchSink
+from cems.reports.counters import Metric
 from cems.reports.report import build_report
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import Scenario
-from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import ScenarioRunner
 
 from tests.integration.journeys import drain_queue, put_customer, put_track_event
 

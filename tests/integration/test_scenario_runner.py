@@ -12,12 +12,14 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.models import StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
-from cems.scenario.runner import QueueDispatchSink, ScenarioRunner
-from cems.scenario.store import CapStore, EnrolmentStore, ScenarioSource, ScenarioStore
+from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import ScenarioRunner
 
 from tests.integration.journeys import drain_queue, put_customer, put_track_event
 

@@ -11,8 +11,15 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.journeys import (
+    DUE_INDEX,
+    CapStore,
+    EnrolmentStore,
+    JourneyStores,
+    ScenarioStore,
+    cap_periods,
+)
 from cems.scenario.model import ChannelCap, Scenario
-from cems.adapters.dynamodb.journeys import DUE_INDEX, CapStore, EnrolmentStore, JourneyStores, ScenarioStore, cap_periods
 from cems.scenario.records import Enrolment, ScenarioSource
 from cems.settings import Settings
 from cems.wiring import journey_stores

@@ -31,13 +31,13 @@ from botocore.exceptions import ReadTimeoutError
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import CustomerStore
 from cems.adapters.dynamodb.items import to_attribute_map
+from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.adapters.dynamodb.suppression import SuppressionStore, address_hash
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
-from cems.adapters.dynamodb.report_counters import ReportCounters
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 

@@ -13,11 +13,13 @@ from typing import Any
 import boto3
 import pytest
 from cems import clock
+from cems.adapters.dynamodb.keys import secret_key_item_key
+from cems.adapters.dynamodb.sites import SiteStore
 from cems.cli import main
 from cems.local.cfn import Template
 from cems.local.resources import create_resources
 from cems.models import Trust
-from cems.sites import SiteDirectory, SiteStore, secret_key_item_key
+from cems.sites import SiteDirectory
 from moto.server import ThreadedMotoServer
 
 from tests.integration.conftest import TEMPLATE

@@ -21,22 +21,22 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import CustomerStore
+from cems.adapters.dynamodb.email_deliveries import DeliveryRecords
+from cems.adapters.dynamodb.line_deliveries import DeliveryStore
+from cems.adapters.dynamodb.report_counters import ReportCounters
+from cems.adapters.dynamodb.suppression import SuppressionStore
+from cems.adapters.ses import SesGateway
 from cems.cli import main
 from cems.email.compose import TEST_HEADER, TEST_SUBJECT_PREFIX, SignedLinks
 from cems.email.dispatch import EmailDispatch
-from cems.adapters.dynamodb.email_deliveries import DeliveryRecords
 from cems.email.sender import EmailSender, Status
-from cems.adapters.ses import SesGateway
-from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.engagement.tokens import TokenSigner
-from cems.adapters.dynamodb.line_deliveries import DeliveryStore
 from cems.line.deliveries import RecipientStatus, UnitKind, UnitStatus, retry_key
 from cems.line.dispatch import LineDispatch, LineMessage
 from cems.line.sender import CallResult, LineSender, classify_error
 from cems.local.cfn import Template
 from cems.local.resources import create_resources
 from cems.models import ChannelState, Profile
-from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.settings import EmailSettings
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer

@@ -19,10 +19,11 @@ import pytest
 from cems import clock
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import Stores, stored_event_from_image
+from cems.adapters.dynamodb.journeys import ScenarioStore
 from cems.models import ChannelState, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import Scenario
-from cems.scenario.store import ScenarioSource, ScenarioStore
+from cems.scenario.records import ScenarioSource
 
 from tests.lambda_context import FakeContext
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 if TYPE_CHECKING:
-    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
+    from cems.ports import MessageTag
 
 # SES accepts a message of up to 40 MB, but an SQS body holds 256 KB: a dispatch is at most that.
 MAX_SUBJECT_LENGTH = 998  # RFC 5322's line limit; mail clients show far less
@@ -70,7 +70,7 @@ class EmailDispatch(BaseModel):
     def to_sqs_body(self) -> str:
         return self.model_dump_json(exclude_defaults=True)
 
-    def ses_tags(self) -> list[MessageTagTypeDef]:
+    def ses_tags(self) -> list[MessageTag]:
         """SES message tags (EmailTags): SES hands them back on delivery, bounce and complaint events,
         so `engage` knows the dispatch, customer and report cell (cems.engagement.ses_events writes
         and reads them: one encoding for both sides)."""

@@ -30,79 +30,29 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.errors import HeaderParseError, MessageError
 from email.headerregistry import Address
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ProxyConnectionError,
-    ReadTimeoutError,
-)
 from pydantic import ValidationError
 
 from cems import clock
-from cems.adapters.dynamodb.customers import CustomerStore
-from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
 from cems.email.compose import LinkMaker, compose
-from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
-from cems.email.suppression import SuppressionStore
 from cems.models import Channel, address_hash
-from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.ports import CounterPort, CustomerReader, EmailDeliveryRecords, MailGateway, SuppressionPort
+from cems.reports.counters import Metric, ReportCell
+from cems.settings import EmailSettings
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sesv2 import SESV2Client
-    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
-
-EMAIL_SK = "EMAIL"
 RETRY_MAX_SECONDS = 600
 # How long a claim holds: far longer than one SES call (connect 2 s + read 10 s, no retries).
 CLAIM_LEASE = timedelta(seconds=60)
 # SES is not called with less than this left before the Lambda time-out; the dispatch comes back.
 MIN_REMAINING_MS = 15_000
-# SES error codes that mean "not now": the claim is released and the dispatch tried again.
-RETRYABLE_CODES = frozenset(
-    {
-        "TooManyRequestsException",
-        "LimitExceededException",
-        "SendingPausedException",
-        # The operator's to fix (account, IAM, credentials), not the mail's fault: the dispatch waits,
-        # then in the DLQ, and a redrive after the fix sends it.
-        "AccountSuspendedException",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "ExpiredTokenException",
-        "Throttling",
-        "ThrottlingException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "RequestTimeout",
-    }
-)
-# The SES client's own settings: no retries of its own (a retried call could send a mail twice; the
-# dispatch's retries go through SQS), and a read time-out long enough for SES on a bad day.
-SES_CLIENT_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=10,
-    retries={"mode": "standard", "total_max_attempts": 1},
-    tcp_keepalive=True,
-)
 _ADDRESS_LIKE = re.compile(r"[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+")
 
 
@@ -153,6 +103,20 @@ class EmailReport:
     def later(self, seconds: int) -> None:
         self.retry_after = max(self.retry_after or 0, seconds)
 
+    def metrics(self) -> dict[str, int]:
+        """The counts this attempt adds to CloudWatch, by metric name (test sends under `EmailTest…`,
+        apart from real ones)."""
+        if self.invalid:
+            return {"EmailDispatchesInvalid": 1}
+        prefix = "EmailTest" if self.test else "Email"
+        return {
+            f"{prefix}Sent": self.sent,
+            f"{prefix}Failed": self.failed,
+            f"{prefix}Skipped": self.skipped,
+            f"{prefix}Retries": self.retries,
+            f"{prefix}OutcomeUnknown": self.unknown,
+        }
+
 
 @dataclass(frozen=True)
 class SesResult:
@@ -160,67 +124,6 @@ class SesResult:
     message_id: str | None = None
     error_code: str | None = None
     reason: str | None = None
-
-
-class SesGateway:
-    """SES v2 SendEmail with a raw MIME message, classified into an outcome. The client is made on
-    the first send (cold start) and makes no retries of its own: a retried call could send twice."""
-
-    def __init__(self, client_factory: Callable[[], SESV2Client]) -> None:
-        self._client_factory = client_factory
-        self._client: SESV2Client | None = None
-
-    def client(self) -> SESV2Client:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    def send(
-        self,
-        from_address: str,
-        to_address: str,
-        raw: bytes,
-        configuration_set: str | None,
-        tags: Sequence[MessageTagTypeDef],
-    ) -> SesResult:
-        request: dict[str, Any] = {
-            "FromEmailAddress": from_address,
-            "Destination": {"ToAddresses": [to_address]},
-            # Raw, so that our headers (List-Unsubscribe, ...) and parts go out exactly as composed.
-            "Content": {"Raw": {"Data": raw}},
-            "EmailTags": list(tags),
-        }
-        if configuration_set:
-            request["ConfigurationSetName"] = configuration_set
-        try:
-            answer = self.client().send_email(**request)
-        except ClientError as exc:
-            return classify_error(exc)
-        except (ConnectTimeoutError, EndpointConnectionError, ProxyConnectionError) as exc:
-            # The request never reached SES: safe to try again.
-            return SesResult(Status.RETRY, error_code=type(exc).__name__, reason="could not connect to SES")
-        except (ReadTimeoutError, ConnectionClosedError) as exc:
-            # SES may have accepted it before the answer was lost: not sent again (at most once).
-            return SesResult(Status.UNKNOWN, error_code=type(exc).__name__, reason="no answer from SES")
-        except ParamValidationError as exc:
-            # The SDK refused the request before sending it: the same request never passes.
-            return SesResult(Status.FAILED, error_code=type(exc).__name__, reason=scrub(str(exc)))
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            return SesResult(Status.RETRY, error_code=type(exc).__name__, reason="no AWS credentials")
-        except BotoCoreError as exc:
-            # Anything else the SDK raises may come after the request left: at most once.
-            return SesResult(Status.UNKNOWN, error_code=type(exc).__name__, reason=scrub(str(exc)))
-        return SesResult(Status.SENT, message_id=answer.get("MessageId"))
-
-
-def classify_error(exc: ClientError) -> SesResult:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code") or "Unknown")
-    http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    reason = scrub(f"{code}: {error.get('Message', '')}")
-    if code in RETRYABLE_CODES or http_status >= 500 or http_status == 429:
-        return SesResult(Status.RETRY, error_code=code, reason=reason)
-    return SesResult(Status.FAILED, error_code=code, reason=reason)
 
 
 def scrub(text: str, limit: int = 300) -> str:
@@ -246,155 +149,15 @@ class Recipient:
     skip_reason: str | None = None
 
 
-class DeliveryRecords:
-    """`DISPATCH#<key>` / `EMAIL` in the Deliveries table: the claim and outcome of one dispatch."""
-
-    def __init__(self, table_name: str, client: DynamoDBClient, retention: timedelta) -> None:
-        self.table_name = table_name
-        self.client = client
-        self.retention = retention
-
-    def _key(self, idempotency_key: str) -> dict[str, Any]:
-        return {"pk": {"S": f"DISPATCH#{idempotency_key}"}, "sk": {"S": EMAIL_SK}}
-
-    def get(self, idempotency_key: str) -> dict[str, Any] | None:
-        item = self.client.get_item(
-            TableName=self.table_name, Key=self._key(idempotency_key), ConsistentRead=True
-        ).get("Item")
-        return from_attribute_map(item) if item else None
-
-    def claim(
-        self, dispatch: EmailDispatch, status: Status, reason: str | None = None
-    ) -> tuple[str | None, dict[str, Any] | None]:
-        """Write `status` (SENDING to claim; SKIPPED to record a final skip) unless the dispatch has an
-        outcome already. Returns (claim token, None) when written, or (None, the existing item)."""
-        now = clock.now()
-        token = uuid.uuid4().hex
-        values: dict[str, Any] = {
-            ":status": status.value,
-            ":retry": Status.RETRY.value,
-            ":token": token,
-            ":lease": now + CLAIM_LEASE,
-            ":at": now,
-            ":customer": dispatch.customer_id,
-            ":test": dispatch.test,
-            ":exp": int((now + self.retention).timestamp()),
-            ":one": 1,
-            ":reason": reason,
-        }
-        sets = [
-            "#s = :status",
-            "claim = :token",
-            "#at = :at",
-            "customer_id = :customer",
-            "test = :test",
-            "expires_at = :exp",
-        ]
-        if status is Status.SENDING:
-            sets.append("lease_until = :lease")
-        else:
-            del values[":lease"]
-        if reason is not None:
-            sets.append("reason = :reason")
-        else:
-            del values[":reason"]
-        for name in ("scenario_id", "version", "step_id", "variant"):
-            value = getattr(dispatch, name)
-            if value is not None:
-                values[f":{name}"] = value
-                sets.append(f"{name} = :{name}")
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=self._key(dispatch.idempotency_key),
-                UpdateExpression=f"SET {', '.join(sets)} ADD attempts :one",
-                ConditionExpression="attribute_not_exists(pk) OR #s = :retry",
-                ExpressionAttributeNames={"#s": "status", "#at": "at"},
-                ExpressionAttributeValues=to_attribute_map(values),
-                # The existing item comes back with the refusal: no second read.
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
-            # Sent back by ReturnValuesOnConditionCheckFailure (the stubs do not name it).
-            item: Any = dict(exc.response).get("Item")
-            return None, from_attribute_map(item) if item else {}
-        return token, None
-
-    def finish(
-        self,
-        idempotency_key: str,
-        token: str,
-        status: Status,
-        *,
-        message_id: str | None = None,
-        error_code: str | None = None,
-        reason: str | None = None,
-    ) -> bool:
-        """Record the outcome of our claim; False if the claim is not ours any more."""
-        values: dict[str, Any] = {":status": status.value, ":at": clock.now(), ":token": token}
-        sets = ["#s = :status", "#at = :at"]
-        removes = ["lease_until"]
-        for name, value in (("ses_message_id", message_id), ("error_code", error_code), ("reason", reason)):
-            if value is None:
-                removes.append(name)
-            else:
-                values[f":{name}"] = value
-                sets.append(f"{name} = :{name}")
-        if status is Status.RETRY:
-            removes.append("claim")
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=self._key(idempotency_key),
-                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                ConditionExpression="claim = :token",
-                ExpressionAttributeNames={"#s": "status", "#at": "at"},
-                ExpressionAttributeValues=to_attribute_map(values),
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
-
-    def abandon(self, idempotency_key: str, token: str) -> bool:
-        """A claim left `sending` past its lease (its worker died during the SES call): `unknown`.
-        The stale claim token stays, so that worker, if it lives after all, can still record `sent`."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=self._key(idempotency_key),
-                UpdateExpression="SET #s = :unknown, #at = :at, reason = :reason REMOVE lease_until",
-                ConditionExpression="#s = :sending AND claim = :token",
-                ExpressionAttributeNames={"#s": "status", "#at": "at"},
-                ExpressionAttributeValues=to_attribute_map(
-                    {
-                        ":unknown": Status.UNKNOWN.value,
-                        ":sending": Status.SENDING.value,
-                        ":token": token,
-                        ":at": clock.now(),
-                        ":reason": "the sender stopped during the SES call; not sent again",
-                    }
-                ),
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
-
-
 class EmailSender:
     def __init__(
         self,
         settings: EmailSettings,
-        customers: CustomerStore,
-        suppressions: SuppressionStore,
-        deliveries: DeliveryRecords,
-        counters: ReportCounters,
-        gateway: SesGateway,
+        customers: CustomerReader,
+        suppressions: SuppressionPort,
+        deliveries: EmailDeliveryRecords,
+        counters: CounterPort,
+        gateway: MailGateway,
         links: Callable[[EmailDispatch], LinkMaker],
     ) -> None:
         self.settings = settings

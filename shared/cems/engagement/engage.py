@@ -23,16 +23,15 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from cems import clock
-from cems.adapters.dynamodb.customers import CustomerStore
-from cems.email.suppression import SuppressionReason
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.engagement.ses_events import DispatchTags, SesEvent
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust, address_hash
+from cems.ports import CounterPort, CustomerReader, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
 
 # The "site" engagement events are stored under (no write key: engage proves itself by the token's
@@ -48,14 +47,6 @@ ENGAGE_SOURCE = Site(
 )
 MAX_MESSAGE_ID = 100  # cems.config.MAX_MESSAGE_ID_LENGTH
 LIBRARY = {"name": "cems-engage"}
-
-
-class CounterPort(Protocol):
-    def add(self, cell: ReportCell, metric: Metric, *, once: str | None = None) -> bool: ...
-
-
-class SuppressionPort(Protocol):
-    def suppress(self, address: str, reason: SuppressionReason, at: datetime | None = None) -> bool: ...
 
 
 def message_id(prefix: str, *parts: str) -> str:
@@ -129,7 +120,7 @@ class Engagement:
         self,
         signer: TokenSigner,
         ingestor: Ingestor,
-        customers: CustomerStore,
+        customers: CustomerReader,
         counters: CounterPort,
         suppressions: SuppressionPort,
     ) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
+    from cems.ports import MessageTag
 
 # The tag names CEMS sets on every mail it sends (and reads back from SES events).
 TAG_CUSTOMER = "cems_customer"
@@ -71,7 +71,7 @@ def email_tags(
     step_id: str | None = None,
     variant: str | None = None,
     test: bool = False,
-) -> list[MessageTagTypeDef]:
+) -> list[MessageTag]:
     """The SES v2 `EmailTags` of one dispatch's mail (send_email passes them to SendEmail)."""
     values = {
         TAG_DISPATCH: dispatch_key,
@@ -212,7 +212,7 @@ def simulated_ses_event(
     *,
     message_id: str,
     address: str,
-    tags: Sequence[MessageTagTypeDef],
+    tags: Sequence[MessageTag],
     at: datetime,
     bounce_type: Literal["Permanent", "Transient"] = "Permanent",
 ) -> dict[str, Any]:

@@ -30,25 +30,19 @@ deletes items only eventually.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from botocore.exceptions import ClientError as BotoClientError
-
-from cems import clock
-from cems.adapters.dynamodb.items import condition_failed, from_attribute_map
-from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
+from cems.line.config import LINE_REQUEST_TIMEOUT
+from cems.settings import LineSettings
 
 if TYPE_CHECKING:
     from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
-    from mypy_boto3_dynamodb import DynamoDBClient
 
-NONCE_SK = "NONCE"
 # As long as LINE's link token lives: a nonce outliving it could never be used.
 NONCE_TTL = timedelta(minutes=10)
 # LINE accepts nonces of 10 to 255 characters; ours are 43 (32 random bytes, URL-safe base64).
@@ -59,9 +53,16 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _nonce_key(nonce: str) -> dict[str, dict[str, str]]:
-    digest = hashlib.sha256(nonce.encode("utf-8")).hexdigest()
-    return {"pk": {"S": f"NONCE#{digest}"}, "sk": {"S": NONCE_SK}}
+def plausible_nonce(nonce: str) -> bool:
+    """What LINE may send back as a nonce; anything else is not looked up."""
+    return bool(_NONCE_PATTERN.match(nonce))
+
+
+class NoncePort(Protocol):
+    """Account-link nonces: issued bound to a proven customer, consumed once."""
+
+    def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str: ...
+    def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None: ...
 
 
 @dataclass(frozen=True)
@@ -75,73 +76,6 @@ class LinkNonce:
     expires_at: int
     # Nonces issued before links needed a signed-in customer have none: they link nothing.
     user_id: str | None = None
-
-
-class NonceStore:
-    """Account-link nonces in the Customers table (pk `NONCE#<sha256 of nonce>`, sk `NONCE`)."""
-
-    def __init__(self, table_name: str, client: DynamoDBClient, ttl: timedelta = NONCE_TTL) -> None:
-        self.table_name = table_name
-        self.client = client
-        self.ttl = ttl
-
-    def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str:
-        """A fresh nonce bound to this proven customer, their browser and the site."""
-        nonce = new_nonce()
-        now = clock.now()
-        self.client.put_item(
-            TableName=self.table_name,
-            Item={
-                **_nonce_key(nonce),
-                "anonymous_id": {"S": anonymous_id},
-                "site_id": {"S": site_id},
-                "user_id": {"S": user_id},
-                "created_at": {"S": clock.iso(now)},
-                "expires_at": {"N": str(int((now + self.ttl).timestamp()))},
-            },
-            # 256 random bits never collide; the condition only makes sure a row is never overwritten.
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        return nonce
-
-    def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None:
-        """The visitor a nonce was issued for, once: None when unknown, expired or used by another event.
-
-        The nonce is marked with the webhook event that used it rather than deleted, so LINE
-        redelivering that same event (after a failure half-way) can still finish the link, while a
-        replay under any other event links nothing.
-        """
-        if not _NONCE_PATTERN.match(nonce):
-            return None
-        now = clock.now()
-        try:
-            answer = self.client.update_item(
-                TableName=self.table_name,
-                Key=_nonce_key(nonce),
-                UpdateExpression="SET consumed_by = :event, consumed_at = if_not_exists(consumed_at, :at)",
-                ConditionExpression=(
-                    "attribute_exists(pk) AND expires_at > :now"
-                    " AND (attribute_not_exists(consumed_by) OR consumed_by = :event)"
-                ),
-                ExpressionAttributeValues={
-                    ":event": {"S": webhook_event_id},
-                    ":at": {"S": clock.iso(now)},
-                    ":now": {"N": str(int(now.timestamp()))},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except BotoClientError as exc:
-            if condition_failed(exc):
-                return None
-            raise
-        item = from_attribute_map(answer["Attributes"])
-        return LinkNonce(
-            anonymous_id=str(item["anonymous_id"]),
-            site_id=str(item["site_id"]),
-            user_id=str(item["user_id"]) if item.get("user_id") else None,
-            created_at=datetime.fromisoformat(str(item["created_at"]).replace("Z", "+00:00")),
-            expires_at=int(item["expires_at"]),
-        )
 
 
 def with_query(url: str, **params: str) -> str:

@@ -33,18 +33,12 @@ from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError
-from botocore.exceptions import ClientError as BotoClientError
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from cems import clock
-from cems.adapters.dynamodb.customers import MAX_BATCH_GET_KEYS, CustomerStore
-from cems.line.api import LINE_REQUEST_TIMEOUT, ApiException, MulticastRequest, PushMessageRequest
 from cems.line.deliveries import (
     FINAL_UNIT_STATUSES,
     ClaimResult,
-    DeliveryStore,
     DispatchPlan,
     DispatchState,
     PlanUnit,
@@ -55,9 +49,10 @@ from cems.line.deliveries import (
     UnitStatus,
     retry_key,
 )
-from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, LineMessage
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch
 from cems.models import Channel, Profile
-from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.ports import CounterPort, CustomerProfiles, LineDeliveryClaims, LineGateway, ServiceUnavailable
+from cems.reports.counters import Metric, ReportCell
 
 logger = Logger(child=True)
 # Recipient outcomes as report counters (a deferral is not an outcome: the dispatch comes back).
@@ -83,6 +78,7 @@ MIN_REMAINING_MS = 15_000
 # Unit ids: `m0000`, `m0001`, ... for multicast chunks of common content, `p#<customer id>` for a push of
 # personalised content.
 PERSONAL_UNIT_PREFIX = "p#"
+PROFILES_PER_READ = 100
 _LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
 
 
@@ -127,59 +123,30 @@ class DispatchReport:
     def later(self, seconds: int) -> None:
         self.retry_after = max(self.retry_after or 0, seconds)
 
-
-class LineGateway:
-    """Push and multicast through the SDK's MessagingApi, every call with a time-out and a retry key."""
-
-    def __init__(self, api_factory: Callable[[], Any], timeout: tuple[float, float] = LINE_REQUEST_TIMEOUT):
-        self._api_factory = api_factory
-        self._api: Any = None
-        self.timeout = timeout
-
-    def api(self) -> Any:
-        if self._api is None:
-            self._api = self._api_factory()
-        return self._api
-
-    def send(
-        self, kind: UnitKind, to: Sequence[str], messages: list[LineMessage], key: str, quiet: bool
-    ) -> CallResult:
-        api = self.api()
-        try:
-            if kind is UnitKind.PUSH:
-                push = PushMessageRequest.from_dict(
-                    {"to": to[0], "messages": messages, "notificationDisabled": quiet}
-                )
-                response = api.push_message_with_http_info(
-                    push, x_line_retry_key=key, _request_timeout=self.timeout
-                )
-            else:
-                multicast = MulticastRequest.from_dict(
-                    {"to": list(to), "messages": messages, "notificationDisabled": quiet}
-                )
-                response = api.multicast_with_http_info(
-                    multicast, x_line_retry_key=key, _request_timeout=self.timeout
-                )
-        except ApiException as exc:
-            result = classify_error(exc.status or 0, exc.body, exc.headers)
-            if result.unauthorised:
-                self._api = None  # the token may have been rotated: read it again next time
-            return result
-        except Urllib3HTTPError as exc:
-            # Time-outs, refused or dropped connections: LINE may or may not have it; the retry key
-            # makes trying again safe.
-            return CallResult(UnitStatus.RETRY, reason=f"network error: {type(exc).__name__}")
-        return CallResult(
-            UnitStatus.SENT,
-            http_status=response.status_code,
-            line_request_id=_header(response.headers, "x-line-request-id"),
-        )
+    def metrics(self) -> dict[str, int]:
+        """The counts this attempt adds to CloudWatch, by metric name (test sends under `LineTest…`,
+        apart from real ones; the monthly limit only when it was hit, for its alarm)."""
+        if self.invalid:
+            return {"LineDispatchesInvalid": 1}
+        prefix = "LineTest" if self.test else "Line"
+        counts = {
+            f"{prefix}RecipientsSent": self.sent,
+            f"{prefix}RecipientsFailed": self.failed,
+            f"{prefix}RecipientsDeferred": self.deferred,
+            f"{prefix}RecipientsSkippedUnreachable": self.skipped_unreachable,
+            f"{prefix}RecipientsSkippedNoConsent": self.skipped_no_consent,
+            f"{prefix}ApiCalls": self.api_calls,
+            f"{prefix}ApiRetries": self.retries,
+        }
+        if self.monthly_limit_hits:
+            counts["LineMonthlyLimitReached"] = self.monthly_limit_hits
+        return counts
 
 
 def classify_error(status: int, body: Any, headers: Any) -> CallResult:
     """LINE's non-2xx answer: sent (409), deferred (monthly limit), retry, or failed for good."""
     message = _error_message(body)
-    request_id = _header(headers, "x-line-request-id")
+    request_id = response_header(headers, "x-line-request-id")
     reason = scrub(f"{status} {message}".strip())
     if status == 409:
         # "The retry key is already accepted": an earlier attempt of this very unit got through.
@@ -216,7 +183,7 @@ def _error_message(body: Any) -> str:
     return text
 
 
-def _header(headers: Any, name: str) -> str | None:
+def response_header(headers: Any, name: str) -> str | None:
     if not headers:
         return None
     for key, value in dict(headers).items():
@@ -302,13 +269,13 @@ def _plan(dispatch: LineDispatch, units: list[PlanUnit], skipped: dict[str, Skip
 class LineSender:
     def __init__(
         self,
-        customers: CustomerStore,
-        deliveries: DeliveryStore,
+        customers: CustomerProfiles,
+        deliveries: LineDeliveryClaims,
         gateway: LineGateway,
         *,
         retry_base_seconds: float = RETRY_BASE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
-        counters: ReportCounters | None = None,
+        counters: CounterPort | None = None,
     ) -> None:
         self.counters = counters
         self.customers = customers
@@ -369,9 +336,9 @@ class LineSender:
 
     def _profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
         profiles: dict[str, Profile] = {}
-        # CustomerStore.profiles reads with one BatchGetItem, which takes at most 100 keys.
-        for start in range(0, len(customer_ids), MAX_BATCH_GET_KEYS):
-            profiles.update(self.customers.profiles(customer_ids[start : start + MAX_BATCH_GET_KEYS]))
+        # In reads of at most 100 profiles (one DynamoDB BatchGetItem each).
+        for start in range(0, len(customer_ids), PROFILES_PER_READ):
+            profiles.update(self.customers.profiles(customer_ids[start : start + PROFILES_PER_READ]))
         # A recipient merged into another customer since the dispatch was made: use the survivor.
         for customer_id in customer_ids:
             profile = profiles.get(customer_id)
@@ -528,8 +495,8 @@ class LineSender:
             once = f"{metric}#{dispatch.idempotency_key}#{record.customer_id}"
             try:
                 self.counters.add(cell, metric, once=once)
-            except (BotoCoreError, BotoClientError) as exc:  # the send stands; its count is lost
-                error = type(exc).__name__
+            except ServiceUnavailable as exc:  # the send stands; its count is lost
+                error = type(exc.__cause__ or exc).__name__
                 logger.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _backoff(self, receive_count: int) -> int:

@@ -32,15 +32,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from cems import clock
-from cems.adapters.dynamodb.customers import CustomerStore
 from cems.config import MAX_MESSAGE_BYTES
 from cems.errors import ClientError
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor
-from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
-from cems.line.linking import LinkNonce, NonceStore, issue_link_token, link_page_url
+from cems.line.config import LINE_REQUEST_TIMEOUT
+from cems.line.linking import LinkNonce, NoncePort, issue_link_token, link_page_url
 from cems.line.replies import LINK_KEYWORDS, Reply, messages_for, offers_link
 from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site, Trust
+from cems.ports import CustomerDirectory
+from cems.settings import LineSettings
 
 if TYPE_CHECKING:
     from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
@@ -325,8 +326,8 @@ class LineWebhook:
         self,
         settings: LineSettings,
         ingestor: Ingestor,
-        nonces: NonceStore,
-        customers: CustomerStore,
+        nonces: NoncePort,
+        customers: CustomerDirectory,
         api: Callable[[], MessagingApi],
     ) -> None:
         self.settings = settings

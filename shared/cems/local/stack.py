@@ -277,7 +277,7 @@ class LocalStack:
 
     def _seed_site(self) -> None:
         """The local write key, allowed from the stack's own origins (the demo shop)."""
-        from cems.sites import SiteStore
+        from cems.adapters.dynamodb.sites import SiteStore
 
         if "SitesTable" not in self.template.resources:
             return

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Never
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from cems import clock
-from cems.reports.counters import REVENUE, Metric, ReportCell, ReportCounters
+from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.reports.stats import Comparison, compare, ratio
 from cems.scenario.model import (
     BranchStep,
@@ -42,7 +42,7 @@ from cems.scenario.model import (
 )
 
 if TYPE_CHECKING:
-    from cems.scenario.store import ScenarioStore
+    from cems.ports import ReportReader, ScenarioReader
 
 CONFIDENCE = 0.95
 # Revenue is kept as Decimal and answered as a JSON number (yen amounts; no float sums on the way).
@@ -247,7 +247,7 @@ def build_report(
     meta: ScenarioMeta | None = None,
     at: datetime | None = None,
 ) -> ScenarioReport:
-    """The report of `scenario_id` from its cells (`ReportCounters.cells`), of one version or of
+    """The report of `scenario_id` from its cells (`ReportReader.cells`), of one version or of
     every version added together."""
     meta = meta or ScenarioMeta()
     cells = list(cells)
@@ -417,7 +417,7 @@ class UnknownScenario(LookupError):
 class ReportService:
     """Reports as the admin API answers them: counters plus what ScenarioStore knows."""
 
-    def __init__(self, counters: ReportCounters, scenarios: ScenarioStore) -> None:
+    def __init__(self, counters: ReportReader, scenarios: ScenarioReader) -> None:
         self.counters = counters
         self.scenarios = scenarios
 

@@ -25,34 +25,24 @@ enqueues again a backfill whose messages were not all enqueued (as for a broadca
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from cems import clock
-from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
-from cems.adapters.dynamodb.keys import PROFILE_SK
-from cems.models import Profile
+from cems.ports import BroadcastStorePort, MessageQueue, ProfileScanner, ScenarioReader
 from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
+from cems.scenario.records import ScenarioVersion
 from cems.scenario.runner import RunReport, ScenarioRunner
-from cems.scenario.store import ScenarioStore, ScenarioVersion, broadcast_segment_key
 from cems.scenario.timing import cron_next
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sqs import SQSClient
+from cems.settings import DEFAULT_BROADCAST_SEGMENTS
 
 log = logging.getLogger("cems.scenario")
 
-DEFAULT_SEGMENTS = 16
-RUN_SK = "RUN"
 # A run time missed by more than this (tick down, or a scenario uploaded long after its `at`) is not
 # started: a broadcast hours late is more likely unwelcome than wanted.
 CATCH_UP = timedelta(hours=1)
@@ -62,7 +52,6 @@ RESTART_AFTER = timedelta(minutes=5)
 PAGE_SIZE = 100
 # With less than this left, the worker hands the rest of its segment to a new message.
 MIN_REMAINING_MS = 20_000
-SQS_BATCH = 10
 
 # What a run does with each profile of its segments: enrol it (a broadcast), or schedule its date
 # trigger's pending entry (the backfill of a newly active date-trigger version).
@@ -136,132 +125,6 @@ class SegmentProgress(BaseModel):
     updated_at: datetime | None = None
 
 
-class BroadcastStore:
-    """Runs and segment progress in JourneysTable."""
-
-    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
-        self.table_name = table_name
-        self.client = client
-
-    @staticmethod
-    def run_key(scenario_id: str, run: str) -> dict[str, Any]:
-        return {"pk": {"S": f"BCAST#{scenario_id}#{run}"}, "sk": {"S": RUN_SK}}
-
-    def start_run(
-        self,
-        scenario_id: str,
-        run: str,
-        version: int,
-        segments: int,
-        now: datetime,
-        kind: RunKind = "broadcast",
-    ) -> bool:
-        """Records the run as started (not yet enqueued); False if it was started already."""
-        item = {
-            **self.run_key(scenario_id, run),
-            **to_attribute_map(
-                {"version": version, "segments": segments, "started_at": now, "enqueued": False, "kind": kind}
-            ),
-        }
-        try:
-            self.client.put_item(
-                TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
-
-    def claim_stalled(self, scenario_id: str, run: str, now: datetime) -> dict[str, Any] | None:
-        """A started run whose messages were not all enqueued RESTART_AFTER ago, claimed for enqueuing
-        again (its started_at moved to now); None if there is none or another tick claimed it."""
-        item = self.client.get_item(
-            TableName=self.table_name, Key=self.run_key(scenario_id, run), ConsistentRead=True
-        ).get("Item")
-        if item is None:
-            return None
-        values = from_attribute_map(item)
-        if values.get("enqueued") or datetime.fromisoformat(values["started_at"]) > now - RESTART_AFTER:
-            return None
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=self.run_key(scenario_id, run),
-                UpdateExpression="SET started_at = :now",
-                ConditionExpression="started_at = :read AND enqueued = :no",
-                ExpressionAttributeValues={
-                    ":now": {"S": clock.iso(now)},
-                    ":read": item["started_at"],
-                    ":no": {"BOOL": False},
-                },
-            )
-        except ClientError as exc:
-            if condition_failed(exc):
-                return None
-            raise
-        return values
-
-    def mark_enqueued(self, scenario_id: str, run: str) -> None:
-        self.client.update_item(
-            TableName=self.table_name,
-            Key=self.run_key(scenario_id, run),
-            UpdateExpression="SET enqueued = :yes",
-            ExpressionAttributeValues={":yes": {"BOOL": True}},
-        )
-
-    def progress(self, scenario_id: str, run: str, segment: int) -> SegmentProgress | None:
-        item = self.client.get_item(
-            TableName=self.table_name,
-            Key=broadcast_segment_key(scenario_id, run, segment),
-            ConsistentRead=True,
-        ).get("Item")
-        if item is None:
-            return None
-        values = from_attribute_map(item)
-        if values.get("last_key") is not None:
-            values["last_key"] = json.loads(values["last_key"])
-        return SegmentProgress.model_validate(
-            {k: v for k, v in values.items() if k in SegmentProgress.model_fields}
-        )
-
-    def save_progress(self, progress: SegmentProgress, read_pages: int | None) -> bool:
-        """Writes the progress on condition that the stored one still has `read_pages` pages (None:
-        that there is none). False: another worker recorded this segment since."""
-        values = progress.model_dump(exclude={"last_key"})
-        values["last_key"] = None if progress.last_key is None else json.dumps(progress.last_key)
-        item = {
-            **broadcast_segment_key(progress.scenario_id, progress.run, progress.segment),
-            **to_attribute_map(values),
-        }
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "attribute_not_exists(pk)"}
-            if read_pages is None
-            else {
-                "ConditionExpression": "pages = :read",
-                "ExpressionAttributeValues": {":read": {"N": str(read_pages)}},
-            }
-        )
-        try:
-            self.client.put_item(TableName=self.table_name, Item=item, **condition)
-        except ClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
-
-
-def _send_messages(sqs: SQSClient, queue_url: str, messages: list[SegmentMessage]) -> None:
-    for start in range(0, len(messages), SQS_BATCH):
-        chunk = messages[start : start + SQS_BATCH]
-        answer = sqs.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(i), "MessageBody": m.model_dump_json()} for i, m in enumerate(chunk)],
-        )
-        if answer.get("Failed"):
-            raise RuntimeError(f"{len(answer['Failed'])} broadcast segment messages not enqueued")
-
-
 @dataclass
 class StartReport:
     started: int = 0
@@ -274,18 +137,16 @@ class BroadcastStarter:
 
     def __init__(
         self,
-        scenarios: ScenarioStore,
-        store: BroadcastStore,
-        sqs: SQSClient,
-        queue_url: str,
-        segments: int = DEFAULT_SEGMENTS,
+        scenarios: ScenarioReader,
+        store: BroadcastStorePort,
+        queue: MessageQueue,
+        segments: int = DEFAULT_BROADCAST_SEGMENTS,
     ) -> None:
         if segments < 1:
             raise ValueError("broadcast segments must be at least 1")
         self.scenarios = scenarios
         self.store = store
-        self.sqs = sqs
-        self.queue_url = queue_url
+        self.queue = queue
         self.segments = segments
 
     def start_due(self, now: datetime | None = None) -> StartReport:
@@ -338,7 +199,7 @@ class BroadcastStarter:
             return "already"
         try:
             self._enqueue(scenario_id, version, run, stored.uploaded_at, self.segments, "backfill")
-        except (BotoCoreError, ClientError, RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError) as exc:  # ServiceUnavailable is a RuntimeError
             log.warning(
                 "backfill not enqueued; tick enqueues it again",
                 extra={"scenario_id": scenario_id, "run": run, "error": type(exc).__name__},
@@ -365,8 +226,6 @@ class BroadcastStarter:
         self, scenario_id: str, version: int, run: str, at: datetime, segments: int, kind: RunKind
     ) -> None:
         """One message per segment, then the run marked enqueued (until then tick may redo it)."""
-        if not self.queue_url:
-            raise ValueError("BROADCAST_QUEUE_URL is not set")
         messages = [
             SegmentMessage(
                 scenario_id=scenario_id,
@@ -379,7 +238,7 @@ class BroadcastStarter:
             )
             for n in range(segments)
         ]
-        _send_messages(self.sqs, self.queue_url, messages)
+        self.queue.send([m.model_dump_json() for m in messages])
         self.store.mark_enqueued(scenario_id, run)
 
 
@@ -393,6 +252,15 @@ class SegmentReport:
     profiles: int = 0
     run: RunReport | None = None
 
+    def metrics(self, kind: str) -> dict[str, int]:
+        """The counts this segment adds to CloudWatch, by metric name; entries scheduled only for a
+        date trigger's backfill (`kind`), which is all such a run does."""
+        run = self.run or RunReport()
+        counts = {"BroadcastProfiles": self.profiles, "ScenarioDispatches": run.dispatched}
+        if kind == "backfill":
+            counts["DateTriggersScheduled"] = run.scheduled
+        return counts
+
 
 class BroadcastWorker:
     """Works through one segment of a run (the broadcast function)."""
@@ -400,18 +268,16 @@ class BroadcastWorker:
     def __init__(
         self,
         runner: ScenarioRunner,
-        store: BroadcastStore,
-        customers_table: str,
-        sqs: SQSClient,
-        queue_url: str,
+        store: BroadcastStorePort,
+        profiles: ProfileScanner,
+        queue: MessageQueue,
         page_size: int = PAGE_SIZE,
         min_remaining_ms: int = MIN_REMAINING_MS,
     ) -> None:
         self.runner = runner
         self.store = store
-        self.customers_table = customers_table
-        self.sqs = sqs
-        self.queue_url = queue_url
+        self.profiles = profiles
+        self.queue = queue
         self.page_size = page_size
         self.min_remaining_ms = min_remaining_ms
 
@@ -436,9 +302,10 @@ class BroadcastWorker:
             if message.kind == "backfill" and not self._backfill_current(stored):
                 report.outcome = "stale"
                 return report
-            page = self._scan(message, progress.last_key)
-            for item in page.get("Items", []):
-                profile = Profile.model_validate(from_attribute_map(item))
+            page = self.profiles.scan_profiles(
+                message.segment, message.total_segments, progress.last_key, self.page_size
+            )
+            for profile in page.profiles:
                 progress.profiles += 1
                 report.profiles += 1
                 if message.kind == "backfill":
@@ -453,10 +320,10 @@ class BroadcastWorker:
                 progress.enrolled += done.enrolled
                 progress.dispatched += done.dispatched
                 progress.scheduled += done.scheduled
-            progress.scanned += int(page.get("ScannedCount", 0))
+            progress.scanned += page.scanned
             progress.pages += 1
             report.pages += 1
-            progress.last_key = page.get("LastEvaluatedKey") or None
+            progress.last_key = page.next_start
             progress.done = progress.last_key is None
             progress.updated_at = clock.now()
             if not self.store.save_progress(progress, read_pages):
@@ -468,22 +335,9 @@ class BroadcastWorker:
                 return report
             if remaining_ms() < self.min_remaining_ms:
                 handed_on = message.model_copy(update={"start_key": progress.last_key})
-                _send_messages(self.sqs, self.queue_url, [handed_on])
+                self.queue.send([handed_on.model_dump_json()])
                 report.outcome = "continued"
                 return report
-
-    def _scan(self, message: SegmentMessage, start: dict[str, Any] | None) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "TableName": self.customers_table,
-            "Segment": message.segment,
-            "TotalSegments": message.total_segments,
-            "Limit": self.page_size,
-            "FilterExpression": "sk = :profile AND attribute_not_exists(merged_into)",
-            "ExpressionAttributeValues": {":profile": {"S": PROFILE_SK}},
-        }
-        if start:
-            request["ExclusiveStartKey"] = start
-        return dict(self.runner.customers.client.scan(**request))
 
     def _backfill_current(self, stored: ScenarioVersion) -> bool:
         """Whether the scenario still schedules by this version's trigger: it is active, on this
@@ -496,11 +350,3 @@ class BroadcastWorker:
         """Enrolled in this scenario at or after the run's time: by this run (a page seen again)."""
         existing = self.runner.enrolments.get(customer_id, message.scenario_id)
         return existing is not None and getattr(existing, "entered_at") >= message.run_at  # noqa: B009
-
-
-def segments_from_env() -> int:
-    raw = os.environ.get("CEMS_BROADCAST_SEGMENTS", "").strip()
-    segments = int(raw) if raw else DEFAULT_SEGMENTS
-    if segments < 1:
-        raise ValueError(f"CEMS_BROADCAST_SEGMENTS must be at least 1, not {raw!r}")
-    return segments

@@ -4,11 +4,11 @@ For each S3 notification record (`ObjectEvent`):
 
 - **created**: the object is read (the very version the event names), validated in full, and its id
   checked against the file name. Valid: stored as the next version and made active
-  (`ScenarioStore.put_version`); enrolments already running stay on the version they started on.
+  (`ScenarioPublisher.put_version`); enrolments already running stay on the version they started on.
   Invalid: nothing is stored and the previous version stays live. Either way a report is written
   back: `reports/<id>.json` (the ValidationReport as JSON, plus what is live) and `reports/<id>.txt`
   (the same in plain words: a Japanese summary line, then each error at its JSON path).
-- **removed**: new enrolments stop (`ScenarioStore.stop`), and the report says so.
+- **removed**: new enrolments stop (`ScenarioPublisher.stop`), and the report says so.
 
 S3 delivers at least once and not always in order. Each event's sequencer is recorded with the
 version it made: the same event again makes no second version, and an event older than one already
@@ -28,19 +28,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote_plus
 
-from botocore.exceptions import ClientError
-
 from cems import clock
+from cems.ports import ScenarioPublisher
 from cems.scenario.model import ID_HINT, ID_HINT_JA, DateTrigger, Scenario
 from cems.scenario.problems import bilingual
-from cems.scenario.store import ActiveState, ScenarioSource, ScenarioStore, padded_sequencer
+from cems.scenario.records import ActiveState, ScenarioSource, padded_sequencer
 from cems.scenario.validation import Issue, ValidationReport, validate_text
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 SCENARIOS_PREFIX = "scenarios/"
 REPORTS_PREFIX = "reports/"
@@ -111,53 +107,11 @@ class LoadResult:
     backfill: BackfillResult | None = None  # None: no date trigger, or no backfill asked for
 
 
-class ScenarioFiles:
-    """The scenario bucket: reading uploaded files and writing reports."""
+class ScenarioFilesPort(Protocol):
+    """The scenario bucket: uploaded files as of their S3 event, and the reports written back."""
 
-    def __init__(self, client: S3Client) -> None:
-        self.client = client
-
-    def read(self, event: ObjectEvent, max_bytes: int) -> bytes | None:
-        """The object's bytes as of the event (its version, else only if the etag still matches);
-        None when it has changed or gone since. Raises ValueError when it is over `max_bytes`."""
-        request: dict[str, Any] = {"Bucket": event.bucket, "Key": event.key}
-        if event.version_id:
-            request["VersionId"] = event.version_id
-        elif event.etag:
-            request["IfMatch"] = f'"{event.etag}"'
-        try:
-            answer = self.client.get_object(**request)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "NoSuchVersion", "PreconditionFailed", "412", "404", "AccessDenied"):
-                return None
-            raise
-        body = answer["Body"]
-        try:
-            if int(answer.get("ContentLength", 0)) > max_bytes:
-                raise ValueError(f"{answer['ContentLength']} bytes")
-            data: bytes = body.read(max_bytes + 1)
-        finally:
-            body.close()
-        if len(data) > max_bytes:
-            raise ValueError(f"more than {max_bytes} bytes")
-        return data
-
-    def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str:
-        key = f"{REPORTS_PREFIX}{name}.json"
-        self.client.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=json.dumps(report, ensure_ascii=False, indent=2).encode("utf-8"),
-            ContentType="application/json; charset=utf-8",
-        )
-        self.client.put_object(
-            Bucket=bucket,
-            Key=f"{REPORTS_PREFIX}{name}.txt",
-            Body=(text + "\n").encode("utf-8"),
-            ContentType="text/plain; charset=utf-8",
-        )
-        return key
+    def read(self, event: ObjectEvent, max_bytes: int) -> bytes | None: ...
+    def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str: ...
 
 
 def report_name(key: str) -> str | None:
@@ -170,7 +124,7 @@ def report_name(key: str) -> str | None:
 
 class ScenarioLoader:
     def __init__(
-        self, files: ScenarioFiles, scenarios: ScenarioStore, backfills: Backfills | None = None
+        self, files: ScenarioFilesPort, scenarios: ScenarioPublisher, backfills: Backfills | None = None
     ) -> None:
         self.files = files
         self.scenarios = scenarios

@@ -27,17 +27,23 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from cems import clock
-from cems.adapters.dynamodb.customers import CustomerStore, EventStore
 from cems.email.dispatch import EmailDispatch
-from cems.line.links import track_links
 from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
-from cems.reports.counters import Metric, ReportCell, ReportCounters
+from cems.ports import (
+    CapStorePort,
+    CounterPort,
+    EnrolmentStorePort,
+    EventHistory,
+    ProfileWriter,
+    ScenarioReader,
+    ServiceUnavailable,
+)
+from cems.reports.counters import Metric, ReportCell
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -55,11 +61,8 @@ from cems.scenario.engine import (
     trigger_matches,
 )
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
-from cems.scenario.store import CapStore, DueKey, EnrolmentStore, ScenarioStore, ScenarioSummary
+from cems.scenario.records import DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger("cems.scenario")
 
@@ -87,49 +90,6 @@ class RichMenuLinker(Protocol):
 LinkTracker = Callable[[Dispatch, str], str]
 
 
-class QueueDispatchSink:
-    """LINE dispatches go to LineSendQueue and email dispatches to EmailSendQueue; each sender sends
-    a dispatch key once. `line_then_email` goes to LINE: the engine chose it because LINE was
-    reachable when it decided (email is the fallback for a customer LINE cannot reach at that time).
-    With a link tracker, the http(s) links of LINE messages go through the click tracker (unless
-    the scenario turned click tracking off); email links are rewritten by the email sender."""
-
-    def __init__(
-        self,
-        sqs: SQSClient,
-        line_queue_url: str,
-        email_queue_url: str = "",
-        links: LinkTracker | None = None,
-    ) -> None:
-        if not line_queue_url:
-            raise ValueError("LINE_SEND_QUEUE_URL is not set")
-        self.sqs = sqs
-        self.line_queue_url = line_queue_url
-        self.email_queue_url = email_queue_url
-        self.links = links
-
-    def send(self, dispatch: Dispatch) -> SinkResult:
-        if dispatch.channel == "email":
-            if dispatch.email is None or not self.email_queue_url:
-                return "unsupported"
-            body = email_dispatch(dispatch).to_sqs_body()
-            self.sqs.send_message(QueueUrl=self.email_queue_url, MessageBody=body)
-            return "enqueued"
-        if dispatch.line is None:
-            return "unsupported"
-        line = dispatch.line
-        if self.links is not None and dispatch.track_clicks:
-            tracked = partial(self.links, dispatch)
-            line = line.model_copy(
-                update={
-                    "messages": track_links(line.messages, tracked),
-                    "personalised": {c: track_links(m, tracked) for c, m in line.personalised.items()},
-                }
-            )
-        self.sqs.send_message(QueueUrl=self.line_queue_url, MessageBody=line.to_sqs_body())
-        return "enqueued"
-
-
 def email_dispatch(dispatch: Dispatch) -> EmailDispatch:
     """The send_email message for an engine dispatch on the email channel."""
     assert dispatch.email is not None
@@ -146,6 +106,22 @@ def email_dispatch(dispatch: Dispatch) -> EmailDispatch:
         track_clicks=dispatch.track_clicks,
         track_opens=dispatch.track_opens,
     )
+
+
+# RunReport's counts and their CloudWatch metric names (the dashboard and alarms use these names).
+RUN_METRICS = {
+    "events": "ScenarioEventsSeen",
+    "enrolled": "ScenarioEnrolments",
+    "due": "ScenarioDue",
+    "dispatched": "ScenarioDispatches",
+    "unsupported": "ScenarioDispatchesUnsupported",
+    "scheduled": "DateTriggersScheduled",
+    "traits_set": "ScenarioTraitsSet",
+    "trait_failures": "ScenarioTraitFailures",
+    "rich_menus_linked": "ScenarioRichMenusLinked",
+    "rich_menu_failures": "ScenarioRichMenuFailures",
+    "conflicts": "ScenarioWriteConflicts",
+}
 
 
 @dataclass
@@ -174,6 +150,10 @@ class RunReport:
         counts["missing"] = sorted(set(self.missing))
         return counts
 
+    def metrics(self) -> dict[str, int]:
+        """Every count, by its CloudWatch metric name (`trigger`, `tick` and `broadcast` runs alike)."""
+        return {name: getattr(self, count) for count, name in RUN_METRICS.items()}
+
     def add(self, other: RunReport) -> None:
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
@@ -201,15 +181,15 @@ class _Customer:
 class ScenarioRunner:
     def __init__(
         self,
-        scenarios: ScenarioStore,
-        enrolments: EnrolmentStore[Enrolment],
-        caps: CapStore,
-        customers: CustomerStore,
-        events: EventStore,
+        scenarios: ScenarioReader,
+        enrolments: EnrolmentStorePort,
+        caps: CapStorePort,
+        customers: ProfileWriter,
+        events: EventHistory,
         sink: DispatchSink,
         limits: FrequencyCaps | None = None,
         rich_menus: RichMenuLinker | None = None,
-        counters: ReportCounters | None = None,
+        counters: CounterPort | None = None,
     ) -> None:
         self.scenarios = scenarios
         self.counters = counters
@@ -569,8 +549,9 @@ class ScenarioRunner:
         for cell, metric, once, revenue in facts:
             try:
                 self.counters.add(cell, metric, once=once, revenue=revenue)
-            except (BotoCoreError, ClientError) as exc:  # a report is worth less than the journey
-                log.warning("report counter not added", extra={"metric": metric, "error": type(exc).__name__})
+            except ServiceUnavailable as exc:  # a report is worth less than the journey
+                error = type(exc.__cause__ or exc).__name__
+                log.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
         counts: dict[str, int] = {}
@@ -612,10 +593,9 @@ class ScenarioRunner:
         if traits:
             try:
                 written = self.customers.set_traits(customer.profile.customer_id, traits, now)
-            except (BotoCoreError, ClientError) as exc:  # the enrolment moved on: count and log it
-                log.warning(
-                    "scenario traits not set", extra={"scenario_id": scenario_id, "error": type(exc).__name__}
-                )
+            except ServiceUnavailable as exc:  # the enrolment moved on: count and log it
+                error = type(exc.__cause__ or exc).__name__
+                log.warning("scenario traits not set", extra={"scenario_id": scenario_id, "error": error})
                 written = False
             if written:
                 report.traits_set += len(traits)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
@@ -23,9 +24,10 @@ from cems.adapters.dynamodb.items import (
     to_attribute_value,
     transaction_cancelled,
 )
-from cems.config import MAX_TRANSACTION_ACTIONS, Settings
+from cems.config import MAX_TRANSACTION_ACTIONS
 from cems.identity import IdentityKey, IdentityKind, identities_of
 from cems.models import Profile, StoredEvent
+from cems.ports import ProfilePage, ServiceUnavailable
 from cems.profiles import BOUGHT_SETS, LIMITS
 from cems.writes import CommitOutcome, ProfileChange, WriteBatch
 
@@ -100,6 +102,28 @@ class CustomerStore:
         items = self._batch_get([profile_key(c) for c in dict.fromkeys(customer_ids)], consistent=True)
         profiles = (Profile.model_validate(from_attribute_map(i)) for i in items)
         return {p.customer_id: p for p in profiles}
+
+    def scan_profiles(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, limit: int
+    ) -> ProfilePage:
+        """One page of a parallel Scan's segment: the live profiles (not merged away) among `limit`
+        items read (ports.ProfileScanner)."""
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Segment": segment,
+            "TotalSegments": total_segments,
+            "Limit": limit,
+            "FilterExpression": "sk = :profile AND attribute_not_exists(merged_into)",
+            "ExpressionAttributeValues": {":profile": {"S": keys.PROFILE_SK}},
+        }
+        if start:
+            request["ExclusiveStartKey"] = start
+        page = self.client.scan(**request)
+        return ProfilePage(
+            profiles=[Profile.model_validate(from_attribute_map(item)) for item in page.get("Items", [])],
+            scanned=int(page.get("ScannedCount", 0)),
+            next_start=page.get("LastEvaluatedKey") or None,
+        )
 
     def _batch_get(self, keys: list[dict[str, Any]], *, consistent: bool = False) -> Iterator[dict[str, Any]]:
         """Every item of `keys` that exists: 100 keys a call, unprocessed keys asked again."""
@@ -220,6 +244,12 @@ class CustomerStore:
         """Sets `traits` on the profile (UpdateItem: `SET traits.#k = :v`, `version ADD 1`), following
         a merge that happened since the profile was read. Setting a value it already has changes
         nothing but `version` and `updated_at`: a repeated call is harmless. False: no such profile."""
+        try:
+            return self._set_traits(customer_id, traits, at)
+        except (BotoCoreError, BotoClientError) as exc:
+            raise ServiceUnavailable(f"traits not set: {type(exc).__name__}") from exc
+
+    def _set_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime | None) -> bool:
         if not traits:
             return True
         at = at or clock.now()
@@ -557,20 +587,12 @@ class IngestStore:
 
 @dataclass
 class Stores:
-    """Every store, built from one DynamoDB client and the table names in Settings."""
+    """Every store of customers and events (built by cems.wiring)."""
 
     customers: CustomerStore
     events: EventStore
     ledger: MessageLedger
     ingest: IngestStore
-
-    @classmethod
-    def from_clients(cls, dynamodb: DynamoDBClient, settings: Settings | None = None) -> Stores:
-        settings = settings or Settings.from_env()
-        customers = CustomerStore(settings.customers_table, dynamodb)
-        events = EventStore(settings.events_table, dynamodb, timedelta(days=settings.event_retention_days))
-        ledger = MessageLedger(settings.idempotency_table, timedelta(days=settings.dedupe_days))
-        return cls(customers, events, ledger, IngestStore(customers, events, ledger))
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import DYNAMODB_CONTEXT as DYNAMODB_CONTEXT  # cems.jsonbody checks input with it
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError as BotoClientError
 

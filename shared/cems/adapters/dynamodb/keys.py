@@ -19,6 +19,7 @@ Journeys table (pk, sk):
   BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
   RPT#<scenario id> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters
   RPTONCE#<sha256> / ONCE                          a counted fact's once marker, TTL
+  RPTINDEX / <scenario id>                         a scenario that has report counters
 Deliveries table (pk, sk):
   DISPATCH#<idempotency key> / PLAN | UNIT#<unit id> | RCPT#<customer>   a LINE dispatch
   DISPATCH#<idempotency key> / EMAIL                                     an email dispatch
@@ -57,6 +58,7 @@ BROADCAST_SEGMENT_PREFIX = "SEG#"
 REPORT_PREFIX = "RPT#"
 REPORT_ONCE_PREFIX = "RPTONCE#"
 REPORT_ONCE_SK = "ONCE"
+REPORT_INDEX_PK = "RPTINDEX"
 DISPATCH_PREFIX = "DISPATCH#"
 PLAN_SK = "PLAN"
 UNIT_PREFIX = "UNIT#"
@@ -91,6 +93,7 @@ KEY_LITERALS = frozenset(
         REPORT_PREFIX,
         REPORT_ONCE_PREFIX,
         REPORT_ONCE_SK,
+        REPORT_INDEX_PK,
         DISPATCH_PREFIX,
         PLAN_SK,
         UNIT_PREFIX,

@@ -1,5 +1,5 @@
-"""Erasing a customer (Japan's APPI, GDPR): the profile, its identities, its events, enrolments,
-date schedules and frequency-cap counters. docs/reports.md says what is kept and why.
+"""Erasing a customer in DynamoDB (Japan's APPI, GDPR): the profile, its identities, its events,
+enrolments, date schedules and frequency-cap counters. docs/reports.md says what is kept and why.
 
 A person may be several customer ids (a visitor merged into a known user): the id given is followed
 to the profile it was merged into, and every id merged into that profile is erased with it.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.customers import CustomerStore, identity_key, profile_key
 from cems.adapters.dynamodb.items import condition_failed
 from cems.identity import identities_of
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 MAX_BATCH_WRITE = 25
 # Unprocessed items (throttling) are sent again after a growing pause, this many times at most.
 MAX_BATCH_ATTEMPTS = 8
-# JourneysTable partitions keyed by customer id (cems.scenario.store): enrolments, date-trigger
-# schedules, frequency-cap counters.
-JOURNEY_PARTITIONS = {"enrolments": "ENR#", "schedules": "DATE#", "caps": "CAP#"}
 
 
 @dataclass(frozen=True)
@@ -106,10 +104,12 @@ class CustomerEraser:
             return None
         ids = sorted({customer_id} | {i for p in profiles for i in p.all_customer_ids()})
         events = sum(self._delete_events(i) for i in ids)
-        journeys = {
-            name: sum(self._delete_partition(self.journeys_table, prefix + i) for i in ids)
-            for name, prefix in JOURNEY_PARTITIONS.items()
-        }
+        journeys: dict[str, int] = {}
+        for i in ids:
+            for name, partition in keys.journey_partitions(i).items():
+                journeys[name] = journeys.get(name, 0) + self._delete_partition(
+                    self.journeys_table, partition
+                )
         identities = sum(self._delete_identities(p, ids) for p in profiles)
         # Merged sources before the profile they point to, so a retry still finds the person.
         removed = 0

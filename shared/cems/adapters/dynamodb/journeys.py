@@ -1,111 +1,61 @@
-"""JourneysTable access for the scenario engine: the one place that knows its key formats.
+"""JourneysTable adapters for the scenario engine: scenario versions, enrolments, date schedules, caps.
 
-JourneysTable (pk, sk; GSI `due-index` on due_shard + due_at, keys only; docs/scenario-engine.md):
-  SCENARIOS                 / <scenario id>            an active scenario's summary (what `trigger` matches)
-  SCN#<scenario id>         / V#<000001>               one stored version: document, uploaded at, source
-  SCN#<scenario id>         / ACTIVE                   state (active/stopped), active version, latest number,
-                                                       the S3 sequencer and etag last applied
-  ENR#<customer id>         / <scenario id>            an enrolment, with `revision`; due_shard/due_at while
-                                                       it waits for a time (the sparse due index)
-  CAP#<customer id>         / <channel>#D#<yyyy-mm-dd> a frequency-cap counter (Asia/Tokyo day); TTL
-  CAP#<customer id>         / <channel>#W#<yyyy-Www>   a frequency-cap counter (ISO week); TTL
-  BCAST#<scenario id>#<run> / SEG#<n>                  broadcast progress per segment
-  RPT#<scenario id>         / V#…#S#…#VAR#…#G#…      report counters per version, step, variant and
-                                                       group (cems.reports.counters, which owns them)
-  RPTONCE#<sha256>          / ONCE                     a fact counted already; TTL
-  RPTINDEX                  / <scenario id>            scenarios that have counters
-
-Every change is a conditional write: version numbers (two uploads never get one number), enrolment
-revisions (two writers never both advance one enrolment), cap counters (never past the limit).
-"""
+Key formats are in keys.py. JourneysTable (pk, sk; GSI `due-index` on due_shard + due_at, keys only;
+docs/scenario-engine.md): scenario summaries, versions and the ACTIVE pointer; enrolments (with a
+revision; due_shard/due_at while waiting: the sparse due index); date-trigger schedules; frequency-cap
+counters per Asia/Tokyo day and ISO week (TTL); broadcast progress; report counters."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from cems import clock
+from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.items import (
     condition_failed,
     from_attribute_map,
     to_attribute_map,
     transaction_cancelled,
 )
-from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, EventTrigger, Scenario
+from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, Scenario
+from cems.scenario.records import (
+    ActiveState,
+    CapOutcome,
+    DateSchedule,
+    DueKey,
+    DuePage,
+    Enrolment,
+    PublishOutcome,
+    PublishResult,
+    ScenarioSource,
+    ScenarioSummary,
+    ScenarioVersion,
+    VersionRaceError,
+    padded_sequencer,
+)
+from cems.settings import DEFAULT_DUE_SHARDS
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 DUE_INDEX = "due-index"
-DEFAULT_DUE_SHARDS = 16
-SCENARIOS_PK = "SCENARIOS"
-ACTIVE_SK = "ACTIVE"
 CAP_ZONE = ZoneInfo("Asia/Tokyo")
 # A counter outlives its day or week by this much before TTL removes it (TTL is lazy; the key holds
 # the period, so an old counter is never read for a new one anyway).
 CAP_TTL_MARGIN = timedelta(days=8)
-# S3 sequencers are hex strings of varying length, compared after left-padding with zeros.
-SEQUENCER_WIDTH = 40
 # Conditional-write races are retried this many times before giving up loudly.
 MAX_ATTEMPTS = 8
-
-
-# ------------------------------------------------------------------------------------------------ keys
-
-
-def scenario_summary_key(scenario_id: str) -> dict[str, Any]:
-    return {"pk": {"S": SCENARIOS_PK}, "sk": {"S": scenario_id}}
-
-
-def version_key(scenario_id: str, version: int) -> dict[str, Any]:
-    return {"pk": {"S": f"SCN#{scenario_id}"}, "sk": {"S": f"V#{version:06d}"}}
-
-
-def active_key(scenario_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"SCN#{scenario_id}"}, "sk": {"S": ACTIVE_SK}}
-
-
-def enrolment_pk(customer_id: str) -> str:
-    return f"ENR#{customer_id}"
-
-
-def enrolment_key(customer_id: str, scenario_id: str) -> dict[str, Any]:
-    return {"pk": {"S": enrolment_pk(customer_id)}, "sk": {"S": scenario_id}}
-
-
-def schedule_pk(customer_id: str) -> str:
-    return f"DATE#{customer_id}"
-
-
-def schedule_key(customer_id: str, scenario_id: str) -> dict[str, Any]:
-    return {"pk": {"S": schedule_pk(customer_id)}, "sk": {"S": scenario_id}}
-
-
-def due_shard_name(shard: int) -> str:
-    return f"DUE#{shard}"
-
-
-def cap_key(customer_id: str, channel: str, period: str) -> dict[str, Any]:
-    return {"pk": {"S": f"CAP#{customer_id}"}, "sk": {"S": f"{channel}#{period}"}}
-
-
-def broadcast_segment_key(scenario_id: str, run: str, segment: int) -> dict[str, Any]:
-    return {"pk": {"S": f"BCAST#{scenario_id}#{run}"}, "sk": {"S": f"SEG#{segment}"}}
-
-
-def padded_sequencer(sequencer: str) -> str:
-    return sequencer.upper().rjust(SEQUENCER_WIDTH, "0")
 
 
 def _condition_failed(exc: ClientError) -> bool:
@@ -114,95 +64,7 @@ def _condition_failed(exc: ClientError) -> bool:
     return condition_failed(exc) or transaction_cancelled(exc)
 
 
-@dataclass(frozen=True)
-class JourneySettings:
-    table: str
-    # Raise only: an enrolment keeps the shard it was written with, and tick reads shards 0..N-1.
-    due_shards: int = DEFAULT_DUE_SHARDS
-
-    @classmethod
-    def from_env(cls) -> JourneySettings:
-        shards = int(os.environ.get("CEMS_DUE_SHARDS", str(DEFAULT_DUE_SHARDS)))
-        if shards < 1:
-            raise ValueError(f"CEMS_DUE_SHARDS must be at least 1, not {shards}")
-        return cls(os.environ.get("JOURNEYS_TABLE", "JourneysTable"), shards)
-
-
 # -------------------------------------------------------------------------------------------- scenarios
-
-
-@dataclass(frozen=True)
-class ScenarioSource:
-    """The S3 object a version came from (key, etag; version id and sequencer when S3 gives them)."""
-
-    key: str
-    etag: str
-    version_id: str | None = None
-    sequencer: str | None = None
-
-
-@dataclass(frozen=True)
-class ScenarioVersion:
-    scenario_id: str
-    version: int
-    scenario: Scenario
-    uploaded_at: datetime
-    source: ScenarioSource | None
-
-
-@dataclass(frozen=True)
-class ActiveState:
-    """The ACTIVE pointer: which version new enrolments start on, or that the scenario is stopped."""
-
-    scenario_id: str
-    state: Literal["active", "stopped"]
-    version: int  # the active version; when stopped, the one that was active
-    latest: int  # the highest version number given out
-    updated_at: datetime
-    etag: str | None = None
-    sequencer: str | None = None
-
-    @property
-    def is_active(self) -> bool:
-        return self.state == "active"
-
-
-@dataclass(frozen=True)
-class ScenarioSummary:
-    """What `trigger` needs to match events to active scenarios without reading each version."""
-
-    scenario_id: str
-    version: int
-    name: str
-    priority: int
-    trigger_type: str
-    event: str | None  # the trigger's event name for `event` triggers
-
-    @classmethod
-    def of(cls, scenario: Scenario, version: int) -> ScenarioSummary:
-        event = scenario.trigger.event if isinstance(scenario.trigger, EventTrigger) else None
-        return cls(scenario.id, version, scenario.name, scenario.priority, scenario.trigger.type, event)
-
-
-PublishResult = Literal["created", "duplicate", "unchanged", "superseded"]
-
-
-@dataclass(frozen=True)
-class PublishOutcome:
-    """`created`: a new version, now active. `duplicate`: this S3 event was applied already.
-    `unchanged`: the active version came from the same object content (etag). `superseded`: a later
-    S3 event for the key was applied already. Only `created` wrote anything."""
-
-    result: PublishResult
-    version: int
-
-    @property
-    def created(self) -> bool:
-        return self.result == "created"
-
-
-class VersionRaceError(RuntimeError):
-    """Conditional writes kept losing (far more concurrent uploads of one scenario than is plausible)."""
 
 
 class ScenarioStore:
@@ -218,7 +80,7 @@ class ScenarioStore:
     def active(self, scenario_id: str) -> ActiveState | None:
         """The ACTIVE pointer (None: never uploaded)."""
         item = self.client.get_item(
-            TableName=self.table_name, Key=active_key(scenario_id), ConsistentRead=True
+            TableName=self.table_name, Key=keys.active_key(scenario_id), ConsistentRead=True
         ).get("Item")
         if item is None:
             return None
@@ -246,7 +108,7 @@ class ScenarioStore:
         if cached is not None:
             return cached
         item = self.client.get_item(
-            TableName=self.table_name, Key=version_key(scenario_id, version), ConsistentRead=True
+            TableName=self.table_name, Key=keys.version_key(scenario_id, version), ConsistentRead=True
         ).get("Item")
         if item is None:
             return None
@@ -271,7 +133,7 @@ class ScenarioStore:
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": SCENARIOS_PK}},
+            ExpressionAttributeValues={":pk": {"S": keys.SCENARIOS_PK}},
         ):
             for item in page["Items"]:
                 values = from_attribute_map(item)
@@ -402,7 +264,12 @@ class ScenarioStore:
                 self.client.transact_write_items(
                     TransactItems=[
                         self._pointer_put(scenario_id, pointer, current.latest),
-                        {"Delete": {"TableName": self.table_name, "Key": scenario_summary_key(scenario_id)}},
+                        {
+                            "Delete": {
+                                "TableName": self.table_name,
+                                "Key": keys.scenario_summary_key(scenario_id),
+                            }
+                        },
                     ]
                 )
             except ClientError as exc:
@@ -418,10 +285,13 @@ class ScenarioStore:
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :v)",
-            ExpressionAttributeValues={":pk": {"S": f"SCN#{scenario_id}"}, ":v": {"S": "V#"}},
+            ExpressionAttributeValues={
+                ":pk": {"S": keys.scenario_pk(scenario_id)},
+                ":v": {"S": keys.VERSION_PREFIX},
+            },
             ProjectionExpression="sk",
         ):
-            numbers.extend(int(item["sk"]["S"].removeprefix("V#")) for item in page["Items"])
+            numbers.extend(keys.version_from_sk(item["sk"]["S"]) for item in page["Items"])
         return numbers
 
     # -- items ------------------------------------------------------------------------------------
@@ -440,7 +310,7 @@ class ScenarioStore:
         return {
             "Put": {
                 "TableName": self.table_name,
-                "Item": {**active_key(scenario_id), **to_attribute_map(pointer)},
+                "Item": {**keys.active_key(scenario_id), **to_attribute_map(pointer)},
                 **condition,  # type: ignore[typeddict-item]
             }
         }
@@ -461,7 +331,7 @@ class ScenarioStore:
             "uploaded_at": at,
             "source": {k: v for k, v in vars(source).items() if v is not None},
         }
-        return {**version_key(scenario.id, number), **to_attribute_map(values)}
+        return {**keys.version_key(scenario.id, number), **to_attribute_map(values)}
 
     def _summary_put(self, summary: ScenarioSummary, at: datetime) -> TransactWriteItemTypeDef:
         values = {
@@ -472,62 +342,11 @@ class ScenarioStore:
             "event": summary.event,
             "updated_at": at,
         }
-        item = {**scenario_summary_key(summary.scenario_id), **to_attribute_map(values)}
+        item = {**keys.scenario_summary_key(summary.scenario_id), **to_attribute_map(values)}
         return {"Put": {"TableName": self.table_name, "Item": item}}
 
 
 # ------------------------------------------------------------------------------------------- enrolments
-
-
-class Enrolment(BaseModel):
-    """A customer's journey in one scenario. `revision` is the number every write is conditional on;
-    `due_at` (UTC) is set while the enrolment waits for a time, which puts it in the due index.
-    `data` holds whatever else the engine keeps (e.g. the trigger event, a deferred send)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    customer_id: str
-    scenario_id: str
-    version: int
-    step_id: str | None = None
-    state: str = "active"
-    variant: str | None = None
-    holdout: bool = False
-    entered_at: datetime
-    entries: int = 1
-    sends: int = 0
-    last_send_at: datetime | None = None
-    due_at: datetime | None = None
-    updated_at: datetime | None = None
-    revision: int = 0
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DueKey:
-    customer_id: str
-    scenario_id: str
-    due_at: datetime
-    # "enrolment": an ENR# item (advance it); "date": a DATE# item, a date trigger's pending entry.
-    kind: Literal["enrolment", "date"] = "enrolment"
-
-
-@dataclass(frozen=True)
-class DateSchedule:
-    """A date trigger's pending entry (`DATE#<customer>` / `<scenario id>`): the customer enters
-    `scenario_id` at `due_at` if the date it was computed from has not moved by then."""
-
-    customer_id: str
-    scenario_id: str
-    due_at: datetime
-    revision: int
-
-
-@dataclass(frozen=True)
-class DuePage:
-    keys: list[DueKey]
-    # Pass back as `start` for the next page; None when the shard has no more due items.
-    cursor: dict[str, Any] | None = field(default=None)
 
 
 E = TypeVar("E", bound=BaseModel)
@@ -561,7 +380,7 @@ class EnrolmentStore(Generic[E]):
 
     def get(self, customer_id: str, scenario_id: str) -> E | None:
         item = self.client.get_item(
-            TableName=self.table_name, Key=enrolment_key(customer_id, scenario_id), ConsistentRead=True
+            TableName=self.table_name, Key=keys.enrolment_key(customer_id, scenario_id), ConsistentRead=True
         ).get("Item")
         return None if item is None else _enrolment(self.model, item)
 
@@ -571,7 +390,7 @@ class EnrolmentStore(Generic[E]):
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": enrolment_pk(customer_id)}},
+            ExpressionAttributeValues={":pk": {"S": keys.enrolment_pk(customer_id)}},
             ConsistentRead=True,
         ):
             enrolments.extend(_enrolment(self.model, item) for item in page["Items"])
@@ -621,7 +440,7 @@ class EnrolmentStore(Generic[E]):
             revision,
             "SET due_shard = :shard, due_at = :due, revision = :next, updated_at = :now",
             {
-                ":shard": {"S": due_shard_name(self.shard_of(customer_id))},
+                ":shard": {"S": keys.due_shard_name(self.shard_of(customer_id))},
                 ":due": {"S": clock.iso(due_at)},
             },
         )
@@ -642,7 +461,7 @@ class EnrolmentStore(Generic[E]):
         try:
             self.client.update_item(
                 TableName=self.table_name,
-                Key=enrolment_key(customer_id, scenario_id),
+                Key=keys.enrolment_key(customer_id, scenario_id),
                 UpdateExpression=expression,
                 ConditionExpression="revision = :read",
                 ExpressionAttributeValues={
@@ -668,7 +487,7 @@ class EnrolmentStore(Generic[E]):
             "IndexName": DUE_INDEX,
             "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
             "ExpressionAttributeValues": {
-                ":shard": {"S": due_shard_name(shard)},
+                ":shard": {"S": keys.due_shard_name(shard)},
                 ":now": {"S": clock.iso(now)},
             },
             "Limit": limit,
@@ -676,16 +495,16 @@ class EnrolmentStore(Generic[E]):
         if start:
             request["ExclusiveStartKey"] = start
         answer = self.client.query(**request)
-        keys = [
+        due = [
             DueKey(
-                customer_id=item["pk"]["S"].split("#", 1)[1],
+                customer_id=keys.customer_of_journey_pk(item["pk"]["S"]),
                 scenario_id=item["sk"]["S"],
                 due_at=datetime.fromisoformat(item["due_at"]["S"]),
-                kind="date" if item["pk"]["S"].startswith("DATE#") else "enrolment",
+                kind="date" if keys.is_schedule_pk(item["pk"]["S"]) else "enrolment",
             )
             for item in answer["Items"]
         ]
-        return DuePage(keys, answer.get("LastEvaluatedKey") or None)
+        return DuePage(due, answer.get("LastEvaluatedKey") or None)
 
     def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]:
         """Every due enrolment in every shard (shard by shard, each page by page)."""
@@ -702,7 +521,7 @@ class EnrolmentStore(Generic[E]):
 
     def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None:
         item = self.client.get_item(
-            TableName=self.table_name, Key=schedule_key(customer_id, scenario_id), ConsistentRead=True
+            TableName=self.table_name, Key=keys.schedule_key(customer_id, scenario_id), ConsistentRead=True
         ).get("Item")
         if item is None:
             return None
@@ -717,8 +536,8 @@ class EnrolmentStore(Generic[E]):
         there was none); False when someone else wrote it since."""
         revision = 0 if read is None else read.revision
         item = {
-            **schedule_key(customer_id, scenario_id),
-            "due_shard": {"S": due_shard_name(self.shard_of(customer_id))},
+            **keys.schedule_key(customer_id, scenario_id),
+            "due_shard": {"S": keys.due_shard_name(self.shard_of(customer_id))},
             "due_at": {"S": clock.iso(due_at)},
             "revision": {"N": str(revision + 1)},
             "updated_at": {"S": clock.iso(clock.now())},
@@ -743,7 +562,7 @@ class EnrolmentStore(Generic[E]):
         try:
             self.client.delete_item(
                 TableName=self.table_name,
-                Key=schedule_key(read.customer_id, read.scenario_id),
+                Key=keys.schedule_key(read.customer_id, read.scenario_id),
                 ConditionExpression="revision = :read",
                 ExpressionAttributeValues={":read": {"N": str(read.revision)}},
             )
@@ -757,8 +576,8 @@ class EnrolmentStore(Generic[E]):
         values = enrolment.model_dump(exclude={"scenario_id"})
         customer_id: str = values["customer_id"]
         if values.get("due_at") is not None:
-            values["due_shard"] = due_shard_name(self.shard_of(customer_id))
-        key = enrolment_key(customer_id, getattr(enrolment, "scenario_id"))  # noqa: B009
+            values["due_shard"] = keys.due_shard_name(self.shard_of(customer_id))
+        key = keys.enrolment_key(customer_id, getattr(enrolment, "scenario_id"))  # noqa: B009
         return {**key, **to_attribute_map(values)}
 
 
@@ -788,13 +607,6 @@ def _plain_numbers(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------- frequency caps
-
-
-@dataclass(frozen=True)
-class CapOutcome:
-    allowed: bool
-    # When not allowed: which limit was reached ("day" or "week").
-    capped_by: Literal["day", "week"] | None = None
 
 
 def cap_periods(at: datetime) -> tuple[str, str, datetime, datetime]:
@@ -838,7 +650,7 @@ class CapStore:
             {
                 "Update": {
                     "TableName": self.table_name,
-                    "Key": cap_key(customer_id, channel, period),
+                    "Key": keys.cap_key(customer_id, channel, period),
                     "UpdateExpression": "ADD #count :one SET expires_at = :expires",
                     "ConditionExpression": "attribute_not_exists(#count) OR #count < :limit",
                     "ExpressionAttributeNames": {"#count": "count"},
@@ -870,7 +682,7 @@ class CapStore:
             try:
                 self.client.update_item(
                     TableName=self.table_name,
-                    Key=cap_key(customer_id, channel, period),
+                    Key=keys.cap_key(customer_id, channel, period),
                     UpdateExpression="ADD #count :minus",
                     ConditionExpression="#count > :zero",
                     ExpressionAttributeNames={"#count": "count"},
@@ -886,7 +698,7 @@ class CapStore:
         out = []
         for period in (day, week):
             item = self.client.get_item(
-                TableName=self.table_name, Key=cap_key(customer_id, channel, period), ConsistentRead=True
+                TableName=self.table_name, Key=keys.cap_key(customer_id, channel, period), ConsistentRead=True
             ).get("Item")
             out.append(int(item["count"]["N"]) if item and "count" in item else 0)
         return out[0], out[1]
@@ -894,17 +706,8 @@ class CapStore:
 
 @dataclass
 class JourneyStores:
-    """The scenario engine's stores, built from one DynamoDB client and JourneySettings."""
+    """The scenario engine's stores (built by cems.wiring)."""
 
     scenarios: ScenarioStore
     enrolments: EnrolmentStore[Enrolment]
     caps: CapStore
-
-    @classmethod
-    def from_client(cls, dynamodb: DynamoDBClient, settings: JourneySettings | None = None) -> JourneyStores:
-        settings = settings or JourneySettings.from_env()
-        return cls(
-            ScenarioStore(settings.table, dynamodb),
-            EnrolmentStore(settings.table, dynamodb, settings.due_shards),
-            CapStore(settings.table, dynamodb),
-        )

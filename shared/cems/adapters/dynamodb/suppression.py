@@ -1,4 +1,4 @@
-"""Addresses CEMS must never mail again: hard bounces and complaints, whoever the customer is.
+"""The suppression list in DynamoDB: addresses CEMS must never mail again (hard bounces, complaints).
 
 Kept by address (hashed), not by customer: a bounced address given again by another customer, or
 by the same customer after an erasure, stays suppressed. Unsubscribing is not suppression: it sets
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
+from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.items import condition_failed, to_attribute_map
 from cems.models import address_hash
 
@@ -23,11 +24,10 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 SuppressionReason = Literal["bounce", "complaint"]
-SUPPRESSION_SK = "SUPPRESS"
 
 
 def suppression_key(address: str) -> dict[str, dict[str, str]]:
-    return {"pk": {"S": f"SUPPRESS#{address_hash(address)}"}, "sk": {"S": SUPPRESSION_SK}}
+    return keys.suppression_key(address_hash(address))
 
 
 class SuppressionStore:
@@ -54,7 +54,7 @@ class SuppressionStore:
         key = suppression_key(address)
         item = {
             "pk": key["pk"]["S"],
-            "sk": SUPPRESSION_SK,
+            "sk": keys.SUPPRESSION_SK,
             "reason": reason,
             "at": at or clock.now(),
         }

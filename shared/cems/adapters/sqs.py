@@ -1,4 +1,5 @@
-"""SQS-fed functions (send_line, send_email): a record that must be tried again later.
+"""SQS adapters: a queue to send to, and for the SQS-fed senders (send_line, send_email) a record that
+must be tried again later.
 
 Lambda's SQS integration retries a batch item failure after the queue's visibility time-out; a
 sender that knows better (LINE's Retry-After, SES throttling backoff, a monthly limit) sets the
@@ -8,17 +9,23 @@ record must wait, which most invocations never need (building it is most of its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cems.adapters import aws
+from cems.ports import ServiceUnavailable
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_sqs import SQSClient
+
+
+# SendMessageBatch takes at most ten messages.
+SQS_BATCH = 10
 
 
 class Retryable(Protocol):
@@ -83,3 +90,27 @@ class RemainingTime:
             return 60_000
         remaining: int = self.context.get_remaining_time_in_millis()
         return remaining
+
+
+class SqsQueue:
+    """One SQS queue (ports.MessageQueue), sent to in batches of ten."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str, setting: str = "the queue URL") -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.setting = setting  # named when the URL is missing
+
+    def send(self, bodies: Sequence[str]) -> None:
+        if not self.queue_url:
+            raise ValueError(f"{self.setting} is not set")
+        for start in range(0, len(bodies), SQS_BATCH):
+            chunk = bodies[start : start + SQS_BATCH]
+            try:
+                answer = self.sqs.send_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                raise ServiceUnavailable(f"messages not enqueued: {type(exc).__name__}") from exc
+            if answer.get("Failed"):
+                raise ServiceUnavailable(f"{len(answer['Failed'])} messages not enqueued")

@@ -1,0 +1,298 @@
+"""LINE deliveries in the Deliveries table: each dispatch's plan, a claim per LINE call, an outcome
+per recipient (key formats: keys.py).
+
+A unit is claimed with a conditional write before LINE is called and finished with one after, so a
+unit that is `sent` (or `failed`) is never called again, however often SQS delivers the dispatch; a
+second worker finds the claim and backs off. A worker that dies mid-call leaves a claim whose lease
+runs out; the next attempt calls LINE again under the same retry key, and LINE answers 409 if the
+first call got through.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError as BotoClientError
+
+from cems import clock
+from cems.adapters.dynamodb import keys
+from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
+from cems.line.deliveries import (
+    FINAL_UNIT_STATUSES,
+    Claim,
+    ClaimResult,
+    DispatchPlan,
+    DispatchState,
+    PlanUnit,
+    RecipientRecord,
+    RecipientStatus,
+    Skip,
+    UnitKind,
+    UnitState,
+    UnitStatus,
+    retry_key,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+# BatchWriteItem takes at most 25 items a call.
+MAX_BATCH_WRITE = 25
+
+
+class DeliveryStore:
+    def __init__(self, table_name: str, client: DynamoDBClient, retention: timedelta) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.retention = retention
+
+    def _expires_at(self, at: datetime) -> int:
+        return int((at + self.retention).timestamp())
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def _items(self, idempotency_key: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.dispatch_pk(idempotency_key)}},
+            ConsistentRead=True,
+        ):
+            for item in page["Items"]:
+                yield from_attribute_map(item)
+
+    def state(self, idempotency_key: str) -> DispatchState:
+        """The plan, every unit and every recipient record of a dispatch (one Query)."""
+        plan: DispatchPlan | None = None
+        units: dict[str, UnitState] = {}
+        recipients: dict[str, RecipientRecord] = {}
+        for item in self._items(idempotency_key):
+            sk = item["sk"]
+            if sk == keys.PLAN_SK:
+                plan = _plan_from_item(idempotency_key, item)
+            elif sk.startswith(keys.UNIT_PREFIX):
+                unit = _unit_from_item(item)
+                units[unit.unit_id] = unit
+            elif sk.startswith(keys.RECIPIENT_PREFIX):
+                record = _recipient_from_item(item)
+                recipients[record.customer_id] = record
+        return DispatchState(plan, units, recipients)
+
+    def recipients(self, idempotency_key: str) -> dict[str, RecipientRecord]:
+        return self.state(idempotency_key).recipients
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def create_plan(self, plan: DispatchPlan) -> bool:
+        """Store the plan unless one exists; False when another attempt stored its plan first."""
+        values = {
+            "pk": keys.dispatch_pk(plan.idempotency_key),
+            "sk": keys.PLAN_SK,
+            "fingerprint": plan.fingerprint,
+            "created_at": plan.created_at,
+            "units": [
+                {"id": u.unit_id, "kind": u.kind.value, "customers": list(u.customer_ids)} for u in plan.units
+            ],
+            "skipped": {c: {"status": s.status.value, "reason": s.reason} for c, s in plan.skipped.items()},
+            "metadata": {k: v for k, v in plan.metadata.items() if v is not None},
+            "expires_at": self._expires_at(plan.created_at),
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=to_attribute_map(values),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except BotoClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim:
+        """Take a unit for one LINE call, unless it is final or someone else holds it."""
+        now = clock.now()
+        token = uuid.uuid4().hex
+        try:
+            answer = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
+                UpdateExpression=(
+                    "SET #s = :sending, lease_until = :lease, claim = :token, kind = :kind, "
+                    "retry_key = :rk, recipients = :n, expires_at = :exp ADD attempts :one"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(#s) OR #s IN (:retry, :deferred) "
+                    "OR (#s = :sending AND lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_attribute_map(
+                    {
+                        ":sending": UnitStatus.SENDING.value,
+                        ":retry": UnitStatus.RETRY.value,
+                        ":deferred": UnitStatus.DEFERRED.value,
+                        ":lease": now + lease,
+                        ":now": now,
+                        ":token": token,
+                        ":kind": unit.kind.value,
+                        ":rk": retry_key(idempotency_key, unit.unit_id),
+                        ":n": len(unit.customer_ids),
+                        ":exp": self._expires_at(now),
+                        ":one": 1,
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except BotoClientError as exc:
+            if not condition_failed(exc):
+                raise
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
+                ConsistentRead=True,
+            ).get("Item")
+            state = _unit_from_item(from_attribute_map(item)) if item else None
+            if state is not None and state.status in FINAL_UNIT_STATUSES:
+                return Claim(ClaimResult.FINAL, state=state)
+            return Claim(ClaimResult.BUSY, state=state)
+        claimed = _unit_from_item(from_attribute_map(answer["Attributes"]))
+        return Claim(ClaimResult.CLAIMED, token=token, attempt=claimed.attempts, state=claimed)
+
+    def finish(
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        token: str,
+        status: UnitStatus,
+        *,
+        reason: str | None = None,
+        http_status: int | None = None,
+        line_request_id: str | None = None,
+    ) -> bool:
+        """Record a claimed unit's outcome; False if the claim was lost (its lease ran out and
+        another attempt took the unit), in which case that attempt records it."""
+        now = clock.now()
+        values = {
+            ":status": status.value,
+            ":at": now,
+            ":token": token,
+            ":reason": reason,
+            ":http": http_status,
+            ":rid": line_request_id,
+        }
+        sets = ["#s = :status", "#at = :at"]
+        removes = ["lease_until"]
+        for name, placeholder in (
+            ("reason", ":reason"),
+            ("http_status", ":http"),
+            ("line_request_id", ":rid"),
+        ):
+            if values[placeholder] is None:
+                removes.append(name)
+                del values[placeholder]
+            else:
+                sets.append(f"{name} = {placeholder}")
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                ConditionExpression="claim = :token",
+                ExpressionAttributeNames={"#s": "status", "#at": "at"},
+                ExpressionAttributeValues=to_attribute_map(values),
+            )
+        except BotoClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def record(
+        self, idempotency_key: str, records: Iterable[RecipientRecord], metadata: Mapping[str, Any]
+    ) -> None:
+        """Write recipient outcomes (BatchWriteItem, 25 a call). Only the worker holding a unit's claim
+        writes its recipients, and never after the unit is final, so `sent` is never overwritten."""
+        now = clock.now()
+        items = [
+            to_attribute_map(
+                {
+                    "pk": keys.dispatch_pk(idempotency_key),
+                    "sk": keys.recipient_sk(r.customer_id),
+                    "customer_id": r.customer_id,
+                    "status": r.status.value,
+                    "reason": r.reason,
+                    "unit": r.unit_id,
+                    "line_request_id": r.line_request_id,
+                    "at": r.at or now,
+                    "attempt": r.attempt,
+                    **{k: v for k, v in metadata.items() if v is not None},
+                    "expires_at": self._expires_at(now),
+                }
+            )
+            for r in records
+        ]
+        for chunk in _chunks(items, MAX_BATCH_WRITE):
+            request: Any = {self.table_name: [{"PutRequest": {"Item": i}} for i in chunk]}
+            while request:
+                answer = self.client.batch_write_item(RequestItems=request)
+                request = answer.get("UnprocessedItems") or None
+
+
+def _key(idempotency_key: str, sk: str) -> dict[str, Any]:
+    return keys.dispatch_key(idempotency_key, sk)
+
+
+def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPlan:
+    return DispatchPlan(
+        idempotency_key=idempotency_key,
+        fingerprint=str(item.get("fingerprint", "")),
+        units=tuple(
+            PlanUnit(str(u["id"]), UnitKind(u["kind"]), tuple(str(c) for c in u["customers"]))
+            for u in item.get("units", [])
+        ),
+        skipped={
+            str(c): Skip(RecipientStatus(s["status"]), str(s["reason"]))
+            for c, s in item.get("skipped", {}).items()
+        },
+        created_at=datetime.fromisoformat(item["created_at"]),
+        metadata=dict(item.get("metadata", {})),
+    )
+
+
+def _unit_from_item(item: Mapping[str, Any]) -> UnitState:
+    lease = item.get("lease_until")
+    at = item.get("at")
+    http_status = item.get("http_status")
+    return UnitState(
+        unit_id=str(item["sk"]).removeprefix(keys.UNIT_PREFIX),
+        status=UnitStatus(item["status"]),
+        attempts=int(item.get("attempts", 0)),
+        lease_until=datetime.fromisoformat(lease) if lease else None,
+        claim=item.get("claim"),
+        reason=item.get("reason"),
+        http_status=int(http_status) if http_status is not None else None,
+        line_request_id=item.get("line_request_id"),
+        at=datetime.fromisoformat(at) if at else None,
+    )
+
+
+def _recipient_from_item(item: Mapping[str, Any]) -> RecipientRecord:
+    at = item.get("at")
+    return RecipientRecord(
+        customer_id=str(item["customer_id"]),
+        status=RecipientStatus(item["status"]),
+        reason=item.get("reason"),
+        unit_id=item.get("unit"),
+        line_request_id=item.get("line_request_id"),
+        at=datetime.fromisoformat(at) if at else None,
+        attempt=int(item.get("attempt", 0)),
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

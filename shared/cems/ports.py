@@ -1,0 +1,289 @@
+"""The ports: what the rules need from storage, queues, SES and the LINE API, as Protocols.
+
+Rule modules depend on these interfaces only; `cems.adapters` implements them on AWS and LINE, and
+tests may implement them in memory. An adapter translates its service's errors into the results and
+exceptions named here, so no rule catches botocore's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from cems.email.dispatch import EmailDispatch
+    from cems.email.sender import SesResult, Status
+    from cems.identity import IdentityKey
+    from cems.line.deliveries import (
+        Claim,
+        DispatchPlan,
+        DispatchState,
+        PlanUnit,
+        RecipientRecord,
+        UnitKind,
+        UnitStatus,
+    )
+    from cems.line.dispatch import LineMessage
+    from cems.line.sender import CallResult
+    from cems.models import Profile, StoredEvent
+    from cems.reports.counters import Metric, ReportCell
+    from cems.scenario.broadcast import RunKind, SegmentProgress
+    from cems.scenario.engine import Enrolment
+    from cems.scenario.model import ChannelCap, Scenario
+    from cems.scenario.records import (
+        ActiveState,
+        CapOutcome,
+        DateSchedule,
+        DueKey,
+        PublishOutcome,
+        ScenarioSource,
+        ScenarioSummary,
+        ScenarioVersion,
+    )
+    from cems.writes import CommitOutcome, WriteBatch
+
+
+class ServiceUnavailable(RuntimeError):
+    """An AWS service refused a request or could not be reached (throttled, down, misconfigured).
+    Raised by adapters where a rule goes on without the call (a report counter, a queue)."""
+
+
+SuppressionReason = Literal["bounce", "complaint"]
+
+
+class MessageTag(TypedDict):
+    """One SES message tag (configuration-set events carry them back)."""
+
+    Name: str
+    Value: str
+
+
+# -------------------------------------------------------------------------------------- customers
+
+
+class CustomerReader(Protocol):
+    def profile(self, customer_id: str, *, follow_merges: bool = True) -> Profile | None: ...
+
+
+class CustomerProfiles(CustomerReader, Protocol):
+    def profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]: ...
+
+
+class CustomerDirectory(CustomerReader, Protocol):
+    """Profiles, and which customer an identity belongs to (following merges)."""
+
+    def customer_for(self, key: IdentityKey) -> str | None: ...
+
+
+class ProfileWriter(CustomerReader, Protocol):
+    def set_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime | None = None) -> bool: ...
+
+
+class IngestStorePort(Protocol):
+    """Identities, profiles and the atomic write of one planned batch (cems.ingest)."""
+
+    def resolve_identities(self, keys: list[IdentityKey]) -> dict[IdentityKey, str]: ...
+    def profiles(self, customer_ids: list[str]) -> dict[str, Profile]: ...
+    def commit(self, batch: WriteBatch, at: datetime) -> CommitOutcome: ...
+    def merge(self, merged: Profile, source: Profile, at: datetime) -> bool: ...
+    def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool: ...
+
+
+class EventHistory(Protocol):
+    def history(self, profile: Profile) -> list[StoredEvent]: ...
+
+
+class ProfileScanner(Protocol):
+    """Every live profile, in parallel segments and pages (broadcasts and backfills)."""
+
+    def scan_profiles(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, limit: int
+    ) -> ProfilePage: ...
+
+
+@dataclass(frozen=True)
+class ProfilePage:
+    profiles: list[Profile]
+    scanned: int  # items read, live profiles or not
+    # Where the next page starts (opaque to rules; None: this segment is done).
+    next_start: dict[str, Any] | None
+
+
+# ----------------------------------------------------------------------------------- scenarios
+
+
+class ScenarioReader(Protocol):
+    """Stored scenario versions and which one is active."""
+
+    def active(self, scenario_id: str) -> ActiveState | None: ...
+    def active_version(self, scenario_id: str) -> ScenarioVersion | None: ...
+    def version(self, scenario_id: str, version: int) -> ScenarioVersion | None: ...
+    def active_summaries(self) -> list[ScenarioSummary]: ...
+
+
+class ScenarioPublisher(ScenarioReader, Protocol):
+    """Stores uploaded scenarios as new versions (scenario_loader)."""
+
+    def put_version(
+        self,
+        scenario: Scenario,
+        document: Mapping[str, Any],
+        source: ScenarioSource,
+        at: datetime | None = None,
+    ) -> PublishOutcome: ...
+    def stop(self, scenario_id: str, sequencer: str | None = None, at: datetime | None = None) -> bool: ...
+
+
+class EnrolmentStorePort(Protocol):
+    """Enrolments (every write conditional on the revision read), the due index, date schedules."""
+
+    def get(self, customer_id: str, scenario_id: str) -> Enrolment | None: ...
+    def of_customer(self, customer_id: str) -> list[Enrolment]: ...
+    def create(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
+    def save(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
+    def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]: ...
+    def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None: ...
+    def put_schedule(
+        self, customer_id: str, scenario_id: str, due_at: datetime, read: DateSchedule | None
+    ) -> bool: ...
+    def delete_schedule(self, read: DateSchedule) -> bool: ...
+
+
+class CapStorePort(Protocol):
+    """Frequency-cap counters per customer, channel, day and week; never past a limit."""
+
+    def try_consume(
+        self, customer_id: str, channel: str, cap: ChannelCap, at: datetime | None = None
+    ) -> CapOutcome: ...
+    def release(self, customer_id: str, channel: str, at: datetime) -> None: ...
+    def counts(self, customer_id: str, channel: str, at: datetime | None = None) -> tuple[int, int]: ...
+
+
+class BroadcastStorePort(Protocol):
+    """Broadcast and backfill runs: started once, then each segment's progress."""
+
+    def start_run(
+        self,
+        scenario_id: str,
+        run: str,
+        version: int,
+        segments: int,
+        now: datetime,
+        kind: RunKind = "broadcast",
+    ) -> bool: ...
+    def claim_stalled(self, scenario_id: str, run: str, now: datetime) -> dict[str, Any] | None: ...
+    def mark_enqueued(self, scenario_id: str, run: str) -> None: ...
+    def progress(self, scenario_id: str, run: str, segment: int) -> SegmentProgress | None: ...
+    def save_progress(self, progress: SegmentProgress, read_pages: int | None) -> bool: ...
+
+
+# ------------------------------------------------------------------------------ reports, email
+
+
+class CounterPort(Protocol):
+    """Report counters; `once` counts a fact once however often it is reported. Raises
+    ServiceUnavailable when the counter could not be written."""
+
+    def add(
+        self, cell: ReportCell, metric: Metric, *, once: str | None = None, revenue: Decimal | None = None
+    ) -> bool: ...
+
+
+class ReportReader(Protocol):
+    def cells(self, scenario_id: str) -> list[tuple[ReportCell, dict[str, int | Decimal]]]: ...
+    def scenario_ids(self) -> list[str]: ...
+
+
+class SuppressionPort(Protocol):
+    def reason(self, address: str) -> str | None: ...
+    def suppress(self, address: str, reason: SuppressionReason, at: datetime | None = None) -> bool: ...
+
+
+class ConfirmationMarkerPort(Protocol):
+    """The last double opt-in confirmation mail per address (hashed)."""
+
+    def take(self, hashed_address: str, event_id: str, at: datetime, interval: Any) -> bool: ...
+
+
+class EmailDeliveryRecords(Protocol):
+    """The claim and outcome of one email dispatch, so a mail is sent at most once."""
+
+    def get(self, idempotency_key: str) -> dict[str, Any] | None: ...
+    def claim(
+        self, dispatch: EmailDispatch, status: Status, reason: str | None = None
+    ) -> tuple[str | None, dict[str, Any] | None]: ...
+    def finish(
+        self,
+        idempotency_key: str,
+        token: str,
+        status: Status,
+        *,
+        message_id: str | None = None,
+        error_code: str | None = None,
+        reason: str | None = None,
+    ) -> bool: ...
+    def abandon(self, idempotency_key: str, token: str) -> bool: ...
+
+
+class MailGateway(Protocol):
+    """Sends one composed MIME message (SES); never raises for the service's answers."""
+
+    def send(
+        self,
+        from_address: str,
+        to_address: str,
+        raw: bytes,
+        configuration_set: str | None,
+        tags: Sequence[MessageTag],
+    ) -> SesResult: ...
+
+
+# ----------------------------------------------------------------------------------------- LINE
+
+
+class LineDeliveryClaims(Protocol):
+    """A LINE dispatch's frozen plan, a claim per LINE call, an outcome per recipient."""
+
+    def state(self, idempotency_key: str) -> DispatchState: ...
+    def create_plan(self, plan: DispatchPlan) -> bool: ...
+    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim: ...
+    def finish(
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        token: str,
+        status: UnitStatus,
+        *,
+        reason: str | None = None,
+        http_status: int | None = None,
+        line_request_id: str | None = None,
+    ) -> bool: ...
+    def record(
+        self, idempotency_key: str, records: Iterable[RecipientRecord], metadata: Mapping[str, Any]
+    ) -> None: ...
+
+
+class LineGateway(Protocol):
+    """One push or multicast through the LINE Messaging API, classified; never raises for LINE's answers."""
+
+    def send(
+        self, kind: UnitKind, to: Sequence[str], messages: list[LineMessage], key: str, quiet: bool
+    ) -> CallResult: ...
+
+
+# ------------------------------------------------------------------------------------- queues
+
+
+class MessageQueue(Protocol):
+    """A queue a rule puts messages on (SQS). Raises ServiceUnavailable when any was not taken."""
+
+    def send(self, bodies: Sequence[str]) -> None: ...
+
+
+class SqsSender(Protocol):
+    """The one SQS call the consent confirmations and dispatch sink make (an SQS client has it)."""
+
+    def send_message(self, *, QueueUrl: str, MessageBody: str) -> Any: ...
