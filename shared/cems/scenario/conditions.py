@@ -15,7 +15,7 @@ from typing import Any
 
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.models import LINE_SOURCE_ID, Channel, LineEvent, MessageType, Profile, StoredEvent
-from cems.scenario.model import (
+from cems.scenario.condition_models import (
     AllCondition,
     AnyCondition,
     BoughtCondition,

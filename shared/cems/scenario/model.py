@@ -1,5 +1,9 @@
 """The scenario language: pydantic models of a scenario file (docs/scenarios.md is the reference).
 
+Here: the scenario, its triggers, steps and settings, and the JSON Schema. The conditions are in
+`cems.scenario.condition_models`, the value types (durations, times, ids) and the base model in
+`cems.scenario.values`.
+
 Every object forbids unknown fields, so a typo is an error, not a silently ignored setting. Unions
 are discriminated: triggers and steps by `type`, conditions by `kind`. Values are strict (no "3"
 for 3, no "true" for true). Structure is checked by the models; what needs the whole document
@@ -17,39 +21,43 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, time, timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
-from pydantic.config import JsonDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
+# Other modules take these from here too (the engine, the loader, tests): re-exported.
+from cems.scenario.condition_models import Condition as Condition
+from cems.scenario.condition_models import PropertyCondition as PropertyCondition
+from cems.scenario.condition_models import Where
 from cems.scenario.cron import CRON_HINT, CRON_HINT_JA, CronSchedule
-from cems.scenario.durations import (
-    DURATION_HINT,
-    DURATION_HINT_JA,
-    DURATION_PATTERN,
-    LOCAL_TIME_PATTERN,
-    OFFSET_PATTERN,
-    format_duration,
-    format_local_time,
-    parse_duration,
-    parse_local_time,
-)
+from cems.scenario.durations import format_duration, format_local_time
 from cems.scenario.problems import bilingual, format_path
-from cems.scenario.rfm import Stage
 from cems.scenario.semantics import document_problems
+from cems.scenario.values import ID_HINT as ID_HINT
+from cems.scenario.values import ID_HINT_JA as ID_HINT_JA
+from cems.scenario.values import (
+    SURVEY_QUESTION,
+    AwareDatetime,
+    DateSource,
+    Duration,
+    EventName,
+    LocalTime,
+    Name,
+    Offset,
+    ScenarioId,
+    StepId,
+    StrictModel,
+    described,
+)
+
+
+class _Model(StrictModel, BaseModel):
+    """StrictModel; BaseModel is named again so that linters see a pydantic model (field defaults
+    such as `[]` are copied per instance, not shared)."""
+
 
 DEFAULT_TIME_ZONE = "Asia/Tokyo"
 MAX_HOLDOUT_PERCENT = 50
@@ -57,497 +65,10 @@ MAX_STEPS = 100
 # Passed as validation context to check fields only (cems.scenario.validation reports the rest).
 STRUCTURE_ONLY = "structure_only"
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-ID_PATTERN = _ID.pattern
-ID_HINT = "lower-case letters, digits, `_` and `-`, starting with a letter or digit, at most 64 characters"
-ID_HINT_JA = "英小文字・数字・`_`・`-` で、英小文字か数字で始まる 64 文字まで"
-_SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
-_DATE_SOURCE = re.compile(r"^(trigger_event|last_purchase_at|first_purchase_at|first_seen_at|traits\..+)$")
-DATE_SOURCES = ("trigger_event", "last_purchase_at", "first_purchase_at", "first_seen_at", "traits.<name>")
 _RICH_MENU_ID = re.compile(r"^richmenu-[0-9A-Za-z]{1,64}$")
 
 
-# ---------------------------------------------------------------------------------------------- values
-
-
-def _duration(value: Any) -> Any:
-    return (
-        parse_duration(value) if isinstance(value, str) else _not_text(value, DURATION_HINT_JA, DURATION_HINT)
-    )
-
-
-def _offset(value: Any) -> Any:
-    if isinstance(value, str):
-        return parse_duration(value, signed=True)
-    return _not_text(value, DURATION_HINT_JA, DURATION_HINT)
-
-
-def _local_time(value: Any) -> Any:
-    return (
-        parse_local_time(value) if isinstance(value, str) else _not_text(value, '例 "10:00"', 'e.g. "10:00"')
-    )
-
-
-def _not_text(value: Any, hint_ja: str, hint_en: str) -> Any:
-    if isinstance(value, time | timedelta):  # already parsed (model_copy, tests)
-        return value
-    raise ValueError(
-        bilingual(
-            f"{value} は引用符で囲んだテキストで書いてください。{hint_ja}",
-            f"{value} must be text in quotes; {hint_en}",
-        )
-    )
-
-
-def _identifier(value: Any) -> Any:
-    if isinstance(value, str) and not _ID.match(value):
-        raise ValueError(
-            bilingual(
-                f'"{value}" は ID に使えません。{ID_HINT_JA}にしてください',
-                f'"{value}" is not a valid id: use {ID_HINT}',
-            )
-        )
-    return value
-
-
-def _aware_datetime(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                bilingual(
-                    f'"{value}" は日時ではありません。例 "2026-05-01T10:00:00+09:00" のように書いてください',
-                    f'"{value}" is not a date and time; write e.g. "2026-05-01T10:00:00+09:00"',
-                )
-            ) from None
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError(
-            bilingual(
-                "タイムゾーンのオフセットを付けてください（日本なら +09:00）",
-                "give the time zone offset, e.g. +09:00 for Japan",
-            )
-        )
-    return value
-
-
-def described(ja: str, en: str) -> str:
-    """A description in the JSON Schema (an editor's hover help): Japanese, then English."""
-    return f"{ja}\n\n{en}"
-
-
-def _bilingual_description(schema: JsonDict, model: type[Any]) -> None:
-    """Puts a model's `doc_ja` before its docstring in the JSON Schema."""
-    ja = getattr(model, "doc_ja", None)
-    if ja:
-        english = schema.get("description")
-        schema["description"] = described(ja, english) if isinstance(english, str) else ja
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": DURATION_PATTERN,
-            "description": described(f"期間: {DURATION_HINT_JA}", f"A duration: {DURATION_HINT}"),
-        }
-    ),
-]
-Offset = Annotated[
-    timedelta,
-    BeforeValidator(_offset),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": OFFSET_PATTERN,
-            "description": described(
-                '前後にずらす期間: 例 "3d"（後）、"-1d"（前）', 'A signed duration, e.g. "3d" or "-1d"'
-            ),
-        }
-    ),
-]
-LocalTime = Annotated[
-    time,
-    BeforeValidator(_local_time),
-    PlainSerializer(format_local_time, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": LOCAL_TIME_PATTERN,
-            "description": described(
-                'シナリオのタイムゾーンでの時刻 "HH:MM"（24 時間制）', 'Local time "HH:MM"'
-            ),
-        }
-    ),
-]
-AwareDatetime = Annotated[
-    datetime,
-    BeforeValidator(_aware_datetime),
-    PlainSerializer(lambda v: v.isoformat(), return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "date-time",
-            "description": described(
-                'オフセット付きの ISO 8601 日時（例 "2026-05-01T10:00:00+09:00"）', "ISO 8601 with an offset"
-            ),
-        }
-    ),
-]
-StepId = Annotated[
-    str,
-    BeforeValidator(_identifier),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": ID_PATTERN,
-            "description": described(f"ステップ ID: {ID_HINT_JA}", f"A step id: {ID_HINT}"),
-        }
-    ),
-]
-ScenarioId = Annotated[
-    str,
-    BeforeValidator(_identifier),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": ID_PATTERN,
-            "description": described(f"シナリオ ID: {ID_HINT_JA}", f"A scenario id: {ID_HINT}"),
-        }
-    ),
-]
-EventName = Annotated[str, Field(min_length=1, max_length=200)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
 Percent = Annotated[float, Field(ge=0, le=MAX_HOLDOUT_PERCENT)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=_bilingual_description
-    )
-    # The Japanese half of the model's description in the JSON Schema (the docstring is the English).
-    doc_ja: ClassVar[str] = ""
-
-
-# ------------------------------------------------------------------------------------------ comparisons
-
-Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains"]
-ORDER_OPS = ("gt", "gte", "lt", "lte")
-
-
-def check_comparison(op: str, value: Any, has_value: bool) -> None:
-    """The value an operator needs: none for exists, a list for in/not_in, a number or text to order."""
-    if op == "exists":
-        if has_value:
-            raise ValueError(
-                bilingual(
-                    "`exists` には `value` を付けません。"
-                    '「ない」ことを調べるには {"kind": "not"} で包んでください',
-                    '`exists` takes no `value`; to test for absence wrap it in {"kind": "not"}',
-                )
-            )
-        return
-    if not has_value:
-        raise ValueError(bilingual(f"`{op}` には `value` が必要です", f"`{op}` needs a `value`"))
-    if op in ("in", "not_in") and not (isinstance(value, list) and value):
-        raise ValueError(
-            bilingual(
-                f'`{op}` の `value` は空でないリストです（例 ["a", "b"]）',
-                f'`{op}` needs a non-empty list as `value`, e.g. ["a", "b"]',
-            )
-        )
-    if op in ORDER_OPS and (isinstance(value, bool) or not isinstance(value, int | float | str)):
-        kind = type(value).__name__
-        raise ValueError(
-            bilingual(
-                f"`{op}` で比べられるのは数かテキスト（日付など）で、{kind} ではありません",
-                f"`{op}` compares with a number or a text (e.g. a date), not {kind}",
-            )
-        )
-
-
-class PropertyCondition(_Model):
-    """A test of one property of an event: `{"property": "products.sku", "op": "eq", "value": "X"}`.
-
-    The property is a dotted path into the event's properties; a path through a list (e.g.
-    `products.sku`) yields every element's value, and the test holds when any of them passes
-    (`ne` and `not_in` hold when none of them is the value)."""
-
-    doc_ja: ClassVar[str] = (
-        'イベントのプロパティ 1 つの条件: `{"property": "products.sku", "op": "eq", "value": "X"}`。'
-        "プロパティはドット区切りのパスです。リストを通るパス（`products.sku` など）は各要素の値を見て、"
-        "どれか 1 つが合えば成り立ちます（`ne` と `not_in` はどれも値と等しくないときに成り立ちます）。"
-    )
-
-    property: Annotated[str, Field(min_length=1, max_length=200)]
-    op: Op = "eq"
-    value: Any = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> PropertyCondition:
-        check_comparison(self.op, self.value, "value" in self.model_fields_set)
-        return self
-
-
-Where = Annotated[list[PropertyCondition], Field(max_length=20)]
-
-
-# ------------------------------------------------------------------------------------------- conditions
-
-
-class AllCondition(_Model):
-    """Every condition holds."""
-
-    doc_ja: ClassVar[str] = "すべての条件を満たす。"
-
-    kind: Literal["all"]
-    conditions: Annotated[list[Condition], Field(min_length=1, max_length=50)]
-
-
-class AnyCondition(_Model):
-    """At least one condition holds."""
-
-    doc_ja: ClassVar[str] = "いずれかの条件を満たす。"
-
-    kind: Literal["any"]
-    conditions: Annotated[list[Condition], Field(min_length=1, max_length=50)]
-
-
-class NotCondition(_Model):
-    """The condition does not hold."""
-
-    doc_ja: ClassVar[str] = "条件を満たさない。"
-
-    kind: Literal["not"]
-    condition: Condition
-
-
-class TraitCondition(_Model):
-    """A profile trait compared with a value. The trait name is looked up as written first
-    (`survey.taste` is one trait), then as a dotted path into nested traits (`address.prefecture`)."""
-
-    doc_ja: ClassVar[str] = (
-        "プロフィールの属性（trait）を値と比べる。属性名はまず書いたとおりの名前で探し"
-        "（`survey.taste` で 1 つの属性）、なければ入れ子の属性へのドット区切りのパスとして探します"
-        "（`address.prefecture`）。"
-    )
-
-    kind: Literal["trait"]
-    trait: Annotated[str, Field(min_length=1, max_length=200)]
-    op: Op = "eq"
-    value: Any = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> TraitCondition:
-        check_comparison(self.op, self.value, "value" in self.model_fields_set)
-        return self
-
-
-ProfileField = Literal[
-    "purchase_count",
-    "monetary_total",
-    "days_since_last_purchase",
-    "days_since_first_purchase",
-    "days_since_first_seen",
-]
-
-
-class ProfileCondition(_Model):
-    """A purchase fact CEMS keeps on every profile, compared with a number. The `days_since_*`
-    fields of a customer who never bought do not exist (only `exists` inside `not` matches them)."""
-
-    doc_ja: ClassVar[str] = (
-        "CEMS がすべてのプロフィールに持つ購入の事実を数と比べる。購入したことのない顧客には "
-        "`days_since_*` の項目がありません（一致するのは `not` の中の `exists` だけです）。"
-    )
-
-    kind: Literal["profile"]
-    field: ProfileField
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "exists"] = "eq"
-    value: float | None = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> ProfileCondition:
-        check_comparison(self.op, self.value, self.value is not None)
-        return self
-
-
-class BoughtCondition(_Model):
-    """The customer bought any of these products, SKUs or categories (ever)."""
-
-    doc_ja: ClassVar[str] = (
-        "購入履歴: これらの商品・SKU・カテゴリーのどれかを（これまでに）買ったことがある。"
-    )
-
-    kind: Literal["bought"]
-    product_ids: Annotated[list[str], Field(max_length=100)] = []
-    skus: Annotated[list[str], Field(max_length=100)] = []
-    categories: Annotated[list[str], Field(max_length=100)] = []
-
-    @model_validator(mode="after")
-    def _something(self) -> BoughtCondition:
-        if not (self.product_ids or self.skus or self.categories):
-            raise ValueError(
-                bilingual(
-                    "`product_ids`・`skus`・`categories` のどれかを 1 つ以上書いてください",
-                    "name at least one of `product_ids`, `skus` or `categories`",
-                )
-            )
-        return self
-
-
-class SurveyCondition(_Model):
-    """The customer answered a survey question (any answer, or one of `answers`)."""
-
-    doc_ja: ClassVar[str] = "アンケート回答: 質問に答えた（回答は何でも、または `answers` のどれか）。"
-
-    kind: Literal["survey"]
-    question: Annotated[str, Field(pattern=_SURVEY_QUESTION.pattern)]
-    answers: Annotated[list[str], Field(min_length=1, max_length=50)] | None = None
-
-
-class EventCountCondition(_Model):
-    """The customer did `event` (matching `where`) at least `at_least` and at most `at_most` times
-    within the last `within_days` days (or the whole kept history)."""
-
-    doc_ja: ClassVar[str] = (
-        "行動履歴: 直近 `within_days` 日（なければ保存している全期間）に、`where` に合う `event` を "
-        "`at_least` 回以上 `at_most` 回以下した。"
-    )
-
-    kind: Literal["event_count"]
-    event: EventName
-    where: Where = []
-    at_least: Annotated[int, Field(ge=0)] = 1
-    at_most: Annotated[int, Field(ge=0)] | None = None
-    within_days: Annotated[int, Field(ge=1, le=395)] | None = None
-
-    @model_validator(mode="after")
-    def _bounds(self) -> EventCountCondition:
-        if self.at_most is not None and self.at_most < self.at_least:
-            raise ValueError(
-                bilingual(
-                    f"`at_most`（{self.at_most}）が `at_least`（{self.at_least}）より小さくなっています",
-                    f"`at_most` ({self.at_most}) is below `at_least` ({self.at_least})",
-                )
-            )
-        return self
-
-
-class ReachableCondition(_Model):
-    """The customer can be sent to on this channel now (reachable and consenting)."""
-
-    doc_ja: ClassVar[str] = "配信可能: いまこのチャネルで送れる（届く手段があり、同意している）。"
-
-    kind: Literal["reachable"]
-    channel: Literal["line", "email", "any"]
-
-
-class ScoreRange(_Model):
-    """A range of RFM scores, 1 to 5, both ends included."""
-
-    doc_ja: ClassVar[str] = "RFM スコアの範囲（1〜5、両端を含む）。"
-
-    min: Annotated[int, Field(ge=1, le=5)] = 1
-    max: Annotated[int, Field(ge=1, le=5)] = 5
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ScoreRange:
-        if self.min > self.max:
-            raise ValueError(
-                bilingual(
-                    f"`min`（{self.min}）が `max`（{self.max}）より大きくなっています",
-                    f"`min` ({self.min}) is above `max` ({self.max})",
-                )
-            )
-        return self
-
-
-class RfmCondition(_Model):
-    """RFM scores (1-5 each, cems.scenario.rfm) within ranges; never true for a customer who has
-    not bought."""
-
-    doc_ja: ClassVar[str] = (
-        "RFM スコア（それぞれ 1〜5、cems.scenario.rfm）が範囲内にある。"
-        "購入したことのない顧客では成り立ちません。"
-    )
-
-    kind: Literal["rfm"]
-    recency: ScoreRange | None = None
-    frequency: ScoreRange | None = None
-    monetary: ScoreRange | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> RfmCondition:
-        if self.recency is None and self.frequency is None and self.monetary is None:
-            raise ValueError(
-                bilingual(
-                    "`recency`・`frequency`・`monetary` のどれかを 1 つ以上書いてください",
-                    "give at least one of `recency`, `frequency` or `monetary`",
-                )
-            )
-        return self
-
-
-class LifecycleCondition(_Model):
-    """The customer's lifecycle stage (cems.scenario.rfm) is one of `stages`."""
-
-    doc_ja: ClassVar[str] = "ライフサイクル: 顧客のステージ（cems.scenario.rfm）が `stages` のどれかである。"
-
-    kind: Literal["lifecycle"]
-    stages: Annotated[list[Stage], Field(min_length=1)]
-
-
-Condition = Annotated[
-    AllCondition
-    | AnyCondition
-    | NotCondition
-    | TraitCondition
-    | ProfileCondition
-    | BoughtCondition
-    | SurveyCondition
-    | EventCountCondition
-    | ReachableCondition
-    | RfmCondition
-    | LifecycleCondition,
-    Field(discriminator="kind"),
-]
-
-
-# ------------------------------------------------------------------------------------------------ dates
-
-
-def _date_source(value: Any) -> Any:
-    if isinstance(value, str) and not _DATE_SOURCE.match(value):
-        known = ", ".join(DATE_SOURCES)
-        raise ValueError(
-            bilingual(
-                f'"{value}" は CEMS が知っている日付ではありません。{known} のどれかを使ってください',
-                f'"{value}" is not a date CEMS knows; use one of {known}',
-            )
-        )
-    return value
-
-
-DateSource = Annotated[
-    str,
-    BeforeValidator(_date_source),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": _DATE_SOURCE.pattern,
-            "description": described(
-                "日付の出どころ: trigger_event（トリガーイベント）、last_purchase_at（最終購入）、"
-                "first_purchase_at（初回購入）、first_seen_at（初回訪問）、traits.<名前>（属性）",
-                "trigger_event, last_purchase_at, first_purchase_at, first_seen_at or traits.<name>",
-            ),
-        }
-    ),
-]
 
 
 class DateRef(_Model):
@@ -600,7 +121,7 @@ class SurveyAnswerTrigger(_Model):
     )
 
     type: Literal["survey_answer"]
-    question: Annotated[str, Field(pattern=_SURVEY_QUESTION.pattern)]
+    question: Annotated[str, Field(pattern=SURVEY_QUESTION.pattern)]
     answers: Annotated[list[str], Field(min_length=1, max_length=50)] | None = None
 
 
@@ -1191,7 +712,7 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-for _model in (AllCondition, AnyCondition, NotCondition, Branch, Scenario):
+for _model in (Branch, Scenario):
     _model.model_rebuild()
 
 
