@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from cems.config import MAX_TRANSACTION_ACTIONS
 from cems.errors import ClientError
@@ -19,21 +18,14 @@ from cems.models import (
     Site,
     StoredEvent,
 )
+from cems.ports import IngestStorePort as IngestStorePort  # what Ingestor writes through
 from cems.profile_facts import learn
 from cems.profiles import anonymous_id_room, compacted, within_identity_limits
 from cems.trust import USER_HASH_FIELD, Judged, Proof, judge
-from cems.writes import CommitOutcome, ProfileChange, WriteBatch
+from cems.writes import ProfileChange, WriteBatch
 
 # Each round re-reads identities; rounds repeat only on a merge or a race with another writer.
 MAX_ROUNDS = 8
-
-
-class IngestStorePort(Protocol):
-    def resolve_identities(self, keys: list[IdentityKey]) -> dict[IdentityKey, str]: ...
-    def profiles(self, customer_ids: list[str]) -> dict[str, Profile]: ...
-    def commit(self, batch: WriteBatch, at: datetime) -> CommitOutcome: ...
-    def merge(self, merged: Profile, source: Profile, at: datetime) -> bool: ...
-    def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool: ...
 
 
 @dataclass(frozen=True)

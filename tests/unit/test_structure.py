@@ -104,6 +104,24 @@ def test_only_adapters_the_local_stack_the_cli_and_the_composition_root_import_t
     assert offenders == [], "rule modules reach AWS through cems.ports, implemented in cems.adapters"
 
 
+# What rule modules may take from an adapter module directly: jsonbody refuses numbers by boto3's own
+# DynamoDB decimal context, so what it accepts is exactly what the serializer can write.
+RULES_MAY_IMPORT = {("cems.jsonbody", "cems.adapters.dynamodb.items.DYNAMODB_CONTEXT")}
+
+
+def test_rule_modules_reach_adapters_only_through_ports() -> None:
+    _, found = all_imports()
+    offenders = sorted(
+        f"{i.module}:{i.line} imports {i.target}"
+        for i in found
+        if within(i.target, ("cems.adapters",))
+        and not within(i.module, MAY_USE_AWS_SDK)
+        and (i.module, i.target) not in RULES_MAY_IMPORT
+        and not any(i.module == m and t.startswith(i.target + ".") for m, t in RULES_MAY_IMPORT)
+    )
+    assert offenders == [], "a rule takes its collaborators as cems.ports Protocols; cems.wiring builds them"
+
+
 def test_the_aws_sdk_check_sees_an_import_inside_a_function() -> None:
     tree = ast.parse("def f():\n    import boto3\n    from botocore.exceptions import ClientError\n")
     targets = [i.target for i in imports_of("cems.example", tree, is_package=False)]
