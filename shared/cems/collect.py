@@ -15,8 +15,9 @@ from cems import clock
 from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
-from cems.line.linking import NoncePort, account_link_url
+from cems.line.linking import account_link_url
 from cems.models import LineLinkRequest, Site, Trust
+from cems.ports import NoncePort
 from cems.segment import (
     MISSING_WRITE_KEY,
     body_write_key,

@@ -27,11 +27,13 @@ if TYPE_CHECKING:
         UnitStatus,
     )
     from cems.line.dispatch import LineMessage
+    from cems.line.linking import LinkNonce
     from cems.line.sender import CallResult
-    from cems.models import Profile, StoredEvent
+    from cems.models import Profile, Site, StoredEvent
     from cems.reports.counters import Metric, ReportCell
     from cems.scenario.broadcast import RunKind, SegmentProgress
-    from cems.scenario.engine import Enrolment
+    from cems.scenario.engine import Dispatch, Enrolment
+    from cems.scenario.loader import ObjectEvent
     from cems.scenario.model import ChannelCap, Scenario
     from cems.scenario.records import (
         ActiveState,
@@ -272,6 +274,45 @@ class LineGateway(Protocol):
     def send(
         self, kind: UnitKind, to: Sequence[str], messages: list[LineMessage], key: str, quiet: bool
     ) -> CallResult: ...
+
+
+# ------------------------------------------------------------------------ sites, LINE linking
+
+
+class SiteLookup(Protocol):
+    def get(self, key: str) -> Site | None:
+        """The site a presented key names, with `trust` saying which kind of key it is."""
+        ...
+
+
+class NoncePort(Protocol):
+    """Account-link nonces: issued bound to a proven customer, consumed once."""
+
+    def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str: ...
+    def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None: ...
+
+
+# ------------------------------------------------------------------------- scenario I/O
+
+
+SinkResult = Literal["enqueued", "unsupported"]
+
+
+class DispatchSink(Protocol):
+    def send(self, dispatch: Dispatch) -> SinkResult: ...
+
+
+class RichMenuLinker(Protocol):
+    def link(self, line_user_id: str, rich_menu_id: str | None) -> str | None:
+        """None when linked (unlinked for None); else a short reason, never containing the user id."""
+        ...
+
+
+class ScenarioFilesPort(Protocol):
+    """The scenario bucket: uploaded files as of their S3 event, and the reports written back."""
+
+    def read(self, event: ObjectEvent, max_bytes: int) -> bytes | None: ...
+    def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str: ...
 
 
 # ------------------------------------------------------------------------------------- queues

@@ -13,10 +13,10 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
 
 from cems import clock
 from cems.models import Site
+from cems.ports import SiteLookup
 
 
 def new_write_key() -> str:
@@ -59,12 +59,6 @@ class SiteCredentials:
             "secret_key": self.secret_key,
             "identity_secret": self.identity_secret,
         }
-
-
-class SiteLookup(Protocol):
-    def get(self, key: str) -> Site | None:
-        """The site a presented key names, with `trust` saying which kind of key it is."""
-        ...
 
 
 class SiteDirectory:

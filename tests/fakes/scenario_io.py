@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cems.ports import ServiceUnavailable
+from cems.ports import ServiceUnavailable, SinkResult
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.scenario.engine import Dispatch
-from cems.scenario.runner import SinkResult, email_dispatch
+from cems.scenario.runner import email_dispatch
 
 
 class RecordingDispatchSink:

@@ -6,8 +6,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from cems.line.links import track_links
+from cems.ports import SinkResult
 from cems.scenario.engine import Dispatch
-from cems.scenario.runner import LinkTracker, SinkResult, email_dispatch
+from cems.scenario.runner import LinkTracker, email_dispatch
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

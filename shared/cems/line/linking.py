@@ -34,7 +34,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from cems.line.config import LINE_REQUEST_TIMEOUT
@@ -56,13 +56,6 @@ def new_nonce() -> str:
 def plausible_nonce(nonce: str) -> bool:
     """What LINE may send back as a nonce; anything else is not looked up."""
     return bool(_NONCE_PATTERN.match(nonce))
-
-
-class NoncePort(Protocol):
-    """Account-link nonces: issued bound to a proven customer, consumed once."""
-
-    def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str: ...
-    def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None: ...
 
 
 @dataclass(frozen=True)

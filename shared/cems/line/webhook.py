@@ -37,10 +37,10 @@ from cems.errors import ClientError
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor
 from cems.line.config import LINE_REQUEST_TIMEOUT
-from cems.line.linking import LinkNonce, NoncePort, issue_link_token, link_page_url
+from cems.line.linking import LinkNonce, issue_link_token, link_page_url
 from cems.line.replies import LINK_KEYWORDS, Reply, messages_for, offers_link
 from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site, Trust
-from cems.ports import CustomerDirectory
+from cems.ports import CustomerDirectory, NoncePort
 from cems.settings import LineSettings
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote_plus
 
 from cems import clock
-from cems.ports import ScenarioPublisher
+from cems.ports import ScenarioFilesPort, ScenarioPublisher
 from cems.scenario.model import ID_HINT, ID_HINT_JA, DateTrigger, Scenario
 from cems.scenario.problems import bilingual
 from cems.scenario.records import ActiveState, ScenarioSource, padded_sequencer
@@ -105,13 +105,6 @@ class LoadResult:
     errors: tuple[Issue, ...] = ()
     report_key: str | None = None
     backfill: BackfillResult | None = None  # None: no date trigger, or no backfill asked for
-
-
-class ScenarioFilesPort(Protocol):
-    """The scenario bucket: uploaded files as of their S3 event, and the reports written back."""
-
-    def read(self, event: ObjectEvent, max_bytes: int) -> bytes | None: ...
-    def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str: ...
 
 
 def report_name(key: str) -> str | None:

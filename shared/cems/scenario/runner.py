@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property, partial
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -37,9 +37,11 @@ from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, S
 from cems.ports import (
     CapStorePort,
     CounterPort,
+    DispatchSink,
     EnrolmentStorePort,
     EventHistory,
     ProfileWriter,
+    RichMenuLinker,
     ScenarioReader,
     ServiceUnavailable,
 )
@@ -72,19 +74,6 @@ SUMMARY_CACHE = timedelta(seconds=60)
 MAX_CAP_ATTEMPTS = 3
 # Trigger kinds that enrol on an event (date and broadcast triggers enrol without one).
 EVENT_TRIGGERS = frozenset({"event", "line_follow", "survey_answer"})
-
-SinkResult = Literal["enqueued", "unsupported"]
-
-
-class DispatchSink(Protocol):
-    def send(self, dispatch: Dispatch) -> SinkResult: ...
-
-
-class RichMenuLinker(Protocol):
-    def link(self, line_user_id: str, rich_menu_id: str | None) -> str | None:
-        """None when linked (unlinked for None); else a short reason, never containing the user id."""
-        ...
-
 
 # Where a LINE dispatch's links go: (the dispatch, the original URL) -> the click-tracker URL.
 LinkTracker = Callable[[Dispatch, str], str]
