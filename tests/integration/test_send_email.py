@@ -15,9 +15,9 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default
 from functools import partial
@@ -30,12 +30,9 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import CustomerStore
-from cems.adapters.dynamodb.items import to_attribute_map
 from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.adapters.dynamodb.suppression import SuppressionStore, address_hash
 from cems.email.dispatch import EmailDispatch
-from cems.engagement.ses_events import DispatchTags
-from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.local.pollers import sqs_record
 from cems.models import ChannelState, Profile
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -248,109 +245,7 @@ def dispatch(key: str, customer_id: str, **extra: Any) -> str:
     return EmailDispatch.model_validate(values).to_sqs_body()
 
 
-def verify(value: str, kind: TokenKind) -> Any:
-    return TokenSigner(lambda: SECRET.encode()).verify(value, kind)
-
-
-# --- the mail ------------------------------------------------------------------------------------
-
-
-def test_the_mail_carries_unsubscribe_headers_footer_tracked_links_and_pixel(harness: Harness) -> None:
-    customer = harness.customer(1)
-    harness.enqueue(dispatch("scn_shincha#step_1#cus_000001", customer))
-    assert harness.deliver() == set()
-    [(to, mail)] = harness.sent()
-    assert to == [address(1)]
-    assert str(mail["From"]) == f"茶寮みどり <{SENDER}>"
-    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    unsubscribe = re.fullmatch(rf"<{re.escape(BASE)}/u/(\S+)>", str(mail["List-Unsubscribe"]))
-    assert unsubscribe is not None
-    assert verify(unsubscribe.group(1), TokenKind.UNSUBSCRIBE).customer_id == customer
-    text_part, html_part = mail.get_body(("plain",)), mail.get_body(("html",))
-    assert text_part is not None and html_part is not None
-    text, html = text_part.get_content(), html_part.get_content()
-    for body in (text, html):
-        assert "〒604-8005 京都府京都市中京区恵比須町 1-2" in body and "075-000-0000" in body
-        assert "配信を停止できます" in body and "You may refuse further emails" in body
-        assert f"{BASE}/u/{unsubscribe.group(1)}" in body
-        clicks = re.findall(rf"{re.escape(BASE)}/r/([A-Za-z0-9_.-]+)", body)
-        assert [verify(c, TokenKind.CLICK).url for c in clicks] == [
-            "https://shop.example.jp/products/shincha"
-        ]
-    pixel = re.search(rf'<img src="{re.escape(BASE)}/o/([A-Za-z0-9_.-]+)" width="1" height="1" alt=""', html)
-    assert pixel is not None and verify(pixel.group(1), TokenKind.OPEN).step_id == "step_1"
-    record = harness.record("scn_shincha#step_1#cus_000001")
-    assert record["status"] == "sent" and record["ses_message_id"]
-    assert harness.counts() == {"sent": 1}
-
-
-def test_tracking_turned_off_leaves_links_and_adds_no_pixel(harness: Harness) -> None:
-    customer = harness.customer(1)
-    harness.enqueue(dispatch("plain-links", customer, track_clicks=False, track_opens=False))
-    assert harness.deliver() == set()
-    [(_, mail)] = harness.sent()
-    html_part = mail.get_body(("html",))
-    assert html_part is not None
-    html = html_part.get_content()
-    assert f"{BASE}/r/" not in html and f"{BASE}/o/" not in html
-    assert 'href="https://shop.example.jp/products/shincha"' in html
-    assert mail["List-Unsubscribe"] and f"{BASE}/u/" in html
-
-
-def test_a_test_send_is_marked_needs_no_consent_and_counts_nothing(harness: Harness) -> None:
-    body = dispatch("test#step_1", "sample", test=True, to_address="staff@midori-tea.example.jp")
-    harness.enqueue(body)
-    assert harness.deliver() == set()
-    [(to, mail)] = harness.sent()
-    assert to == ["staff@midori-tea.example.jp"]
-    assert str(mail["Subject"]) == "[テスト/TEST] 新茶のご案内"
-    assert mail["X-CEMS-Test"] == "1"
-    assert harness.counts() == {}
-    # Suppression still applies to a test recipient.
-    harness.suppressions.suppress("Staff@midori-tea.example.jp ", "complaint", datetime.now(UTC))
-    harness.enqueue(dispatch("test#step_1#2", "sample", test=True, to_address="staff@midori-tea.example.jp"))
-    assert harness.deliver() == set()
-    assert len(harness.sent()) == 1
-    assert harness.record("test#step_1#2")["reason"] == "suppressed_complaint"
-
-
-def test_ses_tags_name_the_dispatch(harness: Harness) -> None:
-    customer = harness.customer(1)
-    calls: list[dict[str, Any]] = []
-    harness.ses_client().meta.events.register(
-        "provide-client-params.sesv2.SendEmail", lambda params, **_: calls.append(params)
-    )
-    harness.enqueue(dispatch("scn_shincha#step_1#cus_000001", customer))
-    assert harness.deliver() == set()
-    [params] = calls
-    assert params["ConfigurationSetName"] == "cems-dev"
-    assert params["FromEmailAddress"] == SENDER
-    tags = DispatchTags.from_mail({t["Name"]: [t["Value"]] for t in params["EmailTags"]})
-    assert tags is not None
-    assert (tags.dispatch_key, tags.customer_id, tags.scenario_id, tags.version) == (
-        "scn_shincha#step_1#cus_000001",
-        customer,
-        "scn_shincha",
-        1,
-    )
-
-
-def test_ses_tag_values_keep_to_the_characters_ses_accepts(harness: Harness) -> None:
-    # SES's API reference allows only these in tag names and values; moto does not check.
-    customer = harness.customer(1)
-    calls: list[dict[str, Any]] = []
-    harness.ses_client().meta.events.register(
-        "provide-client-params.sesv2.SendEmail", lambda params, **_: calls.append(params)
-    )
-    harness.enqueue(dispatch("scn_shincha#step_1#cus_000001", customer, variant="冬 B"))
-    assert harness.deliver() == set()
-    [params] = calls
-    for tag in params["EmailTags"]:
-        assert re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tag["Name"]), tag["Name"]
-        assert re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tag["Value"]), tag["Value"]
-
-
-# --- at most once ---------------------------------------------------------------------------------
+# --- at most once through the handler (the sender's rules: tests/unit/test_email_sender_behaviour.py)
 
 
 def test_the_same_sqs_message_delivered_three_times_sends_once(harness: Harness) -> None:
@@ -360,15 +255,6 @@ def test_the_same_sqs_message_delivered_three_times_sends_once(harness: Harness)
     assert harness.invoke(first) == set()
     assert harness.invoke(first) == set()
     assert harness.invoke(first + first) == set()
-    assert len(harness.sent()) == 1
-    assert harness.counts() == {"sent": 1}
-
-
-def test_the_same_dispatch_enqueued_three_times_sends_once(harness: Harness) -> None:
-    customer = harness.customer(1)
-    body = dispatch("enqueued-thrice", customer)
-    harness.enqueue(body, body, body)
-    assert harness.deliver() == set()
     assert len(harness.sent()) == 1
     assert harness.counts() == {"sent": 1}
 
@@ -395,20 +281,6 @@ def test_throttling_then_success_sends_once(harness: Harness) -> None:
     assert harness.counts() == {"sent": 1}
 
 
-def test_a_permanent_rejection_is_recorded_and_not_retried(harness: Harness) -> None:
-    customer = harness.customer(1)
-    calls = harness.fail_ses((400, "MessageRejected"))
-    harness.enqueue(dispatch("rejected", customer))
-    records = harness.receive()
-    assert harness.invoke(records) == set()
-    assert harness.invoke(records) == set()  # a redelivery does not call SES again
-    assert len(calls) == 1 and harness.sent() == []
-    record = harness.record("rejected")
-    assert record["status"] == "failed" and record["error_code"] == "MessageRejected"
-    assert address(1) not in record["reason"]
-    assert harness.counts() == {"failed": 1}
-
-
 def test_an_unverified_sender_is_a_permanent_failure(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -424,97 +296,7 @@ def test_an_unverified_sender_is_a_permanent_failure(
     assert "@" not in record["reason"]
 
 
-def test_no_answer_from_ses_is_unknown_and_never_sent_again(harness: Harness) -> None:
-    customer = harness.customer(1)
-    calls = harness.fail_ses(ReadTimeoutError(endpoint_url="https://email.ap-northeast-1.amazonaws.com"))
-    harness.enqueue(dispatch("timed-out", customer))
-    records = harness.receive()
-    assert harness.invoke(records) == set()
-    assert harness.invoke(records) == set()
-    assert len(calls) == 1
-    assert harness.record("timed-out")["status"] == "unknown"
-    assert harness.counts() == {}
-
-
-def test_a_claim_left_sending_is_unknown_not_resent(harness: Harness) -> None:
-    customer = harness.customer(1)
-    stale = datetime.now(UTC) - timedelta(minutes=10)
-    harness.dynamodb.put_item(
-        TableName="DeliveriesTable",
-        Item=to_attribute_map(
-            {
-                "pk": "DISPATCH#died",
-                "sk": "EMAIL",
-                "status": "sending",
-                "claim": "c0ffee",
-                "lease_until": stale + timedelta(seconds=60),
-                "attempts": 1,
-            }
-        ),
-    )
-    harness.enqueue(dispatch("died", customer))
-    assert harness.deliver() == set()
-    assert harness.sent() == []
-    assert harness.record("died")["status"] == "unknown"
-    # A claim still within its lease: another worker is calling SES; this one waits.
-    harness.dynamodb.put_item(
-        TableName="DeliveriesTable",
-        Item=to_attribute_map(
-            {
-                "pk": "DISPATCH#busy",
-                "sk": "EMAIL",
-                "status": "sending",
-                "claim": "beef",
-                "lease_until": datetime.now(UTC) + timedelta(seconds=30),
-            }
-        ),
-    )
-    harness.enqueue(dispatch("busy", customer))
-    records = harness.receive()
-    assert harness.invoke(records) == {records[0]["messageId"]}
-    assert harness.sent() == []
-
-
-# --- who is never mailed --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("setup", "reason"),
-    [
-        (lambda h: h.customer(1, consent=False), "no_consent"),
-        (lambda h: h.customer(1, email=None), "no_address"),
-        (lambda h: h.customer(1, email="not-an-address"), "invalid_address"),
-        (lambda h: h.customer(1, reachable=False), "unreachable"),
-        (lambda h: "cus_erased", "no_profile"),
-        (
-            lambda h: (
-                h.customer(1),
-                h.suppressions.suppress(address(1).upper(), "bounce", datetime.now(UTC)),
-            )[0],
-            "suppressed_bounce",
-        ),
-    ],
-)
-def test_nobody_who_may_not_be_mailed_is_mailed(
-    harness: Harness, setup: Callable[[Harness], str], reason: str
-) -> None:
-    customer = setup(harness)
-    harness.enqueue(dispatch("skip", customer))
-    records = harness.receive()
-    assert harness.invoke(records) == set()
-    assert harness.invoke(records) == set()
-    assert harness.sent() == []
-    record = harness.record("skip")
-    assert (record["status"], record["reason"]) == ("skipped", reason)
-    assert harness.counts() == {"suppressed": 1}
-
-
-def test_unsubscribed_after_enqueueing_is_not_mailed(harness: Harness) -> None:
-    customer = harness.customer(1)
-    harness.enqueue(dispatch("late-unsubscribe", customer))
-    harness.customer(1, consent=False)  # the consent changes before the sender runs
-    assert harness.deliver() == set()
-    assert harness.sent() == []
+# --- the suppression list ------------------------------------------------------------------------
 
 
 def test_suppression_store(harness: Harness) -> None:
@@ -528,12 +310,6 @@ def test_suppression_store(harness: Harness) -> None:
         Key={"pk": {"S": f"SUPPRESS#{address_hash(address(9))}"}, "sk": {"S": "SUPPRESS"}},
     )["Item"]
     assert "@" not in str(item)
-
-
-def test_an_invalid_dispatch_is_dropped(harness: Harness) -> None:
-    harness.enqueue('{"idempotency_key": "x", "customer_id": "c"}', "not json")
-    assert harness.deliver() == set()
-    assert harness.sent() == []
 
 
 # --- cost and privacy -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -24,7 +23,7 @@ import pytest
 from cems.adapters import aws
 from cems.adapters.dynamodb.customers import CustomerStore
 from cems.adapters.dynamodb.line_deliveries import DeliveryStore
-from cems.line.deliveries import RecipientStatus, UnitStatus, retry_key
+from cems.line.deliveries import RecipientStatus, UnitStatus
 from cems.line.dispatch import LineDispatch
 from cems.local.fake_line import MONTHLY_LIMIT_MESSAGE, FakeLine, FakeLineServer
 from cems.local.pollers import sqs_record
@@ -189,7 +188,7 @@ def redeliver_now(h: Harness, records: list[dict[str, Any]]) -> list[dict[str, A
     return h.receive()
 
 
-# --- the checks the issue names -------------------------------------------------------------------
+# --- through the handler (the sender's rules: tests/unit/test_line_sender_behaviour.py) -----------
 
 
 def test_the_same_sqs_message_delivered_three_times_sends_once(harness: Harness) -> None:
@@ -203,115 +202,6 @@ def test_the_same_sqs_message_delivered_three_times_sends_once(harness: Harness)
     assert len(harness.calls()) == 1
     assert {to: len(m) for to, m in harness.received().items()} == {line_user_id(n): 1 for n in (1, 2, 3)}
     assert set(harness.outcomes("thrice").values()) == {RecipientStatus.SENT}
-
-
-def test_the_same_dispatch_enqueued_three_times_sends_once(harness: Harness) -> None:
-    recipients = [harness.customer(n) for n in (1, 2)]
-    body = dispatch("enqueued-thrice", recipients)
-    harness.enqueue(body, body, body)
-    assert harness.deliver() == set()
-    assert len(harness.calls()) == 1
-    assert visible_count(harness) == 0
-
-
-def test_a_429_storm_then_recovery_loses_nothing_and_duplicates_nothing(harness: Harness) -> None:
-    harness.customers_bulk(range(1, 1201))
-    personal = [harness.customer(n) for n in (2001, 2002, 2003)]
-    harness.enqueue(dispatch("storm-multicast", [f"cus_{n:06d}" for n in range(1, 1201)]))
-    harness.enqueue(
-        LineDispatch.model_validate(
-            {
-                "idempotency_key": "storm-personal",
-                "recipients": personal,
-                "personalised": {c: [{"type": "text", "text": f"{c} 様へ"}] for c in personal},
-            }
-        ).to_sqs_body()
-    )
-    harness.fake.fail(429, count=5)
-    records = harness.receive()
-    failed = harness.invoke(records)
-    assert failed == {r["messageId"] for r in records}
-    # Backoff: both came back invisible for a while (ChangeMessageVisibility), not at once.
-    assert harness.receive() == []
-    rounds = 1
-    while failed:
-        records = redeliver_now(harness, [r for r in records if r["messageId"] in failed])
-        failed = harness.invoke(records)
-        rounds += 1
-        assert rounds < 10
-    received = harness.received()
-    assert len(received) == 1203
-    assert all(len(messages) == 1 for messages in received.values())
-    assert received[line_user_id(2002)] == [{"type": "text", "text": "cus_002002 様へ"}]
-    accepted = [c for c in harness.calls() if c["status"] == 200]
-    assert len([c for c in accepted if c["endpoint"] == "multicast"]) == 3
-    assert len([c for c in accepted if c["endpoint"] == "push"]) == 3
-    assert len([c for c in harness.calls() if c["status"] == 429]) == 5
-    assert set(harness.outcomes("storm-multicast").values()) == {RecipientStatus.SENT}
-    assert set(harness.outcomes("storm-personal").values()) == {RecipientStatus.SENT}
-    assert visible_count(harness) == 0
-
-
-def test_a_retry_reuses_each_units_retry_key(harness: Harness) -> None:
-    recipients = [harness.customer(n) for n in (1, 2)]
-    harness.enqueue(dispatch("same-key", recipients))
-    harness.fake.fail(500, count=1)
-    records = harness.receive()
-    assert harness.invoke(records)
-    assert harness.invoke(redeliver_now(harness, records)) == set()
-    keys = [c["retry_key"] for c in harness.calls()]
-    assert keys == [retry_key("same-key", "m0000")] * 2
-    assert [c["status"] for c in harness.calls()] == [500, 200]
-
-
-def test_a_400_is_recorded_with_lines_message_and_not_retried(harness: Harness) -> None:
-    recipients = [harness.customer(n) for n in (1, 2)]
-    harness.enqueue(dispatch("bad-request", recipients))
-    harness.fake.fail(400, message="The property, 'messages[0].text', in the request body is invalid")
-    records = harness.receive()
-    assert harness.invoke(records) == set()
-    assert visible_count(harness) == 0
-    # Delivered again anyway: the failed unit is final, LINE is not called again.
-    assert harness.invoke(records) == set()
-    assert len(harness.calls()) == 1
-    assert harness.received() == {}
-    records_by_customer = harness.deliveries.recipients("bad-request")
-    assert {r.status for r in records_by_customer.values()} == {RecipientStatus.FAILED}
-    assert "messages[0].text" in (records_by_customer[recipients[0]].reason or "")
-
-
-def test_an_unfollowed_user_receives_nothing(harness: Harness) -> None:
-    following = harness.customer(1)
-    unfollowed = harness.customer(2, reachable=False)
-    no_consent = harness.customer(3, consent=False)
-    unknown = "cus_nobody"
-    harness.enqueue(dispatch("unfollowed", [following, unfollowed, no_consent, unknown]))
-    assert harness.deliver() == set()
-    assert set(harness.received()) == {line_user_id(1)}
-    assert harness.outcomes("unfollowed") == {
-        following: RecipientStatus.SENT,
-        unfollowed: RecipientStatus.SKIPPED_UNREACHABLE,
-        no_consent: RecipientStatus.SKIPPED_NO_CONSENT,
-        unknown: RecipientStatus.SKIPPED_UNREACHABLE,
-    }
-    # A lone reachable recipient of common content is a push, not a multicast.
-    assert [c["endpoint"] for c in harness.calls()] == ["push"]
-
-
-def test_1200_identical_recipients_take_exactly_3_multicast_calls(harness: Harness) -> None:
-    recipients = harness.customers_bulk(range(1, 1201))
-    harness.enqueue(dispatch("twelve-hundred", recipients))
-    assert harness.deliver() == set()
-    calls = harness.calls()
-    assert [(c["endpoint"], c["recipients"]) for c in calls] == [
-        ("multicast", 500),
-        ("multicast", 500),
-        ("multicast", 200),
-    ]
-    assert len(harness.received()) == 1200
-
-
-# --- more outcomes --------------------------------------------------------------------------------
 
 
 def test_the_monthly_limit_defers_for_an_hour_and_raises_a_metric(
@@ -360,81 +250,6 @@ def test_a_time_out_is_retried(harness: Harness, monkeypatch: pytest.MonkeyPatch
     units = harness.deliveries.state("time-out").units
     assert units["m0000"].status is UnitStatus.RETRY
     assert "Timeout" in (units["m0000"].reason or "")
-
-
-def test_a_call_lost_after_line_accepted_it_is_counted_once_through_409(harness: Harness) -> None:
-    recipients = [harness.customer(n) for n in (1, 2)]
-    harness.enqueue(dispatch("lost-record", recipients))
-    records = harness.receive()
-    assert harness.invoke(records) == set()
-    # As if the worker died right after LINE accepted the call: no unit or recipient record.
-    for sk in ("UNIT#m0000", *(f"RCPT#{c}" for c in recipients)):
-        harness.dynamodb.delete_item(
-            TableName="DeliveriesTable", Key={"pk": {"S": "DISPATCH#lost-record"}, "sk": {"S": sk}}
-        )
-    assert harness.invoke(records) == set()
-    assert [c["status"] for c in harness.calls()] == [200, 409]
-    assert all(len(m) == 1 for m in harness.received().values())
-    assert set(harness.outcomes("lost-record").values()) == {RecipientStatus.SENT}
-
-
-def test_a_retry_with_a_changed_audience_keeps_the_frozen_plan(harness: Harness) -> None:
-    harness.customers_bulk(range(1, 603))
-    first = [f"cus_{n:06d}" for n in range(1, 602)]
-    harness.enqueue(dispatch("frozen", first))
-    harness.fake.fail(503, count=1)  # the first chunk fails, the second goes through
-    records = harness.receive()
-    assert harness.invoke(records)
-    # The producer enqueues the dispatch again with a different audience under the same key.
-    changed = [f"cus_{n:06d}" for n in range(2, 603)]
-    harness.enqueue(dispatch("frozen", changed))
-    harness.invoke(redeliver_now(harness, records) + harness.receive())
-    accepted = [c for c in harness.calls() if c["status"] == 200]
-    assert [c["retry_key"] for c in accepted] == [retry_key("frozen", "m0001"), retry_key("frozen", "m0000")]
-    assert [c["recipients"] for c in accepted] == [101, 500]
-    received = harness.received()
-    assert line_user_id(1) in received and line_user_id(602) not in received
-    assert all(len(m) == 1 for m in received.values())
-
-
-def test_an_unfollow_between_attempts_is_respected(harness: Harness) -> None:
-    stays, leaves = harness.customer(1), harness.customer(2)
-    harness.enqueue(dispatch("unfollow-later", [stays, leaves]))
-    harness.fake.fail(429, count=1)
-    records = harness.receive()
-    assert harness.invoke(records)
-    harness.customer(2, reachable=False)
-    assert harness.invoke(redeliver_now(harness, records)) == set()
-    assert set(harness.received()) == {line_user_id(1)}
-    assert harness.outcomes("unfollow-later") == {
-        stays: RecipientStatus.SENT,
-        leaves: RecipientStatus.SKIPPED_UNREACHABLE,
-    }
-
-
-def test_concurrent_deliveries_call_line_once(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipients = [harness.customer(n) for n in range(1, 6)]
-    body = dispatch("concurrent", recipients)
-    sender = harness.module.services.sender
-    # In-process moto is not thread-safe; DynamoDB applies each request atomically, and so does this.
-    client = sender.deliveries.client
-    make_api_call = client._make_api_call
-    lock = threading.Lock()
-
-    def atomic(*args: Any) -> Any:
-        with lock:
-            return make_api_call(*args)
-
-    monkeypatch.setattr(client, "_make_api_call", atomic)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(sender.handle(body))) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == 4
-    assert len([c for c in harness.calls() if c["status"] == 200]) == 1
-    assert all(len(m) == 1 for m in harness.received().values())
 
 
 def test_invalid_dispatch_is_dropped_not_retried(harness: Harness) -> None:
