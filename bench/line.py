@@ -43,11 +43,11 @@ def _calls_per_recipient() -> Measured:
     from cems.adapters.dynamodb.line_deliveries import DeliveryStore
     from cems.adapters.line_api import LineGateway
     from cems.line.api import messaging_api
+    from cems.line.config import LineSettings
     from cems.line.dispatch import LineDispatch
     from cems.line.sender import LineSender
     from cems.local.fake_line import FakeLine, FakeLineServer
     from cems.models import ChannelState, Profile
-    from cems.settings import LineSettings
     from moto import mock_aws
 
     saved = {k: os.environ.get(k) for k in FAKE_AWS_ENV}

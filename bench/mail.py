@@ -94,7 +94,7 @@ def _requests_per_email() -> Measured:
             assert spec is not None and spec.loader is not None
             app = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(app)
-            sender = app.services.sender
+            sender = app.sender
 
             def dispatch(n: int) -> str:
                 return EmailDispatch(

@@ -27,7 +27,7 @@ metrics = Metrics()
 app = APIGatewayHttpResolver()
 
 MAX_VERSION_DIGITS = 9
-services = wiring.admin()
+reports, eraser = wiring.admin()
 
 
 def _caller() -> str | None:
@@ -40,7 +40,7 @@ def _caller() -> str | None:
 
 @app.get("/admin/scenarios")
 def list_scenarios() -> Response[str]:
-    items = services.reports.list()
+    items = reports.list()
     metrics.add_metric("AdminScenarioLists", MetricUnit.Count, 1)
     return json_response(200, {"scenarios": [i.model_dump(mode="json") for i in items]})
 
@@ -57,7 +57,7 @@ def scenario_report(scenario_id: str) -> Response[str]:
             )
         version = int(raw)
     try:
-        report = services.reports.report(scenario_id, version)
+        report = reports.report(scenario_id, version)
     except UnknownScenario as exc:
         raise ClientError(404, "scenario_not_found", str(exc), field="id") from None
     metrics.add_metric("AdminReports", MetricUnit.Count, 1)
@@ -68,7 +68,7 @@ def scenario_report(scenario_id: str) -> Response[str]:
 
 @app.delete("/admin/customers/<customer_id>")
 def erase_customer(customer_id: str) -> Response[str]:
-    erasure = services.eraser.erase(customer_id)
+    erasure = eraser.erase(customer_id)
     if erasure is None:
         raise ClientError(
             404, "customer_not_found", "no such customer (never was, or erased already)", field="id"

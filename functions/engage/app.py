@@ -44,8 +44,7 @@ UNSUBSCRIBE_METRICS = {
     UnsubscribeResult.UNKNOWN: "UnsubscribesUnknown",
 }
 
-services = wiring.engage()
-engagement = services.engagement
+engagement, shop_name = wiring.engage()
 
 
 @app.get("/r/<token>")
@@ -144,7 +143,7 @@ def _page(page: pages.Page, *, form: bool = False, button: str | None = None) ->
     return Response(
         page.status,
         pages.HTML,
-        pages.render(page, shop=services.shop_name, form=form, button=button),
+        pages.render(page, shop=shop_name, form=form, button=button),
         pages.HTML_HEADERS,
     )
 

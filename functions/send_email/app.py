@@ -31,11 +31,11 @@ logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 remaining_ms = RemainingTime()
-services = wiring.send_email(logger)
+sender, retry = wiring.send_email(logger)
 
 
 def send(record: SQSRecord) -> None:
-    services.retry.run(record, services.sender.handle, _emit, remaining_ms)
+    retry.run(record, sender.handle, _emit, remaining_ms)
 
 
 def _emit(report: EmailReport, receive_count: int) -> None:

@@ -15,15 +15,15 @@ from cems.logs import function_logger
 
 logger = function_logger()
 metrics = Metrics()
-services = wiring.tick()
+runner, broadcasts = wiring.tick()
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = services.runner.tick()
+    report = runner.tick()
     # After the due work, so a broadcast that cannot start (its queue failing) holds up no journey.
-    started = services.broadcasts.start_due()
+    started = broadcasts.start_due()
     if started.started or started.restarted:
         logger.info("broadcasts started", extra=vars(started))
     for name, value in report.metrics().items():

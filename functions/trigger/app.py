@@ -25,7 +25,7 @@ from cems.scenario.runner import RunReport
 logger = function_logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-services = wiring.trigger()
+runner, consent = wiring.trigger()
 _total = RunReport()
 _confirmations: Counter[str] = Counter()
 
@@ -38,8 +38,8 @@ def handle(record: DynamoDBRecord) -> None:
         return
     event = stored_event_from_image(image)
     # Double opt-in first: a request for email consent gets its confirmation mail (cems.consent).
-    _confirmations[services.consent.on_stored_event(event).value] += 1
-    _total.add(services.runner.on_stored_event(event))
+    _confirmations[consent.on_stored_event(event).value] += 1
+    _total.add(runner.on_stored_event(event))
 
 
 def _emit(report: RunReport) -> None:

@@ -15,6 +15,7 @@ from cems import clock
 from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
+from cems.line.config import LineSettings
 from cems.line.linking import account_link_url
 from cems.models import LineLinkRequest, Site, Trust
 from cems.ports import NoncePort
@@ -29,7 +30,6 @@ from cems.segment import (
     read_line_link_body,
     request_write_key,
 )
-from cems.settings import LineSettings
 from cems.sites import SiteDirectory
 from cems.trust import USER_HASH_FIELD, judge
 

@@ -6,14 +6,14 @@ Every function's `app.py` calls its builder once, at init, and keeps what it ret
 environment when not given) and asks only for the areas it uses, so a bad value stops that function
 at init, naming the variable.
 
-Imports sit inside the builders on purpose: Lambda cold start is measured (`make bench`), and a
-function should load only what it runs. `collect` must not import the scenario engine, the LINE SDK
-or the email composer because `trigger` needs them.
+Builders return plain tuples rather than a class per function: creating a class costs time at
+import, which every cold start would pay. Imports sit inside the builders on purpose: Lambda cold
+start is measured (`make bench`), and a function should load only what it runs: `collect` must not
+import the scenario engine, the LINE SDK or the email composer because `trigger` needs them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -192,6 +192,7 @@ def collect(settings: Settings | None = None) -> Collector:
 
 def line_webhook(settings: Settings | None = None) -> LineWebhook:
     from cems.adapters.dynamodb.link_nonces import NonceStore
+    from cems.adapters.line_api import LineReplyApi
     from cems.ingest import Ingestor
     from cems.line.api import messaging_api
     from cems.line.webhook import LineWebhook
@@ -206,17 +207,12 @@ def line_webhook(settings: Settings | None = None) -> LineWebhook:
         NonceStore(settings.tables.customers, dynamodb),
         stores.customers,
         # The reply client is made on the first reply: the token costs an SSM read.
-        lambda: messaging_api(line),
+        lambda: LineReplyApi(messaging_api(line)),
     )
 
 
-@dataclass(frozen=True)
-class TriggerServices:
-    runner: ScenarioRunner
-    consent: ConsentConfirmations
-
-
-def trigger(settings: Settings | None = None) -> TriggerServices:
+def trigger(settings: Settings | None = None) -> tuple[ScenarioRunner, ConsentConfirmations]:
+    """The runner and the double opt-in confirmations."""
     from cems.adapters.dynamodb.consent_markers import ConfirmationMarkers
     from cems.consent import ConsentConfirmations
 
@@ -229,19 +225,14 @@ def trigger(settings: Settings | None = None) -> TriggerServices:
         settings.queues.email_send,
         shop_name=settings.engagement.shop_name,
     )
-    return TriggerServices(runner(dynamodb, sqs, settings), consent)
+    return runner(dynamodb, sqs, settings), consent
 
 
-@dataclass(frozen=True)
-class TickServices:
-    runner: ScenarioRunner
-    broadcasts: BroadcastStarter
-
-
-def tick(settings: Settings | None = None) -> TickServices:
+def tick(settings: Settings | None = None) -> tuple[ScenarioRunner, BroadcastStarter]:
+    """The runner (due enrolments) and the broadcast starter (runs whose time has come)."""
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
-    return TickServices(runner(dynamodb, sqs, settings), broadcast_starter(dynamodb, sqs, settings))
+    return runner(dynamodb, sqs, settings), broadcast_starter(dynamodb, sqs, settings)
 
 
 def broadcast(settings: Settings | None = None) -> BroadcastWorker:
@@ -276,13 +267,8 @@ def scenario_loader(settings: Settings | None = None) -> ScenarioLoader:
     )
 
 
-@dataclass(frozen=True)
-class SendLineServices:
-    sender: LineSender
-    retry: QueueRetry
-
-
-def send_line(logger: Logger, settings: Settings | None = None) -> SendLineServices:
+def send_line(logger: Logger, settings: Settings | None = None) -> tuple[LineSender, QueueRetry]:
+    """The sender and the retry of a record that must wait (LINE_SEND_QUEUE_URL)."""
     from cems.adapters.dynamodb.customers import CustomerStore
     from cems.adapters.dynamodb.line_deliveries import DeliveryStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
@@ -304,16 +290,11 @@ def send_line(logger: Logger, settings: Settings | None = None) -> SendLineServi
         retry_base_seconds=line.retry_base_seconds,
         counters=ReportCounters(tables.journeys, dynamodb),
     )
-    return SendLineServices(sender, QueueRetry(settings.queues.line_send, logger))
+    return sender, QueueRetry(settings.queues.line_send, logger)
 
 
-@dataclass(frozen=True)
-class SendEmailServices:
-    sender: EmailSender
-    retry: QueueRetry
-
-
-def send_email(logger: Logger, settings: Settings | None = None) -> SendEmailServices:
+def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailSender, QueueRetry]:
+    """The sender and the retry of a record SES throttled (EMAIL_SEND_QUEUE_URL)."""
     from cems.adapters import aws
     from cems.adapters.dynamodb.customers import CustomerStore
     from cems.adapters.dynamodb.email_deliveries import DeliveryRecords
@@ -345,17 +326,11 @@ def send_email(logger: Logger, settings: Settings | None = None) -> SendEmailSer
         SesGateway(lambda: aws.client("sesv2", SES_CLIENT_CONFIG)),
         links,
     )
-    return SendEmailServices(sender, QueueRetry(settings.queues.email_send, logger))
+    return sender, QueueRetry(settings.queues.email_send, logger)
 
 
-@dataclass(frozen=True)
-class EngageServices:
-    engagement: Engagement
-    # The sender's name on the unsubscribe and confirmation pages, if set.
-    shop_name: str | None
-
-
-def engage(settings: Settings | None = None) -> EngageServices:
+def engage(settings: Settings | None = None) -> tuple[Engagement, str | None]:
+    """The engagement rules and the shop's name for the unsubscribe and confirmation pages."""
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.dynamodb.suppression import SuppressionStore
     from cems.engagement.engage import Engagement
@@ -373,16 +348,10 @@ def engage(settings: Settings | None = None) -> EngageServices:
         ReportCounters(tables.journeys, dynamodb),
         SuppressionStore(tables.customers, dynamodb),
     )
-    return EngageServices(service, engagement.shop_name)
+    return service, engagement.shop_name
 
 
-@dataclass(frozen=True)
-class AdminServices:
-    reports: ReportService
-    eraser: CustomerEraser
-
-
-def admin(settings: Settings | None = None) -> AdminServices:
+def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEraser]:
     from cems.adapters.dynamodb.erasure import CustomerEraser
     from cems.adapters.dynamodb.journeys import ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
@@ -391,7 +360,7 @@ def admin(settings: Settings | None = None) -> AdminServices:
     settings = _settings(settings)
     dynamodb = _dynamodb()
     tables = settings.tables
-    return AdminServices(
+    return (
         ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
         CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
     )

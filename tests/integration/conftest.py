@@ -8,10 +8,12 @@ import boto3
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
+from cems.engagement.config import TRACKING_SECRET
+from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET
 from cems.local.cfn import Template
 from cems.local.moto_server import patch_moto
 from cems.local.resources import create_table
-from cems.settings import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET, TRACKING_SECRET, Settings
+from cems.settings import Settings
 from cems.wiring import customer_stores
 from moto import mock_aws
 

@@ -23,13 +23,13 @@ from cems.adapters.dynamodb.report_counters import ReportCounters
 from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.consent import ConsentConfirmations, Outcome
 from cems.email.compose import SignedLinks, compose
+from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.engagement.engage import ConfirmResult, Engagement
 from cems.engagement.tokens import TokenSigner
 from cems.ingest import Ingestor
 from cems.models import Channel, SegmentMessage, Site, StoredEvent, Trust, address_hash
-from cems.settings import EmailSettings
 from cems.trust import user_hash
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)

@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 from cems.adapters import aws as cems_aws
-from cems.settings import (
-    LINE_CHANNEL_ACCESS_TOKEN,
-    LINE_CHANNEL_SECRET,
-    TRACKING_SECRET,
-    MissingSecretSetting,
-    SecretSetting,
-)
+from cems.engagement.config import TRACKING_SECRET
+from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET
+from cems.settings import MissingSecretSetting, SecretSetting
 
 ROOT = Path(__file__).parents[2]
 

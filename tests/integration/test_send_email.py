@@ -154,7 +154,7 @@ class Harness:
         return dict(found)
 
     def ses_client(self) -> Any:
-        return self.module.services.sender.gateway.client()
+        return self.module.sender.gateway.client()
 
     def fail_ses(self, *answers: tuple[int, str] | Exception) -> list[int]:
         """The next SendEmail calls answer `answers` in turn (HTTP status and SES error code, or an
@@ -284,8 +284,8 @@ def test_throttling_then_success_sends_once(harness: Harness) -> None:
 def test_an_unverified_sender_is_a_permanent_failure(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    harness.module.services.sender.settings = type(harness.module.services.sender.settings)(
-        **{**harness.module.services.sender.settings.__dict__, "from_address": "news@unverified.example.jp"}
+    harness.module.sender.settings = type(harness.module.sender.settings)(
+        **{**harness.module.sender.settings.__dict__, "from_address": "news@unverified.example.jp"}
     )
     customer = harness.customer(1)
     harness.enqueue(dispatch("unverified", customer))

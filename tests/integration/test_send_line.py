@@ -53,9 +53,7 @@ class Harness:
         self.sqs = sqs
         self.queue_url = queue_url
         self.customers = CustomerStore("CustomersTable", dynamodb)
-        self.deliveries = DeliveryStore(
-            "DeliveriesTable", dynamodb, module.services.sender.deliveries.retention
-        )
+        self.deliveries = DeliveryStore("DeliveriesTable", dynamodb, module.sender.deliveries.retention)
 
     def customer(self, n: int, *, reachable: bool = True, consent: bool = True) -> str:
         now = datetime.now(UTC)
@@ -221,7 +219,7 @@ def test_the_monthly_limit_defers_for_an_hour_and_raises_a_metric(
     assert [m["LineMonthlyLimitReached"] for m in metrics if "LineMonthlyLimitReached" in m] == [[1.0]]
     assert harness.receive() == []  # back in an hour, not now
     # The next month (or a bigger plan): a new execution environment sends them.
-    harness.module.services.sender._paused_until = 0.0
+    harness.module.sender._paused_until = 0.0
     assert harness.invoke(redeliver_now(harness, records)) == set()
     assert set(harness.received()) == {line_user_id(n) for n in (1, 2, 3)}
     assert set(harness.outcomes("monthly").values()) == {RecipientStatus.SENT}
@@ -234,10 +232,10 @@ def test_a_time_out_is_retried(harness: Harness, monkeypatch: pytest.MonkeyPatch
     silent.listen(8)  # accepts connections, never answers
     try:
         from cems.line.api import messaging_api
-        from cems.settings import LineSettings
+        from cems.line.config import LineSettings
 
         settings = LineSettings(api_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
-        gateway = harness.module.services.sender.gateway
+        gateway = harness.module.sender.gateway
         monkeypatch.setattr(gateway, "_api_factory", lambda: messaging_api(settings, TOKEN))
         monkeypatch.setattr(gateway, "_api", None)
         monkeypatch.setattr(gateway, "timeout", (0.5, 0.5))

@@ -28,6 +28,7 @@ from cems.adapters.dynamodb.suppression import SuppressionStore
 from cems.adapters.ses import SesGateway
 from cems.cli import main
 from cems.email.compose import TEST_HEADER, TEST_SUBJECT_PREFIX, SignedLinks
+from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.email.sender import EmailSender, Status
 from cems.engagement.tokens import TokenSigner
@@ -37,7 +38,6 @@ from cems.line.sender import CallResult, LineSender, classify_error
 from cems.local.cfn import Template
 from cems.local.resources import create_resources
 from cems.models import ChannelState, Profile
-from cems.settings import EmailSettings
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
 from moto.ses.models import ses_backends

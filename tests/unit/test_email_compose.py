@@ -19,10 +19,11 @@ from cems.email.compose import (
     rewrite_html_links,
     rewrite_text_links,
 )
+from cems.email.config import EmailSettings, EmailSettingsError
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.ses_events import DispatchTags
 from cems.engagement.tokens import TokenKind, TokenSigner
-from cems.settings import EmailSettings, EmailSettingsError, Settings
+from cems.settings import Settings
 from pydantic import ValidationError
 
 BASE = "https://engage.example.jp"

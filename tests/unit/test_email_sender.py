@@ -18,8 +18,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from cems.adapters.ses import SES_CLIENT_CONFIG, SesGateway, classify_error
+from cems.email.config import EmailSettings
 from cems.email.sender import EmailSender, Status, scrub, valid_address
-from cems.settings import EmailSettings
 
 SETTINGS = EmailSettings(
     from_address="shop@example.jp",

@@ -1,9 +1,9 @@
 """Secrets never fall back to the public local defaults outside the local stack (CEMS_LOCAL=1)."""
 
 import pytest
-from cems.engagement.config import LOCAL_TRACKING_SECRET
-from cems.line.config import LOCAL_CHANNEL_ACCESS_TOKEN, LOCAL_CHANNEL_SECRET
-from cems.settings import EngagementSettings, LineSettings, MissingSecretSetting, Settings
+from cems.engagement.config import LOCAL_TRACKING_SECRET, EngagementSettings
+from cems.line.config import LOCAL_CHANNEL_ACCESS_TOKEN, LOCAL_CHANNEL_SECRET, LineSettings
+from cems.settings import MissingSecretSetting, Settings
 
 
 def test_line_settings_refuse_to_be_built_without_the_secrets_naming_each_setting() -> None:

@@ -3,8 +3,12 @@ naming its variable."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
-from cems.settings import EmailSettingsError, Settings, SettingsError
+from cems.email.config import EmailSettingsError
+from cems.settings import Settings, SettingsError
 
 EMAIL = {
     "EMAIL_FROM_ADDRESS": "shop@shop.example.jp",
@@ -98,3 +102,43 @@ def test_email_settings_name_every_missing_variable_outside_the_local_stack() ->
 def test_a_bad_retry_base_is_refused_as_an_email_setting() -> None:
     with pytest.raises(EmailSettingsError, match="CEMS_EMAIL_RETRY_BASE_SECONDS"):
         _ = Settings(EMAIL | {"CEMS_EMAIL_RETRY_BASE_SECONDS": "soon"}).email
+
+
+ROOT = Path(__file__).parents[2]
+# Their own options, not the functions' settings: the local stack and the command-line tools.
+MAY_READ_THE_ENVIRONMENT = {"settings.py", "cli.py", "reports/cli.py", "local"}
+
+
+def _reads_the_environment(path: Path) -> list[str]:
+    """`os.environ` / `os.getenv` uses, except the handlers' PYDANTIC_DISABLE_PLUGINS cold-start switch
+    (it must be set before pydantic builds its first model, which settings cannot guarantee)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    allowed = {
+        id(node.func.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "setdefault"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value == "PYDANTIC_DISABLE_PLUGINS"
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and id(node) not in allowed:
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            names = [alias.name for alias in node.names if alias.name in ("environ", "getenv")]
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}" for _ in names]
+    return found
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    package = ROOT / "shared" / "cems"
+    found = []
+    for path in sorted([*package.rglob("*.py"), *(ROOT / "functions").rglob("*.py")]):
+        relative = path.relative_to(package).as_posix() if path.is_relative_to(package) else ""
+        if relative in MAY_READ_THE_ENVIRONMENT or relative.split("/")[0] in MAY_READ_THE_ENVIRONMENT:
+            continue
+        found += _reads_the_environment(path)
+    assert found == []

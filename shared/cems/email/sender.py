@@ -42,11 +42,11 @@ from pydantic import ValidationError
 
 from cems import clock
 from cems.email.compose import LinkMaker, compose
+from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
 from cems.models import Channel, address_hash
 from cems.ports import CounterPort, CustomerReader, EmailDeliveryRecords, MailGateway, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
-from cems.settings import EmailSettings
 
 RETRY_MAX_SECONDS = 600
 # How long a claim holds: far longer than one SES call (connect 2 s + read 10 s, no retries).

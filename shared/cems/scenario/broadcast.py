@@ -35,11 +35,11 @@ from pydantic import BaseModel, ConfigDict
 
 from cems import clock
 from cems.ports import BroadcastStorePort, MessageQueue, ProfileScanner, ScenarioReader
+from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS
 from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
 from cems.scenario.records import ScenarioVersion
 from cems.scenario.runner import RunReport, ScenarioRunner
 from cems.scenario.timing import cron_next
-from cems.settings import DEFAULT_BROADCAST_SEGMENTS
 
 log = logging.getLogger("cems.scenario")
 

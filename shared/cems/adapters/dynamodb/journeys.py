@@ -27,6 +27,7 @@ from cems.adapters.dynamodb.items import (
     to_attribute_map,
     transaction_cancelled,
 )
+from cems.scenario.config import DEFAULT_DUE_SHARDS
 from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, Scenario
 from cems.scenario.records import (
     ActiveState,
@@ -43,7 +44,6 @@ from cems.scenario.records import (
     VersionRaceError,
     padded_sequencer,
 )
-from cems.settings import DEFAULT_DUE_SHARDS
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
