@@ -315,6 +315,14 @@ class ScenarioFilesPort(Protocol):
     def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str: ...
 
 
+class LineReplies(Protocol):
+    """What the LINE webhook asks of the Messaging API: a link token, a reply to an event. Either
+    raises when LINE refuses or cannot be reached (the webhook records it and goes on)."""
+
+    def issue_link_token(self, line_user_id: str) -> str: ...
+    def reply(self, reply_token: str, messages: list[Any]) -> None: ...
+
+
 # ------------------------------------------------------------------------------------- queues
 
 

@@ -1,4 +1,5 @@
-"""LINE Messaging API adapters: push and multicast (LineGateway), rich-menu links (LineRichMenus).
+"""LINE Messaging API adapters: push and multicast (LineGateway), rich-menu links (LineRichMenus), the
+webhook's link tokens and replies (LineReplyApi).
 
 Rich menus (a scenario's `rich_menu` step): the client is built on first use (the token is read
 then, from SSM through the cached parameter, and again whenever the cached token changes), so a
@@ -102,4 +103,24 @@ class LineGateway:
             UnitStatus.SENT,
             http_status=response.status_code,
             line_request_id=response_header(response.headers, "x-line-request-id"),
+        )
+
+
+class LineReplyApi:
+    """The webhook's calls (ports.LineReplies) through the SDK's MessagingApi, each with a time-out."""
+
+    def __init__(self, api: MessagingApi) -> None:
+        self.api = api
+
+    def issue_link_token(self, line_user_id: str) -> str:
+        """A link token for this LINE user (valid 10 minutes, single use)."""
+        response = self.api.issue_link_token(line_user_id, _request_timeout=LINE_REQUEST_TIMEOUT)
+        return str(response.link_token)
+
+    def reply(self, reply_token: str, messages: list[Any]) -> None:
+        from linebot.v3.messaging import ReplyMessageRequest  # type: ignore[import-untyped,unused-ignore]
+
+        self.api.reply_message(
+            ReplyMessageRequest(reply_token=reply_token, messages=messages),
+            _request_timeout=LINE_REQUEST_TIMEOUT,
         )

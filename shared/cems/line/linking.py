@@ -34,14 +34,9 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cems.line.config import LINE_REQUEST_TIMEOUT
 from cems.settings import LineSettings
-
-if TYPE_CHECKING:
-    from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
 
 # As long as LINE's link token lives: a nonce outliving it could never be used.
 NONCE_TTL = timedelta(minutes=10)
@@ -87,9 +82,3 @@ def link_page_url(settings: LineSettings, link_token: str) -> str:
 def account_link_url(settings: LineSettings, link_token: str, nonce: str) -> str:
     """LINE's account-link endpoint, where the tag sends the visitor."""
     return with_query(settings.account_link_url, linkToken=link_token, nonce=nonce)
-
-
-def issue_link_token(api: MessagingApi, line_user_id: str) -> str:
-    """A link token for this LINE user (valid 10 minutes, single use)."""
-    response = api.issue_link_token(line_user_id, _request_timeout=LINE_REQUEST_TIMEOUT)
-    return str(response.link_token)

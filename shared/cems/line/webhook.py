@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 from cems import clock
@@ -36,15 +36,11 @@ from cems.config import MAX_MESSAGE_BYTES
 from cems.errors import ClientError
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor
-from cems.line.config import LINE_REQUEST_TIMEOUT
-from cems.line.linking import LinkNonce, issue_link_token, link_page_url
+from cems.line.linking import LinkNonce, link_page_url
 from cems.line.replies import LINK_KEYWORDS, Reply, messages_for, offers_link
 from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site, Trust
-from cems.ports import CustomerDirectory, NoncePort
+from cems.ports import CustomerDirectory, LineReplies, NoncePort
 from cems.settings import LineSettings
-
-if TYPE_CHECKING:
-    from linebot.v3.messaging import MessagingApi  # type: ignore[import-untyped,unused-ignore]
 
 # The "site" LINE events are stored under (no write key: LINE proves itself by the signature).
 LINE_SOURCE = Site(
@@ -328,7 +324,7 @@ class LineWebhook:
         ingestor: Ingestor,
         nonces: NoncePort,
         customers: CustomerDirectory,
-        api: Callable[[], MessagingApi],
+        api: Callable[[], LineReplies],
     ) -> None:
         self.settings = settings
         self.ingestor = ingestor
@@ -418,6 +414,7 @@ class LineWebhook:
 
     def _reply(self, item: Mapped, outcome: WebhookOutcome) -> None:
         assert item.message.line_user_id is not None and item.reply is not None
+        assert item.reply_token is not None  # handle() replies only to events that carry one
         reply = item.reply
         if reply in (Reply.WELCOME, Reply.LINK) and self._is_linked(item.message.line_user_id):
             reply = Reply.WELCOME_BACK if reply is Reply.WELCOME else Reply.ALREADY_LINKED
@@ -429,16 +426,11 @@ class LineWebhook:
         page_url = None
         if offers_link(reply):
             try:
-                page_url = link_page_url(self.settings, issue_link_token(api, item.message.line_user_id))
+                page_url = link_page_url(self.settings, api.issue_link_token(item.message.line_user_id))
             except Exception as exc:  # the reply still goes, without the button
                 outcome.reply_failures.append(f"link_token: {_failure(exc)}")
         try:
-            from linebot.v3.messaging import ReplyMessageRequest  # type: ignore[import-untyped,unused-ignore]
-
-            api.reply_message(
-                ReplyMessageRequest(reply_token=item.reply_token, messages=messages_for(reply, page_url)),
-                _request_timeout=LINE_REQUEST_TIMEOUT,
-            )
+            api.reply(item.reply_token, messages_for(reply, page_url))
         except Exception as exc:  # LINE down or the reply token expired: the event stays stored
             outcome.reply_failures.append(f"{reply.value}: {_failure(exc)}")
             return
