@@ -1,8 +1,9 @@
 """Date-trigger backfill under moto, through the Lambda handlers: uploading a date-trigger scenario
 (scenario_loader) starts a backfill run (segment messages of kind `backfill` on BroadcastQueue), the
 broadcast function schedules the pending entry of every profile that already has the date, and tick
-enrols each at its moment. Redelivery schedules nothing twice; re-uploading starts no second run; a
-new version whose trigger changed starts its own."""
+enrols each at its moment; re-uploading starts no second run. The backfill's rules (redelivery,
+hand-on, a changed trigger, a run enqueued again) are tested on in-memory stores in
+tests/unit/test_broadcast_behaviour.py."""
 
 from __future__ import annotations
 
@@ -21,12 +22,10 @@ from cems import clock
 from cems.adapters import aws
 from cems.adapters.dynamodb.broadcasts import BroadcastStore
 from cems.adapters.dynamodb.customers import Stores
-from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
-from cems.adapters.dynamodb.keys import broadcast_segment_key
-from cems.adapters.sqs import SqsQueue
+from cems.adapters.dynamodb.journeys import EnrolmentStore
 from cems.models import OrderSummary
 from cems.scenario import engine
-from cems.scenario.broadcast import BroadcastStarter, SegmentMessage, backfill_run
+from cems.scenario.broadcast import SegmentMessage, backfill_run
 from cems.scenario.records import DateSchedule
 from cems.settings import Settings
 from cems.wiring import journey_stores
@@ -194,24 +193,6 @@ def test_profiles_from_before_the_upload_get_their_moment_and_tick_enrols_them(b
         assert backfill.enrolments.get(people[name], SCENARIO_ID) is None
 
 
-def test_a_redelivered_segment_schedules_nothing_twice(backfill: Backfill) -> None:
-    people = _customers(backfill)
-    backfill.upload(_document())
-    records = backfill.segments()
-    backfill.deliver(records)
-    first = {name: backfill.schedule(c) for name, c in people.items()}
-
-    backfill.deliver(records)  # finished segments are not scanned again
-    # A segment whose progress was lost (died before recording its page) scans again, writing nothing.
-    client = backfill.stores.customers.client
-    for n in range(SEGMENTS):
-        client.delete_item(TableName=TABLE, Key=broadcast_segment_key(SCENARIO_ID, backfill_run(1), n))
-    clock.freeze(NOW + timedelta(hours=1))
-    backfill.deliver(records)
-    assert {name: backfill.schedule(c) for name, c in people.items()} == first  # same revisions
-    assert backfill.segments() == []
-
-
 def test_uploading_again_starts_no_second_backfill(backfill: Backfill) -> None:
     _customers(backfill)
     first = backfill.upload(_document())
@@ -233,52 +214,6 @@ def test_uploading_again_starts_no_second_backfill(backfill: Backfill) -> None:
     assert backfill.segments() == []
 
 
-def test_a_version_whose_trigger_changed_backfills_again(backfill: Backfill) -> None:
-    people = _customers(backfill)
-    backfill.upload(_document())
-    old_run = backfill.segments()
-    longer = backfill.upload(_document(offset="40d"))
-    assert (longer["outcome"], longer["version"]) == ("activated", 2)
-    records = backfill.segments()
-    assert {json.loads(r["body"])["run"] for r in records} == {backfill_run(2)}
-    backfill.deliver(records)
-    recent = backfill.schedule(people["recent"])
-    assert recent is not None and recent.due_at == RECENT_BUYER_DUE + timedelta(days=10)
-    # 60 days ago + 40 days has passed as well; 10 days ago + 40 days is ahead.
-    assert backfill.schedule(people["long_ago"]) is None
-    # The first version's backfill, delivered late, stops: its trigger is no longer the live one.
-    backfill.deliver(old_run)
-    recent_after = backfill.schedule(people["recent"])
-    assert recent_after == recent
-
-
-def test_a_backfill_that_could_not_be_enqueued_is_enqueued_by_tick(backfill: Backfill, dynamodb: Any) -> None:
-    people = _customers(backfill)
-    scenarios = ScenarioStore(TABLE, dynamodb)
-    broken = BroadcastStarter(
-        scenarios,
-        BroadcastStore(TABLE, dynamodb),
-        SqsQueue(backfill.sqs, backfill.broadcast_url + "-gone"),
-        SEGMENTS,
-    )
-    backfill.uploads.module.loader.backfills = broken  # the loader's SendMessage fails
-    result = backfill.upload(_document())
-    assert (result["outcome"], result["version"]) == ("activated", 1)
-    assert backfill.uploads.report(SCENARIO_ID)["backfill"] == "pending"
-    assert backfill.segments() == []
-
-    backfill.tick_at(NOW + timedelta(minutes=1))
-    assert backfill.segments() == []  # not before RESTART_AFTER
-    backfill.tick_at(NOW + timedelta(minutes=6))
-    records = backfill.segments()
-    assert len(records) == SEGMENTS
-    backfill.tick_at(NOW + timedelta(minutes=12))
-    assert backfill.segments() == []  # enqueued once
-    backfill.deliver(records)
-    recent = backfill.schedule(people["recent"])
-    assert recent is not None and recent.due_at == RECENT_BUYER_DUE
-
-
 def test_the_backfill_sample_event_runs_through_the_broadcast_handler(backfill: Backfill) -> None:
     """events/broadcast/backfill_segment.json is what BroadcastQueue delivers for a backfill; its
     scenario is not stored here, so the record is handled (nothing to do), not failed."""
@@ -286,21 +221,3 @@ def test_the_backfill_sample_event_runs_through_the_broadcast_handler(backfill: 
     message = SegmentMessage.model_validate_json(sample["Records"][0]["body"])
     assert (message.kind, message.run) == ("backfill", backfill_run(message.version))
     backfill.deliver(sample["Records"])
-
-
-def test_a_long_segment_is_handed_on_and_everyone_is_scheduled_once(backfill: Backfill) -> None:
-    """With little time left after each page, a backfill segment hands the rest on (still a backfill)."""
-    buyers = [backfill.buyer(f"cus_bf_many{n:02d}", NOW - timedelta(days=n % 5)) for n in range(12)]
-    backfill.broadcast.worker.page_size = 2
-    backfill.broadcast.worker.min_remaining_ms = 120_000  # more than the fake context ever has left
-    backfill.upload(_document())
-    invocations = 0
-    while records := backfill.segments():
-        assert {json.loads(r["body"])["kind"] for r in records} == {"backfill"}
-        invocations += len(records)
-        backfill.deliver(records)
-    assert invocations > SEGMENTS
-    for n, customer in enumerate(buyers):
-        schedule = backfill.schedule(customer)  # written once (revision 1), 30 days after the purchase
-        assert schedule is not None and schedule.revision == 1
-        assert schedule.due_at == datetime(2026, 5, 31, 1, 0, tzinfo=UTC) - timedelta(days=n % 5)
