@@ -11,7 +11,7 @@ from typing import Any
 
 from cems import clock
 from cems.adapters.dynamodb.customers import MAX_HISTORY_EVENTS
-from cems.identity import IdentityKey, identities_of
+from cems.identity import IdentityKey, IdentityKind, identities_of
 from cems.models import Profile, StoredEvent
 from cems.ports import ProfilePage
 
@@ -46,6 +46,12 @@ class InMemoryCustomers(InMemoryIngestStore):
             return None
         profile = self.profile(customer_id)
         return customer_id if profile is None else profile.customer_id
+
+    def customer_for_anonymous_id(self, anonymous_id: str) -> str | None:
+        return self.customer_for(IdentityKey(IdentityKind.ANONYMOUS, anonymous_id))
+
+    def customer_for_user_id(self, user_id: str) -> str | None:
+        return self.customer_for(IdentityKey(IdentityKind.USER, user_id))
 
     def set_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime | None = None) -> bool:
         """Sets the traits on the profile a merge left (False: no such profile), as the store's
