@@ -3,6 +3,7 @@ within DynamoDB's limit and lands whole, events read back with the fields (and n
 profiles read in batches. Ingest's rules (de-duplication, merges, purchase facts) are tested on the
 in-memory store in tests/unit/test_ingest_behaviour.py."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.customers import Stores
-from cems.ingest import Ingestor
+from cems.ingest import Ingestor, IngestResult
 from cems.models import Profile, SegmentMessage, Site, Trust
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -34,17 +35,20 @@ def order(order_id: str, total: int, *skus: str) -> dict[str, Any]:
     }
 
 
+Ingest = Callable[..., IngestResult]
+
+
 @pytest.fixture
-def ingest(stores: Stores):  # type: ignore[no-untyped-def]
+def ingest(stores: Stores) -> Ingest:
     ingestor = Ingestor(stores.ingest)
 
-    def run(*messages: SegmentMessage, at: datetime = NOW):  # type: ignore[no-untyped-def]
+    def run(*messages: SegmentMessage, at: datetime = NOW) -> IngestResult:
         return ingestor.ingest(SITE, list(messages), at)
 
     return run
 
 
-def test_a_batch_larger_than_one_transaction_is_stored_whole(ingest, stores: Stores) -> None:
+def test_a_batch_larger_than_one_transaction_is_stored_whole(ingest: Ingest, stores: Stores) -> None:
     messages = [msg("track", f"m{i:03}", anonymousId=f"a{i % 7}", event="Viewed") for i in range(120)]
     messages.append(
         msg("track", "buy", anonymousId="a1", event="Order Completed", properties=order("B", 10, "S"))
@@ -59,7 +63,7 @@ def test_a_batch_larger_than_one_transaction_is_stored_whole(ingest, stores: Sto
     assert total == 121
 
 
-def test_stored_events_keep_the_time_fields_segment_defines(ingest, stores: Stores) -> None:
+def test_stored_events_keep_the_time_fields_segment_defines(ingest: Ingest, stores: Stores) -> None:
     sent = NOW + timedelta(minutes=5)  # the client's clock runs 5 minutes fast
     ingest(
         msg(
