@@ -10,7 +10,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from cems.adapters.dynamodb.broadcasts import BroadcastStore
 from cems.adapters.dynamodb.customers import Stores
@@ -22,6 +21,9 @@ from cems.scenario.broadcast import RESTART_AFTER, SegmentProgress
 from tests.fakes.broadcasts import InMemoryBroadcastStore, InMemoryQueue
 from tests.fakes.customers import InMemoryCustomers
 
+# The contract suites' moto: tables made once per module (fixtures used by name).
+from tests.integration.contract_tables import empty_dynamodb, empty_sqs, empty_stores, module_dynamodb  # noqa: F401
+
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
 IMPLEMENTATIONS = ["fake", "moto"]
 
@@ -30,7 +32,7 @@ IMPLEMENTATIONS = ["fake", "moto"]
 def store(request: pytest.FixtureRequest) -> BroadcastStorePort:
     if request.param == "fake":
         return InMemoryBroadcastStore()
-    return BroadcastStore("JourneysTable", request.getfixturevalue("dynamodb"))
+    return BroadcastStore("JourneysTable", request.getfixturevalue("empty_dynamodb"))
 
 
 def test_a_run_is_started_once(store: BroadcastStorePort) -> None:
@@ -79,7 +81,7 @@ def profiles(request: pytest.FixtureRequest) -> Profiles:
     if request.param == "fake":
         fake = InMemoryCustomers()
         return Profiles(fake.put_profile, fake)
-    stores: Stores = request.getfixturevalue("stores")
+    stores: Stores = request.getfixturevalue("empty_stores")
 
     def put(profile: Profile) -> None:
         stores.customers.client.put_item(
@@ -128,8 +130,7 @@ def queue(request: pytest.FixtureRequest) -> Queue:
     if request.param == "fake":
         fake = InMemoryQueue()
         return Queue(fake, fake.take, lambda: setattr(fake, "unavailable", True))
-    request.getfixturevalue("aws")
-    sqs = boto3.client("sqs", region_name="ap-northeast-1")
+    sqs = request.getfixturevalue("empty_sqs")
     url = sqs.create_queue(QueueName="BroadcastQueue")["QueueUrl"]
 
     def received() -> list[str]:

@@ -37,6 +37,9 @@ from tests.fakes.customers import InMemoryCustomers
 from tests.fakes.journeys import InMemoryCapStore, InMemoryEnrolmentStore, InMemoryScenarioStore
 from tests.fakes.scenario_io import InMemoryReportCounters
 
+# The contract suites' moto: tables made once per module (fixtures used by name).
+from tests.integration.contract_tables import empty_dynamodb, empty_stores, module_dynamodb  # noqa: F401
+
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
 TABLE = "JourneysTable"
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo, a Friday
@@ -55,21 +58,21 @@ def frozen() -> Any:
 def enrolments(request: pytest.FixtureRequest) -> EnrolmentStorePort:
     if request.param == "fake":
         return InMemoryEnrolmentStore[engine.Enrolment]()
-    return EnrolmentStore(TABLE, request.getfixturevalue("dynamodb"), 4, model=engine.Enrolment)
+    return EnrolmentStore(TABLE, request.getfixturevalue("empty_dynamodb"), 4, model=engine.Enrolment)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def caps(request: pytest.FixtureRequest) -> CapStorePort:
     if request.param == "fake":
         return InMemoryCapStore()
-    return CapStore(TABLE, request.getfixturevalue("dynamodb"))
+    return CapStore(TABLE, request.getfixturevalue("empty_dynamodb"))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def scenarios(request: pytest.FixtureRequest) -> ScenarioPublisher:
     if request.param == "fake":
         return InMemoryScenarioStore()
-    return ScenarioStore(TABLE, request.getfixturevalue("dynamodb"))
+    return ScenarioStore(TABLE, request.getfixturevalue("empty_dynamodb"))
 
 
 class Counters(CounterPort, ReportReader, Protocol):
@@ -80,7 +83,7 @@ class Counters(CounterPort, ReportReader, Protocol):
 def counters(request: pytest.FixtureRequest) -> Counters:
     if request.param == "fake":
         return InMemoryReportCounters()
-    return ReportCounters(TABLE, request.getfixturevalue("dynamodb"))
+    return ReportCounters(TABLE, request.getfixturevalue("empty_dynamodb"))
 
 
 class CustomerWorld:
@@ -98,7 +101,7 @@ def customers(request: pytest.FixtureRequest) -> CustomerWorld:
     if request.param == "fake":
         fake = InMemoryCustomers()
         return CustomerWorld(fake.put_profile, fake.put_event, fake, fake)
-    stores: Stores = request.getfixturevalue("stores")
+    stores: Stores = request.getfixturevalue("empty_stores")
 
     def put_profile(profile: Profile) -> None:
         stores.customers.client.put_item(

@@ -33,6 +33,9 @@ from cems.ports import EmailDeliveryRecords, LineDeliveryClaims, SuppressionPort
 from tests.fakes.email import InMemoryEmailDeliveries, InMemorySuppressions
 from tests.fakes.line import InMemoryLineDeliveries
 
+# The contract suites' moto: tables made once per module (fixtures used by name).
+from tests.integration.contract_tables import empty_dynamodb, module_dynamodb  # noqa: F401
+
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 IMPLEMENTATIONS = ["fake", "moto"]
@@ -49,21 +52,21 @@ def frozen() -> Any:
 def line(request: pytest.FixtureRequest) -> LineDeliveryClaims:
     if request.param == "fake":
         return InMemoryLineDeliveries()
-    return DeliveryStore("DeliveriesTable", request.getfixturevalue("dynamodb"), timedelta(days=30))
+    return DeliveryStore("DeliveriesTable", request.getfixturevalue("empty_dynamodb"), timedelta(days=30))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def email(request: pytest.FixtureRequest) -> EmailDeliveryRecords:
     if request.param == "fake":
         return InMemoryEmailDeliveries()
-    return DeliveryRecords("DeliveriesTable", request.getfixturevalue("dynamodb"), timedelta(days=30))
+    return DeliveryRecords("DeliveriesTable", request.getfixturevalue("empty_dynamodb"), timedelta(days=30))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def suppressions(request: pytest.FixtureRequest) -> SuppressionPort:
     if request.param == "fake":
         return InMemorySuppressions()
-    return SuppressionStore("CustomersTable", request.getfixturevalue("dynamodb"))
+    return SuppressionStore("CustomersTable", request.getfixturevalue("empty_dynamodb"))
 
 
 UNIT = PlanUnit("m0000", UnitKind.MULTICAST, ("c1", "c2"))
