@@ -1,5 +1,7 @@
-"""JourneysTable stores under moto: versions and their numbers, the ACTIVE pointer and SCENARIOS
-index, enrolments and their revisions, the sparse sharded due index, frequency-cap counters."""
+"""JourneysTable stores under moto, what only they do: versions read back without the cache,
+rollbacks, concurrent uploads, the due index's shards and pages, cap periods and their TTL. What the
+in-memory stores must do alike (created once, stale revisions refused, caps at the limit, S3 events
+applied once) is the contract suite's, tests/integration/test_journeys_contract.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import pytest
 from cems import clock
 from cems.adapters.dynamodb.journeys import (
     DUE_INDEX,
-    CapStore,
     EnrolmentStore,
     JourneyStores,
     ScenarioStore,
@@ -105,22 +106,6 @@ def test_a_rollback_activates_an_older_version(journeys: JourneyStores) -> None:
     assert store.put_version(_scenario(document), document, ScenarioSource("k", "e4")).version == 4
 
 
-def test_the_same_s3_event_twice_makes_one_version(journeys: JourneyStores) -> None:
-    store = journeys.scenarios
-    document = _document()
-    source = ScenarioSource("scenarios/line-welcome.json", "e1", sequencer="0055AED6DCD90281E5")
-    assert store.put_version(_scenario(document), document, source).result == "created"
-    again = store.put_version(_scenario(document), document, source)
-    assert (again.result, again.version) == ("duplicate", 1)
-    # The same content uploaded again (a new event, same etag) is not a new version either.
-    same = ScenarioSource("scenarios/line-welcome.json", "e1", sequencer="0055AED6DCD90281F0")
-    assert store.put_version(_scenario(document), document, same).result == "unchanged"
-    # An older event delivered late is skipped.
-    older = ScenarioSource("scenarios/line-welcome.json", "e0", sequencer="0055AED6DCD9028100")
-    assert store.put_version(_scenario(document), document, older).result == "superseded"
-    assert store.versions("line-welcome") == [1]
-
-
 class _AtomicCalls:
     """The client with each call atomic, as every DynamoDB request is (moto in-process is not
     thread-safe); threads still interleave between a read and its conditional write."""
@@ -210,20 +195,6 @@ def _enrolment(customer: str = "cust-1", **changes: Any) -> Enrolment:
     return Enrolment(**values)
 
 
-def test_enrolments_are_created_once_and_read_per_customer(journeys: JourneyStores) -> None:
-    store = journeys.enrolments
-    created = store.create(_enrolment(variant="a", data={"trigger": {"event": "line_follow"}}))
-    assert created is not None and created.revision == 1
-    assert store.create(_enrolment()) is None  # already enrolled
-    store.create(_enrolment(scenario_id="cart-abandonment", step_id="wait-for-order"))
-    store.create(_enrolment("cust-2"))
-    got = store.get("cust-1", "line-welcome")
-    assert got is not None and got.variant == "a" and got.data == {"trigger": {"event": "line_follow"}}
-    assert got.entered_at == NOW and got.revision == 1
-    assert sorted(e.scenario_id for e in store.of_customer("cust-1")) == ["cart-abandonment", "line-welcome"]
-    assert store.get("cust-3", "line-welcome") is None
-
-
 def test_a_write_on_a_stale_revision_loses(journeys: JourneyStores) -> None:
     store = journeys.enrolments
     store.create(_enrolment())
@@ -302,27 +273,6 @@ def _all_index_items(dynamodb: Any) -> list[dict[str, Any]]:
 
 
 # -- frequency caps ---------------------------------------------------------------------------------
-
-
-def test_caps_count_per_tokyo_day_and_week_and_stop_at_the_limit(journeys: JourneyStores) -> None:
-    caps: CapStore = journeys.caps
-    cap = ChannelCap(per_day=1, per_week=3)
-    assert caps.try_consume("cust-1", "line", cap, NOW).allowed
-    refused = caps.try_consume("cust-1", "line", cap, NOW + timedelta(hours=2))
-    assert (refused.allowed, refused.capped_by) == (False, "day")
-    assert caps.counts("cust-1", "line", NOW) == (1, 1)  # a refused send counts nothing
-    assert caps.try_consume("cust-1", "email", cap, NOW).allowed  # each channel has its own
-    # 15:00 UTC is already the next day (Saturday) in Tokyo.
-    assert caps.try_consume("cust-1", "line", cap, NOW + timedelta(hours=12)).allowed
-    roomy = ChannelCap(per_day=5, per_week=3)
-    assert caps.try_consume("cust-1", "line", roomy, NOW + timedelta(hours=13)).allowed
-    week = caps.try_consume("cust-1", "line", roomy, NOW + timedelta(hours=14))
-    assert (week.allowed, week.capped_by) == (False, "week")
-    # Monday in Tokyo starts a new week.
-    assert caps.try_consume("cust-1", "line", cap, datetime(2026, 5, 3, 15, 30, tzinfo=UTC)).allowed
-    caps.release("cust-1", "line", NOW)
-    assert caps.counts("cust-1", "line", NOW) == (0, 2)
-    assert caps.try_consume("cust-1", "line", ChannelCap(per_day=None, per_week=None), NOW).allowed
 
 
 def test_cap_periods_and_expiry() -> None:
