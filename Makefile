@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# pytest-xdist workers: `auto` is one per core. Each takes whole test files (--dist loadfile), so a
+# module's fixtures are set up once, and starts its own local stack on free ports for the e2e tests.
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: run test install lint typecheck unit integration e2e bench chromium clean
 
@@ -24,7 +28,7 @@ test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -33,13 +37,13 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/python -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 integration: install
-	$(BIN)/python -m pytest tests/integration
+	$(PYTEST) tests/integration
 
 e2e: install chromium
-	$(BIN)/python -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 ## Headless Chromium and its driver for the browser tests (Debian packages).
 chromium:

@@ -1,29 +1,64 @@
-"""e2e fixtures: one local stack (`cems local` as a child process on free ports) for the session."""
+"""e2e fixtures: one local stack (`cems local` as a child process on free ports) for the session (for
+each pytest-xdist worker), waits on conditions with hang bounds, and the log privacy scan."""
 
 import base64
 import json
+import re
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
 from cems.adapters.dynamodb.customers import CustomerStore
+from cems.engagement.config import LOCAL_TRACKING_SECRET
 from cems.identity import IdentityKey, IdentityKind
-from cems.line.config import LOCAL_CHANNEL_SECRET
+from cems.line.config import LOCAL_CHANNEL_ACCESS_TOKEN, LOCAL_CHANNEL_SECRET
 from cems.line.webhook import sign
 from cems.local.running import RunningStack, running_local_stack
+from cems.local.runs import wait_for_run
+from cems.local.stack import DEFAULT_IDENTITY_SECRET, DEFAULT_SECRET_KEY
 from cems.models import Channel, ChannelState
 from cems.trust import user_hash
 
 ROOT = Path(__file__).parents[2]
-# How long a request to the stack may take before it counts as hung. Not a speed test: moving the
-# local clock runs every due tick and broadcast in the request, which on a busy machine takes minutes.
+# How long a request to the stack, or a run of due work it started (moving the clock, draining), may
+# take before it counts as hung. Not a speed test: on a busy machine a long run takes minutes.
 HANG = 600
+
+
+# Each e2e test's own hang bound (pytest-timeout), above HANG so a wait reports what it waited for.
+TEST_HANG = HANG + 300
+# How often a wait looks again: how soon it notices, never whether it passes.
+POLL_SECONDS = 0.1
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], what: str, hang: float = HANG) -> T:
+    """Polls until `probe` returns something truthy and returns it. `hang` only tells a hung stack
+    from a slow one: a pass never depends on how busy the machine is."""
+    deadline = time.monotonic() + hang
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen after {hang:.0f} s (last: {last!r})")
+        time.sleep(POLL_SECONDS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.timeout(TEST_HANG))
 
 
 @dataclass
@@ -70,12 +105,24 @@ class LocalStackClient:
             aws_secret_access_key="testing",
         )
 
+    def run(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Starts a run on the stack (`/_local/drain`, `/_local/clock`), which answers at once, and
+        waits until the run has ended; its last report."""
+        started = self.post(path, document)
+        return wait_for_run(self.http_url, started, hang_seconds=HANG)
+
     def drain(self) -> int:
         """Runs the stack's pollers (streams, queues, schedules) until idle."""
-        request = urllib.request.Request(f"{self.http_url}/_local/drain", method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=HANG) as answer:
-            delivered: int = json.loads(answer.read())["delivered"]
-            return delivered
+        delivered: int = self.run("/_local/drain", {})["delivered"]
+        return delivered
+
+    def advance_clock(self, seconds: float, step_seconds: float | None = None) -> dict[str, Any]:
+        """Moves CEMS's clock on the stack by `seconds` (in steps of `step_seconds`, else the stack's
+        hour), running the due work after each step; returns once all of it ran."""
+        body: dict[str, Any] = {"advance_seconds": seconds}
+        if step_seconds is not None:
+            body["step_seconds"] = step_seconds
+        return self.run("/_local/clock", body)
 
     def output(self) -> list[str]:
         return list(self.running.output)
@@ -157,9 +204,54 @@ class LocalStackClient:
             assert response.status == 200
 
 
-@pytest.fixture(scope="session")
-def local_stack() -> Iterator[LocalStackClient]:
+@contextmanager
+def started_stack() -> Iterator[LocalStackClient]:
+    """A local stack of its own (free ports: one per xdist worker, and one more per module that
+    needs to be alone), stopped on exit."""
     with running_local_stack(cwd=ROOT) as running:
         stack = LocalStackClient(running=running, dynamodb=None)
         stack.dynamodb = stack.client("dynamodb")
         yield stack
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStackClient]:
+    """The stack the e2e modules share. Under pytest-xdist each worker has its own, and a module's
+    tests stay on one worker (--dist loadfile), so what a module sets up is there for its tests."""
+    with started_stack() as stack:
+        yield stack
+
+
+EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+LINE_USER_ID = re.compile(r"\bU[0-9a-f]{32}\b")
+# Click, open, unsubscribe and confirm links carry a signed token after /r/, /o/, /u/ or /c/.
+TRACKING_PATH = re.compile(r"/[rouc]/[A-Za-z0-9_-]{20,}")
+SECRETS = (
+    LOCAL_CHANNEL_ACCESS_TOKEN,
+    LOCAL_CHANNEL_SECRET,
+    LOCAL_TRACKING_SECRET,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_IDENTITY_SECRET,
+)
+
+
+def privacy_findings(stack: LocalStackClient) -> list[str]:
+    """The lines the stack printed (its functions' logs included) that hold an email address, a LINE
+    user id, a tracking token or a secret: what no log line may hold."""
+    # And the ones this stack holds, should CEMS_SECRET_KEY / CEMS_IDENTITY_SECRET have chosen others.
+    secrets = (*SECRETS, stack.secret_key, stack.identity_secret)
+    found = []
+    for number, line in enumerate(list(stack.running.transcript), 1):
+        reasons = [
+            name
+            for name, hit in (
+                ("email address", EMAIL_ADDRESS.search(line)),
+                ("LINE user id", LINE_USER_ID.search(line)),
+                ("tracking token", TRACKING_PATH.search(line)),
+                ("secret", any(secret in line for secret in secrets)),
+            )
+            if hit
+        ]
+        if reasons:
+            found.append(f"line {number} ({', '.join(reasons)}): {line[:300]}")
+    return found

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalStackClient
+from tests.e2e.conftest import HANG, LocalStackClient
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def send(
 ) -> Answer:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=HANG) as response:
             return Answer(
                 response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
             )

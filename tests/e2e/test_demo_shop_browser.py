@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.chrome import chrome_driver
 from tests.e2e.conftest import HANG, LocalStackClient
+from tests.e2e.conftest import eventually as wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -42,16 +42,11 @@ def chrome() -> Iterator[webdriver.Chrome]:
         yield driver
 
 
-def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll until probe returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"{what} did not happen within {timeout}s (last: {last!r})")
+def eventually(probe: Callable[[], T | None], what: str) -> T:
+    """Poll until probe returns something truthy (a hang bound, not a speed test)."""
+    found: T | None = wait_until(probe, what)
+    assert found
+    return found
 
 
 def confirm_by_mail(
@@ -68,11 +63,11 @@ def confirm_by_mail(
         wanted = [m for m in mails["mails"] if address in m["to"] and "/c/" in (m["text"] or "")]
         return wanted[-1] if wanted else None
 
-    mail = eventually(confirmation, 120, "the confirmation mail")
+    mail = eventually(confirmation, "the confirmation mail")
     assert "メール配信登録の確認" in mail["subject"] and mail["list_unsubscribe"] == ""
     [link] = set(re.findall(r"http://\S+/c/[A-Za-z0-9_.\-]+", mail["text"]))
     chrome.get(link)
-    button = WebDriverWait(chrome, 60).until(
+    button = WebDriverWait(chrome, HANG).until(
         expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "form button"))
     )
     opened = profile_of(dynamodb, customer_id)
@@ -80,7 +75,7 @@ def confirm_by_mail(
     state = opened.channels.get(Channel.EMAIL)
     assert state is None or not state.consent  # opening the link (what mail scanners do) gave nothing
     button.click()
-    WebDriverWait(chrome, 60).until(
+    WebDriverWait(chrome, HANG).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "登録が完了しました")
     )
     profile = profile_of(dynamodb, customer_id)
@@ -132,7 +127,7 @@ def where_events_went(dynamodb: Any, anonymous_id: str) -> list[str]:
 
 
 def click_through(driver: webdriver.Chrome, button: str, next_page: str) -> None:
-    wait = WebDriverWait(driver, 15)
+    wait = WebDriverWait(driver, HANG)
     wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
     wait.until(expected_conditions.url_contains(next_page))
 
@@ -154,11 +149,10 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
     chrome.find_element(By.CSS_SELECTOR, "#email").send_keys("hanako@example.jp")
     chrome.find_element(By.CSS_SELECTOR, "#email-opt-in").click()
     click_through(chrome, "#place-order", "/demo/thanks.html")
-    WebDriverWait(chrome, 15).until(expected_conditions.visibility_of_element_located((By.ID, "thanks")))
+    WebDriverWait(chrome, HANG).until(expected_conditions.visibility_of_element_located((By.ID, "thanks")))
 
     anonymous_id = eventually(
         lambda: chrome.execute_script("return window.cems && window.cems.loaded && cems.anonymousId()"),
-        10,
         "the tag loading on the thanks page",
     )
     assert chrome.get_cookie("cems_aid")["value"] == anonymous_id  # type: ignore[index]
@@ -186,7 +180,7 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
         return (customer_id, events) if names >= JOURNEY and page_views >= 4 else None
 
     try:
-        customer_id, events = eventually(journey_stored, 15, "the whole journey being stored")
+        customer_id, events = eventually(journey_stored, "the whole journey being stored")
     except AssertionError as exc:
         log = "\n".join(local_stack.output()[-30:])
         raise AssertionError(
@@ -225,7 +219,7 @@ def test_a_purchase_in_the_demo_shop_is_stored_under_one_customer(
         profile = profile_of(dynamodb, customer_id)
         return profile if profile is not None and profile.purchase_count == 1 else None
 
-    profile = eventually(with_purchase, 10, "the purchase on the profile")
+    profile = eventually(with_purchase, "the purchase on the profile")
     assert profile.user_id == user_id
     assert anonymous_id in profile.anonymous_ids
     assert profile.traits["email"] == "hanako@example.jp"

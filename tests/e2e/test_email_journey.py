@@ -80,7 +80,7 @@ def _advance_until(stack: LocalStackClient, hours: int, done: Any) -> None:
     for _ in range(hours):
         if done():
             return
-        stack.post("/_local/clock", {"advance_seconds": 3600})
+        stack.advance_clock(3600)
     assert done(), "not done in time"
 
 
@@ -96,7 +96,7 @@ def test_email_follow_up_with_unsubscribe_bounce_clicks_and_opens(
     keeper = _customer(local_stack, customers, run, "keep")
     addresses = {unsubscriber[1], bouncer[1], keeper[1]}
     # trigger reads the active scenarios at most once a minute: let a list read before the upload expire.
-    local_stack.post("/_local/clock", {"advance_seconds": 61})
+    local_stack.advance_clock(61)
     for n, (user_id, _) in enumerate((unsubscriber, bouncer, keeper)):
         order = {
             "order_id": f"o-{run}-{n}",
@@ -154,7 +154,7 @@ def test_email_follow_up_with_unsubscribe_bounce_clicks_and_opens(
         return [m for m in first_mails() if "ご感想" in m["subject"]]
 
     _advance_until(local_stack, 8 * 24, lambda: len(review_mails()) >= 1)
-    local_stack.post("/_local/clock", {"advance_seconds": 2 * 3600})  # and no other comes later
+    local_stack.advance_clock(2 * 3600)  # and no other comes later
     assert [m["destinations"] for m in review_mails()] == [[keeper[1]]]
 
     status, _, body = _request(local_stack, "GET", f"/admin/scenarios/{SCENARIO}/report")

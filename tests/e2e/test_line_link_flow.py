@@ -24,7 +24,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.chrome import chrome_driver
-from tests.e2e.conftest import LocalStackClient
+from tests.e2e.conftest import HANG, LocalStackClient
 from tests.e2e.test_demo_shop_browser import click_through, customer_of, events_of, eventually, profile_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -39,7 +39,7 @@ def chrome() -> Iterator[webdriver.Chrome]:
 
 
 def fake_line_messages(stack: LocalStackClient) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{stack.http_url}/_local/line/messages", timeout=10) as answer:
+    with urllib.request.urlopen(f"{stack.http_url}/_local/line/messages", timeout=HANG) as answer:
         snapshot: dict[str, Any] = json.loads(answer.read())
         return snapshot
 
@@ -89,7 +89,6 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     click_through(chrome, "#add-to-cart", "/demo/cart.html")
     anonymous_id = eventually(
         lambda: chrome.execute_script("return window.cems && window.cems.loaded && cems.anonymousId()"),
-        10,
         "the tag loading",
     )
 
@@ -99,7 +98,7 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
         names = {e.event or e.type.value for e in events}
         return events if {"page", "Product Added"} <= names else None
 
-    eventually(site_events, 15, "the visit being stored")
+    eventually(site_events, "the visit being stored")
     site_customer = customer_of(dynamodb, "anon", anonymous_id)
 
     # 2. They follow the shop on LINE: a signed follow webhook for a new LINE user.
@@ -112,13 +111,13 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
     assert line_customer is not None and line_customer != site_customer
 
     # 3. CEMS replied with a button to the shop's link page carrying a link token.
-    link_page = eventually(lambda: link_button_url(local_stack, line_user_id), 10, "the link button reply")
+    link_page = eventually(lambda: link_button_url(local_stack, line_user_id), "the link button reply")
     assert link_page.startswith(f"{shop}/demo/line-link.html?linkToken=")
 
     # 4. The visitor opens it in the same browser, not signed in: the tag asks CEMS for nothing and the
     #    page offers the shop's sign-in.
     chrome.get(link_page)
-    wait = WebDriverWait(chrome, 20)
+    wait = WebDriverWait(chrome, HANG)
     wait.until(expected_conditions.visibility_of_element_located((By.ID, "login-required")))
     assert urlsplit(chrome.current_url).path == "/demo/line-link.html"
     assert nonces_for(local_stack, anonymous_id) == []
@@ -142,7 +141,7 @@ def test_a_visitor_who_follows_on_line_and_links_becomes_one_customer(
         profile = profile_of(dynamodb, site_customer) if site_customer else None
         return profile if profile is not None and profile.line_user_id == line_user_id else None
 
-    profile = eventually(linked, 10, "the LINE profile merging into the visitor's")
+    profile = eventually(linked, "the LINE profile merging into the visitor's")
     assert customer_of(dynamodb, "line", line_user_id) == site_customer
     assert customer_of(dynamodb, "anon", anonymous_id) == site_customer
     assert customer_of(dynamodb, "user", user_id) == site_customer

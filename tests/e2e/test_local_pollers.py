@@ -1,7 +1,6 @@
 """The local stack's event sources, built from any template: DynamoDB streams, SQS, S3 and HttpApi."""
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -10,8 +9,9 @@ from typing import Any
 
 import pytest
 from cems.local.running import RunningStack, running_local_stack
+from cems.local.runs import wait_for_run
 
-from tests.e2e.conftest import HANG, LocalStackClient
+from tests.e2e.conftest import HANG, LocalStackClient, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +31,27 @@ def aws(stack: RunningStack, service: str) -> Any:
     return LocalStackClient(running=stack, dynamodb=None).client(service)
 
 
+def recorded(
+    record_file: Path, found: Callable[[dict[str, Any]], bool], function: str = "RecorderFunction"
+) -> list[dict[str, Any]]:
+    """The events `function` got so far that match."""
+    lines = [json.loads(line) for line in record_file.read_text().splitlines()]
+    return [line["event"] for line in lines if line["function"] == function and found(line["event"])]
+
+
 def wait_for(
     record_file: Path,
     found: Callable[[dict[str, Any]], bool],
     count: int = 1,
     function: str = "RecorderFunction",
 ) -> list[dict[str, Any]]:
-    """The events `function` got that match, once there are `count` of them (or after 15 s)."""
-    deadline = time.monotonic() + 15
-    while True:
-        lines = [json.loads(line) for line in record_file.read_text().splitlines()]
-        events = [line["event"] for line in lines if line["function"] == function]
-        matching = [e for e in events if found(e)]
-        if len(matching) >= count or time.monotonic() > deadline:
-            return matching
-        time.sleep(0.1)
+    """The events `function` got that match, once there are at least `count` of them."""
+
+    def enough() -> list[dict[str, Any]] | None:
+        matching = recorded(record_file, found, function)
+        return matching if len(matching) >= count else None
+
+    return eventually(enough, f"{count} matching events for {function}") or []
 
 
 def test_resources_have_template_names_indexes_and_dead_letter_queues(
@@ -68,22 +74,27 @@ def test_stream_records_reach_the_function_filtered_like_lambda(recorder: tuple[
     dynamodb = aws(stack, "dynamodb")
     dynamodb.put_item(TableName="ItemsTable", Item={"pk": {"S": "item-1"}, "due": {"S": "a"}})
     dynamodb.put_item(TableName="ItemsTable", Item={"pk": {"S": "item-1"}, "due": {"S": "b"}})  # MODIFY
-    inserts = wait_for(
-        record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:dynamodb"
+    # Then a REMOVE and an INSERT of the same item: a stream keeps one item's records in order, so
+    # once the function got this last INSERT, the MODIFY before it was either delivered or filtered.
+    dynamodb.delete_item(TableName="ItemsTable", Key={"pk": {"S": "item-1"}})
+    dynamodb.put_item(TableName="ItemsTable", Item={"pk": {"S": "item-1"}, "due": {"S": "last"}})
+
+    def stream_records() -> list[dict[str, Any]]:
+        events = recorded(
+            record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:dynamodb"
+        )
+        return [r for e in events for r in e["Records"]]
+
+    eventually(
+        lambda: any(r["dynamodb"]["NewImage"]["due"] == {"S": "last"} for r in stream_records()),
+        "the last INSERT reaching the function",
     )
-    assert len(inserts) == 1
-    record = inserts[0]["Records"][0]
-    assert record["eventName"] == "INSERT"
+    records = stream_records()
+    assert [r["eventName"] for r in records] == ["INSERT", "INSERT"], "the filter passes INSERTs only"
+    record = records[0]
     assert record["dynamodb"]["NewImage"]["pk"] == {"S": "item-1"}
+    assert record["dynamodb"]["NewImage"]["due"] == {"S": "a"}
     assert record["eventSourceARN"].startswith("arn:aws:dynamodb:ap-northeast-1:")
-    time.sleep(1)
-    modified = [
-        r
-        for e in wait_for(record_file, lambda e: "Records" in e)
-        for r in e["Records"]
-        if r.get("eventName") == "MODIFY"
-    ]
-    assert modified == []
 
 
 def test_sqs_failures_are_retried_then_dead_lettered_and_successes_deleted(
@@ -96,25 +107,23 @@ def test_sqs_failures_are_retried_then_dead_lettered_and_successes_deleted(
     sqs.send_message(QueueUrl=url, MessageBody="fail")
 
     def bodies() -> list[str]:
-        events = wait_for(
+        events = recorded(
             record_file, lambda e: "Records" in e and e["Records"][0].get("eventSource") == "aws:sqs"
         )
         return [r["body"] for e in events for r in e["Records"]]
 
-    deadline = time.monotonic() + 20
-    while bodies().count("fail") < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert bodies().count("ok-1") == 1, "a success is deleted, never delivered twice"
-    assert bodies().count("fail") == 2, "a reported failure comes back until maxReceiveCount"
     dlq = sqs.get_queue_url(QueueName="WorkDeadLetterQueue")["QueueUrl"]
-    deadline = time.monotonic() + 10
-    dead: list[str] = []
-    while not dead and time.monotonic() < deadline:
-        time.sleep(1.2)
-        dead = [
-            m["Body"] for m in sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
-        ]
+
+    def dead_letters() -> list[str]:
+        answer = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        return [m["Body"] for m in answer.get("Messages", [])]
+
+    # The failure reaches the dead-letter queue only after its second receive: by then a success
+    # that was not deleted would have come back too (same batch, same one-second visibility).
+    dead = eventually(dead_letters, "the failed message on the dead-letter queue")
     assert dead == ["fail"]
+    assert bodies().count("fail") == 2, "a reported failure comes back until maxReceiveCount"
+    assert bodies().count("ok-1") == 1, "a success is deleted, never delivered twice"
 
 
 def test_s3_uploads_under_the_prefix_notify_the_function(recorder: tuple[RunningStack, Path]) -> None:
@@ -166,12 +175,19 @@ def test_advancing_the_clock_runs_each_hours_schedule_in_turn(recorder: tuple[Ru
     stack, record_file = recorder
 
     def ticks() -> list[dict[str, Any]]:
-        return wait_for(record_file, lambda e: e.get("detail-type") == "Scheduled Event", count=0)
+        return recorded(record_file, lambda e: e.get("detail-type") == "Scheduled Event")
 
     before = len(ticks())
-    status, answer = post_clock(stack, json.dumps({"advance_seconds": 3 * 3600 + 60}).encode())
-    assert status == 200
-    assert answer["steps"] == 4
+    status, started = post_clock(stack, json.dumps({"advance_seconds": 3 * 3600 + 60}).encode())
+    assert status == 202, "answered at once: the due work runs after the answer"
+    assert started["kind"] == "clock" and started["steps"] == 4
+    progress: list[int] = []
+    finished = wait_for_run(
+        stack.http_url, started, hang_seconds=HANG, on_progress=lambda s: progress.append(s["steps_done"])
+    )
+    assert finished["state"] == "done"
+    assert finished["steps_done"] == 4
+    assert progress == sorted(progress), "progress only moves forward"
     times = [t["time"] for t in ticks()[before:]]
     assert len(times) == 3, "one tick per hour of local time, each at its own time"
     assert times == sorted(times) and len(set(times)) == 3
@@ -186,16 +202,19 @@ def test_a_bad_clock_request_gets_a_clear_error(recorder: tuple[RunningStack, Pa
 
 
 def kept_records(stack: RunningStack, queue: str, count: int) -> list[dict[str, Any]]:
-    """The on-failure records on `queue`, once there are `count` (or after 20 s)."""
+    """The on-failure records on `queue`, once there are `count`."""
     sqs = aws(stack, "sqs")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 20
-    while len(records) < count and time.monotonic() < deadline:
+
+    def received_all() -> bool:
         answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in answer.get("Messages", []):
             records.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return len(records) >= count
+
+    eventually(received_all, f"{count} on-failure records on {queue}")
     return records
 
 
@@ -215,7 +234,7 @@ def test_a_poison_stream_record_is_retried_as_the_template_says_then_kept_and_th
 
     after = wait_for(record_file, lambda e: "after-1" in keys(e), function="PoisonFunction")
     assert after, "the record after the poison one is processed"
-    batches = [keys(e) for e in wait_for(record_file, lambda e: True, count=0, function="PoisonFunction")]
+    batches = [keys(e) for e in recorded(record_file, lambda e: True, function="PoisonFunction")]
     assert batches.count(["poison-1"]) == 1 + 2, "the first try and the template's MaximumRetryAttempts: 2"
 
 
@@ -235,8 +254,5 @@ def test_an_s3_notified_function_that_keeps_failing_lands_in_its_failure_queue(
     assert len(tries) == 2
     # The stack logs after it sent the record, and its output is read on another thread: wait for it.
     gave_up = "FailingUploadFunction gave up on an asynchronous event after 2 attempts"
-    deadline = time.monotonic() + 10
-    while not any(gave_up in line for line in stack.transcript) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert any(gave_up in line for line in stack.transcript)
+    eventually(lambda: any(gave_up in line for line in stack.transcript), "the gave-up log line")
     assert not any("this function always fails" in line for line in stack.transcript), "no error messages"

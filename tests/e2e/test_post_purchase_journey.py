@@ -52,7 +52,7 @@ def test_post_purchase_journey_with_survey_split_and_holdout(
     holdout = {line for c, line, _ in people if in_holdout(SCENARIO, c, 10)}
     assert holdout, "no holdout customer in 40"
     before = len(local_stack.line_messages())
-    local_stack.post("/_local/clock", {"advance_seconds": 61})  # the trigger's scenario list expires
+    local_stack.advance_clock(61)  # the trigger's scenario list expires
 
     for _, _, user_id in people:
         order = {
@@ -70,7 +70,7 @@ def test_post_purchase_journey_with_survey_split_and_holdout(
 
     # On to day 3 at 10:00 (Tokyo), in 6-hour moves, until every treated customer was asked.
     for _ in range(20):
-        local_stack.post("/_local/clock", {"advance_seconds": 6 * 3600})
+        local_stack.advance_clock(6 * 3600)
         texts = _texts(local_stack, before)
         if all(any(DAY3 in t for t in texts.get(line, [])) for _, line in treated):
             break
@@ -84,7 +84,7 @@ def test_post_purchase_journey_with_survey_split_and_holdout(
     # On past day 30, a day a request in 3-hour steps (each step runs the due work): a send due at
     # 10:00 goes out by 13:00, inside the 09:00-20:00 window, and the run takes a third of hourly steps.
     for _ in range(28):
-        local_stack.post("/_local/clock", {"advance_seconds": 86400, "step_seconds": 3 * 3600})
+        local_stack.advance_clock(86400, step_seconds=3 * 3600)
 
     texts = _texts(local_stack, before)
     assert not holdout & set(texts), "holdout customers were sent messages"

@@ -91,12 +91,12 @@ def test_a_broadcast_reaches_its_audience_once(
     assert main(["scenario", "upload", str(path)]) == 0
     before = len(local_stack.line_messages())
 
-    local_stack.post("/_local/clock", {"advance_seconds": 20 * 60})
+    local_stack.advance_clock(20 * 60)
     assert not [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
 
-    local_stack.post("/_local/clock", {"advance_seconds": 15 * 60})  # past the broadcast time
+    local_stack.advance_clock(15 * 60)  # past the broadcast time
     local_stack.drain()
-    local_stack.post("/_local/clock", {"advance_seconds": 3600})  # and nothing more afterwards
+    local_stack.advance_clock(3600)  # and nothing more afterwards
 
     sent = [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
     assert all(m["endpoint"] in ("push", "multicast") for m in sent), sent
@@ -156,10 +156,10 @@ def test_a_date_trigger_uploaded_after_the_purchase_still_reaches_the_buyer(
         return [m for m in local_stack.line_messages()[before:] if run in json.dumps(m, ensure_ascii=False)]
 
     for _ in range(12):  # the day after the purchase at 10:00 in Tokyo is at most two days away
-        local_stack.post("/_local/clock", {"advance_seconds": 6 * 3600})
+        local_stack.advance_clock(6 * 3600)
         if sent():
             break
-    local_stack.post("/_local/clock", {"advance_seconds": 6 * 3600})  # and nothing more afterwards
+    local_stack.advance_clock(6 * 3600)  # and nothing more afterwards
     assert [m["to"] for m in sent()] == [buyer_line], sent()
     assert enrolments.schedule(buyer, scenario_id) is None
     assert browser_line not in {m["to"] for m in sent()}

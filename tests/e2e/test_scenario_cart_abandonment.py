@@ -40,7 +40,7 @@ def test_only_the_customer_who_did_not_buy_is_reminded(
     buys, buys_line = _line_customer(local_stack, run + "b")
     before = len(local_stack.line_messages())
     # trigger reads the active scenarios at most once a minute: let a list read before the upload expire.
-    local_stack.post("/_local/clock", {"advance_seconds": 61})
+    local_stack.advance_clock(61)
 
     for user_id in (lingers, buys):
         product = {"product_id": "gyokuro-100", "name": "玉露 100g", "price": 2400, "quantity": 1}
@@ -57,12 +57,12 @@ def test_only_the_customer_who_did_not_buy_is_reminded(
     assert len(local_stack.line_messages()) == before  # nobody is reminded within the hour
 
     # Two hours on; then, should that be in quiet hours (21:00-09:00 in Tokyo), on to the window.
-    local_stack.post("/_local/clock", {"advance_seconds": 2 * 3600})
+    local_stack.advance_clock(2 * 3600)
     for _ in range(12):
         if len(local_stack.line_messages()) > before:
             break
-        local_stack.post("/_local/clock", {"advance_seconds": 3600})
-    local_stack.post("/_local/clock", {"advance_seconds": 3600})  # and nothing more afterwards
+        local_stack.advance_clock(3600)
+    local_stack.advance_clock(3600)  # and nothing more afterwards
 
     sent = local_stack.line_messages()[before:]
     assert [m["to"] for m in sent] == [lingers_line], sent

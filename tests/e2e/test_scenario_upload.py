@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import pytest
 from cems.cli import main
 
-from tests.e2e.conftest import ROOT, LocalStackClient
+from tests.e2e.conftest import HANG, ROOT, LocalStackClient
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def _report(local_stack: LocalStackClient, name: str) -> dict[str, Any]:
     return report
 
 
-def _wait_for(check: Any, seconds: float = 10.0) -> Any:
+def _wait_for(check: Any, seconds: float = HANG) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         try:

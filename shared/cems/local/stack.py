@@ -14,6 +14,7 @@ import contextlib
 import html
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -29,11 +30,11 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cems import clock
-from cems.line.config import LineSettings
 from cems.local.cfn import REGION, Template, function_specs
 from cems.local.fake_line import FAKE_LINE_PREFIX, FakeLine
 from cems.local.fake_line_login import ACCOUNT_LINK_PATH, account_link_routes
@@ -49,6 +50,8 @@ from cems.local.http import (
 from cems.local.local_ses import LocalSes
 from cems.local.pollers import Poller, build_pollers, sns_subscribers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
+from cems.local.runs import MAX_WAIT_SECONDS, RUNS_PATH, Run, Runs, wait_for_run
+from cems.settings import Settings
 from cems.trust import user_hash
 
 log = logging.getLogger("cems.local")
@@ -69,7 +72,7 @@ class ClockAdvance(BaseModel):
 DEFAULT_WRITE_KEY = "local-write-key"
 # The local site's secret server key and identity secret: documented, public local defaults (a
 # deployed site gets random ones from `cems site add`). Never printed: the stack's output is checked
-# for secrets (tests/e2e/test_zz_log_privacy.py).
+# for secrets (tests/e2e/test_log_privacy.py).
 DEFAULT_SECRET_KEY = "sk_local-secret-key"  # noqa: S105 - the documented local default
 DEFAULT_IDENTITY_SECRET = "local-identity-secret"  # noqa: S105 - the documented local default
 LOCAL_SITE_NAME = "local-demo"
@@ -163,6 +166,8 @@ class LocalStack:
         self._stop = threading.Event()
         self._serving = False
         self._clock_lock = threading.Lock()
+        # Moving the clock and draining can outlast any HTTP time-out: they run as watched runs.
+        self.runs = Runs()
         self._threads: list[threading.Thread] = []
         self.fake_line: FakeLine | None = None
         self.local_ses: LocalSes | None = None
@@ -240,7 +245,7 @@ class LocalStack:
         os.environ["CEMS_LINE_API_URL"] = api_url
         os.environ["CEMS_LINE_LINK_PAGE_URL"] = link_page
         os.environ.setdefault("CEMS_LINE_ACCOUNT_LINK_URL", f"{self.http_url}{ACCOUNT_LINK_PATH}")
-        self.fake_line = FakeLine(lambda: LineSettings.from_env().channel_access_token())
+        self.fake_line = FakeLine(lambda: Settings.from_environ().line.channel_access_token())
 
     def _functions_environment(self) -> None:
         # The functions share this process, so their variables share one environment; a name two
@@ -307,6 +312,8 @@ class LocalStack:
             LocalRoute("POST", r"/_local/drain", self._drain),
             LocalRoute("GET", r"/_local/clock", self._clock),
             LocalRoute("POST", r"/_local/clock", self._clock),
+            LocalRoute("GET", RUNS_PATH + r"/?", self._runs),
+            LocalRoute("GET", RUNS_PATH + r"/(?P<run>[\w-]+)", self._run_status),
             *(self.fake_line.routes() if self.fake_line is not None else []),
             *(self.local_ses.routes() if self.local_ses is not None else []),
             *account_link_routes(self.fake_line, self.http_url),
@@ -379,7 +386,33 @@ class LocalStack:
         )
 
     def _drain(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
-        return LocalResponse.json(200, {"delivered": self.drain()})
+        """Starts a run of every poller until idle; answers 202 with the run to watch."""
+
+        def work(run: Run) -> None:
+            with run.lock:
+                run.state = "running"
+            run.progress(steps_done=1, delivered=self.drain())
+
+        run = self.runs.start("drain", {}, work, steps=1)
+        return LocalResponse.json(202, run.view())
+
+    def _runs(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
+        return LocalResponse.json(200, {"runs": [run.view() for run in self.runs.all()]})
+
+    def _run_status(self, request: LocalRequest, found: dict[str, str]) -> LocalResponse:
+        """A run's progress; `?wait=N` holds the answer until the run ends or N seconds pass."""
+        run = self.runs.get(found["run"])
+        if run is None:
+            return LocalResponse.json(404, {"error": "no_such_run", "run": found["run"]})
+        query = dict(parse_qsl(request.query))
+        try:
+            wait = min(max(float(query.get("wait", "0")), 0.0), MAX_WAIT_SECONDS)
+        except ValueError:
+            return LocalResponse.json(
+                400, {"error": "invalid_wait", "message": "wait is a number of seconds"}
+            )
+        run.ended.wait(wait)
+        return LocalResponse.json(200, run.view())
 
     def _clock(self, request: LocalRequest, _: dict[str, str]) -> LocalResponse:
         if request.method == "GET":
@@ -397,23 +430,39 @@ class LocalStack:
                     "detail": str(exc).splitlines()[0],
                 },
             )
-        return LocalResponse.json(200, self.advance_clock(advance.advance_seconds, advance.step_seconds))
+        # Answered at once: the due work of a long advance can take minutes on a busy machine.
+        run = self.runs.start(
+            "clock",
+            advance.model_dump(),
+            lambda run: self.advance_clock(advance.advance_seconds, advance.step_seconds, run),
+            steps=max(1, math.ceil(advance.advance_seconds / advance.step_seconds)),
+        )
+        return LocalResponse.json(202, run.view())
 
     def advance_clock(
-        self, seconds: float, step_seconds: float = DEFAULT_CLOCK_STEP_SECONDS
+        self, seconds: float, step_seconds: float = DEFAULT_CLOCK_STEP_SECONDS, run: Run | None = None
     ) -> dict[str, Any]:
         """Moves CEMS's clock forward in steps, running the due work (schedules, streams, queues) after
-        each, so work that falls due on day 3 runs on day 3 and not all at once on day 30."""
+        each, so work that falls due on day 3 runs on day 3 and not all at once on day 30. Reports
+        each step to `run`, if given. Runs one at a time: a second waits for the first."""
         with self._clock_lock:
+            if run is not None:
+                with run.lock:
+                    run.state = "running"
             remaining, steps, delivered = float(seconds), 0, 0
             while remaining > 0:
                 step = min(step_seconds, remaining)
                 clock.advance(step)
                 remaining -= step
                 steps += 1
-                delivered += self.drain()
+                drained = self.drain()
+                delivered += drained
+                if run is not None:
+                    run.progress(steps_done=steps, delivered=drained)
             if steps == 0:
                 delivered = self.drain()
+                if run is not None:
+                    run.progress(steps_done=1, delivered=delivered)
             return {"now": clock.iso(clock.now()), "steps": steps, "delivered": delivered}
 
     def drain(self) -> int:
@@ -519,11 +568,26 @@ def clock_command(argv: list[str]) -> int:
             f"{args.url}/_local/clock", data=body, method="POST", headers={"Content-Type": "application/json"}
         )
     try:
-        with urllib.request.urlopen(request, timeout=600) as answer:  # noqa: S310 - the local stack's URL
-            print(answer.read().decode())
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - the local stack's URL
+            reply = json.loads(answer.read())
     except OSError as exc:
         print(f"error: is the local stack running at {args.url}? ({exc})", file=sys.stderr)
         return 1
+    if args.advance is not None:
+        # The stack answered at once with a run; its steps can take minutes on a busy machine.
+        def show(status: dict[str, Any]) -> None:
+            print(
+                f"step {status['steps_done']}/{status['steps']} now={status['now']} "
+                f"delivered={status['delivered']} ({status['state']})",
+                file=sys.stderr,
+            )
+
+        try:
+            reply = wait_for_run(args.url, reply, on_progress=show)
+        except (OSError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(reply, ensure_ascii=False, indent=2))
     return 0
 
 
