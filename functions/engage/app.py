@@ -1,9 +1,8 @@
 """engage: the click tracker (GET /r/{token}), the open pixel (GET /o/{token}), unsubscribing
-(GET and POST /u/{token}) and SES events (bounces, complaints, deliveries) arriving through SNS.
+(GET and POST /u/{token}) and double opt-in confirmation (GET and POST /c/{token}).
 
-HTTP API events go through the Powertools resolver; an event with `Records` is the configuration
-set's SNS topic. The rules are in cems.engagement.engage; tokens are never logged (they name the
-customer and the dispatch), nor are email addresses.
+The rules are in cems.engagement.engage; tokens are never logged (they name the customer and the
+dispatch), nor are email addresses. SES events have a function of their own (functions/ses_events).
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ from typing import Any
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.engagement import pages
 from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult
-from cems.engagement.ses_batch import SesBatchReport, apply_ses_events
 from cems.engagement.tokens import InvalidToken
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
@@ -191,43 +188,9 @@ def not_found(_: Exception) -> Response[str]:
     return error_response(NOT_FOUND)
 
 
-def handle_ses_events(event: dict[str, Any]) -> dict[str, Any]:
-    """SES events from the configuration set's SNS topic; which records are dropped and which make
-    Lambda retry the invocation are cems.engagement.ses_batch's rules."""
-    report = apply_ses_events((record.sns.message for record in SNSEvent(event).records), engagement)
-    for name, value in report.metrics().items():
-        metrics.add_metric(name, MetricUnit.Count, value)
-    _log_ses_events(report)
-    report.raise_for_failures()
-    return {"records": report.records}
-
-
-def _log_ses_events(report: SesBatchReport) -> None:
-    # Types and counts only: never an address.
-    for errors in report.unreadable:
-        logger.warning("not an SES event", extra={"errors": errors})
-    for event_type, error in report.failures:
-        logger.error("SES event failed", extra={"event_type": event_type}, exc_info=error)
-    for outcome in report.outcomes:
-        logger.info(
-            "ses event",
-            extra={
-                "event_type": outcome.event_type,
-                "bounce_type": outcome.bounce_type,
-                "suppressed": outcome.suppressed,
-                "stored": outcome.stored,
-                "counted": outcome.counted,
-                "tagged": outcome.tagged,
-                "test": outcome.test,
-            },
-        )
-
-
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "Records" in event:
-        return handle_ses_events(event)
     return app.resolve(event, context)
 
 

@@ -105,7 +105,7 @@ def line_link_tracker(settings: Settings) -> LinkTracker:
             kind=TokenKind.CLICK,
             dispatch_key=dispatch.key,
             customer_id=dispatch.customer_id,
-            channel="line",
+            channel=dispatch.channel,
             scenario_id=dispatch.scenario_id,
             version=dispatch.version,
             step_id=dispatch.step_id,
@@ -126,6 +126,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.line_api import LineRichMenus
     from cems.adapters.sqs_dispatch import QueueDispatchSink
+    from cems.channels.registry import plugins
     from cems.scenario.engine import Enrolment
     from cems.scenario.model import ChannelCap, FrequencyCaps
     from cems.scenario.runner import ScenarioRunner
@@ -143,11 +144,11 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
         stores.events,
         QueueDispatchSink(
             sqs,
-            settings.queues.line_send,
-            settings.queues.email_send,
+            # Each registered channel's queue, by the Queues setting its plugin names.
+            {p.channel: getattr(settings.queues, p.queue) for p in plugins()},
             links=line_link_tracker(settings),
         ),
-        limits=FrequencyCaps(**caps),
+        limits=FrequencyCaps.model_validate(caps),
         rich_menus=LineRichMenus(settings.line),
         counters=ReportCounters(table, dynamodb),
     )
@@ -329,26 +330,35 @@ def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailS
     return sender, QueueRetry(settings.queues.email_send, logger)
 
 
-def engage(settings: Settings | None = None) -> tuple[Engagement, str | None]:
-    """The engagement rules and the shop's name for the unsubscribe and confirmation pages."""
+def _engagement(settings: Settings) -> Engagement:
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.dynamodb.suppression import SuppressionStore
     from cems.engagement.engage import Engagement
     from cems.engagement.tokens import TokenSigner
     from cems.ingest import Ingestor
 
-    settings = _settings(settings)
     dynamodb = _dynamodb()
-    engagement, tables = settings.engagement, settings.tables
+    tables = settings.tables
     stores = customer_stores(dynamodb, settings)
-    service = Engagement(
-        TokenSigner(engagement.secret),
+    return Engagement(
+        # The tracking secret is read when a token is first checked (never, for SES events).
+        TokenSigner(settings.engagement.secret),
         Ingestor(stores.ingest),
         stores.customers,
         ReportCounters(tables.journeys, dynamodb),
         SuppressionStore(tables.customers, dynamodb),
     )
-    return service, engagement.shop_name
+
+
+def engage(settings: Settings | None = None) -> tuple[Engagement, str | None]:
+    """The engagement rules and the shop's name for the unsubscribe and confirmation pages."""
+    settings = _settings(settings)
+    return _engagement(settings), settings.engagement.shop_name
+
+
+def ses_events(settings: Settings | None = None) -> Engagement:
+    """The engagement rules, which apply SES events (suppression, stored events, counted deliveries)."""
+    return _engagement(_settings(settings))
 
 
 def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEraser]:

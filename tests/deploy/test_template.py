@@ -384,8 +384,8 @@ def _async_functions() -> dict[str, dict[str, Any]]:
     }
 
 
-def test_the_asynchronously_invoked_functions_are_the_loader_engage_and_tick() -> None:
-    assert set(_async_functions()) == {"ScenarioLoaderFunction", "EngageFunction", "TickFunction"}
+def test_the_asynchronously_invoked_functions_are_the_loader_ses_events_and_tick() -> None:
+    assert set(_async_functions()) == {"ScenarioLoaderFunction", "SesEventsFunction", "TickFunction"}
 
 
 @pytest.mark.parametrize("function", sorted(_async_functions()))
@@ -423,8 +423,8 @@ def test_the_schedule_retries_and_dead_letters_what_eventbridge_cannot_deliver()
 
 
 def test_the_ses_events_subscription_dead_letters_what_sns_cannot_deliver() -> None:
-    engage = _resources("AWS::Serverless::Function")["EngageFunction"]
-    subscription = engage["Properties"]["Events"]["EmailEvents"]["Properties"]
+    ses_events = _resources("AWS::Serverless::Function")["SesEventsFunction"]
+    subscription = ses_events["Properties"]["Events"]["EmailEvents"]["Properties"]
     queue = subscription["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     _assert_kept_and_loud(queue)
     [grant] = _queue_grants(queue, "sns.amazonaws.com")

@@ -44,6 +44,7 @@ from tests.lambda_context import FakeContext
 ROOT = Path(__file__).parents[2]
 SAMPLES = ROOT / "events" / "engage"
 APP = ROOT / "functions" / "engage" / "app.py"
+SES_EVENTS_APP = ROOT / "functions" / "ses_events" / "app.py"
 CUSTOMER = "cus_0f3a9c2e7b1d4e5f8a6b9c0d1e2f3a4b"  # the customer of every sample
 USER = "user-104829"
 ADDRESS = "sato.hanako@example.jp"
@@ -59,6 +60,7 @@ IMAGE = "image/webp,image/avif,image/*;q=0.8,*/*;q=0.5"
 
 
 FakeLambdaContext = partial(FakeContext, "cems-dev-EngageFunction")
+SesEventsContext = partial(FakeContext, "cems-dev-SesEventsFunction")
 
 
 @dataclass
@@ -121,7 +123,10 @@ def sns_event(name: str, **mail_changes: Any) -> dict[str, Any]:
 
 @dataclass
 class Engage:
+    """The engage function (HTTP) and the ses_events function (SES events through SNS)."""
+
     module: ModuleType
+    ses_module: ModuleType
     stores: Stores
     counters: ReportCounters
     suppressions: SuppressionStore
@@ -140,7 +145,7 @@ class Engage:
         return self.call(http_event("POST", path, accept, body))
 
     def sns(self, event: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.module.lambda_handler(copy.deepcopy(event), FakeLambdaContext())
+        result: dict[str, Any] = self.ses_module.lambda_handler(copy.deepcopy(event), SesEventsContext())
         return result
 
     def profile(self, customer_id: str = CUSTOMER) -> Profile:
@@ -169,18 +174,25 @@ def engage(dynamodb: Any, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("EMAIL_FROM_NAME", "茶寮みどり")
     clock.freeze(NOW)
     aws.dynamodb.cache_clear()
-    spec = importlib.util.spec_from_file_location("cems_engage_app_under_test", APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    modules = []
+    for name, path in (
+        ("cems_engage_app_under_test", APP),
+        ("cems_ses_events_app_under_test", SES_EVENTS_APP),
+    ):
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        modules.append(module)
     yield Engage(
-        module,
+        *modules,
         stores,
         ReportCounters("JourneysTable", dynamodb),
         SuppressionStore("CustomersTable", dynamodb),
     )
     sys.modules.pop("cems_engage_app_under_test", None)
+    sys.modules.pop("cems_ses_events_app_under_test", None)
     aws.dynamodb.cache_clear()
 
 
@@ -542,7 +554,7 @@ def test_a_failing_record_fails_the_invocation_for_a_retry(
     def broken(*args: Any, **kwargs: Any) -> bool:
         raise RuntimeError("DynamoDB is down")
 
-    monkeypatch.setattr(engage.module.engagement.suppressions, "suppress", broken)
+    monkeypatch.setattr(engage.ses_module.engagement.suppressions, "suppress", broken)
     with pytest.raises(RuntimeError, match="1 of 1 SES events failed"):
         engage.sns(sample("ses_bounce.json"))
     monkeypatch.undo()
@@ -557,6 +569,7 @@ def test_no_address_token_or_customer_reaches_the_logs(
     # Every JSON log line as Lambda would ship it (Powertools' handler, with all `extra` fields).
     buffer = io.StringIO()
     engage.module.logger.registered_handler.setStream(buffer)
+    engage.ses_module.logger.registered_handler.setStream(buffer)
     names = sorted(p.name for p in SAMPLES.glob("*.json"))
     for name in names:
         event = sample(name)
@@ -630,7 +643,7 @@ def test_a_click_is_an_event_a_scenario_goal_can_use(
         CapStore("JourneysTable", dynamodb),
         engage.stores.customers,
         engage.stores.events,
-        QueueDispatchSink(sqs, sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]),
+        QueueDispatchSink(sqs, {Channel.LINE: sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]}),
         counters=engage.counters,
     )
     signed_up = SegmentMessage.model_validate(

@@ -29,6 +29,7 @@ EMAIL_SETTINGS = {
         ("line_webhook", LINE_CHANNEL_SECRET),
         ("send_line", LINE_CHANNEL_ACCESS_TOKEN),
         ("engage", TRACKING_SECRET),
+        ("ses_events", TRACKING_SECRET),
         ("send_email", TRACKING_SECRET),
         ("trigger", TRACKING_SECRET),
     ],

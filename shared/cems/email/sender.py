@@ -110,11 +110,11 @@ class EmailReport:
             return {"EmailDispatchesInvalid": 1}
         prefix = "EmailTest" if self.test else "Email"
         return {
-            f"{prefix}Sent": self.sent,
-            f"{prefix}Failed": self.failed,
-            f"{prefix}Skipped": self.skipped,
-            f"{prefix}Retries": self.retries,
-            f"{prefix}OutcomeUnknown": self.unknown,
+            prefix + "Sent": self.sent,
+            prefix + "Failed": self.failed,
+            prefix + "Skipped": self.skipped,
+            prefix + "Retries": self.retries,
+            prefix + "OutcomeUnknown": self.unknown,
         }
 
 

@@ -130,13 +130,13 @@ class DispatchReport:
             return {"LineDispatchesInvalid": 1}
         prefix = "LineTest" if self.test else "Line"
         counts = {
-            f"{prefix}RecipientsSent": self.sent,
-            f"{prefix}RecipientsFailed": self.failed,
-            f"{prefix}RecipientsDeferred": self.deferred,
-            f"{prefix}RecipientsSkippedUnreachable": self.skipped_unreachable,
-            f"{prefix}RecipientsSkippedNoConsent": self.skipped_no_consent,
-            f"{prefix}ApiCalls": self.api_calls,
-            f"{prefix}ApiRetries": self.retries,
+            prefix + "RecipientsSent": self.sent,
+            prefix + "RecipientsFailed": self.failed,
+            prefix + "RecipientsDeferred": self.deferred,
+            prefix + "RecipientsSkippedUnreachable": self.skipped_unreachable,
+            prefix + "RecipientsSkippedNoConsent": self.skipped_no_consent,
+            prefix + "ApiCalls": self.api_calls,
+            prefix + "ApiRetries": self.retries,
         }
         if self.monthly_limit_hits:
             counts["LineMonthlyLimitReached"] = self.monthly_limit_hits
