@@ -183,6 +183,7 @@ def _due_index() -> Measured:
     import boto3
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
     from cems.adapters.sqs_dispatch import QueueDispatchSink
+    from cems.models import Channel
     from cems.scenario import engine
     from cems.scenario.model import Scenario
     from cems.scenario.records import ScenarioSource
@@ -214,7 +215,7 @@ def _due_index() -> Measured:
                 CapStore(JOURNEYS, dynamodb),
                 customers,
                 stores.events,
-                QueueDispatchSink(sqs, queue_url),
+                QueueDispatchSink(sqs, {Channel.LINE: queue_url}),
             )
             template = _waiting_enrolment(scenario, _treated("cus_bench_"))
             later = template.due_at + timedelta(days=1) if template.due_at else T0

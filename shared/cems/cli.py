@@ -230,11 +230,12 @@ def _upload_command(args: argparse.Namespace, report: ValidationReport) -> int:
 def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> int:
     """Renders one send step (sample profile, --profile from CustomersTable, or --profile-file) and
     enqueues it as a test dispatch for the --to recipient only, on the local stack's or the stage's
-    LineSendQueue / EmailSendQueue. Exit 1 for an invalid scenario, 2 for anything else that stops
+    send queue of that channel. Exit 1 for an invalid scenario, 2 for anything else that stops
     it. Prints the step, channel, key and a short preview; never the recipient or the full content."""
     from botocore.exceptions import BotoCoreError
     from botocore.exceptions import ClientError as BotoClientError
 
+    from cems.channels.registry import plugin
     from cems.scenario import test_send
 
     if report.scenario is None or not report.valid:
@@ -263,7 +264,7 @@ def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> in
         print(f"error: cannot reach {where}: {type(exc).__name__}", file=sys.stderr)
         print("テスト送信は登録されていません / nothing was queued", file=sys.stderr)
         return 2
-    queue = "LineSendQueue" if send.channel == "line" else "EmailSendQueue"
+    queue = plugin(send.channel).queue_resource
     print(f"テスト送信を {queue} に登録しました / test send queued on {queue}")
     for name, value in test_send.describe(send).items():
         print(f"  {name + ':':<9}{value}")
@@ -288,12 +289,15 @@ def _test_send_profile(stage: str | None, config: Path, customer_id: str) -> Pro
 
 
 def _test_send_queue(stage: str | None, config: Path, channel: str) -> tuple[Any, str]:
-    """LineSendQueue or EmailSendQueue: by name on the local stack, from the stage's outputs."""
+    """The channel's send queue (its plugin names the template resource, LineSendQueue, ...): by name
+    on the local stack, from the stage's `<resource>Url` output."""
+    from cems.channels.registry import plugin
+
+    name = plugin(channel).queue_resource
     if stage is None:
         sqs = _local_client("sqs", CLIENT_CONFIG)
-        name = "LineSendQueue" if channel == "line" else "EmailSendQueue"
         return sqs, sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    output = "LineSendQueueUrl" if channel == "line" else "EmailSendQueueUrl"
+    output = f"{name}Url"
     outputs, region = _test_send_outputs(stage, config, output)
     return boto3.client("sqs", region_name=region, config=CLIENT_CONFIG), outputs[output]
 

@@ -32,12 +32,12 @@ class JourneyWorld:
     """The runner's stores and ends, all in memory (one runner built on them; `another_runner()` for
     a second process racing the first)."""
 
-    def __init__(self, *, rich_menus: bool = True, email: bool = True) -> None:
+    def __init__(self, *, rich_menus: bool = True) -> None:
         self.scenarios = InMemoryScenarioStore()
         self.enrolments = InMemoryEnrolmentStore[engine.Enrolment]()
         self.caps = InMemoryCapStore()
         self.customers = InMemoryCustomers()
-        self.sink = RecordingDispatchSink(email=email)
+        self.sink = RecordingDispatchSink()
         self.counters = InMemoryReportCounters()
         self.rich_menus = RecordingRichMenus() if rich_menus else None
         self.limits = FrequencyCaps()

@@ -1,7 +1,7 @@
 """In-memory ends of the scenario runner: the dispatch sink, report counters and rich menu links.
 
-The sink routes as QueueDispatchSink does (email to the email queue when there is one, everything
-else to LINE) and keeps each message body as the queue would carry it, so a test reads what the
+The sink routes as QueueDispatchSink does (each dispatch to its channel's queue, its body written by
+the channel's plugin) and keeps each body as the queue would carry it, so a test reads what the
 senders would receive. The counters keep `once` markers as ReportCounters does: a fact counted
 already counts nothing and answers False.
 """
@@ -10,49 +10,48 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from cems.channels.registry import plugin
+from cems.models import Channel
 from cems.ports import ServiceUnavailable, SinkResult
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.scenario.engine import Dispatch
-from cems.scenario.runner import email_dispatch
 
 
 class RecordingDispatchSink:
-    """Keeps what would be enqueued: the LINE queue's bodies and, if `email` is on, the email queue's."""
+    """Keeps what would be enqueued, per channel queue, as the channel's plugin writes the body. A
+    channel without a queue (not in `queues`; every channel by default) is `unsupported`, as
+    QueueDispatchSink answers for a queue URL that is not configured."""
 
-    def __init__(self, *, email: bool = True) -> None:
-        self.email = email
+    def __init__(self, *, queues: Iterable[Channel] = tuple(Channel)) -> None:
+        self.queues = frozenset(queues)
         self.dispatches: list[Dispatch] = []
-        self.line_bodies: list[dict[str, Any]] = []
-        self.email_bodies: list[dict[str, Any]] = []
-        self._taken = {"line": 0, "email": 0}
+        self.bodies: dict[Channel, list[dict[str, Any]]] = {channel: [] for channel in Channel}
+        self._taken = dict.fromkeys(Channel, 0)
 
     def send(self, dispatch: Dispatch) -> SinkResult:
-        if dispatch.channel == "email":
-            if dispatch.email is None or not self.email:
-                return "unsupported"
-            self.email_bodies.append(json.loads(email_dispatch(dispatch).to_sqs_body()))
-        elif dispatch.line is None:
+        if dispatch.channel not in self.queues or dispatch.channel not in dispatch.messages:
             return "unsupported"
-        else:
-            self.line_bodies.append(json.loads(dispatch.line.to_sqs_body()))
+        self.bodies[dispatch.channel].append(json.loads(plugin(dispatch.channel).queue_body(dispatch, None)))
         self.dispatches.append(dispatch)
         return "enqueued"
 
+    def take(self, channel: Channel) -> list[dict[str, Any]]:
+        """The bodies enqueued on `channel`'s queue since the last call (as a test drains a queue)."""
+        bodies = self.bodies[channel]
+        new = bodies[self._taken[channel] :]
+        self._taken[channel] = len(bodies)
+        return new
+
     def take_line(self) -> list[dict[str, Any]]:
-        """The LINE bodies enqueued since the last call (as a test drains a queue)."""
-        return self._take("line", self.line_bodies)
+        return self.take(Channel.LINE)
 
     def take_email(self) -> list[dict[str, Any]]:
-        return self._take("email", self.email_bodies)
-
-    def _take(self, queue: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        new = bodies[self._taken[queue] :]
-        self._taken[queue] = len(bodies)
-        return new
+        return self.take(Channel.EMAIL)
 
 
 class InMemoryReportCounters:

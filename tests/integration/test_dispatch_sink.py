@@ -1,5 +1,6 @@
-"""Where the engine's dispatches go (cems.scenario.runner.QueueDispatchSink, as wiring builds it):
-LINE to LineSendQueue with its links through the click tracker, email to EmailSendQueue."""
+"""Where the engine's dispatches go (cems.adapters.sqs_dispatch.QueueDispatchSink, as wiring builds
+it): each to its channel's queue, LINE with its links through the click tracker, email to
+EmailSendQueue."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 import boto3
 import pytest
 from cems.adapters.sqs_dispatch import QueueDispatchSink
+from cems.email.channel import EmailMessage
 from cems.email.dispatch import EmailDispatch
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.line.dispatch import LineDispatch
-from cems.scenario.engine import Dispatch, EmailMessage
+from cems.models import Channel
+from cems.scenario.engine import Dispatch
 from cems.settings import Settings
 from cems.wiring import line_link_tracker
 
@@ -53,12 +56,14 @@ def _dispatch(**extra: Any) -> Dispatch:
     }
     fields.update(extra)
     if fields["channel"] != "email":
-        fields["line"] = LineDispatch(
-            idempotency_key=fields["key"],
-            recipients=["cus_1"],
-            messages=[BUTTONS],
-            scenario_id="cart-abandonment",
-        )
+        fields["messages"] = {
+            Channel.LINE: LineDispatch(
+                idempotency_key=fields["key"],
+                recipients=["cus_1"],
+                messages=[BUTTONS],
+                scenario_id="cart-abandonment",
+            )
+        }
     return Dispatch(**fields)
 
 
@@ -66,7 +71,9 @@ def test_line_links_go_through_the_click_tracker_with_the_dispatch_in_the_token(
     queues: tuple[Any, str, str],
 ) -> None:
     sqs, line, email = queues
-    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker(Settings.from_environ()))
+    sink = QueueDispatchSink(
+        sqs, {Channel.LINE: line, Channel.EMAIL: email}, links=line_link_tracker(Settings.from_environ())
+    )
     assert sink.send(_dispatch()) == "enqueued"
     [sent] = drain_queue(sqs, line)
     uri = sent["messages"][0]["template"]["actions"][0]["uri"]
@@ -86,7 +93,9 @@ def test_line_links_go_through_the_click_tracker_with_the_dispatch_in_the_token(
 
 def test_a_scenario_without_click_tracking_keeps_its_links(queues: tuple[Any, str, str]) -> None:
     sqs, line, email = queues
-    sink = QueueDispatchSink(sqs, line, email, links=line_link_tracker(Settings.from_environ()))
+    sink = QueueDispatchSink(
+        sqs, {Channel.LINE: line, Channel.EMAIL: email}, links=line_link_tracker(Settings.from_environ())
+    )
     assert sink.send(_dispatch(track_clicks=False)) == "enqueued"
     [sent] = drain_queue(sqs, line)
     assert sent["messages"] == [BUTTONS]
@@ -94,11 +103,13 @@ def test_a_scenario_without_click_tracking_keeps_its_links(queues: tuple[Any, st
 
 def test_email_goes_to_the_email_queue_with_the_scenarios_tracking(queues: tuple[Any, str, str]) -> None:
     sqs, line, email = queues
-    sink = QueueDispatchSink(sqs, line, email)
+    sink = QueueDispatchSink(sqs, {Channel.LINE: line, Channel.EMAIL: email})
     mail = EmailMessage(
         subject="カートに商品が残っています", text="カートを見る https://shop.example.jp/cart"
     )
-    assert sink.send(_dispatch(channel="email", email=mail, track_opens=False)) == "enqueued"
+    assert (
+        sink.send(_dispatch(channel="email", messages={Channel.EMAIL: mail}, track_opens=False)) == "enqueued"
+    )
     assert drain_queue(sqs, line) == []
     [sent] = drain_queue(sqs, email)
     dispatch = EmailDispatch.model_validate_json(json.dumps(sent))
@@ -109,4 +120,5 @@ def test_email_goes_to_the_email_queue_with_the_scenarios_tracking(queues: tuple
     )
     assert dispatch.track_clicks and not dispatch.track_opens and not dispatch.test
     # Without an email queue configured, an email dispatch is not sent (and says so).
-    assert QueueDispatchSink(sqs, line).send(_dispatch(channel="email", email=mail)) == "unsupported"
+    unconfigured = QueueDispatchSink(sqs, {Channel.LINE: line, Channel.EMAIL: ""})
+    assert unconfigured.send(_dispatch(channel="email", messages={Channel.EMAIL: mail})) == "unsupported"

@@ -16,6 +16,7 @@ from cems.adapters.dynamodb.customers import Stores
 from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
 from cems.adapters.dynamodb.report_counters import ONCE_TTL, ReportCounters, once_key
 from cems.adapters.sqs_dispatch import QueueDispatchSink
+from cems.models import Channel
 from cems.reports.counters import Metric, ReportCell
 from cems.reports.report import ReportService
 from cems.scenario import engine
@@ -206,7 +207,7 @@ def test_a_report_of_journeys_run_by_the_scenario_runner(dynamodb: Any, stores: 
         CapStore(TABLE, dynamodb),
         stores.customers,
         stores.events,
-        QueueDispatchSink(sqs, queue),
+        QueueDispatchSink(sqs, {Channel.LINE: queue}),
         counters=counters,
     )
     document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))

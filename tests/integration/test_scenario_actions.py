@@ -18,6 +18,7 @@ from cems import clock, wiring
 from cems.adapters.dynamodb.customers import Stores
 from cems.adapters.line_api import LineRichMenus
 from cems.local.fake_line import FakeLine, FakeLineServer
+from cems.models import Channel
 from cems.scenario.model import ChannelCap, FrequencyCaps
 from cems.scenario.runner import ScenarioRunner
 from cems.settings import Settings
@@ -73,7 +74,7 @@ def test_caps_from_the_environment_reach_the_runner_and_bad_values_are_refused(
 ) -> None:
     assert _runner(dynamodb, monkeypatch).limits == FrequencyCaps()
     runner = _runner(dynamodb, monkeypatch, CEMS_CAP_EMAIL_PER_WEEK="5", CEMS_CAP_LINE_PER_DAY=" ")
-    assert runner.limits == FrequencyCaps(email=ChannelCap(per_day=1, per_week=5))
+    assert runner.limits == FrequencyCaps({Channel.EMAIL: ChannelCap(per_day=1, per_week=5)})
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(ValueError, match="CEMS_CAP_LINE_PER_WEEK"):
             _runner(dynamodb, monkeypatch, CEMS_CAP_LINE_PER_WEEK=bad)

@@ -27,7 +27,7 @@ from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioSt
 from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.local.cfn import Template
 from cems.local.resources import create_table
-from cems.models import StoredEvent
+from cems.models import Channel, StoredEvent
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps, Scenario
@@ -46,7 +46,7 @@ TABLE = "JourneysTable"
 REGION = "ap-northeast-1"
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo: inside the send window
 SCENARIO = "cart-abandonment"
-LIMITS = FrequencyCaps(line=ChannelCap(per_day=5, per_week=5))
+LIMITS = FrequencyCaps({Channel.LINE: ChannelCap(per_day=5, per_week=5)})
 
 
 def _free_port() -> int:
@@ -138,7 +138,7 @@ class World:
             CapStore(TABLE, dynamodb),
             stores.customers,
             stores.events,
-            QueueDispatchSink(sqs, self.queue_url),
+            QueueDispatchSink(sqs, {Channel.LINE: self.queue_url}),
             LIMITS,
         )
 

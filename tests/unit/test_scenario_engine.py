@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cems.models import MessageType, Profile, StoredEvent
+from cems.models import Channel, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
 from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
@@ -219,12 +219,15 @@ def test_a_send_produces_one_line_dispatch_for_the_customer_with_a_stable_key() 
     result = run(s, entered(s, p), NOW, p)
     (dispatch,) = result.dispatches
     assert dispatch.key == "cus_7#test#v1#hello#e1"
-    assert dispatch.channel == "line" and dispatch.line is not None
-    assert dispatch.line.idempotency_key == dispatch.key
-    assert dispatch.line.recipients == ["cus_7"]
-    assert dispatch.line.messages == [{"type": "text", "text": "山田様、こんにちは"}]
+    line = dispatch.messages[Channel.LINE]
+    assert (
+        dispatch.channel == Channel.LINE and dispatch.fallbacks == () and list(dispatch.messages) == ["line"]
+    )
+    assert line.idempotency_key == dispatch.key
+    assert line.recipients == ["cus_7"]
+    assert line.messages == [{"type": "text", "text": "山田様、こんにちは"}]
     (cap,) = result.caps
-    assert (cap.day_key, cap.week_key) == cap_keys("line", NOW)
+    assert (cap.day_key, cap.week_key) == cap_keys(Channel.LINE, NOW)
     final = result.enrolment
     assert final.state is EnrolmentState.COMPLETED and final.sends == 1 and final.last_send_at == NOW
     assert final.revision == 1
@@ -240,11 +243,13 @@ def test_line_or_email_falls_back_to_email_when_line_is_unreachable() -> None:
     }
     s = scenario([step])
     both = run(s, entered(s), NOW).dispatches[0]
-    assert both.channel == "line_then_email" and both.email is not None and both.line is not None
+    assert (both.channel, both.fallbacks, both.route) == ("line", ("email",), "line_then_email")
+    assert set(both.messages) == {Channel.LINE, Channel.EMAIL}
     no_line = customer().model_copy(update={"line_user_id": None})
     only_email = run(s, entered(s, no_line), NOW, no_line).dispatches[0]
-    assert only_email.channel == "email" and only_email.line is None
-    assert only_email.email is not None and only_email.email.subject == "件名 cus_1@example.jp"
+    assert (only_email.channel, only_email.fallbacks) == ("email", ())
+    assert list(only_email.messages) == [Channel.EMAIL]
+    assert only_email.messages[Channel.EMAIL].subject == "件名 cus_1@example.jp"
 
 
 def test_a_line_send_to_a_customer_without_line_exits_the_journey() -> None:
@@ -438,8 +443,9 @@ def test_wait_for_event_timing_out_sends_the_reminder() -> None:
     assert run(s, waiting, NOW + timedelta(minutes=59), p).changed is False
     result = run(s, waiting, NOW + timedelta(hours=1), p)
     (dispatch,) = result.dispatches
-    assert dispatch.step_id == "remind" and dispatch.line is not None
-    assert "「八女玉露」がカートに残っています" in dispatch.line.messages[0]["template"]["text"]
+    line = dispatch.messages[Channel.LINE]
+    assert dispatch.step_id == "remind"
+    assert "「八女玉露」がカートに残っています" in line.messages[0]["template"]["text"]
     assert result.enrolment.state is EnrolmentState.COMPLETED and result.enrolment.step_id == "done"
 
 

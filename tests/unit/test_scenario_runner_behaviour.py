@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cems import clock
-from cems.models import Profile
+from cems.models import Channel, Profile
 from cems.reports.counters import Metric
 from cems.reports.report import build_report
 from cems.scenario import engine
@@ -153,7 +153,7 @@ def test_a_lost_race_releases_its_cap_and_is_decided_again_on_a_fresh_read(
 ) -> None:
     world.upload("cart_abandonment.json")
     (customer,) = (world.customer(c) for c in _treated("cart-abandonment", "cus_race_", 1))
-    limits = FrequencyCaps(line=ChannelCap(per_day=5, per_week=5))
+    limits = FrequencyCaps({Channel.LINE: ChannelCap(per_day=5, per_week=5)})
     runner, other = world.another_runner(limits), world.another_runner(limits)
     runner.on_stored_event(world.event(customer, "Product Added"))
     clock.advance(3600 + 60)
@@ -361,7 +361,7 @@ def test_the_line_caps_decide_how_many_of_the_days_sends_go_and_which_are_skippe
     report = world.runner.on_stored_event(world.event(default, "Product Viewed"))
     assert (report.enrolled, report.dispatched) == (3, 1)  # one LINE send a day by default
 
-    runner = world.another_runner(FrequencyCaps(line=ChannelCap(per_day=2, per_week=10)))
+    runner = world.another_runner(FrequencyCaps({Channel.LINE: ChannelCap(per_day=2, per_week=10)}))
     report = runner.on_stored_event(world.event(raised, "Product Viewed"))
     assert (report.enrolled, report.dispatched) == (3, 2)
     keys = world.sent_keys()

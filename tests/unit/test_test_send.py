@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cems.channels.plugin import SendContext
 from cems.email.dispatch import EmailDispatch
 from cems.line.dispatch import LineDispatch
 from cems.models import Channel, ChannelState, Profile
-from cems.scenario.engine import render_step_email, render_step_line, step_scope
+from cems.scenario.engine import render_step, step_scope
 from cems.scenario.model import Scenario, SendStep
 from cems.scenario.test_send import (
     TEST_CUSTOMER,
@@ -167,7 +168,7 @@ def test_a_step_that_sends_nothing_is_refused(step_id: str, kind: str) -> None:
 
 
 def test_line_to_an_email_only_step_and_email_to_a_line_only_step_are_refused() -> None:
-    with pytest.raises(ValueError, match="hello-mail sends by email only; give --to email:"):
+    with pytest.raises(ValueError, match="hello-mail sends on email only; give --to email:"):
         build_test_send(scenario(), "hello-mail", f"line:{LINE_ID}")
     with pytest.raises(ValueError, match="hello-line sends on LINE only; give --to line:"):
         build_test_send(scenario(), "hello-line", f"email:{STAFF}")
@@ -200,7 +201,10 @@ def test_the_content_is_what_the_engine_renders_for_that_profile() -> None:
     who = customer(last_name="佐藤")
     step = s.step("hello-line")
     assert isinstance(step, SendStep)
-    expected = render_step_line(step, step_scope(s, s.version, step, who, None))
+    send = SendContext(
+        key="k", customer_id=who.customer_id, scenario_id=s.id, version=s.version, step_id=step.id
+    )
+    expected = render_step(Channel.LINE, step, step_scope(s, s.version, step, who, None), send).messages
     sent = build_test_send(s, "hello-line", f"line:{LINE_ID}", who)
     assert isinstance(sent.dispatch, LineDispatch)
     assert sent.dispatch.messages == expected == [{"type": "text", "text": "佐藤様、テスト送信の確認 です"}]
@@ -235,7 +239,10 @@ def test_an_email_step_becomes_a_test_dispatch_to_the_staff_address() -> None:
     assert (d.track_clicks, d.track_opens) == (True, False)  # the scenario's tracking
     step = s.step("hello-mail")
     assert isinstance(step, SendStep)
-    expected = render_step_email(step, step_scope(s, 3, step, customer(last_name="佐藤"), None))
+    send = SendContext(key="k", customer_id="cus_real_0001", scenario_id=s.id, version=3, step_id=step.id)
+    expected = render_step(
+        Channel.EMAIL, step, step_scope(s, 3, step, customer(last_name="佐藤"), None), send
+    )
     assert (d.subject, d.html, d.text) == (expected.subject, expected.html, expected.text)
     assert d.subject == "佐藤様へ新茶のご案内"
     assert sent.preview == "佐藤様へ新茶のご案内"

@@ -26,10 +26,12 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cems.models import Channel
 
 # Prefixed to what is signed, so a MAC made for something else with the same secret never verifies.
 DOMAIN = b"cems-tracking-token-v1\x00"
@@ -85,7 +87,7 @@ class TrackingToken(BaseModel):
     kind: TokenKind = Field(alias="k")
     dispatch_key: str = Field(alias="d", min_length=1, max_length=512)  # the dispatch's idempotency key
     customer_id: str = Field(alias="c", min_length=1, max_length=255)
-    channel: Literal["line", "email"] = Field(alias="n")
+    channel: Channel = Field(alias="n")
     scenario_id: str | None = Field(default=None, alias="s", max_length=255)
     version: int | None = Field(default=None, alias="v")
     step_id: str | None = Field(default=None, alias="p", max_length=255)

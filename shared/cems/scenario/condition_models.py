@@ -6,10 +6,11 @@ are a union discriminated by `kind`; `all`, `any` and `not` nest them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from cems.channels.registry import plugins
 from cems.scenario.problems import bilingual
 from cems.scenario.rfm import Stage
 from cems.scenario.values import SURVEY_QUESTION, EventName, StrictModel
@@ -225,13 +226,22 @@ class EventCountCondition(_Model):
         return self
 
 
+# A `reachable` condition's channel: a registered channel's name, or `any` (built from the registry,
+# so the JSON Schema lists them).
+ANY_CHANNEL = "any"
+if TYPE_CHECKING:
+    ReachableOn = str
+else:
+    ReachableOn = Literal[(*(p.channel.value for p in plugins()), ANY_CHANNEL)]
+
+
 class ReachableCondition(_Model):
     """The customer can be sent to on this channel now (reachable and consenting)."""
 
     doc_ja: ClassVar[str] = "配信可能: いまこのチャネルで送れる（届く手段があり、同意している）。"
 
     kind: Literal["reachable"]
-    channel: Literal["line", "email", "any"]
+    channel: ReachableOn
 
 
 class ScoreRange(_Model):

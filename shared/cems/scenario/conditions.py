@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cems.channels.registry import plugin, plugins
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
-from cems.models import LINE_SOURCE_ID, Channel, LineEvent, MessageType, Profile, StoredEvent
+from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.condition_models import (
+    ANY_CHANNEL,
     AllCondition,
     AnyCondition,
     BoughtCondition,
@@ -91,17 +93,11 @@ def _in_range(score: int, wanted: ScoreRange | None) -> bool:
 
 
 def reachable(profile: Profile, channel: str) -> bool:
-    """LINE: a linked, following, consenting friend. Email: an `email` trait and an email channel
-    state that is reachable with consent."""
-    line = profile.line_contact() is not None
-    state = profile.channels.get(Channel.EMAIL)
-    address = profile.traits.get("email")
-    email = isinstance(address, str) and bool(address) and state is not None and state.consents_for(address)
-    if channel == "line":
-        return line
-    if channel == "email":
-        return email
-    return line or email
+    """Reachable with consent on `channel` now, by that channel's own rule (its plugin); `any`: on
+    some channel."""
+    if channel == ANY_CHANNEL:
+        return any(p.reachable(profile) for p in plugins())
+    return plugin(channel).reachable(profile)
 
 
 def profile_fact(profile: Profile, field: str, now: datetime) -> float | None:

@@ -23,14 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, assert_never
+from typing import Any, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cems.line.dispatch import LineDispatch
-from cems.models import LineEvent, MessageType, Profile, StoredEvent
+from cems.channels.plugin import SendContext
+from cems.channels.registry import channels_of, plugin, plugins, route
+from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
-from cems.scenario.conditions import evaluate, event_matches, event_name, reachable
+from cems.scenario.conditions import evaluate, event_matches, event_name
 from cems.scenario.model import (
     BranchStep,
     BroadcastTrigger,
@@ -59,14 +60,14 @@ from cems.scenario.timing import (
     wait_due,
     window_opening,
 )
-from cems.templates import RenderError, render, render_email, render_line_messages, template_scope
+from cems.templates import RenderError, render, template_scope
 
 # More steps than any path without a wait can have (loops need a wait): a safety stop, after which
 # the enrolment stays active and due now, so the next activation carries on.
 MAX_STEPS_PER_ACTIVATION = 100
 # A profile trait that, when true, stops every journey and keeps the customer out of new ones.
 BLACKLIST_TRAIT = "blacklisted"
-MAX_KEY_LENGTH = 256  # LineDispatch.idempotency_key
+MAX_KEY_LENGTH = 256  # the senders' dispatch idempotency_key
 
 
 class EnrolmentState(StrEnum):
@@ -79,8 +80,6 @@ class EnrolmentState(StrEnum):
 
 
 ENDED = frozenset({EnrolmentState.COMPLETED, EnrolmentState.EXITED, EnrolmentState.CONVERTED})
-Channel = Literal["line", "email"]
-DispatchChannel = Literal["line", "email", "line_then_email"]
 
 
 class _Frozen(BaseModel):
@@ -167,29 +166,42 @@ class Enrolment(_Frozen):
 # ---------------------------------------------------------------------------------------- what comes out
 
 
-class EmailMessage(_Frozen):
-    subject: str
-    html: str | None = None
-    text: str | None = None
-
-
 class Dispatch(_Frozen):
-    """A send the caller enqueues (before writing the enrolment). `line_then_email`: LINE, with the
-    email as the fallback should LINE turn out unreachable when it is sent."""
+    """A send the caller enqueues (before writing the enrolment): on `channel`, with `fallbacks`, the
+    channels after it in the step's preference that could reach the customer too (rendered as well,
+    for a sender that finds `channel` unreachable when it sends). `messages` holds each channel's
+    rendered message, as its plugin (cems.channels.registry) made it."""
 
     key: str
-    channel: DispatchChannel
+    channel: Channel
+    fallbacks: tuple[Channel, ...] = ()
     customer_id: str
     scenario_id: str
     version: int
     step_id: str
     entry: int
     variant: str | None = None
-    line: LineDispatch | None = None
-    email: EmailMessage | None = None
+    messages: dict[Channel, Any] = Field(default_factory=dict)
     # The scenario's `tracking` (click tracker for links, open pixel for email).
     track_clicks: bool = True
     track_opens: bool = True
+
+    @property
+    def route(self) -> str:
+        """Where it goes, as the simulator and logs show it: `line`, `line_then_email`, ..."""
+        return "_then_".join([self.channel, *self.fallbacks])
+
+    def send_context(self) -> SendContext:
+        return SendContext(
+            key=self.key,
+            customer_id=self.customer_id,
+            scenario_id=self.scenario_id,
+            version=self.version,
+            step_id=self.step_id,
+            variant=self.variant,
+            track_clicks=self.track_clicks,
+            track_opens=self.track_opens,
+        )
 
 
 class CapRequest(_Frozen):
@@ -267,7 +279,7 @@ class CapView:
     def reopens_at(self, channel: Channel, now: datetime, taken: int = 0) -> datetime | None:
         """None when one more send on `channel` is allowed now (after `taken` sends this activation),
         else when the cap allows again."""
-        limit = self.limits.line if channel == "line" else self.limits.email
+        limit = self.limits.of(channel)
         day_key, week_key = cap_keys(channel, now)
         reopen: datetime | None = None
         if limit.per_day is not None and self.counts.get(day_key, 0) + taken >= limit.per_day:
@@ -277,7 +289,7 @@ class CapView:
         return reopen
 
 
-def cap_keys(channel: str, now: datetime) -> tuple[str, str]:
+def cap_keys(channel: Channel, now: datetime) -> tuple[str, str]:
     return f"{channel}#D#{cap_day(now)}", f"{channel}#W#{cap_week(now)}"
 
 
@@ -491,12 +503,13 @@ def _converted(enrolment: Enrolment, now: datetime) -> Advance:
 
 
 def _next_sends_line_only(scenario: Scenario, step_id: str | None) -> bool:
-    """Whether the next send on every path from `step_id` is LINE only (no email to fall back to)."""
+    """Whether the next send on every path from `step_id` is LINE only (no other channel to fall back
+    to): a LINE unfollow then ends the journey."""
     if step_id is None:
         return False
     seen: set[str] = set()
     todo = [step_id]
-    channels: set[str] = set()
+    channels: set[Channel] = set()
     while todo:
         current = todo.pop()
         if current in seen:
@@ -504,10 +517,10 @@ def _next_sends_line_only(scenario: Scenario, step_id: str | None) -> bool:
         seen.add(current)
         step = scenario.step(current)
         if isinstance(step, SendStep):
-            channels.add(step.channel)
+            channels.update(channels_of(step.channel))
             continue
         todo.extend(scenario.successors(step))
-    return channels == {"line"}
+    return channels == {Channel.LINE}
 
 
 # ------------------------------------------------------------------------------------------------ advance
@@ -573,7 +586,7 @@ class _Run:
         self.zone = scenario.zone
         self.fields: dict[str, Any] = {}
         self.e = enrolment
-        self.taken: dict[Channel, int] = {"line": 0, "email": 0}
+        self.taken: dict[Channel, int] = {p.channel: 0 for p in plugins()}
         self.out: dict[str, list[Any]] = {
             "dispatches": [],
             "caps": [],
@@ -724,22 +737,24 @@ class _Run:
             opening = window_opening(self.scenario.send_window, self.now, self.zone)
             self.note(step.id, "window", f"quiet hours; sends at {self.local(opening)}")
             return self.wait_until(opening)
-        channel = _channel(step, self.profile)
-        if channel is None:
+        reachable = route(step.channel, self.profile)
+        if not reachable:
             return self.end(EnrolmentState.EXITED, step.id, f"unreachable:{step.channel}")
         if self.e.holdout:
-            self.note(step.id, "held_out", channel)
+            self.note(step.id, "held_out", "_then_".join(reachable))
             return self.scenario.next_of(step)
-        cap_channel: Channel = "email" if channel == "email" else "line"
+        # The cap counted is the channel sent on; a fallback is sent only when that one turns out
+        # unreachable, in place of it.
+        cap_channel = reachable[0]
         try:  # before the cap: content that cannot render fails whether or not it could be sent now
-            dispatch = self.render(step, channel)
+            dispatch = self.render(step, reachable)
         except (RenderError, ValidationError, ValueError) as exc:
             return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {_reason(exc)}")
         reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel])
         if reopens is not None:
             return self.capped(step, cap_channel, reopens)
         self.out["dispatches"].append(dispatch)
-        limits = self.caps.limits.line if cap_channel == "line" else self.caps.limits.email
+        limits = self.caps.limits.of(cap_channel)
         day_key, week_key = cap_keys(cap_channel, self.now)
         self.out["caps"].append(
             CapRequest(
@@ -758,7 +773,7 @@ class _Run:
             step_sends={**self.e.step_sends, step.id: self.e.step_sends.get(step.id, 0) + 1},
             deferred_since=None,
         )
-        self.note(step.id, "sent", channel)
+        self.note(step.id, "sent", dispatch.route)
         return self.scenario.next_of(step)
 
     def capped(self, step: SendStep, channel: Channel, reopens: datetime) -> str | Advance | None:
@@ -778,39 +793,33 @@ class _Run:
         self.note(step.id, "deferred", f"{channel} cap reached; again at {self.local(due)}")
         return self.wait_until(due)
 
-    def render(self, step: SendStep, channel: DispatchChannel) -> Dispatch:
+    def render(self, step: SendStep, channels: tuple[Channel, ...]) -> Dispatch:
         scope = self.scope(step)
         repeat = self.e.step_sends.get(step.id, 0) + 1
         key = dispatch_key(
             self.e.customer_id, self.scenario.id, self.e.version, step.id, self.e.entry, repeat
         )
-        line: LineDispatch | None = None
-        email: EmailMessage | None = None
-        if channel in ("line", "line_then_email"):
-            messages = render_step_line(step, scope)
-            line = LineDispatch(
-                idempotency_key=key,
-                recipients=[self.e.customer_id],
-                messages=messages,
-                scenario_id=self.scenario.id,
-                version=self.e.version,
-                step_id=step.id,
-                variant=self.e.variant,
-                notification_disabled=step.notification_disabled,
-            )
-        if channel in ("email", "line_then_email"):
-            email = render_step_email(step, scope)
+        send = SendContext(
+            key=key,
+            customer_id=self.e.customer_id,
+            scenario_id=self.scenario.id,
+            version=self.e.version,
+            step_id=step.id,
+            variant=self.e.variant,
+            track_clicks=self.scenario.tracking.clicks,
+            track_opens=self.scenario.tracking.opens,
+        )
         return Dispatch(
             key=key,
-            channel=channel,
+            channel=channels[0],
+            fallbacks=channels[1:],
             customer_id=self.e.customer_id,
             scenario_id=self.scenario.id,
             version=self.e.version,
             step_id=step.id,
             entry=self.e.entry,
             variant=self.e.variant,
-            line=line,
-            email=email,
+            messages={c: render_step(c, step, scope, send) for c in channels},
             track_clicks=self.scenario.tracking.clicks,
             track_opens=self.scenario.tracking.opens,
         )
@@ -833,31 +842,10 @@ def step_scope(
     )
 
 
-def render_step_line(step: SendStep, scope: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A send step's LINE messages rendered and checked, all or nothing (RenderError says why)."""
-    return render_line_messages(step.line or [], scope)
-
-
-def render_step_email(step: SendStep, scope: Mapping[str, Any]) -> EmailMessage:
-    """A send step's email rendered, all or nothing (RenderError says why)."""
-    if step.email is None:  # the model requires email content for email channels
-        raise ValueError(f"step {step.id} has no email content")
-    rendered = render_email(step.email.subject, step.email.html, step.email.text, scope)
-    return EmailMessage(subject=rendered.subject, html=rendered.html, text=rendered.text)
-
-
-def _channel(step: SendStep, profile: Profile) -> DispatchChannel | None:
-    """Where this send goes for this customer now: line, email, line_then_email (LINE, email as the
-    fallback), or None when the step's channel cannot reach them."""
-    line = reachable(profile, "line")
-    email = reachable(profile, "email")
-    if step.channel == "line":
-        return "line" if line else None
-    if step.channel == "email":
-        return "email" if email else None
-    if line:
-        return "line_then_email" if email else "line"
-    return "email" if email else None
+def render_step(channel: Channel, step: SendStep, scope: dict[str, Any], send: SendContext) -> Any:
+    """A send step's content for `channel` rendered and checked, all or nothing (RenderError,
+    ValidationError or ValueError says why), as that channel's plugin makes it."""
+    return plugin(channel).render(step, scope, send)
 
 
 def _reason(exc: Exception) -> str:

@@ -22,11 +22,22 @@ from __future__ import annotations
 import json
 import re
 from datetime import time, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema
+
+from cems.channels.registry import SEND_OPTIONS, channels_of
+from cems.models import Channel
 
 # Other modules take these from here too (the engine, the loader, tests): re-exported.
 from cems.scenario.condition_models import Condition as Condition
@@ -181,6 +192,13 @@ Trigger = Annotated[
 
 LineMessage = dict[str, Any]
 
+# A send step's `channel`: a registered channel's name, or a preference of several
+# (cems.channels.registry.SEND_OPTIONS); built from the registry, so the JSON Schema lists them.
+if TYPE_CHECKING:
+    SendOption = str
+else:
+    SendOption = Literal[tuple(SEND_OPTIONS)]
+
 
 class EmailContent(_Model):
     """An email's parts, each a Liquid template."""
@@ -223,7 +241,7 @@ class SendStep(_Step):
     doc_ja: ClassVar[str] = "LINE かメールで送る。`line_or_email` は LINE で届かないときにメールで送ります。"
 
     type: Literal["send"]
-    channel: Literal["line", "email", "line_or_email"]
+    channel: SendOption
     line: list[LineMessage] | None = None
     email: EmailContent | None = None
     notification_disabled: bool = False
@@ -549,18 +567,17 @@ class ChannelCap(_Model):
     per_week: Annotated[int, Field(ge=1)] | None = 3
 
 
-class FrequencyCaps(_Model):
-    """Global caps per customer per channel, counted across all scenarios (engine configuration,
-    not part of a scenario file). Days and weeks are calendar days and Monday-start weeks in
-    Asia/Tokyo."""
+class FrequencyCaps(RootModel[dict[Channel, ChannelCap]]):
+    """Global caps per customer, keyed by channel, counted across all scenarios (engine configuration
+    from CEMS_CAP_<CHANNEL>_PER_DAY|WEEK, not part of a scenario file); a channel left out has
+    ChannelCap's defaults. Days and weeks are calendar days and Monday-start weeks in Asia/Tokyo."""
 
-    doc_ja: ClassVar[str] = (
-        "顧客ごと・チャネルごとの全体の配信上限。すべてのシナリオを通して数えます（エンジンの設定で、"
-        "シナリオファイルには書きません）。日と週は Asia/Tokyo の暦日と月曜始まりの週です。"
-    )
+    model_config = ConfigDict(frozen=True)
 
-    line: ChannelCap = ChannelCap()
-    email: ChannelCap = ChannelCap()
+    root: dict[Channel, ChannelCap] = Field(default_factory=dict)
+
+    def of(self, channel: Channel) -> ChannelCap:
+        return self.root.get(channel) or ChannelCap()
 
 
 # ------------------------------------------------------------------------------------------------ scenario
@@ -700,11 +717,11 @@ class Scenario(_Model):
         following = self.next_of(step)
         return [following] if following else []
 
-    def channels(self) -> set[str]:
-        out: set[str] = set()
+    def channels(self) -> set[Channel]:
+        out: set[Channel] = set()
         for step in self.steps:
             if isinstance(step, SendStep):
-                out.update({"line", "email"} if step.channel == "line_or_email" else {step.channel})
+                out.update(channels_of(step.channel))
         return out
 
 

@@ -32,7 +32,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from cems import clock
-from cems.email.dispatch import EmailDispatch
+from cems.channels.plugin import LinkTracker as LinkTracker  # re-exported: wiring names it
+from cems.channels.registry import plugins
 from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
 from cems.ports import (
     CapStorePort,
@@ -50,7 +51,6 @@ from cems.scenario.engine import (
     Advance,
     CapRequest,
     CapView,
-    Dispatch,
     Enrolment,
     EnrolmentState,
     OtherEnrolment,
@@ -74,28 +74,6 @@ SUMMARY_CACHE = timedelta(seconds=60)
 MAX_CAP_ATTEMPTS = 3
 # Trigger kinds that enrol on an event (date and broadcast triggers enrol without one).
 EVENT_TRIGGERS = frozenset({"event", "line_follow", "survey_answer"})
-
-# Where a LINE dispatch's links go: (the dispatch, the original URL) -> the click-tracker URL.
-LinkTracker = Callable[[Dispatch, str], str]
-
-
-def email_dispatch(dispatch: Dispatch) -> EmailDispatch:
-    """The send_email message for an engine dispatch on the email channel."""
-    assert dispatch.email is not None
-    return EmailDispatch(
-        idempotency_key=dispatch.key,
-        customer_id=dispatch.customer_id,
-        subject=dispatch.email.subject,
-        html=dispatch.email.html,
-        text=dispatch.email.text,
-        scenario_id=dispatch.scenario_id,
-        version=dispatch.version,
-        step_id=dispatch.step_id,
-        variant=dispatch.variant,
-        track_clicks=dispatch.track_clicks,
-        track_opens=dispatch.track_opens,
-    )
-
 
 # RunReport's counts and their CloudWatch metric names (the dashboard and alarms use these names).
 RUN_METRICS = {
@@ -544,7 +522,7 @@ class ScenarioRunner:
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
         counts: dict[str, int] = {}
-        for channel in ("line", "email"):
+        for channel in (p.channel for p in plugins()):
             day, week = self.caps.counts(customer_id, channel, now)
             day_key, week_key = cap_keys(channel, now)
             counts[day_key], counts[week_key] = day, week

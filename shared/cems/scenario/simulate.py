@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Never, assert_never
 
 from cems import clock
+from cems.channels.registry import plugin
 from cems.models import (
     LINE_SOURCE_ID,
     Channel,
@@ -113,18 +114,14 @@ class Simulation:
 
 
 def summary(dispatch: Dispatch) -> str:
-    """A short line of what a dispatch says: the first LINE message's text (a template's text, else its
-    altText), and the email subject."""
+    """A short line of what a dispatch says, by each channel's plugin (LINE: the first message's text;
+    email: the subject), the channel sent on first and each fallback after it."""
     parts: list[str] = []
-    if dispatch.line is not None:
-        first = dispatch.line.messages[0] if dispatch.line.messages else {}
-        template = first.get("template")
-        inner = template.get("text") if isinstance(template, dict) else None
-        text = first.get("text") or inner or first.get("altText") or f"[{first.get('type', '?')}]"
-        parts.append(_short(str(text)))
-    if dispatch.email is not None:
-        prefix = "email fallback: " if parts else ""
-        parts.append(prefix + _short(dispatch.email.subject))
+    for channel in (dispatch.channel, *dispatch.fallbacks):
+        message = dispatch.messages.get(channel)
+        if message is not None:
+            prefix = f"{channel} fallback: " if parts else ""
+            parts.append(prefix + _short(plugin(channel).summary(message)))
     return " | ".join(parts)
 
 
@@ -371,7 +368,7 @@ def _record(sim: Simulation, result: Advance) -> None:
                 step_id=record.step_id,
                 what=record.what,
                 detail=record.detail,
-                channel=dispatch.channel if dispatch is not None else None,
+                channel=dispatch.route if dispatch is not None else None,
                 dispatch=dispatch,
             )
         )

@@ -2,10 +2,10 @@
 given profile, as a dispatch for ONE staff recipient, marked as a test.
 
 The step is rendered exactly as the engine renders it (`engine.step_scope` and
-`engine.render_step_line` / `engine.render_step_email`), so what the staff member receives is what a
-customer with that profile would. The dispatch is a normal `LineDispatch` or `EmailDispatch` with
-`test=True`: the senders send it to the given LINE user id (`test_line_user_id`) or address
-(`to_address`) only, never to the customer whose profile was used, and count nothing in the reports
+`engine.render_step`, the channel's plugin), so what the staff member receives is what a customer with
+that profile would. The dispatch is the channel's normal queue message marked as a test by its plugin
+(`test_message`): the senders send it to the given address (a LINE user id, a mail address) only,
+never to the customer whose profile was used, and count nothing in the reports
 (tracking tokens of a test mail say `test`, so clicks, opens and unsubscribes change nothing).
 Every test send has a new idempotency key, `test#<scenario>#<step>#<uuid4>`: sending the same step
 again sends again.
@@ -15,26 +15,19 @@ Nothing here touches AWS; the CLI reads the profile and enqueues the dispatch.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from cems import clock
-from cems.email.dispatch import EmailDispatch
-from cems.line.dispatch import LineDispatch
-from cems.models import Profile, StoredEvent
-from cems.scenario.engine import (
-    Dispatch,
-    EmailMessage,
-    render_step_email,
-    render_step_line,
-    step_scope,
-)
+from cems.channels.plugin import SendContext
+from cems.channels.registry import channels_of, plugin, plugins
+from cems.models import Channel, Profile, StoredEvent
+from cems.scenario.engine import Dispatch, render_step, step_scope
 from cems.scenario.model import Scenario, SendStep
 from cems.scenario.simulate import default_profile, events_from, profile_from, summary
 from cems.templates import RenderError
@@ -42,11 +35,8 @@ from cems.templates import RenderError
 # The customer id of the sample profile (no such customer exists; nothing is written about it).
 TEST_CUSTOMER = "cus_test"
 KEY_PREFIX = "test"
-MAX_KEY_LENGTH = 256  # LineDispatch / EmailDispatch idempotency_key
-_LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
-RECIPIENT_HELP = "--to takes line:<LINE user id> (U and 32 hex digits) or email:<address>"
-
-Channel = Literal["line", "email"]
+MAX_KEY_LENGTH = 256  # the senders' dispatch idempotency_key
+RECIPIENT_HELP = "--to takes " + " or ".join(p.test_address_help for p in plugins())
 
 
 @dataclass(frozen=True)
@@ -62,34 +52,28 @@ class Recipient:
 
 @dataclass(frozen=True)
 class PreparedSend:
-    """What to enqueue: the dispatch (its SQS body) on LineSendQueue or EmailSendQueue."""
+    """What to enqueue: the dispatch (its SQS body) on the channel's queue."""
 
     channel: Channel
     step_id: str
     key: str
-    dispatch: LineDispatch | EmailDispatch
-    # A short line of the content: the first LINE message's text, or the email's subject.
+    dispatch: Any  # the channel's queue message (its plugin's `test_message`): has to_sqs_body()
+    # A short line of the content (the channel plugin's summary: LINE's first text, a mail's subject).
     preview: str
 
     def body(self) -> str:
-        return self.dispatch.to_sqs_body()
+        return str(self.dispatch.to_sqs_body())
 
 
 def parse_recipient(spec: str) -> Recipient:
-    """`line:<userId>` or `email:<address>`; ValueError (without the value) when malformed."""
-    from cems.email.sender import valid_address
-
+    """`<channel>:<address>` (`line:<userId>`, `email:<address>`); ValueError (without the value)
+    when malformed, by the channel's plugin."""
     kind, sep, value = spec.strip().partition(":")
     value = value.strip()
-    if not sep or kind not in ("line", "email") or not value:
+    if not sep or kind not in {p.channel.value for p in plugins()} or not value:
         raise ValueError(RECIPIENT_HELP)
-    if kind == "line":
-        if not _LINE_USER_ID.fullmatch(value):
-            raise ValueError("line: needs a LINE user id: U and 32 hex digits (0-9, a-f)")
-        return Recipient("line", value)
-    if not valid_address(value):
-        raise ValueError("email: needs an address such as staff@shop.example.jp (ASCII only)")
-    return Recipient("email", value)
+    channel = Channel(kind)
+    return Recipient(channel, plugin(channel).test_address(value))
 
 
 def fresh_key(scenario_id: str, step_id: str) -> str:
@@ -140,49 +124,32 @@ def build_test_send(
     profile) and `event` as the trigger. ValueError with a plain message when it cannot be made."""
     to = parse_recipient(recipient) if isinstance(recipient, str) else recipient
     step = _send_step(scenario, step_id)
-    if to.channel == "line" and step.channel == "email":
-        raise ValueError(f"step {step_id} sends by email only; give --to email:<address>")
-    if to.channel == "email" and step.channel == "line":
-        raise ValueError(f"step {step_id} sends on LINE only; give --to line:<LINE user id>")
+    offered = channels_of(step.channel)
+    if to.channel not in offered:
+        only = " or ".join(plugin(c).title for c in offered)
+        give = " or ".join(plugin(c).test_address_help for c in offered)
+        raise ValueError(f"step {step_id} sends on {only} only; give --to {give}")
     who = profile or sample_profile()
     scope = step_scope(scenario, scenario.version, step, who, event)
     key = fresh_key(scenario.id, step.id)
+    send = SendContext(
+        key=key,
+        customer_id=who.customer_id,
+        scenario_id=scenario.id,
+        version=scenario.version,
+        step_id=step.id,
+        track_clicks=scenario.tracking.clicks,
+        track_opens=scenario.tracking.opens,
+    )
     try:
-        if to.channel == "line":
-            line = LineDispatch(
-                idempotency_key=key,
-                recipients=[who.customer_id],
-                messages=render_step_line(step, scope),
-                scenario_id=scenario.id,
-                version=scenario.version,
-                step_id=step.id,
-                test=True,
-                test_line_user_id=to.address,
-                notification_disabled=step.notification_disabled,
-            )
-            preview = _preview(scenario, step, who, key, line=line)
-            return PreparedSend("line", step.id, key, line, preview)
-        content = render_step_email(step, scope)
-        email = EmailDispatch(
-            idempotency_key=key,
-            customer_id=who.customer_id,
-            subject=content.subject,
-            html=content.html,
-            text=content.text,
-            scenario_id=scenario.id,
-            version=scenario.version,
-            step_id=step.id,
-            track_clicks=scenario.tracking.clicks,
-            track_opens=scenario.tracking.opens,
-            test=True,
-            to_address=to.address,
-        )
+        message = render_step(to.channel, step, scope, send)
+        dispatch = plugin(to.channel).test_message(message, send, step, to.address)
     except RenderError as exc:
         raise ValueError(_render_failure(step.id, exc, event)) from None
     except ValidationError as exc:
         raise ValueError(f"step {step.id} cannot be sent after rendering: {_errors(exc)}") from None
-    preview = _preview(scenario, step, who, key, email=email)
-    return PreparedSend("email", step.id, key, email, preview)
+    preview = _preview(scenario, step, who, key, to.channel, message)
+    return PreparedSend(to.channel, step.id, key, dispatch, preview)
 
 
 def _send_step(scenario: Scenario, step_id: str) -> SendStep:
@@ -214,28 +181,18 @@ def _errors(exc: ValidationError) -> str:
 
 
 def _preview(
-    scenario: Scenario,
-    step: SendStep,
-    profile: Profile,
-    key: str,
-    *,
-    line: LineDispatch | None = None,
-    email: EmailDispatch | None = None,
+    scenario: Scenario, step: SendStep, profile: Profile, key: str, channel: Channel, message: Any
 ) -> str:
     """The simulator's one-line summary of the content (first LINE text, or the subject)."""
-    message = None
-    if email is not None:
-        message = EmailMessage(subject=email.subject, html=email.html, text=email.text)
     shown = Dispatch(
         key=key,
-        channel="line" if line is not None else "email",
+        channel=channel,
         customer_id=profile.customer_id,
         scenario_id=scenario.id,
         version=scenario.version,
         step_id=step.id,
         entry=0,
-        line=line,
-        email=message,
+        messages={channel: message},
     )
     return summary(shown)
 

@@ -1,0 +1,1 @@
+"""Channels as plugins: the plugin shape (`plugin`) and the registry of every channel (`registry`)."""

@@ -1,0 +1,47 @@
+"""The channel registry: every channel's plugin, and what a send step's `channel` option means.
+
+The engine, caps, conditions, scenario checks, test sends and wiring ask here; only each channel's
+own package (cems.line, cems.email) knows its rules. Adding a channel is one entry in `_PLUGINS`
+and a member of `cems.models.Channel` (docs/architecture.md, "Adding a channel").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cems.channels.plugin import ChannelPlugin
+from cems.email.channel import PLUGIN as EMAIL
+from cems.line.channel import PLUGIN as LINE
+from cems.models import Channel, Profile
+
+# In the order a step that offers several channels prefers them.
+_PLUGINS: tuple[ChannelPlugin, ...] = (LINE, EMAIL)
+_BY_CHANNEL: Mapping[Channel, ChannelPlugin] = {p.channel: p for p in _PLUGINS}
+
+# A send step's `channel`: one channel, or a preference (the first reachable one is sent to and the
+# reachable ones after it are its fallbacks). `line_or_email` is the scenario files' own word for it.
+SEND_OPTIONS: Mapping[str, tuple[Channel, ...]] = {
+    **{p.channel.value: (p.channel,) for p in _PLUGINS},
+    "line_or_email": (LINE.channel, EMAIL.channel),
+}
+
+
+def plugins() -> tuple[ChannelPlugin, ...]:
+    """Every registered channel's plugin, in order of preference."""
+    return _PLUGINS
+
+
+def plugin(channel: Channel | str) -> ChannelPlugin:
+    """The plugin of `channel` (KeyError for a channel nobody registered)."""
+    return _BY_CHANNEL[Channel(channel)]
+
+
+def channels_of(option: str) -> tuple[Channel, ...]:
+    """The channels a send step's `channel` option may send on, in order of preference."""
+    return SEND_OPTIONS[option]
+
+
+def route(option: str, profile: Profile) -> tuple[Channel, ...]:
+    """Where a send with this option goes for this customer now: the reachable channels of the
+    option in order (the first is sent to, the rest are its fallbacks); empty when none reaches."""
+    return tuple(c for c in channels_of(option) if plugin(c).reachable(profile))

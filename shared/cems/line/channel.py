@@ -1,0 +1,110 @@
+"""The LINE channel's plugin: a linked, following, consenting friend; LINE messages on LineSendQueue."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from cems.channels.plugin import ChannelPlugin, LinkTracker, SendContext
+from cems.line.dispatch import LineDispatch
+from cems.models import Channel, Profile
+
+if TYPE_CHECKING:
+    from cems.scenario.engine import Dispatch
+    from cems.scenario.model import SendStep
+    from cems.scenario.problems import Path, Problem
+
+_LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
+
+
+def reachable(profile: Profile) -> bool:
+    return profile.line_contact() is not None
+
+
+def content_problems(messages: Any, path: Path) -> list[Problem]:
+    # Imported here: the checks load line-bot-sdk's models, which only validation needs.
+    from cems.line.content import line_content_problems
+
+    return line_content_problems(messages, path)
+
+
+def render(step: SendStep, scope: dict[str, Any], send: SendContext) -> LineDispatch:
+    """The step's LINE messages rendered and checked, all or nothing (RenderError says why), as the
+    dispatch send_line takes."""
+    from cems.templates import render_line_messages
+
+    return LineDispatch(
+        idempotency_key=send.key,
+        recipients=[send.customer_id],
+        messages=render_line_messages(step.line or [], scope),
+        scenario_id=send.scenario_id,
+        version=send.version,
+        step_id=send.step_id,
+        variant=send.variant,
+        notification_disabled=step.notification_disabled,
+    )
+
+
+def queue_body(dispatch: Dispatch, links: LinkTracker | None) -> str:
+    """The LINE dispatch for LineSendQueue; with a link tracker, its http(s) links go through the
+    click tracker unless the scenario turned click tracking off."""
+    from cems.line.links import track_links
+
+    line: LineDispatch = dispatch.messages[Channel.LINE]
+    if links is not None and dispatch.track_clicks:
+        tracked = partial(links, dispatch)
+        line = line.model_copy(
+            update={
+                "messages": track_links(line.messages, tracked),
+                "personalised": {c: track_links(m, tracked) for c, m in line.personalised.items()},
+            }
+        )
+    return line.to_sqs_body()
+
+
+def summary(line: LineDispatch) -> str:
+    """The first message's text (a template's text, else its altText)."""
+    first = line.messages[0] if line.messages else {}
+    template = first.get("template")
+    inner = template.get("text") if isinstance(template, dict) else None
+    return str(first.get("text") or inner or first.get("altText") or f"[{first.get('type', '?')}]")
+
+
+def test_address(value: str) -> str:
+    if not _LINE_USER_ID.fullmatch(value):
+        raise ValueError("line: needs a LINE user id: U and 32 hex digits (0-9, a-f)")
+    return value
+
+
+def test_message(line: LineDispatch, send: SendContext, step: SendStep, address: str) -> LineDispatch:
+    """The rendered dispatch pushed to the staff member's own LINE user id only, marked as a test."""
+    return LineDispatch(
+        idempotency_key=send.key,
+        recipients=line.recipients,
+        messages=line.messages,
+        scenario_id=send.scenario_id,
+        version=send.version,
+        step_id=send.step_id,
+        test=True,
+        test_line_user_id=address,
+        notification_disabled=step.notification_disabled,
+    )
+
+
+PLUGIN = ChannelPlugin(
+    channel=Channel.LINE,
+    title="LINE",
+    reachable=reachable,
+    content_label=("`line` の LINE メッセージ", "LINE messages in `line`"),
+    content_problems=content_problems,
+    render=render,
+    queue_body=queue_body,
+    summary=summary,
+    test_address=test_address,
+    test_address_help="line:<LINE user id> (U and 32 hex digits)",
+    test_message=test_message,
+    queue="line_send",
+    sender="send_line",
+    queue_resource="LineSendQueue",
+)

@@ -1,0 +1,116 @@
+"""The channel registry: every channel has every plugin part, and the rules that ask it (send steps,
+conditions, caps, the dispatch sink) see every registered channel."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cems.channels.plugin import ChannelPlugin
+from cems.channels.registry import SEND_OPTIONS, channels_of, plugin, plugins, route
+from cems.models import Channel, ChannelState, Profile
+from cems.scenario.condition_models import ReachableCondition
+from cems.scenario.conditions import reachable
+from cems.scenario.model import ChannelCap, FrequencyCaps, SendStep
+from cems.settings import Queues
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 5, 1, 9, tzinfo=UTC)
+PLUGINS = [pytest.param(p, id=p.channel.value) for p in plugins()]
+
+
+def test_every_channel_is_registered_once() -> None:
+    assert sorted(p.channel for p in plugins()) == sorted(Channel)
+    assert len({p.channel for p in plugins()}) == len(plugins())
+
+
+@pytest.mark.parametrize("channel_plugin", PLUGINS)
+def test_every_registered_channel_has_every_plugin_part(channel_plugin: ChannelPlugin) -> None:
+    for part in dataclasses.fields(ChannelPlugin):
+        value = getattr(channel_plugin, part.name)
+        assert value not in (None, ""), part.name
+    assert callable(channel_plugin.reachable) and callable(channel_plugin.render)
+    assert callable(channel_plugin.queue_body) and callable(channel_plugin.summary)
+    assert callable(channel_plugin.test_address) and callable(channel_plugin.test_message)
+    assert all(channel_plugin.content_label)
+    assert plugin(channel_plugin.channel) is channel_plugin
+    assert plugin(channel_plugin.channel.value) is channel_plugin
+
+
+@pytest.mark.parametrize("channel_plugin", PLUGINS)
+def test_every_channel_has_its_queue_setting_sender_function_and_template_block(
+    channel_plugin: ChannelPlugin,
+) -> None:
+    assert channel_plugin.queue in Queues.model_fields
+    assert (ROOT / "functions" / channel_plugin.sender / "app.py").is_file()
+    template = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    assert f"CodeUri: functions/{channel_plugin.sender}" in template
+    assert f"\n  {channel_plugin.queue_resource}:\n" in template
+    assert f"\n  {channel_plugin.queue_resource}Url:\n" in template
+
+
+@pytest.mark.parametrize("channel_plugin", PLUGINS)
+def test_every_channel_has_its_content_field_send_option_and_reachable_condition(
+    channel_plugin: ChannelPlugin,
+) -> None:
+    name = channel_plugin.channel.value
+    assert name in SendStep.model_fields
+    assert channels_of(name) == (channel_plugin.channel,)
+    assert ReachableCondition.model_validate({"kind": "reachable", "channel": name}).channel == name
+    assert FrequencyCaps().of(channel_plugin.channel) == ChannelCap()
+
+
+def test_a_send_option_names_only_registered_channels_and_a_step_accepts_each() -> None:
+    for option, channels in SEND_OPTIONS.items():
+        assert channels and set(channels) <= set(Channel)
+        step = {"id": "s", "type": "send", "channel": option}
+        step |= {
+            c.value: [{"type": "text", "text": "x"}] if c == Channel.LINE else {"subject": "s", "text": "t"}
+            for c in channels
+        }
+        assert SendStep.model_validate(step).channel == option
+
+
+def _profile(*, line: bool, email: bool) -> Profile:
+    state = ChannelState(reachable=True, consent=True, updated_at=NOW)
+    return Profile(
+        customer_id="cus_1",
+        first_seen_at=NOW,
+        updated_at=NOW,
+        line_user_id="U" + "0" * 32 if line else None,
+        traits={"email": "sato@example.jp"} if email else {},
+        channels={
+            **({Channel.LINE: state} if line else {}),
+            **({Channel.EMAIL: state} if email else {}),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "email", "expected"),
+    [
+        (True, True, ("line", "email")),
+        (True, False, ("line",)),
+        (False, True, ("email",)),
+        (False, False, ()),
+    ],
+)
+def test_a_preference_routes_to_the_reachable_channels_in_order(
+    line: bool, email: bool, expected: tuple[str, ...]
+) -> None:
+    profile = _profile(line=line, email=email)
+    assert route("line_or_email", profile) == expected
+    assert reachable(profile, "any") is bool(expected)
+    for channel in Channel:
+        assert reachable(profile, channel.value) is (channel in expected)
+        assert plugin(channel).reachable(profile) is (channel in expected)
+
+
+def test_caps_are_a_mapping_keyed_by_channel_that_reads_from_channel_names() -> None:
+    caps = FrequencyCaps.model_validate({"email": {"per_day": 2, "per_week": None}})
+    assert caps.of(Channel.EMAIL) == ChannelCap(per_day=2, per_week=None)
+    assert caps.of(Channel.LINE) == ChannelCap()
+    with pytest.raises(ValueError, match="sms"):
+        FrequencyCaps.model_validate({"sms": {"per_day": 1}})
