@@ -42,6 +42,12 @@ class ChannelPlugin:
     title: str
     # Reachable with consent now: the engine sends only then, and `reachable` conditions ask it.
     reachable: Callable[[Profile], bool]
+    # The profile reachable with consent on this channel (the simulator's and test sends' sample
+    # customer is reachable on every channel).
+    make_reachable: Callable[[Profile], Profile]
+    # The stored event by which a customer leaves the channel at once (LINE's unfollow), if any: a
+    # journey whose next sends are all on this channel then ends (`opted_out:<channel>`).
+    opt_out_event: str | None
     # What the send step's content field (named after the channel) must hold, for validation
     # messages: (Japanese, English).
     content_label: tuple[str, str]

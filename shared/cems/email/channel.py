@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cems.channels.plugin import ChannelPlugin, LinkTracker, SendContext
 from cems.email.dispatch import EmailDispatch
-from cems.models import Channel, Profile
+from cems.models import Channel, ChannelState, Profile
 
 if TYPE_CHECKING:
     from cems.scenario.engine import Dispatch
@@ -45,6 +45,17 @@ def content_problems(email: Any, path: Path) -> list[Problem]:
         if isinstance(email.get(part), str)
         for problem in liquid_problems(email[part], (*path, part), html=part == "html")
     ]
+
+
+def make_reachable(profile: Profile) -> Profile:
+    address = profile.traits.get("email") or f"{profile.customer_id}@example.jp"
+    state = ChannelState(reachable=True, consent=True, updated_at=profile.first_seen_at, reason="simulation")
+    return profile.model_copy(
+        update={
+            "traits": {**profile.traits, "email": address},
+            "channels": {**profile.channels, Channel.EMAIL: state},
+        }
+    )
 
 
 def render(step: SendStep, scope: dict[str, Any], send: SendContext) -> EmailMessage:
@@ -102,6 +113,10 @@ PLUGIN = ChannelPlugin(
     channel=Channel.EMAIL,
     title="email",
     reachable=reachable,
+    make_reachable=make_reachable,
+    # An unsubscribe is recorded by engage as the channel state; a journey carries on to its other
+    # steps (and exits at a send that can no longer reach the customer).
+    opt_out_event=None,
     content_label=("`email` の本文", "`email` content"),
     content_problems=content_problems,
     render=render,

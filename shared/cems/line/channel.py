@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cems.channels.plugin import ChannelPlugin, LinkTracker, SendContext
 from cems.line.dispatch import LineDispatch
-from cems.models import Channel, Profile
+from cems.models import Channel, ChannelState, LineEvent, Profile
 
 if TYPE_CHECKING:
     from cems.scenario.engine import Dispatch
@@ -20,6 +20,16 @@ _LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
 
 def reachable(profile: Profile) -> bool:
     return profile.line_contact() is not None
+
+
+def make_reachable(profile: Profile) -> Profile:
+    state = ChannelState(reachable=True, consent=True, updated_at=profile.first_seen_at, reason="simulation")
+    return profile.model_copy(
+        update={
+            "line_user_id": profile.line_user_id or f"U{profile.customer_id}",
+            "channels": {**profile.channels, Channel.LINE: state},
+        }
+    )
 
 
 def content_problems(messages: Any, path: Path) -> list[Problem]:
@@ -96,6 +106,8 @@ PLUGIN = ChannelPlugin(
     channel=Channel.LINE,
     title="LINE",
     reachable=reachable,
+    make_reachable=make_reachable,
+    opt_out_event=LineEvent.UNFOLLOW.value,
     content_label=("`line` の LINE メッセージ", "LINE messages in `line`"),
     content_problems=content_problems,
     render=render,

@@ -474,8 +474,9 @@ def on_event(
         return exit_enrolment(enrolment, "blacklisted", now, enrolment.step_id)
     if goal_reached(scenario, enrolment, event):
         return _converted(enrolment, now)
-    if event_name(event) == LineEvent.UNFOLLOW.value and _next_sends_line_only(scenario, enrolment.step_id):
-        return exit_enrolment(enrolment, "opted_out:line", now, enrolment.step_id)
+    for left in (p.channel for p in plugins() if p.opt_out_event == event_name(event)):
+        if _next_sends_only_on(left, scenario, enrolment.step_id):
+            return exit_enrolment(enrolment, f"opted_out:{left}", now, enrolment.step_id)
     updated = enrolment
     log: list[StepRecord] = []
     if _is_response(enrolment, event) and enrolment.unanswered_sends:
@@ -502,9 +503,9 @@ def _converted(enrolment: Enrolment, now: datetime) -> Advance:
     return Advance(enrolment=ended, changed=True, log=[StepRecord(at=now, step_id=None, what="converted")])
 
 
-def _next_sends_line_only(scenario: Scenario, step_id: str | None) -> bool:
-    """Whether the next send on every path from `step_id` is LINE only (no other channel to fall back
-    to): a LINE unfollow then ends the journey."""
+def _next_sends_only_on(channel: Channel, scenario: Scenario, step_id: str | None) -> bool:
+    """Whether the next send on every path from `step_id` is on `channel` only (no other channel to
+    fall back to): leaving that channel (a LINE unfollow) then ends the journey."""
     if step_id is None:
         return False
     seen: set[str] = set()
@@ -520,7 +521,7 @@ def _next_sends_line_only(scenario: Scenario, step_id: str | None) -> bool:
             channels.update(channels_of(step.channel))
             continue
         todo.extend(scenario.successors(step))
-    return channels == {Channel.LINE}
+    return channels == {channel}
 
 
 # ------------------------------------------------------------------------------------------------ advance

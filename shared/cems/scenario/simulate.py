@@ -18,11 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Never, assert_never
 
 from cems import clock
-from cems.channels.registry import plugin
+from cems.channels.registry import plugin, plugins
 from cems.models import (
     LINE_SOURCE_ID,
-    Channel,
-    ChannelState,
     MessageType,
     Profile,
     StoredEvent,
@@ -134,17 +132,12 @@ def _short(text: str) -> str:
 
 
 def default_profile(customer_id: str, first_seen_at: datetime) -> Profile:
-    """A customer reachable on both channels: a linked LINE friend with consent, and an email."""
-    line = ChannelState(reachable=True, consent=True, updated_at=first_seen_at, reason="simulation")
-    email = ChannelState(reachable=True, consent=True, updated_at=first_seen_at, reason="simulation")
-    return Profile(
-        customer_id=customer_id,
-        traits={"email": f"{customer_id}@example.jp"},
-        line_user_id=f"U{customer_id}",
-        channels={Channel.LINE: line, Channel.EMAIL: email},
-        first_seen_at=first_seen_at,
-        updated_at=first_seen_at,
-    )
+    """A customer reachable with consent on every channel (a linked LINE friend, an email address
+    with consent, ...), as each channel's plugin makes them."""
+    profile = Profile(customer_id=customer_id, first_seen_at=first_seen_at, updated_at=first_seen_at)
+    for channel in plugins():
+        profile = channel.make_reachable(profile)
+    return profile
 
 
 def profile_from(data: dict[str, Any], customer_id: str, first_seen_at: datetime) -> Profile:
