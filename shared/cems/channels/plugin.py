@@ -48,8 +48,11 @@ class ChannelPlugin:
     # The stored event by which a customer leaves the channel at once (LINE's unfollow), if any: a
     # journey whose next sends are all on this channel then ends (`opted_out:<channel>`).
     opt_out_event: str | None
-    # What the send step's content field (named after the channel) must hold, for validation
-    # messages: (Japanese, English).
+    # The type of the send step's content field, which is named after the channel (the scenario
+    # model and its JSON Schema are built from it). A function: the type's module loads the scenario
+    # model's base types, which import the registry.
+    content_type: Callable[[], Any]
+    # What that field must hold, for validation messages: (Japanese, English).
     content_label: tuple[str, str]
     # The problems of that field's JSON value, each at its path (a value of the wrong shape is left
     # to the field check): LINE's limits, Liquid that does not parse, ...

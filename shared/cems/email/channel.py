@@ -47,6 +47,12 @@ def content_problems(email: Any, path: Path) -> list[Problem]:
     ]
 
 
+def content_type() -> Any:
+    from cems.email.content import EmailContent
+
+    return EmailContent
+
+
 def make_reachable(profile: Profile) -> Profile:
     address = profile.traits.get("email") or f"{profile.customer_id}@example.jp"
     state = ChannelState(reachable=True, consent=True, updated_at=profile.first_seen_at, reason="simulation")
@@ -62,9 +68,10 @@ def render(step: SendStep, scope: dict[str, Any], send: SendContext) -> EmailMes
     """The step's email rendered, all or nothing (RenderError says why)."""
     from cems.templates import render_email
 
-    if step.email is None:  # the model requires email content for email channels
+    email = step.content(Channel.EMAIL)
+    if email is None:  # the model requires email content for email channels
         raise ValueError(f"step {step.id} has no email content")
-    rendered = render_email(step.email.subject, step.email.html, step.email.text, scope)
+    rendered = render_email(email.subject, email.html, email.text, scope)
     return EmailMessage(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
 
@@ -118,6 +125,7 @@ PLUGIN = ChannelPlugin(
     # steps (and exits at a send that can no longer reach the customer).
     opt_out_event=None,
     content_label=("`email` の本文", "`email` content"),
+    content_type=content_type,
     content_problems=content_problems,
     render=render,
     queue_body=queue_body,

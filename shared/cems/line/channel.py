@@ -7,7 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from cems.channels.plugin import ChannelPlugin, LinkTracker, SendContext
-from cems.line.dispatch import LineDispatch
+from cems.line.dispatch import LineDispatch, LineMessage
 from cems.models import Channel, ChannelState, LineEvent, Profile
 
 if TYPE_CHECKING:
@@ -20,6 +20,11 @@ _LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
 
 def reachable(profile: Profile) -> bool:
     return profile.line_contact() is not None
+
+
+def content_type() -> Any:
+    """A list of LINE message objects, each checked by `content_problems`."""
+    return list[LineMessage]
 
 
 def make_reachable(profile: Profile) -> Profile:
@@ -47,7 +52,7 @@ def render(step: SendStep, scope: dict[str, Any], send: SendContext) -> LineDisp
     return LineDispatch(
         idempotency_key=send.key,
         recipients=[send.customer_id],
-        messages=render_line_messages(step.line or [], scope),
+        messages=render_line_messages(step.content(Channel.LINE) or [], scope),
         scenario_id=send.scenario_id,
         version=send.version,
         step_id=send.step_id,
@@ -109,6 +114,7 @@ PLUGIN = ChannelPlugin(
     make_reachable=make_reachable,
     opt_out_event=LineEvent.UNFOLLOW.value,
     content_label=("`line` の LINE メッセージ", "LINE messages in `line`"),
+    content_type=content_type,
     content_problems=content_problems,
     render=render,
     queue_body=queue_body,

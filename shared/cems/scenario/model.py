@@ -31,12 +31,13 @@ from pydantic import (
     Field,
     RootModel,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema
 
-from cems.channels.registry import SEND_OPTIONS, channels_of
+from cems.channels.registry import SEND_OPTIONS, channels_of, plugins
 from cems.models import Channel
 
 # Other modules take these from here too (the engine, the loader, tests): re-exported.
@@ -190,7 +191,6 @@ Trigger = Annotated[
 
 # ------------------------------------------------------------------------------------------------ steps
 
-LineMessage = dict[str, Any]
 
 # A send step's `channel`: a registered channel's name, or a preference of several
 # (cems.channels.registry.SEND_OPTIONS); built from the registry, so the JSON Schema lists them.
@@ -198,27 +198,6 @@ if TYPE_CHECKING:
     SendOption = str
 else:
     SendOption = Literal[tuple(SEND_OPTIONS)]
-
-
-class EmailContent(_Model):
-    """An email's parts, each a Liquid template."""
-
-    doc_ja: ClassVar[str] = "メールの件名と本文。それぞれ Liquid テンプレートです。"
-
-    subject: Annotated[str, Field(min_length=1, max_length=998)]
-    html: str | None = None
-    text: str | None = None
-
-    @model_validator(mode="after")
-    def _a_body(self) -> EmailContent:
-        if not self.html and not self.text:
-            raise ValueError(
-                bilingual(
-                    "メールには `html` か `text`（または両方）が必要です",
-                    "an email needs `html`, `text` or both",
-                )
-            )
-        return self
 
 
 class _Step(_Model):
@@ -235,17 +214,39 @@ class _Step(_Model):
     )
 
 
-class SendStep(_Step):
+class _SendStep(_Step):
     """Send on LINE, by email, or on LINE falling back to email when LINE is unreachable."""
 
     doc_ja: ClassVar[str] = "LINE かメールで送る。`line_or_email` は LINE で届かないときにメールで送ります。"
 
-    type: Literal["send"]
-    channel: SendOption
-    line: list[LineMessage] | None = None
-    email: EmailContent | None = None
-    notification_disabled: bool = False
-    next: StepId | None = None
+    if TYPE_CHECKING:  # the fields as mypy sees them; SendStep below declares them for pydantic
+        type: Literal["send"]
+        channel: SendOption
+        notification_disabled: bool
+        next: StepId | None
+
+    def content(self, channel: Channel) -> Any:
+        """The step's content for `channel`: its field named after the channel (None: none given)."""
+        return getattr(self, channel.value)
+
+
+# A send step has one content field per registered channel, named after it and typed by the
+# channel's plugin (`line`: LINE messages, `email`: an EmailContent), so a new channel's content is
+# in the model and the JSON Schema without an edit here.
+if TYPE_CHECKING:
+    SendStep = _SendStep
+else:
+    SendStep = create_model(
+        "SendStep",
+        __base__=_SendStep,
+        __module__=__name__,
+        __doc__=_SendStep.__doc__,
+        type=(Literal["send"], ...),
+        channel=(SendOption, ...),
+        **{p.channel.value: (p.content_type() | None, None) for p in plugins()},
+        notification_disabled=(bool, False),
+        next=(StepId | None, None),
+    )
 
 
 class WaitStep(_Step):
