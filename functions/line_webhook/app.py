@@ -31,15 +31,8 @@ webhook = wiring.line_webhook()
 def line_webhook() -> Response[str]:
     event = app.current_event
     outcome = webhook.handle(request_body(event.raw_event), event.headers.get("x-line-signature"))
-    metrics.add_metric("LineEventsReceived", MetricUnit.Count, outcome.events)
-    metrics.add_metric("LineEventsStored", MetricUnit.Count, outcome.stored)
-    metrics.add_metric("LineEventsDuplicate", MetricUnit.Count, outcome.duplicates)
-    metrics.add_metric("LineEventsUnparsed", MetricUnit.Count, outcome.unparsed)
-    metrics.add_metric("LineEventsSkipped", MetricUnit.Count, len(outcome.skipped))
-    metrics.add_metric("LineLinks", MetricUnit.Count, outcome.links)
-    metrics.add_metric("LineLinkFailures", MetricUnit.Count, outcome.link_failures)
-    metrics.add_metric("LineRepliesSent", MetricUnit.Count, len(outcome.replies))
-    metrics.add_metric("LineReplyFailures", MetricUnit.Count, len(outcome.reply_failures))
+    for name, value in outcome.metrics().items():
+        metrics.add_metric(name, MetricUnit.Count, value)
     # Counts and kinds only: never a LINE user id, reply token, nonce or message text.
     logger.info(
         "line webhook",

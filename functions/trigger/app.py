@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.adapters.dynamodb.customers import stored_event_from_image
-from cems.consent import Outcome
+from cems.consent import outcome_metrics
 from cems.logs import function_logger
 from cems.scenario.runner import RunReport
 
@@ -46,14 +46,8 @@ def _emit(report: RunReport) -> None:
     # Counts only: never a customer's contact, a LINE user id or message content.
     for name, value in report.metrics().items():
         metrics.add_metric(name, MetricUnit.Count, value)
-    if _confirmations[Outcome.QUEUED.value]:
-        metrics.add_metric(
-            "ConsentConfirmationsQueued", MetricUnit.Count, _confirmations[Outcome.QUEUED.value]
-        )
-    if _confirmations[Outcome.RECENTLY_ASKED.value]:
-        metrics.add_metric(
-            "ConsentConfirmationsLimited", MetricUnit.Count, _confirmations[Outcome.RECENTLY_ASKED.value]
-        )
+    for name, value in outcome_metrics(_confirmations).items():
+        metrics.add_metric(name, MetricUnit.Count, value)
     logger.info("trigger batch", extra={**report.log_fields(), "consent": dict(_confirmations)})
 
 

@@ -17,6 +17,7 @@ then sends it once (the dispatch key is the event's).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 
@@ -46,6 +47,22 @@ class Outcome(StrEnum):
     NO_ADDRESS = "no_address"  # the customer has no address (or no profile) to confirm
     ALREADY = "already"  # consent for this address is held already
     RECENTLY_ASKED = "recently_asked"  # a confirmation went to this address within the interval
+
+
+# The outcomes that are metrics (the rest are the usual case, or nothing to do), by metric name.
+OUTCOME_METRICS = {
+    Outcome.QUEUED: "ConsentConfirmationsQueued",
+    Outcome.RECENTLY_ASKED: "ConsentConfirmationsLimited",
+}
+
+
+def outcome_metrics(outcomes: Mapping[str, int]) -> dict[str, int]:
+    """A batch's outcome counts (by `Outcome` value) as CloudWatch metrics; none of a kind, no metric."""
+    return {
+        name: outcomes[outcome.value]
+        for outcome, name in OUTCOME_METRICS.items()
+        if outcomes.get(outcome.value)
+    }
 
 
 class ConsentConfirmations:

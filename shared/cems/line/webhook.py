@@ -36,11 +36,11 @@ from cems.config import MAX_MESSAGE_BYTES
 from cems.errors import ClientError
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor
+from cems.line.config import LineSettings
 from cems.line.linking import LinkNonce, link_page_url
 from cems.line.replies import LINK_KEYWORDS, Reply, messages_for, offers_link
 from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, SegmentMessage, Site, Trust
 from cems.ports import CustomerDirectory, LineReplies, NoncePort
-from cems.settings import LineSettings
 
 # The "site" LINE events are stored under (no write key: LINE proves itself by the signature).
 LINE_SOURCE = Site(
@@ -313,6 +313,20 @@ class WebhookOutcome:
     unparsed: int = 0
     # Events not stored at all, each with why (field names and codes, never a value).
     skipped: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, int]:
+        """The counts this request adds to CloudWatch, by metric name."""
+        return {
+            "LineEventsReceived": self.events,
+            "LineEventsStored": self.stored,
+            "LineEventsDuplicate": self.duplicates,
+            "LineEventsUnparsed": self.unparsed,
+            "LineEventsSkipped": len(self.skipped),
+            "LineLinks": self.links,
+            "LineLinkFailures": self.link_failures,
+            "LineRepliesSent": len(self.replies),
+            "LineReplyFailures": len(self.reply_failures),
+        }
 
 
 class LineWebhook:
