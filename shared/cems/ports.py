@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from cems.line.dispatch import LineMessage
     from cems.line.linking import LinkNonce
     from cems.line.sender import CallResult
-    from cems.models import Profile, Site, StoredEvent
+    from cems.models import Channel, Profile, Site, StoredEvent
     from cems.reports.counters import Metric, ReportCell
     from cems.scenario.broadcast import RunKind, SegmentProgress
     from cems.scenario.engine import Dispatch, Enrolment
@@ -208,6 +208,60 @@ class ConfirmationMarkerPort(Protocol):
     """The last double opt-in confirmation mail per address (hashed)."""
 
     def take(self, hashed_address: str, event_id: str, at: datetime, interval: Any) -> bool: ...
+
+
+# ------------------------------------------------------------------------------------- deliveries
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """A claim taken (`token`, and the claim as written in `item`), or refused (no token; `item` is
+    what stands in the way, None when nothing was read)."""
+
+    token: str | None
+    item: dict[str, Any] | None
+
+
+class DeliveryClaims(Protocol):
+    """The one delivery-claim store of every channel's sender, keyed by channel, dispatch and unit
+    (a LINE call, a mail): a claim is taken with a conditional write before the provider is called
+    and finished after it, so a redelivered dispatch never sends twice."""
+
+    def claim(
+        self,
+        channel: Channel,
+        idempotency_key: str,
+        unit: str,
+        status: str,
+        *,
+        fields: Mapping[str, Any],
+        lease: timedelta | None = None,
+        retake: Iterable[str] = (),
+        retake_expired_lease_of: str | None = None,
+    ) -> ClaimAnswer:
+        """Write `status` and `fields` (None values left out) with a new claim token, unless the
+        unit has a claim already whose status is not in `retake` (nor `retake_expired_lease_of`
+        with its lease run out)."""
+        ...
+
+    def finish(
+        self,
+        channel: Channel,
+        idempotency_key: str,
+        unit: str,
+        token: str,
+        status: str,
+        fields: Mapping[str, Any],
+        *,
+        release: bool = False,
+        only_from: str | None = None,
+    ) -> bool:
+        """Record the outcome of a claim still held by `token` (and in status `only_from`, if
+        given): `fields` set, None ones removed, the lease ended; `release` gives the claim up.
+        False when the claim is not that any more."""
+        ...
+
+    def read(self, channel: Channel, idempotency_key: str, unit: str) -> dict[str, Any] | None: ...
 
 
 class EmailDeliveryRecords(Protocol):

@@ -21,8 +21,9 @@ Journeys table (pk, sk):
   RPTONCE#<sha256> / ONCE                          a counted fact's once marker, TTL
   RPTINDEX / <scenario id>                         a scenario that has report counters
 Deliveries table (pk, sk):
-  DISPATCH#<idempotency key> / PLAN | UNIT#<unit id> | RCPT#<customer>   a LINE dispatch
-  DISPATCH#<idempotency key> / EMAIL                                     an email dispatch
+  DISPATCH#<idempotency key> / PLAN | RCPT#<customer>            a LINE dispatch's plan, outcomes
+  DISPATCH#<idempotency key> / <claim sort key>                    a delivery claim (claim_key):
+      UNIT#<unit id> (LINE), EMAIL (email), CLAIM#<channel>#<unit> (any channel added later)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ PLAN_SK = "PLAN"
 UNIT_PREFIX = "UNIT#"
 RECIPIENT_PREFIX = "RCPT#"
 EMAIL_SK = "EMAIL"
+CLAIM_PREFIX = "CLAIM#"
 
 KEY_LITERALS = frozenset(
     {
@@ -99,6 +101,7 @@ KEY_LITERALS = frozenset(
         UNIT_PREFIX,
         RECIPIENT_PREFIX,
         EMAIL_SK,
+        CLAIM_PREFIX,
     }
 )
 """Every prefix and fixed key above: what no other module may spell."""
@@ -285,3 +288,15 @@ def recipient_sk(customer_id: str) -> str:
 
 def email_dispatch_key(idempotency_key: str) -> Key:
     return dispatch_key(idempotency_key, EMAIL_SK)
+
+
+def claim_key(channel: str, idempotency_key: str, unit: str) -> Key:
+    """Where a channel's delivery claim is: `DISPATCH#<key>` / `<channel's sort key>`. LINE's and
+    email's keep the sort keys their items were written with before the claim store was shared
+    (`UNIT#<unit>`, `EMAIL`): items live until their TTL, and an in-flight dispatch must find its
+    claim after a deploy. A channel added later claims `CLAIM#<channel>#<unit>`."""
+    if channel == "line":
+        return dispatch_key(idempotency_key, unit_sk(unit))
+    if channel == "email":
+        return dispatch_key(idempotency_key, EMAIL_SK)
+    return dispatch_key(idempotency_key, f"{CLAIM_PREFIX}{channel}#{unit}")

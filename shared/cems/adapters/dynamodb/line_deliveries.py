@@ -10,7 +10,6 @@ first call got through.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from cems import clock
 from cems.adapters.dynamodb import keys
+from cems.adapters.dynamodb.delivery_claims import DeliveryClaimStore
 from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
 from cems.line.deliveries import (
     FINAL_UNIT_STATUSES,
@@ -35,6 +35,7 @@ from cems.line.deliveries import (
     UnitStatus,
     retry_key,
 )
+from cems.models import Channel
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -44,10 +45,14 @@ MAX_BATCH_WRITE = 25
 
 
 class DeliveryStore:
+    """A LINE dispatch's plan and recipient outcomes; its unit claims are in the delivery-claim
+    store shared by every channel (`claims`)."""
+
     def __init__(self, table_name: str, client: DynamoDBClient, retention: timedelta) -> None:
         self.table_name = table_name
         self.client = client
         self.retention = retention
+        self.claims = DeliveryClaimStore(table_name, client, retention)
 
     def _expires_at(self, at: datetime) -> int:
         return int((at + self.retention).timestamp())
@@ -114,53 +119,30 @@ class DeliveryStore:
         return True
 
     def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim:
-        """Take a unit for one LINE call, unless it is final or someone else holds it."""
-        now = clock.now()
-        token = uuid.uuid4().hex
-        try:
-            answer = self.client.update_item(
-                TableName=self.table_name,
-                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
-                UpdateExpression=(
-                    "SET #s = :sending, lease_until = :lease, claim = :token, kind = :kind, "
-                    "retry_key = :rk, recipients = :n, expires_at = :exp ADD attempts :one"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(#s) OR #s IN (:retry, :deferred) "
-                    "OR (#s = :sending AND lease_until < :now)"
-                ),
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_attribute_map(
-                    {
-                        ":sending": UnitStatus.SENDING.value,
-                        ":retry": UnitStatus.RETRY.value,
-                        ":deferred": UnitStatus.DEFERRED.value,
-                        ":lease": now + lease,
-                        ":now": now,
-                        ":token": token,
-                        ":kind": unit.kind.value,
-                        ":rk": retry_key(idempotency_key, unit.unit_id),
-                        ":n": len(unit.customer_ids),
-                        ":exp": self._expires_at(now),
-                        ":one": 1,
-                    }
-                ),
-                ReturnValues="ALL_NEW",
-            )
-        except BotoClientError as exc:
-            if not condition_failed(exc):
-                raise
-            item = self.client.get_item(
-                TableName=self.table_name,
-                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
-                ConsistentRead=True,
-            ).get("Item")
-            state = _unit_from_item(from_attribute_map(item)) if item else None
+        """Take a unit for one LINE call, unless it is final or someone else holds it (a claim
+        whose lease ran out is taken again: LINE's retry key makes the call at most once)."""
+        answer = self.claims.claim(
+            Channel.LINE,
+            idempotency_key,
+            unit.unit_id,
+            UnitStatus.SENDING.value,
+            fields={
+                "kind": unit.kind.value,
+                "retry_key": retry_key(idempotency_key, unit.unit_id),
+                "recipients": len(unit.customer_ids),
+            },
+            lease=lease,
+            retake=(UnitStatus.RETRY.value, UnitStatus.DEFERRED.value),
+            retake_expired_lease_of=UnitStatus.SENDING.value,
+        )
+        if answer.token is None:
+            state = _unit_from_item(answer.item) if answer.item else None
             if state is not None and state.status in FINAL_UNIT_STATUSES:
                 return Claim(ClaimResult.FINAL, state=state)
             return Claim(ClaimResult.BUSY, state=state)
-        claimed = _unit_from_item(from_attribute_map(answer["Attributes"]))
-        return Claim(ClaimResult.CLAIMED, token=token, attempt=claimed.attempts, state=claimed)
+        assert answer.item is not None
+        claimed = _unit_from_item(answer.item)
+        return Claim(ClaimResult.CLAIMED, token=answer.token, attempt=claimed.attempts, state=claimed)
 
     def finish(
         self,
@@ -175,41 +157,14 @@ class DeliveryStore:
     ) -> bool:
         """Record a claimed unit's outcome; False if the claim was lost (its lease ran out and
         another attempt took the unit), in which case that attempt records it."""
-        now = clock.now()
-        values = {
-            ":status": status.value,
-            ":at": now,
-            ":token": token,
-            ":reason": reason,
-            ":http": http_status,
-            ":rid": line_request_id,
-        }
-        sets = ["#s = :status", "#at = :at"]
-        removes = ["lease_until"]
-        for name, placeholder in (
-            ("reason", ":reason"),
-            ("http_status", ":http"),
-            ("line_request_id", ":rid"),
-        ):
-            if values[placeholder] is None:
-                removes.append(name)
-                del values[placeholder]
-            else:
-                sets.append(f"{name} = {placeholder}")
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=_key(idempotency_key, keys.unit_sk(unit.unit_id)),
-                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                ConditionExpression="claim = :token",
-                ExpressionAttributeNames={"#s": "status", "#at": "at"},
-                ExpressionAttributeValues=to_attribute_map(values),
-            )
-        except BotoClientError as exc:
-            if condition_failed(exc):
-                return False
-            raise
-        return True
+        return self.claims.finish(
+            Channel.LINE,
+            idempotency_key,
+            unit.unit_id,
+            token,
+            status.value,
+            {"reason": reason, "http_status": http_status, "line_request_id": line_request_id},
+        )
 
     def record(
         self, idempotency_key: str, records: Iterable[RecipientRecord], metadata: Mapping[str, Any]
