@@ -3,6 +3,7 @@ conditions, caps, the dispatch sink) see every registered channel."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,3 +128,66 @@ def test_the_caps_of_every_registered_channel_are_read_from_its_variables() -> N
     assert cap_variable(Channel.LINE, "day") == "CEMS_CAP_LINE_PER_DAY"
     with pytest.raises(SettingsError, match="CEMS_CAP_EMAIL_PER_WEEK"):
         _ = Settings({"CEMS_CAP_EMAIL_PER_WEEK": "0"}).engine
+
+
+# Where a channel may be named (its value "line"/"email", `Channel.LINE`, a preference's name) outside
+# the rules that ask the registry, and why. docs/architecture.md ("Adding a channel") lists them.
+MAY_NAME_A_CHANNEL = {
+    "cems.line": "the LINE channel's own package",
+    "cems.email": "the email channel's own package",
+    "cems.models": "the Channel enum, defined once; a profile's LINE user id, LINE events' source",
+    "cems.channels.registry": "the registered plugins, and the scenario files' `line_or_email`",
+    "cems.adapters.dynamodb.line_deliveries": "LINE's plan and recipient store, claims via the shared store",
+    "cems.adapters.dynamodb.email_deliveries": "email's claim records, via the shared store",
+    "cems.adapters.dynamodb.keys": "LINE's and email's claim sort keys from before the shared store",
+    "cems.profile_facts": "how events set channel states (follow, unfollow, email_opt_in): ingest's and "
+    "simulate's one rule set",
+    "cems.consent": "email's double opt-in",
+    "cems.engagement": "email's unsubscribe pages and SES events",
+    "cems.trust": "`email` as a contact trait, not a channel",
+    "cems.identity": "`line` as an identity kind, not a channel",
+    "cems.local": "the local stack plays LINE and SES",
+    "cems.cli": "the `cems line` command (the local stack's LINE side)",
+}
+CHANNEL_WORDS = {*(c.value for c in Channel), *SEND_OPTIONS, "line_then_email"}
+
+
+def channel_names_in(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, what) of each channel named in code: a string that is a channel or send option (not a
+    docstring), or `Channel.<MEMBER>`."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and node.value in CHANNEL_WORDS and id(node) not in docstrings:
+            found.append((node.lineno, str(node.value)))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "Channel"
+        ):
+            found.append((node.lineno, f"Channel.{node.attr}"))
+    return found
+
+
+def test_only_a_channels_own_modules_and_the_listed_ones_name_a_channel() -> None:
+    offenders = []
+    for path in sorted((ROOT / "shared" / "cems").rglob("*.py")):
+        parts = path.relative_to(ROOT / "shared").with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if any(module == m or module.startswith(m + ".") for m in MAY_NAME_A_CHANNEL):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [f"{module}:{line} {what}" for line, what in channel_names_in(tree)]
+    assert offenders == [], "ask cems.channels.registry instead of naming a channel"
+
+
+def test_the_channel_name_check_sees_strings_and_members_but_not_docstrings() -> None:
+    tree = ast.parse('"""line"""\nx = "email"\ny = Channel.LINE\nz = "line_or_email"\n')
+    assert channel_names_in(tree) == [(2, "email"), (3, "Channel.LINE"), (4, "line_or_email")]
