@@ -1,8 +1,9 @@
 """The channel registry: every channel's plugin, and what a send step's `channel` option means.
 
 The engine, caps, conditions, scenario checks, test sends and wiring ask here; only each channel's
-own package (cems.line, cems.email) knows its rules. Adding a channel is one entry in `_PLUGINS`
-and a member of `cems.models.Channel` (docs/architecture.md, "Adding a channel").
+own package (cems.line, cems.email) knows its rules. A new channel is a package with its plugin, a
+member of `cems.models.Channel` and one entry in `_PLUGINS` here (the whole list of its files:
+docs/architecture.md, "Adding a channel").
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def plugins() -> tuple[ChannelPlugin, ...]:
 
 
 def plugin(channel: Channel | str) -> ChannelPlugin:
-    """The plugin of `channel` (KeyError for a channel nobody registered)."""
+    """The plugin of `channel` (ValueError for a name that is no channel)."""
     return _BY_CHANNEL[Channel(channel)]
 
 

@@ -12,10 +12,10 @@ from typing import Any
 from cems.line.dispatch import MAX_MESSAGES_PER_REQUEST, MAX_TEXT_LENGTH
 from cems.scenario.liquid_checks import liquid_problems as _template_problems
 from cems.scenario.problems import Path, Problem, bilingual
+from cems.scenario.values import SURVEY_QUESTION
 from cems.templates import is_template
 
 SURVEY_DATA = re.compile(r"^survey=([^&]*)&answer=(.*)$", re.DOTALL)
-SURVEY_QUESTION = re.compile(r"^[\w.-]{1,64}$")
 MAX_POSTBACK_DATA = 300
 LINE_MESSAGE_TYPES = (
     "text",
