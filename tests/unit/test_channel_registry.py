@@ -7,14 +7,17 @@ import ast
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cems.channels.plugin import ChannelPlugin
+from cems import wiring
+from cems.channels.plugin import ChannelPlugin, SendContext
 from cems.channels.registry import SEND_OPTIONS, channels_of, plugin, plugins, route
 from cems.models import Channel, ChannelState, Profile
 from cems.scenario.condition_models import ReachableCondition
 from cems.scenario.conditions import reachable
 from cems.scenario.config import cap_variable
+from cems.scenario.engine import Dispatch, render_step
 from cems.scenario.model import ChannelCap, FrequencyCaps, SendStep
 from cems.settings import Queues, Settings, SettingsError
 
@@ -49,6 +52,7 @@ def test_every_channel_has_its_queue_setting_sender_function_and_template_block(
 ) -> None:
     assert channel_plugin.queue in Queues.model_fields
     assert (ROOT / "functions" / channel_plugin.sender / "app.py").is_file()
+    assert callable(getattr(wiring, channel_plugin.sender))  # the function's builder
     template = (ROOT / "template.yaml").read_text(encoding="utf-8")
     assert f"CodeUri: functions/{channel_plugin.sender}" in template
     assert f"\n  {channel_plugin.queue_resource}:\n" in template
@@ -75,6 +79,44 @@ def test_a_send_option_names_only_registered_channels_and_a_step_accepts_each() 
             for c in channels
         }
         assert SendStep.model_validate(step).channel == option
+
+
+@pytest.mark.parametrize("channel_plugin", PLUGINS)
+def test_a_rendered_step_goes_on_the_queue_as_the_channels_dispatch_model(
+    channel_plugin: ChannelPlugin,
+) -> None:
+    channel = channel_plugin.channel
+    step = SendStep.model_validate(
+        {
+            "id": "hello",
+            "type": "send",
+            "channel": channel.value,
+            **_CONTENT[channel],
+        }
+    )
+    send = SendContext(
+        key="cus_1#s#v1#hello#e1", customer_id="cus_1", scenario_id="s", version=1, step_id="hello"
+    )
+    message = render_step(channel, step, {"profile": {"traits": {"last_name": "山田"}}}, send)
+    assert "山田様" in channel_plugin.summary(message)
+    dispatch = Dispatch(
+        key=send.key,
+        channel=channel,
+        customer_id="cus_1",
+        scenario_id="s",
+        version=1,
+        step_id="hello",
+        entry=1,
+        messages={channel: message},
+    )
+    queued = channel_plugin.dispatch_model.model_validate_json(channel_plugin.queue_body(dispatch, None))
+    assert queued.idempotency_key == send.key
+
+
+_CONTENT: dict[Channel, dict[str, Any]] = {
+    Channel.LINE: {"line": [{"type": "text", "text": "{{ profile.traits.last_name }}様"}]},
+    Channel.EMAIL: {"email": {"subject": "{{ profile.traits.last_name }}様へ", "text": "本文"}},
+}
 
 
 def _profile(*, line: bool, email: bool) -> Profile:

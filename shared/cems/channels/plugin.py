@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from cems.models import Channel, Profile
 
 if TYPE_CHECKING:
@@ -60,8 +62,10 @@ class ChannelPlugin:
     # The step's content rendered for one customer (RenderError, ValidationError or ValueError when
     # it cannot be): the message the engine's Dispatch carries for this channel.
     render: Callable[[SendStep, dict[str, Any], SendContext], Any]
-    # The SQS body of a dispatch on this channel (links through the tracker when one is given).
+    # The SQS body of a dispatch on this channel (links through the tracker when one is given): a
+    # `dispatch_model` (LineDispatch, EmailDispatch), which is what the sender reads.
     queue_body: Callable[[Dispatch, LinkTracker | None], str]
+    dispatch_model: type[BaseModel]
     # One short line of a rendered message, for the simulator's timeline and test-send previews.
     summary: Callable[[Any], str]
     # A staff member's address on this channel for a test send (`--to <channel>:<address>`): the
@@ -72,7 +76,7 @@ class ChannelPlugin:
     # The rendered message as a test send to `address`: the same queue message, marked as a test.
     test_message: Callable[[Any, SendContext, SendStep, str], Any]
     # `Queues` setting (cems.settings) of the queue its dispatches go to, and the function in
-    # functions/ that sends them.
+    # functions/ that sends them (also its builder's name in cems.wiring).
     queue: str
     sender: str
     # The queue's logical id in template.yaml (its `<id>Url` output names it on a stage).

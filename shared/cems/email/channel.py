@@ -129,6 +129,7 @@ PLUGIN = ChannelPlugin(
     content_problems=content_problems,
     render=render,
     queue_body=queue_body,
+    dispatch_model=EmailDispatch,
     summary=summary,
     test_address=test_address,
     test_address_help="email:<address>",

@@ -118,6 +118,7 @@ PLUGIN = ChannelPlugin(
     content_problems=content_problems,
     render=render,
     queue_body=queue_body,
+    dispatch_model=LineDispatch,
     summary=summary,
     test_address=test_address,
     test_address_help="line:<LINE user id> (U and 32 hex digits)",
