@@ -1,6 +1,7 @@
 """The one delivery-claim store (adapters.dynamodb.delivery_claims) under moto: keyed by channel, with
 LINE's and email's items where they were before the store was shared, so a dispatch in flight
-across a deploy is not sent again."""
+across a deploy is not sent again. Its claim rules run on the in-memory fake too
+(tests/fakes/delivery_claims.py), so the fake cannot lie."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from cems.email.dispatch import EmailDispatch
 from cems.email.sender import Status
 from cems.line.deliveries import ClaimResult, PlanUnit, UnitKind, UnitStatus
 from cems.models import Channel
+from cems.ports import DeliveryClaims
+
+from tests.fakes.delivery_claims import InMemoryDeliveryClaims
 
 # The contract suites' moto: tables made once per module (fixtures used by name).
 from tests.integration.contract_tables import empty_dynamodb, module_dynamodb  # noqa: F401
@@ -90,8 +94,15 @@ def test_claims_written_before_the_store_was_shared_still_stop_a_second_send(dyn
     assert token is None and existing is not None and existing["status"] == "sent"
 
 
-def test_a_claim_is_taken_again_only_as_its_channel_allows(dynamodb: Any) -> None:
-    store = DeliveryClaimStore(TABLE, dynamodb, RETENTION)
+@pytest.fixture(params=["fake", "moto"])
+def claims(request: pytest.FixtureRequest) -> DeliveryClaims:
+    if request.param == "fake":
+        return InMemoryDeliveryClaims()
+    return DeliveryClaimStore(TABLE, request.getfixturevalue("empty_dynamodb"), RETENTION)
+
+
+def test_a_claim_is_taken_again_only_as_its_channel_allows(claims: DeliveryClaims) -> None:
+    store = claims
     lease = timedelta(seconds=60)
     first = store.claim(
         Channel.LINE,
@@ -126,3 +137,15 @@ def test_a_channel_added_later_claims_under_its_own_name() -> None:
     assert keys.claim_key("web", KEY, "u0")["sk"] == {"S": "CLAIM#web#u0"}
     assert keys.claim_key(Channel.LINE, KEY, "u0")["sk"] == {"S": "UNIT#u0"}
     assert keys.claim_key(Channel.EMAIL, KEY, "mail")["sk"] == {"S": "EMAIL"}
+
+
+def test_claims_of_two_channels_or_two_units_never_meet(claims: DeliveryClaims) -> None:
+    line = claims.claim(Channel.LINE, KEY, "u0", "sending", fields={})
+    email = claims.claim(Channel.EMAIL, KEY, "mail", "sending", fields={"customer_id": "cus_1"})
+    other = claims.claim(Channel.LINE, KEY, "u1", "sending", fields={})
+    assert None not in (line.token, email.token, other.token)
+    assert line.token is not None and claims.finish(Channel.LINE, KEY, "u0", line.token, "sent", {})
+    read = claims.read(Channel.EMAIL, KEY, "mail")
+    assert read is not None and read["status"] == "sending" and read["customer_id"] == "cus_1"
+    refused = claims.claim(Channel.LINE, KEY, "u0", "sending", fields={}, retake=("retry",))
+    assert refused.token is None and refused.item is not None and refused.item["status"] == "sent"
