@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from cems.line.api import ApiException, MulticastRequest, PushMessageRequest
-from cems.line.config import LINE_REQUEST_TIMEOUT
+from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
 from cems.line.deliveries import UnitKind, UnitStatus
 from cems.line.dispatch import LineMessage
 from cems.line.sender import CallResult, classify_error, response_header
-from cems.settings import LineSettings
 
 if TYPE_CHECKING:
     from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]

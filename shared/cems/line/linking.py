@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cems.settings import LineSettings
+from cems.line.config import LineSettings
 
 # As long as LINE's link token lives: a nonce outliving it could never be used.
 NONCE_TTL = timedelta(minutes=10)
