@@ -30,16 +30,9 @@ each), hence `defer_build`, no string annotations and the areas imported on firs
 # from its string when each area class is built, a few ms of every function's init.
 import os
 from collections.abc import Mapping
-from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
-if TYPE_CHECKING:
-    from cems.email.config import EmailSettings
-    from cems.engagement.config import EngagementSettings
-    from cems.line.config import LineSettings
-    from cems.scenario.config import EngineSettings
 
 SECRET_CACHE_SECONDS = 300
 # The local stack's variable; only exactly "1" counts ("true" in a copied .env must not unlock the
@@ -105,6 +98,12 @@ class SettingsArea(BaseModel):
     hand (tests), they take their field names."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, defer_build=True)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> Self:
+        """This area from one function's settings. An area with more to check (secrets that must be
+        configured, the law's sender details) says so in its own override."""
+        return settings.validated(cls)
 
 
 def variables(**variables: str) -> ConfigDict:
@@ -193,80 +192,48 @@ class Settings:
         # left empty ("") means "use the default", as it always has for the optional ones.
         self._env = {name: value.strip() for name, value in env.items() if value.strip()}
         self.local = self._env.get(LOCAL_VARIABLE) == "1"
+        self._areas: dict[type[SettingsArea], SettingsArea] = {}
 
     @classmethod
     def from_environ(cls) -> "Settings":
         """The process environment, read now (each function reads it once, at init)."""
         return cls(os.environ)
 
-    def _area(self, model: type[A], **extra: Any) -> A:
+    def validated(self, model: type[A], **extra: Any) -> A:
+        """`model` validated from this snapshot (and `extra`); a bad value is a SettingsError naming
+        its variable. An area's own `from_settings` calls this, adding what it needs."""
         try:
             return model.model_validate({**self._env, **extra})
         except ValidationError as exc:
             raise SettingsError(_describe(exc)) from None
 
-    @cached_property
+    def has(self, variable: str) -> bool:
+        """Whether `variable` is set (and not blank)."""
+        return variable in self._env
+
+    def area(self, model: type[A]) -> A:
+        """One area, validated the first time it is asked for (by its builder in cems.wiring, at init)
+        and kept. The area's class says how it loads (`SettingsArea.from_settings`), so this module
+        never imports an area: the areas of one part of CEMS live in that part's package and import
+        this one, never the other way round (no import cycle), and `collect` never pays for the
+        classes of the email sender's settings."""
+        loaded = self._areas.get(model)
+        if loaded is None:
+            loaded = self._areas[model] = model.from_settings(self)
+        assert isinstance(loaded, model)
+        return loaded
+
+    @property
     def tables(self) -> "Tables":
-        return self._area(Tables)
+        return self.area(Tables)
 
-    @cached_property
+    @property
     def retention(self) -> "Retention":
-        return self._area(Retention)
+        return self.area(Retention)
 
-    @cached_property
+    @property
     def queues(self) -> "Queues":
-        return self._area(Queues)
-
-    # The areas below live in their own packages and are imported on first use: building a model
-    # class costs init time, and `collect` should not pay for the email sender's.
-
-    @cached_property
-    def engine(self) -> "EngineSettings":
-        from cems.scenario.config import EngineSettings
-
-        return self._area(EngineSettings)
-
-    @cached_property
-    def line(self) -> "LineSettings":
-        """Refuses (MissingSecretSetting) when a LINE secret is configured neither way, outside the
-        local stack: every function that talks to LINE or checks its signatures asks at init."""
-        from cems.line.config import LINE_CHANNEL_ACCESS_TOKEN, LINE_CHANNEL_SECRET, LineSettings
-
-        self.require_secrets(LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN)
-        return self._area(LineSettings, local=self.local)
-
-    @cached_property
-    def engagement(self) -> "EngagementSettings":
-        """Refuses (MissingSecretSetting) without the tracking secret, outside the local stack."""
-        from cems.engagement.config import TRACKING_SECRET, EngagementSettings
-
-        self.require_secrets(TRACKING_SECRET)
-        return self._area(EngagementSettings, local=self.local)
-
-    @cached_property
-    def email(self) -> "EmailSettings":
-        """The sender's settings; outside the local stack the law's sender name, postal address and
-        contact (and ENGAGE_BASE_URL, https) are required."""
-        from cems.email.config import LOCAL_DEFAULTS, REQUIRED, EmailSettings, EmailSettingsError
-
-        values = dict(self._env)
-        missing = [name for name in REQUIRED if name not in values]
-        if missing and not self.local:
-            raise EmailSettingsError(
-                f"email settings missing: {', '.join(missing)} (the sender's name, postal address and "
-                "contact are required in every marketing mail)"
-            )
-        for name in missing:
-            values[name] = LOCAL_DEFAULTS[name]
-        try:
-            settings = EmailSettings.model_validate(values)
-        except ValidationError as exc:
-            raise EmailSettingsError(_describe(exc)) from None
-        settings.check()
-        if not self.local and not settings.engage_base_url.startswith("https://"):
-            # RFC 8058 one-click unsubscribe (and the mailbox providers that honour it) wants https.
-            raise EmailSettingsError("ENGAGE_BASE_URL must be an https URL outside the local stack")
-        return settings
+        return self.area(Queues)
 
     def require_secrets(self, *settings: SecretSetting) -> None:
         """Refuses (MissingSecretSetting, naming each setting) when a secret has neither its value nor

@@ -81,11 +81,12 @@ def journey_stores(dynamodb: DynamoDBClient, settings: Settings) -> JourneyStore
     """Scenario versions, enrolments (on the sharded due index, as the store's own model) and cap
     counters: what the loader and the store's tests use."""
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, JourneyStores, ScenarioStore
+    from cems.scenario.config import EngineSettings
 
     table = settings.tables.journeys
     return JourneyStores(
         ScenarioStore(table, dynamodb),
-        EnrolmentStore(table, dynamodb, settings.engine.due_shards),
+        EnrolmentStore(table, dynamodb, settings.area(EngineSettings).due_shards),
         CapStore(table, dynamodb),
     )
 
@@ -94,10 +95,11 @@ def line_link_tracker(settings: Settings) -> LinkTracker:
     """Click-tracker URLs for the links of LINE dispatches (the tracking secret is read on the first
     link, not at init)."""
     from cems import clock
+    from cems.engagement.config import EngagementSettings
     from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url, tracking_expiry
     from cems.scenario import engine
 
-    engagement = settings.engagement
+    engagement = settings.area(EngagementSettings)
     signer = TokenSigner(engagement.secret)
 
     def tracked(dispatch: engine.Dispatch, url: str) -> str:
@@ -127,6 +129,8 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     from cems.adapters.line_api import LineRichMenus
     from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.channels.registry import plugins
+    from cems.line.config import LineSettings
+    from cems.scenario.config import EngineSettings
     from cems.scenario.engine import Enrolment
     from cems.scenario.model import ChannelCap, FrequencyCaps
     from cems.scenario.runner import ScenarioRunner
@@ -134,11 +138,11 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     table = settings.tables.journeys
     stores = customer_stores(dynamodb, settings)
     # Only the caps set are passed, so ChannelCap's own defaults stay the one place they are written.
-    caps = {channel: ChannelCap(**limits) for channel, limits in settings.engine.caps().items()}
+    caps = {channel: ChannelCap(**limits) for channel, limits in settings.area(EngineSettings).caps().items()}
     return ScenarioRunner(
         ScenarioStore(table, dynamodb),
         # The engine's own Enrolment model, read back as the engine works with it.
-        EnrolmentStore(table, dynamodb, settings.engine.due_shards, model=Enrolment),
+        EnrolmentStore(table, dynamodb, settings.area(EngineSettings).due_shards, model=Enrolment),
         CapStore(table, dynamodb),
         stores.customers,
         stores.events,
@@ -149,7 +153,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
             links=line_link_tracker(settings),
         ),
         limits=FrequencyCaps.model_validate(caps),
-        rich_menus=LineRichMenus(settings.line),
+        rich_menus=LineRichMenus(settings.area(LineSettings)),
         counters=ReportCounters(table, dynamodb),
     )
 
@@ -160,13 +164,14 @@ def broadcast_starter(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settin
     from cems.adapters.dynamodb.journeys import ScenarioStore
     from cems.adapters.sqs import SqsQueue
     from cems.scenario.broadcast import BroadcastStarter
+    from cems.scenario.config import EngineSettings
 
     table = settings.tables.journeys
     return BroadcastStarter(
         ScenarioStore(table, dynamodb),
         BroadcastStore(table, dynamodb),
         SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
-        settings.engine.broadcast_segments,
+        settings.area(EngineSettings).broadcast_segments,
     )
 
 
@@ -178,6 +183,7 @@ def collect(settings: Settings | None = None) -> Collector:
     from cems.adapters.dynamodb.sites import SiteStore
     from cems.collect import Collector
     from cems.ingest import Ingestor
+    from cems.line.config import LineSettings
     from cems.sites import SiteDirectory
 
     settings = _settings(settings)
@@ -187,7 +193,7 @@ def collect(settings: Settings | None = None) -> Collector:
         SiteDirectory(SiteStore(settings.tables.sites, dynamodb), settings.retention.site_cache_seconds),
         Ingestor(stores.ingest),
         NonceStore(settings.tables.customers, dynamodb),
-        settings.line,
+        settings.area(LineSettings),
     )
 
 
@@ -196,11 +202,12 @@ def line_webhook(settings: Settings | None = None) -> LineWebhook:
     from cems.adapters.line_api import LineReplyApi
     from cems.ingest import Ingestor
     from cems.line.api import messaging_api
+    from cems.line.config import LineSettings
     from cems.line.webhook import LineWebhook
 
     settings = _settings(settings)
     dynamodb = _dynamodb()
-    line = settings.line
+    line = settings.area(LineSettings)
     stores = customer_stores(dynamodb, settings)
     return LineWebhook(
         line,
@@ -216,6 +223,7 @@ def trigger(settings: Settings | None = None) -> tuple[ScenarioRunner, ConsentCo
     """The runner and the double opt-in confirmations."""
     from cems.adapters.dynamodb.consent_markers import ConfirmationMarkers
     from cems.consent import ConsentConfirmations
+    from cems.engagement.config import EngagementSettings
 
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
@@ -224,7 +232,7 @@ def trigger(settings: Settings | None = None) -> tuple[ScenarioRunner, ConsentCo
         ConfirmationMarkers(settings.tables.customers, dynamodb),
         sqs,
         settings.queues.email_send,
-        shop_name=settings.engagement.shop_name,
+        shop_name=settings.area(EngagementSettings).shop_name,
     )
     return runner(dynamodb, sqs, settings), consent
 
@@ -276,11 +284,12 @@ def send_line(logger: Logger, settings: Settings | None = None) -> tuple[LineSen
     from cems.adapters.line_api import LineGateway
     from cems.adapters.sqs import QueueRetry
     from cems.line.api import load_client_modules, messaging_api
+    from cems.line.config import LineSettings
     from cems.line.sender import LineSender
 
     settings = _settings(settings)
     dynamodb = _dynamodb()
-    line, tables = settings.line, settings.tables
+    line, tables = settings.area(LineSettings), settings.tables
     # The SDK's modules at init rather than in the first send's time budget.
     load_client_modules()
     sender = LineSender(
@@ -304,15 +313,17 @@ def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailS
     from cems.adapters.ses import SES_CLIENT_CONFIG, SesGateway
     from cems.adapters.sqs import QueueRetry
     from cems.email.compose import SignedLinks
+    from cems.email.config import EmailSettings
     from cems.email.dispatch import EmailDispatch
     from cems.email.sender import EmailSender
+    from cems.engagement.config import EngagementSettings
     from cems.engagement.tokens import TokenSigner
 
     settings = _settings(settings)
     dynamodb = _dynamodb()
-    email, tables = settings.email, settings.tables
+    email, tables = settings.area(EmailSettings), settings.tables
     # The signing secret is read on the first send, not at init (SSM costs a round trip).
-    signer = TokenSigner(settings.engagement.secret)
+    signer = TokenSigner(settings.area(EngagementSettings).secret)
 
     def links(dispatch: EmailDispatch) -> SignedLinks:
         return SignedLinks(email.engage_base_url, signer, dispatch)
@@ -333,6 +344,7 @@ def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailS
 def _engagement(settings: Settings) -> Engagement:
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.dynamodb.suppression import SuppressionStore
+    from cems.engagement.config import EngagementSettings
     from cems.engagement.engage import Engagement
     from cems.engagement.tokens import TokenSigner
     from cems.ingest import Ingestor
@@ -342,7 +354,7 @@ def _engagement(settings: Settings) -> Engagement:
     stores = customer_stores(dynamodb, settings)
     return Engagement(
         # The tracking secret is read when a token is first checked (never, for SES events).
-        TokenSigner(settings.engagement.secret),
+        TokenSigner(settings.area(EngagementSettings).secret),
         Ingestor(stores.ingest),
         stores.customers,
         ReportCounters(tables.journeys, dynamodb),
@@ -352,8 +364,10 @@ def _engagement(settings: Settings) -> Engagement:
 
 def engage(settings: Settings | None = None) -> tuple[Engagement, str | None]:
     """The engagement rules and the shop's name for the unsubscribe and confirmation pages."""
+    from cems.engagement.config import EngagementSettings
+
     settings = _settings(settings)
-    return _engagement(settings), settings.engagement.shop_name
+    return _engagement(settings), settings.area(EngagementSettings).shop_name
 
 
 def ses_events(settings: Settings | None = None) -> Engagement:

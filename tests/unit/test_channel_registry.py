@@ -16,7 +16,7 @@ from cems.channels.registry import SEND_OPTIONS, channels_of, plugin, plugins, r
 from cems.models import Channel, ChannelState, Profile
 from cems.scenario.condition_models import ReachableCondition
 from cems.scenario.conditions import reachable
-from cems.scenario.config import cap_variable
+from cems.scenario.config import EngineSettings, cap_variable
 from cems.scenario.engine import Dispatch, render_step
 from cems.scenario.model import ChannelCap, FrequencyCaps, SendStep
 from cems.settings import Queues, Settings, SettingsError
@@ -165,11 +165,11 @@ def test_caps_are_a_mapping_keyed_by_channel_that_reads_from_channel_names() -> 
 def test_the_caps_of_every_registered_channel_are_read_from_its_variables() -> None:
     env = {cap_variable(p.channel, "day"): "2" for p in plugins()}
     env |= {cap_variable(p.channel, "week"): "9" for p in plugins()}
-    caps = FrequencyCaps.model_validate(Settings(env).engine.caps())
+    caps = FrequencyCaps.model_validate(Settings(env).area(EngineSettings).caps())
     assert all(caps.of(p.channel) == ChannelCap(per_day=2, per_week=9) for p in plugins())
     assert cap_variable(Channel.LINE, "day") == "CEMS_CAP_LINE_PER_DAY"
     with pytest.raises(SettingsError, match="CEMS_CAP_EMAIL_PER_WEEK"):
-        _ = Settings({"CEMS_CAP_EMAIL_PER_WEEK": "0"}).engine
+        _ = Settings({"CEMS_CAP_EMAIL_PER_WEEK": "0"}).area(EngineSettings)
 
 
 # Where a channel may be named (its value "line"/"email", `Channel.LINE`, a preference's name) outside

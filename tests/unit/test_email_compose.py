@@ -273,7 +273,7 @@ def test_ses_tags_round_trip() -> None:
 
 
 def email_settings(env: dict[str, str]) -> EmailSettings:
-    return Settings(env).email
+    return Settings(env).area(EmailSettings)
 
 
 def test_settings_required_outside_the_local_stack() -> None:

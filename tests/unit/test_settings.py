@@ -7,7 +7,10 @@ import ast
 from pathlib import Path
 
 import pytest
-from cems.email.config import EmailSettingsError
+from cems.email.config import EmailSettings, EmailSettingsError
+from cems.engagement.config import EngagementSettings
+from cems.line.config import LineSettings
+from cems.scenario.config import EngineSettings
 from cems.settings import Settings, SettingsError
 
 EMAIL = {
@@ -25,8 +28,9 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.tables.customers == "CustomersTable"
     assert (settings.retention.event_days, settings.retention.dedupe_days) == (395, 7)
     assert settings.retention.site_cache_seconds == 60.0
-    assert (settings.engine.due_shards, settings.engine.broadcast_segments) == (16, 16)
-    assert settings.engine.caps() == {}
+    engine = settings.area(EngineSettings)
+    assert (engine.due_shards, engine.broadcast_segments) == (16, 16)
+    assert settings.area(EngineSettings).caps() == {}
     assert settings.queues.line_send == ""
 
 
@@ -42,10 +46,10 @@ def test_values_are_typed_and_blank_ones_count_as_unset() -> None:
         }
     )
     assert settings.tables.journeys == "cems-dev-journeys"
-    assert settings.engine.due_shards == 4
-    assert settings.engine.broadcast_segments == 16
+    assert settings.area(EngineSettings).due_shards == 4
+    assert settings.area(EngineSettings).broadcast_segments == 16
     assert settings.retention.site_cache_seconds == 0.0
-    assert settings.engine.caps() == {"email": {"per_week": 5}}
+    assert settings.area(EngineSettings).caps() == {"email": {"per_week": 5}}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +63,7 @@ def test_values_are_typed_and_blank_ones_count_as_unset() -> None:
 )
 def test_a_bad_value_is_refused_naming_its_variable_and_value(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable) as refused:
-        _ = Settings({variable: value}).engine
+        _ = Settings({variable: value}).area(EngineSettings)
     assert repr(value) in str(refused.value)
 
 
@@ -78,30 +82,30 @@ def test_the_environment_is_read_once_when_settings_are_made(monkeypatch: pytest
 def test_areas_a_function_does_not_use_are_not_checked() -> None:
     # collect never asks for the email sender's settings, so their absence cannot stop it.
     settings = Settings({"CEMS_LINE_CHANNEL_SECRET": "s", "CEMS_LINE_CHANNEL_ACCESS_TOKEN": "t"})
-    assert settings.line.channel_secret() == "s"
+    assert settings.area(LineSettings).channel_secret() == "s"
     with pytest.raises(EmailSettingsError):
-        _ = settings.email
+        _ = settings.area(EmailSettings)
 
 
 def test_base_urls_lose_their_trailing_slash() -> None:
     settings = Settings(EMAIL | {"CEMS_TRACKING_SECRET": "x", "CEMS_LINE_API_URL": "http://line.test/"})
-    assert settings.email.engage_base_url == "https://links.shop.example.jp"
-    assert settings.engagement.base_url == "https://links.shop.example.jp"
-    assert settings.engagement.shop_name == "サンプル茶舗"
+    assert settings.area(EmailSettings).engage_base_url == "https://links.shop.example.jp"
+    assert settings.area(EngagementSettings).base_url == "https://links.shop.example.jp"
+    assert settings.area(EngagementSettings).shop_name == "サンプル茶舗"
     assert settings.local is False
 
 
 def test_email_settings_name_every_missing_variable_outside_the_local_stack() -> None:
     with pytest.raises(EmailSettingsError) as refused:
-        _ = Settings({"EMAIL_FROM_ADDRESS": "a@example.jp"}).email
+        _ = Settings({"EMAIL_FROM_ADDRESS": "a@example.jp"}).area(EmailSettings)
     for name in ("EMAIL_FROM_NAME", "EMAIL_POSTAL_ADDRESS", "EMAIL_CONTACT", "ENGAGE_BASE_URL"):
         assert name in str(refused.value)
-    assert Settings({"CEMS_LOCAL": "1"}).email.postal_address
+    assert Settings({"CEMS_LOCAL": "1"}).area(EmailSettings).postal_address
 
 
 def test_a_bad_retry_base_is_refused_as_an_email_setting() -> None:
     with pytest.raises(EmailSettingsError, match="CEMS_EMAIL_RETRY_BASE_SECONDS"):
-        _ = Settings(EMAIL | {"CEMS_EMAIL_RETRY_BASE_SECONDS": "soon"}).email
+        _ = Settings(EMAIL | {"CEMS_EMAIL_RETRY_BASE_SECONDS": "soon"}).area(EmailSettings)
 
 
 ROOT = Path(__file__).parents[2]

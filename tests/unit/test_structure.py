@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import pytest
 from cems.adapters.dynamodb import keys
 
 CEMS = Path(__file__).resolve().parents[2] / "shared" / "cems"
@@ -232,28 +231,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-# cems.settings imports each area's settings (cems.<area>.config) inside functions, "on first use",
-# and each area's config imports cems.settings at the top: a cycle hidden by late imports (44f3a92).
-# Every other edge must be acyclic now; the test below says when this one is gone.
-KNOWN_CYCLE_EDGES = frozenset(
-    ("cems.settings", f"cems.{area}.config") for area in ("email", "engagement", "line", "scenario")
-)
-
-
-def test_shared_cems_has_no_import_cycle_besides_the_known_one() -> None:
-    graph = {
-        module: targets - {t for m, t in KNOWN_CYCLE_EDGES if m == module}
-        for module, targets in import_graph().items()
-    }
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="cems.settings <-> cems.<area>.config (settings imports the areas inside functions); "
-    "when it is broken this passes: remove this mark and KNOWN_CYCLE_EDGES",
-)
 def test_shared_cems_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

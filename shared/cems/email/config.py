@@ -3,8 +3,10 @@ Read from the environment by `cems.settings` (the one place that reads it).
 """
 
 # No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
+from typing import Self
+
 from cems.engagement.config import LOCAL_ENGAGE_BASE_URL
-from cems.settings import BaseUrl, Positive, SettingsArea, SettingsError, variables
+from cems.settings import BaseUrl, Positive, Settings, SettingsArea, SettingsError, variables
 
 
 class EmailSettingsError(SettingsError):
@@ -51,6 +53,26 @@ class EmailSettings(SettingsArea):
     engage_base_url: BaseUrl  # the engage API's base URL (links, pixel, unsubscribe)
     # Exponential backoff for SES throttling: base * 2^(receive count - 1), jittered, capped.
     retry_base_seconds: Positive = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The sender's settings; outside the local stack the law's sender name, postal address and
+        contact (and ENGAGE_BASE_URL, https) are required."""
+        missing = [name for name in REQUIRED if not settings.has(name)]
+        if missing and not settings.local:
+            raise EmailSettingsError(
+                f"email settings missing: {', '.join(missing)} (the sender's name, postal address and "
+                "contact are required in every marketing mail)"
+            )
+        try:
+            email = settings.validated(cls, **{name: LOCAL_DEFAULTS[name] for name in missing})
+        except SettingsError as exc:
+            raise EmailSettingsError(str(exc)) from None
+        email.check()
+        if not settings.local and not email.engage_base_url.startswith("https://"):
+            # RFC 8058 one-click unsubscribe (and the mailbox providers that honour it) wants https.
+            raise EmailSettingsError("ENGAGE_BASE_URL must be an https URL outside the local stack")
+        return email
 
     def check(self) -> None:
         """Settings that would make every mail fail are refused at init, not mail by mail."""

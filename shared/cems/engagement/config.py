@@ -8,7 +8,9 @@ configured stops the function at init.
 """
 
 # No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
-from cems.settings import BaseUrl, SecretSetting, SecretValue, SettingsArea, read_secret, variables
+from typing import Self
+
+from cems.settings import BaseUrl, SecretSetting, SecretValue, Settings, SettingsArea, read_secret, variables
 
 LOCAL_TRACKING_SECRET = "local-tracking-secret"  # noqa: S105 - the documented local default
 LOCAL_ENGAGE_BASE_URL = "http://127.0.0.1:3000"
@@ -32,6 +34,12 @@ class EngagementSettings(SettingsArea):
     # The sender's name shown on the unsubscribe pages and in confirmation subjects, if given.
     shop_name: str | None = None
     local: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Refuses (MissingSecretSetting) without the tracking secret, outside the local stack."""
+        settings.require_secrets(TRACKING_SECRET)
+        return settings.validated(cls, local=settings.local)
 
     def secret(self) -> bytes:
         """The token signing key (read on each call; Powertools caches the SSM read)."""

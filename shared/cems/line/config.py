@@ -8,7 +8,18 @@ public local values: anywhere else a secret configured neither way stops the fun
 """
 
 # No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
-from cems.settings import BaseUrl, Positive, SecretSetting, SecretValue, SettingsArea, read_secret, variables
+from typing import Self
+
+from cems.settings import (
+    BaseUrl,
+    Positive,
+    SecretSetting,
+    SecretValue,
+    Settings,
+    SettingsArea,
+    read_secret,
+    variables,
+)
 
 LOCAL_CHANNEL_SECRET = "local-channel-secret"  # noqa: S105 - the documented local default
 LOCAL_CHANNEL_ACCESS_TOKEN = "local-channel-access-token"  # noqa: S105 - the documented local default
@@ -49,6 +60,13 @@ class LineSettings(SettingsArea):
     channel_access_token_value: SecretValue = None
     channel_access_token_parameter: str | None = None
     local: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Refuses (MissingSecretSetting) when a LINE secret is configured neither way, outside the
+        local stack: every function that talks to LINE or checks its signatures asks at init."""
+        settings.require_secrets(LINE_CHANNEL_SECRET, LINE_CHANNEL_ACCESS_TOKEN)
+        return settings.validated(cls, local=settings.local)
 
     def channel_secret(self) -> str:
         return read_secret(

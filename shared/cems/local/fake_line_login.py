@@ -117,9 +117,11 @@ def account_link_routes(fake_line: FakeLine | None, http_url: str) -> list[Local
     """The fake account-link page's routes, posting to this stack's webhook (none without the fake)."""
     if fake_line is None:
         return []
+    from cems.line.config import LineSettings
     from cems.settings import Settings
 
-    page = FakeAccountLinkPage(
-        fake_line, f"{http_url}/line/webhook", lambda: Settings.from_environ().line.channel_secret()
-    )
+    def channel_secret() -> str:
+        return Settings.from_environ().area(LineSettings).channel_secret()
+
+    page = FakeAccountLinkPage(fake_line, f"{http_url}/line/webhook", channel_secret)
     return page.routes()

@@ -30,6 +30,7 @@ from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any, Literal
 
 from cems import clock
+from cems.engagement.config import EngagementSettings
 from cems.engagement.ses_events import email_tags, simulated_ses_event, sns_envelope
 from cems.engagement.tokens import InvalidToken, TokenKind, TokenSigner
 from cems.local.http import LocalRequest, LocalResponse, LocalRoute
@@ -139,7 +140,7 @@ class LocalSes:
         found = _UNSUBSCRIBE_TOKEN.search(mail.get("list_unsubscribe") or "")
         if found is None:
             return []
-        settings = Settings.from_environ().engagement
+        settings = Settings.from_environ().area(EngagementSettings)
         try:
             token = TokenSigner(settings.secret).verify(found.group(1), TokenKind.UNSUBSCRIBE)
         except InvalidToken:

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cems import clock
+from cems.line.config import LineSettings
 from cems.local.cfn import REGION, Template, function_specs
 from cems.local.fake_line import FAKE_LINE_PREFIX, FakeLine
 from cems.local.fake_line_login import ACCOUNT_LINK_PATH, account_link_routes
@@ -116,7 +117,8 @@ class MotoServer:
         )
         self._wait_until_up()
 
-    def _wait_until_up(self, timeout: float = 30.0) -> None:
+    def _wait_until_up(self, timeout: float = 120.0) -> None:
+        # A hang bound: on a busy machine moto's imports alone take many seconds.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -126,7 +128,7 @@ class MotoServer:
                     return
             except OSError:
                 time.sleep(0.1)
-        raise SystemExit("error: moto server did not start within 30 s")
+        raise SystemExit(f"error: moto server did not start within {timeout:.0f} s")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -245,7 +247,7 @@ class LocalStack:
         os.environ["CEMS_LINE_API_URL"] = api_url
         os.environ["CEMS_LINE_LINK_PAGE_URL"] = link_page
         os.environ.setdefault("CEMS_LINE_ACCOUNT_LINK_URL", f"{self.http_url}{ACCOUNT_LINK_PATH}")
-        self.fake_line = FakeLine(lambda: Settings.from_environ().line.channel_access_token())
+        self.fake_line = FakeLine(lambda: Settings.from_environ().area(LineSettings).channel_access_token())
 
     def _functions_environment(self) -> None:
         # The functions share this process, so their variables share one environment; a name two
