@@ -65,9 +65,11 @@ def running_local_stack(
     args: list[str] | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 90.0,
+    timeout: float = 300.0,
 ) -> Iterator[RunningStack]:
-    """Yields once the stack printed its ready line; stops it (SIGTERM, then kill) on exit."""
+    """Yields once the stack printed its ready line; stops it (SIGTERM, then kill) on exit. `timeout`
+    only tells a stack that cannot start from a slow start: under load (several stacks, one per test
+    worker, on a busy machine) start-up has taken over 40 s."""
     child_env = {
         **os.environ,
         "CEMS_HTTP_PORT": str(http_port or free_port()),
