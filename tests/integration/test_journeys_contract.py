@@ -329,10 +329,11 @@ def test_a_fact_named_once_counts_once_per_scenario(counters: Counters) -> None:
     assert counters.cells("s1") == [(cell, {"opened": 2})]
 
 
-def test_cells_keep_a_variant_named_dash_apart_from_no_variant(counters: Counters) -> None:
-    counters.add(ReportCell("s1", 1, "send", "-"), Metric.SENT)
-    counters.add(ReportCell("s1", 1, "send", None), Metric.SENT)
-    assert [cell.variant for cell, _ in counters.cells("s1")] == [None, "-"]
+def test_cells_keep_free_text_variants_apart_from_no_variant(counters: Counters) -> None:
+    # A variant named "-" or holding "#" must not collide with "no variant" or another cell.
+    for variant in ("-", None, "x#G#h"):
+        counters.add(ReportCell("s1", 1, "send", variant), Metric.SENT)
+    assert [cell.variant for cell, _ in counters.cells("s1")] == [None, "-", "x#G#h"]
 
 
 # ---------------------------------------------------------------------------------------- customers

@@ -1,4 +1,8 @@
-"""Report counters under moto: ADD per cell, revenue, `once` facts counted once, cells read back."""
+"""Report counters under moto, what only DynamoDB does: a `once` marker with its TTL, a transaction
+that collided tried again, the index of scenarios kept by another process, a planted outcome read
+back as a report. Counting per cell, revenue, `once` and free-text variants are the journeys contract
+suite's (tests/integration/test_journeys_contract.py); a report of journeys the runner counted is
+tested on the in-memory stores (tests/unit/test_scenario_runner_behaviour.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cems import clock
-from cems.adapters.dynamodb.customers import Stores
-from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
+from cems.adapters.dynamodb.journeys import ScenarioStore
 from cems.adapters.dynamodb.report_counters import ONCE_TTL, ReportCounters, once_key
-from cems.adapters.sqs_dispatch import QueueDispatchSink
-from cems.models import Channel
 from cems.reports.counters import Metric, ReportCell
 from cems.reports.report import ReportService
-from cems.scenario import engine
 from cems.scenario.assignment import in_holdout, pick_variant
-from cems.scenario.model import Scenario, Variant
-from cems.scenario.records import ScenarioSource
-from cems.scenario.runner import ScenarioRunner
-
-from .journeys import drain_queue, put_customer, put_track_event
+from cems.scenario.model import Variant
 
 TABLE = "JourneysTable"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "scenarios"
@@ -36,32 +31,6 @@ NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
 def counters(dynamodb: Any) -> ReportCounters:
     clock.freeze(NOW)
     return ReportCounters(TABLE, dynamodb)
-
-
-def test_counts_add_up_per_cell(counters: ReportCounters) -> None:
-    scenario = ReportCell("welcome", 1)
-    held = ReportCell("welcome", 1, holdout=True)
-    step_a = ReportCell("welcome", 1, "offer", "A")
-    for _ in range(3):
-        assert counters.add(scenario, Metric.ENROLLED)
-    counters.add(held, Metric.HELD_OUT)
-    counters.add(step_a, Metric.SENT)
-    counters.add(step_a, Metric.SENT)
-    counters.add(step_a, Metric.CLICKED)
-    cells = dict(counters.cells("welcome"))
-    assert cells[scenario] == {"enrolled": 3}
-    assert cells[held] == {"held_out": 1}
-    assert cells[step_a] == {"sent": 2, "clicked": 1}
-    assert counters.cells("nothing") == []
-
-
-def test_revenue_is_added_with_the_conversion(counters: ReportCounters) -> None:
-    cell = ReportCell("post-purchase", 2, variant="B")
-    counters.add(cell, Metric.CONVERTED, revenue=Decimal("1200"))
-    counters.add(cell, Metric.CONVERTED, revenue=Decimal("980.5"))
-    [(read, counts)] = counters.cells("post-purchase")
-    assert read == cell
-    assert counts == {"converted": 2, "revenue": Decimal("2180.5")}
 
 
 def test_a_fact_named_once_counts_once(counters: ReportCounters, dynamodb: Any) -> None:
@@ -100,16 +69,6 @@ def test_a_conflicting_transaction_is_tried_again(counters: ReportCounters, dyna
     assert counters.add(cell, Metric.CLICKED, once="clicked#d9") is False
     assert len(calls) == 3
     assert dict(counters.cells("welcome"))[cell] == {"clicked": 1}
-
-
-def test_cells_keep_free_text_variants_apart(counters: ReportCounters) -> None:
-    # A variant named "-" or holding "#" must not collide with "no variant" or another cell.
-    plain = ReportCell("s", 1, "step")
-    dash = ReportCell("s", 1, "step", "-")
-    hashy = ReportCell("s", 1, "step", "x#G#h")
-    for cell in (plain, dash, hashy):
-        counters.add(cell, Metric.SENT)
-    assert {cell for cell, _ in counters.cells("s")} == {plain, dash, hashy}
 
 
 def test_scenarios_that_counted_are_listed(counters: ReportCounters, dynamodb: Any) -> None:
@@ -190,53 +149,3 @@ def test_a_report_shows_the_planted_outcome(counters: ReportCounters, dynamodb: 
     assert rows["mail-a"].delivery_rate == pytest.approx(rows["mail-a"].delivered / rows["mail-a"].sent)
     assert rows["mail-a"].open_rate == pytest.approx(rows["mail-a"].opened / rows["mail-a"].sent)
     json.loads(report.model_dump_json())  # plain JSON, no NaN
-
-
-def test_a_report_of_journeys_run_by_the_scenario_runner(dynamodb: Any, stores: Stores) -> None:
-    """The contract with the runner: journeys run by ScenarioRunner (the counting side, the lead's)
-    read back by ReportService (this side) as the groups, conversions, revenue and held-out sends
-    that really happened."""
-    clock.freeze(NOW)
-    sqs = boto3.client("sqs", region_name="ap-northeast-1")
-    queue = sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"]
-    scenarios = ScenarioStore(TABLE, dynamodb)
-    counters = ReportCounters(TABLE, dynamodb)
-    runner = ScenarioRunner(
-        scenarios,
-        EnrolmentStore(TABLE, dynamodb, 4, model=engine.Enrolment),
-        CapStore(TABLE, dynamodb),
-        stores.customers,
-        stores.events,
-        QueueDispatchSink(sqs, {Channel.LINE: queue}),
-        counters=counters,
-    )
-    document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
-    document["entry"]["holdout_percent"] = 30
-    scenario = Scenario.model_validate(document)
-    scenarios.put_version(scenario, document, ScenarioSource("scenarios/cart_abandonment.json", "e"))
-    customers = [put_customer(stores.customers, f"cus_rpt_{n:03d}", NOW) for n in range(40)]
-    held = {c for c in customers if in_holdout(scenario.id, c, 30)}
-    buyers = set(customers[::3])
-    for n, customer in enumerate(customers):
-        runner.on_stored_event(put_track_event(stores.events, customer, "Product Added", f"add-{n}"))
-    clock.advance(600)
-    for n, customer in enumerate(customers):
-        if customer in buyers:
-            order = put_track_event(
-                stores.events, customer, "Order Completed", f"order-{n}", order_id=f"o-{n}", total=3000
-            )
-            runner.on_stored_event(order)
-            runner.on_stored_event(order)  # the stream delivers it again: counted once
-    clock.advance(2 * 3600)
-    runner.tick()
-
-    report = ReportService(counters, scenarios).report(scenario.id)
-    assert 0 < len(held) < len(customers)
-    assert (report.enrolled, report.held_out) == (len(customers), len(held))
-    assert report.treatment.converted == len(buyers - held)
-    assert report.holdout.converted == len(buyers & held)
-    assert report.treatment.revenue == Decimal(3000) * len(buyers - held)
-    assert report.goal == "Order Completed within 2d"
-    remind = {row.step_id: row for row in report.steps}["remind"]
-    assert remind.held_out == len(held - buyers)  # the holdout's reminders, held back
-    assert len(drain_queue(sqs, queue)) == len(set(customers) - held - buyers)  # sent: counted by send_line

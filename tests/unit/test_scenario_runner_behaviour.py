@@ -15,12 +15,12 @@ import pytest
 from cems import clock
 from cems.models import Channel, Profile
 from cems.reports.counters import Metric
-from cems.reports.report import build_report
+from cems.reports.report import ReportService, build_report
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.model import ChannelCap, FrequencyCaps
 
-from tests.fakes.journey_world import JourneyWorld, line_user_id
+from tests.fakes.journey_world import EXAMPLES, JourneyWorld, line_user_id
 
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo, a Friday: inside every send window
 MENU = "richmenu-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -539,3 +539,35 @@ def test_a_report_counter_that_cannot_be_written_never_stops_the_journey(
         report = world.runner.on_stored_event(world.event(friend, "line_follow", site_id="line"))
     assert (report.enrolled, report.dispatched) == (1, 1)
     assert "report counter not added" in caplog.text
+
+
+def test_a_report_reads_back_the_journeys_the_runner_counted(world: JourneyWorld) -> None:
+    """Journeys run by the runner (the counting side) read back by ReportService as the groups,
+    conversions, revenue and held-out sends that really happened."""
+    document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
+    document["entry"]["holdout_percent"] = 30
+    scenario = world.upload(document)
+    customers = [world.customer(f"cus_rpt_{n:03d}") for n in range(40)]
+    held = {c for c in customers if in_holdout(scenario.id, c, 30)}
+    buyers = set(customers[::3])
+    for customer in customers:
+        world.runner.on_stored_event(world.event(customer, "Product Added"))
+    clock.advance(600)
+    for n, customer in enumerate(customers):
+        if customer in buyers:
+            order = world.event(customer, "Order Completed", order_id=f"o-{n}", total=3000)
+            world.runner.on_stored_event(order)
+            world.runner.on_stored_event(order)  # the stream delivers it again: counted once
+    clock.advance(2 * 3600)
+    world.runner.tick()
+
+    report = ReportService(world.counters, world.scenarios).report(scenario.id)
+    assert 0 < len(held) < len(customers)
+    assert (report.enrolled, report.held_out) == (len(customers), len(held))
+    assert report.treatment.converted == len(buyers - held)
+    assert report.holdout.converted == len(buyers & held)
+    assert report.treatment.revenue == Decimal(3000) * len(buyers - held)
+    assert report.goal == "Order Completed within 2d"
+    remind = {row.step_id: row for row in report.steps}["remind"]
+    assert remind.held_out == len(held - buyers)  # the holdout's reminders, held back
+    assert len(world.sent()) == len(set(customers) - held - buyers)  # sent: counted by send_line
