@@ -17,6 +17,9 @@ from cems.trust import user_hash
 
 from tests.fakes.ingest_store import InMemoryIngestStore
 
+# The contract suites' moto: tables made once per module (fixtures used by name).
+from tests.integration.contract_tables import empty_dynamodb, empty_stores, module_dynamodb  # noqa: F401
+
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SECRET = "identity-secret"
 SERVER = Site(write_key="sk", site_id="shop", name="shop", created_at=NOW, trust=Trust.SERVER)
@@ -196,7 +199,10 @@ def run(port: IngestStorePort, profile_of: Callable[[str], Profile | None], scri
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_ingest_leaves_the_same_customers_on_the_fake_as_on_dynamodb(stores: Stores, script: str) -> None:
+def test_ingest_leaves_the_same_customers_on_the_fake_as_on_dynamodb(
+    request: pytest.FixtureRequest, script: str
+) -> None:
+    stores: Stores = request.getfixturevalue("empty_stores")
     fake = InMemoryIngestStore()
     on_fake = run(fake, fake.profile, script)
     on_dynamodb = run(stores.ingest, stores.customers.profile, script)
