@@ -568,6 +568,10 @@ class ChannelCap(_Model):
     per_week: Annotated[int, Field(ge=1)] | None = 3
 
 
+# A channel without caps of its own has these (frozen, so one instance serves every engine run).
+_DEFAULT_CAP = ChannelCap()
+
+
 class FrequencyCaps(RootModel[dict[Channel, ChannelCap]]):
     """Global caps per customer, keyed by channel, counted across all scenarios (engine configuration
     from CEMS_CAP_<CHANNEL>_PER_DAY|WEEK, not part of a scenario file); a channel left out has
@@ -578,7 +582,7 @@ class FrequencyCaps(RootModel[dict[Channel, ChannelCap]]):
     root: dict[Channel, ChannelCap] = Field(default_factory=dict)
 
     def of(self, channel: Channel) -> ChannelCap:
-        return self.root.get(channel) or ChannelCap()
+        return self.root.get(channel) or _DEFAULT_CAP
 
 
 # ------------------------------------------------------------------------------------------------ scenario
