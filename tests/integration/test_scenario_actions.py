@@ -17,6 +17,7 @@ import pytest
 from cems import clock, wiring
 from cems.adapters.dynamodb.customers import Stores
 from cems.adapters.line_api import LineRichMenus
+from cems.line.config import LineSettings
 from cems.local.fake_line import FakeLine, FakeLineServer
 from cems.models import Channel
 from cems.scenario.model import ChannelCap, FrequencyCaps
@@ -86,7 +87,7 @@ def test_line_rich_menus_links_unlinks_and_reports_an_unanswered_call(
     fake, url = fake_line
     monkeypatch.setenv("CEMS_LINE_CHANNEL_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("CEMS_LINE_API_URL", url)
-    menus = LineRichMenus(Settings.from_environ().line)
+    menus = LineRichMenus(Settings.from_environ().area(LineSettings))
     user = "U" + "ab" * 16
     assert menus.link(user, MENU) is None
     assert fake.snapshot()["rich_menus"] == {user: MENU}
@@ -97,5 +98,5 @@ def test_line_rich_menus_links_unlinks_and_reports_an_unanswered_call(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("CEMS_LINE_API_URL", f"http://127.0.0.1:{port}")
-    reason = LineRichMenus(Settings.from_environ().line).link(user, MENU)
+    reason = LineRichMenus(Settings.from_environ().area(LineSettings)).link(user, MENU)
     assert reason is not None and user not in reason
