@@ -12,6 +12,7 @@ import pytest
 from cems.adapters.sqs_dispatch import QueueDispatchSink
 from cems.email.channel import EmailMessage
 from cems.email.dispatch import EmailDispatch
+from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.line.dispatch import LineDispatch
 from cems.models import Channel
@@ -78,7 +79,7 @@ def test_line_links_go_through_the_click_tracker_with_the_dispatch_in_the_token(
     [sent] = drain_queue(sqs, line)
     uri = sent["messages"][0]["template"]["actions"][0]["uri"]
     assert uri.startswith(f"{BASE}/r/")
-    token = TokenSigner(Settings.from_environ().engagement.secret).verify(
+    token = TokenSigner(Settings.from_environ().area(EngagementSettings).secret).verify(
         uri.rsplit("/", 1)[1], TokenKind.CLICK
     )
     assert (token.url, token.channel, token.customer_id) == ("https://shop.example.jp/cart", "line", "cus_1")

@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from cems.engagement.config import LOCAL_TRACKING_SECRET
+from cems.engagement.config import LOCAL_TRACKING_SECRET, EngagementSettings
 from cems.engagement.tokens import (
     MAC_BYTES,
     InvalidToken,
@@ -203,7 +203,7 @@ def test_settings_secret_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CEMS_LOCAL", raising=False)
     monkeypatch.setenv("CEMS_TRACKING_SECRET", "from-env")
     monkeypatch.delenv("TRACKING_SECRET_PARAMETER", raising=False)
-    settings = Settings.from_environ().engagement
+    settings = Settings.from_environ().area(EngagementSettings)
     assert settings.base_url == "https://t.example.jp"
     assert settings.secret() == b"from-env"
     # Outside the local stack nothing configured is refused (tests/unit/test_secret_settings.py).
@@ -211,7 +211,7 @@ def test_settings_secret_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CEMS_TRACKING_SECRET")
     monkeypatch.setenv("TRACKING_SECRET_PARAMETER", "/cems/dev/tracking-secret")
     monkeypatch.setenv("CEMS_LOCAL", "1")
-    assert Settings.from_environ().engagement.secret() == LOCAL_TRACKING_SECRET.encode()
+    assert Settings.from_environ().area(EngagementSettings).secret() == LOCAL_TRACKING_SECRET.encode()
 
 
 def test_the_secret_is_read_lazily() -> None:
