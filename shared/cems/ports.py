@@ -155,13 +155,14 @@ class EnrolmentStorePort(Protocol):
 
 
 class CapStorePort(Protocol):
-    """Frequency-cap counters per customer, channel, day and week; never past a limit."""
+    """Frequency-cap counters per customer: the channel's day and week counters of the moment given
+    (`cems.scenario.caps.counters_of`), taken both or neither, never past a limit."""
 
     def try_consume(
-        self, customer_id: str, channel: str, cap: ChannelCap, at: datetime | None = None
+        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
     ) -> CapOutcome: ...
-    def release(self, customer_id: str, channel: str, at: datetime) -> None: ...
-    def counts(self, customer_id: str, channel: str, at: datetime | None = None) -> tuple[int, int]: ...
+    def release(self, customer_id: str, channel: Channel, at: datetime) -> None: ...
+    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]: ...
 
 
 class BroadcastStorePort(Protocol):

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cems import clock
-from cems.adapters.dynamodb.journeys import cap_periods
+from cems.models import Channel
+from cems.scenario.caps import CapCounter, counters_of
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import (
     ActiveState,
@@ -213,41 +214,38 @@ def _stamped(enrolment: E, revision: int, at: datetime | None) -> E:
 
 
 class InMemoryCapStore:
-    """Send counters per (customer, channel, Asia/Tokyo day or ISO week), as CapStore keeps them."""
+    """Send counters per (customer, CapCounter): a channel's Asia/Tokyo day or ISO week, as CapStore
+    keeps them."""
 
     def __init__(self) -> None:
-        self.counters: dict[tuple[str, str, str], int] = {}
+        self.counters: dict[tuple[str, CapCounter], int] = {}
         self._lock = threading.Lock()
 
     def try_consume(
-        self, customer_id: str, channel: str, cap: ChannelCap, at: datetime | None = None
+        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
     ) -> CapOutcome:
-        day, week, _, _ = cap_periods(at or clock.now())
-        periods: list[tuple[Literal["day", "week"], str, int | None]] = [
-            ("day", day, cap.per_day),
-            ("week", week, cap.per_week),
+        day, week = counters_of(channel, at or clock.now())
+        limits = [
+            (counter, limit)
+            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
+            if limit is not None
         ]
-        limits = [(name, period, limit) for name, period, limit in periods if limit is not None]
         with self._lock:
-            for name, period, limit in limits:
-                if self.counters.get((customer_id, channel, period), 0) >= limit:
-                    return CapOutcome(False, name)
-            for _, period, _ in limits:
-                key = (customer_id, channel, period)
+            for counter, limit in limits:
+                if self.counters.get((customer_id, counter), 0) >= limit:
+                    return CapOutcome(False, counter.period)
+            for counter, _ in limits:
+                key = (customer_id, counter)
                 self.counters[key] = self.counters.get(key, 0) + 1
         return CapOutcome(True)
 
-    def release(self, customer_id: str, channel: str, at: datetime) -> None:
-        day, week, _, _ = cap_periods(at)
+    def release(self, customer_id: str, channel: Channel, at: datetime) -> None:
         with self._lock:
-            for period in (day, week):
-                key = (customer_id, channel, period)
+            for counter in counters_of(channel, at):
+                key = (customer_id, counter)
                 if self.counters.get(key, 0) > 0:
                     self.counters[key] -= 1
 
-    def counts(self, customer_id: str, channel: str, at: datetime | None = None) -> tuple[int, int]:
-        day, week, _, _ = cap_periods(at or clock.now())
-        return (
-            self.counters.get((customer_id, channel, day), 0),
-            self.counters.get((customer_id, channel, week), 0),
-        )
+    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
+        day, week = counters_of(channel, at or clock.now())
+        return self.counters.get((customer_id, day), 0), self.counters.get((customer_id, week), 0)

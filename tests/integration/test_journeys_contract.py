@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import pytest
 from cems import clock
+from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.customers import Stores
 from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
 from cems.adapters.dynamodb.report_counters import ReportCounters
-from cems.models import ChannelState, MessageType, Profile, StoredEvent
+from cems.models import Channel, ChannelState, MessageType, Profile, StoredEvent
 from cems.ports import (
     CapStorePort,
     CounterPort,
@@ -30,6 +31,7 @@ from cems.ports import (
 )
 from cems.reports.counters import Metric, ReportCell
 from cems.scenario import engine
+from cems.scenario.caps import CapCounter, CapPeriod, counters_of
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import DateSchedule, ScenarioSource
 
@@ -207,7 +209,7 @@ def test_caps_count_to_the_day_limit_and_refuse_past_it(caps: CapStorePort) -> N
     assert caps.try_consume("c1", "line", cap, NOW).allowed
     assert caps.try_consume("c1", "line", cap, NOW).allowed
     refused = caps.try_consume("c1", "line", cap, NOW)
-    assert not refused.allowed and refused.capped_by == "day"
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY
     assert caps.counts("c1", "line", NOW) == (2, 2)  # the refused send took nothing
     assert caps.counts("c1", "email", NOW) == (0, 0)
     assert caps.counts("c2", "line", NOW) == (0, 0)
@@ -217,7 +219,7 @@ def test_a_week_limit_refuses_without_taking_the_day(caps: CapStorePort) -> None
     cap = ChannelCap(per_day=5, per_week=1)
     assert caps.try_consume("c1", "line", cap, NOW).allowed
     refused = caps.try_consume("c1", "line", cap, NOW + timedelta(days=1))
-    assert not refused.allowed and refused.capped_by == "week"
+    assert not refused.allowed and refused.capped_by is CapPeriod.WEEK
     assert caps.counts("c1", "line", NOW + timedelta(days=1)) == (0, 1)
 
 
@@ -246,6 +248,37 @@ def test_a_cap_without_limits_allows_without_counting(caps: CapStorePort) -> Non
     for _ in range(3):
         assert caps.try_consume("c1", "line", ChannelCap(per_day=None, per_week=None), NOW).allowed
     assert caps.counts("c1", "line", NOW) == (0, 0)
+
+
+def test_counters_keep_the_keys_a_deployed_stack_wrote_them_under(request: pytest.FixtureRequest) -> None:
+    """DynamoDB only: a deploy must not reset anyone's cap. Counters a running stack wrote, under the
+    literal sort keys below, go on counting, and the adapter writes nothing under any other key."""
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    caps = CapStore(TABLE, dynamodb)
+    written = {"line#D#2026-05-01": 1, "line#W#2026-W18": 3}  # NOW: Friday 1 May 2026, ISO week 18
+    for sk, count in written.items():
+        item = {"pk": {"S": "CAP#c1"}, "sk": {"S": sk}, "count": {"N": str(count)}}
+        dynamodb.put_item(TableName=TABLE, Item=item)
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 3)
+    refused = caps.try_consume("c1", Channel.LINE, ChannelCap(per_day=5, per_week=3), NOW)
+    assert not refused.allowed and refused.capped_by is CapPeriod.WEEK
+    assert caps.try_consume("c1", Channel.LINE, ChannelCap(per_day=5, per_week=5), NOW).allowed
+    caps.try_consume("c1", Channel.EMAIL, ChannelCap(per_day=5, per_week=None), NOW)
+    items = dynamodb.scan(TableName=TABLE)["Items"]
+    stored = {(i["pk"]["S"], i["sk"]["S"]): int(i["count"]["N"]) for i in items}
+    assert stored == {
+        ("CAP#c1", "line#D#2026-05-01"): 2,
+        ("CAP#c1", "line#W#2026-W18"): 4,
+        ("CAP#c1", "email#D#2026-05-01"): 1,
+    }
+    # The key module reads each sort key back as the counter the rules name.
+    day, week = counters_of(Channel.LINE, NOW)
+    assert [keys.cap_counter_of_sk(sk) for sk in written] == [day, week]
+    email_day = CapCounter(Channel.EMAIL, CapPeriod.DAY, "2026-05-01")
+    assert keys.cap_counter_of_sk("email#D#2026-05-01") == email_day
+    assert all(keys.cap_sk(keys.cap_counter_of_sk(sk)) == sk for _, sk in stored)
+    with pytest.raises(ValueError, match="not a cap counter"):
+        keys.cap_counter_of_sk("line#2026-05-01")
 
 
 # -------------------------------------------------------------------------------------- scenarios

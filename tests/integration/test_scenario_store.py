@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.adapters.dynamodb.journeys import (
+    CAP_TTL_MARGIN,
     DUE_INDEX,
     EnrolmentStore,
     JourneyStores,
     ScenarioStore,
-    cap_periods,
 )
+from cems.models import Channel
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import Enrolment, ScenarioSource
 from cems.settings import Settings
@@ -275,19 +276,20 @@ def _all_index_items(dynamodb: Any) -> list[dict[str, Any]]:
 # -- frequency caps ---------------------------------------------------------------------------------
 
 
-def test_cap_periods_and_expiry() -> None:
-    day, week, day_end, week_end = cap_periods(datetime(2026, 5, 3, 14, 59, tzinfo=UTC))  # Sun 23:59 JST
-    assert (day, week) == ("D#2026-05-03", "W#2026-W18")
-    assert day_end == datetime(2026, 5, 3, 15, 0, tzinfo=UTC)
-    assert week_end == day_end
-    assert cap_periods(datetime(2026, 5, 3, 15, 0, tzinfo=UTC))[:2] == ("D#2026-05-04", "W#2026-W19")
-
-
-def test_cap_counters_carry_a_ttl(journeys: JourneyStores, dynamodb: Any) -> None:
-    journeys.caps.try_consume("cust-1", "line", ChannelCap(per_day=2, per_week=None), NOW)
-    items = dynamodb.scan(TableName=TABLE)["Items"]
-    assert [i["sk"]["S"] for i in items] == ["line#D#2026-05-01"]
-    assert int(items[0]["expires_at"]["N"]) > NOW.timestamp() + 86400
+def test_cap_counters_are_keyed_by_tokyo_day_and_week_and_expire_after_them(
+    journeys: JourneyStores, dynamodb: Any
+) -> None:
+    sunday_night = datetime(2026, 5, 3, 14, 59, tzinfo=UTC)  # Sun 23:59 JST: the day and the week end
+    journeys.caps.try_consume("cust-1", Channel.LINE, ChannelCap(per_day=2, per_week=5), sunday_night)
+    journeys.caps.try_consume("cust-1", Channel.LINE, ChannelCap(per_day=2, per_week=None), NOW)
+    items = {i["sk"]["S"]: i for i in dynamodb.scan(TableName=TABLE)["Items"]}
+    # The sort keys deployed stacks wrote their counters under (test_journeys_contract pins them too).
+    assert sorted(items) == ["line#D#2026-05-01", "line#D#2026-05-03", "line#W#2026-W18"]
+    ends = datetime(2026, 5, 3, 15, 0, tzinfo=UTC)  # Monday 00:00 in Tokyo
+    assert int(items["line#D#2026-05-03"]["expires_at"]["N"]) == int((ends + CAP_TTL_MARGIN).timestamp())
+    assert int(items["line#W#2026-W18"]["expires_at"]["N"]) == int((ends + CAP_TTL_MARGIN).timestamp())
+    saturday = datetime(2026, 5, 1, 15, 0, tzinfo=UTC)  # the end of Friday 1 May in Tokyo
+    assert int(items["line#D#2026-05-01"]["expires_at"]["N"]) == int((saturday + CAP_TTL_MARGIN).timestamp())
 
 
 def test_the_engines_enrolment_model_round_trips(dynamodb: Any) -> None:

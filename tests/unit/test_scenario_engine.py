@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from cems.models import Channel, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
+from cems.scenario.caps import CapCounter, CapPeriod, counters_of
 from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
     Advance,
@@ -18,7 +19,6 @@ from cems.scenario.engine import (
     EnrolmentState,
     OtherEnrolment,
     advance,
-    cap_keys,
     enrol,
     exit_enrolment,
     on_event,
@@ -227,7 +227,10 @@ def test_a_send_produces_one_line_dispatch_for_the_customer_with_a_stable_key() 
     assert line.recipients == ["cus_7"]
     assert line.messages == [{"type": "text", "text": "山田様、こんにちは"}]
     (cap,) = result.caps
-    assert (cap.day_key, cap.week_key) == cap_keys(Channel.LINE, NOW)
+    assert (cap.day, cap.week) == (
+        CapCounter(Channel.LINE, CapPeriod.DAY, "2026-05-01"),
+        CapCounter(Channel.LINE, CapPeriod.WEEK, "2026-W18"),
+    )
     final = result.enrolment
     assert final.state is EnrolmentState.COMPLETED and final.sends == 1 and final.last_send_at == NOW
     assert final.revision == 1
@@ -569,7 +572,7 @@ def test_a_bounce_or_complaint_after_a_send_is_not_a_response() -> None:
 
 
 def capped_line(at: datetime) -> CapView:
-    day, _ = cap_keys("line", at)
+    day, _ = counters_of(Channel.LINE, at)
     return CapView(counts={day: 1})
 
 
@@ -612,7 +615,7 @@ def test_a_deferred_send_is_given_up_after_give_up_after() -> None:
 
 def test_the_weekly_cap_defers_to_monday() -> None:
     s = scenario([send("one")])
-    _, week = cap_keys("line", NOW)
+    _, week = counters_of(Channel.LINE, NOW)
     result = run(s, entered(s), NOW, caps=CapView(counts={week: 3}))
     # Friday 1 May: the cap opens Monday 4 May at 00:00, the window at 09:00; give_up_after 3d allows it
     assert result.enrolment.due_at == jst(5, 4, 9, 0)

@@ -6,18 +6,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cems.models import OrderSummary, Profile
+from cems.models import Channel, OrderSummary, Profile
+from cems.scenario.caps import CapCounter, CapPeriod, counters_of
 from cems.scenario.model import DateTrigger, SendWindow, WaitStep
 from cems.scenario.timing import (
     at_after,
-    cap_day,
-    cap_week,
     cron_next,
     date_trigger_due,
     in_window,
     local_moment,
-    next_cap_day,
-    next_cap_week,
     parse_date_value,
     wait_due,
     window_opening,
@@ -265,8 +262,17 @@ def test_the_opening_is_never_earlier_and_always_inside(moment: datetime, days: 
 
 def test_cap_periods_are_tokyo_days_and_monday_weeks() -> None:
     late_utc = datetime(2026, 5, 3, 16, 0, tzinfo=UTC)  # Monday 01:00 in Tokyo
-    assert cap_day(late_utc) == "2026-05-04"
-    assert cap_week(late_utc) == "2026-W19"
-    assert next_cap_day(jst(2026, 5, 4, 13, 0)) == jst(2026, 5, 5, 0, 0)
-    assert next_cap_week(jst(2026, 5, 4, 13, 0)) == jst(2026, 5, 11, 0, 0)
-    assert next_cap_week(jst(2026, 5, 10, 23, 0)) == jst(2026, 5, 11, 0, 0)
+    assert CapPeriod.DAY.label_of(late_utc) == "2026-05-04"
+    assert CapPeriod.WEEK.label_of(late_utc) == "2026-W19"
+    assert CapPeriod.WEEK.label_of(datetime(2026, 12, 31, 15, 0, tzinfo=UTC)) == "2026-W53"  # Fri 1 Jan 2027
+    assert CapPeriod.DAY.next_start(jst(2026, 5, 4, 13, 0)) == jst(2026, 5, 5, 0, 0)
+    assert CapPeriod.WEEK.next_start(jst(2026, 5, 4, 13, 0)) == jst(2026, 5, 11, 0, 0)
+    assert CapPeriod.WEEK.next_start(jst(2026, 5, 10, 23, 0)) == jst(2026, 5, 11, 0, 0)
+
+
+def test_a_send_counts_in_its_channels_counters_of_the_tokyo_day_and_week() -> None:
+    late_utc = datetime(2026, 5, 3, 16, 0, tzinfo=UTC)  # Monday 01:00 in Tokyo
+    assert counters_of(Channel.EMAIL, late_utc) == (
+        CapCounter(Channel.EMAIL, CapPeriod.DAY, "2026-05-04"),
+        CapCounter(Channel.EMAIL, CapPeriod.WEEK, "2026-W19"),
+    )

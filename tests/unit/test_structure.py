@@ -142,15 +142,26 @@ def _docstrings(tree: ast.Module) -> set[int]:
 
 
 def key_literals_in(tree: ast.Module) -> list[tuple[int, str]]:
-    """(line, text) of every string that is, or starts with, a key literal of the key module: a
-    prefix (`ENR#`) at the start of any string or f-string piece, a fixed key (`PROFILE`) exactly."""
+    """(line, text) of every string that is, or holds, a key literal of the key module: a prefix
+    (`ENR#`) at the start of any string or f-string piece, a fixed key (`PROFILE`) exactly, an infix
+    (a cap counter's `#D#`) anywhere in one, or at its start without its leading `#` (`f"D#{day}"`,
+    the piece after a channel joined on in another string)."""
     prefixes = tuple(k for k in keys.KEY_LITERALS if k.endswith("#"))
     fixed = {k for k in keys.KEY_LITERALS if not k.endswith("#")}
+    infixes = tuple(keys.KEY_INFIXES)
+    infix_tails = tuple(k.removeprefix("#") for k in keys.KEY_INFIXES)
     docstrings = _docstrings(tree)
     found = []
     for node in ast.walk(tree):
         text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-        if text is not None and id(node) not in docstrings and (text.startswith(prefixes) or text in fixed):
+        if text is None or id(node) in docstrings:
+            continue
+        if (
+            text.startswith(prefixes)
+            or text in fixed
+            or any(infix in text for infix in infixes)
+            or text.startswith(infix_tails)
+        ):
             found.append((node.lineno, text))
     return sorted(found)
 
@@ -183,11 +194,23 @@ def test_the_key_module_lists_every_prefix_and_fixed_key_it_defines() -> None:
         "OPTIN#",
         "secret#",
     } <= keys.KEY_LITERALS
+    assert set(keys.CAP_PERIOD_MARKS.values()) == keys.KEY_INFIXES == {"#D#", "#W#"}
 
 
 def test_the_key_literal_check_finds_a_prefix_in_an_f_string() -> None:
     tree = ast.parse('"""ENR# in a docstring is fine."""\nkey = f"ENR#{customer}"\nsk = "PROFILE"\n')
     assert [text for _, text in key_literals_in(tree)] == ["ENR#", "PROFILE"]
+
+
+def test_the_key_literal_check_finds_a_cap_counters_sort_key_however_it_is_joined() -> None:
+    tree = ast.parse(
+        '"""line#D#2026-12-03 in a docstring is fine."""\n'
+        'day = f"{channel}#D#{label}"\n'
+        'week = "line#W#2026-W49"\n'
+        'period = f"W#{label}"\n'
+        'plain = "Day#1 and W-49"\n'
+    )
+    assert [text for _, text in key_literals_in(tree)] == ["#D#", "line#W#2026-W49", "W#"]
 
 
 # ------------------------------------------------------------------------------------ import cycles

@@ -31,6 +31,7 @@ from cems.channels.plugin import SendContext
 from cems.channels.registry import channels_of, plugin, plugins, route
 from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
+from cems.scenario.caps import CapCounter, CapPeriod, counters_of
 from cems.scenario.conditions import evaluate, event_matches, event_name
 from cems.scenario.model import (
     BranchStep,
@@ -51,15 +52,7 @@ from cems.scenario.model import (
     WaitForEventStep,
     WaitStep,
 )
-from cems.scenario.timing import (
-    cap_day,
-    cap_week,
-    in_window,
-    next_cap_day,
-    next_cap_week,
-    wait_due,
-    window_opening,
-)
+from cems.scenario.timing import in_window, wait_due, window_opening
 from cems.templates import RenderError, render, template_scope
 
 # More steps than any path without a wait can have (loops need a wait): a safety stop, after which
@@ -209,8 +202,8 @@ class CapRequest(_Frozen):
     store refuses (another send took the last one first), re-run `advance` with fresh counts."""
 
     channel: Channel
-    day_key: str  # `<channel>#D#<yyyy-mm-dd>`
-    week_key: str  # `<channel>#W#<yyyy-Www>`
+    day: CapCounter
+    week: CapCounter
     day_limit: int | None
     week_limit: int | None
 
@@ -271,26 +264,22 @@ class OtherEnrolment:
 
 @dataclass(frozen=True)
 class CapView:
-    """The customer's cap counters as read (sort key of `CAP#<customer>` -> sends) and the limits."""
+    """The customer's cap counters as read (counter -> sends; one not read counts none) and the limits."""
 
     limits: FrequencyCaps = field(default_factory=FrequencyCaps)
-    counts: Mapping[str, int] = field(default_factory=dict)
+    counts: Mapping[CapCounter, int] = field(default_factory=dict)
 
     def reopens_at(self, channel: Channel, now: datetime, taken: int = 0) -> datetime | None:
         """None when one more send on `channel` is allowed now (after `taken` sends this activation),
         else when the cap allows again."""
         limit = self.limits.of(channel)
-        day_key, week_key = cap_keys(channel, now)
+        day, week = counters_of(channel, now)
         reopen: datetime | None = None
-        if limit.per_day is not None and self.counts.get(day_key, 0) + taken >= limit.per_day:
-            reopen = next_cap_day(now)
-        if limit.per_week is not None and self.counts.get(week_key, 0) + taken >= limit.per_week:
-            reopen = next_cap_week(now)
+        if limit.per_day is not None and self.counts.get(day, 0) + taken >= limit.per_day:
+            reopen = CapPeriod.DAY.next_start(now)
+        if limit.per_week is not None and self.counts.get(week, 0) + taken >= limit.per_week:
+            reopen = CapPeriod.WEEK.next_start(now)
         return reopen
-
-
-def cap_keys(channel: Channel, now: datetime) -> tuple[str, str]:
-    return f"{channel}#D#{cap_day(now)}", f"{channel}#W#{cap_week(now)}"
 
 
 def dispatch_key(
@@ -756,12 +745,12 @@ class _Run:
             return self.capped(step, cap_channel, reopens)
         self.out["dispatches"].append(dispatch)
         limits = self.caps.limits.of(cap_channel)
-        day_key, week_key = cap_keys(cap_channel, self.now)
+        day, week = counters_of(cap_channel, self.now)
         self.out["caps"].append(
             CapRequest(
                 channel=cap_channel,
-                day_key=day_key,
-                week_key=week_key,
+                day=day,
+                week=week,
                 day_limit=limits.per_day,
                 week_limit=limits.per_week,
             )

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cems.scenario.caps import CapPeriod
 from cems.scenario.model import EventTrigger, Scenario
 
 # S3 sequencers are hex strings of varying length, compared after left-padding with zeros.
@@ -147,5 +148,5 @@ class DuePage:
 @dataclass(frozen=True)
 class CapOutcome:
     allowed: bool
-    # When not allowed: which limit was reached ("day" or "week").
-    capped_by: Literal["day", "week"] | None = None
+    # When not allowed: which limit was reached.
+    capped_by: CapPeriod | None = None

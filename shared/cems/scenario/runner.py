@@ -47,6 +47,7 @@ from cems.ports import (
     ServiceUnavailable,
 )
 from cems.reports.counters import Metric, ReportCell
+from cems.scenario.caps import CapCounter, counters_of
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -55,7 +56,6 @@ from cems.scenario.engine import (
     EnrolmentState,
     OtherEnrolment,
     advance,
-    cap_keys,
     enrol,
     exit_enrolment,
     is_due,
@@ -521,11 +521,10 @@ class ScenarioRunner:
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
-        counts: dict[str, int] = {}
+        counts: dict[CapCounter, int] = {}
         for channel in (p.channel for p in plugins()):
-            day, week = self.caps.counts(customer_id, channel, now)
-            day_key, week_key = cap_keys(channel, now)
-            counts[day_key], counts[week_key] = day, week
+            day, week = counters_of(channel, now)
+            counts[day], counts[week] = self.caps.counts(customer_id, channel, now)
         return CapView(self.limits, counts)
 
     def _take_caps(

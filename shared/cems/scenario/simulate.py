@@ -26,6 +26,7 @@ from cems.models import (
     StoredEvent,
 )
 from cems.profile_facts import apply_event
+from cems.scenario.caps import CapCounter
 from cems.scenario.conditions import RESERVED_EVENT_SOURCES
 from cems.scenario.engine import (
     Advance,
@@ -192,7 +193,7 @@ def simulate(
     profile: Profile | None = None,
     *,
     caps: FrequencyCaps | None = None,
-    cap_counts: dict[str, int] | None = None,
+    cap_counts: dict[CapCounter, int] | None = None,
     version: int | None = None,
     start: datetime | None = None,
     horizon: timedelta = timedelta(days=400),
@@ -326,7 +327,7 @@ def _run_due(
     history: list[StoredEvent],
     now: datetime,
     limits: FrequencyCaps,
-    counts: dict[str, int],
+    counts: dict[CapCounter, int],
 ) -> Profile:
     for _ in range(10):  # a cap refusal would re-run; in memory the counts are always current
         enrolment = sim.enrolment
@@ -336,8 +337,8 @@ def _run_due(
         if not result.changed:
             return profile
         for request in result.caps:
-            counts[request.day_key] = counts.get(request.day_key, 0) + 1
-            counts[request.week_key] = counts.get(request.week_key, 0) + 1
+            for counter in (request.day, request.week):
+                counts[counter] = counts.get(counter, 0) + 1
         if result.traits:
             traits = {**profile.traits, **{t.trait: t.value for t in result.traits}}
             profile = profile.model_copy(update={"traits": traits})

@@ -1,4 +1,4 @@
-"""When things are due: waits, date triggers, cron broadcasts, send windows and cap resets.
+"""When things are due: waits, date triggers, cron broadcasts and send windows (cap periods: `caps`).
 
 Pure functions of a base moment and the scenario's time zone; every result is an aware UTC datetime.
 Durations are elapsed time (a day is 24 hours, docs/scenarios.md); times of day (`at`, window
@@ -18,8 +18,6 @@ from zoneinfo import ZoneInfo
 from cems.models import Profile
 from cems.scenario.cron import CronSchedule
 from cems.scenario.model import WEEKDAYS, DateRef, DateTrigger, SendWindow, WaitStep
-
-CAP_ZONE = ZoneInfo("Asia/Tokyo")  # frequency caps count Tokyo days and Monday-start weeks
 
 
 def local_moment(day: date, at: time, zone: ZoneInfo) -> datetime:
@@ -211,28 +209,3 @@ def window_opening(window: SendWindow, moment: datetime, zone: ZoneInfo) -> date
     raise AssertionError(
         "unreachable: a window with at least one day opens within a week"
     )  # pragma: no cover
-
-
-# ------------------------------------------------------------------------------------------ cap periods
-
-
-def cap_day(moment: datetime) -> str:
-    """The Tokyo calendar day of `moment`, `yyyy-mm-dd` (a frequency-cap counter's period)."""
-    return local_day(moment, CAP_ZONE).isoformat()
-
-
-def cap_week(moment: datetime) -> str:
-    """The ISO (Monday-start) week of `moment` in Tokyo, `yyyy-Www`."""
-    year, week, _ = local_day(moment, CAP_ZONE).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def next_cap_day(moment: datetime) -> datetime:
-    """The start of the next Tokyo day: when a daily cap allows again."""
-    return local_moment(local_day(moment, CAP_ZONE) + timedelta(days=1), time(0), CAP_ZONE)
-
-
-def next_cap_week(moment: datetime) -> datetime:
-    """The start of the next Tokyo Monday: when a weekly cap allows again."""
-    day = local_day(moment, CAP_ZONE)
-    return local_moment(day + timedelta(days=7 - day.weekday()), time(0), CAP_ZONE)

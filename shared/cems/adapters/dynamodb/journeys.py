@@ -12,9 +12,8 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
@@ -27,6 +26,7 @@ from cems.adapters.dynamodb.items import (
     to_attribute_map,
     transaction_cancelled,
 )
+from cems.scenario.caps import counters_of
 from cems.scenario.config import DEFAULT_DUE_SHARDS
 from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, Scenario
 from cems.scenario.records import (
@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
+    from cems.models import Channel
+
 DUE_INDEX = "due-index"
-CAP_ZONE = ZoneInfo("Asia/Tokyo")
 # A counter outlives its day or week by this much before TTL removes it (TTL is lazy; the key holds
 # the period, so an old counter is never read for a new one anyway).
 CAP_TTL_MARGIN = timedelta(days=8)
@@ -609,25 +610,6 @@ def _plain_numbers(value: Any) -> Any:
 # --------------------------------------------------------------------------------------- frequency caps
 
 
-def cap_periods(at: datetime) -> tuple[str, str, datetime, datetime]:
-    """(day period, week period, day end, week end) of `at` in Asia/Tokyo: calendar days and
-    Monday-start ISO weeks."""
-    local = at.astimezone(CAP_ZONE)
-    day = local.date()
-    iso_year, iso_week, iso_weekday = day.isocalendar()
-    week_start = day - timedelta(days=iso_weekday - 1)
-
-    def end_of(last_day: date) -> datetime:
-        return datetime.combine(last_day + timedelta(days=1), time(0), CAP_ZONE).astimezone(UTC)
-
-    return (
-        f"D#{day.isoformat()}",
-        f"W#{iso_year:04d}-W{iso_week:02d}",
-        end_of(day),
-        end_of(week_start + timedelta(days=6)),
-    )
-
-
 class CapStore:
     """Frequency-cap counters per customer, channel, Asia/Tokyo day and ISO week."""
 
@@ -636,32 +618,37 @@ class CapStore:
         self.client = client
 
     def try_consume(
-        self, customer_id: str, channel: str, cap: ChannelCap, at: datetime | None = None
+        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
     ) -> CapOutcome:
         """Counts one send if it stays within the day and week limits, both or neither (a
         transaction of conditional ADDs). Not allowed: nothing was counted."""
         at = at or clock.now()
-        day, week, day_end, week_end = cap_periods(at)
-        counters = [("day", day, day_end, cap.per_day), ("week", week, week_end, cap.per_week)]
-        limited = [(name, period, end, limit) for name, period, end, limit in counters if limit is not None]
+        day, week = counters_of(channel, at)
+        limited = [
+            (counter, limit)
+            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
+            if limit is not None
+        ]
         if not limited:
             return CapOutcome(True)
         actions: list[TransactWriteItemTypeDef] = [
             {
                 "Update": {
                     "TableName": self.table_name,
-                    "Key": keys.cap_key(customer_id, channel, period),
+                    "Key": keys.cap_key(customer_id, counter),
                     "UpdateExpression": "ADD #count :one SET expires_at = :expires",
                     "ConditionExpression": "attribute_not_exists(#count) OR #count < :limit",
                     "ExpressionAttributeNames": {"#count": "count"},
                     "ExpressionAttributeValues": {
                         ":one": {"N": "1"},
                         ":limit": {"N": str(limit)},
-                        ":expires": {"N": str(int((end + CAP_TTL_MARGIN).timestamp()))},
+                        ":expires": {
+                            "N": str(int((counter.period.next_start(at) + CAP_TTL_MARGIN).timestamp()))
+                        },
                     },
                 }
             }
-            for _, period, end, limit in limited
+            for counter, limit in limited
         ]
         try:
             self.client.transact_write_items(TransactItems=actions)
@@ -669,20 +656,19 @@ class CapStore:
             if not transaction_cancelled(exc):
                 raise
             reasons = exc.response.get("CancellationReasons") or []
-            for (name, *_), reason in zip(limited, reasons, strict=False):
+            for (counter, _), reason in zip(limited, reasons, strict=False):
                 if reason.get("Code") == "ConditionalCheckFailed":
-                    return CapOutcome(False, name)  # type: ignore[arg-type]
+                    return CapOutcome(False, counter.period)
             raise
         return CapOutcome(True)
 
-    def release(self, customer_id: str, channel: str, at: datetime) -> None:
+    def release(self, customer_id: str, channel: Channel, at: datetime) -> None:
         """Takes back one counted send (a send decided at `at` that was then not made)."""
-        day, week, _, _ = cap_periods(at)
-        for period in (day, week):
+        for counter in counters_of(channel, at):
             try:
                 self.client.update_item(
                     TableName=self.table_name,
-                    Key=keys.cap_key(customer_id, channel, period),
+                    Key=keys.cap_key(customer_id, counter),
                     UpdateExpression="ADD #count :minus",
                     ConditionExpression="#count > :zero",
                     ExpressionAttributeNames={"#count": "count"},
@@ -692,13 +678,12 @@ class CapStore:
                 if not _condition_failed(exc):
                     raise
 
-    def counts(self, customer_id: str, channel: str, at: datetime | None = None) -> tuple[int, int]:
+    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
         """(sends counted today, this week) for the channel."""
-        day, week, _, _ = cap_periods(at or clock.now())
         out = []
-        for period in (day, week):
+        for counter in counters_of(channel, at or clock.now()):
             item = self.client.get_item(
-                TableName=self.table_name, Key=keys.cap_key(customer_id, channel, period), ConsistentRead=True
+                TableName=self.table_name, Key=keys.cap_key(customer_id, counter), ConsistentRead=True
             ).get("Item")
             out.append(int(item["count"]["N"]) if item and "count" in item else 0)
         return out[0], out[1]

@@ -15,7 +15,7 @@ Journeys table (pk, sk):
   SCN#<scenario id> / ACTIVE                      the active pointer
   ENR#<customer> / <scenario id>                  an enrolment; due-index pk DUE#<shard>
   DATE#<customer> / <scenario id>                 a date trigger's schedule
-  CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   frequency-cap counters
+  CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   a frequency-cap counter (CapCounter)
   BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
   RPT#<scenario id> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters
   RPTONCE#<sha256> / ONCE                          a counted fact's once marker, TTL
@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+
+from cems.models import Channel
+from cems.scenario.caps import CapCounter, CapPeriod
 
 # Partition-key prefixes and fixed sort keys. The structural tests read these to find key literals
 # written anywhere else, so every new key format belongs here.
@@ -105,6 +108,12 @@ KEY_LITERALS = frozenset(
     }
 )
 """Every prefix and fixed key above: what no other module may spell."""
+
+# What stands between a cap counter's channel and its period label in its sort key.
+CAP_PERIOD_MARKS = {CapPeriod.DAY: "#D#", CapPeriod.WEEK: "#W#"}
+
+KEY_INFIXES = frozenset(CAP_PERIOD_MARKS.values())
+"""Pieces of a sort key that no other module may spell anywhere in a string."""
 
 Key = dict[str, Any]
 
@@ -228,8 +237,24 @@ def cap_pk(customer_id: str) -> str:
     return f"{CAP_PREFIX}{customer_id}"
 
 
-def cap_key(customer_id: str, channel: str, period: str) -> Key:
-    return {"pk": {"S": cap_pk(customer_id)}, "sk": {"S": f"{channel}#{period}"}}
+def cap_sk(counter: CapCounter) -> str:
+    """`<channel>#D#<yyyy-mm-dd>` or `<channel>#W#<yyyy-Www>`: the sort keys counters have always
+    been written under, so a deployed stack's counters go on counting across a deploy."""
+    return f"{counter.channel}{CAP_PERIOD_MARKS[counter.period]}{counter.label}"
+
+
+def cap_counter_of_sk(sk: str) -> CapCounter:
+    """The counter a `CAP#<customer>` item counts, from its sort key (ValueError if it is no cap
+    counter's, or its channel is one CEMS no longer has)."""
+    for period, mark in CAP_PERIOD_MARKS.items():
+        channel, found, label = sk.partition(mark)
+        if found and channel and label:
+            return CapCounter(Channel(channel), period, label)
+    raise ValueError(f"not a cap counter's sort key: {sk!r}")
+
+
+def cap_key(customer_id: str, counter: CapCounter) -> Key:
+    return {"pk": {"S": cap_pk(customer_id)}, "sk": {"S": cap_sk(counter)}}
 
 
 def journey_partitions(customer_id: str) -> dict[str, str]:
