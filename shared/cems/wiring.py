@@ -21,9 +21,8 @@ from cems.settings import Settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_sqs import SQSClient
 
+    from cems.adapters.aws import DynamoDBClient, SQSClient
     from cems.adapters.dynamodb.customers import Stores
     from cems.adapters.dynamodb.erasure import CustomerEraser
     from cems.adapters.dynamodb.journeys import JourneyStores

@@ -15,7 +15,10 @@ from botocore.exceptions import DataNotFoundError
 from botocore.loaders import JSONFileLoader, Loader
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    # Also the client types cems.wiring names: the composition root types what it builds without
+    # importing the AWS SDK's stubs itself.
+    from mypy_boto3_dynamodb import DynamoDBClient as DynamoDBClient
+    from mypy_boto3_sqs import SQSClient as SQSClient
 
 # Lambda handlers answer browsers and LINE within seconds, so calls fail fast and retry a little.
 CLIENT_CONFIG = Config(
