@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cems.models import Channel, Profile, Site, StoredEvent
     from cems.reports.counters import Metric, ReportCell
     from cems.scenario.broadcast import RunKind, SegmentProgress
+    from cems.scenario.caps import CapCounter
     from cems.scenario.engine import Dispatch, Enrolment
     from cems.scenario.loader import ObjectEvent
     from cems.scenario.model import ChannelCap, Scenario
@@ -163,6 +164,9 @@ class CapStorePort(Protocol):
     ) -> CapOutcome: ...
     def release(self, customer_id: str, channel: Channel, at: datetime) -> None: ...
     def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]: ...
+    def counts_of(
+        self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[CapCounter, int]: ...
 
 
 class BroadcastStorePort(Protocol):

@@ -11,7 +11,7 @@ runs the same assertions against these and against DynamoDB (moto).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -249,3 +249,9 @@ class InMemoryCapStore:
     def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
         day, week = counters_of(channel, at or clock.now())
         return self.counters.get((customer_id, day), 0), self.counters.get((customer_id, week), 0)
+
+    def counts_of(
+        self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[CapCounter, int]:
+        wanted = [c for channel in channels for c in counters_of(channel, at or clock.now())]
+        return {counter: self.counters.get((customer_id, counter), 0) for counter in wanted}

@@ -215,6 +215,19 @@ def test_caps_count_to_the_day_limit_and_refuse_past_it(caps: CapStorePort) -> N
     assert caps.counts("c2", "line", NOW) == (0, 0)
 
 
+def test_every_channels_counters_read_at_once_match_each_channels_counts(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=5, per_week=5)
+    for _ in range(2):
+        assert caps.try_consume("c1", Channel.LINE, cap, NOW).allowed
+    assert caps.try_consume("c1", Channel.EMAIL, cap, NOW - timedelta(days=1)).allowed  # Thursday
+    counted = caps.counts_of("c1", [Channel.LINE, Channel.EMAIL], NOW)
+    line_day, line_week = counters_of(Channel.LINE, NOW)
+    email_day, email_week = counters_of(Channel.EMAIL, NOW)
+    assert counted == {line_day: 2, line_week: 2, email_day: 0, email_week: 1}
+    assert caps.counts_of("c2", [Channel.LINE], NOW) == {line_day: 0, line_week: 0}
+    assert caps.counts_of("c1", [], NOW) == {}
+
+
 def test_a_week_limit_refuses_without_taking_the_day(caps: CapStorePort) -> None:
     cap = ChannelCap(per_day=5, per_week=1)
     assert caps.try_consume("c1", "line", cap, NOW).allowed
@@ -417,3 +430,26 @@ def test_a_history_holds_the_merged_ids_events_oldest_first(customers: CustomerW
     customers.put_event(_event("kept", "m2", 2))
 
     assert [e.message_id for e in customers.history.history(kept)] == ["m1", "m2", "m3"]
+
+
+def test_counters_left_unprocessed_are_read_again(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: a throttled BatchGetItem answers with UnprocessedKeys instead of an error; those
+    counters are asked again, not read as zero (a cap read as zero would let a send past it)."""
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    caps = CapStore(TABLE, dynamodb)
+    assert caps.try_consume("c1", Channel.LINE, ChannelCap(per_day=5, per_week=5), NOW).allowed
+    real = dynamodb.batch_get_item
+    calls = []
+
+    def throttled_once(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if len(calls) == 1:
+            return {"Responses": {TABLE: []}, "UnprocessedKeys": kwargs["RequestItems"]}
+        return real(**kwargs)
+
+    monkeypatch.setattr(dynamodb, "batch_get_item", throttled_once)
+    day, week = counters_of(Channel.LINE, NOW)
+    assert caps.counts_of("c1", [Channel.LINE], NOW) == {day: 1, week: 1}
+    assert len(calls) == 2 and calls[1]["RequestItems"][TABLE]["ConsistentRead"] is True

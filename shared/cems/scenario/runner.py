@@ -47,7 +47,6 @@ from cems.ports import (
     ServiceUnavailable,
 )
 from cems.reports.counters import Metric, ReportCell
-from cems.scenario.caps import CapCounter, counters_of
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -521,11 +520,8 @@ class ScenarioRunner:
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
-        counts: dict[CapCounter, int] = {}
-        for channel in (p.channel for p in plugins()):
-            day, week = counters_of(channel, now)
-            counts[day], counts[week] = self.caps.counts(customer_id, channel, now)
-        return CapView(self.limits, counts)
+        # Every channel's counters in one read: which channel a step sends on is decided after.
+        return CapView(self.limits, self.caps.counts_of(customer_id, [p.channel for p in plugins()], now))
 
     def _take_caps(
         self, customer_id: str, requests: Sequence[CapRequest], now: datetime
