@@ -125,7 +125,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     tracking and the report counters."""
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
-    from cems.adapters.line_api import LineRichMenus
+    from cems.adapters.line_rich_menus import LineRichMenus
     from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.channels.registry import plugins
     from cems.line.config import LineSettings

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +31,18 @@ MARKER_PATH = "/__marker"
 HANG = 300.0
 # How often a wait looks again: how soon it notices, never whether it passes.
 POLL_SECONDS = 0.05
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A browser test chains waits of up to HANG each: its own pytest-timeout is a deadlock backstop
+    far above them (the project's default equals HANG, which would cut a slow wait short before it
+    could say what it waited for)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.timeout(HANG * 10))
+
+
 # The two-line install of docs/tag.md: the stub queues calls until the tag has loaded.
 STUB = (
     "<script>!function(w,q){q=w.cems=w.cems||[];"

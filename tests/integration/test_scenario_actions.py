@@ -16,7 +16,7 @@ import boto3
 import pytest
 from cems import clock, wiring
 from cems.adapters.dynamodb.customers import Stores
-from cems.adapters.line_api import LineRichMenus
+from cems.adapters.line_rich_menus import LineRichMenus
 from cems.line.config import LineSettings
 from cems.local.fake_line import FakeLine, FakeLineServer
 from cems.models import Channel

@@ -53,3 +53,17 @@ def test_only_the_latest_runs_are_kept() -> None:
         assert run.ended.wait(60)
     assert [r.id for r in runs.all()] == [r.id for r in started[1:]]
     assert runs.get(started[0].id) is None
+
+
+def test_only_finished_runs_make_room_and_a_run_still_going_is_kept() -> None:
+    runs = Runs(keep=2)
+    release = threading.Event()
+    going = runs.start("clock", {}, lambda run: release.wait())
+    finished = [runs.start("drain", {}, lambda run: None) for _ in range(3)]
+    for run in finished:
+        assert run.ended.wait(60)  # a hang bound
+    runs.start("drain", {}, lambda run: None)
+    assert runs.get(going.id) is going  # the oldest, but not over: whoever waits on it gets its end
+    assert runs.get(finished[0].id) is None
+    release.set()
+    assert going.ended.wait(60)

@@ -89,8 +89,11 @@ class Runs:
             run = Run(id=f"{kind}-{next(self._ids)}", kind=kind, request=request, steps=steps)
             run.now = clock.iso(clock.now())
             self._runs[run.id] = run
-            while len(self._runs) > self._keep:
-                self._runs.popitem(last=False)
+            # The oldest finished runs go first; a run still going is kept, so whoever waits on it
+            # gets its end (runs are few: each moves the clock or drains, one at a time).
+            finished = [key for key, kept in self._runs.items() if kept.ended.is_set()]
+            for key in finished[: max(0, len(self._runs) - self._keep)]:
+                del self._runs[key]
         threading.Thread(target=self._run, args=(run, work), name=f"run {run.id}", daemon=True).start()
         return run
 

@@ -6,11 +6,12 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cems import clock
 from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
+from cems.ports import ServiceUnavailable
 from cems.scenario.broadcast import RESTART_AFTER, RunKind, SegmentProgress
 
 if TYPE_CHECKING:
@@ -84,12 +85,17 @@ class BroadcastStore:
         return values
 
     def mark_enqueued(self, scenario_id: str, run: str) -> None:
-        self.client.update_item(
-            TableName=self.table_name,
-            Key=self.run_key(scenario_id, run),
-            UpdateExpression="SET enqueued = :yes",
-            ExpressionAttributeValues={":yes": {"BOOL": True}},
-        )
+        """ServiceUnavailable when the mark could not be written: the starter then leaves the run to be
+        enqueued again (the loader must not fail over a version that is live already)."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=self.run_key(scenario_id, run),
+                UpdateExpression="SET enqueued = :yes",
+                ExpressionAttributeValues={":yes": {"BOOL": True}},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailable(f"run not marked enqueued: {type(exc).__name__}") from exc
 
     def progress(self, scenario_id: str, run: str, segment: int) -> SegmentProgress | None:
         item = self.client.get_item(

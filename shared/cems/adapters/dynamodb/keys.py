@@ -311,10 +311,6 @@ def recipient_sk(customer_id: str) -> str:
     return RECIPIENT_PREFIX + customer_id
 
 
-def email_dispatch_key(idempotency_key: str) -> Key:
-    return dispatch_key(idempotency_key, EMAIL_SK)
-
-
 def claim_key(channel: str, idempotency_key: str, unit: str) -> Key:
     """Where a channel's delivery claim is: `DISPATCH#<key>` / `<channel's sort key>`. LINE's and
     email's keep the sort keys their items were written with before the claim store was shared

@@ -197,10 +197,6 @@ class DeliveryStore:
                 request = answer.get("UnprocessedItems") or None
 
 
-def _key(idempotency_key: str, sk: str) -> dict[str, Any]:
-    return keys.dispatch_key(idempotency_key, sk)
-
-
 def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPlan:
     return DispatchPlan(
         idempotency_key=idempotency_key,
