@@ -190,6 +190,16 @@ class BroadcastStorePort(Protocol):
 # ------------------------------------------------------------------------------ reports, email
 
 
+@dataclass(frozen=True)
+class CountDelta:
+    """`n` more of `metric` in `cell` (and `revenue` more, when given): one line of an aggregated add."""
+
+    cell: ReportCell
+    metric: Metric
+    n: int = 1
+    revenue: Decimal | None = None
+
+
 class CounterPort(Protocol):
     """Report counters; `once` counts a fact once however often it is reported. Raises
     ServiceUnavailable when the counter could not be written."""
@@ -197,6 +207,12 @@ class CounterPort(Protocol):
     def add(
         self, cell: ReportCell, metric: Metric, *, once: str | None = None, revenue: Decimal | None = None
     ) -> bool: ...
+
+    def add_many(self, deltas: Sequence[CountDelta], *, once: str) -> bool:
+        """Every delta (summed per cell and metric) under the one marker `once`: all of them counted,
+        or (the marker was there: counted before) none, answering False. For a page of a broadcast
+        or a LINE dispatch unit: one write per cell instead of one per recipient."""
+        ...
 
 
 class ReportReader(Protocol):
@@ -359,6 +375,14 @@ SinkResult = Literal["enqueued", "unsupported"]
 
 class DispatchSink(Protocol):
     def send(self, dispatch: Dispatch) -> SinkResult: ...
+
+    def send_batch(self, dispatches: Sequence[Dispatch], batch: str) -> list[SinkResult]:
+        """The dispatches of one batch of decisions (a broadcast page), one result each, in order.
+        Those on one channel whose rendered content is identical for every recipient (nothing
+        personal, no per-customer tracked link) share one queued dispatch of up to 500 recipients
+        under a key made from `batch` and the content, which the caller must give again unchanged
+        when it redoes the same batch; the rest are queued one each, as `send` does."""
+        ...
 
 
 class RichMenuLinker(Protocol):
