@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from cems.channels.registry import plugin
 from cems.models import Channel
-from cems.ports import ServiceUnavailable, SinkResult
+from cems.ports import CountDelta, ServiceUnavailable, SinkResult
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.scenario.engine import Dispatch
 
@@ -39,6 +39,10 @@ class RecordingDispatchSink:
         self.bodies[dispatch.channel].append(json.loads(plugin(dispatch.channel).queue_body(dispatch, None)))
         self.dispatches.append(dispatch)
         return "enqueued"
+
+    def send_batch(self, dispatches: Sequence[Dispatch], batch: str) -> list[SinkResult]:
+        # Interim: one each, as `send` (the multicast grouping replaces this, issue 11).
+        return [self.send(d) for d in dispatches]
 
     def take(self, channel: Channel) -> list[dict[str, Any]]:
         """The bodies enqueued on `channel`'s queue since the last call (as a test drains a queue)."""
@@ -79,6 +83,26 @@ class InMemoryReportCounters:
             counts[metric.value] = counts.get(metric.value, 0) + 1
             if revenue is not None:
                 counts[REVENUE] = Decimal(counts.get(REVENUE, 0)) + revenue
+        return True
+
+    def add_many(self, deltas: Sequence[CountDelta], *, once: str) -> bool:
+        if self.unavailable:
+            raise ServiceUnavailable("report counter not added: the fake is down")
+        if not deltas:
+            return True
+        scenarios = {d.cell.scenario_id for d in deltas}
+        if len(scenarios) != 1:
+            raise ValueError("add_many counts for one scenario at a time (its marker is kept per scenario)")
+        with self._lock:
+            marker = (deltas[0].cell.scenario_id, once)
+            if marker in self.once:
+                return False
+            self.once.add(marker)
+            for delta in deltas:
+                counts = self.counts.setdefault(delta.cell, {})
+                counts[delta.metric.value] = counts.get(delta.metric.value, 0) + delta.n
+                if delta.revenue is not None:
+                    counts[REVENUE] = Decimal(counts.get(REVENUE, 0)) + delta.revenue
         return True
 
     def cells(self, scenario_id: str) -> list[tuple[ReportCell, dict[str, int | Decimal]]]:
