@@ -93,6 +93,9 @@ class InMemoryReportCounters:
         scenarios = {d.cell.scenario_id for d in deltas}
         if len(scenarios) != 1:
             raise ValueError("add_many counts for one scenario at a time (its marker is kept per scenario)")
+        for delta in deltas:
+            if delta.n < 0:
+                raise ValueError(f"a count cannot go down ({delta.metric.value} {delta.n})")
         with self._lock:
             marker = (deltas[0].cell.scenario_id, once)
             if marker in self.once:

@@ -17,7 +17,9 @@ Journeys table (pk, sk):
   DATE#<customer> / <scenario id>                 a date trigger's schedule
   CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   a frequency-cap counter (CapCounter)
   BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
-  RPT#<scenario id> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters
+  RPT#<scenario id>#<shard 0..15> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters,
+      a cell's counts spread over REPORT_SHARDS items; RPT#<scenario id> / (same sk) the layout
+      before issue 11, still read
   RPTONCE#<sha256> / ONCE                          a counted fact's once marker, TTL
   RPTINDEX / <scenario id>                         a scenario that has report counters
 Deliveries table (pk, sk):
@@ -277,17 +279,37 @@ def broadcast_segment_key(scenario_id: str, run: str, segment: int) -> Key:
     }
 
 
+# A report cell's counts are spread over this many items, each under its own partition key
+# (`RPT#<scenario>#<shard>`): see report_counters.py for why. Readers read every shard, so the number
+# may grow in a later deploy but never shrink (counts in a dropped shard would no longer be read).
+REPORT_SHARDS = 16
+
+
 def report_pk(scenario_id: str) -> str:
+    """The partition every cell of a scenario was counted in before issue 11 (one item per cell):
+    no longer written, still read (stages have cells there)."""
     return f"{REPORT_PREFIX}{scenario_id}"
+
+
+def report_shard_pk(scenario_id: str, shard: int) -> str:
+    """The partition of one shard of a scenario's cells. Scenario ids hold no `#` (cems.scenario
+    .values), so no scenario's unsharded partition can be another's shard."""
+    if not 0 <= shard < REPORT_SHARDS:
+        raise ValueError(f"report shard {shard} outside 0..{REPORT_SHARDS - 1}")
+    return f"{REPORT_PREFIX}{scenario_id}#{shard}"
 
 
 def report_cell_sk(version: int, step: str, variant: str, group: str) -> str:
     return f"{VERSION_PREFIX}{version:06d}#S#{step}#VAR#{variant}#G#{group}"
 
 
-def report_once_key(scenario_id: str, once: str) -> Key:
+def report_once_key(scenario_id: str, once: str, part: int | None = None) -> Key:
+    """A counted fact's marker. `part` numbers the transactions an aggregated count too large for
+    one is split into (each under its own marker); a NUL cannot occur in a marker name given by a
+    caller, so no part's marker is another fact's. Without a part: the key `once` has always had."""
+    named = f"{scenario_id}|{once}" if part is None else f"{scenario_id}|{once}\x00{part}"
     return {
-        "pk": {"S": f"{REPORT_ONCE_PREFIX}{_sha256(f'{scenario_id}|{once}')}"},
+        "pk": {"S": f"{REPORT_ONCE_PREFIX}{_sha256(named)}"},
         "sk": {"S": REPORT_ONCE_SK},
     }
 
