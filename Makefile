@@ -49,9 +49,12 @@ e2e: install chromium
 chromium:
 	@bash scripts/ensure-chromium.sh
 
-## Print the performance figures (ratios measured side by side in one run).
+## Print the performance figures (ratios measured side by side in one run). The cold starts run in
+## venvs holding only what each function has on Lambda, built on first use under .cems/bench-venvs/
+## from Python 3.13 (BENCH_PYTHON, else python3.13 on PATH, else pyenv's; see bench/lambda_venv.py).
+BENCH_PYTHON ?=
 bench: install
-	$(BIN)/python -m bench
+	CEMS_BENCH_PYTHON=$(BENCH_PYTHON) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .cems/bench-venvs

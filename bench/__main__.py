@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--python",
         metavar="PATH",
-        help="interpreter for the cold-start children (default: this one); e.g. a python3.13 venv "
-        "with only boto3 and shared/requirements.txt, as on Lambda",
+        help="interpreter for the cold-start children (coldstart's default: a Lambda-like venv per "
+        "function, see bench/lambda_venv.py; line's and email's: this one)",
     )
     args = parser.parse_args(argv)
     chosen = args.only or list(MEASURES)

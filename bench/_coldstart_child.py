@@ -1,7 +1,7 @@
 """Run in a fresh interpreter by bench.coldstart: time one cold start and print it as a BENCH line.
 
-Modes: `boto3` (bare `import boto3`), `init` (import functions/collect/app.py, which builds its
-clients and collector at import), `request` (`init`, then the first request through lambda_handler).
+Modes: `boto3` (bare `import boto3`), `init` (import the function's app.py, which builds its clients
+and services at import), `request` (`init`, then the first request through lambda_handler).
 Arguments after the mode are put first on sys.path, as Lambda puts the function and its layer there.
 """
 
