@@ -85,6 +85,11 @@ class ProfileWriter(CustomerReader, Protocol):
     def set_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime | None = None) -> bool: ...
 
 
+class JourneyCustomers(ProfileWriter, CustomerProfiles, Protocol):
+    """What the scenario runner reads and writes of customers: profiles one by one (merges followed)
+    and in batches (a tick's or a broadcast page's decisions), and traits."""
+
+
 class IngestStorePort(Protocol):
     """Identities, profiles and the atomic write of one planned batch (cems.ingest)."""
 
@@ -145,6 +150,17 @@ class EnrolmentStorePort(Protocol):
 
     def get(self, customer_id: str, scenario_id: str) -> Enrolment | None: ...
     def of_customer(self, customer_id: str) -> list[Enrolment]: ...
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Enrolment]:
+        """The enrolments of these (customer, scenario) pairs that exist, read consistently in batches."""
+        ...
+
+    def write_many(
+        self, writes: Sequence[tuple[Enrolment, int | None]], at: datetime | None = None
+    ) -> list[Enrolment | None]:
+        """Each enrolment written as `create` (revision read None) or `save` (on the revision read)
+        would, in transactions: the stored one each, or None where its condition failed."""
+        ...
+
     def create(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
     def save(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
     def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]: ...
@@ -167,6 +183,18 @@ class CapStorePort(Protocol):
     def counts_of(
         self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
     ) -> dict[CapCounter, int]: ...
+    def counts_of_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, dict[CapCounter, int]]:
+        """`counts_of` of many customers, read consistently in batches."""
+        ...
+
+    def try_consume_many(
+        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+    ) -> list[CapOutcome]:
+        """`try_consume` of many (customer, channel) takes, one each, in transactions: one outcome
+        per take, in order; a refused take counted nothing."""
+        ...
 
 
 class BroadcastStorePort(Protocol):

@@ -128,6 +128,7 @@ class InMemoryEnrolmentStore(Generic[E]):
     def __init__(self) -> None:
         self.enrolments: dict[tuple[str, str], E] = {}
         self.schedules: dict[tuple[str, str], DateSchedule] = {}
+        self.batch_reads = 0  # get_many calls (tests check the batched path reads in batches)
         # Races are tested by threads against the fake too: each check-and-write is one step.
         self._lock = threading.Lock()
 
@@ -136,6 +137,22 @@ class InMemoryEnrolmentStore(Generic[E]):
 
     def of_customer(self, customer_id: str) -> list[E]:
         return [e for (cid, sid), e in sorted(self.enrolments.items()) if cid == customer_id]
+
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], E]:
+        self.batch_reads += 1
+        return {pair: self.enrolments[pair] for pair in pairs if pair in self.enrolments}
+
+    def write_many(
+        self, writes: Sequence[tuple[E, int | None]], at: datetime | None = None
+    ) -> list[E | None]:
+        """Each write as `create` (read None) or `save` on the revision read; None where refused."""
+        keys = [_key_of(e) for e, _ in writes]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a transaction cannot write one enrolment twice")
+        return [
+            self.create(e, at) if read is None else self.save(e.model_copy(update={"revision": read}), at)
+            for e, read in writes
+        ]
 
     def create(self, enrolment: E, at: datetime | None = None) -> E | None:
         key = _key_of(enrolment)
@@ -255,3 +272,16 @@ class InMemoryCapStore:
     ) -> dict[CapCounter, int]:
         wanted = [c for channel in channels for c in counters_of(channel, at or clock.now())]
         return {counter: self.counters.get((customer_id, counter), 0) for counter in wanted}
+
+    def counts_of_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, dict[CapCounter, int]]:
+        return {customer_id: self.counts_of(customer_id, channels, at) for customer_id in customer_ids}
+
+    def try_consume_many(
+        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+    ) -> list[CapOutcome]:
+        """Each take as `try_consume`: a refused one counts nothing, the others count."""
+        if len({(c, ch) for c, ch, _ in takes}) != len(takes):
+            raise ValueError("one take per customer and channel in a transaction")
+        return [self.try_consume(customer_id, channel, cap, at) for customer_id, channel, cap in takes]

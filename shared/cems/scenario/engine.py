@@ -32,6 +32,13 @@ from cems.channels.registry import channels_of, plugin, plugins, route
 from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.caps import CapCounter, CapPeriod, counters_of
+from cems.scenario.condition_models import (
+    AllCondition,
+    AnyCondition,
+    Condition,
+    EventCountCondition,
+    NotCondition,
+)
 from cems.scenario.conditions import evaluate, event_matches, event_name
 from cems.scenario.model import (
     BranchStep,
@@ -511,6 +518,60 @@ def _next_sends_only_on(channel: Channel, scenario: Scenario, step_id: str | Non
             continue
         todo.extend(scenario.successors(step))
     return channels == {channel}
+
+
+# ------------------------------------------------------------------------------------------ history needed
+
+
+def needs_history(
+    scenario: Scenario, enrolment: Enrolment | None, trigger_event: StoredEvent | None = None
+) -> bool:
+    """Whether deciding this journey now reads the customer's event history: the caller may pass
+    no events (and skip the Query over everything the customer did) when this is False, and the
+    decision is the same as with them. `enrolment` None: deciding an entry (`enrol`, then `advance`
+    of the new journey), with `trigger_event` when an event enrols.
+
+    What reads events, and when it matters:
+    - `enrol`: only an audience condition that counts events (`event_count`);
+    - `advance`: a branch condition that counts events; the goal (events since the journey's start,
+      up to now); an awaited event (`is_due` and `resume` of a `waiting_event` journey); a response
+      since the last send, which resets `unanswered_sends` (read only by
+      `exit.no_response_after_sends`, so only with that set and something unanswered).
+    A journey just entered without an event (a broadcast, a date trigger) starts now, so its goal
+    could only be met by an event stamped at that very instant: its goal is not a reason to read.
+    A new journey has sent nothing and waits for nothing yet (a `wait_for_event` step reached now
+    waits from now on)."""
+    if any(_branch_reads_events(step) for step in scenario.steps):
+        return True
+    if enrolment is None:
+        if scenario.audience is not None and reads_events(scenario.audience):
+            return True
+        return scenario.goal is not None and trigger_event is not None
+    if enrolment.ended:
+        return False
+    if enrolment.state is EnrolmentState.WAITING_EVENT or scenario.goal is not None:
+        return True
+    return (
+        scenario.exit.no_response_after_sends is not None
+        and enrolment.unanswered_sends > 0
+        and enrolment.last_send_at is not None
+    )
+
+
+def reads_events(condition: Condition) -> bool:
+    """Whether evaluating `condition` reads the customer's events (only `event_count` does)."""
+    match condition:
+        case EventCountCondition():
+            return True
+        case AllCondition() | AnyCondition():
+            return any(reads_events(c) for c in condition.conditions)
+        case NotCondition():
+            return reads_events(condition.condition)
+    return False
+
+
+def _branch_reads_events(step: Step) -> bool:
+    return isinstance(step, BranchStep) and any(reads_events(b.when) for b in step.branches)
 
 
 # ------------------------------------------------------------------------------------------------ advance

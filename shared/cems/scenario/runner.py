@@ -22,12 +22,12 @@ same value again (a replay) is harmless: a trait is set, not added to; a menu li
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -41,12 +41,13 @@ from cems.ports import (
     DispatchSink,
     EnrolmentStorePort,
     EventHistory,
-    ProfileWriter,
+    JourneyCustomers,
     RichMenuLinker,
     ScenarioReader,
     ServiceUnavailable,
 )
 from cems.reports.counters import Metric, ReportCell
+from cems.scenario.caps import CapCounter
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -58,6 +59,7 @@ from cems.scenario.engine import (
     enrol,
     exit_enrolment,
     is_due,
+    needs_history,
     on_event,
     trigger_matches,
 )
@@ -66,8 +68,11 @@ from cems.scenario.records import DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
 
 log = logging.getLogger("cems.scenario")
+T = TypeVar("T")
 
 SUMMARY_CACHE = timedelta(seconds=60)
+# Due keys a tick decides on reads made together (a BatchGetItem reads up to 100 keys).
+TICK_BATCH = 100
 # A cap refusal means another send took the last one in between: deciding again with fresh counts
 # skips or defers the send, so a second attempt settles it; the third is a safety margin.
 MAX_CAP_ATTEMPTS = 3
@@ -132,8 +137,9 @@ class CapContentionError(RuntimeError):
 
 class _Customer:
     """One customer's profile, and their event history read at most once per call and only when a
-    decision needs it: most events (page views above all) concern no journey, and the history is a
-    Query over every event the customer has."""
+    decision needs it (`engine.needs_history`): most events (page views above all) concern no
+    journey, most broadcasts and waits read no event, and the history is a Query over every event
+    the customer has."""
 
     def __init__(self, profile: Profile, read_history: Callable[[], list[StoredEvent]]) -> None:
         self.profile = profile
@@ -143,6 +149,19 @@ class _Customer:
     def history(self) -> list[StoredEvent]:
         return self._read_history()
 
+    def events_for(
+        self,
+        scenario: Scenario,
+        enrolment: Enrolment | None,
+        trigger_event: StoredEvent | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The history if this decision reads it (`engine.needs_history`), else none (not read)."""
+        return self.history if needs_history(scenario, enrolment, trigger_event) else ()
+
+    def traits_written(self, traits: dict[str, Any]) -> None:
+        """The traits this call wrote, seen by the customer's next decision in the same call."""
+        self.profile = self.profile.model_copy(update={"traits": {**self.profile.traits, **traits}})
+
 
 class ScenarioRunner:
     def __init__(
@@ -150,7 +169,7 @@ class ScenarioRunner:
         scenarios: ScenarioReader,
         enrolments: EnrolmentStorePort,
         caps: CapStorePort,
-        customers: ProfileWriter,
+        customers: JourneyCustomers,
         events: EventHistory,
         sink: DispatchSink,
         limits: FrequencyCaps | None = None,
@@ -168,6 +187,8 @@ class ScenarioRunner:
         self.rich_menus = rich_menus
         self._summaries: list[ScenarioSummary] = []
         self._summaries_at: datetime | None = None
+        # A batch's cap counters by customer, each used by one decision (see _prefetch_caps).
+        self._prefetched_caps: dict[str, Mapping[CapCounter, int]] = {}
 
     # -- scenarios ------------------------------------------------------------------------------------
 
@@ -247,13 +268,16 @@ class ScenarioRunner:
                 event,
                 existing,
                 now,
-                events=customer.history,
+                events=customer.events_for(scenario, None, event),
                 others=others,
             )
             if not decision.entered or decision.enrolment is None:
                 return
             start = Advance(enrolment=decision.enrolment, changed=True)
-            if self._settle(scenario, existing, decision.enrolment, start, customer, now, report):
+            settled = self._settle(
+                scenario, existing, decision.enrolment, start, customer, now, report, event, entering=True
+            )
+            if settled:
                 report.enrolled += 1
                 for yielding in decision.yield_scenarios:
                     self._yield(customer_id, yielding, scenario.id, now, report)
@@ -296,24 +320,68 @@ class ScenarioRunner:
     # -- tick -----------------------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> RunReport:
-        """Advances every enrolment due at `now` (each re-read consistently: the index may lag)."""
+        """Advances every enrolment due at `now` (each re-read consistently: the index may lag).
+
+        The due keys are decided TICK_BATCH at a time, each batch on reads made together: the
+        enrolments in consistent BatchGetItems, their customers' profiles in BatchGetItems, every cap
+        counter of those customers in BatchGetItems, and the event history only of a journey whose
+        decision reads it (`engine.needs_history`). Each item is read once; what is read again is
+        what a lost race or a refused cap needs fresh, one by one, as before. Writes stay one
+        conditional write per journey (a journey's revision is what keeps its sends once), and so do
+        its report counts (a few per journey, each under the journey's own `once` name, which a
+        tick redone after a crash must find again: a batch of a tick is not the same set twice)."""
         now = now or clock.now()
         report = RunReport()
-        for key in self.enrolments.iter_due(now):
-            report.due += 1
-            if key.kind == "date":
-                self._date_due(key, now, report)
-                continue
-            read = self.enrolments.get(key.customer_id, key.scenario_id)
-            if read is None or read.ended:
-                continue
-            profile = self.customers.profile(read.customer_id)
-            if profile is None:
-                report.missing.append("profile")
-                continue
-            customer = _Customer(profile, partial(self.events.history, profile))
-            self._retry_once(report, read, partial(self._due, customer, now))
+        for batch in _batched(self.enrolments.iter_due(now), TICK_BATCH):
+            report.due += len(batch)
+            for key in batch:
+                if key.kind == "date":
+                    self._date_due(key, now, report)
+            due = [key for key in batch if key.kind != "date"]
+            if due:
+                self._due_batch(due, now, report)
         return report
+
+    def _due_batch(self, keys: Sequence[DueKey], now: datetime, report: RunReport) -> None:
+        pairs = list(dict.fromkeys((key.customer_id, key.scenario_id) for key in keys))
+        reads = self.enrolments.get_many(pairs)
+        live = [reads[pair] for pair in pairs if pair in reads and not reads[pair].ended]
+        customers = self._customers_of([read.customer_id for read in live])
+        self._prefetch_caps([c.profile.customer_id for c in customers.values()], now)
+        try:
+            for read in live:
+                customer = customers.get(read.customer_id)
+                if customer is None:
+                    report.missing.append("profile")
+                    continue
+                self._retry_once(report, read, partial(self._due, customer, now))
+        finally:
+            self._prefetched_caps.clear()
+
+    def _customers_of(self, customer_ids: Sequence[str]) -> dict[str, _Customer]:
+        """The customers of these ids, their profiles read in BatchGetItems; an id merged away is
+        followed one by one to the profile that holds it now (as `profile` does)."""
+        unique = list(dict.fromkeys(customer_ids))
+        if not unique:
+            return {}
+        read = self.customers.profiles(unique)
+        customers: dict[str, _Customer] = {}
+        for customer_id in unique:
+            profile = read.get(customer_id)
+            if profile is not None and profile.merged_into:
+                profile = self.customers.profile(customer_id)
+            if profile is not None:
+                customers[customer_id] = _Customer(profile, partial(self.events.history, profile))
+        return customers
+
+    def _prefetch_caps(self, customer_ids: Sequence[str], now: datetime) -> None:
+        """Every cap counter of these customers in BatchGetItems: each customer's first decision
+        uses them; a later one (after a send was taken) reads fresh, as a refused take does."""
+        if customer_ids:
+            channels = [p.channel for p in plugins()]
+            self._prefetched_caps = dict(
+                self.caps.counts_of_many(list(dict.fromkeys(customer_ids)), channels, now)
+            )
 
     def _due(self, customer: _Customer, now: datetime, read: Enrolment, report: RunReport) -> bool:
         scenario = self._scenario(read.scenario_id, read.version)
@@ -448,16 +516,20 @@ class ScenarioRunner:
         now: datetime,
         report: RunReport,
         event: StoredEvent | None = None,
+        *,
+        entering: bool = False,
     ) -> bool:
         """Advances `candidate` (the enrolment as `decided` left it, or as read) if it is due now,
         carries out what comes back and writes it on condition of `read` (None: a new enrolment).
+        `entering`: `candidate` is a journey `enrol` just started (on `event`, if any).
         False: someone else wrote the enrolment since it was read; nothing of ours stays counted."""
         results = [decided] if decided is not None and decided.changed else []
         taken: list[CapRequest] = []
-        if not candidate.ended and is_due(candidate, customer.history, now):
+        events = customer.events_for(scenario, None if entering else candidate, event)
+        if not candidate.ended and is_due(candidate, events, now):
             for _ in range(MAX_CAP_ATTEMPTS):
                 view = self._cap_view(candidate.customer_id, now)
-                result = advance(scenario, candidate, customer.profile, customer.history, now, view)
+                result = advance(scenario, candidate, customer.profile, events, now, view)
                 consumed = self._take_caps(candidate.customer_id, result.caps, now)
                 if consumed is not None:
                     taken = consumed
@@ -520,8 +592,12 @@ class ScenarioRunner:
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
-        # Every channel's counters in one read: which channel a step sends on is decided after.
-        return CapView(self.limits, self.caps.counts_of(customer_id, [p.channel for p in plugins()], now))
+        # Every channel's counters in one read: which channel a step sends on is decided after. A
+        # batch's read of them serves the customer's first decision only (see _prefetch_caps).
+        counts = self._prefetched_caps.pop(customer_id, None)
+        if counts is None:
+            counts = self.caps.counts_of(customer_id, [p.channel for p in plugins()], now)
+        return CapView(self.limits, counts)
 
     def _take_caps(
         self, customer_id: str, requests: Sequence[CapRequest], now: datetime
@@ -561,6 +637,7 @@ class ScenarioRunner:
                 written = False
             if written:
                 report.traits_set += len(traits)
+                customer.traits_written(traits)
             else:
                 report.trait_failures += len(traits)
         if not switches:
@@ -581,6 +658,17 @@ class ScenarioRunner:
         if read is None:
             return self.enrolments.create(new.model_copy(update={"revision": 0}))
         return self.enrolments.save(new.model_copy(update={"revision": read.revision}))
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _revenue(event: StoredEvent | None) -> Decimal | None:

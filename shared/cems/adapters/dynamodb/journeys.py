@@ -70,6 +70,53 @@ def _condition_failed(exc: ClientError) -> bool:
     return condition_failed(exc) or transaction_cancelled(exc)
 
 
+# BatchGetItem reads at most this many keys a request; TransactWriteItems writes at most this many items.
+MAX_BATCH_GET_KEYS = 100
+MAX_TRANSACTION_ITEMS = 100
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def batch_get_consistent(
+    client: DynamoDBClient, table_name: str, item_keys: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every item of `item_keys` that exists, read consistently, 100 keys a BatchGetItem. Keys the
+    table left unprocessed (throttling: no exception, so botocore does not retry them) are asked
+    again after a short backoff, a bounded number of times; then ServiceUnavailable (nothing is
+    decided on a partial read)."""
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(
+        list(dict.fromkeys(json.dumps(k, sort_keys=True) for k in item_keys)), MAX_BATCH_GET_KEYS
+    ):
+        request: dict[str, KeysAndAttributesTypeDef] = {
+            table_name: {"Keys": [json.loads(k) for k in chunk], "ConsistentRead": True}
+        }
+        for attempt in range(UNPROCESSED_ATTEMPTS + 1):
+            if not request:
+                break
+            if attempt == UNPROCESSED_ATTEMPTS:
+                raise ServiceUnavailable(f"items still unprocessed after {UNPROCESSED_ATTEMPTS} reads")
+            if attempt:
+                time.sleep(0.05 * 2**attempt)
+            answer = client.batch_get_item(RequestItems=request)
+            found.extend(answer.get("Responses", {}).get(table_name, []))
+            request = {
+                table: {"Keys": unprocessed["Keys"], "ConsistentRead": True}
+                for table, unprocessed in (answer.get("UnprocessedKeys") or {}).items()
+            }
+    return found
+
+
+def _cancellation_codes(exc: ClientError) -> list[str]:
+    """Each action's reason for a cancelled transaction, in the order the actions were given
+    (`None` when that action was not the cause), as codes."""
+    reasons = exc.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
+    return [str(reason.get("Code") or "None") for reason in reasons]
+
+
 # -------------------------------------------------------------------------------------------- scenarios
 
 
@@ -390,6 +437,81 @@ class EnrolmentStore(Generic[E]):
         ).get("Item")
         return None if item is None else _enrolment(self.model, item)
 
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], E]:
+        """The enrolments of these (customer, scenario) pairs that exist, read consistently in
+        BatchGetItems of 100 keys (what `get` reads for one, for a tick's or a broadcast page's
+        decisions at once)."""
+        items = batch_get_consistent(
+            self.client, self.table_name, [keys.enrolment_key(c, s) for c, s in pairs]
+        )
+        found = (_enrolment(self.model, item) for item in items)
+        return {(getattr(e, "customer_id"), getattr(e, "scenario_id")): e for e in found}  # noqa: B009
+
+    def write_many(
+        self, writes: Sequence[tuple[E, int | None]], at: datetime | None = None
+    ) -> list[E | None]:
+        """Writes each enrolment as `create` (read None: on condition that there is none) or `save`
+        (on condition that its revision is still the one read) would, in TransactWriteItems of up to
+        100: one request for a broadcast page's new journeys instead of one each. One answer per
+        write, in order: the stored enrolment, or None where its condition failed (someone else
+        wrote it since: re-read and decide again).
+
+        Why a transaction: BatchWriteItem takes no conditions, and every enrolment write must be
+        conditional (that is what keeps a journey's sends once under races). A cancelled transaction
+        wrote nothing; its reasons say, per item, whether that item's condition failed: those answer
+        None and the rest are written again without them. A cancellation for another cause (a
+        conflict with a concurrent transaction on one of the items) is retried as a whole, and after
+        MAX_ATTEMPTS the rest go one by one."""
+        at = at or clock.now()
+        answers: list[E | None] = [None] * len(writes)
+        targets = [keys.enrolment_key(e.customer_id, e.scenario_id) for e, _ in writes]
+        if len({json.dumps(k, sort_keys=True) for k in targets}) != len(targets):
+            raise ValueError("a transaction cannot write one enrolment twice")
+        for chunk in _chunks(list(range(len(writes))), MAX_TRANSACTION_ITEMS):
+            pending = list(chunk)
+            for _ in range(MAX_ATTEMPTS):
+                if not pending:
+                    break
+                stored = {i: self._stored(writes[i], at) for i in pending}
+                actions = [self._conditional_put(stored[i], writes[i][1]) for i in pending]
+                try:
+                    self.client.transact_write_items(TransactItems=actions)
+                except ClientError as exc:
+                    if not transaction_cancelled(exc):
+                        raise
+                    codes = _cancellation_codes(exc)
+                    refused = {
+                        i for i, code in zip(pending, codes, strict=False) if code == "ConditionalCheckFailed"
+                    }
+                    pending = [i for i in pending if i not in refused]
+                    continue
+                for i in pending:
+                    answers[i] = stored[i]
+                pending = []
+            for i in pending:  # still colliding with other transactions: one by one
+                enrolment, read = writes[i]
+                answers[i] = (
+                    self.create(enrolment, at)
+                    if read is None
+                    else self.save(enrolment.model_copy(update={"revision": read}), at)
+                )
+        return answers
+
+    def _stored(self, write: tuple[E, int | None], at: datetime) -> E:
+        enrolment, read = write
+        revision = 1 if read is None else read + 1
+        return enrolment.model_copy(update={"revision": revision, "updated_at": at})
+
+    def _conditional_put(self, stored: E, read: int | None) -> TransactWriteItemTypeDef:
+        if read is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "revision = :read",
+                "ExpressionAttributeValues": {":read": {"N": str(read)}},
+            }
+        return {"Put": {"TableName": self.table_name, "Item": self._item(stored), **condition}}  # type: ignore[typeddict-item]
+
     def of_customer(self, customer_id: str) -> list[E]:
         """Every enrolment of a customer, in any scenario and state (one consistent Query)."""
         enrolments: list[E] = []
@@ -695,36 +817,108 @@ class CapStore:
         """Every counter of `channels` at `at` (0 where nothing was counted), in one consistent
         BatchGetItem rather than a GetItem per counter: a decision reads all of a customer's caps, and
         each request is a round trip (issue 11: 4 GetItems per due enrolment before)."""
+        return self.counts_of_many([customer_id], channels, at)[customer_id]
+
+    def counts_of_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, dict[CapCounter, int]]:
+        """`counts_of` for many customers at once: every counter of every customer in consistent
+        BatchGetItems of 100 keys (a tick's or a broadcast page's decisions read their caps together)."""
         counters = [c for channel in channels for c in counters_of(channel, at or clock.now())]
-        by_key = {keys.cap_sk(counter): counter for counter in counters}
-        counted = dict.fromkeys(counters, 0)
-        if not counters:
-            return counted  # BatchGetItem refuses an empty key list
-        request: dict[str, KeysAndAttributesTypeDef] = {
-            self.table_name: {
-                "Keys": [keys.cap_key(customer_id, counter) for counter in counters],
-                "ConsistentRead": True,
-            }
-        }
-        # BatchGetItem may leave keys unprocessed under throttling (no exception, so botocore does not
-        # retry them): they are asked again after a short backoff, a bounded number of times.
-        for attempt in range(UNPROCESSED_ATTEMPTS + 1):
-            if not request:
-                return counted
-            if attempt == UNPROCESSED_ATTEMPTS:
-                break
-            if attempt:
-                time.sleep(0.05 * 2**attempt)
-            answer = self.client.batch_get_item(RequestItems=request)
-            for item in answer.get("Responses", {}).get(self.table_name, []):
-                counter = by_key.get(item["sk"]["S"])
-                if counter is not None and "count" in item:
-                    counted[counter] = int(item["count"]["N"])
-            request = {
-                table: {"Keys": unprocessed["Keys"], "ConsistentRead": True}
-                for table, unprocessed in (answer.get("UnprocessedKeys") or {}).items()
-            }
-        raise ServiceUnavailable(f"cap counters still unprocessed after {UNPROCESSED_ATTEMPTS} reads")
+        counted = {customer_id: dict.fromkeys(counters, 0) for customer_id in customer_ids}
+        by_sk = {keys.cap_sk(counter): counter for counter in counters}
+        by_pk = {keys.cap_pk(customer_id): customer_id for customer_id in counted}
+        item_keys = [keys.cap_key(customer_id, counter) for customer_id in counted for counter in counters]
+        for item in batch_get_consistent(self.client, self.table_name, item_keys):
+            customer = by_pk.get(item["pk"]["S"])
+            counter = by_sk.get(item["sk"]["S"])
+            if customer is not None and counter is not None and "count" in item:
+                counted[customer][counter] = int(item["count"]["N"])
+        return counted
+
+    def try_consume_many(
+        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+    ) -> list[CapOutcome]:
+        """`try_consume` for many customers' sends, one (customer, channel) each, in TransactWriteItems
+        of up to 100 counter updates: one answer per take, in order; a refused one counted nothing.
+
+        Why a transaction: each take is a pair of conditional ADDs (day and week, both or neither), and
+        only a transaction writes conditionally to several items at once. A cancelled transaction
+        counted nothing; its reasons say which updates' conditions failed: the takes they belong to
+        are refused (another send took that customer's last one first: decide again with fresh
+        counts) and the rest are sent again without them. A cancellation for another cause (a
+        concurrent transaction on one of the counters) is retried, then the rest go one by one."""
+        at = at or clock.now()
+        answers: list[CapOutcome | None] = [None] * len(takes)
+        if len({(c, ch) for c, ch, _ in takes}) != len(takes):
+            raise ValueError("one take per customer and channel in a transaction")
+        actions: dict[int, list[tuple[CapCounter, TransactWriteItemTypeDef]]] = {}
+        for i, (customer_id, channel, cap) in enumerate(takes):
+            actions[i] = self._take_actions(customer_id, channel, cap, at)
+            if not actions[i]:
+                answers[i] = CapOutcome(True)
+        todo = [i for i in range(len(takes)) if answers[i] is None]
+        chunk: list[int] = []
+        chunks: list[list[int]] = []
+        for i in todo:  # whole takes per transaction (a take's pair never split)
+            if chunk and len(chunk) * 2 + len(actions[i]) > MAX_TRANSACTION_ITEMS:
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            chunks.append(chunk)
+        for pending in chunks:
+            for _ in range(MAX_ATTEMPTS):
+                if not pending:
+                    break
+                flat = [(i, counter, action) for i in pending for counter, action in actions[i]]
+                try:
+                    self.client.transact_write_items(TransactItems=[action for _, _, action in flat])
+                except ClientError as exc:
+                    if not transaction_cancelled(exc):
+                        raise
+                    codes = _cancellation_codes(exc)
+                    for (i, counter, _), code in zip(flat, codes, strict=False):
+                        if code == "ConditionalCheckFailed" and answers[i] is None:
+                            answers[i] = CapOutcome(False, counter.period)
+                    pending = [i for i in pending if answers[i] is None]
+                    continue
+                for i in pending:
+                    answers[i] = CapOutcome(True)
+                pending = []
+            for i in pending:  # still colliding with other transactions: one by one
+                customer_id, channel, cap = takes[i]
+                answers[i] = self.try_consume(customer_id, channel, cap, at)
+        return [answer if answer is not None else CapOutcome(True) for answer in answers]
+
+    def _take_actions(
+        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime
+    ) -> list[tuple[CapCounter, TransactWriteItemTypeDef]]:
+        """The conditional ADDs that count one send (none when the channel has no limit)."""
+        day, week = counters_of(channel, at)
+        return [
+            (
+                counter,
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": keys.cap_key(customer_id, counter),
+                        "UpdateExpression": "ADD #count :one SET expires_at = :expires",
+                        "ConditionExpression": "attribute_not_exists(#count) OR #count < :limit",
+                        "ExpressionAttributeNames": {"#count": "count"},
+                        "ExpressionAttributeValues": {
+                            ":one": {"N": "1"},
+                            ":limit": {"N": str(limit)},
+                            ":expires": {
+                                "N": str(int((counter.period.next_start(at) + CAP_TTL_MARGIN).timestamp()))
+                            },
+                        },
+                    }
+                },
+            )
+            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
+            if limit is not None
+        ]
 
 
 @dataclass
