@@ -92,7 +92,9 @@ def journey_stores(dynamodb: DynamoDBClient, settings: Settings) -> JourneyStore
 
 def line_link_tracker(settings: Settings) -> LinkTracker:
     """Click-tracker URLs for the links of LINE dispatches (the tracking secret is read on the first
-    link, not at init)."""
+    link, not at init): a customer's own dispatch names the customer; a shared (multicast) one, made
+    by the dispatch sink from identical content, names only the shared dispatch and its report cell
+    (cems.line.links.SharedLinkTracker)."""
     from cems import clock
     from cems.engagement.config import EngagementSettings
     from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url, tracking_expiry
@@ -101,22 +103,32 @@ def line_link_tracker(settings: Settings) -> LinkTracker:
     engagement = settings.area(EngagementSettings)
     signer = TokenSigner(engagement.secret)
 
-    def tracked(dispatch: engine.Dispatch, url: str) -> str:
-        token = TrackingToken(
-            kind=TokenKind.CLICK,
-            dispatch_key=dispatch.key,
-            customer_id=dispatch.customer_id,
-            channel=dispatch.channel,
-            scenario_id=dispatch.scenario_id,
-            version=dispatch.version,
-            step_id=dispatch.step_id,
-            variant=dispatch.variant,
-            url=url,
-            expires_at=tracking_expiry(clock.now()),
+    def token(dispatch: engine.Dispatch, dispatch_key: str, customer_id: str, url: str) -> str:
+        return click_url(
+            engagement.base_url,
+            signer,
+            TrackingToken(
+                kind=TokenKind.CLICK,
+                dispatch_key=dispatch_key,
+                customer_id=customer_id,
+                channel=dispatch.channel,
+                scenario_id=dispatch.scenario_id,
+                version=dispatch.version,
+                step_id=dispatch.step_id,
+                variant=dispatch.variant,
+                url=url,
+                expires_at=tracking_expiry(clock.now()),
+            ),
         )
-        return click_url(engagement.base_url, signer, token)
 
-    return tracked
+    class ClickTracker:
+        def __call__(self, dispatch: engine.Dispatch, url: str) -> str:
+            return token(dispatch, dispatch.key, dispatch.customer_id, url)
+
+        def shared(self, dispatch: engine.Dispatch, dispatch_key: str, url: str) -> str:
+            return token(dispatch, dispatch_key, "", url)
+
+    return ClickTracker()
 
 
 def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> ScenarioRunner:

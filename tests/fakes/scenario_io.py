@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from cems.channels.registry import plugin
+from cems.line.multicast import queue_bodies
 from cems.models import Channel
 from cems.ports import CountDelta, ServiceUnavailable, SinkResult
 from cems.reports.counters import REVENUE, Metric, ReportCell
@@ -30,6 +31,7 @@ class RecordingDispatchSink:
     def __init__(self, *, queues: Iterable[Channel] = tuple(Channel)) -> None:
         self.queues = frozenset(queues)
         self.dispatches: list[Dispatch] = []
+        self.batches: list[str] = []
         self.bodies: dict[Channel, list[dict[str, Any]]] = {channel: [] for channel in Channel}
         self._taken = dict.fromkeys(Channel, 0)
 
@@ -41,8 +43,16 @@ class RecordingDispatchSink:
         return "enqueued"
 
     def send_batch(self, dispatches: Sequence[Dispatch], batch: str) -> list[SinkResult]:
-        # Interim: one each, as `send` (the multicast grouping replaces this, issue 11).
-        return [self.send(d) for d in dispatches]
+        """Grouped as QueueDispatchSink groups them (cems.line.multicast.queue_bodies): identical
+        LINE content in one body with many recipients. `batches` keeps each call's `batch`."""
+        self.batches.append(batch)
+        results: list[SinkResult] = ["unsupported"] * len(dispatches)
+        for queued in queue_bodies(dispatches, batch, None, self.queues):
+            self.bodies[queued.channel].append(json.loads(queued.body))
+            for position in queued.positions:
+                self.dispatches.append(dispatches[position])
+                results[position] = "enqueued"
+        return results
 
     def take(self, channel: Channel) -> list[dict[str, Any]]:
         """The bodies enqueued on `channel`'s queue since the last call (as a test drains a queue)."""

@@ -16,6 +16,7 @@ from cems.engagement.config import EngagementSettings
 from cems.engagement.tokens import TokenKind, TokenSigner
 from cems.line.dispatch import LineDispatch
 from cems.models import Channel
+from cems.ports import ServiceUnavailable
 from cems.scenario.engine import Dispatch
 from cems.settings import Settings
 from cems.wiring import line_link_tracker
@@ -123,3 +124,124 @@ def test_email_goes_to_the_email_queue_with_the_scenarios_tracking(queues: tuple
     # Without an email queue configured, an email dispatch is not sent (and says so).
     unconfigured = QueueDispatchSink(sqs, {Channel.LINE: line, Channel.EMAIL: ""})
     assert unconfigured.send(_dispatch(channel="email", messages={Channel.EMAIL: mail})) == "unsupported"
+
+
+# -- a batch: identical LINE content shared, SendMessageBatch ----------------------------------
+
+
+def _customer_dispatch(n: int, text: str | None = None, **extra: Any) -> Dispatch:
+    customer = f"cus_{n:05d}"
+    key = f"{customer}#spring-tea#v1#announce#e1"
+    content = [{"type": "text", "text": text}] if text else [BUTTONS]
+    return Dispatch(
+        key=key,
+        channel=Channel.LINE,
+        customer_id=customer,
+        scenario_id="spring-tea",
+        version=1,
+        step_id="announce",
+        entry=1,
+        messages={
+            Channel.LINE: LineDispatch(
+                idempotency_key=key,
+                recipients=[customer],
+                messages=content,
+                scenario_id="spring-tea",
+                version=1,
+                step_id="announce",
+            )
+        },
+        per_customer_clicks=False,
+        **extra,
+    )
+
+
+class CountingSqs:
+    """The moto SQS client, counting SendMessageBatch calls and refusing the entries `refuse` picks
+    (as SQS answers `Failed` for some entries of a batch it took in part)."""
+
+    def __init__(self, sqs: Any, refuse: Any = None) -> None:
+        self.sqs = sqs
+        self.refuse = refuse
+        self.batches: list[int] = []
+
+    def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.batches.append(len(Entries))
+        refused = [e for e in Entries if self.refuse is not None and self.refuse(e)]
+        taken = [e for e in Entries if e not in refused]
+        answer = self.sqs.send_message_batch(QueueUrl=QueueUrl, Entries=taken) if taken else {}
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try again"}
+            for e in refused
+        ]
+        return {"Successful": answer.get("Successful", []), "Failed": failed}
+
+
+def test_a_batch_of_identical_line_content_goes_as_three_multicast_dispatches(
+    queues: tuple[Any, str, str],
+) -> None:
+    sqs, line, email = queues
+    counting = CountingSqs(sqs)
+    sink = QueueDispatchSink(
+        counting,  # type: ignore[arg-type]
+        {Channel.LINE: line, Channel.EMAIL: email},
+        links=line_link_tracker(Settings.from_environ()),
+    )
+    results = sink.send_batch([_customer_dispatch(n) for n in range(1200)], "spring-tea#r1#s00#p0000")
+    assert results == ["enqueued"] * 1200
+    assert counting.batches == [3]  # one SendMessageBatch call
+    sent = drain_queue(sqs, line)
+    assert sorted(len(b["recipients"]) for b in sent) == [200, 500, 500]
+    signer = TokenSigner(Settings.from_environ().area(EngagementSettings).secret)
+    for body in sent:
+        uri = body["messages"][0]["template"]["actions"][0]["uri"]
+        token = signer.verify(uri.rsplit("/", 1)[1], TokenKind.CLICK)
+        # A multicast's link names the shared dispatch and its report cell, no customer.
+        assert token.shared and token.customer_id == ""
+        assert token.dispatch_key == body["idempotency_key"]
+        assert (token.scenario_id, token.version, token.step_id, token.url) == (
+            "spring-tea",
+            1,
+            "announce",
+            "https://shop.example.jp/cart",
+        )
+
+
+def test_a_batch_keeps_personal_dispatches_alone_and_answers_in_order(queues: tuple[Any, str, str]) -> None:
+    sqs, line, _ = queues
+    counting = CountingSqs(sqs)
+    sink = QueueDispatchSink(counting, {Channel.LINE: line, Channel.EMAIL: ""})  # type: ignore[arg-type]
+    personal = [_customer_dispatch(n, f"{n}様、新茶が入荷しました") for n in range(12)]
+    mail = _dispatch(channel="email", messages={Channel.EMAIL: EmailMessage(subject="s", text="t")})
+    batch = [*personal[:6], mail, _customer_dispatch(100), *personal[6:], _customer_dispatch(101)]
+    results = sink.send_batch(batch, "spring-tea#r1#s00#p0001")
+    assert results == ["enqueued"] * 6 + ["unsupported"] + ["enqueued"] * 8
+    assert counting.batches == [10, 3]  # 13 messages: 12 pushes and one shared dispatch
+    sent = drain_queue(sqs, line)
+    assert sorted(len(b["recipients"]) for b in sent) == [1] * 12 + [2]
+
+
+def test_entries_sqs_refuses_are_sent_again_then_the_batch_is_refused(queues: tuple[Any, str, str]) -> None:
+    sqs, line, _ = queues
+    once: set[str] = set()
+
+    def first_time_only(entry: dict[str, Any]) -> bool:
+        body = entry["MessageBody"]
+        if body in once:
+            return False
+        once.add(body)
+        return entry["Id"] == "1"
+
+    flaky = CountingSqs(sqs, refuse=first_time_only)
+    sink = QueueDispatchSink(flaky, {Channel.LINE: line})  # type: ignore[arg-type]
+    batch = [_customer_dispatch(n, f"{n}様") for n in range(3)]
+    assert sink.send_batch(batch, "b1") == ["enqueued"] * 3
+    assert flaky.batches == [3, 1]
+    assert len(drain_queue(sqs, line)) == 3
+    # Refused every time: ServiceUnavailable, so the caller writes no journeys (a redo sends again,
+    # under the same keys).
+    down = CountingSqs(sqs, refuse=lambda entry: entry["Id"] == "0")
+    sink = QueueDispatchSink(down, {Channel.LINE: line})  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailable, match="1 dispatch messages not enqueued"):
+        sink.send_batch(batch, "b2")
+    assert down.batches == [3, 1, 1]

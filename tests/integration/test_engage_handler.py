@@ -246,6 +246,34 @@ def test_a_click_redirects_records_and_counts_once_per_dispatch(engage: Engage, 
     assert engage.counts() == {"clicked": 1}
 
 
+def test_a_shared_line_links_clicks_count_once_per_visitor_and_store_no_event(
+    engage: Engage, customer: Profile
+) -> None:
+    # The link of a multicast (cems.line.multicast): the shared dispatch, no customer.
+    shared = token(
+        TokenKind.CLICK, dispatch_key="spring#r1#announce#0a1b#0000", customer_id="", channel="line"
+    )
+    event = http_event("GET", f"/r/{shared}")
+    assert engage.call(event).headers["location"] == DESTINATION
+    assert engage.events("Link Clicked") == []
+    assert engage.counts() == {"clicked": 1}
+    # The same phone again (a reload, another link of the message): counted already.
+    other = token(
+        TokenKind.CLICK,
+        dispatch_key="spring#r1#announce#0a1b#0000",
+        customer_id="",
+        channel="line",
+        url="https://shop.example.jp/campaign/autumn",
+    )
+    assert engage.call(http_event("GET", f"/r/{other}")).status == 302
+    assert engage.call(event).status == 302
+    assert engage.counts() == {"clicked": 1}
+    # Another recipient's phone: one more.
+    event["requestContext"]["http"]["sourceIp"] = "198.51.100.7"
+    assert engage.call(event).status == 302
+    assert engage.counts() == {"clicked": 2}
+
+
 def test_a_non_ascii_destination_is_percent_encoded_in_location(engage: Engage, customer: Profile) -> None:
     answer = engage.get(f"/r/{token(TokenKind.CLICK, url='https://shop.example.jp/商品/煎茶?q=新茶')}")
     assert answer.status == 302

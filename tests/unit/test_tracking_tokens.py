@@ -71,6 +71,18 @@ def test_a_dispatch_key_not_starting_with_the_customer_id_is_kept_whole() -> Non
     assert SIGNER.verify(SIGNER.sign(token), TokenKind.CLICK) == token
 
 
+def test_a_shared_dispatchs_click_token_names_no_customer() -> None:
+    shared = CLICK.model_copy(update={"customer_id": "", "dispatch_key": "spring#r1#announce#0a1b#0000"})
+    signed = SIGNER.sign(shared)
+    payload = json.loads(base64.urlsafe_b64decode(signed.split(".")[0] + "=="))
+    assert "c" not in payload and payload["d"] == "spring#r1#announce#0a1b#0000"
+    back = SIGNER.verify(signed, TokenKind.CLICK)
+    assert back == shared and back.shared and not CLICK.shared
+    # Only a click may name nobody: opens, unsubscribes and confirmations act on a customer.
+    with pytest.raises(ValidationError, match="only a click token may name no customer"):
+        TrackingToken(kind=TokenKind.UNSUBSCRIBE, dispatch_key="d1", channel="email")
+
+
 def test_url_helpers() -> None:
     base = "https://t.example.jp"
     signed = SIGNER.sign(CLICK)

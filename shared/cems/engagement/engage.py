@@ -132,9 +132,11 @@ class Engagement:
 
     # --- tokens -------------------------------------------------------------------------------------
 
-    def click(self, value: str) -> tuple[TrackingToken, Recorded]:
+    def click(self, value: str, visitor: str | None = None) -> tuple[TrackingToken, Recorded]:
         """The verified click token (its url is where to send the visitor) and what was recorded.
-        Raises InvalidToken; the visitor goes on to the destination even if the customer is gone."""
+        Raises InvalidToken; the visitor goes on to the destination even if the customer is gone.
+        `visitor` (the handler's opaque mark of who asks: address and browser) tells the clicks of
+        a shared link apart; it is hashed into a once-marker, never stored or logged as it is."""
         token = self.signer.verify(value, TokenKind.CLICK)
         assert token.url is not None  # a click token always has one (TrackingToken validates)
         if token.expired(clock.now()):
@@ -142,12 +144,32 @@ class Engagement:
         # One event per link and dispatch: clicking again (or a scanner and then the customer) is
         # the same fact for goals and branches.
         link = hashlib.sha256(token.url.encode("utf-8")).hexdigest()[:16]
+        if token.shared:
+            return token, self._shared_click(token, visitor)
         recorded = self._record(
             token, EngagementEvent.CLICKED, message_id("click", token.dispatch_key, link), {"url": token.url}
         )
         if recorded.known and not token.test:
             recorded = self._count(recorded, token, Metric.CLICKED, f"clicked#{token.dispatch_key}")
         return token, recorded
+
+    def _shared_click(self, token: TrackingToken, visitor: str | None) -> Recorded:
+        """A click on a link of a shared (multicast) LINE dispatch: nobody is named, so no event is
+        stored (no goal, wait or branch can use it; the engine keeps the dispatches of scenarios
+        that need that per customer). It is counted as CLICKED in the step's report cell once per
+        dispatch and visitor, as a customer's own link counts once per dispatch: a reload, a second
+        tap or another link of the same message by the same phone counts nothing. Without a visitor
+        mark, once per dispatch (a floor)."""
+        if token.test:
+            return Recorded(test=True)
+        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant)
+        if cell is None:
+            return Recorded()
+        # Salted with the dispatch, so a marker says nothing about the same visitor elsewhere.
+        salted = f"{token.dispatch_key}\n{visitor}".encode()
+        who = hashlib.sha256(salted).hexdigest()[:16] if visitor else "-"
+        counted = self.counters.add(cell, Metric.CLICKED, once=f"clicked#{token.dispatch_key}#{who}")
+        return Recorded(counted=counted)
 
     def open(self, value: str) -> Recorded:
         """Record the open a pixel request stands for (once per dispatch). Raises InvalidToken."""

@@ -7,12 +7,13 @@ a URL path needs to escape, never a `/`):
 - mac: the first 16 bytes of HMAC-SHA256(secret, DOMAIN + payload), compared in constant time.
 
 The token is signed, not encrypted: anyone holding the link can read the dispatch key, customer id
-and destination, but nobody without the secret can change a byte of them. That is what stops the
-click tracker from becoming an open redirect: only a destination CEMS itself signed is ever followed,
-and only an http(s) one. Unsubscribe tokens carry no expiry (a mail read a year later still
-unsubscribes); click and open tokens carry one (TRACKING_LIFETIME), after which a click still goes
-to its signed destination but nothing is recorded; a confirmation token (double opt-in) expires
-after CONFIRMATION_LIFETIME, since consent must be fresh. The secret can be rotated to retire all.
+(none in a shared LINE multicast's link) and destination, but nobody without the secret can change a
+byte of them. That is what stops the click tracker from becoming an open redirect: only a
+destination CEMS itself signed is ever followed, and only an http(s) one. Unsubscribe tokens carry
+no expiry (a mail read a year later still unsubscribes); click and open tokens carry one
+(TRACKING_LIFETIME), after which a click still goes to its signed destination but nothing is
+recorded; a confirmation token (double opt-in) expires after CONFIRMATION_LIFETIME, since consent
+must be fresh. The secret can be rotated to retire all.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class TrackingToken(BaseModel):
 
     kind: TokenKind = Field(alias="k")
     dispatch_key: str = Field(alias="d", min_length=1, max_length=512)  # the dispatch's idempotency key
-    customer_id: str = Field(alias="c", min_length=1, max_length=255)
+    # Empty for a link of a shared (multicast) LINE dispatch: LINE sends every recipient of a
+    # multicast the same bytes, so its links cannot say who clicked (`shared`).
+    customer_id: str = Field(default="", alias="c", max_length=255)
     channel: Channel = Field(alias="n")
     scenario_id: str | None = Field(default=None, alias="s", max_length=255)
     version: int | None = Field(default=None, alias="v")
@@ -99,6 +102,11 @@ class TrackingToken(BaseModel):
     address_hash: str | None = Field(default=None, alias="e", pattern=r"^[0-9a-f]{64}$")
     # Unix seconds after which the token records nothing (CLICK, OPEN) or confirms nothing (CONFIRM).
     expires_at: int | None = Field(default=None, alias="x", ge=0)
+
+    @property
+    def shared(self) -> bool:
+        """A click link of a shared dispatch: it names the dispatch and its report cell, no customer."""
+        return not self.customer_id
 
     def expired(self, at: datetime) -> bool:
         return self.expires_at is not None and at.timestamp() >= self.expires_at
@@ -125,6 +133,8 @@ class TrackingToken(BaseModel):
             raise ValueError("a confirmation token, and only it, carries address_hash")
         if self.kind is TokenKind.CONFIRM and self.expires_at is None:
             raise ValueError("a confirmation token expires")
+        if self.shared and self.kind is not TokenKind.CLICK:
+            raise ValueError("only a click token may name no customer (a shared dispatch's link)")
         return self
 
 
@@ -156,7 +166,7 @@ class TokenSigner:
     def sign(self, token: TrackingToken) -> str:
         document = token.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         # Dispatch keys begin with the customer id (cems.scenario.engine.dispatch_key): said once.
-        if token.dispatch_key.startswith(token.customer_id):
+        if token.customer_id and token.dispatch_key.startswith(token.customer_id):
             document[_DISPATCH_SUFFIX] = token.dispatch_key[len(token.customer_id) :]
             del document["d"]
         # `kind` and `channel` have no default, so they are always present.

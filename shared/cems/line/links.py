@@ -10,9 +10,26 @@ desktop variant of an action, rarely used; it keeps pointing at the original pag
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from cems.scenario.engine import Dispatch
 
 TRACKED_SCHEMES = ("http://", "https://")
+
+
+@runtime_checkable
+class SharedLinkTracker(Protocol):
+    """A click tracker that can also track the links of a shared (multicast) dispatch: LINE sends
+    the same bytes to every recipient of a multicast, so such a link names the shared dispatch and
+    no customer (cems.engagement.engage counts its clicks in the step's report cell)."""
+
+    def __call__(self, dispatch: Dispatch, url: str) -> str: ...
+
+    def shared(self, dispatch: Dispatch, dispatch_key: str, url: str) -> str:
+        """The tracked URL of `url` in the shared dispatch `dispatch_key` made from `dispatch`'s
+        content (its report cell; its customer is not named)."""
+        ...
 
 
 def track_links(messages: list[dict[str, Any]], tracked_url: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -34,3 +51,15 @@ def _rewrite(value: Any, tracked_url: Callable[[str], str]) -> Any:
             if isinstance(target, str) and target.lower().startswith(TRACKED_SCHEMES):
                 rewritten[field] = tracked_url(target)
     return rewritten
+
+
+def has_tracked_links(messages: list[dict[str, Any]]) -> bool:
+    """Whether `track_links` would rewrite anything in `messages`."""
+    found: list[str] = []
+
+    def note(url: str) -> str:
+        found.append(url)
+        return url
+
+    track_links(messages, note)
+    return bool(found)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cems.channels.plugin import SendContext
 from cems.channels.registry import channels_of, plugin, plugins, route
+from cems.engagement import uses_link_clicks
 from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.caps import CapCounter, CapPeriod, counters_of
@@ -185,6 +186,9 @@ class Dispatch(_Frozen):
     # The scenario's `tracking` (click tracker for links, open pixel for email).
     track_clicks: bool = True
     track_opens: bool = True
+    # The scenario's conditions use link clicks (cems.engagement.uses_link_clicks): its tracked links
+    # must name the customer, so its LINE dispatches are never shared by multicast.
+    per_customer_clicks: bool = True
 
     @property
     def route(self) -> str:
@@ -873,6 +877,7 @@ class _Run:
             messages={c: render_step(c, step, scope, send) for c in channels},
             track_clicks=self.scenario.tracking.clicks,
             track_opens=self.scenario.tracking.opens,
+            per_customer_clicks=uses_link_clicks(self.scenario),
         )
 
 

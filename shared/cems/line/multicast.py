@@ -1,0 +1,169 @@
+"""A batch of decisions (a broadcast page) as queued dispatches: identical LINE content shared.
+
+The engine renders one dispatch per customer. `group` finds, among the LINE dispatches of one batch,
+those of one scenario, version, step and variant whose rendered messages (and notificationDisabled)
+are identical, and makes them ONE queued LINE dispatch of up to 500 recipients (more: several), which
+the sender (cems.line.sender) sends as one multicast per chunk. Both dispatch sinks (QueueDispatchSink
+and the tests' RecordingDispatchSink) group through this one function, so they group alike.
+
+The shared dispatch's idempotency key is made from the batch, the step, a digest of the content and
+the chunk number, never from who is in it. A redone batch (the caller gives the same `batch` again)
+therefore gets the same keys, and the sender's frozen plan for each key sends nobody twice, even when
+the redo has fewer recipients than the first attempt (those whose journeys were written meanwhile):
+a recipient who moved to another chunk position was in a chunk the first attempt queued already.
+
+A dispatch stays on its own (its own key, queued as `DispatchSink.send` queues it) when it is not on
+LINE, carries personalised LINE content, or has links the click tracker must track per customer (the
+scenario's conditions use the link-click event: `Dispatch.per_customer_clicks`). Content that renders
+differently per customer (a name in the text) is a group of one: one push, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from cems.channels.registry import plugin
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch
+from cems.line.links import SharedLinkTracker, has_tracked_links, track_links
+from cems.models import Channel
+
+if TYPE_CHECKING:
+    from cems.channels.plugin import LinkTracker
+    from cems.scenario.engine import Dispatch
+
+# LineDispatch.idempotency_key's limit.
+MAX_KEY_LENGTH = 256
+# Hex digits of the content digest in a shared key: 80 bits, no two contents of one step collide.
+DIGEST_CHARS = 20
+
+
+@dataclass(frozen=True)
+class Share:
+    """Dispatches of a batch (their positions in it) that go as one queued dispatch: shared under
+    `key`, or (key None) one dispatch going as itself."""
+
+    positions: tuple[int, ...]
+    key: str | None = None
+
+
+def shareable(dispatch: Dispatch) -> bool:
+    """Whether the dispatch's LINE content may go to others in the same call: it is LINE, nothing in
+    it is personal (no per-recipient content, no link tracked per customer)."""
+    if dispatch.channel is not Channel.LINE:
+        return False
+    line = dispatch.messages.get(Channel.LINE)
+    if not isinstance(line, LineDispatch) or line.personalised or line.test or not line.messages:
+        return False
+    per_customer_links = dispatch.track_clicks and dispatch.per_customer_clicks
+    return not (per_customer_links and has_tracked_links(line.messages))
+
+
+def content_digest(dispatch: Dispatch) -> str:
+    """SHA-256 of what makes two dispatches share a call: the report cell and the rendered content."""
+    line: LineDispatch = dispatch.messages[Channel.LINE]
+    content: dict[str, Any] = {
+        "scenario": dispatch.scenario_id,
+        "version": dispatch.version,
+        "step": dispatch.step_id,
+        "variant": dispatch.variant,
+        "messages": line.messages,
+        "quiet": line.notification_disabled,
+        # Tracked or not changes the bytes LINE gets (the links), so it is content too.
+        "track_clicks": dispatch.track_clicks,
+    }
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def shared_key(batch: str, step_id: str, digest: str, chunk: int) -> str:
+    """`<batch>#<step>#<digest>#<chunk>`, the batch and step hashed when that would be too long."""
+    tail = f"#{digest[:DIGEST_CHARS]}#{chunk:04d}"
+    head = f"{batch}#{step_id}"
+    if len(head) + len(tail) > MAX_KEY_LENGTH:
+        head = "h" + hashlib.sha256(head.encode("utf-8")).hexdigest()
+    return head + tail
+
+
+def group(dispatches: Sequence[Dispatch], batch: str) -> list[Share]:
+    """The queued dispatches a batch becomes, in the order of their first dispatch: each shareable
+    content's dispatches in chunks of up to 500 under shared keys, every other dispatch alone."""
+    if not batch:
+        raise ValueError("a batch needs a name (the same on a redo of the same batch)")
+    shares: list[Share | None] = []
+    by_content: dict[str, list[int]] = {}
+    first_slot: dict[str, int] = {}
+    for position, dispatch in enumerate(dispatches):
+        if not shareable(dispatch):
+            shares.append(Share((position,)))
+            continue
+        digest = content_digest(dispatch)
+        if digest not in by_content:
+            by_content[digest] = []
+            first_slot[digest] = len(shares)
+            shares.append(None)  # filled below, where the content first appeared
+        by_content[digest].append(position)
+    placed: dict[int, list[Share]] = {}
+    for digest, positions in by_content.items():
+        step_id = dispatches[positions[0]].step_id
+        placed[first_slot[digest]] = [
+            Share(
+                tuple(positions[start : start + MAX_MULTICAST_RECIPIENTS]),
+                shared_key(batch, step_id, digest, n),
+            )
+            for n, start in enumerate(range(0, len(positions), MAX_MULTICAST_RECIPIENTS))
+        ]
+    out: list[Share] = []
+    for slot, share in enumerate(shares):
+        out.extend(placed[slot] if share is None else [share])
+    return out
+
+
+def shared_dispatch(dispatches: Sequence[Dispatch], share: Share) -> LineDispatch:
+    """The one LINE dispatch of a share: the first dispatch's content to every customer in it."""
+    assert share.key is not None
+    first: LineDispatch = dispatches[share.positions[0]].messages[Channel.LINE]
+    return first.model_copy(
+        update={
+            "idempotency_key": share.key,
+            # Customers in batch order (LineDispatch drops a repeated one).
+            "recipients": list(dict.fromkeys(dispatches[p].customer_id for p in share.positions)),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One SQS message of a batch: its channel, its body, and the batch's dispatches it carries."""
+
+    channel: Channel
+    body: str
+    positions: tuple[int, ...]
+
+
+def queue_bodies(
+    dispatches: Sequence[Dispatch], batch: str, links: LinkTracker | None, queues: frozenset[Channel]
+) -> list[Queued]:
+    """What a sink puts on its queues for a batch (`group`), each body as the channel's plugin writes
+    it; a dispatch whose channel has no queue in `queues`, or without its message, is left out (the
+    sink answers `unsupported` for it). A shared dispatch's links go through the tracker's `shared`
+    tracking (no customer in the link), when the tracker has it and the scenario tracks clicks."""
+    out: list[Queued] = []
+    for share in group(dispatches, batch):
+        first = dispatches[share.positions[0]]
+        if first.channel not in queues or first.channel not in first.messages:
+            continue
+        if share.key is None:
+            body = plugin(first.channel).queue_body(first, links)
+        else:
+            line = shared_dispatch(dispatches, share)
+            if isinstance(links, SharedLinkTracker) and first.track_clicks:
+                tracked = partial(links.shared, first, share.key)
+                line = line.model_copy(update={"messages": track_links(line.messages, tracked)})
+            body = line.to_sqs_body()
+        out.append(Queued(first.channel, body, share.positions))
+    return out
