@@ -156,16 +156,20 @@ class ReportCounters:
                 return True
             return self._transact([total], once_key(cell.scenario_id, once), when)
         except (BotoCoreError, ClientError) as exc:
-            raise ServiceUnavailable(f"report counter not added: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"report counter not added: {_why(exc)}") from exc
 
     def add_many(self, deltas: Sequence[CountDelta], *, once: str) -> bool:
         """Every delta, summed per cell (all metrics of a cell in one update), under the marker
         `once`, in one TransactWriteItems: False when the marker was there (counted before; nothing
         counted now). More cells than one transaction holds are split, in key order so that a redo
-        splits the same way, into transactions under the markers of `once`'s parts: a redo after a
-        failure counts only the parts not counted yet, and answers True if it counted any.
+        splits the same way, into transactions each under a marker of its own: the first part under
+        `once` itself and written last, the others under markers derived from `once` before it. So
+        `once` is there only when every part is (a single `add` of the same fact is refused after
+        it, as after a count that fit in one transaction), a redo after a failure counts only the
+        parts not counted yet, and of racing redeliveries exactly one answers True.
         ValueError (nothing written): deltas of more than one scenario, or a negative count.
-        ServiceUnavailable: a part not counted (the ones before it are, under their markers)."""
+        ServiceUnavailable: not every part counted (those that were stay counted, under their
+        markers; asking again counts the rest)."""
         totals = _totals(deltas)
         if not totals:
             return True
@@ -174,14 +178,11 @@ class ReportCounters:
         try:
             at = clock.now()
             self._index(scenario_id, at)
-            if len(parts) == 1:
-                return self._transact(parts[0], once_key(scenario_id, once), at)
-            counted = False
-            for number, part in enumerate(parts, start=1):
-                counted = self._transact(part, once_key(scenario_id, once, number), at) or counted
-            return counted
+            for number, part in enumerate(parts[1:], start=2):
+                self._transact(part, once_key(scenario_id, once, number), at)
+            return self._transact(parts[0], once_key(scenario_id, once), at)
         except (BotoCoreError, ClientError) as exc:
-            raise ServiceUnavailable(f"report counters not added: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"report counters not added: {_why(exc)}") from exc
 
     def _transact(self, totals: list[_CellTotal], marker_key: dict[str, Any], at: datetime) -> bool:
         """One transaction: the marker (action 0, on condition that it is new) and an update of
@@ -330,6 +331,11 @@ class ReportCounters:
         ):
             ids.extend(item["sk"]["S"] for item in page["Items"])
         return sorted(ids)
+
+
+def _why(exc: BotoCoreError | ClientError) -> str:
+    """What refused a count, for the log: DynamoDB's error code, or the SDK's error class."""
+    return (error_code(exc) if isinstance(exc, ClientError) else None) or type(exc).__name__
 
 
 def _totals(deltas: Sequence[CountDelta]) -> list[_CellTotal]:
