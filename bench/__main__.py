@@ -1,5 +1,5 @@
 """`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
-journeys, email)."""
+journeys, email, events)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import bench.aws_requests
 import bench.coldstart
+import bench.events
 import bench.journeys
 import bench.line
 import bench.mail
@@ -25,6 +26,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "line": lambda args: bench.line.measure(python=args.python),
     "journeys": lambda _: bench.journeys.measure(),
     "email": lambda args: bench.mail.measure(python=args.python),
+    "events": lambda _: bench.events.measure(),
 }
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from cems.reports.report import ReportService
     from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker
     from cems.scenario.loader import ScenarioLoader
+    from cems.scenario.relevance import ScenariosInPlay
     from cems.scenario.runner import LinkTracker, ScenarioRunner
 
 
@@ -230,11 +231,16 @@ def line_webhook(settings: Settings | None = None) -> LineWebhook:
     )
 
 
-def trigger(settings: Settings | None = None) -> tuple[ScenarioRunner, ConsentConfirmations]:
-    """The runner and the double opt-in confirmations."""
+def trigger(
+    settings: Settings | None = None,
+) -> tuple[ScenarioRunner, ConsentConfirmations, ScenariosInPlay]:
+    """The runner, the double opt-in confirmations, and which events the scenarios in play can use
+    (cems.scenario.relevance: the rest never reach the runner), on the runner's scenario store."""
     from cems.adapters.dynamodb.consent_markers import ConfirmationMarkers
+    from cems.adapters.dynamodb.journeys import ScenarioStore
     from cems.consent import ConsentConfirmations
     from cems.engagement.config import EngagementSettings
+    from cems.scenario.relevance import ScenariosInPlay
 
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
@@ -245,7 +251,10 @@ def trigger(settings: Settings | None = None) -> tuple[ScenarioRunner, ConsentCo
         settings.queues.email_send,
         shop_name=settings.area(EngagementSettings).shop_name,
     )
-    return runner(dynamodb, sqs, settings), consent
+    built = runner(dynamodb, sqs, settings)
+    # The runner's store: its cache of parsed versions serves both.
+    assert isinstance(built.scenarios, ScenarioStore)
+    return built, consent, ScenariosInPlay(built.scenarios)
 
 
 def tick(settings: Settings | None = None) -> tuple[ScenarioRunner, BroadcastStarter]:

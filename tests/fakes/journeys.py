@@ -62,6 +62,10 @@ class InMemoryScenarioStore:
     def active_summaries(self) -> list[ScenarioSummary]:
         return [self.summaries[sid] for sid in sorted(self.summaries)]
 
+    def scenarios_in_play(self) -> list[tuple[str, int]]:
+        # Active or stopped: what ScenarioStore's summaries and stopped markers list.
+        return [(sid, self.pointers[sid].version) for sid in sorted(self.pointers)]
+
     def put_version(
         self,
         scenario: Scenario,

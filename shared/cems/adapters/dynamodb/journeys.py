@@ -190,6 +190,8 @@ class ScenarioStore:
         ):
             for item in page["Items"]:
                 values = from_attribute_map(item)
+                if values.get("state") == "stopped":
+                    continue  # a stopped scenario's marker (see stop)
                 summaries.append(
                     ScenarioSummary(
                         scenario_id=values["sk"],
@@ -294,7 +296,8 @@ class ScenarioStore:
         raise VersionRaceError(f"could not activate {scenario_id} v{version} after {MAX_ATTEMPTS} attempts")
 
     def stop(self, scenario_id: str, sequencer: str | None = None, at: datetime | None = None) -> bool:
-        """Stops new enrolments (the file was deleted): ACTIVE becomes `stopped` and the summary goes.
+        """Stops new enrolments (the file was deleted): ACTIVE becomes `stopped` and the summary a
+        stopped marker (no longer among active_summaries; still among scenarios_in_play).
         Running enrolments are untouched. False when there is nothing to stop (never uploaded,
         already stopped, or a later S3 event was applied already)."""
         at = at or clock.now()
@@ -317,12 +320,9 @@ class ScenarioStore:
                 self.client.transact_write_items(
                     TransactItems=[
                         self._pointer_put(scenario_id, pointer, current.latest),
-                        {
-                            "Delete": {
-                                "TableName": self.table_name,
-                                "Key": keys.scenario_summary_key(scenario_id),
-                            }
-                        },
+                        # The summary becomes a stopped marker: its journeys still run and react to
+                        # events, which the trigger must still hand them (scenarios_in_play).
+                        self._stopped_put(scenario_id, current.version, at),
                     ]
                 )
             except ClientError as exc:
@@ -331,6 +331,20 @@ class ScenarioStore:
                 raise
             return True
         raise VersionRaceError(f"could not stop {scenario_id} after {MAX_ATTEMPTS} attempts")
+
+    def scenarios_in_play(self) -> list[tuple[str, int]]:
+        """Every scenario that may have journeys, with its active (or, stopped, last active) version:
+        the active summaries and the stopped markers, in one paginated Query of SCENARIOS. A scenario
+        stopped before the markers existed (issue 11) is not listed."""
+        found: list[tuple[str, int]] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.SCENARIOS_PK}},
+            ProjectionExpression="sk, version",
+        ):
+            found.extend((item["sk"]["S"], int(item["version"]["N"])) for item in page["Items"])
+        return found
 
     def versions(self, scenario_id: str) -> list[int]:
         """Every stored version number of a scenario, oldest first."""
@@ -385,6 +399,11 @@ class ScenarioStore:
             "source": {k: v for k, v in vars(source).items() if v is not None},
         }
         return {**keys.version_key(scenario.id, number), **to_attribute_map(values)}
+
+    def _stopped_put(self, scenario_id: str, version: int, at: datetime) -> TransactWriteItemTypeDef:
+        values = {"state": "stopped", "version": version, "updated_at": at}
+        item = {**keys.scenario_summary_key(scenario_id), **to_attribute_map(values)}
+        return {"Put": {"TableName": self.table_name, "Item": item}}
 
     def _summary_put(self, summary: ScenarioSummary, at: datetime) -> TransactWriteItemTypeDef:
         values = {
