@@ -25,6 +25,8 @@ enqueues again a backfill whose messages were not all enqueued (as for a broadca
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -298,28 +300,35 @@ class BroadcastWorker:
         if progress.done:
             report.outcome = "done"
             return report
+        assert report.run is not None
         while True:
             if message.kind == "backfill" and not self._backfill_current(stored):
                 report.outcome = "stale"
                 return report
+            batch = page_batch(message, progress.last_key)
             page = self.profiles.scan_profiles(
                 message.segment, message.total_segments, progress.last_key, self.page_size
             )
-            for profile in page.profiles:
-                progress.profiles += 1
-                report.profiles += 1
-                if message.kind == "backfill":
+            progress.profiles += len(page.profiles)
+            report.profiles += len(page.profiles)
+            if message.kind == "backfill":
+                for profile in page.profiles:
                     done = self.runner.schedule_date_trigger(stored.scenario, profile, now)
-                elif self._already_enrolled(profile.customer_id, message):
-                    progress.skipped += 1
-                    continue
-                else:
-                    done = self.runner.enrol_customer(stored.scenario, stored.version, profile, now)
-                assert report.run is not None
-                report.run.add(done)
-                progress.enrolled += done.enrolled
-                progress.dispatched += done.dispatched
-                progress.scheduled += done.scheduled
+                    report.run.add(done)
+                    progress.scheduled += done.scheduled
+            else:
+                enrolled = self.runner.enrol_page(
+                    stored.scenario,
+                    stored.version,
+                    page.profiles,
+                    run_at=message.run_at,
+                    batch=batch,
+                    now=now,
+                )
+                report.run.add(enrolled.run)
+                progress.skipped += enrolled.skipped
+                progress.enrolled += enrolled.run.enrolled
+                progress.dispatched += enrolled.run.dispatched
             progress.scanned += page.scanned
             progress.pages += 1
             report.pages += 1
@@ -346,7 +355,12 @@ class BroadcastWorker:
         active = self.runner.scenarios.active_version(stored.scenario_id)
         return active is not None and active.scenario.trigger == stored.scenario.trigger
 
-    def _already_enrolled(self, customer_id: str, message: SegmentMessage) -> bool:
-        """Enrolled in this scenario at or after the run's time: by this run (a page seen again)."""
-        existing = self.runner.enrolments.get(customer_id, message.scenario_id)
-        return existing is not None and getattr(existing, "entered_at") >= message.run_at  # noqa: B009
+
+def page_batch(message: SegmentMessage, start_key: dict[str, Any] | None) -> str:
+    """The name of the page a segment's Scan reads from `start_key`: the same whenever that page is
+    done again (a redelivered or handed-on message resumes from the recorded key), so its shared
+    sends are queued under the same keys and its counts under the same marker (ScenarioRunner
+    .enrol_page). `<scenario>#<run>#s<segment>of<total>#<digest of the start key>`."""
+    key = "start" if start_key is None else json.dumps(start_key, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"{message.scenario_id}#{message.run}#s{message.segment}of{message.total_segments}#{digest}"

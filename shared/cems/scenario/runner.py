@@ -37,6 +37,7 @@ from cems.channels.registry import plugins
 from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
 from cems.ports import (
     CapStorePort,
+    CountDelta,
     CounterPort,
     DispatchSink,
     EnrolmentStorePort,
@@ -131,6 +132,15 @@ class RunReport:
             setattr(self, f.name, mine + theirs)
 
 
+@dataclass
+class PageReport:
+    """What a broadcast page did: the runner's counts, and the customers skipped because this run
+    had enrolled them already (a page seen again)."""
+
+    run: RunReport = field(default_factory=RunReport)
+    skipped: int = 0
+
+
 class CapContentionError(RuntimeError):
     """Cap counters kept refusing (far more concurrent sends to one customer than is plausible)."""
 
@@ -161,6 +171,24 @@ class _Customer:
     def traits_written(self, traits: dict[str, Any]) -> None:
         """The traits this call wrote, seen by the customer's next decision in the same call."""
         self.profile = self.profile.model_copy(update={"traits": {**self.profile.traits, **traits}})
+
+
+@dataclass
+class _PageDecision:
+    """One customer's entry on a broadcast page: the enrolment read (None: new), the journey
+    started, what advancing it did, the caps taken for it and the journeys that yield to it."""
+
+    customer: _Customer
+    read: Enrolment | None
+    start: Enrolment
+    result: Advance
+    yielding: list[str]
+    taken: list[CapRequest] = field(default_factory=list)
+
+    @property
+    def results(self) -> list[Advance]:
+        entered = Advance(enrolment=self.start, changed=True)
+        return [entered, self.result] if self.result.changed else [entered]
 
 
 class ScenarioRunner:
@@ -404,6 +432,225 @@ class ScenarioRunner:
         self._enrol(scenario, version, None, customer, now, report)
         return report
 
+    def enrol_page(
+        self,
+        scenario: Scenario,
+        version: int,
+        profiles: Sequence[Profile],
+        *,
+        run_at: datetime,
+        batch: str,
+        now: datetime | None = None,
+    ) -> PageReport:
+        """Enrols a broadcast page's audience: the decisions `enrol_customer` makes one by one, made
+        for the whole page on reads made together, with the page's sends, counts and writes in
+        batches. `batch` names the page (the same when the page is done again: see BroadcastWorker).
+
+        Reads, each item once: the page's enrolments in this scenario in consistent BatchGetItems (a
+        customer entered at or after `run_at` was enrolled by this run already, a page seen again:
+        skipped); the customers' other journeys for priority (`_others_of_page`); every cap counter
+        of the page in BatchGetItems; the event history only for a decision that reads it
+        (`engine.needs_history`). The order of the one-by-one path is kept: decide; take the caps
+        (`try_consume_many`, transactions; a refused take is decided again on fresh counts, one by
+        one); enqueue every send of the page (`sink.send_batch`, identical LINE content shared);
+        count the page's facts (`counters.add_many`, ONE aggregated write under a marker named after
+        `batch`); then write the enrolments (`write_many`: transactions of conditional puts). Only a
+        journey whose write won applies traits and rich menus, and makes lower-priority journeys
+        yield. A write that lost releases its caps; a fresh read tells whether this run wrote it
+        (another worker on the same page: nothing more to do) or it is decided again one by one.
+
+        Why counts stay exact when a page is done again after a crash: the first attempt counted
+        every decision of the page, under the page's marker, before writing any enrolment. The
+        second attempt skips the customers the first one enrolled and decides the rest again; its
+        add_many finds the marker and counts nothing, so each of them is counted once, by the first
+        attempt. (Its decisions are the same: holdout and variants are hashes of the ids, and the
+        sends carry the same dispatch keys, which the senders send once. A take of a cap that the
+        first attempt made and could not write stays taken, as on the one-by-one path.) Two workers
+        on one page (a redelivery racing the first) share the marker the same way. Not exact: a
+        profile created inside the page's key range between the two attempts is in the second
+        page only, and its facts fall under the marker already there; and a journey the write lost
+        to something other than this run is decided again one by one and counted under its own
+        journey's names too. Both need a crash or a race of a kind a broadcast scenario rarely has
+        (nothing else enrols in it)."""
+        now = now or clock.now()
+        page = PageReport()
+        unique = list({p.customer_id: p for p in profiles}.values())
+        reads = self.enrolments.get_many([(p.customer_id, scenario.id) for p in unique])
+        todo: list[tuple[Profile, Enrolment | None]] = []
+        for profile in unique:
+            read = reads.get((profile.customer_id, scenario.id))
+            if read is not None and read.entered_at >= run_at:
+                page.skipped += 1
+                continue
+            todo.append((profile, read))
+        if not todo:
+            return page
+        others = self._others_of_page([p.customer_id for p, _ in todo], scenario.id, now)
+        self._prefetch_caps([p.customer_id for p, _ in todo], now)
+        try:
+            decided = self._decide_page(scenario, version, todo, others, now)
+        finally:
+            self._prefetched_caps.clear()
+        self._carry_out_page(scenario, version, decided, run_at, batch, now, page)
+        return page
+
+    def _decide_page(
+        self,
+        scenario: Scenario,
+        version: int,
+        todo: Sequence[tuple[Profile, Enrolment | None]],
+        others: Mapping[str, list[OtherEnrolment]] | None,
+        now: datetime,
+    ) -> list[_PageDecision]:
+        """Each customer's entry decided and run, with the caps its sends need taken."""
+        decided: list[_PageDecision] = []
+        for profile, read in todo:
+            customer = _Customer(profile, partial(self.events.history, profile))
+            customer_id = profile.customer_id
+            theirs = others[customer_id] if others is not None else self._others(customer_id, scenario.id)
+            decision = enrol(
+                scenario,
+                version,
+                profile,
+                None,
+                read,
+                now,
+                events=customer.events_for(scenario, None),
+                others=theirs,
+            )
+            if not decision.entered or decision.enrolment is None:
+                continue
+            start = decision.enrolment
+            view = self._cap_view(customer_id, now)
+            events = customer.events_for(scenario, None)
+            result = advance(scenario, start, profile, events, now, view)
+            decided.append(_PageDecision(customer, read, start, result, list(decision.yield_scenarios)))
+        # One take per customer and channel in a transaction; a step sending twice in one activation
+        # (rare) takes its caps one by one.
+        single = [d for d in decided if len(d.result.caps) == 1]
+        outcomes = self.caps.try_consume_many(
+            [
+                (
+                    d.customer.profile.customer_id,
+                    r.channel,
+                    ChannelCap(per_day=r.day_limit, per_week=r.week_limit),
+                )
+                for d in single
+                for r in d.result.caps
+            ],
+            now,
+        )
+        refused = {id(d) for d, outcome in zip(single, outcomes, strict=True) if not outcome.allowed}
+        for d in single:
+            if id(d) not in refused:
+                d.taken = list(d.result.caps)
+        again = [d for d in single if id(d) in refused] + [d for d in decided if len(d.result.caps) > 1]
+        for d in again:
+            customer_id = d.customer.profile.customer_id
+            if id(d) in refused:  # decided again on fresh counts (the page's read served once)
+                events = d.customer.events_for(scenario, None)
+                d.result, d.taken = self._advance_taking_caps(scenario, d.start, d.customer, events, now)
+                continue
+            taken = self._take_caps(customer_id, d.result.caps, now)
+            if taken is None:
+                events = d.customer.events_for(scenario, None)
+                d.result, d.taken = self._advance_taking_caps(scenario, d.start, d.customer, events, now)
+            else:
+                d.taken = taken
+        return decided
+
+    def _carry_out_page(
+        self,
+        scenario: Scenario,
+        version: int,
+        decided: Sequence[_PageDecision],
+        run_at: datetime,
+        batch: str,
+        now: datetime,
+        page: PageReport,
+    ) -> None:
+        report = page.run
+        if not decided:
+            return
+        dispatches = [dispatch for d in decided for result in d.results for dispatch in result.dispatches]
+        if dispatches:
+            for outcome in self.sink.send_batch(dispatches, batch):
+                if outcome == "enqueued":
+                    report.dispatched += 1
+                else:
+                    report.unsupported += 1
+        self._count_page(decided, batch)
+        answers = self.enrolments.write_many(
+            [(d.results[-1].enrolment, None if d.read is None else d.read.revision) for d in decided], now
+        )
+        for d, stored in zip(decided, answers, strict=True):
+            customer_id = d.customer.profile.customer_id
+            if stored is not None:
+                report.changed += 1
+                report.enrolled += 1
+                self._apply_to_profile(d.results, d.customer, now, report)
+                for yielding in d.yielding:
+                    self._yield(customer_id, yielding, scenario.id, now, report)
+                continue
+            report.conflicts += 1
+            for request in d.taken:
+                self.caps.release(customer_id, request.channel, now)
+            fresh = self.enrolments.get(customer_id, scenario.id)
+            if fresh is not None and fresh.entered_at >= run_at:
+                continue  # this run enrolled them (another worker on the same page)
+            self._enrol(scenario, version, None, d.customer, now, report)
+
+    def _count_page(self, decided: Sequence[_PageDecision], batch: str) -> None:
+        """The page's report facts summed per cell and metric, in one `add_many` under the page's
+        marker (see `enrol_page` for why a page done again counts nothing twice)."""
+        if self.counters is None:
+            return
+        sums: dict[tuple[ReportCell, Metric], int] = {}
+        for d in decided:
+            for cell, metric, _, _ in _facts(d.read, d.results, None):
+                sums[(cell, metric)] = sums.get((cell, metric), 0) + 1
+        if not sums:
+            return
+        deltas = [CountDelta(cell, metric, n) for (cell, metric), n in sums.items()]
+        try:
+            self.counters.add_many(deltas, once=f"page#{batch}")
+        except ServiceUnavailable as exc:  # a report is worth less than the journeys
+            error = type(exc.__cause__ or exc).__name__
+            log.warning("report counters of a page not added", extra={"error": error})
+
+    def _others_of_page(
+        self, customer_ids: Sequence[str], scenario_id: str, now: datetime
+    ) -> dict[str, list[OtherEnrolment]] | None:
+        """Each customer's other journeys, as far as priority is concerned (what `_others` reads with
+        a Query per customer), from BatchGetItems of (customer, scenario) for every scenario that may
+        have journeys: the active ones and the stopped ones (a stopped scenario's journeys still run,
+        and still yield or make others yield), as the scenario store lists them
+        (`scenarios_in_play`). Every enrolment is keyed by its scenario, so no journey of the
+        customer is missed this way; each found is judged by the version it runs, as `_others` does.
+        None (a store that cannot list them): the caller queries per customer."""
+        in_play = getattr(self.scenarios, "scenarios_in_play", None)
+        if in_play is None:
+            return None
+        scenario_ids = {sid for sid, _ in in_play()} | {s.scenario_id for s in self.summaries(now)}
+        scenario_ids.discard(scenario_id)
+        others: dict[str, list[OtherEnrolment]] = {customer_id: [] for customer_id in customer_ids}
+        if not scenario_ids:
+            return others
+        found = self.enrolments.get_many([(c, s) for c in others for s in sorted(scenario_ids)])
+        for (customer_id, _), other in sorted(found.items()):
+            scenario = self._scenario(other.scenario_id, other.version)
+            if scenario is None:
+                continue
+            others[customer_id].append(
+                OtherEnrolment(
+                    scenario_id=other.scenario_id,
+                    priority=scenario.priority,
+                    yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
+                    active=not other.ended,
+                )
+            )
+        return others
+
     # -- date triggers --------------------------------------------------------------------------------
 
     def _date_scenarios(self, now: datetime) -> list[tuple[ScenarioSummary, Scenario, DateTrigger]]:
@@ -527,17 +774,9 @@ class ScenarioRunner:
         taken: list[CapRequest] = []
         events = customer.events_for(scenario, None if entering else candidate, event)
         if not candidate.ended and is_due(candidate, events, now):
-            for _ in range(MAX_CAP_ATTEMPTS):
-                view = self._cap_view(candidate.customer_id, now)
-                result = advance(scenario, candidate, customer.profile, events, now, view)
-                consumed = self._take_caps(candidate.customer_id, result.caps, now)
-                if consumed is not None:
-                    taken = consumed
-                    if result.changed:
-                        results.append(result)
-                    break
-            else:
-                raise CapContentionError(f"cap counters kept refusing after {MAX_CAP_ATTEMPTS} attempts")
+            result, taken = self._advance_taking_caps(scenario, candidate, customer, events, now)
+            if result.changed:
+                results.append(result)
         if not results:
             return True
         for result in results:
@@ -558,38 +797,30 @@ class ScenarioRunner:
         redelivered event, count it once, and a crash after the write loses nothing."""
         if self.counters is None or not results:
             return
-        first = results[0].enrolment
-        journey = f"{first.customer_id}#{first.scenario_id}#{first.entry}"
-        facts: list[tuple[ReportCell, Metric, str, Decimal | None]] = []
-        if read is None:
-            cell = ReportCell(first.scenario_id, first.version, holdout=first.holdout)
-            facts.append((cell, Metric.ENROLLED, f"enrolled#{journey}", None))
-        for result in results:
-            e = result.enrolment
-            for record in result.log:
-                step_cell = ReportCell(e.scenario_id, e.version, record.step_id, e.variant, e.holdout)
-                if record.what == "split":
-                    cell = ReportCell(e.scenario_id, e.version, None, record.detail, e.holdout)
-                    facts.append((cell, Metric.ENROLLED, f"split#{journey}#{record.step_id}", None))
-                elif record.what == "held_out":
-                    facts.append((step_cell, Metric.HELD_OUT, f"held_out#{journey}#{record.step_id}", None))
-                elif record.what in ("capped_skip", "capped_gave_up"):
-                    facts.append((step_cell, Metric.CAPPED, f"capped#{journey}#{record.step_id}", None))
-                elif record.what == "deferred":
-                    facts.append((step_cell, Metric.DEFERRED, f"deferred#{journey}#{record.step_id}", None))
-                elif record.what == EnrolmentState.EXITED.value and record.detail.startswith("unreachable:"):
-                    # The send was not made: the customer opted out of, or cannot be reached on, the channel.
-                    once = f"suppressed#{journey}#{record.step_id}"
-                    facts.append((step_cell, Metric.SUPPRESSED, once, None))
-                elif record.what == "converted":
-                    cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
-                    facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
-        for cell, metric, once, revenue in facts:
+        for cell, metric, once, revenue in _facts(read, results, event):
             try:
                 self.counters.add(cell, metric, once=once, revenue=revenue)
             except ServiceUnavailable as exc:  # a report is worth less than the journey
                 error = type(exc.__cause__ or exc).__name__
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
+
+    def _advance_taking_caps(
+        self,
+        scenario: Scenario,
+        candidate: Enrolment,
+        customer: _Customer,
+        events: Sequence[StoredEvent],
+        now: datetime,
+    ) -> tuple[Advance, list[CapRequest]]:
+        """`advance` on the customer's cap counters, then takes the counters its sends need; refused
+        (another send took the last one in between): decided again on fresh counts."""
+        for _ in range(MAX_CAP_ATTEMPTS):
+            view = self._cap_view(candidate.customer_id, now)
+            result = advance(scenario, candidate, customer.profile, events, now, view)
+            consumed = self._take_caps(candidate.customer_id, result.caps, now)
+            if consumed is not None:
+                return result, consumed
+        raise CapContentionError(f"cap counters kept refusing after {MAX_CAP_ATTEMPTS} attempts")
 
     def _cap_view(self, customer_id: str, now: datetime) -> CapView:
         # Every channel's counters in one read: which channel a step sends on is decided after. A
@@ -658,6 +889,39 @@ class ScenarioRunner:
         if read is None:
             return self.enrolments.create(new.model_copy(update={"revision": 0}))
         return self.enrolments.save(new.model_copy(update={"revision": read.revision}))
+
+
+def _facts(
+    read: Enrolment | None, results: Sequence[Advance], event: StoredEvent | None
+) -> list[tuple[ReportCell, Metric, str, Decimal | None]]:
+    """The report facts of a journey's change: (cell, metric, the fact's `once` name, revenue)."""
+    first = results[0].enrolment
+    journey = f"{first.customer_id}#{first.scenario_id}#{first.entry}"
+    facts: list[tuple[ReportCell, Metric, str, Decimal | None]] = []
+    if read is None:
+        cell = ReportCell(first.scenario_id, first.version, holdout=first.holdout)
+        facts.append((cell, Metric.ENROLLED, f"enrolled#{journey}", None))
+    for result in results:
+        e = result.enrolment
+        for record in result.log:
+            step_cell = ReportCell(e.scenario_id, e.version, record.step_id, e.variant, e.holdout)
+            if record.what == "split":
+                cell = ReportCell(e.scenario_id, e.version, None, record.detail, e.holdout)
+                facts.append((cell, Metric.ENROLLED, f"split#{journey}#{record.step_id}", None))
+            elif record.what == "held_out":
+                facts.append((step_cell, Metric.HELD_OUT, f"held_out#{journey}#{record.step_id}", None))
+            elif record.what in ("capped_skip", "capped_gave_up"):
+                facts.append((step_cell, Metric.CAPPED, f"capped#{journey}#{record.step_id}", None))
+            elif record.what == "deferred":
+                facts.append((step_cell, Metric.DEFERRED, f"deferred#{journey}#{record.step_id}", None))
+            elif record.what == EnrolmentState.EXITED.value and record.detail.startswith("unreachable:"):
+                # The send was not made: the customer opted out of, or cannot be reached on, the channel.
+                once = f"suppressed#{journey}#{record.step_id}"
+                facts.append((step_cell, Metric.SUPPRESSED, once, None))
+            elif record.what == "converted":
+                cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
+                facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
+    return facts
 
 
 def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -113,7 +113,7 @@ def batch_get_consistent(
 def _cancellation_codes(exc: ClientError) -> list[str]:
     """Each action's reason for a cancelled transaction, in the order the actions were given
     (`None` when that action was not the cause), as codes."""
-    reasons = exc.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
+    reasons = exc.response.get("CancellationReasons") or []
     return [str(reason.get("Code") or "None") for reason in reasons]
 
 
@@ -464,7 +464,7 @@ class EnrolmentStore(Generic[E]):
             self.client, self.table_name, [keys.enrolment_key(c, s) for c, s in pairs]
         )
         found = (_enrolment(self.model, item) for item in items)
-        return {(getattr(e, "customer_id"), getattr(e, "scenario_id")): e for e in found}  # noqa: B009
+        return {_pair_of(e): e for e in found}
 
     def write_many(
         self, writes: Sequence[tuple[E, int | None]], at: datetime | None = None
@@ -483,8 +483,8 @@ class EnrolmentStore(Generic[E]):
         MAX_ATTEMPTS the rest go one by one."""
         at = at or clock.now()
         answers: list[E | None] = [None] * len(writes)
-        targets = [keys.enrolment_key(e.customer_id, e.scenario_id) for e, _ in writes]
-        if len({json.dumps(k, sort_keys=True) for k in targets}) != len(targets):
+        targets = {_pair_of(e) for e, _ in writes}
+        if len(targets) != len(writes):
             raise ValueError("a transaction cannot write one enrolment twice")
         for chunk in _chunks(list(range(len(writes))), MAX_TRANSACTION_ITEMS):
             pending = list(chunk)
@@ -734,6 +734,10 @@ def _enrolment(model: type[E], item: Mapping[str, Any]) -> E:
     values.pop("pk")
     values.pop("due_shard", None)
     return model.model_validate(_plain_numbers(values))
+
+
+def _pair_of(enrolment: BaseModel) -> tuple[str, str]:
+    return getattr(enrolment, "customer_id"), getattr(enrolment, "scenario_id")  # noqa: B009
 
 
 def _revision(enrolment: BaseModel) -> int:
