@@ -347,6 +347,24 @@ def test_a_stopped_scenario_leaves_the_summaries_and_keeps_its_versions(scenario
     assert scenarios.put_version(scenario, document, ScenarioSource("k", "e1")).version == 2
 
 
+def test_a_stopped_scenario_stays_in_play(scenarios: ScenarioPublisher) -> None:
+    """What the trigger's relevance rule and a broadcast page's other journeys read
+    (cems.scenario.relevance): a stopped scenario's journeys still run, so it stays listed."""
+    assert isinstance(scenarios, ScenarioStore | InMemoryScenarioStore)
+    scenario, document = _welcome()
+    assert scenarios.scenarios_in_play() == []
+    scenarios.put_version(scenario, document, ScenarioSource("k", "e1"))
+    assert scenarios.scenarios_in_play() == [(scenario.id, 1)]
+    assert scenarios.stop(scenario.id)
+    assert scenarios.scenarios_in_play() == [(scenario.id, 1)]
+    renamed, document2 = _welcome(name="ようこそ 2")
+    scenarios.put_version(renamed, document2, ScenarioSource("k", "e2"))
+    assert scenarios.scenarios_in_play() == [(scenario.id, 2)]
+    assert [s.version for s in scenarios.active_summaries()] == [2]
+    assert scenarios.activate(scenario.id, 1)
+    assert scenarios.scenarios_in_play() == [(scenario.id, 1)] and scenarios.versions(scenario.id) == [1, 2]
+
+
 # ---------------------------------------------------------------------------------- report counters
 
 

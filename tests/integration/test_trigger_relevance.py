@@ -1,7 +1,8 @@
 """The trigger skips what no scenario can use (issue 11), under moto: an irrelevant event costs no
 request beyond its own write, counted from what moto receives; a relevant one still enrols and
 advances; an event stored under a customer id since merged away reaches the surviving journeys; a
-stopped scenario's running journeys still get their events; the stopped marker in ScenarioStore."""
+stopped scenario's running journeys still get their events (ScenarioStore's stopped marker itself:
+test_journeys_contract.py)."""
 
 from __future__ import annotations
 
@@ -170,17 +171,3 @@ def test_a_stopped_scenarios_running_journeys_still_get_their_events(world: Worl
     other = _customer(world, "cus_o")
     world.handle(_event(other, "m-4", "Product Added"))
     assert world.enrolment(other) is None
-
-
-def test_stop_leaves_a_marker_among_the_scenarios_in_play(world: World) -> None:
-    store = world.scenarios
-    assert store.scenarios_in_play() == [(SCENARIO, 1)]
-    assert store.stop(SCENARIO)
-    assert store.active_summaries() == [] and store.active_version(SCENARIO) is None
-    assert store.scenarios_in_play() == [(SCENARIO, 1)]
-    document = json.loads((ROOT / "examples" / "scenarios" / "cart_abandonment.json").read_text("utf-8"))
-    store.put_version(
-        Scenario.model_validate(document), document, ScenarioSource("scenarios/cart.json", "e2")
-    )
-    assert [s.version for s in store.active_summaries()] == [2]
-    assert store.scenarios_in_play() == [(SCENARIO, 2)]
