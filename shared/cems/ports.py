@@ -110,6 +110,18 @@ class ProfileScanner(Protocol):
     def scan_profiles(
         self, segment: int, total_segments: int, start: dict[str, Any] | None, limit: int
     ) -> ProfilePage: ...
+    def scan_profile_page(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, profiles: int
+    ) -> ProfilePage:
+        """A page of up to `profiles` live profiles (a broadcast page is sized in recipients)."""
+        ...
+
+
+class TableSize(Protocol):
+    """How many items a table holds, roughly (DynamoDB updates the figure about every six hours):
+    what a broadcast's fan-out is sized by."""
+
+    def approximate_items(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -174,16 +174,26 @@ def broadcast_starter(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settin
     """Starts broadcast runs and date-trigger backfills: segment messages on BroadcastQueue."""
     from cems.adapters.dynamodb.broadcasts import BroadcastStore
     from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.adapters.dynamodb.table_size import DynamoTableSize
     from cems.adapters.sqs import SqsQueue
     from cems.scenario.broadcast import BroadcastStarter
     from cems.scenario.config import EngineSettings
 
     table = settings.tables.journeys
+    engine = settings.area(EngineSettings)
+    queue = SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL")
+    if engine.broadcast_segments is not None:  # a fixed number of segments
+        return BroadcastStarter(
+            ScenarioStore(table, dynamodb), BroadcastStore(table, dynamodb), queue, engine.broadcast_segments
+        )
+    # Sized to CustomersTable (DescribeTable), one segment per broadcast_segment_customers items.
     return BroadcastStarter(
         ScenarioStore(table, dynamodb),
         BroadcastStore(table, dynamodb),
-        SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
-        settings.area(EngineSettings).broadcast_segments,
+        queue,
+        engine.broadcast_max_segments,
+        sizing=DynamoTableSize(settings.tables.customers, dynamodb),
+        segment_customers=engine.broadcast_segment_customers,
     )
 
 

@@ -99,6 +99,25 @@ class InMemoryCustomers(InMemoryIngestStore):
             next_start={"after": read[-1]} if more else None,
         )
 
+    def scan_profile_page(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, profiles: int
+    ) -> ProfilePage:
+        """Up to `profiles` live profiles of a segment, as CustomerStore.scan_profile_page reads them."""
+        if profiles < 1:
+            raise ValueError("a page holds at least one profile")
+        ids = sorted(cid for cid in self.stored_profiles if _segment(cid, total_segments) == segment)
+        after = None if start is None else start["after"]
+        remaining = [cid for cid in ids if after is None or cid > after]
+        live = [cid for cid in remaining if not self.stored_profiles[cid].merged_into]
+        page = live[:profiles]
+        more = len(live) > profiles
+        read = remaining[: remaining.index(page[-1]) + 1] if more and page else remaining
+        return ProfilePage(
+            profiles=[self.stored_profiles[c].model_copy(deep=True) for c in page],
+            scanned=len(read),
+            next_start={"after": page[-1]} if more else None,
+        )
+
 
 def _segment(customer_id: str, total_segments: int) -> int:
     digest = hashlib.sha256(customer_id.encode("utf-8")).digest()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cems.adapters.dynamodb.broadcasts import BroadcastStore
 from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.table_size import DynamoTableSize
 from cems.adapters.sqs import SqsQueue
 from cems.models import ChannelState, Profile
 from cems.ports import BroadcastStorePort, MessageQueue, ServiceUnavailable
@@ -154,3 +155,49 @@ def test_a_queue_that_cannot_take_the_messages_says_so(queue: Queue) -> None:
     queue.break_it()
     with pytest.raises(ServiceUnavailable):
         queue.queue.send(["{}"])
+
+
+def test_a_page_holds_up_to_the_profiles_asked_for_and_every_live_profile_once(profiles: Profiles) -> None:
+    """A broadcast page is sized in recipients: other items (here profiles merged away) do not make
+    it smaller, and a page cut inside a Scan's answer resumes after its last profile."""
+    state = ChannelState(reachable=True, consent=True, updated_at=NOW)
+    for n in range(45):
+        merged = {"merged_into": "cus_000"} if n % 3 == 2 else {}
+        profiles.put(
+            Profile(
+                customer_id=f"cus_{n:03d}",
+                line_user_id=f"U{n:032x}",
+                channels={"line": state},
+                first_seen_at=NOW,
+                updated_at=NOW,
+                **merged,
+            )
+        )
+    seen: list[str] = []
+    sizes: list[int] = []
+    start = None
+    while True:
+        page = profiles.scanner.scan_profile_page(0, 1, start, 7)
+        sizes.append(len(page.profiles))
+        seen += [p.customer_id for p in page.profiles]
+        start = page.next_start
+        if start is None:
+            break
+    assert sorted(seen) == [f"cus_{n:03d}" for n in range(45) if n % 3 != 2]
+    assert sizes == [7, 7, 7, 7, 2]
+    assert len(seen) == len(set(seen)) == 30
+
+
+def test_the_customers_tables_size_is_its_item_count(request: pytest.FixtureRequest) -> None:
+    stores: Stores = request.getfixturevalue("empty_stores")
+    size = DynamoTableSize(stores.customers.table_name, stores.customers.client)
+    assert size.approximate_items() == 0
+    for n in range(3):
+        stores.customers.client.put_item(
+            TableName=stores.customers.table_name,
+            Item=stores.customers.profile_item(
+                Profile(customer_id=f"cus_{n}", first_seen_at=NOW, updated_at=NOW)
+            ),
+        )
+    # moto counts the items as they are; DynamoDB refreshes the figure about every six hours.
+    assert size.approximate_items() == 3

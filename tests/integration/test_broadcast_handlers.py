@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -26,12 +27,14 @@ from cems.adapters.dynamodb.keys import broadcast_segment_key
 from cems.local.pollers import sqs_record
 from cems.models import OrderSummary
 from cems.scenario.assignment import in_holdout
-from cems.scenario.broadcast import run_id
+from cems.scenario.broadcast import SegmentReport, run_id
 from cems.scenario.model import Scenario
 from cems.scenario.records import ScenarioSource
+from cems.scenario.runner import RunReport
 
 from tests.integration.journeys import drain_queue, put_customer, put_track_event
 from tests.integration.test_trigger_tick_handlers import ROOT, FakeLambdaContext, _load
+from tests.lambda_context import FakeContext
 
 EXAMPLE = ROOT / "examples" / "scenarios" / "broadcast_new_tea.json"
 SCENARIO_ID = "broadcast-shincha-2026"
@@ -211,3 +214,26 @@ def test_a_record_the_worker_cannot_read_is_reported_and_the_rest_go_on(handlers
     answer = handlers.deliver([bad, *records])
     assert answer == {"batchItemFailures": [{"itemIdentifier": "not-a-segment"}]}
     assert set(handlers.recipients()) == audience
+
+
+def test_the_messages_of_one_invocation_share_its_time(
+    handlers: BroadcastHandlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several segment messages an invocation (BatchSize > 1), one after another: each may use the
+    time left less a floor kept for every message after it, so the last ones still read a page."""
+    _customers(handlers)
+    clock.freeze(AT + timedelta(seconds=30))
+    handlers.tick_once()
+    records = handlers.receive()
+    assert len(records) == SEGMENTS
+    seen: list[int] = []
+
+    def run_segment(message: Any, remaining_ms: Any, now: Any = None) -> SegmentReport:
+        seen.append(remaining_ms())
+        return SegmentReport("done", run=RunReport())
+
+    monkeypatch.setattr(handlers.broadcast.worker, "run_segment", run_segment)
+    context = partial(FakeContext, "cems-dev-BroadcastFunction", remaining_ms=300_000)()
+    assert handlers.broadcast.lambda_handler({"Records": records}, context) == {"batchItemFailures": []}
+    floor = handlers.broadcast.RECORD_FLOOR_MS
+    assert seen == [300_000 - n * floor for n in reversed(range(SEGMENTS))]

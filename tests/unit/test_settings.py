@@ -29,7 +29,8 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert (settings.retention.event_days, settings.retention.dedupe_days) == (395, 7)
     assert settings.retention.site_cache_seconds == 60.0
     engine = settings.area(EngineSettings)
-    assert (engine.due_shards, engine.broadcast_segments) == (16, 16)
+    assert (engine.due_shards, engine.broadcast_segments) == (16, None)  # None: sized to the table
+    assert (engine.broadcast_segment_customers, engine.broadcast_max_segments) == (10_000, 1_000)
     assert settings.area(EngineSettings).caps() == {}
     assert settings.queues.line_send == ""
 
@@ -47,7 +48,7 @@ def test_values_are_typed_and_blank_ones_count_as_unset() -> None:
     )
     assert settings.tables.journeys == "cems-dev-journeys"
     assert settings.area(EngineSettings).due_shards == 4
-    assert settings.area(EngineSettings).broadcast_segments == 16
+    assert settings.area(EngineSettings).broadcast_segments is None
     assert settings.retention.site_cache_seconds == 0.0
     assert settings.area(EngineSettings).caps() == {"email": {"per_week": 5}}
 

@@ -4,11 +4,16 @@ and the same fan-out for a date trigger's backfill.
 `BroadcastStarter.start_due(now)` (run by `tick`) looks at the active broadcast scenarios; when one's
 run time has come it starts the run once (a conditional put of `BCAST#<scenario>#<run>` / `RUN`) and
 puts one message per segment on BroadcastQueue: segment n of a DynamoDB parallel Scan of
-CustomersTable (`Segment` n of `TotalSegments`, CEMS_BROADCAST_SEGMENTS, default 16).
+CustomersTable (`Segment` n of `TotalSegments`). The number of segments is sized to the table (issue
+11): one per CEMS_BROADCAST_SEGMENT_CUSTOMERS items of CustomersTable (DescribeTable's ItemCount),
+at least 1 and at most CEMS_BROADCAST_MAX_SEGMENTS, so a small table is one segment and a large one
+is fanned out over as many workers as it needs; CEMS_BROADCAST_SEGMENTS fixes the number instead.
 
 `BroadcastWorker.run_segment(message, remaining_ms)` (the `broadcast` function) scans its segment page
-by page (profiles only, not those merged away), enrols each customer through the runner's path
-(audience, holdout, advance, the sends, the conditional write) and records its progress after each
+by page (up to PAGE_SIZE live profiles a page: a LINE multicast takes 500 recipients, so a page of
+identical sends is one multicast), enrols each page's customers in one batch through the runner
+(`ScenarioRunner.enrol_page`: audience, holdout, priority, advance, the sends, the counts, the
+conditional writes, on reads made together) and records its progress after each
 page (`BCAST#<scenario>#<run>` / `SEG#<n>`: the last evaluated key and counts). A redelivered message
 resumes from the recorded key; with little time left the worker puts a message for the rest of its
 segment back on the queue. A customer already enrolled at or after the run's time is skipped, so a
@@ -36,8 +41,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from cems import clock
-from cems.ports import BroadcastStorePort, MessageQueue, ProfileScanner, ScenarioReader
-from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS
+from cems.ports import BroadcastStorePort, MessageQueue, ProfileScanner, ScenarioReader, TableSize
+from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS, DEFAULT_SEGMENT_CUSTOMERS
 from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
 from cems.scenario.records import ScenarioVersion
 from cems.scenario.runner import RunReport, ScenarioRunner
@@ -50,8 +55,10 @@ log = logging.getLogger("cems.scenario")
 CATCH_UP = timedelta(hours=1)
 # A run whose segment messages were not all enqueued (the starter died) is enqueued again after this.
 RESTART_AFTER = timedelta(minutes=5)
-# Items a Scan page evaluates (before the PROFILE filter).
-PAGE_SIZE = 100
+# Live profiles a page holds (CustomerStore.scan_profile_page): a LINE multicast's 500 recipients.
+PAGE_SIZE = 500
+# The table's size is read at most this often (DynamoDB refreshes ItemCount about every six hours).
+SIZE_CACHE = timedelta(hours=1)
 # With less than this left, the worker hands the rest of its segment to a new message.
 MIN_REMAINING_MS = 20_000
 
@@ -143,13 +150,32 @@ class BroadcastStarter:
         store: BroadcastStorePort,
         queue: MessageQueue,
         segments: int = DEFAULT_BROADCAST_SEGMENTS,
+        *,
+        sizing: TableSize | None = None,
+        segment_customers: int = DEFAULT_SEGMENT_CUSTOMERS,
     ) -> None:
-        if segments < 1:
-            raise ValueError("broadcast segments must be at least 1")
+        """`segments`: the number of segments of every run; with `sizing` (CustomersTable's size),
+        the most a run has, each taking about `segment_customers` items of the table."""
+        if segments < 1 or segment_customers < 1:
+            raise ValueError("broadcast segments and customers per segment must be at least 1")
         self.scenarios = scenarios
         self.store = store
         self.queue = queue
         self.segments = segments
+        self.sizing = sizing
+        self.segment_customers = segment_customers
+        self._sized: tuple[datetime, int] | None = None
+
+    def segments_for(self, now: datetime) -> int:
+        """How many segments a run started now has: ceil(items / segment_customers), at least 1, at
+        most `segments` (the table's size read at most once per SIZE_CACHE)."""
+        if self.sizing is None:
+            return self.segments
+        if self._sized is None or not (self._sized[0] <= now < self._sized[0] + SIZE_CACHE):
+            items = self.sizing.approximate_items()
+            wanted = -(-max(items, 0) // self.segment_customers)
+            self._sized = (now, max(1, min(self.segments, wanted)))
+        return self._sized[1]
 
     def start_due(self, now: datetime | None = None) -> StartReport:
         """Starts the broadcast runs whose time has come, and enqueues again the runs and backfills
@@ -173,7 +199,7 @@ class BroadcastStarter:
 
     def _start(self, stored: ScenarioVersion, at: datetime, now: datetime, report: StartReport) -> None:
         run = run_id(at)
-        segments, version = self.segments, stored.version
+        segments, version = self.segments_for(now), stored.version
         if self.store.start_run(stored.scenario_id, run, version, segments, now):
             report.started += 1
         else:
@@ -197,10 +223,11 @@ class BroadcastStarter:
         if stored is None or not isinstance(stored.scenario.trigger, DateTrigger):
             return "none"
         run = backfill_run(version)
-        if not self.store.start_run(scenario_id, run, version, self.segments, now, kind="backfill"):
+        segments = self.segments_for(now)
+        if not self.store.start_run(scenario_id, run, version, segments, now, kind="backfill"):
             return "already"
         try:
-            self._enqueue(scenario_id, version, run, stored.uploaded_at, self.segments, "backfill")
+            self._enqueue(scenario_id, version, run, stored.uploaded_at, segments, "backfill")
         except (RuntimeError, ValueError) as exc:  # ServiceUnavailable is a RuntimeError
             log.warning(
                 "backfill not enqueued; tick enqueues it again",
@@ -306,7 +333,7 @@ class BroadcastWorker:
                 report.outcome = "stale"
                 return report
             batch = page_batch(message, progress.last_key)
-            page = self.profiles.scan_profiles(
+            page = self.profiles.scan_profile_page(
                 message.segment, message.total_segments, progress.last_key, self.page_size
             )
             progress.profiles += len(page.profiles)

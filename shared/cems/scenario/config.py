@@ -11,7 +11,12 @@ from cems.settings import AtLeastOne, SettingsArea, variables
 
 # Also the stores' own defaults (cems.adapters.dynamodb.journeys, cems.scenario.broadcast).
 DEFAULT_DUE_SHARDS = 16
-DEFAULT_BROADCAST_SEGMENTS = 16
+DEFAULT_BROADCAST_SEGMENTS = 16  # a starter given no table size (tests, tools)
+# A broadcast's fan-out sized to CustomersTable (issue 11): one segment per this many items of the
+# table (DescribeTable's ItemCount, which counts identities and other items beside profiles, so a
+# segment holds fewer customers than this: more parallel, never less), at least 1, at most the max.
+DEFAULT_SEGMENT_CUSTOMERS = 10_000
+DEFAULT_MAX_SEGMENTS = 1_000
 PERIODS = ("day", "week")
 # Where the caps' variables are gathered (a name no variable has): errors name it, then the variable.
 CAP_VARIABLES = "CEMS_CAP_<CHANNEL>_PER_<DAY|WEEK>"
@@ -23,11 +28,16 @@ class EngineSettings(SettingsArea):
     model_config = variables(
         due_shards="CEMS_DUE_SHARDS",
         broadcast_segments="CEMS_BROADCAST_SEGMENTS",
+        broadcast_segment_customers="CEMS_BROADCAST_SEGMENT_CUSTOMERS",
+        broadcast_max_segments="CEMS_BROADCAST_MAX_SEGMENTS",
         cap_settings=CAP_VARIABLES,
     )
     # Raise only: an enrolment keeps the shard it was written with, and tick reads shards 0..N-1.
     due_shards: AtLeastOne = DEFAULT_DUE_SHARDS
-    broadcast_segments: AtLeastOne = DEFAULT_BROADCAST_SEGMENTS
+    # Set: every run has exactly this many segments. Unset: sized to the table (the two below).
+    broadcast_segments: AtLeastOne | None = None
+    broadcast_segment_customers: AtLeastOne = DEFAULT_SEGMENT_CUSTOMERS
+    broadcast_max_segments: AtLeastOne = DEFAULT_MAX_SEGMENTS
     # Sends per customer per Tokyo day / ISO week across all scenarios, by variable name
     # (`cap_variable`), one pair per registered channel; unset keeps the default of
     # cems.scenario.model.ChannelCap (the one place those defaults are written).

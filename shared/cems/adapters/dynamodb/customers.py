@@ -125,6 +125,44 @@ class CustomerStore:
             next_start=page.get("LastEvaluatedKey") or None,
         )
 
+    def scan_profile_page(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, profiles: int
+    ) -> ProfilePage:
+        """A page of up to `profiles` live profiles of a parallel Scan's segment (ports.ProfileScanner):
+        Scans of `profiles` items each until that many profiles came back or the segment ended. The
+        table holds identities and other items beside profiles, so one Scan's page of N items holds
+        fewer than N profiles; a broadcast page is sized in recipients (a LINE multicast takes 500).
+        When a Scan returns more profiles than the page still takes, the page ends at the last one
+        kept: the next page starts after that profile's key (a Scan resumes after any key of its
+        segment, as after its own LastEvaluatedKey). `scanned` counts the items the Scans read."""
+        if profiles < 1:
+            raise ValueError("a page holds at least one profile")
+        found: list[Profile] = []
+        scanned = 0
+        cursor = start
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table_name,
+                "Segment": segment,
+                "TotalSegments": total_segments,
+                "Limit": profiles,
+                "FilterExpression": "sk = :profile AND attribute_not_exists(merged_into)",
+                "ExpressionAttributeValues": {":profile": {"S": keys.PROFILE_SK}},
+            }
+            if cursor:
+                request["ExclusiveStartKey"] = cursor
+            answer = self.client.scan(**request)
+            scanned += int(answer.get("ScannedCount", 0))
+            items = answer.get("Items", [])
+            room = profiles - len(found)
+            found.extend(Profile.model_validate(from_attribute_map(item)) for item in items[:room])
+            if len(items) > room:  # end the page at the last profile kept
+                last = items[room - 1]
+                return ProfilePage(found, scanned, {"pk": last["pk"], "sk": last["sk"]})
+            cursor = answer.get("LastEvaluatedKey") or None
+            if cursor is None or len(found) == profiles:
+                return ProfilePage(found, scanned, cursor)
+
     def _batch_get(self, keys: list[dict[str, Any]], *, consistent: bool = False) -> Iterator[dict[str, Any]]:
         """Every item of `keys` that exists: 100 keys a call, unprocessed keys asked again."""
         for chunk in _chunks(keys, MAX_BATCH_GET_KEYS):
