@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         DispatchState,
         PlanUnit,
         RecipientRecord,
+        Skip,
         UnitKind,
         UnitStatus,
     )
@@ -366,7 +367,13 @@ class LineDeliveryClaims(Protocol):
 
     def state(self, idempotency_key: str) -> DispatchState: ...
     def create_plan(self, plan: DispatchPlan) -> bool: ...
-    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim: ...
+    def claim(
+        self, idempotency_key: str, unit: PlanUnit, lease: timedelta, skipped: Mapping[str, Skip] | None = None
+    ) -> Claim:
+        """Take the unit (see DeliveryClaims). `skipped`, when given, is stored as the unit's
+        audience (UnitState.skipped, read back with the claim); a claim without it keeps the one
+        stored (the sender's retry of a call that may have gone through)."""
+        ...
     def finish(
         self,
         idempotency_key: str,

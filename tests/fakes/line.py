@@ -26,6 +26,7 @@ from cems.line.deliveries import (
     DispatchState,
     PlanUnit,
     RecipientRecord,
+    Skip,
     UnitKind,
     UnitState,
     UnitStatus,
@@ -58,7 +59,13 @@ class InMemoryLineDeliveries:
             self.plans[plan.idempotency_key] = plan
         return True
 
-    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim:
+    def claim(
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        lease: timedelta,
+        skipped: Mapping[str, Skip] | None = None,
+    ) -> Claim:
         now = clock.now()
         with self._lock:
             current = self.units.get((idempotency_key, unit.unit_id))
@@ -82,6 +89,9 @@ class InMemoryLineDeliveries:
                 http_status=current.http_status if current else None,
                 line_request_id=current.line_request_id if current else None,
                 at=current.at if current else None,
+                # Given only on a first claim; a stored audience stays (as DynamoDB's SET of
+                # the fields given leaves the others).
+                skipped=dict(skipped) if skipped is not None else (current.skipped if current else None),
             )
             self.units[(idempotency_key, unit.unit_id)] = claimed
             return Claim(ClaimResult.CLAIMED, token=token, attempt=claimed.attempts, state=replace(claimed))

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import socket
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -278,3 +279,63 @@ def test_sample_events(harness: Harness, name: str) -> None:
     received = harness.received()
     assert set(received) == {line_user_id(n) for n in numbers.values()}
     assert all(1 <= len(m) <= 2 for m in received.values())
+
+
+# --- AWS requests of a multicast, as moto receives them --------------------------------------
+
+
+def _requests_of(action: Any) -> Counter[str]:
+    """`table:operation` of each request moto answers during `action`, whichever client sent it (as
+    bench.aws_requests.MotoRequests counts: what DynamoDB and SQS would receive and bill)."""
+    from unittest import mock
+
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    counted: Counter[str] = Counter()
+    original = BotocoreStubber.process_request
+
+    def process_request(stubber: Any, request: Any) -> Any:
+        response = original(stubber, request)
+        if response is not None:
+            target = request.headers.get("X-Amz-Target") or b""
+            target = target.decode() if isinstance(target, bytes) else str(target)
+            body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+            if target:
+                table = (json.loads(body or "{}").get("TableName") or "").removesuffix("Table")
+                counted[f"{table or 'batch'}:{target.rsplit('.', 1)[-1]}"] += 1
+            else:
+                counted[
+                    f"sqs:{(dict(p.split('=', 1) for p in body.split('&') if '=' in p)).get('Action')}"
+                ] += 1
+        return response
+
+    with mock.patch.object(BotocoreStubber, "process_request", process_request):
+        action()
+    return counted
+
+
+def test_a_500_recipient_multicast_costs_a_few_requests_per_unit(harness: Harness) -> None:
+    """send_line as its handler wires it (report counters on): one plan, one claim and one finish
+    for the unit, its count in one transaction, profiles read 100 a request and records written 25
+    a request. Counted from what moto receives."""
+    recipients = harness.customers_bulk(range(500))
+    body = dispatch("multicast-500", recipients, scenario_id="spring-tea", version=1, step_id="announce")
+    harness.enqueue(body)
+    records = harness.receive()
+    handler = harness.module.lambda_handler
+    requests = _requests_of(lambda: handler({"Records": copy.deepcopy(records)}, FakeLambdaContext()))
+    assert len(harness.calls()) == 1 and len(harness.outcomes("multicast-500")) == 500
+    assert {k: n for k, n in requests.items() if not k.startswith("Journeys:")} == {
+        "Deliveries:Query": 1,  # the dispatch's state (nothing yet)
+        "batch:BatchGetItem": 5,  # 500 profiles, 100 a request
+        "Deliveries:PutItem": 1,  # the plan
+        "Deliveries:UpdateItem": 2,  # the unit's claim and finish
+        "batch:TransactWriteItems": 1,  # the unit's report counts, under one marker
+        "batch:BatchWriteItem": 20,  # 500 recipient records, 25 a request
+    }
+    # The counters' own bookkeeping (the scenario index), written by ReportCounters.
+    assert sum(n for k, n in requests.items() if k.startswith("Journeys:")) <= 1
+    # Delivered again: the dispatch's state is read, and nothing else is done.
+    again = _requests_of(lambda: handler({"Records": copy.deepcopy(records)}, FakeLambdaContext()))
+    assert again == Counter({"Deliveries:Query": 1})
+    assert len(harness.calls()) == 1

@@ -113,6 +113,27 @@ def test_a_unit_is_claimed_once_and_a_final_one_never_again(line: LineDeliveryCl
     )
 
 
+def test_a_units_audience_is_stored_by_its_first_claim_and_kept_by_later_ones(
+    line: LineDeliveryClaims,
+) -> None:
+    # The sender keeps a unit's request the same on every attempt whose call may have gone through.
+    away = {"c2": Skip(RecipientStatus.SKIPPED_UNREACHABLE, "not following the LINE account")}
+    first = line.claim("k1", UNIT, LEASE, away)
+    assert first.state is not None and first.state.skipped == away
+    assert first.token is not None
+    assert line.finish("k1", UNIT, first.token, UnitStatus.RETRY, reason="500", http_status=500)
+    again = line.claim("k1", UNIT, LEASE)
+    assert again.state is not None and again.state.skipped == away
+    assert again.token is not None
+    assert line.finish("k1", UNIT, again.token, UnitStatus.SENT, http_status=200)
+    assert line.state("k1").units["m0000"].skipped == away
+    # Everyone reachable is an audience too (empty), unlike a unit claimed without one.
+    everyone = PlanUnit("p#c3", UnitKind.PUSH, ("c3",))
+    assert line.claim("k1", everyone, LEASE, {}).state.skipped == {}  # type: ignore[union-attr]
+    unknown = PlanUnit("p#c5", UnitKind.PUSH, ("c5",))
+    assert line.claim("k1", unknown, LEASE).state.skipped is None  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("outcome", [UnitStatus.RETRY, UnitStatus.DEFERRED])
 def test_a_unit_to_try_again_is_claimed_again_with_the_next_attempt(
     line: LineDeliveryClaims, outcome: UnitStatus

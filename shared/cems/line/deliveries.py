@@ -92,6 +92,11 @@ class UnitState:
     http_status: int | None = None
     line_request_id: str | None = None
     at: datetime | None = None
+    # Recipients of the unit found unreachable when it was first claimed: its audience, fixed then,
+    # so every later attempt makes the same LINE request under the same retry key (a call that went
+    # through unanswered reached them as they were), and a later attempt recomputes the unit's
+    # records and report counts exactly after a worker stopped. None: not stored (an older unit).
+    skipped: dict[str, Skip] | None = None
 
 
 @dataclass

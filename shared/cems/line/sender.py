@@ -11,11 +11,21 @@ One attempt of a dispatch (one SQS delivery):
    A test send with `test_line_user_id` (cems scenario test-send) is one push to that LINE user id:
    no profile is read and no reachability or consent is checked, there or in step 2.
 2. Each unit that is not final yet is claimed in the Deliveries table, its recipients' reachability
-   and consent are checked again (a follower may have left since the plan), and LINE is called.
+   and consent are checked again (a follower may have left since the plan) and stored with the claim
+   as the unit's audience, and LINE is called. A retry after a call that may have gone through (no
+   answer, a 5xx, a worker that stopped) keeps that audience: the same request under the same retry
+   key, which LINE answers 409 if it had accepted it. After a refusal (429) it is decided again.
 3. LINE's answer decides: 2xx and 409 (that retry key was accepted before) are `sent`; LINE's
    monthly limit is `deferred` (the dispatch comes back in an hour); other 429s, 5xx, 401 and network
    errors or time-outs are retried with exponential backoff; any other 4xx is `failed` for good,
    with LINE's message.
+
+4. A final unit is counted, then recorded: its report counts (sent, failed, suppressed) in one
+   `add_many` under a marker of its own, then a record per recipient (BatchWriteItem, 25 a call);
+   the plan's skipped recipients likewise under the plan's marker. A worker that stops between any
+   two writes leaves the rest to the next delivery, which recomputes the unit's records and counts
+   from the unit (its outcome and stored audience) and whose count the marker refuses if it was made:
+   each recipient is counted exactly once.
 
 The caller (functions/send_line) turns `DispatchReport.retry_after` into ChangeMessageVisibility and
 a batch item failure, and the counts into metrics.
@@ -27,6 +37,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,12 +57,20 @@ from cems.line.deliveries import (
     RecipientStatus,
     Skip,
     UnitKind,
+    UnitState,
     UnitStatus,
     retry_key,
 )
 from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch
 from cems.models import Channel, Profile
-from cems.ports import CounterPort, CustomerProfiles, LineDeliveryClaims, LineGateway, ServiceUnavailable
+from cems.ports import (
+    CountDelta,
+    CounterPort,
+    CustomerProfiles,
+    LineDeliveryClaims,
+    LineGateway,
+    ServiceUnavailable,
+)
 from cems.reports.counters import Metric, ReportCell
 
 logger = Logger(child=True)
@@ -331,7 +350,8 @@ class LineSender:
             profiles = self._profiles([c for u in pending for c in u.customer_ids])
         for unit in pending:
             assert profiles is not None
-            self._send_unit(dispatch, plan, unit, profiles, report, receive_count, remaining_ms)
+            earlier = state.units.get(unit.unit_id)
+            self._send_unit(dispatch, plan, unit, profiles, report, receive_count, remaining_ms, earlier)
         return report
 
     def _profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
@@ -351,37 +371,28 @@ class LineSender:
     def _record_missing(
         self, dispatch: LineDispatch, plan: DispatchPlan, state: DispatchState, report: DispatchReport
     ) -> None:
-        """Recipient records an earlier attempt decided but did not get to write (it stopped between
-        two writes): the plan's skipped recipients and those of final units."""
-        missing = [
-            RecipientRecord(c, s.status, s.reason)
-            for c, s in plan.skipped.items()
-            if c not in state.recipients
-        ]
-        if report.plan_created:
-            for record in missing:
-                report.count(record.status, 1)
+        """Counts and recipient records an earlier attempt decided but did not get to write (it
+        stopped between two writes): the plan's skipped recipients and those of final units. Each
+        is recomputed from the whole plan or unit and counted under its own marker, which an
+        attempt that did count refuses: so the counts are exact whichever write was the last."""
+        recorded = state.recipients
+        if any(c not in recorded for c in plan.skipped):
+            skipped = [RecipientRecord(c, s.status, s.reason) for c, s in plan.skipped.items()]
+            if report.plan_created:
+                for record in skipped:
+                    report.count(record.status, 1)
+            if not self._write(dispatch, plan, "plan", skipped, report):
+                return
         for unit in plan.units:
             unit_state = state.units.get(unit.unit_id)
-            if unit_state is None or unit_state.status not in (UnitStatus.SENT, UnitStatus.FAILED):
+            if unit_state is None or unit_state.status not in FINAL_UNIT_STATUSES:
                 continue
-            status = RecipientStatus.SENT if unit_state.status is UnitStatus.SENT else RecipientStatus.FAILED
-            recorded = state.recipients
-            missing += [
-                RecipientRecord(
-                    c,
-                    status,
-                    unit_state.reason,
-                    unit.unit_id,
-                    unit_state.line_request_id,
-                    unit_state.at,
-                    unit_state.attempts,
-                )
-                for c in unit.customer_ids
-                if c not in recorded
-            ]
-        if missing:
-            self._record(dispatch, missing, plan.metadata)
+            # A record from before the unit was final (deferred) is not its outcome.
+            if all(c in recorded and recorded[c].status in FINAL_RECORDS for c in unit.customer_ids):
+                continue
+            records = _unit_records(unit, unit_state)
+            if not self._write(dispatch, plan, unit.unit_id, records, report):
+                return
 
     def _send_unit(
         self,
@@ -392,12 +403,21 @@ class LineSender:
         report: DispatchReport,
         receive_count: int,
         remaining_ms: Callable[[], int] | None,
+        earlier: UnitState | None = None,
     ) -> None:
         paused = self._monotonic() < self._paused_until
         if not paused and remaining_ms is not None and remaining_ms() < MIN_REMAINING_MS:
             report.later(self._backoff(1))
             return
-        claim = self.deliveries.claim(dispatch.idempotency_key, unit, CLAIM_LEASE)
+        # Who in the unit cannot be reached: decided when it is claimed and stored with the claim.
+        # After an attempt whose call may have gone through (no answer, a 5xx, a worker that
+        # stopped), the stored audience is kept, so the retry is the same request under the same
+        # retry key: LINE answers 409 if it had accepted it, and it reached them as they were then.
+        # After a refusal (a 4xx such as 429) nothing went out: it is decided again.
+        audience: dict[str, Skip] | None = None
+        if _refused_or_new(earlier) and dispatch.test_line_user_id is None:
+            audience = {c: k for c in unit.customer_ids if (k := reachability(profiles.get(c))) is not None}
+        claim = self.deliveries.claim(dispatch.idempotency_key, unit, CLAIM_LEASE, audience)
         if claim.result is ClaimResult.FINAL:
             report.already_done += 1
             return
@@ -407,6 +427,8 @@ class LineSender:
             return
         assert claim.token is not None
         records: list[RecipientRecord] = []
+        stored = claim.state.skipped if claim.state is not None else None
+        skipped: dict[str, Skip] = {}
         contacts: list[str] = []
         reachable: list[str] = []
         for customer_id in unit.customer_ids:
@@ -415,18 +437,32 @@ class LineSender:
                 contacts.append(dispatch.test_line_user_id)
                 reachable.append(customer_id)
                 continue
-            skip = reachability(profiles.get(customer_id))
+            profile = profiles.get(customer_id)
+            if stored is None:  # a unit claimed before audiences were stored: decided now
+                skip = reachability(profile)
+            else:
+                skip = stored.get(customer_id)
+                if skip is None and (profile is None or not profile.line_user_id):
+                    # Unlinked or erased since the unit's first claim: no LINE user id to send to.
+                    skip = Skip(RecipientStatus.SKIPPED_UNREACHABLE, "no LINE account linked")
             if skip is not None:
+                skipped[customer_id] = skip
                 records.append(RecipientRecord(customer_id, skip.status, skip.reason, unit.unit_id))
                 report.count(skip.status, 1)
                 continue
-            contacts.append(str(profiles[customer_id].line_contact()))
+            assert profile is not None and profile.line_user_id is not None
+            contacts.append(profile.line_contact() or profile.line_user_id)
             reachable.append(customer_id)
         if not contacts:
-            self.deliveries.finish(
-                dispatch.idempotency_key, unit, claim.token, UnitStatus.SKIPPED, reason="nobody reachable"
+            finished = self.deliveries.finish(
+                dispatch.idempotency_key,
+                unit,
+                claim.token,
+                UnitStatus.SKIPPED,
+                reason="nobody reachable",
             )
-            self._record(dispatch, records, plan.metadata)
+            if finished:
+                self._write(dispatch, plan, unit.unit_id, records, report)
             return
         if paused:
             result = CallResult(UnitStatus.DEFERRED, reason="monthly limit reached (not called)")
@@ -440,7 +476,7 @@ class LineSender:
         if result.monthly_limit:
             report.monthly_limit_hits += 1
             self._paused_until = self._monotonic() + MONTHLY_LIMIT_PAUSE_SECONDS
-        self.deliveries.finish(
+        finished = self.deliveries.finish(
             dispatch.idempotency_key,
             unit,
             claim.token,
@@ -477,29 +513,105 @@ class LineSender:
                 report.failure_reasons.append(result.reason)
         elif result.status is UnitStatus.DEFERRED:
             report.later(MONTHLY_LIMIT_DEFER_SECONDS)
-        self._record(dispatch, records, plan.metadata)
-
-    def _record(
-        self, dispatch: LineDispatch, records: list[RecipientRecord], metadata: Mapping[str, Any]
-    ) -> None:
-        """Recipient outcomes in DeliveriesTable, and in the scenario's report counters (once per
-        dispatch and recipient, so a redelivered dispatch counts nothing twice; never a test send)."""
-        self.deliveries.record(dispatch.idempotency_key, records, metadata)
-        if self.counters is None or dispatch.test or dispatch.scenario_id is None or dispatch.version is None:
+        if not finished:
+            # The claim was lost (its lease ran out, another attempt took the unit): that attempt
+            # records and counts the unit's outcome.
             return
-        cell = ReportCell(dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant)
-        for record in records:
-            metric = REPORTED_OUTCOMES.get(record.status)
-            if metric is None:
-                continue
-            once = f"{metric}#{dispatch.idempotency_key}#{record.customer_id}"
-            try:
-                self.counters.add(cell, metric, once=once)
-            except ServiceUnavailable as exc:  # the send stands; its count is lost
-                error = type(exc.__cause__ or exc).__name__
-                logger.warning("report counter not added", extra={"metric": metric, "error": error})
+        if result.status not in FINAL_UNIT_STATUSES:
+            # Retried or deferred: recorded as it stands, counted when the unit ends.
+            self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+            return
+        state = UnitState(
+            unit.unit_id,
+            result.status,
+            claim.attempt,
+            reason=result.reason,
+            line_request_id=result.line_request_id,
+            skipped=skipped,
+        )
+        self._write(dispatch, plan, unit.unit_id, _unit_records(unit, state), report)
+
+    def _write(
+        self,
+        dispatch: LineDispatch,
+        plan: DispatchPlan,
+        part: str,
+        records: list[RecipientRecord],
+        report: DispatchReport,
+    ) -> bool:
+        """The report counts of one part of the plan (a unit, or the plan's skipped recipients),
+        then its recipient records. Counted first, all at once under one marker for the part: a
+        worker stopping after the count leaves records missing, which the next attempt writes (and
+        its count is refused by the marker); one stopping before it leaves both to the next attempt.
+        Never a test send. False when the count could not be written: the records wait with it,
+        and the dispatch comes back to count (and record) them."""
+        if not dispatch.test and self.counters is not None and dispatch.scenario_id is not None:
+            deltas = _deltas(dispatch, records)
+            if deltas:
+                try:
+                    self.counters.add_many(deltas, once=f"line#{dispatch.idempotency_key}#{part}")
+                except ServiceUnavailable as exc:
+                    error = type(exc.__cause__ or exc).__name__
+                    logger.warning("report counters not added", extra={"part": part, "error": error})
+                    report.later(self._backoff(1))
+                    return False
+        self.deliveries.record(dispatch.idempotency_key, records, plan.metadata)
+        return True
 
     def _backoff(self, receive_count: int) -> int:
         delay = min(RETRY_MAX_SECONDS, self.retry_base_seconds * 2 ** max(0, receive_count - 1))
         # Jitter spreads a storm's retries so they do not all come back in the same second.
         return max(1, round(random.uniform(delay / 2, delay)))  # noqa: S311 - not for security
+
+
+# Recipient statuses that are a unit's (or the plan's) last word: not a deferral, which comes back.
+FINAL_RECORDS = frozenset(REPORTED_OUTCOMES)
+
+
+def _unit_records(unit: PlanUnit, state: UnitState) -> list[RecipientRecord]:
+    """Every recipient's record of a final unit, from the unit alone: those unreachable at send time
+    as they were found, the others as the unit ended (sent or failed)."""
+    outcome = RecipientStatus.SENT if state.status is UnitStatus.SENT else RecipientStatus.FAILED
+    records: list[RecipientRecord] = []
+    for customer_id in unit.customer_ids:
+        skip = (state.skipped or {}).get(customer_id)
+        if skip is None and state.status is UnitStatus.SKIPPED:
+            skip = Skip(RecipientStatus.SKIPPED_UNREACHABLE, state.reason or "nobody reachable")
+        if skip is not None:
+            records.append(RecipientRecord(customer_id, skip.status, skip.reason, unit.unit_id))
+        else:
+            records.append(
+                RecipientRecord(
+                    customer_id,
+                    outcome,
+                    state.reason,
+                    unit.unit_id,
+                    state.line_request_id,
+                    state.at,
+                    state.attempts,
+                )
+            )
+    return records
+
+
+def _deltas(dispatch: LineDispatch, records: Sequence[RecipientRecord]) -> list[CountDelta]:
+    """The report counts of `records` (outcomes only: a deferral comes back), one delta per metric."""
+    assert dispatch.scenario_id is not None
+    if dispatch.version is None:
+        return []
+    cell = ReportCell(dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant)
+    counts = Counter(REPORTED_OUTCOMES[r.status] for r in records if r.status in REPORTED_OUTCOMES)
+    return [CountDelta(cell, metric, n) for metric, n in counts.items()]
+
+
+def _refused_or_new(earlier: UnitState | None) -> bool:
+    """Whether no earlier attempt of a unit can have reached anyone: none was made, or LINE refused
+    it (a 4xx), or it was deferred without calling LINE."""
+    if earlier is None:
+        return True
+    if earlier.status not in (UnitStatus.RETRY, UnitStatus.DEFERRED):
+        return False  # sending (its worker stopped): unknown
+    status = earlier.http_status
+    if status is None:
+        return earlier.status is UnitStatus.DEFERRED  # paused, not called; else a network error
+    return 400 <= status < 500

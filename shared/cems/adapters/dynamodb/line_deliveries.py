@@ -118,9 +118,17 @@ class DeliveryStore:
             raise
         return True
 
-    def claim(self, idempotency_key: str, unit: PlanUnit, lease: timedelta) -> Claim:
+    def claim(
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        lease: timedelta,
+        skipped: Mapping[str, Skip] | None = None,
+    ) -> Claim:
         """Take a unit for one LINE call, unless it is final or someone else holds it (a claim
-        whose lease ran out is taken again: LINE's retry key makes the call at most once)."""
+        whose lease ran out is taken again: LINE's retry key makes the call at most once). The
+        sender gives `skipped` (the unit's audience) when it decides it; without it the stored one
+        stays."""
         answer = self.claims.claim(
             Channel.LINE,
             idempotency_key,
@@ -130,6 +138,10 @@ class DeliveryStore:
                 "kind": unit.kind.value,
                 "retry_key": retry_key(idempotency_key, unit.unit_id),
                 "recipients": len(unit.customer_ids),
+                # None is left out, so an audience stored by the first claim stays.
+                "skipped": None
+                if skipped is None
+                else {c: {"status": k.status.value, "reason": k.reason} for c, k in skipped.items()},
             },
             lease=lease,
             retake=(UnitStatus.RETRY.value, UnitStatus.DEFERRED.value),
@@ -205,10 +217,7 @@ def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPl
             PlanUnit(str(u["id"]), UnitKind(u["kind"]), tuple(str(c) for c in u["customers"]))
             for u in item.get("units", [])
         ),
-        skipped={
-            str(c): Skip(RecipientStatus(s["status"]), str(s["reason"]))
-            for c, s in item.get("skipped", {}).items()
-        },
+        skipped=_skips(item.get("skipped", {})),
         created_at=datetime.fromisoformat(item["created_at"]),
         metadata=dict(item.get("metadata", {})),
     )
@@ -228,7 +237,12 @@ def _unit_from_item(item: Mapping[str, Any]) -> UnitState:
         http_status=int(http_status) if http_status is not None else None,
         line_request_id=item.get("line_request_id"),
         at=datetime.fromisoformat(at) if at else None,
+        skipped=_skips(item["skipped"]) if "skipped" in item else None,
     )
+
+
+def _skips(value: Mapping[str, Any]) -> dict[str, Skip]:
+    return {str(c): Skip(RecipientStatus(s["status"]), str(s["reason"])) for c, s in value.items()}
 
 
 def _recipient_from_item(item: Mapping[str, Any]) -> RecipientRecord:

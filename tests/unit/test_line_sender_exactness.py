@@ -1,0 +1,242 @@
+"""Each customer messaged once, recorded once and counted once, whatever happens between the sender's
+writes: a worker stopping after any one write (plan, unit claim and finish, the unit's report count,
+its recipient records, half of them), LINE answering 429 and 5xx, and SQS delivering the dispatch
+again. For a mix of personalised and identical content, and recipients who cannot be reached at plan
+time or only at send time. On the in-memory ports (tests/fakes), which keep the stores' contracts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cems import clock
+from cems.line.deliveries import (
+    FINAL_UNIT_STATUSES,
+    DispatchPlan,
+    PlanUnit,
+    RecipientRecord,
+    RecipientStatus,
+    UnitStatus,
+)
+from cems.line.dispatch import LineDispatch
+from cems.line.sender import CLAIM_LEASE, LineSender
+from cems.models import ChannelState, Profile
+from cems.ports import CountDelta
+from cems.reports.counters import Metric, ReportCell
+
+from tests.fakes.customers import InMemoryCustomers
+from tests.fakes.line import Answer, InMemoryLineDeliveries, InMemoryLineGateway
+from tests.fakes.scenario_io import InMemoryReportCounters
+
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+SHARED = {"type": "text", "text": "茶寮みどりです。新茶のセットが入荷しました。"}
+CELL = ReportCell("spring-tea", 1, "announce", None)
+SHARED_CUSTOMERS = range(0, 7)  # identical content: one multicast
+PERSONAL_CUSTOMERS = range(7, 10)  # their own content: a push each
+NO_CONSENT = 10  # skipped by the plan
+LEAVES = 3  # unfollows after the plan is made: skipped when its unit is sent
+
+
+class WorkerStopped(Exception):
+    """The worker's execution environment ends (time-out, crash) right here."""
+
+
+class Tripwire:
+    """Counts the sender's writes (to DeliveriesTable and the report counters) and stops the worker
+    at the `at`-th one: before it is made (`after` False) or just after."""
+
+    def __init__(self, at: int | None, after: bool) -> None:
+        self.at = at
+        self.after = after
+        self.writes = 0
+
+    def write(self, action: Any) -> Any:
+        self.writes += 1
+        tripped = self.writes == self.at
+        if tripped and not self.after:
+            raise WorkerStopped
+        result = action()
+        if tripped:
+            raise WorkerStopped
+        return result
+
+
+class StoppingDeliveries:
+    def __init__(self, inner: InMemoryLineDeliveries, trip: Tripwire) -> None:
+        self.inner = inner
+        self.trip = trip
+
+    def state(self, idempotency_key: str) -> Any:
+        return self.inner.state(idempotency_key)
+
+    def claim(self, idempotency_key: str, unit: PlanUnit, lease: Any, skipped: Any = None) -> Any:
+        return self.trip.write(lambda: self.inner.claim(idempotency_key, unit, lease, skipped))
+
+    def create_plan(self, plan: DispatchPlan) -> bool:
+        return bool(self.trip.write(lambda: self.inner.create_plan(plan)))
+
+    def finish(
+        self, idempotency_key: str, unit: PlanUnit, token: str, status: UnitStatus, **fields: Any
+    ) -> bool:
+        return bool(
+            self.trip.write(lambda: self.inner.finish(idempotency_key, unit, token, status, **fields))
+        )
+
+    def record(
+        self, idempotency_key: str, records: Iterable[RecipientRecord], metadata: Mapping[str, Any]
+    ) -> None:
+        # Written in two halves (BatchWriteItem writes 25 a call): a worker may stop between them.
+        records = list(records)
+        half = len(records) // 2
+        self.trip.write(lambda: self.inner.record(idempotency_key, records[:half], metadata))
+        self.trip.write(lambda: self.inner.record(idempotency_key, records[half:], metadata))
+
+
+class StoppingCounters:
+    def __init__(self, inner: InMemoryReportCounters, trip: Tripwire) -> None:
+        self.inner = inner
+        self.trip = trip
+
+    def add(self, cell: ReportCell, metric: Metric, **kwargs: Any) -> bool:
+        return bool(self.trip.write(lambda: self.inner.add(cell, metric, **kwargs)))
+
+    def add_many(self, deltas: Sequence[CountDelta], *, once: str) -> bool:
+        return bool(self.trip.write(lambda: self.inner.add_many(deltas, once=once)))
+
+
+class World:
+    def __init__(self) -> None:
+        self.customers = InMemoryCustomers()
+        self.deliveries = InMemoryLineDeliveries()
+        self.line = InMemoryLineGateway()
+        self.counters = InMemoryReportCounters()
+        for n in [*SHARED_CUSTOMERS, *PERSONAL_CUSTOMERS]:
+            self.put(n)
+        self.put(NO_CONSENT, consent=False)
+
+    def put(self, n: int, *, reachable: bool = True, consent: bool = True) -> None:
+        state = ChannelState(reachable=reachable, consent=consent, updated_at=clock.now())
+        self.customers.put_profile(
+            Profile(
+                customer_id=f"cus_{n:03d}",
+                line_user_id=f"U{n:032x}",
+                channels={"line": state},
+                first_seen_at=NOW,
+                updated_at=clock.now(),
+            )
+        )
+
+    def sender(self, trip: Tripwire | None = None) -> LineSender:
+        """A worker: one that may stop (with the tripwire), or a fresh one on a redelivery."""
+        deliveries: Any = StoppingDeliveries(self.deliveries, trip) if trip else self.deliveries
+        counters: Any = StoppingCounters(self.counters, trip) if trip else self.counters
+        return LineSender(self.customers, deliveries, self.line, retry_base_seconds=1, counters=counters)
+
+
+def body() -> str:
+    return LineDispatch.model_validate(
+        {
+            "idempotency_key": "spring-tea#r1#p0000#announce#abc#0000",
+            "recipients": [f"cus_{n:03d}" for n in [*SHARED_CUSTOMERS, *PERSONAL_CUSTOMERS, NO_CONSENT]],
+            "messages": [SHARED],
+            "personalised": {
+                f"cus_{n:03d}": [{"type": "text", "text": f"{n}様、新茶が入荷しました"}]
+                for n in PERSONAL_CUSTOMERS
+            },
+            "scenario_id": "spring-tea",
+            "version": 1,
+            "step_id": "announce",
+        }
+    ).to_sqs_body()
+
+
+@pytest.fixture(autouse=True)
+def frozen() -> Iterator[None]:
+    clock.freeze(NOW)
+    yield
+    clock.reset()
+
+
+def run_until_done(world: World, faults: Sequence[Answer], stop_at: int | None, after: bool) -> None:
+    """The first attempt (which may stop at a write) and then SQS's redeliveries, each after the
+    backoff or lease, until the dispatch needs nothing more; the follower leaves after the plan."""
+    world.line.answer_next(*faults)
+    trip = Tripwire(stop_at, after)
+    first = world.sender(trip)
+    key = LineDispatch.model_validate_json(body()).idempotency_key
+    plan_seen = False
+
+    def unfollow_once_planned() -> None:
+        nonlocal plan_seen
+        if not plan_seen and world.deliveries.state(key).plan is not None:
+            plan_seen = True
+            world.put(LEAVES, reachable=False)
+
+    world.line.on_call = unfollow_once_planned
+    with contextlib.suppress(WorkerStopped):
+        first.handle(body())
+    unfollow_once_planned()
+    for receive_count in range(2, 30):
+        clock.advance(CLAIM_LEASE.total_seconds() + 600)
+        report = world.sender().handle(body(), receive_count=receive_count)
+        state = world.deliveries.state(key)
+        done = state.plan is not None and all(
+            (u := state.units.get(unit.unit_id)) is not None and u.status in FINAL_UNIT_STATUSES
+            for unit in state.plan.units
+        )
+        if done and report.retry_after is None:
+            return
+    raise AssertionError("the dispatch never finished")
+
+
+def check_exact(world: World) -> None:
+    key = LineDispatch.model_validate_json(body()).idempotency_key
+    # Messaged once each: the leaver possibly before it left (it was reachable when its unit went).
+    received = {user: len(messages) for user, messages in world.line.received.items()}
+    assert all(n == 1 for n in received.values()), received
+    outcomes = world.deliveries.outcomes(key)
+    assert set(outcomes) == {f"cus_{n:03d}" for n in [*SHARED_CUSTOMERS, *PERSONAL_CUSTOMERS, NO_CONSENT]}
+    assert outcomes[f"cus_{NO_CONSENT:03d}"] == RecipientStatus.SKIPPED_NO_CONSENT
+    sent = {c for c, s in outcomes.items() if s == RecipientStatus.SENT}
+    assert {f"U{int(c[4:]):032x}" for c in sent} == set(received)
+    tally = Counter(outcomes.values())
+    assert world.counters.count(CELL, Metric.SENT) == tally[RecipientStatus.SENT] == len(received)
+    assert world.counters.count(CELL, Metric.SUPPRESSED) == (
+        tally[RecipientStatus.SKIPPED_NO_CONSENT] + tally[RecipientStatus.SKIPPED_UNREACHABLE]
+    )
+    assert world.counters.count(CELL, Metric.FAILED) == 0
+    assert sum(tally.values()) == 11
+
+
+def writes_of_a_clean_run() -> int:
+    clock.freeze(NOW)
+    world = World()
+    trip = Tripwire(None, False)
+    world.sender(trip).handle(body())
+    clock.reset()
+    return trip.writes
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+@pytest.mark.parametrize("stop_at", range(1, writes_of_a_clean_run() + 1))
+def test_a_worker_stopping_at_any_write_leaves_every_customer_messaged_recorded_and_counted_once(
+    stop_at: int, after: bool
+) -> None:
+    world = World()
+    run_until_done(world, [], stop_at, after)
+    check_exact(world)
+
+
+@pytest.mark.parametrize("stop_at", [None, 3, 6, 9])
+def test_429_and_5xx_storms_with_redeliveries_still_message_and_count_each_customer_once(
+    stop_at: int | None,
+) -> None:
+    faults = [Answer(429), Answer(500), Answer(503), Answer(200, lost_after_accepting=True), Answer(502)]
+    world = World()
+    run_until_done(world, faults, stop_at, after=True)
+    check_exact(world)
+    assert len(world.line.calls) >= 4  # one multicast and three pushes, some of them again
