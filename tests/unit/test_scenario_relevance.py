@@ -155,24 +155,57 @@ def _upload(store: InMemoryScenarioStore, document: dict[str, Any], etag: str) -
     store.put_version(Scenario.model_validate(document), document, ScenarioSource("s.json", etag), NOW)
 
 
-def _document(trigger_event: str) -> dict[str, Any]:
-    return {"id": "s", "name": "s", "trigger": {"type": "event", "event": trigger_event}, "steps": [SEND]}
+def _document(trigger_event: str, goal: str | None = None, **extra: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": "s",
+        "name": "s",
+        "trigger": {"type": "event", "event": trigger_event},
+        "steps": [SEND],
+        **extra,
+    }
+    if goal is not None:
+        document["goal"] = {"event": goal, "within": "1d"}
+    return document
 
 
-def test_older_versions_and_stopped_scenarios_stay_in_play() -> None:
+def test_older_versions_and_stopped_scenarios_stay_in_play_for_their_journeys() -> None:
     store = _CountingStore()
-    _upload(store, _document("Old Trigger"), "e1")
-    _upload(store, _document("New Trigger"), "e2")
+    _upload(store, _document("Old Trigger", "Old Goal"), "e1")
+    _upload(store, _document("New Trigger", "New Goal"), "e2")
     in_play = ScenariosInPlay(store)
     rule = in_play.current(NOW, store.active_summaries())
-    # Journeys entered on version 1 still run it: its events are still used.
-    assert rule.uses(_event(name="Old Trigger")) and rule.uses(_event(name="New Trigger"))
+    # Journeys entered on version 1 still run it: its goal still converts them.
+    assert rule.uses(_event(name="Old Goal")) and rule.uses(_event(name="New Goal"))
+    # Only the active version enrols.
+    assert rule.uses(_event(name="New Trigger")) and not rule.uses(_event(name="Old Trigger"))
     store.stop("s")
     assert store.active_summaries() == []
     stopped = in_play.current(NOW + timedelta(minutes=2), store.active_summaries())
-    # Stopping leaves running journeys running (ScenarioStore.stop): both versions still count.
-    assert stopped.uses(_event(name="Old Trigger")) and stopped.uses(_event(name="New Trigger"))
-    assert not stopped.uses(PAGE)
+    # Stopping leaves running journeys running (ScenarioStore.stop): both goals still count...
+    assert stopped.uses(_event(name="Old Goal")) and stopped.uses(_event(name="New Goal"))
+    # ... but nobody enters a stopped scenario.
+    assert not stopped.uses(_event(name="New Trigger")) and not stopped.uses(PAGE)
+
+
+def test_a_stopped_scenario_makes_every_event_relevant_only_for_its_running_journeys() -> None:
+    store = _CountingStore()
+    _upload(store, _document("page"), "e1")
+    in_play = ScenariosInPlay(store)
+    assert in_play.current(NOW, store.active_summaries()).uses(PAGE)
+    store.stop("s")
+    # A stopped scenario triggered by page views enrols nobody: page views are free again.
+    assert not in_play.current(NOW + timedelta(minutes=2), store.active_summaries()).uses(PAGE)
+    # A stopped one whose journeys exit without a response still hears every event.
+    _upload(store, _document("X", exit={"no_response_after_sends": 2}), "e2")
+    store.stop("s")
+    assert in_play.current(NOW + timedelta(minutes=4), store.active_summaries()).uses(PAGE)
+
+
+def test_a_stopped_date_trigger_schedules_nothing() -> None:
+    first_seen = {"type": "date", "date": "first_seen_at", "at": "10:00"}
+    scenario = _scenario(first_seen)
+    assert relevance_of([scenario]).uses(PAGE)
+    assert not relevance_of([], [scenario]).uses(PAGE)
 
 
 def test_reads_are_per_refresh_not_per_event() -> None:
@@ -192,21 +225,22 @@ def test_reads_are_per_refresh_not_per_event() -> None:
     # An upload changes the summary's version: its version numbers are read again.
     _upload(store, _document("B"), "e2")
     rule = in_play.current(NOW + timedelta(seconds=52), store.active_summaries())
-    assert rule.uses(_event(name="A")) and rule.uses(_event(name="B"))
+    assert rule.uses(_event(name="B"))
     assert "versions:s" in store.reads
 
 
 def test_a_rollback_reads_the_version_numbers_again() -> None:
     store = _CountingStore()
-    _upload(store, _document("A"), "e1")
+    _upload(store, _document("A", "Goal A"), "e1")
     in_play = ScenariosInPlay(store)
     in_play.current(NOW, store.active_summaries())
-    _upload(store, _document("B"), "e2")
+    _upload(store, _document("B", "Goal B"), "e2")
     in_play.current(NOW, store.active_summaries())
     store.activate("s", 1)
     rule = in_play.current(NOW, store.active_summaries())
+    assert rule.uses(_event(name="A")) and not rule.uses(_event(name="B"))
     # Journeys on version 2 keep running after a rollback to version 1.
-    assert rule.uses(_event(name="A")) and rule.uses(_event(name="B"))
+    assert rule.uses(_event(name="Goal B"))
 
 
 def test_an_unreadable_version_skips_nothing() -> None:

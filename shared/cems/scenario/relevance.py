@@ -5,19 +5,20 @@ to `ScenarioRunner.on_stored_event` costs a profile read and an enrolments Query
 reads the scenarios in play once and answers, for each event, without a request: could anything
 do something with it? It says yes whenever it cannot be sure (conservative):
 
-- a trigger (event name; a LINE follow; a survey answer, a LINE postback), a goal (it also converts
-  completed journeys), the event a `wait_for_event` step waits for, an event counted by an
-  `event_count` condition (audience or branch);
+- of the active versions (only they enrol): a trigger (event name; a LINE follow; a survey answer,
+  a LINE postback), an event counted by the audience's `event_count` conditions;
+- of every version in play: a goal (it also converts completed journeys), the event a
+  `wait_for_event` step waits for, an event counted by a branch's `event_count` condition;
 - the channels' opt-out events (a LINE unfollow): they end journeys of any scenario;
 - `exit.no_response_after_sends`: *any* event after a send is the customer's response
   (engine.NOT_RESPONSES aside), so one such scenario in play makes every event relevant;
-- date triggers (what runner._may_change says may move the date): a purchase for the purchase
-  dates, an identify call for a trait, every event for `first_seen_at`;
+- the active date triggers (what runner._may_change says may move the date): a purchase for the
+  purchase dates, an identify call for a trait, every event for `first_seen_at`;
 - an identify call that sets the blacklist trait (running journeys exit on the customer's next event).
 
 "In play" is wider than the active scenarios: a journey keeps the version it entered on, and stopping
-a scenario leaves its running journeys running (ScenarioStore.stop), so the rule is built from every
-version of every scenario, active or stopped (`ScenariosInPlay`).
+a scenario leaves its running journeys running (ScenarioStore.stop), so what journeys react to is
+taken from every version of every scenario, active or stopped (`ScenariosInPlay`).
 
 A merged-away customer id changes nothing here: the rule looks only at the event (its kind, its
 name, its traits), never at the customer, so an event stored under an id since merged into another
@@ -84,12 +85,17 @@ class EventRelevance:
 EVERY_EVENT = EventRelevance(every_event=True, why_every="unknown")
 
 
-def relevance_of(scenarios: Iterable[Scenario]) -> EventRelevance:
-    """The events any of `scenarios` (every version in play) can use."""
+def relevance_of(entering: Iterable[Scenario], running: Iterable[Scenario] = ()) -> EventRelevance:
+    """The events the scenarios can use. `entering`: the active versions, which enrol (triggers,
+    audiences, date triggers); `running`: every other version in play (older versions, stopped
+    scenarios), whose journeys only run on (goals, waits, branches, exits). The runner enrols and
+    schedules date triggers only on the active versions, so a stopped scenario's trigger (a page view,
+    say) does not keep every page view relevant for as long as its marker stays."""
     names = {p.opt_out_event for p in plugins() if p.opt_out_event}
     every_identify = False
-    why_every: str | None = None
-    for scenario in scenarios:
+    why_every: list[str] = []
+    entering = list(entering)
+    for scenario in entering:
         trigger = scenario.trigger
         if isinstance(trigger, EventTrigger):
             names.add(trigger.event)
@@ -104,24 +110,30 @@ def relevance_of(scenarios: Iterable[Scenario]) -> EventRelevance:
             elif source.startswith("traits."):
                 every_identify = True
             elif source == "first_seen_at":
-                why_every = why_every or f"{scenario.id}: a date trigger on first_seen_at"
+                why_every.append(f"{scenario.id}: a date trigger on first_seen_at")
+        if scenario.audience is not None:
+            names.update(_counted([scenario.audience]))
+    for scenario in [*entering, *running]:
         if scenario.goal is not None:
             names.add(scenario.goal.event)
         if scenario.exit.no_response_after_sends is not None:
-            why_every = why_every or f"{scenario.id}: exit.no_response_after_sends"
-        conditions = [scenario.audience] if scenario.audience is not None else []
+            why_every.append(f"{scenario.id}: exit.no_response_after_sends")
         for step in scenario.steps:
             if isinstance(step, WaitForEventStep):
                 names.add(step.event)
             elif isinstance(step, BranchStep):
-                conditions.extend(branch.when for branch in step.branches)
-        names.update(c.event for c in _walk(conditions) if isinstance(c, EventCountCondition))
+                names.update(_counted(branch.when for branch in step.branches))
     return EventRelevance(
         names=frozenset(names),
         every_identify=every_identify,
-        every_event=why_every is not None,
-        why_every=why_every,
+        every_event=bool(why_every),
+        why_every=why_every[0] if why_every else None,
     )
+
+
+def _counted(conditions: Iterable[Condition]) -> Iterator[str]:
+    """The event names `event_count` conditions count, at any depth."""
+    return (c.event for c in _walk(conditions) if isinstance(c, EventCountCondition))
 
 
 def _walk(conditions: Iterable[Condition]) -> Iterator[Condition]:
@@ -163,14 +175,16 @@ class ScenariosInPlay:
     def current(self, now: datetime, active: list[ScenarioSummary] | None = None) -> EventRelevance:
         fresh = self._at is not None and self._at <= now < self._at + self.ttl
         if not fresh or active is not self._for:
-            self._rule = self._read(active or [])
+            self._rule = self._read(active)
             self._for, self._at = active, now
         return self._rule
 
-    def _read(self, active: list[ScenarioSummary]) -> EventRelevance:
-        scenarios: list[Scenario] = []
+    def _read(self, active: list[ScenarioSummary] | None) -> EventRelevance:
+        entering: list[Scenario] = []
+        running: list[Scenario] = []
+        enrolling = {(s.scenario_id, s.version) for s in active or []}
         # The runner's summaries win over the marker read now (the same scenario, read moments apart).
-        in_play = dict(self.catalog.scenarios_in_play()) | {s.scenario_id: s.version for s in active}
+        in_play = dict(self.catalog.scenarios_in_play()) | {s.scenario_id: s.version for s in active or []}
         for scenario_id, version in sorted(in_play.items()):
             known = self._versions.get(scenario_id)
             if known is None or known[0] != version:
@@ -180,5 +194,7 @@ class ScenariosInPlay:
                 stored = self.catalog.version(scenario_id, number)
                 if stored is None:
                     return EVERY_EVENT  # a version we cannot read: skip nothing
-                scenarios.append(stored.scenario)
-        return relevance_of(scenarios)
+                # Without the runner's summaries, every version counts as one that may enrol.
+                enrols = (scenario_id, number) in enrolling if active is not None else True
+                (entering if enrols else running).append(stored.scenario)
+        return relevance_of(entering, running)
