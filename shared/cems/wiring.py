@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cems.adapters.dynamodb.customers import Stores
     from cems.adapters.dynamodb.erasure import CustomerEraser
     from cems.adapters.dynamodb.journeys import JourneyStores
+    from cems.adapters.line_api import LineReplyApi
     from cems.adapters.sqs import QueueRetry
     from cems.collect import Collector
     from cems.consent import ConsentConfirmations
@@ -221,9 +222,7 @@ def collect(settings: Settings | None = None) -> Collector:
 
 def line_webhook(settings: Settings | None = None) -> LineWebhook:
     from cems.adapters.dynamodb.link_nonces import NonceStore
-    from cems.adapters.line_api import LineReplyApi
     from cems.ingest import Ingestor
-    from cems.line.api import messaging_api
     from cems.line.config import LineSettings
     from cems.line.webhook import LineWebhook
 
@@ -231,13 +230,21 @@ def line_webhook(settings: Settings | None = None) -> LineWebhook:
     dynamodb = _dynamodb()
     line = settings.area(LineSettings)
     stores = customer_stores(dynamodb, settings)
+
+    def reply_api() -> LineReplyApi:
+        # Made on the first reply: the token costs an SSM read, and the LINE SDK's client is loaded
+        # then too (an unfollow or a redelivery replies nothing, so init does not pay for it).
+        from cems.adapters.line_api import LineReplyApi
+        from cems.line.api import messaging_api
+
+        return LineReplyApi(messaging_api(line))
+
     return LineWebhook(
         line,
         Ingestor(stores.ingest),
         NonceStore(settings.tables.customers, dynamodb),
         stores.customers,
-        # The reply client is made on the first reply: the token costs an SSM read.
-        lambda: LineReplyApi(messaging_api(line)),
+        reply_api,
     )
 
 

@@ -19,22 +19,33 @@ into the module, so any other code in the process (the local stack runs every fu
 sees the complete package. Behaviour is the SDK's; only the order of imports changes.
 ``tests/unit/test_line_sender.py`` checks both paths. If the packages are already imported, the
 shim does nothing.
+
+``MessagingApi`` itself is the other cost: each of its ~140 methods is decorated with pydantic v1's
+``validate_arguments``, which builds a model of the method's arguments when the class is defined,
+about two thirds of a bare ``import boto3`` at every send_line cold start, for the two or three
+methods CEMS calls. ``import_messaging_api()`` imports the module with a ``validate_arguments``
+that builds the very same validator on the method's first call instead (`_validated_on_first_call`):
+every call is still validated by pydantic, with the same errors; only when the model is built moves.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
 
 if TYPE_CHECKING:
-    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]
+    from linebot.v3.messaging.api.messaging_api import (  # type: ignore[import-untyped,unused-ignore]
+        MessagingApi,
+    )
 
 # Parents first: a child's spec is found through its parent's __path__.
 LAZY_PACKAGES = (
@@ -139,10 +150,50 @@ from linebot.v3.messaging.models.push_message_request import (  # type: ignore[i
     PushMessageRequest,
 )
 
+MESSAGING_API_MODULE = "linebot.v3.messaging.api.messaging_api"
+
+
+def _validated_on_first_call(validate_arguments: Callable[..., Any]) -> Callable[..., Any]:
+    """pydantic v1's `validate_arguments`, building each function's validator on its first call."""
+
+    def decorator(function: Callable[..., Any] | None = None, *, config: Any = None) -> Any:
+        def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+            validated: Callable[..., Any] | None = None
+
+            @functools.wraps(function)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                nonlocal validated
+                if validated is None:  # two threads may both build it: the same validator, harmless
+                    validated = validate_arguments(function, config=config)
+                return validated(*args, **kwargs)
+
+            return call
+
+        return wrap if function is None else wrap(function)
+
+    return decorator
+
+
+def import_messaging_api() -> ModuleType:
+    """The SDK's messaging_api module, its methods' argument validators built on first call (see
+    the module docstring); the module as it is if something imported it already."""
+    with _lock:
+        if MESSAGING_API_MODULE in sys.modules:
+            return sys.modules[MESSAGING_API_MODULE]
+        import pydantic.v1
+
+        eager = pydantic.v1.validate_arguments
+        # Only while the module runs its `from pydantic.v1 import validate_arguments`.
+        pydantic.v1.validate_arguments = _validated_on_first_call(eager)
+        try:
+            return importlib.import_module(MESSAGING_API_MODULE)
+        finally:
+            pydantic.v1.validate_arguments = eager
+
 
 def load_client_modules() -> None:
     """Import MessagingApi and its client now (a function's init), without reading the token."""
-    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+    import_messaging_api()
     from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
 
 
@@ -163,7 +214,6 @@ def messaging_api(settings: LineSettings, token: str | None = None) -> Messaging
     through SQS, under the same X-Line-Retry-Key.
     """
     import urllib3
-    from linebot.v3.messaging.api.messaging_api import MessagingApi  # type: ignore[import-untyped,unused-ignore]
     from linebot.v3.messaging.api_client import ApiClient  # type: ignore[import-untyped,unused-ignore]
     from linebot.v3.messaging.configuration import Configuration  # type: ignore[import-untyped,unused-ignore]
 
@@ -171,7 +221,8 @@ def messaging_api(settings: LineSettings, token: str | None = None) -> Messaging
         host=settings.api_url, access_token=token if token is not None else settings.channel_access_token()
     )
     configuration.retries = urllib3.Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0)
-    return MessagingApi(ApiClient(configuration))
+    api: MessagingApi = import_messaging_api().MessagingApi(ApiClient(configuration))
+    return api
 
 
 __all__ = [
@@ -179,6 +230,7 @@ __all__ = [
     "ApiException",
     "MulticastRequest",
     "PushMessageRequest",
+    "import_messaging_api",
     "is_lazy",
     "lazy_linebot_packages",
     "load_client_modules",

@@ -9,14 +9,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-# line-bot-sdk ships no type information.
-from linebot.v3.messaging import (  # type: ignore[import-untyped,unused-ignore]
-    ButtonsTemplate,
-    TemplateMessage,
-    TextMessage,
-    URIAction,
-)
-
 
 class Reply(StrEnum):
     """The replies the webhook sends, each to a newly stored event only (never to a redelivery)."""
@@ -55,6 +47,13 @@ LINK_KEYWORDS = frozenset({"連携", "アカウント連携", "link", "link acco
 
 def link_button(link_page_url: str) -> Any:
     """A buttons template opening the shop's link page (which carries the link token)."""
+    # line-bot-sdk ships no type information.
+    from linebot.v3.messaging import (  # type: ignore[import-untyped,unused-ignore]
+        ButtonsTemplate,
+        TemplateMessage,
+        URIAction,
+    )
+
     return TemplateMessage(
         alt_text=LINK_ALT_TEXT,
         template=ButtonsTemplate(
@@ -66,6 +65,9 @@ def link_button(link_page_url: str) -> Any:
 def messages_for(reply: Reply, link_page_url: str | None) -> list[Any]:
     """The messages of a reply; replies that offer linking carry the button when a link page URL
     could be made (issuing the link token may fail: the text still goes)."""
+    # The SDK's models on the first reply, not at the webhook's init: most events reply nothing.
+    from linebot.v3.messaging import TextMessage  # type: ignore[import-untyped,unused-ignore]
+
     button = [link_button(link_page_url)] if link_page_url else []
     match reply:
         case Reply.WELCOME:
