@@ -183,6 +183,8 @@ def _scenario(**fields: Any) -> Scenario:
             True,
         ),
         ({"goal": {"event": "Order Completed", "within": "7d"}}, False),
+        # A response is any event after a send, a click included.
+        ({"exit": {"no_response_after_sends": 2}}, True),
     ],
 )
 def test_the_engine_marks_dispatches_of_scenarios_whose_conditions_use_clicks(

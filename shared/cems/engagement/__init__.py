@@ -28,13 +28,16 @@ class EngagementEvent(StrEnum):
 
 def uses_link_clicks(scenario: Any) -> bool:
     """Whether anything in the scenario (its trigger, goal, a wait, a branch or exit condition) names
-    the link-click event: then its LINE links must say who clicked, and its LINE dispatches are not
+    the link-click event, or its exit counts responses (any event): then its LINE links must say who
+    clicked, and its LINE dispatches are not
     shared. A walk of the whole scenario, so no condition kind is missed; remembered per scenario
     object, since the engine asks at every send."""
     known = _USES_CLICKS.get(id(scenario))
     if known is not None and known[0] is scenario:
         return known[1]
-    answer = _names_click(scenario)
+    # `exit.no_response_after_sends` takes any event after a send as a response, a click included.
+    no_response = getattr(getattr(scenario, "exit", None), "no_response_after_sends", None)
+    answer = no_response is not None or _names_click(scenario)
     if len(_USES_CLICKS) >= _REMEMBERED:
         _USES_CLICKS.clear()
     # The scenario is kept with its answer, so its id cannot name another object meanwhile.
