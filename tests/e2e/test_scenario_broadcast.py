@@ -13,8 +13,10 @@ audience is this run's own survey question, so nobody else's customers are in it
 from __future__ import annotations
 
 import json
+import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,14 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 import pytest
+from cems.adapters.dynamodb.customers import CustomerStore
 from cems.adapters.dynamodb.journeys import EnrolmentStore
+from cems.adapters.dynamodb.keys import RECIPIENT_PREFIX
 from cems.cli import main
+from cems.models import Channel, ChannelState, Profile
 from cems.scenario import engine
 
-from tests.e2e.conftest import ROOT, LocalStackClient
+from tests.e2e.conftest import ROOT, LocalStackClient, privacy_findings, started_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -163,3 +168,87 @@ def test_a_date_trigger_uploaded_after_the_purchase_still_reaches_the_buyer(
     assert [m["to"] for m in sent()] == [buyer_line], sent()
     assert enrolments.schedule(buyer, scenario_id) is None
     assert browser_line not in {m["to"] for m in sent()}
+
+
+@pytest.fixture(scope="module")
+def own_stack() -> Iterator[LocalStackClient]:
+    """A stack of this module's own: a broadcast's pages are pages of the whole CustomersTable, so
+    the LINE calls of a 1,200-customer audience are exactly 3 only when nobody else's customers
+    share its pages."""
+    with started_stack() as stack:
+        yield stack
+        found = privacy_findings(stack)
+        assert not found, "\n".join(found[:20])
+
+
+def test_a_broadcast_to_1200_customers_with_identical_content_makes_3_line_calls(
+    own_stack: LocalStackClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 11's check: identical content goes by multicast. 1,200 LINE friends in the audience, the
+    scenario uploaded with `cems scenario upload`, the clock moved past its time: exactly 3 LINE
+    calls (500 + 500 + 200 recipients), each customer messaged once and recorded once in
+    DeliveriesTable."""
+    stack = own_stack
+    monkeypatch.setenv("CEMS_AWS_PORT", str(urlparse(stack.aws_url).port))
+    run = uuid.uuid4().hex[:8]
+    customers = CustomerStore("CustomersTable", stack.dynamodb)
+    now = stack.now()
+    line_ids: dict[str, str] = {}
+    for start in range(0, 1200, 25):
+        requests = []
+        for n in range(start, start + 25):
+            customer_id = f"cus_bc{run}{n:04d}"
+            line_ids[customer_id] = "U" + uuid.uuid4().hex
+            profile = Profile(
+                customer_id=customer_id,
+                line_user_id=line_ids[customer_id],
+                channels={Channel.LINE: ChannelState(reachable=True, consent=True, updated_at=now)},
+                traits={"bc_run": run},
+                first_seen_at=now,
+                updated_at=now,
+            )
+            requests.append({"PutRequest": {"Item": customers.profile_item(profile)}})
+        stack.dynamodb.batch_write_item(RequestItems={"CustomersTable": requests})
+
+    scenario_id = f"e2e-multicast-{run}"
+    at = (now + timedelta(minutes=30)).astimezone(TOKYO).replace(microsecond=0)
+    document = {
+        **_scenario(run, at.isoformat()),
+        "id": scenario_id,
+        "audience": {"kind": "trait", "trait": "bc_run", "value": run},
+    }
+    path = tmp_path / f"{scenario_id}.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), "utf-8")
+    assert main(["scenario", "upload", str(path)]) == 0
+    stack.advance_clock(35 * 60)  # past the broadcast time: tick starts it, the pages are sent
+    stack.drain()
+
+    snapshot = _line_snapshot(stack)
+    ours = {
+        m["request_id"] for m in snapshot["messages"] if run in json.dumps(m["message"], ensure_ascii=False)
+    }
+    calls = [c for c in snapshot["calls"] if c.get("request_id") in ours]
+    assert sorted(c["recipients"] for c in calls) == [200, 500, 500], calls
+    assert all(c["endpoint"] == "multicast" for c in calls)
+    received = Counter(m["to"] for m in snapshot["messages"] if m["request_id"] in ours)
+    assert received == dict.fromkeys(line_ids.values(), 1)
+
+    recorded: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for page in stack.dynamodb.get_paginator("scan").paginate(
+        TableName="DeliveriesTable",
+        FilterExpression="scenario_id = :s AND begins_with(sk, :r)",
+        ExpressionAttributeValues={":s": {"S": scenario_id}, ":r": {"S": RECIPIENT_PREFIX}},
+    ):
+        for item in page["Items"]:
+            recorded[item["customer_id"]["S"]] += 1
+            statuses[item["status"]["S"]] += 1
+    assert recorded == dict.fromkeys(line_ids, 1)
+    assert statuses == {"sent": 1200}
+
+
+def _line_snapshot(stack: LocalStackClient) -> dict[str, Any]:
+    """The fake LINE API's calls and messages (each message with the request id of its call)."""
+    with urllib.request.urlopen(f"{stack.http_url}/_local/line/messages", timeout=30) as answer:
+        snapshot: dict[str, Any] = json.loads(answer.read())
+        return snapshot

@@ -16,7 +16,7 @@ from cems import clock
 from cems.engagement import uses_link_clicks
 from cems.line.dispatch import LineDispatch
 from cems.line.multicast import MAX_KEY_LENGTH, group, shareable
-from cems.line.sender import LineSender
+from cems.line.sender import CLAIM_LEASE, LineSender
 from cems.models import Channel, ChannelState, MessageType, Profile, StoredEvent
 from cems.reports.counters import Metric, ReportCell
 from cems.scenario.engine import CapView, Dispatch, advance, enrol
@@ -24,7 +24,7 @@ from cems.scenario.model import Scenario
 from cems.scenario.simulate import default_profile
 
 from tests.fakes.customers import InMemoryCustomers
-from tests.fakes.line import InMemoryLineDeliveries, InMemoryLineGateway
+from tests.fakes.line import Answer, InMemoryLineDeliveries, InMemoryLineGateway
 from tests.fakes.scenario_io import InMemoryReportCounters, RecordingDispatchSink
 
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -261,3 +261,27 @@ def test_a_redone_batch_with_fewer_recipients_messages_nobody_twice(frozen: None
     assert all(len(m) == 1 for m in world.line.received.values())
     cell = ReportCell("spring-tea", 1, "announce", None)
     assert world.counters.count(cell, Metric.SENT) == 1200
+
+
+def test_mixed_personal_and_identical_content_under_redelivery_and_faults_messages_each_once(
+    frozen: None,
+) -> None:
+    world = World(40)
+    # Two steps of one page: an identical announcement, and a personal greeting for some.
+    batch = [dispatch(n) for n in range(30)] + [
+        dispatch(n, [{"type": "text", "text": f"{n}様、いつもありがとうございます"}], step_id="thanks")
+        for n in range(30, 40)
+    ]
+    world.line.answer_next(Answer(429), Answer(500), Answer(503), Answer(200, lost_after_accepting=True))
+    for _ in range(2):  # the page done twice (a redo), each body delivered three times
+        sink = RecordingDispatchSink()
+        sink.send_batch(batch, BATCH)
+        bodies = sink.take_line()
+        assert len(bodies) == 11  # one multicast dispatch and ten pushes
+        for _delivery in range(3):
+            clock.advance(CLAIM_LEASE.total_seconds() + 600)
+            world.deliver(bodies)
+    assert sorted(world.line.received) == sorted(f"U{n:032x}" for n in range(40))
+    assert all(len(m) == 1 for m in world.line.received.values())
+    assert world.counters.count(ReportCell("spring-tea", 1, "announce", None), Metric.SENT) == 30
+    assert world.counters.count(ReportCell("spring-tea", 1, "thanks", None), Metric.SENT) == 10
