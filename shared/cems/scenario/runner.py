@@ -33,8 +33,8 @@ from pydantic import ValidationError
 
 from cems import clock
 from cems.channels.plugin import LinkTracker as LinkTracker  # re-exported: wiring names it
-from cems.channels.registry import plugins
-from cems.models import ORDER_COMPLETED, MessageType, OrderCompleted, Profile, StoredEvent
+from cems.channels.registry import channels_of, plugins
+from cems.models import ORDER_COMPLETED, Channel, MessageType, OrderCompleted, Profile, StoredEvent
 from cems.ports import (
     CapStorePort,
     CountDelta,
@@ -64,7 +64,7 @@ from cems.scenario.engine import (
     on_event,
     trigger_matches,
 )
-from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
+from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario, SendStep
 from cems.scenario.records import DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
 
@@ -217,6 +217,8 @@ class ScenarioRunner:
         self._summaries_at: datetime | None = None
         # A batch's cap counters by customer, each used by one decision (see _prefetch_caps).
         self._prefetched_caps: dict[str, Mapping[CapCounter, int]] = {}
+        self._in_play_ids: list[str] = []
+        self._in_play_at: datetime | None = None
 
     # -- scenarios ------------------------------------------------------------------------------------
 
@@ -375,7 +377,9 @@ class ScenarioRunner:
         reads = self.enrolments.get_many(pairs)
         live = [reads[pair] for pair in pairs if pair in reads and not reads[pair].ended]
         customers = self._customers_of([read.customer_id for read in live])
-        self._prefetch_caps([c.profile.customer_id for c in customers.values()], now)
+        scenarios = (self._scenario(read.scenario_id, read.version) for read in live)
+        channels = _send_channels([s for s in scenarios if s is not None])
+        self._prefetch_caps([c.profile.customer_id for c in customers.values()], now, channels)
         try:
             for read in live:
                 customer = customers.get(read.customer_id)
@@ -402,11 +406,11 @@ class ScenarioRunner:
                 customers[customer_id] = _Customer(profile, partial(self.events.history, profile))
         return customers
 
-    def _prefetch_caps(self, customer_ids: Sequence[str], now: datetime) -> None:
-        """Every cap counter of these customers in BatchGetItems: each customer's first decision
-        uses them; a later one (after a send was taken) reads fresh, as a refused take does."""
-        if customer_ids:
-            channels = [p.channel for p in plugins()]
+    def _prefetch_caps(self, customer_ids: Sequence[str], now: datetime, channels: Sequence[Channel]) -> None:
+        """The cap counters of `channels` (those the decisions' scenarios can send on: no other is
+        ever consulted) of these customers in BatchGetItems: each customer's first decision uses
+        them; a later one (after a send was taken) reads fresh, as a refused take does."""
+        if customer_ids and channels:
             self._prefetched_caps = dict(
                 self.caps.counts_of_many(list(dict.fromkeys(customer_ids)), channels, now)
             )
@@ -486,7 +490,7 @@ class ScenarioRunner:
         if not todo:
             return page
         others = self._others_of_page([p.customer_id for p, _ in todo], scenario.id, now)
-        self._prefetch_caps([p.customer_id for p, _ in todo], now)
+        self._prefetch_caps([p.customer_id for p, _ in todo], now, _send_channels([scenario]))
         try:
             decided = self._decide_page(scenario, version, todo, others, now)
         finally:
@@ -618,6 +622,17 @@ class ScenarioRunner:
             error = type(exc.__cause__ or exc).__name__
             log.warning("report counters of a page not added", extra={"error": error})
 
+    def _in_play(self, now: datetime) -> list[str] | None:
+        """The ids of the scenarios that may have journeys (active or stopped), read at most once a
+        minute as the summaries are; None when the scenario store cannot list them."""
+        listing = getattr(self.scenarios, "scenarios_in_play", None)
+        if listing is None:
+            return None
+        if self._in_play_at is None or not (self._in_play_at <= now < self._in_play_at + SUMMARY_CACHE):
+            self._in_play_ids = [scenario_id for scenario_id, _ in listing()]
+            self._in_play_at = now
+        return self._in_play_ids
+
     def _others_of_page(
         self, customer_ids: Sequence[str], scenario_id: str, now: datetime
     ) -> dict[str, list[OtherEnrolment]] | None:
@@ -628,10 +643,10 @@ class ScenarioRunner:
         (`scenarios_in_play`). Every enrolment is keyed by its scenario, so no journey of the
         customer is missed this way; each found is judged by the version it runs, as `_others` does.
         None (a store that cannot list them): the caller queries per customer."""
-        in_play = getattr(self.scenarios, "scenarios_in_play", None)
+        in_play = self._in_play(now)
         if in_play is None:
             return None
-        scenario_ids = {sid for sid, _ in in_play()} | {s.scenario_id for s in self.summaries(now)}
+        scenario_ids = set(in_play) | {s.scenario_id for s in self.summaries(now)}
         scenario_ids.discard(scenario_id)
         others: dict[str, list[OtherEnrolment]] = {customer_id: [] for customer_id in customer_ids}
         if not scenario_ids:
@@ -922,6 +937,19 @@ def _facts(
                 cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
                 facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
     return facts
+
+
+def _send_channels(scenarios: Iterable[Scenario]) -> list[Channel]:
+    """Every channel a send step of these scenarios may send on (`advance` consults the caps of the
+    channel it sends on, always one of its step's): the cap counters worth reading for them."""
+    wanted = {
+        channel
+        for scenario in scenarios
+        for step in scenario.steps
+        if isinstance(step, SendStep)
+        for channel in channels_of(step.channel)
+    }
+    return [p.channel for p in plugins() if p.channel in wanted]
 
 
 def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
