@@ -1,5 +1,5 @@
 """`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
-journeys, email, events)."""
+journeys, email, broadcast, events)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import bench.aws_requests
+import bench.broadcast
 import bench.coldstart
 import bench.events
 import bench.journeys
@@ -25,6 +26,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "throughput": lambda _: bench.throughput.measure(),
     "line": lambda args: bench.line.measure(python=args.python),
     "journeys": lambda _: bench.journeys.measure(),
+    "broadcast": lambda _: bench.broadcast.measure(),
     "email": lambda args: bench.mail.measure(python=args.python),
     "events": lambda _: bench.events.measure(),
 }
