@@ -245,3 +245,23 @@ def test_entries_sqs_refuses_are_sent_again_then_the_batch_is_refused(queues: tu
     with pytest.raises(ServiceUnavailable, match="1 dispatch messages not enqueued"):
         sink.send_batch(batch, "b2")
     assert down.batches == [3, 1, 1]
+
+
+def test_a_batch_call_holds_at_most_256_kib_of_bodies(queues: tuple[Any, str, str]) -> None:
+    sqs, line, _ = queues
+    counting = CountingSqs(sqs)
+    sink = QueueDispatchSink(counting, {Channel.LINE: line})  # type: ignore[arg-type]
+    long_text = "新茶" * 2500  # 5,000 characters, 15 KB in UTF-8
+    batch = []
+    for n in range(4):
+        dispatch = _customer_dispatch(n, f"{n}{long_text[1:]}")
+        line_dispatch = dispatch.messages[Channel.LINE]
+        five = [{"type": "text", "text": f"{n}{i}{long_text[2:]}"} for i in range(5)]
+        batch.append(
+            dispatch.model_copy(
+                update={"messages": {Channel.LINE: line_dispatch.model_copy(update={"messages": five})}}
+            )
+        )
+    assert sink.send_batch(batch, "b-large") == ["enqueued"] * 4
+    assert counting.batches == [3, 1]  # about 75 KB each: three fit in one call, not four
+    assert len(drain_queue(sqs, line)) == 4
