@@ -49,8 +49,9 @@ def click(token: str) -> Response[Any]:
     try:
         # Who asks (address and browser), only to tell a shared LINE link's clickers apart: hashed
         # into a once-marker by the rules, never logged.
-        http = app.current_event.request_context.http
-        verified, recorded = engagement.click(token, visitor=f"{http.source_ip}|{http.user_agent}")
+        http = app.current_event.raw_event.get("requestContext", {}).get("http", {})
+        visitor = f"{http.get('sourceIp', '')}|{http.get('userAgent', '')}"
+        verified, recorded = engagement.click(token, visitor=visitor)
     except InvalidToken as error:
         return _invalid("click", error)
     _recorded("click", "LinkClicks", recorded)
