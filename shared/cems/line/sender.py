@@ -339,6 +339,15 @@ class LineSender:
         if plan.fingerprint != dispatch.fingerprint():
             # Same key, different content or audience: the frozen plan decides who gets which call.
             report.content_mismatch = True
+            # A shared dispatch done again with fewer recipients is expected (they were sent under
+            # this key or a sibling chunk's); one naming customers the plan never had is not: they
+            # get nothing under this key. Said in the log (a count, never the ids).
+            unplanned = set(dispatch.recipients) - plan.recipients()
+            if unplanned:
+                logger.warning(
+                    "recipients not in the dispatch's frozen plan get nothing under its key",
+                    extra={"idempotency_key": dispatch.idempotency_key, "unplanned": len(unplanned)},
+                )
         self._record_missing(dispatch, plan, state, report)
         pending = [
             u
