@@ -5,6 +5,7 @@ a page done again after a crash sends and counts nothing twice. On the in-memory
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,3 +206,57 @@ def test_a_cap_taken_by_someone_else_meanwhile_is_decided_again_on_fresh_counts(
     assert not [d for d in world.sink.dispatches if d.customer_id == racer]
     day, _ = counters_of(Channel.LINE, NOW)
     assert world.caps.counters[(racer, day)] == 1
+
+
+def test_two_workers_racing_over_one_page_enrol_and_count_each_customer_once() -> None:
+    """A redelivered page racing the first worker (threads, each with a runner of its own): every
+    customer ends with one enrolment, every send has one key, the counts are one run's, and the
+    caps taken for a lost write are given back. (Caps with room: at a cap's last send, the worker
+    whose take is refused decides a skip, as two racing deciders of one journey always have.)"""
+    roomy = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
+    world = JourneyWorld()
+    ids = _arrange(world)
+    world.limits = roomy
+    stored = world.scenarios.version(SCENARIO_ID, 1)
+    assert stored is not None
+    profiles = [world.profile(customer_id) for customer_id in ids]
+    clean = JourneyWorld()
+    _arrange(clean)
+    clean.runner = clean.another_runner(roomy)
+    clean.runner.enrol_page(stored.scenario, 1, profiles, run_at=RUN_AT, batch="b1", now=NOW)
+
+    runners = [world.another_runner(world.limits) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    reports: list[Any] = []
+    # Both workers have decided, sent and counted the page before either writes an enrolment.
+    write_many = world.enrolments.write_many
+    both_decided = threading.Barrier(2)
+
+    def racing_write_many(writes: Any, at: Any = None) -> Any:
+        both_decided.wait(timeout=30)
+        return write_many(writes, at)
+
+    world.enrolments.write_many = racing_write_many  # type: ignore[method-assign]
+
+    def work(runner: Any) -> None:
+        barrier.wait(timeout=30)
+        reports.append(runner.enrol_page(stored.scenario, 1, profiles, run_at=RUN_AT, batch="b1", now=NOW))
+
+    threads = [threading.Thread(target=work, args=(runner,)) for runner in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(reports) == 2
+    # Each customer's write was won by one worker; the other gave its caps back and left it.
+    assert sum(r.run.conflicts for r in reports) == sum(r.run.enrolled for r in reports) > 0
+    mine = {k: (e.state, e.step_id, e.holdout, e.entry) for k, e in world.enrolments.enrolments.items()}
+    theirs = {k: (e.state, e.step_id, e.holdout, e.entry) for k, e in clean.enrolments.enrolments.items()}
+    assert mine == theirs
+    assert {d.key for d in world.sink.dispatches} == {d.key for d in clean.sink.dispatches}
+    assert {c: dict(n) for c, n in world.counters.counts.items()} == {
+        c: dict(n) for c, n in clean.counters.counts.items()
+    }
+    assert {cid: world.caps.counts(cid, Channel.LINE, NOW) for cid in ids} == {
+        cid: clean.caps.counts(cid, Channel.LINE, NOW) for cid in ids
+    }
