@@ -18,6 +18,14 @@ import os
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from typing import Any
 
+from cems import lazy_packages
+
+# Powertools' event_handler and data_classes packages import every resolver and event class they
+# have in their __init__ (asyncio among them); this function uses one or two of each: only those
+# load (cems.lazy_packages), before the Powertools imports below.
+lazy_packages.install(lazy_packages.POWERTOOLS)
+
+
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit

@@ -11,12 +11,19 @@ from __future__ import annotations
 # ruff: noqa: E402 - the collector is paused before the imports below (see gc.disable).
 import gc
 
-# Cold start, as in collect: init builds many long-lived objects (pydantic v1 validators of the SDK's
-# MessagingApi above all) and little garbage, so the cyclic collector is off for init and the objects
+# Cold start, as in collect: init builds many long-lived objects (the SDK's models and clients) and
+# little garbage, so the cyclic collector is off for init and the objects
 # init built are frozen out of its way at the end of this module.
 gc.disable()
 
 from typing import Any
+
+from cems import lazy_packages
+
+# Powertools' data_classes package imports every event class it has in its __init__; this function
+# (through the batch utility) uses two or three: only those load (cems.lazy_packages), before the
+# Powertools imports below.
+lazy_packages.install(lazy_packages.POWERTOOLS)
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit

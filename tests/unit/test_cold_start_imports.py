@@ -124,3 +124,143 @@ def test_an_sdk_already_imported_is_used_as_it_is() -> None:
         """
     )
     assert result == {"same": True, "eager": True}
+
+
+@pytest.fixture(scope="module")
+def collect_init() -> set[str]:
+    return modules_after_init("collect")
+
+
+def test_http_functions_load_one_powertools_resolver_and_no_asyncio(
+    collect_init: set[str], line_webhook_init: set[str]
+) -> None:
+    for loaded in (collect_init, line_webhook_init):
+        assert "aws_lambda_powertools.event_handler.api_gateway" in loaded
+        assert loaded_of(loaded, ("asyncio", "aws_lambda_powertools.event_handler.appsync")) == []
+        assert "aws_lambda_powertools.utilities.data_classes.s3_event" not in loaded
+
+
+def test_the_lazy_powertools_packages_still_give_everything_else_the_whole_package() -> None:
+    result = run_python(
+        """
+        import json, sys
+        from cems import lazy_packages
+        lazy_packages.install(lazy_packages.POWERTOOLS)
+        from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+        from aws_lambda_powertools.utilities.data_classes import SQSEvent
+        partial = "aws_lambda_powertools.event_handler.appsync" not in sys.modules
+        lazy = lazy_packages.is_lazy("aws_lambda_powertools.event_handler")
+        from aws_lambda_powertools.event_handler import AppSyncResolver
+        import aws_lambda_powertools.event_handler as handler
+        try:
+            handler.no_such_name
+            missing = False
+        except AttributeError:
+            missing = True
+        print(json.dumps({
+            "partial": partial, "lazy": lazy, "names": sorted(set(handler.__all__) - set(dir(handler))),
+            "missing": missing, "resolver": APIGatewayHttpResolver.__module__, "sqs": SQSEvent.__name__,
+            "appsync": AppSyncResolver.__module__,
+        }))
+        """
+    )
+    assert result == {
+        "partial": True,
+        "lazy": True,
+        "names": [],
+        "missing": True,
+        "resolver": "aws_lambda_powertools.event_handler.api_gateway",
+        "sqs": "SQSEvent",
+        "appsync": "aws_lambda_powertools.event_handler.appsync",
+    }
+
+
+FIRST_REQUEST = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import app
+from cems import lazy_packages
+
+class Context:
+    function_name = "Bench"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:ap-northeast-1:123456789012:function:Bench"
+    aws_request_id = "first-request"
+
+response = app.lambda_handler(json.loads(sys.stdin.read()), Context())
+lazy = lazy_packages.is_lazy("aws_lambda_powertools.event_handler")
+print(json.dumps({"response": response, "lazy": lazy}))
+"""
+
+
+def first_request(function: str, event: dict[str, Any], **env: str) -> dict[str, Any]:
+    """A fresh interpreter's init and first request of functions/<function>/app.py (nothing in it
+    reaches AWS: the environment points at a port where nothing listens)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST, str(ROOT / "functions" / function), str(ROOT / "shared")],
+        input=json.dumps(event),
+        env={**function_env(function), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def http_event(method: str, path: str, headers: dict[str, str], body: str = "") -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.example.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.1"},
+            "requestId": "r",
+            "routeKey": "$default",
+            "stage": "$default",
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def test_collect_answers_its_first_request_through_the_lazy_packages() -> None:
+    result = first_request("collect", http_event("GET", "/tag.js", {"host": "api.example.com"}))
+    assert result["response"]["statusCode"] == 200
+    assert result["response"]["headers"]["Content-Type"].startswith("application/javascript")
+    assert result["lazy"] is True  # nothing on the way needed the whole package
+
+
+def test_line_webhook_refuses_a_bad_signature_on_its_first_request() -> None:
+    event = http_event(
+        "POST",
+        "/line/webhook",
+        {"host": "api.example.com", "content-type": "application/json", "x-line-signature": "bad"},
+        json.dumps({"destination": "U0", "events": []}),
+    )
+    result = first_request("line_webhook", event, CEMS_LINE_CHANNEL_SECRET="first-request-secret")
+    assert result["response"]["statusCode"] == 401
+
+
+def test_send_line_drops_an_invalid_dispatch_on_its_first_request() -> None:
+    record = {
+        "messageId": "m1",
+        "receiptHandle": "h1",
+        "body": "{not json",
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:ap-northeast-1:123456789012:LineSendQueue",
+        "awsRegion": "ap-northeast-1",
+    }
+    result = first_request("send_line", {"Records": [record]})
+    assert result["response"] == {"batchItemFailures": []}

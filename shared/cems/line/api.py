@@ -9,13 +9,11 @@ async APIs (aiohttp again) and all ~200 models. Importing any submodule, say
 ``linebot.v3.messaging.api.messaging_api``, runs all of those parents first: about 0.7 s on the
 development machine, four times a bare ``import boto3``, on every Lambda cold start.
 
-``lazy_linebot_packages()`` puts those package modules into ``sys.modules`` *without running their
-``__init__``*, each with its real ``__spec__`` and ``__path__``, so submodules import as usual and
-only the submodules actually used are loaded. A name the ``__init__`` would have defined is resolved
-on first access (PEP 562 module ``__getattr__``): from the ``from <module> import <Name>`` lines of
-that very ``__init__`` when the name is listed there (``linebot.v3.messaging.models.TextMessage``,
-which the SDK's own discriminated ``from_dict`` looks up), else by running the real ``__init__``
-into the module, so any other code in the process (the local stack runs every function in one)
+``lazy_linebot_packages()`` installs those packages through ``cems.lazy_packages``: in ``sys.modules``
+*without running their ``__init__``*, so only the submodules actually used are loaded, and a name the
+``__init__`` would have defined is resolved on first access (``linebot.v3.messaging.models.TextMessage``,
+which the SDK's own discriminated ``from_dict`` looks up), or by running the real ``__init__``, so any
+other code in the process (the local stack runs every function in one)
 sees the complete package. Behaviour is the SDK's; only the order of imports changes.
 ``tests/unit/test_line_sender.py`` checks both paths. If the packages are already imported, the
 shim does nothing.
@@ -30,16 +28,15 @@ every call is still validated by pydantic, with the same errors; only when the m
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib
-import importlib.util
 import sys
-import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from cems import lazy_packages
+from cems.lazy_packages import is_lazy
 from cems.line.config import LINE_REQUEST_TIMEOUT, LineSettings
 
 if TYPE_CHECKING:
@@ -55,88 +52,12 @@ LAZY_PACKAGES = (
     "linebot.v3.messaging.api",
     "linebot.v3.messaging.models",
 )
-_lock = threading.RLock()
-
-
-class _LazyPackage:
-    """Module-level ``__getattr__`` of one lazily initialised package (see the module docstring)."""
-
-    def __init__(self, module: ModuleType) -> None:
-        self.module = module
-        self._names: dict[str, tuple[str, str]] | None = None
-        self._completed = False
-
-    def __call__(self, name: str) -> Any:
-        with _lock:
-            if name in self.module.__dict__:  # set meanwhile by another thread or a submodule import
-                return self.module.__dict__[name]
-            if name != "__all__" and not self._completed:
-                source = self.names().get(name)
-                if source is not None:
-                    value = getattr(importlib.import_module(source[0]), source[1])
-                    setattr(self.module, name, value)
-                    return value
-                if name.startswith("__"):  # __wrapped__, __path__ probes and the like: not ours
-                    raise AttributeError(name)
-                submodule = f"{self.module.__name__}.{name}"
-                if importlib.util.find_spec(submodule) is not None:
-                    return importlib.import_module(submodule)
-            self.complete()
-            try:
-                return self.module.__dict__[name]
-            except KeyError:
-                raise AttributeError(f"module {self.module.__name__!r} has no attribute {name!r}") from None
-
-    def names(self) -> dict[str, tuple[str, str]]:
-        """Name -> (module, attribute) from the package __init__'s `from ... import ...` statements."""
-        if self._names is None:
-            names: dict[str, tuple[str, str]] = {}
-            spec = self.module.__spec__
-            origin = spec.origin if spec is not None else None
-            if origin:
-                with open(origin, encoding="utf-8") as file:  # noqa: PTH123 - one small file, no pathlib import
-                    tree = ast.parse(file.read(), origin)
-                for node in tree.body:
-                    if isinstance(node, ast.ImportFrom) and node.module:
-                        source = importlib.util.resolve_name(
-                            "." * node.level + node.module, self.module.__name__
-                        )
-                        for alias in node.names:
-                            names[alias.asname or alias.name] = (source, alias.name)
-            self._names = names
-        return self._names
-
-    def complete(self) -> None:
-        """Run the package's real __init__ into the module (what a plain import would have done)."""
-        if self._completed:
-            return
-        self._completed = True
-        spec = self.module.__spec__
-        assert spec is not None and spec.loader is not None
-        spec.loader.exec_module(self.module)
+_lock = lazy_packages.lock
 
 
 def lazy_linebot_packages() -> None:
     """Install the lazy line-bot-sdk packages, unless line-bot-sdk is imported already."""
-    with _lock:
-        for name in LAZY_PACKAGES:
-            if name in sys.modules:
-                continue
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-                return
-            module = importlib.util.module_from_spec(spec)
-            module.__getattr__ = _LazyPackage(module)  # type: ignore[method-assign]
-            sys.modules[name] = module
-            parent, _, child = name.rpartition(".")
-            if parent:
-                setattr(sys.modules[parent], child, module)
-
-
-def is_lazy(module_name: str) -> bool:
-    """Whether a package module is (still) one of the shim's, for tests and the bench."""
-    module = sys.modules.get(module_name)
-    return module is not None and isinstance(module.__dict__.get("__getattr__"), _LazyPackage)
+    lazy_packages.install(LAZY_PACKAGES)
 
 
 lazy_linebot_packages()
