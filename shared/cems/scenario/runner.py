@@ -258,7 +258,11 @@ class ScenarioRunner:
                 continue
             if not trigger_matches(scenario, event):
                 continue
-            self._enrol(scenario, summary.version, event, customer, now, report)
+            # The customer's enrolments read above serve the entry's decision while nothing of this
+            # call has written one (an event's change, an entry, a yield): then they are read again.
+            untouched = (report.changed, report.conflicts, report.lost, report.enrolled) == (0, 0, 0, 0)
+            known = enrolments if untouched else None
+            self._enrol(scenario, summary.version, event, customer, now, report, known)
         return report
 
     def _history(self, profile: Profile, event: StoredEvent) -> list[StoredEvent]:
@@ -286,11 +290,20 @@ class ScenarioRunner:
         customer: _Customer,
         now: datetime,
         report: RunReport,
+        known: Mapping[str, Enrolment] | None = None,
     ) -> None:
+        """Enrols the customer if `enrol` lets them in, and runs what is due. `known`: every
+        enrolment of the customer, by scenario, read consistently in this call with nothing written
+        since: the first attempt decides on it instead of reading this one and the others again (a
+        lost write, like a stale `known`, is decided again on fresh reads)."""
         customer_id = customer.profile.customer_id
-        for _ in range(2):
-            existing = self.enrolments.get(customer_id, scenario.id)
-            others = self._others(customer_id, scenario.id)
+        for attempt in range(2):
+            if attempt == 0 and known is not None:
+                existing = known.get(scenario.id)
+                others = self._others_among(list(known.values()), scenario.id)
+            else:
+                existing = self.enrolments.get(customer_id, scenario.id)
+                others = self._others(customer_id, scenario.id)
             decision = enrol(
                 scenario,
                 version,
@@ -316,8 +329,12 @@ class ScenarioRunner:
         report.lost += 1
 
     def _others(self, customer_id: str, scenario_id: str) -> list[OtherEnrolment]:
+        return self._others_among(self.enrolments.of_customer(customer_id), scenario_id)
+
+    def _others_among(self, enrolments: Sequence[Enrolment], scenario_id: str) -> list[OtherEnrolment]:
+        """The customer's journeys other than in `scenario_id`, as far as priority is concerned."""
         others: list[OtherEnrolment] = []
-        for other in self.enrolments.of_customer(customer_id):
+        for other in enrolments:
             if other.scenario_id == scenario_id:
                 continue
             scenario = self._scenario(other.scenario_id, other.version)
@@ -652,18 +669,11 @@ class ScenarioRunner:
         if not scenario_ids:
             return others
         found = self.enrolments.get_many([(c, s) for c in others for s in sorted(scenario_ids)])
+        by_customer: dict[str, list[Enrolment]] = {}
         for (customer_id, _), other in sorted(found.items()):
-            scenario = self._scenario(other.scenario_id, other.version)
-            if scenario is None:
-                continue
-            others[customer_id].append(
-                OtherEnrolment(
-                    scenario_id=other.scenario_id,
-                    priority=scenario.priority,
-                    yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
-                    active=not other.ended,
-                )
-            )
+            by_customer.setdefault(customer_id, []).append(other)
+        for customer_id, theirs in by_customer.items():
+            others[customer_id] = self._others_among(theirs, scenario_id)
         return others
 
     # -- date triggers --------------------------------------------------------------------------------
