@@ -198,6 +198,9 @@ class InMemoryEnrolmentStore(Generic[E]):
     def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None:
         return self.schedules.get((customer_id, scenario_id))
 
+    def schedules_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DateSchedule]:
+        return {pair: self.schedules[pair] for pair in pairs if pair in self.schedules}
+
     def put_schedule(
         self, customer_id: str, scenario_id: str, due_at: datetime, read: DateSchedule | None
     ) -> bool:

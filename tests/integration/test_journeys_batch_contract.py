@@ -5,7 +5,7 @@ condition failed) takes or writes nothing and the rest go through."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -133,3 +133,16 @@ def test_a_customer_and_channel_twice_in_one_transaction_is_refused(caps: CapSto
     cap = ChannelCap(per_day=3)
     with pytest.raises(ValueError, match="one take"):
         caps.try_consume_many([("c1", Channel.LINE, cap), ("c1", Channel.LINE, cap)], NOW)
+
+
+def test_many_date_entries_are_read_at_once_as_one_by_one(enrolments: EnrolmentStorePort) -> None:
+    for n in range(110):
+        assert enrolments.put_schedule(f"c{n:03d}", "birthday", NOW + timedelta(days=n), None)
+    first = enrolments.schedule("c000", "birthday")
+    assert first is not None
+    assert enrolments.put_schedule("c000", "birthday", NOW, first)  # revision 2
+    pairs = [(f"c{n:03d}", "birthday") for n in range(110)] + [("c000", "other"), ("nobody", "birthday")]
+    found = enrolments.schedules_many(pairs)
+    assert sorted(found) == [(f"c{n:03d}", "birthday") for n in range(110)]
+    assert all(found[pair] == enrolments.schedule(*pair) for pair in found)
+    assert found[("c000", "birthday")].revision == 2

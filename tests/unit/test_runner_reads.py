@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -74,3 +74,44 @@ def test_after_a_write_in_the_same_call_the_next_entry_reads_again(
     assert report.enrolled == 1  # a-high first (summaries by id); b-low yields to it: not entered
     assert journeys.enrolments.get(customer, "b-low") is None
     assert reads["of_customer"] == 2 and reads["get"] == 2  # the counted reads include the test's
+
+
+def test_a_ticks_due_date_entries_are_read_in_batches(world: tuple[JourneyWorld, Counter[str]]) -> None:
+    """40 birthdays due at one moment: the entries, profiles, the customers' enrolments and caps are
+    read together; each customer is enrolled once and sent once; nothing is read one by one."""
+    journeys, reads = world
+    journeys.upload(
+        {
+            "id": "birthday",
+            "name": "birthday",
+            "trigger": {"type": "date", "date": "traits.birthday", "at": "13:00", "yearly": True},
+            "steps": [
+                {"id": "wish", "type": "send", "channel": "line", "line": [{"type": "text", "text": "🎂"}]},
+                {"id": "done", "type": "end"},
+            ],
+        }
+    )
+    moment = NOW + timedelta(hours=1)  # 13:00 in Tokyo
+    ids = []
+    for n in range(40):
+        customer = journeys.customer(f"cus_b{n:02d}")
+        profile = journeys.profile(customer)
+        journeys.customers.put_profile(profile.model_copy(update={"traits": {"birthday": "1990-05-01"}}))
+        assert journeys.enrolments.put_schedule(customer, "birthday", moment, None)
+        ids.append(customer)
+    single: Counter[str] = Counter()
+    for store, name in ((journeys.enrolments, "schedule"), (journeys.customers, "profile")):
+        real = getattr(store, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            single[_name] += 1
+            return _real(*args, **kwargs)
+
+        setattr(store, name, counted)
+    clock.freeze(moment)
+    report = journeys.runner.tick()
+    assert (report.due, report.enrolled, report.dispatched) == (40, 40, 40)
+    assert sorted(d.customer_id for d in journeys.sink.dispatches) == ids
+    assert reads == Counter() and single == Counter()
+    assert all(journeys.enrolments.schedule(c, "birthday") is not None for c in ids)  # next year's
+    assert journeys.runner.tick().enrolled == 0

@@ -65,7 +65,7 @@ from cems.scenario.engine import (
     trigger_matches,
 )
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario, SendStep
-from cems.scenario.records import DueKey, ScenarioSummary
+from cems.scenario.records import DateSchedule, DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
 
 log = logging.getLogger("cems.scenario")
@@ -381,9 +381,9 @@ class ScenarioRunner:
         report = RunReport()
         for batch in _batched(self.enrolments.iter_due(now), TICK_BATCH):
             report.due += len(batch)
-            for key in batch:
-                if key.kind == "date":
-                    self._date_due(key, now, report)
+            dates = [key for key in batch if key.kind == "date"]
+            if dates:
+                self._dates_batch(dates, now, report)
             due = [key for key in batch if key.kind != "date"]
             if due:
                 self._due_batch(due, now, report)
@@ -724,15 +724,76 @@ class ScenarioRunner:
             report.conflicts += 1
         return report
 
-    def _date_due(self, key: DueKey, now: datetime, report: RunReport) -> None:
+    def _dates_batch(self, keys: Sequence[DueKey], now: datetime, report: RunReport) -> None:
+        """A batch's due date entries on reads made together: the entries (`schedules_many`), the
+        profiles, the customers' enrolments in every scenario in play (for the entry's re-entry
+        rule and priority, as `_others_of_page` reads them) and their cap counters, in BatchGetItems.
+        A customer's second entry in the batch, after the first wrote, reads again one by one."""
+        pairs = list(dict.fromkeys((key.customer_id, key.scenario_id) for key in keys))
+        schedules = self.enrolments.schedules_many(pairs)
+        due = [schedules[pair] for pair in pairs if pair in schedules and schedules[pair].due_at <= now]
+        if not due:
+            return
+        customers = self._customers_of([read.customer_id for read in due])
+        ids = list(dict.fromkeys(c.profile.customer_id for c in customers.values()))
+        known = self._enrolments_in_play(ids, now)
+        self._prefetch_caps(
+            ids, now, _send_channels(scenario for _, scenario, _ in self._date_scenarios(now))
+        )
+        written: set[str] = set()
+        try:
+            for read in due:
+                customer = customers.get(read.customer_id)
+                key = DueKey(read.customer_id, read.scenario_id, read.due_at, kind="date")
+                theirs = None
+                if customer is not None and known is not None and customer.profile.customer_id not in written:
+                    theirs = known.get(customer.profile.customer_id, {})
+                before = report.enrolled + report.changed + report.conflicts
+                self._date_due(key, now, report, (read, customer), theirs)
+                if customer is not None and report.enrolled + report.changed + report.conflicts != before:
+                    written.add(customer.profile.customer_id)
+        finally:
+            self._prefetched_caps.clear()
+
+    def _enrolments_in_play(
+        self, customer_ids: Sequence[str], now: datetime
+    ) -> dict[str, dict[str, Enrolment]] | None:
+        """Every enrolment of these customers in the scenarios in play, by customer and scenario (see
+        `_others_of_page` for why that is all of them); None when the scenarios cannot be listed."""
+        in_play = self._in_play(now)
+        if in_play is None:
+            return None
+        scenario_ids = sorted(set(in_play) | {s.scenario_id for s in self.summaries(now)})
+        found: dict[str, dict[str, Enrolment]] = {customer_id: {} for customer_id in customer_ids}
+        if customer_ids and scenario_ids:
+            pairs = [(c, s) for c in customer_ids for s in scenario_ids]
+            for (customer_id, scenario_id), enrolment in self.enrolments.get_many(pairs).items():
+                found[customer_id][scenario_id] = enrolment
+        return found
+
+    def _date_due(
+        self,
+        key: DueKey,
+        now: datetime,
+        report: RunReport,
+        preread: tuple[DateSchedule | None, _Customer | None] | None = None,
+        known: Mapping[str, Enrolment] | None = None,
+    ) -> None:
         """A date trigger's pending entry is due: enrol if the date still gives this moment; if it
         moved, reschedule (or drop a date that is gone). The entry is claimed first (moved to next
-        year, or removed) by a conditional write, so two ticks never both enrol."""
-        read = self.enrolments.schedule(key.customer_id, key.scenario_id)
+        year, or removed) by a conditional write, so two ticks never both enrol. `preread`: the entry
+        and the customer read in a batch; `known`: the customer's enrolments (see `_enrol`)."""
+        if preread is None:
+            read = self.enrolments.schedule(key.customer_id, key.scenario_id)
+            profile = None
+        else:
+            read, customer = preread
+            profile = None if customer is None else customer.profile
         if read is None or read.due_at > now:
             return
         match = [found for found in self._date_scenarios(now) if found[0].scenario_id == key.scenario_id]
-        profile = self.customers.profile(key.customer_id)
+        if preread is None:
+            profile = self.customers.profile(key.customer_id)
         if not match or profile is None:  # the scenario stopped or is no date trigger; the customer is gone
             if profile is None:
                 report.missing.append("profile")
@@ -759,7 +820,7 @@ class ScenarioRunner:
             report.conflicts += 1
             return
         customer = _Customer(profile, partial(self.events.history, profile))
-        self._enrol(scenario, summary.version, None, customer, now, report)
+        self._enrol(scenario, summary.version, None, customer, now, report, known)
 
     # -- carrying out ---------------------------------------------------------------------------------
 

@@ -676,6 +676,23 @@ class EnrolmentStore(Generic[E]):
             customer_id, scenario_id, datetime.fromisoformat(item["due_at"]["S"]), int(item["revision"]["N"])
         )
 
+    def schedules_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DateSchedule]:
+        """The pending date entries of these (customer, scenario) pairs that exist, read
+        consistently in BatchGetItems of 100 keys (a tick's due date entries at once)."""
+        items = batch_get_consistent(
+            self.client, self.table_name, [keys.schedule_key(c, s) for c, s in pairs]
+        )
+        found: dict[tuple[str, str], DateSchedule] = {}
+        for item in items:
+            customer_id, scenario_id = keys.customer_of_journey_pk(item["pk"]["S"]), item["sk"]["S"]
+            found[(customer_id, scenario_id)] = DateSchedule(
+                customer_id,
+                scenario_id,
+                datetime.fromisoformat(item["due_at"]["S"]),
+                int(item["revision"]["N"]),
+            )
+        return found
+
     def put_schedule(
         self, customer_id: str, scenario_id: str, due_at: datetime, read: DateSchedule | None
     ) -> bool:
