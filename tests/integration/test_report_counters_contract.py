@@ -54,22 +54,39 @@ def frozen() -> Iterator[None]:
 
 
 class DynamoDBAsRaced:
-    """moto's client as DynamoDB answers racing writers. moto neither produces TransactionConflict
-    nor is safe to call from several threads, so: every call reaches moto one at a time (DynamoDB
-    serialises transactions on an item), a transaction touching an item that another transaction
-    holds at that moment is cancelled with TransactionConflict on that item (as DynamoDB does), and
-    every `conflict_every`-th transaction is cancelled so even without overlap conflicts happen, a
-    number fixed by the count of calls. `transactions` records what reached moto."""
+    """moto's client as DynamoDB answers racing writers. moto produces no TransactionConflict and is
+    not safe to call from several threads, so calls reach moto one at a time, and:
+    - a transaction touching an item of the transaction moto is running at that moment is cancelled
+      with TransactionConflict on that item, as DynamoDB cancels one that meets another in progress;
+    - the first `cancel_first` attempts carrying each marker are cancelled with TransactionConflict
+      whatever else runs: `planted`, a number fixed by the facts counted, not by timing;
+    - `always_conflict`: every transaction is cancelled (collisions outlasting every retry).
+    Overlaps cancel at most OVERLAP_CONFLICTS attempts per marker (later ones wait their turn), so a
+    transaction is cancelled fewer times than the adapter tries, and no outcome depends on timing.
+    `transactions` records what moto ran; `fail(call number)` plants an outage."""
 
-    def __init__(self, client: Any, *, conflict_every: int = 0, fail: Callable[[int], bool] | None = None):
+    OVERLAP_CONFLICTS = 6
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        cancel_first: int = 0,
+        always_conflict: bool = False,
+        fail: Callable[[int], bool] | None = None,
+    ):
         self._client = client
         self._moto = threading.Lock()
         self._state = threading.Lock()
-        self._held: Counter[tuple[str, str]] = Counter()
-        self._conflict_every = conflict_every
+        self._running: set[tuple[str, str]] = set()
+        self._cancel_first = cancel_first
+        self._always_conflict = always_conflict
         self._fail = fail
+        self._planted_on: Counter[tuple[str, str]] = Counter()
+        self._overlaps_on: Counter[tuple[str, str]] = Counter()
         self.calls = 0
-        self.conflicts = 0
+        self.planted = 0
+        self.overlaps = 0
         self.transactions: list[list[dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -86,6 +103,7 @@ class DynamoDBAsRaced:
     def transact_write_items(self, **kwargs: Any) -> Any:
         actions = kwargs["TransactItems"]
         items = [_item_of(action) for action in actions]
+        marker = items[0]
         with self._state:
             self.calls += 1
             if self._fail is not None and self._fail(self.calls):
@@ -93,29 +111,36 @@ class DynamoDBAsRaced:
                     {"Error": {"Code": "InternalServerError", "Message": "planted outage"}},
                     "TransactWriteItems",
                 )
-            busy = [item in self._held for item in items]
-            if any(busy) or (self._conflict_every and self.calls % self._conflict_every == 0):
-                self.conflicts += 1
-                reasons = [{"Code": "TransactionConflict" if b else "None"} for b in busy]
-                if not any(busy):
-                    reasons[-1] = {"Code": "TransactionConflict"}
-                raise ClientError(
-                    {
-                        "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
-                        "CancellationReasons": reasons,
-                    },
-                    "TransactWriteItems",
-                )
-            self._held.update(items)
-        try:
-            with self._moto:
+            if self._always_conflict or self._planted_on[marker] < self._cancel_first:
+                self._planted_on[marker] += 1
+                self.planted += 1
+                raise _conflict([i == 1 for i in range(len(items))])
+            busy = [item in self._running for item in items]
+            if any(busy) and self._overlaps_on[marker] < self.OVERLAP_CONFLICTS:
+                self._overlaps_on[marker] += 1
+                self.overlaps += 1
+                raise _conflict(busy)
+        with self._moto:
+            with self._state:
+                self._running = set(items)
+            try:
                 answer = self._client.transact_write_items(**kwargs)
                 self.transactions.append(actions)
                 return answer
-        finally:
-            with self._state:
-                self._held.subtract(items)
-                self._held += Counter()  # drop items no longer held
+            finally:
+                with self._state:
+                    self._running = set()
+
+
+def _conflict(on: list[bool]) -> ClientError:
+    """DynamoDB's answer to a transaction that met another in progress on the items `on`."""
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+            "CancellationReasons": [{"Code": "TransactionConflict" if hit else "None"} for hit in on],
+        },
+        "TransactWriteItems",
+    )
 
 
 def _item_of(action: dict[str, Any]) -> tuple[str, str]:
@@ -257,14 +282,15 @@ def _expected(facts: list[Fact]) -> list[tuple[ReportCell, dict[str, int | Decim
 def raced(request: pytest.FixtureRequest) -> tuple[Counters, DynamoDBAsRaced | None]:
     if request.param == "fake":
         return InMemoryReportCounters(), None
-    client = DynamoDBAsRaced(request.getfixturevalue("empty_dynamodb"), conflict_every=4)
+    client = DynamoDBAsRaced(request.getfixturevalue("empty_dynamodb"), cancel_first=2)
     return ReportCounters(TABLE, client), client
 
 
 def test_report_counters_exact_under_racing_workers(raced: tuple[Counters, DynamoDBAsRaced | None]) -> None:
-    """12 workers count 72 facts, each fact delivered three times to different workers in a
-    shuffled order; on moto one transaction in four (and any that overlaps another on an item) is
-    cancelled by a TransactionConflict. Every fact counts exactly once."""
+    """12 workers count 72 facts (broadcast pages over the same cells, two of them split in two
+    transactions, and single opens), each fact delivered three times, shuffled across the workers;
+    on moto the first two attempts of every transaction, and attempts that meet another transaction
+    in progress on an item, are cancelled by a TransactionConflict. Every fact counts exactly once."""
     counters, client = raced
     facts = _racing_facts("race")
     deliveries = [fact for fact in facts for _ in range(3)]
@@ -283,8 +309,10 @@ def test_report_counters_exact_under_racing_workers(raced: tuple[Counters, Dynam
     assert counted == Counter(fact.once for fact in facts)
     assert counters.cells("race") == _expected(facts)
     if client is not None:
-        # The planted conflicts happened (a number fixed by the count of calls) and were retried.
-        assert client.conflicts >= client.calls // 4 > 0
+        # Every transaction's first two attempts were cancelled (and retried): two per marker, the
+        # parts of the two wide pages each under its own.
+        markers = len(facts) + 2
+        assert client.planted == 2 * markers
 
 
 # ------------------------------------------------------------------------------- the adapter only
@@ -408,7 +436,7 @@ def test_collisions_on_every_attempt_end_in_service_unavailable(dynamodb: Any) -
     """Bounded: after MAX_ATTEMPTS cancelled transactions (each on another shard than the one
     before, after a jittered wait no longer than the cap) the count is refused, not dropped quietly;
     nothing was counted, so the same fact counts when asked again."""
-    client = DynamoDBAsRaced(dynamodb, conflict_every=1)
+    client = DynamoDBAsRaced(dynamodb, always_conflict=True)
     waits: list[float] = []
     counters = ReportCounters(TABLE, client, sleep=waits.append)
     cell = ReportCell("s1", 1, "mail")
