@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from cems import clock
-from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore
+from cems.adapters.dynamodb.journeys import MAX_ATTEMPTS, CapStore, EnrolmentStore
 from cems.models import Channel
 from cems.ports import CapStorePort, EnrolmentStorePort
 from cems.scenario import engine
@@ -146,3 +147,48 @@ def test_many_date_entries_are_read_at_once_as_one_by_one(enrolments: EnrolmentS
     assert sorted(found) == [(f"c{n:03d}", "birthday") for n in range(110)]
     assert all(found[pair] == enrolments.schedule(*pair) for pair in found)
     assert found[("c000", "birthday")].revision == 2
+
+
+class _Colliding:
+    """A DynamoDB client whose first `times` transactions are cancelled as colliding with another
+    transaction (TransactionConflict on every item, nothing written), as DynamoDB does under contention."""
+
+    def __init__(self, client: Any, times: int) -> None:
+        self._client = client
+        self.times = times
+        self.cancelled = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **request: Any) -> Any:
+        if self.cancelled < self.times:
+            self.cancelled += 1
+            reasons = [{"Code": "TransactionConflict"} for _ in request["TransactItems"]]
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                    "CancellationReasons": reasons,
+                },  # type: ignore[typeddict-item]
+                "TransactWriteItems",
+            )
+        return self._client.transact_write_items(**request)
+
+
+@pytest.mark.parametrize("times", [2, MAX_ATTEMPTS])
+def test_transactions_colliding_with_others_are_tried_again_then_written_one_by_one(
+    request: pytest.FixtureRequest, times: int
+) -> None:
+    """Retried while they collide; still colliding after MAX_ATTEMPTS, each goes on its own: every
+    take and write lands once, none twice."""
+    client = _Colliding(request.getfixturevalue("empty_dynamodb"), times)
+    caps = CapStore(TABLE, client)  # type: ignore[arg-type]
+    cap = ChannelCap(per_day=1, per_week=5)
+    outcomes = caps.try_consume_many([(f"c{n}", Channel.LINE, cap) for n in range(3)], NOW)
+    assert all(o.allowed for o in outcomes)
+    assert all(caps.counts(f"c{n}", Channel.LINE, NOW) == (1, 1) for n in range(3))
+    client.cancelled = 0
+    store = EnrolmentStore(TABLE, client, 4, model=engine.Enrolment)  # type: ignore[arg-type]
+    answers = store.write_many([(enrolment(f"c{n}"), None) for n in range(3)])
+    assert all(a is not None and a.revision == 1 for a in answers)
+    assert all(store.get(f"c{n}", "s1") is not None for n in range(3))
