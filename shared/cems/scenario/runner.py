@@ -4,6 +4,13 @@
 journeys (`engine.on_event`: goals, awaited events, opt-outs), enrols the customer in the active
 scenarios the event triggers (`engine.enrol`), and runs what is due now (`engine.advance`).
 `ScenarioRunner.tick(now)` (tick) advances every enrolment the sharded due index lists as due.
+`ScenarioRunner.enrol_page(...)` (broadcast) enrols a page of a broadcast's audience.
+
+Issue 11: `tick` and `enrol_page` decide many journeys on reads made together (BatchGetItems of
+enrolments, profiles, cap counters; the history only where `engine.needs_history` says a decision
+reads it), and a page takes its caps and writes its enrolments in transactions, its sends in one
+`send_batch` and its counts in one `add_many` (docs/scenario-engine.md, "Decisions in batches").
+The order below is the same for a batch as for one journey.
 
 Each change follows the same order: decide on what was read; take the frequency-cap counters the
 sends need (refused: release what was taken, decide again with fresh counts); enqueue the sends;
