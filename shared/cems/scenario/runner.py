@@ -549,7 +549,7 @@ class ScenarioRunner:
             if not decision.entered or decision.enrolment is None:
                 continue
             start = decision.enrolment
-            view = self._cap_view(customer_id, now)
+            view = self._cap_view(customer_id, now, scenario)
             events = customer.events_for(scenario, None)
             result = advance(scenario, start, profile, events, now, view)
             decided.append(_PageDecision(customer, read, start, result, list(decision.yield_scenarios)))
@@ -908,19 +908,24 @@ class ScenarioRunner:
         """`advance` on the customer's cap counters, then takes the counters its sends need; refused
         (another send took the last one in between): decided again on fresh counts."""
         for _ in range(MAX_CAP_ATTEMPTS):
-            view = self._cap_view(candidate.customer_id, now)
+            view = self._cap_view(candidate.customer_id, now, scenario)
             result = advance(scenario, candidate, customer.profile, events, now, view)
             consumed = self._take_caps(candidate.customer_id, result.caps, now)
             if consumed is not None:
                 return result, consumed
         raise CapContentionError(f"cap counters kept refusing after {MAX_CAP_ATTEMPTS} attempts")
 
-    def _cap_view(self, customer_id: str, now: datetime) -> CapView:
-        # Every channel's counters in one read: which channel a step sends on is decided after. A
-        # batch's read of them serves the customer's first decision only (see _prefetch_caps).
+    def _cap_view(self, customer_id: str, now: datetime, scenario: Scenario) -> CapView:
+        """The customer's counters of every channel the scenario can send on, in one read (which
+        channel a step sends on is decided after; no other channel's counter is ever consulted, and
+        a scenario that sends nothing needs none). A batch's read of them serves the customer's
+        first decision only (see _prefetch_caps)."""
+        channels = _send_channels([scenario])
+        if not channels:
+            return CapView(self.limits, {})
         counts = self._prefetched_caps.pop(customer_id, None)
         if counts is None:
-            counts = self.caps.counts_of(customer_id, [p.channel for p in plugins()], now)
+            counts = self.caps.counts_of(customer_id, channels, now)
         return CapView(self.limits, counts)
 
     def _take_caps(
