@@ -291,7 +291,8 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
     notes = [
         f"cold start: {rounds} rounds of fresh interpreters, each function and a bare import boto3 in "
         f"turn; ratios are medians of per-round ratios; {where}; each function with template.yaml's "
-        "environment for it; collect's first request is a new visitor's track against a local moto server",
+        "environment for it; collect's first request is a new visitor's track against a local moto server; "
+        f"load average {os.getloadavg()[0]:.1f} when done (ratios on a busy machine run high)",
     ]
     notes += [
         f"cold start: {function} did not start, so it has no figure: {why}"

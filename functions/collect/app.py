@@ -16,7 +16,7 @@ import os
 # Pydantic looks for plugins in the entry points of every installed distribution when it builds the
 # first model (a few ms of cold start); this function uses none. An explicit setting still wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cems import lazy_packages
 
@@ -29,12 +29,14 @@ lazy_packages.install(lazy_packages.POWERTOOLS)
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.collect import error_cors_headers, preflight_headers, request_body, tag_script
 from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response, method_not_allowed
+
+if TYPE_CHECKING:  # an annotation only: not loaded at init
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = function_logger()
 metrics = Metrics()

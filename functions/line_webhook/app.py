@@ -9,7 +9,7 @@ others. The rules are in cems.line.webhook.
 from __future__ import annotations
 
 # ruff: noqa: E402 - the lazy Powertools packages are installed before the imports below.
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cems import lazy_packages
 
@@ -21,12 +21,14 @@ lazy_packages.install(lazy_packages.POWERTOOLS)
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
-from cems.collect import request_body
+from cems.api_requests import request_body
 from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
+
+if TYPE_CHECKING:  # an annotation only: not loaded at init
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = function_logger()
 metrics = Metrics()

@@ -16,7 +16,7 @@ import gc
 # init built are frozen out of its way at the end of this module.
 gc.disable()
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cems import lazy_packages
 
@@ -29,11 +29,13 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.adapters.sqs import RemainingTime
 from cems.line.sender import DispatchReport
 from cems.logs import function_logger
+
+if TYPE_CHECKING:  # an annotation only: not loaded at init
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = function_logger()
 metrics = Metrics()

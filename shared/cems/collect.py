@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
 from cems import clock
+from cems.api_requests import request_body as request_body  # collect/app.py reads it from here
 from cems.config import MAX_BATCH_BYTES
 from cems.errors import ClientError
 from cems.ingest import Ingestor, IngestResult
@@ -36,18 +35,6 @@ from cems.trust import USER_HASH_FIELD, judge
 ALLOWED_METHODS = "POST, OPTIONS"
 # How long a browser may reuse a CORS preflight answer.
 PREFLIGHT_MAX_AGE = "600"
-
-
-def request_body(event: Mapping[str, Any]) -> bytes:
-    """The raw body bytes of an API Gateway event. Powertools' decoded_body would turn invalid UTF-8
-    into a 500; the Segment parser answers it with a 400 instead."""
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body)
-        except binascii.Error as exc:
-            raise ClientError(400, "invalid_body", "the body is not valid base64", field="body") from exc
-    return str(body).encode("utf-8")
 
 
 def decode_content(body: bytes, content_encoding: str | None) -> bytes:

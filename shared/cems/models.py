@@ -114,10 +114,12 @@ MAX_AMOUNT = Decimal(10) ** 12
 MAX_ORDER_PRODUCTS = 500
 
 
+# Cold start: a model used on some requests only (an order, a LINE link) is built on its first use
+# (defer_build), not at every function's init; it validates the same either way.
 class OrderProduct(BaseModel):
     """A product line of a Segment e-commerce event."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     # At most 128 characters: they are kept in the profile's purchase sets (cems.profiles).
     product_id: BoughtId | None = None
@@ -132,7 +134,7 @@ class OrderProduct(BaseModel):
 class OrderCompleted(BaseModel):
     """The properties of `Order Completed` (Segment e-commerce spec v2) that purchase facts use."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     order_id: Identifier | None = None
     total: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=4)
@@ -369,7 +371,7 @@ class LineLinkRequest(BaseModel):
     """The body of POST /v1/line/link: the tag on the shop's link page asks to link the signed-in
     customer (userId with its userHash) browsing with this anonymous id to a LINE friend."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", defer_build=True)
 
     anonymous_id: Identifier = Field(alias="anonymousId")
     # LINE's link tokens are short URL-safe strings; anything else is refused before it reaches a URL.

@@ -63,6 +63,8 @@ def test_line_webhook_init_loads_no_sender_and_no_reply_client(line_webhook_init
     for module in ("linebot.v3.messaging.api.messaging_api", "cems.line.sender", "cems.scenario.engine"):
         assert module not in line_webhook_init, f"line_webhook loads {module} at init"
     assert loaded_of(line_webhook_init, ("aiohttp", "requests", "cems.email")) == []
+    # The body is read by cems.api_requests: collect's Segment parser stays out.
+    assert loaded_of(line_webhook_init, ("cems.collect", "cems.segment", "cems.sites")) == []
 
 
 def run_python(code: str) -> dict[str, Any]:
