@@ -60,6 +60,7 @@ from cems.scenario.engine import (
     Advance,
     CapRequest,
     CapView,
+    EnrolDecision,
     Enrolment,
     EnrolmentState,
     OtherEnrolment,
@@ -476,8 +477,9 @@ class ScenarioRunner:
 
         Reads, each item once: the page's enrolments in this scenario in consistent BatchGetItems (a
         customer entered at or after `run_at` was enrolled by this run already, a page seen again:
-        skipped); the customers' other journeys for priority (`_others_of_page`); every cap counter
-        of the page in BatchGetItems; the event history only for a decision that reads it
+        skipped); the customers' other journeys for priority (`_others_of_page`); the cap counters
+        (of the channels the scenario sends on) of the customers who enter outside the holdout, in
+        BatchGetItems; the event history only for a decision that reads it
         (`engine.needs_history`). The order of the one-by-one path is kept: decide; take the caps
         (`try_consume_many`, transactions; a refused take is decided again on fresh counts, one by
         one); enqueue every send of the page (`sink.send_batch`, identical LINE content shared);
@@ -514,7 +516,6 @@ class ScenarioRunner:
         if not todo:
             return page
         others = self._others_of_page([p.customer_id for p, _ in todo], scenario.id, now)
-        self._prefetch_caps([p.customer_id for p, _ in todo], now, _send_channels([scenario]))
         try:
             decided = self._decide_page(scenario, version, todo, others, now)
         finally:
@@ -530,8 +531,10 @@ class ScenarioRunner:
         others: Mapping[str, list[OtherEnrolment]] | None,
         now: datetime,
     ) -> list[_PageDecision]:
-        """Each customer's entry decided and run, with the caps its sends need taken."""
-        decided: list[_PageDecision] = []
+        """Each customer's entry decided and run, with the caps its sends need taken. The cap
+        counters are read (together) only for the customers who enter outside the holdout: a
+        holdout journey sends nothing and consults no cap."""
+        entering: list[tuple[_Customer, Enrolment | None, EnrolDecision]] = []
         for profile, read in todo:
             customer = _Customer(profile, partial(self.events.history, profile))
             customer_id = profile.customer_id
@@ -546,12 +549,20 @@ class ScenarioRunner:
                 events=customer.events_for(scenario, None),
                 others=theirs,
             )
-            if not decision.entered or decision.enrolment is None:
-                continue
+            if decision.entered and decision.enrolment is not None:
+                entering.append((customer, read, decision))
+        sending = [c.profile.customer_id for c, _, d in entering if d.enrolment and not d.enrolment.holdout]
+        self._prefetch_caps(sending, now, _send_channels([scenario]))
+        decided: list[_PageDecision] = []
+        for customer, read, decision in entering:
+            assert decision.enrolment is not None
             start = decision.enrolment
-            view = self._cap_view(customer_id, now, scenario)
+            if start.holdout:
+                view = CapView(self.limits, {})
+            else:
+                view = self._cap_view(customer.profile.customer_id, now, scenario)
             events = customer.events_for(scenario, None)
-            result = advance(scenario, start, profile, events, now, view)
+            result = advance(scenario, start, customer.profile, events, now, view)
             decided.append(_PageDecision(customer, read, start, result, list(decision.yield_scenarios)))
         # One take per customer and channel in a transaction; a step sending twice in one activation
         # (rare) takes its caps one by one.
