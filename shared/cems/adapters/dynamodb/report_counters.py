@@ -61,8 +61,9 @@ MAX_TRANSACTION_ITEMS = 100
 CELLS_PER_TRANSACTION = MAX_TRANSACTION_ITEMS - 1
 # A write that collided with another (TransactionConflict) or was throttled is tried again, on
 # another shard, after a jittered backoff (full jitter: a random wait up to BACKOFF_BASE * 2^attempt,
-# at most BACKOFF_CAP). The `once` marker makes a retry safe. Twelve attempts wait about 3 s at most
-# on average: a collision on every one of them among 16 shards is an outage, not a race.
+# at most BACKOFF_CAP). The `once` marker makes a retry safe. If every attempt collides the waits add
+# up to about 3 s on average (6 s at most): a collision on each of twelve attempts spread over 16
+# shards is an outage, not a race.
 MAX_ATTEMPTS = 12
 BACKOFF_BASE = 0.02
 BACKOFF_CAP = 1.0
@@ -194,8 +195,8 @@ class ReportCounters:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        # The first shard follows from the marker (a hash): placement is spread evenly and the same
-        # for a redo, so a redelivered count collides with its twin and is refused by the marker.
+        # The first shard follows from the marker (a hash): writes spread evenly over the shards,
+        # and where a count went is the same on every run (what the bench and the tests measure).
         shard = int(marker_key["pk"]["S"][-8:], 16) % keys.REPORT_SHARDS
         for attempt in range(MAX_ATTEMPTS):
             updates = [{"Update": self._update(total, at, shard)} for total in totals]
