@@ -115,3 +115,37 @@ def test_a_ticks_due_date_entries_are_read_in_batches(world: tuple[JourneyWorld,
     assert reads == Counter() and single == Counter()
     assert all(journeys.enrolments.schedule(c, "birthday") is not None for c in ids)  # next year's
     assert journeys.runner.tick().enrolled == 0
+
+
+def test_a_backfill_page_reads_its_entries_at_once(world: tuple[JourneyWorld, Counter[str]]) -> None:
+    journeys, _ = world
+    scenario = journeys.upload(
+        {
+            "id": "birthday",
+            "name": "birthday",
+            "trigger": {"type": "date", "date": "traits.birthday", "at": "13:00", "yearly": True},
+            "steps": [
+                {"id": "wish", "type": "send", "channel": "line", "line": [{"type": "text", "text": "🎂"}]}
+            ],
+        }
+    )
+    profiles = []
+    for n in range(25):
+        customer = journeys.customer(f"cus_p{n:02d}")
+        profile = journeys.profile(customer).model_copy(update={"traits": {"birthday": "1990-08-01"}})
+        journeys.customers.put_profile(profile)
+        profiles.append(profile)
+    calls: Counter[str] = Counter()
+    for name in ("schedule", "put_schedule"):
+        real = getattr(journeys.enrolments, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _real(*args)
+
+        setattr(journeys.enrolments, name, counted)
+    assert journeys.runner.schedule_date_triggers(scenario, profiles).scheduled == 25
+    assert calls == Counter({"put_schedule": 25})  # no entry read one by one
+    # The page done again (a redelivered message) finds every entry at its moment: no request each.
+    assert journeys.runner.schedule_date_triggers(scenario, profiles).scheduled == 0
+    assert calls == Counter({"put_schedule": 25})

@@ -339,10 +339,9 @@ class BroadcastWorker:
             progress.profiles += len(page.profiles)
             report.profiles += len(page.profiles)
             if message.kind == "backfill":
-                for profile in page.profiles:
-                    done = self.runner.schedule_date_trigger(stored.scenario, profile, now)
-                    report.run.add(done)
-                    progress.scheduled += done.scheduled
+                done = self.runner.schedule_date_triggers(stored.scenario, page.profiles, now)
+                report.run.add(done)
+                progress.scheduled += done.scheduled
             else:
                 enrolled = self.runner.enrol_page(
                     stored.scenario,

@@ -713,20 +713,46 @@ class ScenarioRunner:
             if _may_change(trigger.date, event):
                 report.add(self.schedule_date_trigger(scenario, profile, now))
 
+    def schedule_date_triggers(
+        self, scenario: Scenario, profiles: Sequence[Profile], now: datetime | None = None
+    ) -> RunReport:
+        """`schedule_date_trigger` for a backfill page: the page's pending entries read in
+        BatchGetItems (`schedules_many`) first, so a profile whose entry is already at its moment
+        costs no request, and one to write costs its conditional write only."""
+        now = now or clock.now()
+        report = RunReport()
+        if not isinstance(scenario.trigger, DateTrigger) or not profiles:
+            return report
+        read = self.enrolments.schedules_many([(p.customer_id, scenario.id) for p in profiles])
+        for profile in profiles:
+            found = read.get((profile.customer_id, scenario.id))
+            report.add(self.schedule_date_trigger(scenario, profile, now, preread=(found,)))
+        return report
+
     def schedule_date_trigger(
-        self, scenario: Scenario, profile: Profile, now: datetime | None = None
+        self,
+        scenario: Scenario,
+        profile: Profile,
+        now: datetime | None = None,
+        *,
+        preread: tuple[DateSchedule | None] | None = None,
     ) -> RunReport:
         """Schedules (or moves, or drops) one customer's pending entry for a date trigger scenario from
         the profile as it is now: what `_schedule_dates` does after an event that changed the date,
         for a backfill of profiles that had the date before the scenario was uploaded. Idempotent: an
-        entry already at the moment is left alone; one already due is left to tick (which re-checks)."""
+        entry already at the moment is left alone; one already due is left to tick (which re-checks).
+        `preread`: the entry as read in a batch (its first attempt decides on it; a conflict reads
+        it again)."""
         now = now or clock.now()
         report = RunReport()
         if not isinstance(scenario.trigger, DateTrigger):
             return report
         due = date_trigger_due(scenario.trigger, profile, scenario.zone, now)
-        for _ in range(2):
-            read = self.enrolments.schedule(profile.customer_id, scenario.id)
+        for attempt in range(2):
+            if attempt == 0 and preread is not None:
+                read = preread[0]
+            else:
+                read = self.enrolments.schedule(profile.customer_id, scenario.id)
             if read is None and due is None:
                 break
             if read is not None and (due == read.due_at or (due is None and read.due_at <= now)):
