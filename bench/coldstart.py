@@ -223,7 +223,7 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
         where = f"{_version(python)} given by --python ({python}), NOT a Lambda-like venv"
     # A kind is (mode, function); the bare import runs once per distinct venv.
     kinds: list[tuple[str, str]] = [("boto3", python_) for python_ in dict.fromkeys(pythons.values())]
-    kinds += [("init", function) for function in FUNCTIONS] + [("request", "collect")]
+    kinds += [("init", function) for function in FUNCTIONS] + [("request", "collect"), ("floor", "collect")]
     times: dict[tuple[str, str], list[float]] = {kind: [] for kind in kinds}
     failed: dict[str, str] = {}
     with _moto_server_with_site() as (endpoint, write_key):
@@ -234,6 +234,8 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
                 mode, which = kind
                 if mode == "boto3":
                     measured = run_child(which, mode, offline["collect"], paths=[str(ROOT / "shared")])
+                elif mode == "floor":
+                    measured = run_child(pythons[which], mode, offline[which], paths=[str(ROOT / "shared")])
                 elif which in failed:
                     continue
                 else:
@@ -286,6 +288,13 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
         ),
         Figure(
             "cold start: collect import + init + first request / import boto3", ratio(("request", "collect"))
+        ),
+        # Context for the aims: a DynamoDB client, Powertools' resolver and one pydantic model, no CEMS
+        # code (bench/_coldstart_child.py floor()); no HTTP function that validates with pydantic can
+        # start faster than this.
+        Figure(
+            "cold start: floor (client, Powertools, one pydantic model) / import boto3",
+            ratio(("floor", "collect")),
         ),
     ]
     notes = [
