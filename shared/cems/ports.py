@@ -371,6 +371,12 @@ class LineDeliveryClaims(Protocol):
 
     def state(self, idempotency_key: str) -> DispatchState: ...
     def create_plan(self, plan: DispatchPlan) -> bool: ...
+    def extend_plan(self, plan: DispatchPlan) -> bool:
+        """Store `plan`, the stored plan with one extension more (its units appended, the
+        extension's skipped recipients), only if the stored plan has exactly one extension fewer;
+        False when it has not (another attempt extended it first: read it again). Nothing else of
+        the stored plan changes."""
+        ...
     def claim(
         self, idempotency_key: str, unit: PlanUnit, lease: timedelta, skipped: Mapping[str, Skip] | None = None
     ) -> Claim:

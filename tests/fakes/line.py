@@ -1,9 +1,10 @@
 """In-memory LINE delivery claims and an in-memory LINE gateway, for the LINE sender's behaviour tests.
 
-The claims keep the Deliveries table's rules: a plan is stored once; a unit is claimed only when it
-has no state, is `retry` or `deferred`, or its `sending` lease has run out; a final unit answers
-FINAL and a held one BUSY; only the claim's token finishes it. The gateway is LINE as the sender sees
-it through cems.adapters.line_api.LineGateway: a retry key it accepted before answers 409 (sent);
+The claims keep the Deliveries table's rules: a plan is stored once, and extended only by a writer
+who read its current number of extensions; a unit is claimed only when it has no state, is `retry`
+or `deferred`, or its `sending` lease has run out; a final unit answers FINAL and a held one BUSY;
+only the claim's token finishes it. The gateway is LINE as the sender sees it through
+cems.adapters.line_api.LineGateway: a retry key it accepted before answers 409 (sent);
 answers can be scripted (429 storms, the monthly limit, a 400, an answer lost after LINE accepted).
 cems.local.fake_line is the HTTP version of LINE for the handler and e2e tests.
 """
@@ -57,6 +58,15 @@ class InMemoryLineDeliveries:
             if plan.idempotency_key in self.plans:
                 return False
             self.plans[plan.idempotency_key] = plan
+        return True
+
+    def extend_plan(self, plan: DispatchPlan) -> bool:
+        with self._lock:
+            stored = self.plans.get(plan.idempotency_key)
+            if stored is None or len(stored.extensions) != len(plan.extensions) - 1:
+                return False
+            # Only the units and extensions change, as the adapter's UpdateItem sets only those.
+            self.plans[plan.idempotency_key] = replace(stored, units=plan.units, extensions=plan.extensions)
         return True
 
     def claim(

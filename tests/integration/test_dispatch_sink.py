@@ -177,7 +177,7 @@ class CountingSqs:
         return {"Successful": answer.get("Successful", []), "Failed": failed}
 
 
-def test_a_batch_of_identical_line_content_goes_as_three_multicast_dispatches(
+def test_a_batch_of_three_shared_contents_goes_as_three_multicast_dispatches(
     queues: tuple[Any, str, str],
 ) -> None:
     sqs, line, email = queues
@@ -187,11 +187,19 @@ def test_a_batch_of_identical_line_content_goes_as_three_multicast_dispatches(
         {Channel.LINE: line, Channel.EMAIL: email},
         links=line_link_tracker(Settings.from_environ()),
     )
-    results = sink.send_batch([_customer_dispatch(n) for n in range(1200)], "spring-tea#r1#s00#p0000")
+    # Three contents (the step's variants a, b and c) of up to 500 customers each (a broadcast page
+    # holds at most 500 profiles; more of one content in a batch is refused, nothing sent).
+    variants = ["a"] * 500 + ["b"] * 500 + ["c"] * 200
+    batch = [_customer_dispatch(n, variant=v) for n, v in enumerate(variants)]
+    with pytest.raises(ValueError, match="more than 500 customers of one shared content"):
+        sink.send_batch([_customer_dispatch(n) for n in range(501)], "spring-tea#r1#s00#p0000")
+    assert counting.batches == []
+    results = sink.send_batch(batch, "spring-tea#r1#s00#p0000")
     assert results == ["enqueued"] * 1200
     assert counting.batches == [3]  # one SendMessageBatch call
     sent = drain_queue(sqs, line)
     assert sorted(len(b["recipients"]) for b in sent) == [200, 500, 500]
+    assert all(b["sole_chunk"] for b in sent)
     signer = TokenSigner(Settings.from_environ().area(EngagementSettings).secret)
     for body in sent:
         uri = body["messages"][0]["template"]["actions"][0]["uri"]

@@ -1,12 +1,14 @@
 """The senders' in-memory stores (tests/fakes) keep the DynamoDB adapters' contract: the same
 assertions run against each fake and against its adapter under moto. Covered: what the senders'
-at-most-once rules depend on (a LINE plan stored once; a unit claimed once until it is final, by a
+at-most-once rules depend on (a LINE plan stored once, and extended only by a writer who read its
+current number of extensions; a unit claimed once until it is final, by a
 second worker only after the lease ran out, and finished only by the claim's token; an email dispatch
 claimed once unless its last attempt was `retry`, a refused claim returning the record, an abandoned
 claim becoming `unknown`; a suppression keeping its first reason)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,7 @@ from cems.email.sender import Status
 from cems.line.deliveries import (
     ClaimResult,
     DispatchPlan,
+    PlanExtension,
     PlanUnit,
     RecipientRecord,
     RecipientStatus,
@@ -97,6 +100,48 @@ def test_a_line_plan_is_stored_once_and_read_back_whole(line: LineDeliveryClaims
         plan().units,
         {"c4": Skip(RecipientStatus.SKIPPED_NO_CONSENT, "no consent")},
     )
+
+
+def test_a_line_plan_is_extended_once_per_number_of_extensions_read(line: LineDeliveryClaims) -> None:
+    # A shared dispatch's redo naming customers the plan never had (cems.line.sender._extend).
+    assert not line.extend_plan(replace(plan(), extensions=(PlanExtension(),)))  # no plan stored
+    base = replace(plan(), extendable=True)
+    assert line.create_plan(base)
+    stored = line.state("k1").plan
+    assert stored is not None and stored.extendable and stored.extensions == ()
+    added = PlanUnit("x01m0000", UnitKind.MULTICAST, ("c5", "c6"))
+    away = {"c7": Skip(RecipientStatus.SKIPPED_UNREACHABLE, "no LINE account linked")}
+    first = replace(stored, units=(*stored.units, added), extensions=(PlanExtension(away),))
+    # Two attempts that read the plan alike: one extension is stored, the other refused.
+    rival = replace(
+        stored, units=(*stored.units, PlanUnit("p#c9", UnitKind.PUSH, ("c9",))), extensions=(PlanExtension(),)
+    )
+    assert line.extend_plan(first)
+    assert not line.extend_plan(rival)
+    again = line.state("k1").plan
+    assert again is not None
+    assert (again.units, again.extensions) == (first.units, first.extensions)
+    assert again.recipients() == {"c1", "c2", "c3", "c4", "c5", "c6", "c7"}
+    # The rest of the plan as it was; the next extension is made from the plan as read now.
+    assert (again.fingerprint, dict(again.skipped), again.metadata, again.extendable) == (
+        "f1",
+        {"c4": Skip(RecipientStatus.SKIPPED_NO_CONSENT, "no consent")},
+        {"scenario_id": "s1"},
+        True,
+    )
+    assert not line.extend_plan(
+        replace(rival, extensions=(PlanExtension(), PlanExtension(), PlanExtension()))
+    )
+    second = replace(
+        again,
+        units=(*again.units, PlanUnit("p#c9", UnitKind.PUSH, ("c9",))),
+        extensions=(*again.extensions, PlanExtension()),
+    )
+    assert line.extend_plan(second)
+    assert not line.extend_plan(second)
+    final = line.state("k1").plan
+    assert final is not None and [u.unit_id for u in final.units] == ["m0000", "p#c3", "x01m0000", "p#c9"]
+    assert len(final.extensions) == 2
 
 
 def test_a_unit_is_claimed_once_and_a_final_one_never_again(line: LineDeliveryClaims) -> None:

@@ -1,7 +1,8 @@
 """A batch of the engine's dispatches as queued dispatches (cems.line.multicast, through the tests'
 RecordingDispatchSink, which groups as QueueDispatchSink does): identical LINE content shared by up
-to 500 recipients under keys a redo of the batch makes again; personal content one each. And the
-sender's frozen plan over such keys: a redone batch messages nobody twice, even with fewer recipients.
+to 500 recipients (more of one content in a batch refused) under a key a redo of the batch makes
+again; personal content one each. And the sender's frozen plan over such keys: a redone batch
+messages nobody twice, with fewer recipients, and messages once a customer its first attempt never had.
 QueueDispatchSink itself on moto: tests/integration/test_dispatch_sink.py."""
 
 from __future__ import annotations
@@ -77,21 +78,41 @@ def dispatch(n: int, messages: list[dict[str, Any]] | None = None, **extra: Any)
     return Dispatch(**fields)
 
 
-def test_identical_content_goes_as_chunks_of_500_under_keys_of_the_batch() -> None:
+def test_identical_content_goes_as_one_dispatch_under_a_key_of_the_batch() -> None:
     sink = RecordingDispatchSink()
-    results = sink.send_batch([dispatch(n) for n in range(1200)], BATCH)
-    assert results == ["enqueued"] * 1200
-    bodies = sink.take_line()
-    assert [len(b["recipients"]) for b in bodies] == [500, 500, 200]
-    assert [r for b in bodies for r in b["recipients"]] == [customer_id(n) for n in range(1200)]
-    keys = [b["idempotency_key"] for b in bodies]
-    assert len(set(keys)) == 3 and all(k.startswith(f"{BATCH}#announce#") for k in keys)
-    assert [k.rsplit("#", 1)[1] for k in keys] == ["0000", "0001", "0002"]
-    assert all(b["messages"] == [TEXT] and b["step_id"] == "announce" for b in bodies)
-    # The same batch again (a redo): the same keys.
+    results = sink.send_batch([dispatch(n) for n in range(500)], BATCH)
+    assert results == ["enqueued"] * 500
+    (body,) = sink.take_line()
+    assert body["recipients"] == [customer_id(n) for n in range(500)]
+    assert body["idempotency_key"].startswith(f"{BATCH}#announce#")
+    assert body["idempotency_key"].endswith("#0000")
+    assert body["messages"] == [TEXT] and body["step_id"] == "announce"
+    # Every customer of this content in the batch: the sender may add one its plan never had.
+    assert body["sole_chunk"] is True
+    # The same batch again (a redo), with fewer customers or one more: the same key.
     again = RecordingDispatchSink()
-    again.send_batch([dispatch(n) for n in range(1200)], BATCH)
-    assert [b["idempotency_key"] for b in again.take_line()] == keys
+    again.send_batch([dispatch(n) for n in range(100, 200)], BATCH)
+    again.send_batch([dispatch(n) for n in range(1, 500)] + [dispatch(9999)], BATCH)
+    assert [b["idempotency_key"] for b in again.take_line()] == [body["idempotency_key"]] * 2
+
+
+def test_a_batch_with_more_than_500_customers_of_one_content_is_refused_whole() -> None:
+    # A batch is at most one multicast per content (a broadcast page holds at most 500 profiles):
+    # chunks would let a redo move a customer from one chunk's key to another's.
+    sink = RecordingDispatchSink()
+    with pytest.raises(ValueError, match="more than 500 customers of one shared content"):
+        sink.send_batch([dispatch(n) for n in range(501)], BATCH)
+    assert sink.take_line() == []
+    # 500 customers of each of two contents, and a customer's repeated dispatch, are fine.
+    mixed = [dispatch(n) for n in range(500)] + [dispatch(n, [BUTTONS]) for n in range(500)] + [dispatch(0)]
+    assert [len(s.positions) for s in group(mixed, BATCH)] == [501, 500]
+    with pytest.raises(ValueError, match="sole chunk"):
+        LineDispatch(
+            idempotency_key="k",
+            recipients=[customer_id(n) for n in range(501)],
+            messages=[TEXT],
+            sole_chunk=True,
+        )
 
 
 def test_personal_content_goes_one_each_and_the_results_keep_the_batch_order() -> None:
@@ -246,21 +267,47 @@ def frozen() -> Iterator[None]:
 
 
 def test_a_redone_batch_with_fewer_recipients_messages_nobody_twice(frozen: None) -> None:
-    world = World(1200)
+    world = World(500)
     first = RecordingDispatchSink()
-    first.send_batch([dispatch(n) for n in range(1200)], BATCH)
+    first.send_batch([dispatch(n) for n in range(500)], BATCH)
     world.deliver(first.take_line())
-    assert len(world.line.calls) == 3
-    # The redo: the journeys of some were written before the worker stopped, so fewer come again,
-    # and they sit at other positions (chunk 0 now holds customers of the first attempt's chunk 1).
+    assert len(world.line.calls) == 1
+    # The redo: the journeys of some were written before the worker stopped, so fewer come again.
     redo = RecordingDispatchSink()
-    redo.send_batch([dispatch(n) for n in range(300, 1200, 2)], BATCH)
+    redo.send_batch([dispatch(n) for n in range(300, 500, 2)], BATCH)
     world.deliver(redo.take_line())
-    assert len(world.line.calls) == 3
-    assert sorted(world.line.received) == sorted(f"U{n:032x}" for n in range(1200))
+    assert len(world.line.calls) == 1
+    assert sorted(world.line.received) == sorted(f"U{n:032x}" for n in range(500))
     assert all(len(m) == 1 for m in world.line.received.values())
     cell = ReportCell("spring-tea", 1, "announce", None)
-    assert world.counters.count(cell, Metric.SENT) == 1200
+    assert world.counters.count(cell, Metric.SENT) == 500
+
+
+def test_a_redone_batch_with_a_customer_the_first_attempt_never_saw_messages_them_once(frozen: None) -> None:
+    # The worker enqueued the page and stopped before writing the journeys; meanwhile a profile was
+    # created inside the page's key range (cus_000250), so the redo's page holds it too, and fewer
+    # of the others (its page still ends at 500 profiles, or some journeys had been written).
+    world = World(500)
+    new = 250
+    first = RecordingDispatchSink()
+    first.send_batch([dispatch(n) for n in range(500) if n != new], BATCH)
+    world.deliver(first.take_line())
+    redo = RecordingDispatchSink()
+    redo.send_batch([dispatch(n) for n in range(0, 499)], BATCH)
+    bodies = redo.take_line()
+    for _delivery in range(3):  # each body delivered again, and the first attempt's body too
+        world.deliver(bodies)
+        world.deliver(first.bodies[Channel.LINE])
+    # One multicast to the 499, one push to the new customer under a retry key of its own unit.
+    assert [(c.kind.value, len(c.to)) for c in world.line.calls] == [("multicast", 499), ("push", 1)]
+    assert len({c.retry_key for c in world.line.calls}) == 2
+    assert sorted(world.line.received) == sorted(f"U{n:032x}" for n in range(500))
+    assert all(len(m) == 1 for m in world.line.received.values())
+    key = bodies[0]["idempotency_key"]
+    outcomes = world.deliveries.outcomes(key)
+    assert len(outcomes) == 500 and set(outcomes.values()) == {"sent"}
+    assert world.deliveries.state(key).recipients[customer_id(new)].unit_id == "x01m0000"
+    assert world.counters.count(ReportCell("spring-tea", 1, "announce", None), Metric.SENT) == 500
 
 
 def test_mixed_personal_and_identical_content_under_redelivery_and_faults_messages_each_once(

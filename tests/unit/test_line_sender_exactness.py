@@ -2,13 +2,15 @@
 writes: a worker stopping after any one write (plan, unit claim and finish, the unit's report count,
 its recipient records, half of them), LINE answering 429 and 5xx, and SQS delivering the dispatch
 again. For a mix of personalised and identical content, and recipients who cannot be reached at plan
-time or only at send time. On the in-memory ports (tests/fakes), which keep the stores' contracts."""
+time or only at send time. And a shared dispatch done again (a redone broadcast page) with fewer
+recipients, or naming customers its frozen plan never had, also with two attempts racing to add them.
+On the in-memory ports (tests/fakes), which keep the stores' contracts."""
 
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from cems.line.deliveries import (
     RecipientRecord,
     RecipientStatus,
     UnitStatus,
+    retry_key,
 )
 from cems.line.dispatch import LineDispatch
 from cems.line.sender import CLAIM_LEASE, LineSender
@@ -72,6 +75,9 @@ class StoppingDeliveries:
 
     def state(self, idempotency_key: str) -> Any:
         return self.inner.state(idempotency_key)
+
+    def extend_plan(self, plan: DispatchPlan) -> bool:
+        return bool(self.trip.write(lambda: self.inner.extend_plan(plan)))
 
     def claim(self, idempotency_key: str, unit: PlanUnit, lease: Any, skipped: Any = None) -> Any:
         return self.trip.write(lambda: self.inner.claim(idempotency_key, unit, lease, skipped))
@@ -240,3 +246,192 @@ def test_429_and_5xx_storms_with_redeliveries_still_message_and_count_each_custo
     run_until_done(world, faults, stop_at, after=True)
     check_exact(world)
     assert len(world.line.calls) >= 4  # one multicast and three pushes, some of them again
+
+
+# -- a redone shared dispatch: fewer recipients, or customers its frozen plan never had ------------
+
+REDO_KEY = "spring-tea#r1#s0of1#0123456789abcdef#announce#0123456789abcdef0123#0000"
+FIRST = [*SHARED_CUSTOMERS, NO_CONSENT]
+NEW = 20  # a profile created in the page's key range between the attempts: reachable
+NEW_NO_CONSENT = 21
+NEW_SAME_ACCOUNT = 22  # linked to the LINE account of cus_000, who was sent the message already
+# The redo: the journeys of 0-2 were written before the worker stopped, so they are not in it.
+REDO = [3, 4, 5, 6, NO_CONSENT, NEW, NEW_NO_CONSENT, NEW_SAME_ACCOUNT]
+
+
+def shared_body(customers: Iterable[int], *, sole_chunk: bool = True) -> str:
+    """A shared dispatch as cems.line.multicast.group makes it (a sole chunk of its batch)."""
+    return LineDispatch(
+        idempotency_key=REDO_KEY,
+        recipients=[f"cus_{n:03d}" for n in customers],
+        messages=[SHARED],
+        scenario_id="spring-tea",
+        version=1,
+        step_id="announce",
+        sole_chunk=sole_chunk,
+    ).to_sqs_body()
+
+
+def redo_world() -> World:
+    """The first attempt's dispatch sent (clean), then the new profiles created."""
+    world = World()
+    world.sender().handle(shared_body(FIRST))
+    world.put(NEW)
+    world.put(NEW_NO_CONSENT, consent=False)
+    state = ChannelState(reachable=True, consent=True, updated_at=clock.now())
+    world.customers.put_profile(
+        Profile(
+            customer_id=f"cus_{NEW_SAME_ACCOUNT:03d}",
+            line_user_id=f"U{0:032x}",
+            channels={"line": state},
+            first_seen_at=NOW,
+            updated_at=clock.now(),
+        )
+    )
+    return world
+
+
+def deliver_until_done(world: World, bodies: Sequence[str]) -> None:
+    """SQS's redeliveries of `bodies`, each after the backoff or lease, until nothing is left."""
+    for receive_count in range(2, 30):
+        clock.advance(CLAIM_LEASE.total_seconds() + 600)
+        reports = [world.sender().handle(b, receive_count=receive_count) for b in bodies]
+        state = world.deliveries.state(REDO_KEY)
+        assert state.plan is not None
+        done = all(
+            (u := state.units.get(unit.unit_id)) is not None and u.status in FINAL_UNIT_STATUSES
+            for unit in state.plan.units
+        )
+        if done and all(r.retry_after is None for r in reports):
+            return
+    raise AssertionError("the dispatch never finished")
+
+
+def check_redo_exact(world: World, *, added: set[int]) -> None:
+    """Everyone of the first attempt and of `added` messaged, recorded and counted once."""
+    received = {user: len(messages) for user, messages in world.line.received.items()}
+    sent = {n for n in [*SHARED_CUSTOMERS, *added] if n not in (NO_CONSENT, NEW_NO_CONSENT, NEW_SAME_ACCOUNT)}
+    assert received == {f"U{n:032x}": 1 for n in sent}
+    outcomes = world.deliveries.outcomes(REDO_KEY)
+    expected = {f"cus_{n:03d}": "sent" for n in sent}
+    expected[f"cus_{NO_CONSENT:03d}"] = "skipped_no_consent"
+    if NEW_NO_CONSENT in added:
+        expected[f"cus_{NEW_NO_CONSENT:03d}"] = "skipped_no_consent"
+    if NEW_SAME_ACCOUNT in added:
+        expected[f"cus_{NEW_SAME_ACCOUNT:03d}"] = "skipped_unreachable"
+    assert outcomes == expected
+    tally = Counter(outcomes.values())
+    assert world.counters.count(CELL, Metric.SENT) == tally["sent"]
+    assert (
+        world.counters.count(CELL, Metric.SUPPRESSED)
+        == tally["skipped_no_consent"] + tally["skipped_unreachable"]
+    )
+    assert world.counters.count(CELL, Metric.FAILED) == 0
+
+
+def test_a_redo_with_fewer_recipients_sends_and_counts_nothing_more() -> None:
+    world = redo_world()
+    calls = len(world.line.calls)
+    report = world.sender().handle(shared_body([3, 4, NO_CONSENT]))
+    assert report.content_mismatch and report.added_to_plan == 0 and report.api_calls == 0
+    assert len(world.line.calls) == calls
+    plan = world.deliveries.state(REDO_KEY).plan
+    assert plan is not None and plan.extensions == ()
+    check_redo_exact(world, added=set())
+
+
+def writes_of_a_clean_redo() -> int:
+    clock.freeze(NOW)
+    world = redo_world()
+    trip = Tripwire(None, False)
+    world.sender(trip).handle(shared_body(REDO))
+    clock.reset()
+    return trip.writes
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+@pytest.mark.parametrize("stop_at", [None, *range(1, writes_of_a_clean_redo() + 1)])
+def test_a_redo_naming_new_customers_adds_them_once_and_messages_and_counts_each_once(
+    stop_at: int | None, after: bool
+) -> None:
+    world = redo_world()
+    first_calls = len(world.line.calls)
+    with contextlib.suppress(WorkerStopped):
+        world.sender(Tripwire(stop_at, after)).handle(shared_body(REDO))
+    # The redo's body again, and the first attempt's (its message may come again too).
+    deliver_until_done(world, [shared_body(REDO), shared_body(FIRST)])
+    check_redo_exact(world, added={NEW, NEW_NO_CONSENT, NEW_SAME_ACCOUNT})
+    plan = world.deliveries.state(REDO_KEY).plan
+    assert plan is not None and len(plan.extensions) == 1
+    assert [u.unit_id for u in plan.units] == ["m0000", "x01m0000"]
+    assert dict(plan.extensions[0].skipped).keys() == {
+        f"cus_{NEW_NO_CONSENT:03d}",
+        f"cus_{NEW_SAME_ACCOUNT:03d}",
+    }
+    # The new customer's one call, under the retry key of its own unit (a 409 on a repeat).
+    new_calls = world.line.calls[first_calls:]
+    assert {c.to for c in new_calls} == {(f"U{NEW:032x}",)}
+    assert {c.retry_key for c in new_calls} == {retry_key(REDO_KEY, "x01m0000")}
+
+
+class RacingDeliveries:
+    """Lets another worker do a whole attempt just before this one's extension is written: both
+    read the plan without the new customers, and the other one extends it first."""
+
+    def __init__(self, inner: InMemoryLineDeliveries, rival: Callable[[], Any]) -> None:
+        self.inner = inner
+        self.rival: Callable[[], Any] | None = rival
+        self.extensions_tried = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def extend_plan(self, plan: DispatchPlan) -> bool:
+        self.extensions_tried += 1
+        rival, self.rival = self.rival, None
+        if rival is not None:
+            rival()
+        return self.inner.extend_plan(plan)
+
+
+@pytest.mark.parametrize("same_body", [True, False], ids=["same-redo", "two-redos"])
+def test_two_attempts_racing_to_add_new_customers_agree_on_one_extension(same_body: bool) -> None:
+    world = redo_world()
+    first_calls = len(world.line.calls)
+    # The same redone dispatch delivered twice at once; or two redos each with a customer of its own.
+    mine = shared_body(REDO)
+    theirs = mine if same_body else shared_body([3, NEW_NO_CONSENT])
+    racing = RacingDeliveries(world.deliveries, lambda: world.sender().handle(theirs))
+    sender = LineSender(world.customers, racing, world.line, retry_base_seconds=1, counters=world.counters)  # type: ignore[arg-type]
+    report = sender.handle(mine)
+    # Its first write lost to the rival's; read again, it adds what is still missing (if anything).
+    assert racing.extensions_tried == (1 if same_body else 2)
+    deliver_until_done(world, [mine, theirs])
+    check_redo_exact(world, added={NEW, NEW_NO_CONSENT, NEW_SAME_ACCOUNT})
+    plan = world.deliveries.state(REDO_KEY).plan
+    assert plan is not None
+    if same_body:
+        assert report.added_to_plan == 0 and len(plan.extensions) == 1
+        assert [u.unit_id for u in plan.units] == ["m0000", "x01m0000"]
+    else:
+        # The rival added its customer (no consent: no unit), this attempt the other two.
+        assert report.added_to_plan == 2 and len(plan.extensions) == 2
+        assert [u.unit_id for u in plan.units] == ["m0000", "x02m0000"]
+    assert [c.to for c in world.line.calls[first_calls:]] == [(f"U{NEW:032x}",)]
+
+
+def test_a_dispatch_that_is_not_a_sole_chunk_or_a_plan_stored_before_keeps_its_plan_frozen() -> None:
+    # A dispatch made by hand (not a sole chunk) naming customers its plan never had: left out.
+    world = redo_world()
+    report = world.sender().handle(shared_body(REDO, sole_chunk=False))
+    assert report.content_mismatch and report.added_to_plan == 0
+    check_redo_exact(world, added=set())
+    # A plan stored from a dispatch that was not a sole chunk (before extensions existed): kept too.
+    world = World()
+    world.sender().handle(shared_body(FIRST, sole_chunk=False))
+    world.put(NEW)
+    report = world.sender().handle(shared_body(REDO))
+    assert report.added_to_plan == 0
+    plan = world.deliveries.state(REDO_KEY).plan
+    assert plan is not None and not plan.extendable and plan.extensions == ()
+    assert f"U{NEW:032x}" not in world.line.received

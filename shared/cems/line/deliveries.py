@@ -6,6 +6,12 @@ unit that is `sent` (or `failed`) is never called again, however often SQS deliv
 second worker finds the claim and backs off. A worker that dies mid-call leaves a claim whose lease
 runs out; the next attempt calls LINE again under the same retry key, and LINE answers 409 if the
 first call got through.
+
+A plan is frozen, with one exception: a shared dispatch that holds every recipient of its content in
+its batch (`LineDispatch.sole_chunk`, cems.line.multicast) may name, when its batch is done again,
+customers the plan never had (a profile created inside the page's key range in between). The sender
+then adds units for them, once (`PlanExtension`: a conditional write on the number of extensions,
+so two racing attempts agree on one), and never touches the units already planned.
 """
 
 from __future__ import annotations
@@ -67,6 +73,15 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class PlanExtension:
+    """Recipients added to a frozen plan after it was made (see the module's docstring): its units
+    are appended to `DispatchPlan.units` (ids `x<nn>m0000`..., or `p#<customer>`); this keeps the
+    ones set aside, counted under a marker of the extension's own (`plan#x<nn>`)."""
+
+    skipped: Mapping[str, Skip] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DispatchPlan:
     """Who gets which call, decided once (on the first attempt) and reused by every retry."""
 
@@ -76,9 +91,15 @@ class DispatchPlan:
     skipped: Mapping[str, Skip]
     created_at: datetime
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Made from a dispatch that is its content's only chunk in its batch (LineDispatch.sole_chunk):
+    # the sender may add recipients it never had, and only then.
+    extendable: bool = False
+    # Additions since, in order (extension n is `extensions[n - 1]`).
+    extensions: tuple[PlanExtension, ...] = ()
 
     def recipients(self) -> set[str]:
-        return {c for u in self.units for c in u.customer_ids} | set(self.skipped)
+        skipped = set(self.skipped).union(*(e.skipped for e in self.extensions))
+        return {c for u in self.units for c in u.customer_ids} | skipped
 
 
 @dataclass

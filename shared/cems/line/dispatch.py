@@ -86,6 +86,12 @@ class LineDispatch(BaseModel):
     test_line_user_id: LineUserId | None = Field(default=None, repr=False)
     # Delivered without a sound or notification (LINE's notificationDisabled).
     notification_disabled: bool = False
+    # Set by cems.line.multicast.group only: a shared dispatch holding every recipient its batch has
+    # for its content (the content's only chunk, under the same key on every attempt of the batch).
+    # A customer it names that the key's frozen plan never had was therefore under no other key of
+    # that content, and the sender adds them to the plan rather than leave them out (a redone
+    # broadcast page that found a profile created in its key range since the first attempt).
+    sole_chunk: bool = False
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -119,6 +125,10 @@ class LineDispatch(BaseModel):
             raise ValueError("messages is empty but some recipients have no personalised content")
         if self.test_line_user_id is not None and (not self.test or len(self.recipients) != 1):
             raise ValueError("test_line_user_id is for test sends (test: true) to exactly one recipient")
+        if self.sole_chunk and (self.test or len(self.recipients) > MAX_MULTICAST_RECIPIENTS):
+            raise ValueError(
+                f"a sole chunk is a shared dispatch of at most {MAX_MULTICAST_RECIPIENTS} recipients"
+            )
         return self
 
     def content_for(self, customer_id: str) -> list[LineMessage]:

@@ -2,15 +2,33 @@
 
 The engine renders one dispatch per customer. `group` finds, among the LINE dispatches of one batch,
 those of one scenario, version, step and variant whose rendered messages (and notificationDisabled)
-are identical, and makes them ONE queued LINE dispatch of up to 500 recipients (more: several), which
-the sender (cems.line.sender) sends as one multicast per chunk. Both dispatch sinks (QueueDispatchSink
-and the tests' RecordingDispatchSink) group through this one function, so they group alike.
+are identical, and makes them ONE queued LINE dispatch of up to 500 recipients, which the sender
+(cems.line.sender) sends as one multicast. Both dispatch sinks (QueueDispatchSink and the tests'
+RecordingDispatchSink) group through this one function, so they group alike.
 
-The shared dispatch's idempotency key is made from the batch, the step, a digest of the content and
-the chunk number, never from who is in it. A redone batch (the caller gives the same `batch` again)
-therefore gets the same keys, and the sender's frozen plan for each key sends nobody twice, even when
-the redo has fewer recipients than the first attempt (those whose journeys were written meanwhile):
-a recipient who moved to another chunk position was in a chunk the first attempt queued already.
+The shared dispatch's idempotency key is made from the batch, the step and a digest of the content
+(`<batch>#<step>#<digest>#0000`), never from who is in it. A redone batch (the caller gives the same
+`batch` again) therefore gets the same key for the same content, and the sender's frozen plan for
+that key sends nobody twice, even when the redo has fewer recipients than the first attempt (those
+whose journeys were written meanwhile).
+
+One content of one batch is ONE dispatch, never chunks: a batch holding more than 500 recipients of
+one shared content is refused (ValueError). A broadcast page holds at most 500 profiles
+(cems.scenario.broadcast.PAGE_SIZE, CustomerStore.scan_profile_page), so a page never is. This is
+what makes a redo exact in both directions. Were a content cut into chunks by position, a redo with
+more recipients (a profile created in the page's key range since) would open a chunk key the first
+attempt never had, and a redo with fewer would move customers between chunk keys, so a customer sent
+under one chunk's key could be planned again under another's. With one key per content of a batch,
+every recipient of that content, on every attempt, is under that one key. So the dispatch says so
+(`LineDispatch.sole_chunk`), and the sender may add to the key's frozen plan a customer it never had
+(a redo's new profile): that customer was sent under no other key of this content.
+
+What stays inexact: content that renders differently for one customer between an attempt and its
+redo (a profile field changed in between) has another digest, so another key, and the customer gets
+both renderings. Keying such content by customer instead does not help: whether a dispatch is a
+group of one depends on who else the batch holds, which a redo changes (fewer or more recipients),
+so a customer keyed by content on one attempt and by customer on the other would be sent twice in
+the common case (a redo with fewer recipients) to close a rare one. docs/line-dispatch.md says more.
 
 A dispatch stays on its own (its own key, queued as `DispatchSink.send` queues it) when it is not on
 LINE, carries personalised LINE content, or has links the click tracker must track per customer (the
@@ -81,7 +99,9 @@ def content_digest(dispatch: Dispatch) -> str:
 
 
 def shared_key(batch: str, step_id: str, digest: str, chunk: int) -> str:
-    """`<batch>#<step>#<digest>#<chunk>`, the batch and step hashed when that would be too long."""
+    """`<batch>#<step>#<digest>#<chunk>`, the batch and step hashed when that would be too long.
+    `group` makes one chunk per content, `0000` (the number stays in the key, whose form the
+    Deliveries table and the click tokens of dispatches already sent carry)."""
     tail = f"#{digest[:DIGEST_CHARS]}#{chunk:04d}"
     head = f"{batch}#{step_id}"
     if len(head) + len(tail) > MAX_KEY_LENGTH:
@@ -91,11 +111,13 @@ def shared_key(batch: str, step_id: str, digest: str, chunk: int) -> str:
 
 def group(dispatches: Sequence[Dispatch], batch: str) -> list[Share]:
     """The queued dispatches a batch becomes, in the order of their first dispatch: each shareable
-    content's dispatches in chunks of up to 500 under shared keys, every other dispatch alone."""
+    content's dispatches as one, under its shared key, every other dispatch alone. ValueError for a
+    batch holding more than 500 customers of one shareable content (see the module's docstring)."""
     if not batch:
         raise ValueError("a batch needs a name (the same on a redo of the same batch)")
     shares: list[Share | None] = []
     by_content: dict[str, list[int]] = {}
+    customers: dict[str, set[str]] = {}
     first_slot: dict[str, int] = {}
     for position, dispatch in enumerate(dispatches):
         if not shareable(dispatch):
@@ -104,23 +126,24 @@ def group(dispatches: Sequence[Dispatch], batch: str) -> list[Share]:
         digest = content_digest(dispatch)
         if digest not in by_content:
             by_content[digest] = []
+            customers[digest] = set()
             first_slot[digest] = len(shares)
             shares.append(None)  # filled below, where the content first appeared
         by_content[digest].append(position)
-    placed: dict[int, list[Share]] = {}
-    for digest, positions in by_content.items():
-        step_id = dispatches[positions[0]].step_id
-        placed[first_slot[digest]] = [
-            Share(
-                tuple(positions[start : start + MAX_MULTICAST_RECIPIENTS]),
-                shared_key(batch, step_id, digest, n),
+        customers[digest].add(dispatch.customer_id)
+        if len(customers[digest]) > MAX_MULTICAST_RECIPIENTS:
+            raise ValueError(
+                f"batch {batch!r} holds more than {MAX_MULTICAST_RECIPIENTS} customers of one shared "
+                "content: a batch is at most one multicast per content (a broadcast page holds at most "
+                f"{MAX_MULTICAST_RECIPIENTS} profiles), so a redo finds every customer under one key"
             )
-            for n, start in enumerate(range(0, len(positions), MAX_MULTICAST_RECIPIENTS))
-        ]
-    out: list[Share] = []
-    for slot, share in enumerate(shares):
-        out.extend(placed[slot] if share is None else [share])
-    return out
+    placed = {
+        first_slot[digest]: Share(
+            tuple(positions), shared_key(batch, dispatches[positions[0]].step_id, digest, 0)
+        )
+        for digest, positions in by_content.items()
+    }
+    return [placed[slot] if share is None else share for slot, share in enumerate(shares)]
 
 
 def shared_dispatch(dispatches: Sequence[Dispatch], share: Share) -> LineDispatch:
@@ -132,6 +155,8 @@ def shared_dispatch(dispatches: Sequence[Dispatch], share: Share) -> LineDispatc
             "idempotency_key": share.key,
             # Customers in batch order (LineDispatch drops a repeated one).
             "recipients": list(dict.fromkeys(dispatches[p].customer_id for p in share.positions)),
+            # Every customer of this content in the batch (`group` makes no chunks).
+            "sole_chunk": True,
         }
     )
 

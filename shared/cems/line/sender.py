@@ -10,6 +10,16 @@ One attempt of a dispatch (one SQS delivery):
    (uuid5 of the idempotency key and the unit id), even if the dispatch's audience has changed since.
    A test send with `test_line_user_id` (cems scenario test-send) is one push to that LINE user id:
    no profile is read and no reachability or consent is checked, there or in step 2.
+   One exception to "frozen": a shared dispatch that is its content's only chunk in its batch
+   (`LineDispatch.sole_chunk`, cems.line.multicast) naming customers the plan never had (a redone
+   broadcast page that found a profile created in its key range since). They were under no other
+   key of that content, so they are added: units of their own appended to the plan (`x<nn>m0000`
+   for the common content, `p#<customer>` for a push), made like the plan's and stored with a
+   conditional write on the number of extensions, so two racing attempts agree on one; the units
+   already planned are never changed. Then they are sent, recorded and counted as any unit, under
+   retry keys from their own unit ids. A dispatch that is not a sole chunk (one made by hand, or a
+   plan stored before) keeps its plan as it is, and those customers get nothing under its key (the
+   log says how many).
 2. Each unit that is not final yet is claimed in the Deliveries table, its recipients' reachability
    and consent are checked again (a follower may have left since the plan) and stored with the claim
    as the unit's audience, and LINE is called. A retry after a call that may have gone through (no
@@ -22,7 +32,8 @@ One attempt of a dispatch (one SQS delivery):
 
 4. A final unit is counted, then recorded: its report counts (sent, failed, suppressed) in one
    `add_many` under a marker of its own, then a record per recipient (BatchWriteItem, 25 a call);
-   the plan's skipped recipients likewise under the plan's marker. A worker that stops between any
+   the plan's skipped recipients likewise under the plan's marker (an extension's under its own,
+   `plan#x<nn>`). A worker that stops between any
    two writes leaves the rest to the next delivery, which recomputes the unit's records and counts
    from the unit (its outcome and stored audience) and whose count the marker refuses if it was made:
    each recipient is counted exactly once.
@@ -39,7 +50,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +63,7 @@ from cems.line.deliveries import (
     ClaimResult,
     DispatchPlan,
     DispatchState,
+    PlanExtension,
     PlanUnit,
     RecipientRecord,
     RecipientStatus,
@@ -97,6 +109,10 @@ MIN_REMAINING_MS = 15_000
 # Unit ids: `m0000`, `m0001`, ... for multicast chunks of common content, `p#<customer id>` for a push of
 # personalised content.
 PERSONAL_UNIT_PREFIX = "p#"
+# Units added to a frozen plan by extension n: `x01m0000`, ... (`p#<customer>` for a push).
+EXTENSION_UNIT_PREFIX = "x"
+# Conditional writes an attempt tries to extend a plan others keep extending; then it comes back.
+EXTEND_ATTEMPTS = 3
 PROFILES_PER_READ = 100
 _LINE_USER_ID = re.compile(r"U[0-9a-f]{32}")
 
@@ -132,6 +148,8 @@ class DispatchReport:
     retries: int = 0
     monthly_limit_hits: int = 0
     content_mismatch: bool = False
+    # Recipients this attempt added to the frozen plan (a sole chunk naming customers it never had).
+    added_to_plan: int = 0
     failure_reasons: list[str] = field(default_factory=list)
     retry_after: int | None = None
 
@@ -235,11 +253,44 @@ def make_plan(dispatch: LineDispatch, profiles: Mapping[str, Profile]) -> Dispat
     if dispatch.test_line_user_id is not None:
         # A test send to a staff member's LINE account: one push for its one recipient, no profile.
         return _plan(dispatch, [_test_unit(dispatch)], {})
+    units, skipped = _cut(dispatch, dispatch.recipients, profiles, set(), "")
+    return _plan(dispatch, units, skipped)
+
+
+def extend_plan(
+    plan: DispatchPlan, dispatch: LineDispatch, added: Sequence[str], profiles: Mapping[str, Profile]
+) -> DispatchPlan:
+    """`plan` with one extension more: units for `added` (customers the plan never had), cut as the
+    plan was (`_cut`) under unit ids of their own, and those set aside; a customer whose LINE account
+    a planned recipient has already is set aside (it gets the message through them)."""
+    number = len(plan.extensions) + 1
+    contacts = {
+        str(contact)
+        for unit in plan.units
+        for c in unit.customer_ids
+        if (p := profiles.get(c)) is not None and (contact := p.line_contact())
+    }
+    units, skipped = _cut(dispatch, added, profiles, contacts, f"{EXTENSION_UNIT_PREFIX}{number:02d}")
+    return replace(
+        plan,
+        units=(*plan.units, *units),
+        extensions=(*plan.extensions, PlanExtension(skipped)),
+    )
+
+
+def _cut(
+    dispatch: LineDispatch,
+    customer_ids: Sequence[str],
+    profiles: Mapping[str, Profile],
+    seen_line_users: set[str],
+    prefix: str,
+) -> tuple[list[PlanUnit], dict[str, Skip]]:
+    """The units of `customer_ids` (multicast chunks `<prefix>m0000`... of the common content, a push
+    `p#<customer>` each for personalised content) and who is set aside, with why."""
     skipped: dict[str, Skip] = {}
     shared: list[str] = []
     personal: list[str] = []
-    seen_line_users: set[str] = set()
-    for customer_id in dispatch.recipients:
+    for customer_id in customer_ids:
         profile = profiles.get(customer_id)
         skip = reachability(profile)
         if skip is None and profile is not None:
@@ -257,9 +308,9 @@ def make_plan(dispatch: LineDispatch, profiles: Mapping[str, Profile]) -> Dispat
     for index, start in enumerate(range(0, len(shared), MAX_MULTICAST_RECIPIENTS)):
         chunk = tuple(shared[start : start + MAX_MULTICAST_RECIPIENTS])
         kind = UnitKind.MULTICAST if len(chunk) > 1 else UnitKind.PUSH
-        units.append(PlanUnit(f"m{index:04d}", kind, chunk))
+        units.append(PlanUnit(f"{prefix}m{index:04d}", kind, chunk))
     units.extend(PlanUnit(f"{PERSONAL_UNIT_PREFIX}{c}", UnitKind.PUSH, (c,)) for c in personal)
-    return _plan(dispatch, units, skipped)
+    return units, skipped
 
 
 def _test_unit(dispatch: LineDispatch) -> PlanUnit:
@@ -282,6 +333,7 @@ def _plan(dispatch: LineDispatch, units: list[PlanUnit], skipped: dict[str, Skip
             "variant": dispatch.variant,
             "test": dispatch.test,
         },
+        extendable=dispatch.sole_chunk and not dispatch.test,
     )
 
 
@@ -338,10 +390,15 @@ class LineSender:
         assert plan is not None
         if plan.fingerprint != dispatch.fingerprint():
             # Same key, different content or audience: the frozen plan decides who gets which call.
-            report.content_mismatch = True
             # A shared dispatch done again with fewer recipients is expected (they were sent under
-            # this key or a sibling chunk's); one naming customers the plan never had is not: they
-            # get nothing under this key. Said in the log (a count, never the ids).
+            # this key). One naming customers the plan never had: a sole chunk adds them to the plan
+            # (they were under no other key of its content); any other dispatch leaves them out, and
+            # says so in the log (a count, never the ids).
+            report.content_mismatch = True
+            if dispatch.sole_chunk and plan.extendable and not dispatch.test:
+                state, profiles = self._extend(dispatch, state, profiles, report)
+                plan = state.plan
+                assert plan is not None
             unplanned = set(dispatch.recipients) - plan.recipients()
             if unplanned:
                 logger.warning(
@@ -355,13 +412,51 @@ class LineSender:
             if (s := state.units.get(u.unit_id)) is None or s.status not in FINAL_UNIT_STATUSES
         ]
         report.already_done = len(plan.units) - len(pending)
-        if pending and profiles is None:
-            profiles = self._profiles([c for u in pending for c in u.customer_ids])
+        if pending and dispatch.test_line_user_id is None:
+            # Read once: by the plan or its extension (which read every planned recipient), else now.
+            unread = [c for u in pending for c in u.customer_ids if profiles is None or c not in profiles]
+            if unread or profiles is None:
+                profiles = {**(profiles or {}), **self._profiles(unread)}
         for unit in pending:
             assert profiles is not None
             earlier = state.units.get(unit.unit_id)
             self._send_unit(dispatch, plan, unit, profiles, report, receive_count, remaining_ms, earlier)
         return report
+
+    def _extend(
+        self,
+        dispatch: LineDispatch,
+        state: DispatchState,
+        profiles: dict[str, Profile] | None,
+        report: DispatchReport,
+    ) -> tuple[DispatchState, dict[str, Profile] | None]:
+        """The state with the plan extended by the dispatch's recipients it never had (none: as it
+        is). Stored only if the plan is still as read (its number of extensions); when another
+        attempt extended it first, read again and add whoever is still missing. After
+        EXTEND_ATTEMPTS lost races the dispatch comes back to try again."""
+        for _ in range(EXTEND_ATTEMPTS):
+            plan = state.plan
+            assert plan is not None
+            known = plan.recipients()
+            added = [c for c in dispatch.recipients if c not in known]
+            if not added:
+                return state, profiles
+            # The planned recipients too: their LINE accounts (none is sent twice) and their units.
+            wanted = [c for u in plan.units for c in u.customer_ids] + added
+            unread = [c for c in wanted if profiles is None or c not in profiles]
+            profiles = {**(profiles or {}), **self._profiles(unread)}
+            extended = extend_plan(plan, dispatch, added, profiles)
+            if self.deliveries.extend_plan(extended):
+                report.added_to_plan += len(added)
+                logger.info(
+                    "recipients added to the dispatch's frozen plan",
+                    extra={"idempotency_key": dispatch.idempotency_key, "added": len(added)},
+                )
+                state.plan = extended
+                return state, profiles
+            state = self.deliveries.state(dispatch.idempotency_key)
+        report.later(self._backoff(1))
+        return state, profiles
 
     def _profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
         profiles: dict[str, Profile] = {}
@@ -391,6 +486,15 @@ class LineSender:
                 for record in skipped:
                     report.count(record.status, 1)
             if not self._write(dispatch, plan, "plan", skipped, report):
+                return
+        for number, extension in enumerate(plan.extensions, start=1):
+            if all(c in recorded for c in extension.skipped):
+                continue
+            skipped = [RecipientRecord(c, s.status, s.reason) for c, s in extension.skipped.items()]
+            if report.added_to_plan and number == len(plan.extensions):
+                for record in skipped:  # set aside by this attempt's extension
+                    report.count(record.status, 1)
+            if not self._write(dispatch, plan, f"plan#{EXTENSION_UNIT_PREFIX}{number:02d}", skipped, report):
                 return
         for unit in plan.units:
             unit_state = state.units.get(unit.unit_id)

@@ -26,6 +26,7 @@ from cems.line.deliveries import (
     ClaimResult,
     DispatchPlan,
     DispatchState,
+    PlanExtension,
     PlanUnit,
     RecipientRecord,
     RecipientStatus,
@@ -99,11 +100,11 @@ class DeliveryStore:
             "sk": keys.PLAN_SK,
             "fingerprint": plan.fingerprint,
             "created_at": plan.created_at,
-            "units": [
-                {"id": u.unit_id, "kind": u.kind.value, "customers": list(u.customer_ids)} for u in plan.units
-            ],
-            "skipped": {c: {"status": s.status.value, "reason": s.reason} for c, s in plan.skipped.items()},
+            "units": _units_value(plan.units),
+            "skipped": _skipped_value(plan.skipped),
             "metadata": {k: v for k, v in plan.metadata.items() if v is not None},
+            # Only when true: plans stored before extensions existed read as not extendable.
+            "extendable": True if plan.extendable else None,
             "expires_at": self._expires_at(plan.created_at),
         }
         try:
@@ -111,6 +112,37 @@ class DeliveryStore:
                 TableName=self.table_name,
                 Item=to_attribute_map(values),
                 ConditionExpression="attribute_not_exists(pk)",
+            )
+        except BotoClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def extend_plan(self, plan: DispatchPlan) -> bool:
+        """The stored plan's units and extensions replaced by `plan`'s (one extension more), in one
+        UpdateItem conditional on the stored plan's number of extensions; False when another attempt
+        extended it first (the caller reads it again). Nothing else of the plan item changes."""
+        known = len(plan.extensions) - 1
+        if known < 0:
+            raise ValueError("an extended plan has at least one extension")
+        values: dict[str, Any] = {
+            ":units": _units_value(plan.units),
+            ":extensions": [_skipped_value(e.skipped) for e in plan.extensions],
+        }
+        if known == 0:
+            condition = "attribute_exists(pk) AND attribute_not_exists(#extensions)"
+        else:
+            condition = "size(#extensions) = :known"
+            values[":known"] = known
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=to_attribute_map({"pk": keys.dispatch_pk(plan.idempotency_key), "sk": keys.PLAN_SK}),
+                UpdateExpression="SET #units = :units, #extensions = :extensions",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#units": "units", "#extensions": "extensions"},
+                ExpressionAttributeValues=to_attribute_map(values),
             )
         except BotoClientError as exc:
             if condition_failed(exc):
@@ -209,6 +241,14 @@ class DeliveryStore:
                 request = answer.get("UnprocessedItems") or None
 
 
+def _units_value(units: Iterable[PlanUnit]) -> list[dict[str, Any]]:
+    return [{"id": u.unit_id, "kind": u.kind.value, "customers": list(u.customer_ids)} for u in units]
+
+
+def _skipped_value(skipped: Mapping[str, Skip]) -> dict[str, Any]:
+    return {c: {"status": s.status.value, "reason": s.reason} for c, s in skipped.items()}
+
+
 def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPlan:
     return DispatchPlan(
         idempotency_key=idempotency_key,
@@ -220,6 +260,8 @@ def _plan_from_item(idempotency_key: str, item: Mapping[str, Any]) -> DispatchPl
         skipped=_skips(item.get("skipped", {})),
         created_at=datetime.fromisoformat(item["created_at"]),
         metadata=dict(item.get("metadata", {})),
+        extendable=bool(item.get("extendable", False)),
+        extensions=tuple(PlanExtension(_skips(e)) for e in item.get("extensions", [])),
     )
 
 
