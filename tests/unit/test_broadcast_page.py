@@ -1,10 +1,12 @@
 """A broadcast page decided in batches (`ScenarioRunner.enrol_page`, issue 11) comes out as the
 one-by-one path (`enrol_customer`) does: the holdout gets nothing, caps hold, re-entry rules and
 priority (a higher-priority journey keeps the customer; a lower one that yields leaves) apply; and
-a page done again after a crash sends and counts nothing twice. On the in-memory fakes."""
+a page done again after a crash sends and counts nothing twice, also when the redo holds a profile the
+first attempt never saw (through the LINE sender). On the in-memory fakes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,14 +14,18 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.line.sender import LineSender
 from cems.models import Channel
+from cems.reports.counters import Metric, ReportCell
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
 from cems.scenario.caps import counters_of
 from cems.scenario.model import ChannelCap, FrequencyCaps
 from cems.scenario.runner import RunReport
 
-from tests.fakes.journey_world import JourneyWorld
+from tests.fakes.journey_world import JourneyWorld, line_user_id
+from tests.fakes.line import InMemoryLineDeliveries, InMemoryLineGateway
+from tests.fakes.scenario_io import InMemoryReportCounters
 
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 RUN_AT = NOW - timedelta(minutes=1)
@@ -260,3 +266,58 @@ def test_two_workers_racing_over_one_page_enrol_and_count_each_customer_once() -
     assert {cid: world.caps.counts(cid, Channel.LINE, NOW) for cid in ids} == {
         cid: clean.caps.counts(cid, Channel.LINE, NOW) for cid in ids
     }
+
+
+def test_a_page_redone_with_a_profile_the_first_attempt_never_saw_messages_each_customer_once() -> None:
+    """The worker enqueued the page's sends and died before writing any journey; meanwhile a profile
+    was created inside the page's key range, so the redo's page holds it. The redo's shared dispatch
+    has the first attempt's key (same batch, same content), and the sender adds the new customer to
+    that key's frozen plan: everyone in the page, the new customer too, is messaged and counted once."""
+    world = JourneyWorld()
+    # Caps with room: a take the first attempt made stays taken (see enrol_page), and a cap of one
+    # a day would have the redo decide these customers capped.
+    world.limits = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
+    world.runner = world.another_runner()
+    world.upload(DOCUMENT)
+    stored = world.scenarios.version(SCENARIO_ID, 1)
+    assert stored is not None
+    ids = [world.customer(f"cus_{n:03d}") for n in range(0, 40, 2)]
+
+    def died(batch: Any, at: Any = None) -> Any:
+        raise RuntimeError("the function died")
+
+    real_write_many = world.enrolments.write_many
+    world.enrolments.write_many = died  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        world.runner.enrol_page(
+            stored.scenario, 1, [world.profile(c) for c in ids], run_at=RUN_AT, batch="b1", now=NOW
+        )
+    world.enrolments.write_many = real_write_many  # type: ignore[method-assign]
+    first_bodies = world.sent()
+    new = world.customer("cus_017")  # in the page's key range, created between the attempts
+    assert not in_holdout(SCENARIO_ID, new, HOLDOUT)
+    redo = sorted([*ids, new])
+    world.runner.enrol_page(
+        stored.scenario, 1, [world.profile(c) for c in redo], run_at=RUN_AT, batch="b1", now=NOW
+    )
+    redo_bodies = world.sent()
+    assert [b["idempotency_key"] for b in redo_bodies] == [b["idempotency_key"] for b in first_bodies]
+    assert world.enrolment(new, SCENARIO_ID).sends == 1
+
+    deliveries, line, sender_counts = (
+        InMemoryLineDeliveries(),
+        InMemoryLineGateway(),
+        InMemoryReportCounters(),
+    )
+    sender = LineSender(world.customers, deliveries, line, retry_base_seconds=1, counters=sender_counts)
+    for body in [*first_bodies, *redo_bodies, *first_bodies]:  # each delivered, one of them again
+        sender.handle(json.dumps(body))
+    messaged = {c for c in redo if not in_holdout(SCENARIO_ID, c, HOLDOUT)}
+    assert new in messaged
+    assert line.received.keys() == {line_user_id(c) for c in messaged}
+    assert all(len(m) == 1 for m in line.received.values())
+    cell = ReportCell(SCENARIO_ID, 1, "announce", None)
+    assert sender_counts.count(cell, Metric.SENT) == len(messaged)
+    # Every customer the runner wrote as sent was sent, and only they.
+    sent_journeys = {c for c in redo if world.enrolment(c, SCENARIO_ID).sends == 1}
+    assert sent_journeys == messaged
