@@ -9,6 +9,7 @@ On the in-memory ports (tests/fakes), which keep the stores' contracts."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -435,3 +436,45 @@ def test_a_dispatch_that_is_not_a_sole_chunk_or_a_plan_stored_before_keeps_its_p
     plan = world.deliveries.state(REDO_KEY).plan
     assert plan is not None and not plan.extendable and plan.extensions == ()
     assert f"U{NEW:032x}" not in world.line.received
+
+
+@pytest.mark.parametrize("same_body", [True, False], ids=["same-redo", "two-redos"])
+def test_two_workers_extending_at_once_in_threads_message_and_count_each_customer_once(
+    same_body: bool,
+) -> None:
+    """Two workers (threads, a sender each) that both read the plan without the new customers and
+    write their extensions together: one extension per read plan is stored, nobody is sent twice."""
+    world = redo_world()
+    bodies = [shared_body(REDO), shared_body(REDO if same_body else [3, NEW, NEW_NO_CONSENT])]
+    both_read = threading.Barrier(2)
+    first_try: set[int] = set()
+
+    class Together:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(world.deliveries, name)
+
+        def extend_plan(self, plan: DispatchPlan) -> bool:
+            if threading.get_ident() not in first_try:  # each worker's first write waits for the other's
+                first_try.add(threading.get_ident())
+                both_read.wait(timeout=30)
+            return world.deliveries.extend_plan(plan)
+
+    reports: list[Any] = []
+
+    def work(body: str) -> None:
+        sender = LineSender(
+            world.customers, Together(), world.line, retry_base_seconds=1, counters=world.counters
+        )  # type: ignore[arg-type]
+        reports.append(sender.handle(body))
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(reports) == 2
+    assert sum(r.added_to_plan for r in reports) == 3  # each new customer added once
+    deliver_until_done(world, bodies)
+    check_redo_exact(world, added={NEW, NEW_NO_CONSENT, NEW_SAME_ACCOUNT})
+    plan = world.deliveries.state(REDO_KEY).plan
+    assert plan is not None and 1 <= len(plan.extensions) <= 2
