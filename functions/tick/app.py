@@ -16,11 +16,21 @@ from cems.logs import function_logger
 logger = function_logger()
 metrics = Metrics()
 runner, broadcasts = wiring.tick()
+upkeep = wiring.scenario_upkeep()
+# Whether this execution environment has written the stopped markers its store lacked (once is enough:
+# markers are written on stop since issue 11; this adopts scenarios stopped before).
+_upkept = False
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _upkept
+    if not _upkept:
+        marked = upkeep.mark_stopped_before_markers()
+        _upkept = True
+        if marked:
+            logger.info("stopped markers written", extra={"scenarios": marked})
     report = runner.tick()
     # After the due work, so a broadcast that cannot start (its queue failing) holds up no journey.
     started = broadcasts.start_due()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cems.engagement.engage import Engagement
     from cems.line.sender import LineSender
     from cems.line.webhook import LineWebhook
+    from cems.ports import ScenarioUpkeep
     from cems.reports.report import ReportService
     from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker
     from cems.scenario.loader import ScenarioLoader
@@ -279,6 +280,13 @@ def tick(settings: Settings | None = None) -> tuple[ScenarioRunner, BroadcastSta
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
     return runner(dynamodb, sqs, settings), broadcast_starter(dynamodb, sqs, settings)
+
+
+def scenario_upkeep(settings: Settings | None = None) -> ScenarioUpkeep:
+    """The scenario store's housekeeping (tick: stopped markers of scenarios stopped before them)."""
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+
+    return ScenarioStore(_settings(settings).tables.journeys, _dynamodb())
 
 
 def broadcast(settings: Settings | None = None) -> BroadcastWorker:

@@ -92,6 +92,32 @@ def test_the_scenarios_index_lists_active_scenarios_only(journeys: JourneyStores
     assert store.version("cart-abandonment", 1) is not None  # kept for enrolments still running
 
 
+def test_scenarios_stopped_before_markers_are_adopted_once(journeys: JourneyStores, dynamodb: Any) -> None:
+    """A stage stopped a scenario before stop wrote markers (its summary was deleted): tick's upkeep
+    finds it through RPTINDEX (it counted enrolments) and its `stopped` pointer, and writes the marker,
+    so its running journeys are in play again; nothing else is touched, and a second run writes nothing."""
+    from cems.adapters.dynamodb import keys
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.reports.counters import Metric, ReportCell
+
+    store = journeys.scenarios
+    welcome, cart = _document(), _document("cart_abandonment.json")
+    store.put_version(_scenario(welcome), welcome, ScenarioSource("scenarios/line-welcome.json", "a"))
+    store.put_version(_scenario(cart), cart, ScenarioSource("scenarios/cart-abandonment.json", "b"))
+    counters = ReportCounters(TABLE, dynamodb)
+    for scenario_id in ("line-welcome", "cart-abandonment", "counted-but-never-uploaded"):
+        counters.add(ReportCell(scenario_id, 1), Metric.ENROLLED)
+    assert store.stop("cart-abandonment")
+    # As an older stop left it: no summary, no marker.
+    dynamodb.delete_item(TableName=TABLE, Key=keys.scenario_summary_key("cart-abandonment"))
+    assert [s for s, _ in store.scenarios_in_play()] == ["line-welcome"]
+
+    assert store.mark_stopped_before_markers() == 1
+    assert sorted(store.scenarios_in_play()) == [("cart-abandonment", 1), ("line-welcome", 1)]
+    assert [s.scenario_id for s in store.active_summaries()] == ["line-welcome"]
+    assert store.mark_stopped_before_markers() == 0
+
+
 def test_a_rollback_activates_an_older_version(journeys: JourneyStores) -> None:
     store = journeys.scenarios
     for n in range(3):

@@ -657,30 +657,24 @@ class ScenarioRunner:
             error = type(exc.__cause__ or exc).__name__
             log.warning("report counters of a page not added", extra={"error": error})
 
-    def _in_play(self, now: datetime) -> list[str] | None:
+    def _in_play(self, now: datetime) -> list[str]:
         """The ids of the scenarios that may have journeys (active or stopped), read at most once a
-        minute as the summaries are; None when the scenario store cannot list them."""
-        listing = getattr(self.scenarios, "scenarios_in_play", None)
-        if listing is None:
-            return None
+        minute as the summaries are."""
         if self._in_play_at is None or not (self._in_play_at <= now < self._in_play_at + SUMMARY_CACHE):
-            self._in_play_ids = [scenario_id for scenario_id, _ in listing()]
+            self._in_play_ids = [scenario_id for scenario_id, _ in self.scenarios.scenarios_in_play()]
             self._in_play_at = now
         return self._in_play_ids
 
     def _others_of_page(
         self, customer_ids: Sequence[str], scenario_id: str, now: datetime
-    ) -> dict[str, list[OtherEnrolment]] | None:
+    ) -> dict[str, list[OtherEnrolment]]:
         """Each customer's other journeys, as far as priority is concerned (what `_others` reads with
         a Query per customer), from BatchGetItems of (customer, scenario) for every scenario that may
         have journeys: the active ones and the stopped ones (a stopped scenario's journeys still run,
         and still yield or make others yield), as the scenario store lists them
         (`scenarios_in_play`). Every enrolment is keyed by its scenario, so no journey of the
-        customer is missed this way; each found is judged by the version it runs, as `_others` does.
-        None (a store that cannot list them): the caller queries per customer."""
+        customer is missed this way; each found is judged by the version it runs, as `_others` does."""
         in_play = self._in_play(now)
-        if in_play is None:
-            return None
         scenario_ids = set(in_play) | {s.scenario_id for s in self.summaries(now)}
         scenario_ids.discard(scenario_id)
         others: dict[str, list[OtherEnrolment]] = {customer_id: [] for customer_id in customer_ids}
@@ -801,12 +795,10 @@ class ScenarioRunner:
 
     def _enrolments_in_play(
         self, customer_ids: Sequence[str], now: datetime
-    ) -> dict[str, dict[str, Enrolment]] | None:
+    ) -> dict[str, dict[str, Enrolment]]:
         """Every enrolment of these customers in the scenarios in play, by customer and scenario (see
-        `_others_of_page` for why that is all of them); None when the scenarios cannot be listed."""
+        `_others_of_page` for why that is all of them)."""
         in_play = self._in_play(now)
-        if in_play is None:
-            return None
         scenario_ids = sorted(set(in_play) | {s.scenario_id for s in self.summaries(now)})
         found: dict[str, dict[str, Enrolment]] = {customer_id: {} for customer_id in customer_ids}
         if customer_ids and scenario_ids:

@@ -335,7 +335,8 @@ class ScenarioStore:
     def scenarios_in_play(self) -> list[tuple[str, int]]:
         """Every scenario that may have journeys, with its active (or, stopped, last active) version:
         the active summaries and the stopped markers, in one paginated Query of SCENARIOS. A scenario
-        stopped before the markers existed (issue 11) is not listed."""
+        stopped before the markers existed (issue 11) is listed once `mark_stopped_before_markers`
+        has run (tick runs it once per execution environment)."""
         found: list[tuple[str, int]] = []
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table_name,
@@ -344,6 +345,48 @@ class ScenarioStore:
             ProjectionExpression="sk, version",
         ):
             found.extend((item["sk"]["S"], int(item["version"]["N"])) for item in page["Items"])
+        return found
+
+    def mark_stopped_before_markers(self, at: datetime | None = None) -> int:
+        """Writes the stopped marker of every scenario stopped before markers existed (issue 11), so
+        that its running journeys are in play again (the trigger's relevance rule, priority on the
+        batched paths). Such a scenario has report counters (it enrolled someone: RPTINDEX lists it),
+        no entry in SCENARIOS, and an ACTIVE pointer that says `stopped`. Idempotent and cheap once
+        done (two Queries); each marker is put only where no summary or marker is (a scenario
+        uploaded meanwhile keeps its summary). Answers how many markers it wrote."""
+        at = at or clock.now()
+        counted = self._sort_keys(keys.REPORT_INDEX_PK)
+        listed = set(self._sort_keys(keys.SCENARIOS_PK))
+        written = 0
+        for scenario_id in counted:
+            if scenario_id in listed:
+                continue
+            pointer = self.active(scenario_id)
+            if pointer is None or pointer.is_active:
+                continue
+            put = self._stopped_put(scenario_id, pointer.version, at)["Put"]
+            try:
+                self.client.put_item(
+                    TableName=put["TableName"],
+                    Item=put["Item"],
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except ClientError as exc:
+                if not condition_failed(exc):
+                    raise
+                continue
+            written += 1
+        return written
+
+    def _sort_keys(self, pk: str) -> list[str]:
+        found: list[str] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": pk}},
+            ProjectionExpression="sk",
+        ):
+            found.extend(item["sk"]["S"] for item in page["Items"])
         return found
 
     def versions(self, scenario_id: str) -> list[int]:
