@@ -386,13 +386,19 @@ class LineDeliveryClaims(Protocol):
         False when it has not (another attempt extended it first: read it again). Nothing else of
         the stored plan changes."""
         ...
+
     def claim(
-        self, idempotency_key: str, unit: PlanUnit, lease: timedelta, skipped: Mapping[str, Skip] | None = None
+        self,
+        idempotency_key: str,
+        unit: PlanUnit,
+        lease: timedelta,
+        skipped: Mapping[str, Skip] | None = None,
     ) -> Claim:
         """Take the unit (see DeliveryClaims). `skipped`, when given, is stored as the unit's
         audience (UnitState.skipped, read back with the claim); a claim without it keeps the one
         stored (the sender's retry of a call that may have gone through)."""
         ...
+
     def finish(
         self,
         idempotency_key: str,

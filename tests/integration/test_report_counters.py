@@ -2,8 +2,9 @@
 that collided tried again, the index of scenarios kept by another process, a planted outcome read
 back as a report. Counting per cell, revenue, `once` and free-text variants are the journeys contract
 suite's (tests/integration/test_journeys_contract.py); aggregated counts, shards, the layout before
-them and racing workers are tests/integration/test_report_counters_contract.py's; a report of journeys the runner counted is
-tested on the in-memory stores (tests/unit/test_scenario_runner_behaviour.py)."""
+them and racing workers are tests/integration/test_report_counters_contract.py's; a report of
+journeys the runner counted is tested on the in-memory stores
+(tests/unit/test_scenario_runner_behaviour.py)."""
 
 from __future__ import annotations
 
