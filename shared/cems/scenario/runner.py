@@ -14,9 +14,13 @@ The order below is the same for a batch as for one journey.
 
 Each change follows the same order: decide on what was read; take the frequency-cap counters the
 sends need (refused: release what was taken, decide again with fresh counts); enqueue the sends;
-write the enrolment on condition that its revision is still the one read. A lost write releases
-the counters it took (the winner took its own) and is decided once more on a fresh read; its sends
-were enqueued under the same dispatch keys as the winner's, which the sender sends once.
+write the enrolment on condition that its revision is still the one read. A lost write is decided
+once more on a fresh read; its sends were enqueued under the same dispatch keys as the winner's,
+which the sender sends once. Each cap take names its send's dispatch key (`CapRequest.key`), so
+the winner and the loser of one send share one count, and a journey redone after its worker died
+between taking the caps and writing finds its own take allowed, not in the way (counted once, and
+not decided "capped" though its message went out). A lost write keeps its keyed takes: its sends
+are enqueued, and go out once (`_lost_write_caps`).
 
 Traits (`set_trait`) and rich menus (`rich_menu`) are applied only *after* the enrolment's write
 succeeded, by the one writer that won: a loser never applies anything, so two racing decisions
@@ -55,7 +59,6 @@ from cems.ports import (
     ServiceUnavailable,
 )
 from cems.reports.counters import Metric, ReportCell
-from cems.scenario.caps import CapCounter
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -73,7 +76,7 @@ from cems.scenario.engine import (
     trigger_matches,
 )
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario, SendStep
-from cems.scenario.records import DateSchedule, DueKey, ScenarioSummary
+from cems.scenario.records import CapCounts, DateSchedule, DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
 
 log = logging.getLogger("cems.scenario")
@@ -224,7 +227,7 @@ class ScenarioRunner:
         self._summaries: list[ScenarioSummary] = []
         self._summaries_at: datetime | None = None
         # A batch's cap counters by customer, each used by one decision (see _prefetch_caps).
-        self._prefetched_caps: dict[str, Mapping[CapCounter, int]] = {}
+        self._prefetched_caps: dict[str, CapCounts] = {}
         self._in_play_ids: list[str] = []
         self._in_play_at: datetime | None = None
 
@@ -437,7 +440,7 @@ class ScenarioRunner:
         them; a later one (after a send was taken) reads fresh, as a refused take does."""
         if customer_ids and channels:
             self._prefetched_caps = dict(
-                self.caps.counts_of_many(list(dict.fromkeys(customer_ids)), channels, now)
+                self.caps.read_caps_many(list(dict.fromkeys(customer_ids)), channels, now)
             )
 
     def _due(self, customer: _Customer, now: datetime, read: Enrolment, report: RunReport) -> bool:
@@ -486,16 +489,19 @@ class ScenarioRunner:
         count the page's facts (`counters.add_many`, ONE aggregated write under a marker named after
         `batch`); then write the enrolments (`write_many`: transactions of conditional puts). Only a
         journey whose write won applies traits and rich menus, and makes lower-priority journeys
-        yield. A write that lost releases its caps; a fresh read tells whether this run wrote it
-        (another worker on the same page: nothing more to do) or it is decided again one by one.
+        yield. A write that lost keeps its keyed caps (`_lost_write_caps`); a fresh read tells
+        whether this run wrote it (another worker on the same page: nothing more to do) or it is
+        decided again one by one.
 
         Why counts stay exact when a page is done again after a crash: the first attempt counted
         every decision of the page, under the page's marker, before writing any enrolment. The
         second attempt skips the customers the first one enrolled and decides the rest again; its
         add_many finds the marker and counts nothing, so each of them is counted once, by the first
         attempt. (Its decisions are the same: holdout and variants are hashes of the ids, and the
-        sends carry the same dispatch keys, which the senders send once. A take of a cap that the
-        first attempt made and could not write stays taken, as on the one-by-one path.) Two workers
+        sends carry the same dispatch keys, which the senders send once. A cap the first attempt took
+        for a send was taken under the send's dispatch key: the redo's take of it is allowed and
+        counts nothing again, and its decision does not see that take in the way, so the journey is
+        written as sent, as its message was; see `CapRequest`.) Two workers
         on one page (a redelivery racing the first) share the marker the same way. Not exact: a
         profile created inside the page's key range between the two attempts is in the second
         page only, and its facts fall under the marker already there; and a journey the write lost
@@ -578,6 +584,7 @@ class ScenarioRunner:
                 for r in d.result.caps
             ],
             now,
+            send_keys=[r.key for d in single for r in d.result.caps],
         )
         refused = {id(d) for d, outcome in zip(single, outcomes, strict=True) if not outcome.allowed}
         for d in single:
@@ -632,8 +639,7 @@ class ScenarioRunner:
                     self._yield(customer_id, yielding, scenario.id, now, report)
                 continue
             report.conflicts += 1
-            for request in d.taken:
-                self.caps.release(customer_id, request.channel, now)
+            self._lost_write_caps(customer_id, d.taken, now)
             fresh = self.enrolments.get(customer_id, scenario.id)
             if fresh is not None and fresh.entered_at >= run_at:
                 continue  # this run enrolled them (another worker on the same page)
@@ -905,8 +911,7 @@ class ScenarioRunner:
             self._carry_out(result, report)
         self._count(read, results, event)
         if self._write(read, results[-1].enrolment) is None:
-            for request in taken:
-                self.caps.release(candidate.customer_id, request.channel, now)
+            self._lost_write_caps(candidate.customer_id, taken, now)
             return False
         report.changed += 1
         self._apply_to_profile(results, customer, now, report)
@@ -952,24 +957,40 @@ class ScenarioRunner:
         channels = _send_channels([scenario])
         if not channels:
             return CapView(self.limits, {})
-        counts = self._prefetched_caps.pop(customer_id, None)
-        if counts is None:
-            counts = self.caps.counts_of(customer_id, channels, now)
-        return CapView(self.limits, counts)
+        read = self._prefetched_caps.pop(customer_id, None)
+        if read is None:
+            read = self.caps.read_caps_many([customer_id], channels, now)[customer_id]
+        return CapView(self.limits, read.counts, read.holders)
 
     def _take_caps(
         self, customer_id: str, requests: Sequence[CapRequest], now: datetime
     ) -> list[CapRequest] | None:
-        """Takes every counter the sends need; None (and nothing taken) if one is refused."""
+        """Takes every counter the sends need; None (and nothing taken) if one is refused. A take
+        its key had made already (an earlier attempt at the same send, which may have enqueued it)
+        is not given back on a refusal: only what this call counted is."""
         taken: list[CapRequest] = []
+        counted: list[CapRequest] = []
         for request in requests:
             cap = ChannelCap(per_day=request.day_limit, per_week=request.week_limit)
-            if not self.caps.try_consume(customer_id, request.channel, cap, now).allowed:
-                for done in taken:
-                    self.caps.release(customer_id, done.channel, now)
+            outcome = self.caps.try_consume(customer_id, request.channel, cap, now, request.key)
+            if not outcome.allowed:
+                for done in counted:
+                    self.caps.release(customer_id, done.channel, now, done.key)
                 return None
             taken.append(request)
+            if not outcome.already:
+                counted.append(request)
         return taken
+
+    def _lost_write_caps(self, customer_id: str, taken: Sequence[CapRequest], now: datetime) -> None:
+        """The caps taken for a change whose write lost. A keyed take stays: its send was enqueued
+        and goes out once (the sender sends a dispatch key once), and the winner deciding the same
+        send took it under the same key, so the one message is counted once either way (giving it
+        back would leave the winner's message uncounted). An unkeyed take (none that `advance`
+        makes) is given back, as the winner took its own."""
+        for request in taken:
+            if request.key is None:
+                self.caps.release(customer_id, request.channel, now)
 
     def _carry_out(self, result: Advance, report: RunReport) -> None:
         for dispatch in result.dispatches:
