@@ -552,6 +552,37 @@ def test_counter_items_a_deployed_stack_wrote_without_keys_take_keyed_sends(
     }
 
 
+def test_a_keyed_take_refused_with_a_counter_unreported_reads_whether_its_key_took_it(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: a cancellation that names one full counter and says nothing of the other (a
+    reason without a failed condition) is not taken as a refusal while the other may hold the send's
+    key: the counters are read, and the key the week's holds answers made already."""
+    from botocore.exceptions import ClientError
+
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    caps = CapStore(TABLE, dynamodb)
+    cap = ChannelCap(per_day=1, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW - timedelta(days=1), "k1").allowed  # Thursday
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k2").allowed  # today's full
+    real = dynamodb.transact_write_items
+
+    def week_unreported(**kwargs: Any) -> Any:
+        try:
+            return real(**kwargs)
+        except ClientError as exc:
+            exc.response["CancellationReasons"][1] = {"Code": "None"}
+            raise
+
+    monkeypatch.setattr(dynamodb, "transact_write_items", week_unreported)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").already
+    (many,) = caps.try_consume_many([("c1", Channel.LINE, cap)], NOW, send_keys=["k1"])
+    assert many.already
+    refused = caps.try_consume("c1", Channel.LINE, cap, NOW, "k3")
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 2)
+
+
 def test_counters_left_unprocessed_are_read_again(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
