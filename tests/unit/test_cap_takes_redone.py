@@ -19,6 +19,8 @@ from cems.models import Channel
 from cems.reports.counters import Metric
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
+from cems.scenario.caps import counters_of
+from cems.scenario.model import FrequencyCaps
 
 from tests.fakes.journey_world import JourneyWorld, line_user_id
 from tests.fakes.line import InMemoryLineDeliveries, InMemoryLineGateway
@@ -233,3 +235,33 @@ def test_a_send_whose_key_took_a_full_counter_is_decided_sent_and_another_send_c
     assert sorted(sends.values()) == [0, 1]  # one a day: the send that took the counter, only
     assert world.sent_keys() == [taken]
     assert world.caps.counts(customer, Channel.LINE, NOW) == (1, 1)
+
+
+def test_a_refused_take_gives_back_only_what_its_activation_counted() -> None:
+    """Two sends in one activation take their caps one by one; another send takes the last one in
+    between, so the second is refused: the first take, which this call counted, is given back (the
+    key with it), and the journey is decided again on fresh counts: one send, within the cap."""
+    world = JourneyWorld()
+    world.limits = FrequencyCaps.model_validate({"line": {"per_day": 2, "per_week": 10}})
+    world.runner = world.another_runner()
+    second = {**SEND, "id": "again"}
+    world.upload({**_triggered("twice", [SEND, second, END]), "frequency_cap": {"when_capped": "skip"}})
+    customer = world.customer("cus_one")
+    real = world.caps.try_consume
+    calls: list[str | None] = []
+
+    def racing(customer_id: str, channel: Any, cap: Any, at: Any = None, key: Any = None) -> Any:
+        calls.append(key)
+        if len(calls) == 2:  # another send takes the customer's last one first
+            real(customer_id, channel, cap, at, "someone-else")
+        return real(customer_id, channel, cap, at, key)
+
+    world.caps.try_consume = racing  # type: ignore[method-assign]
+    report = world.runner.on_stored_event(world.event(customer, "Product Viewed"))
+    assert report.dispatched == 1
+    journey = world.enrolment(customer, "twice")
+    assert (journey.state, journey.sends) == (engine.EnrolmentState.COMPLETED, 1)
+    assert world.caps.counts(customer, Channel.LINE, NOW) == (2, 2)  # someone else's and this one
+    day, _ = counters_of(Channel.LINE, NOW)
+    (sent,) = world.sent_keys()
+    assert world.caps.holders[(customer, day)] == {"someone-else", sent}
