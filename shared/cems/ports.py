@@ -117,6 +117,13 @@ class ProfileScanner(Protocol):
     ) -> ProfilePage:
         """A page of up to `profiles` live profiles (a broadcast page is sized in recipients)."""
         ...
+    def scan_profile_range(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, end: dict[str, Any] | None
+    ) -> ProfilePage:
+        """Every live profile after `start` through `end` (where a page ended: its `next_start`;
+        None: the segment's end), however many: a broadcast page read again as far as it first went.
+        `next_start` is `end`."""
+        ...
 
 
 class TableSize(Protocol):
