@@ -339,12 +339,16 @@ def test_a_long_backfill_segment_is_handed_on_and_everyone_is_scheduled_once(wor
 # ---------------------------------------------------------------------------- a page done again
 
 
-def _one_segment_page_crashed(world: Broadcasts) -> tuple[SegmentMessage, list[dict[str, Any]]]:
-    """100 customers (even ids), everyone in the audience; segment 0's first page is opened, its
-    sends enqueued, and the worker dies before writing any journey. The page's LINE bodies."""
+def _one_segment_page_crashed(
+    world: Broadcasts, crashed: int = 1
+) -> tuple[SegmentMessage, list[dict[str, Any]]]:
+    """100 customers (even ids), everyone in the audience; segment 0's page number `crashed` is
+    opened, its sends enqueued, and the worker dies before writing any of its journeys (the pages
+    before it done). The LINE bodies enqueued, that page's last."""
     world.limits = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
     world.runner = world.another_runner()
     world.worker.runner = world.runner
+    world.worker.page_size = 8  # segment 0's 22 customers: pages of 8, 8 and 6
     world.upload(dict(DOCUMENT, entry={"reentry": "after_exit", "holdout_percent": 0}))
     for n in range(0, 200, 2):
         world.customer(f"cus_{n:04d}")
@@ -353,12 +357,17 @@ def _one_segment_page_crashed(world: Broadcasts) -> tuple[SegmentMessage, list[d
     messages = world.messages()
     world.queue.send([m.model_dump_json() for m in messages if m.segment != 0])
     segment = next(m for m in messages if m.segment == 0)
-
-    def died(batch: Any, at: Any = None) -> Any:
-        raise RuntimeError("the function died")
-
     real = world.enrolments.write_many
-    world.enrolments.write_many = died  # type: ignore[method-assign]
+    pages = 0
+
+    def dies_on_the_crashed_page(batch: Any, at: Any = None) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == crashed:
+            raise RuntimeError("the function died")
+        return real(batch, at)
+
+    world.enrolments.write_many = dies_on_the_crashed_page  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         world.worker.run_segment(segment, lambda: 60_000)
     world.enrolments.write_many = real  # type: ignore[method-assign]
@@ -379,27 +388,29 @@ def _sent_once(world: Broadcasts, bodies: list[dict[str, Any]], customers: set[s
     assert counts.count(ReportCell(SCENARIO_ID, 1, "announce", None), Metric.SENT) == len(customers)
 
 
+@pytest.mark.parametrize("crashed", [1, 2])
 def test_a_page_redone_with_profiles_created_inside_it_messages_and_counts_everyone_once(
-    world: Broadcasts,
+    world: Broadcasts, crashed: int
 ) -> None:
-    """The worker died between enqueueing a page's sends and recording the page; profiles were created
-    inside the page's key range meanwhile. The redo reads the page's recorded range, not 15 profiles
-    from its start (which would end one sooner, so the first attempt's last customer would fall into
-    the next page, under another batch name: messaged twice). The first attempt's customers go under
-    the page's batch again, the new ones under `#new1`: everyone is messaged, enrolled and counted
-    once."""
-    segment, first = _one_segment_page_crashed(world)
-    assert len(first) == 1
-    page = first[0]["recipients"]
+    """The worker died between enqueueing a page's sends and recording the page (the segment's first
+    page, opened by a write of its own; its second, opened by the write that recorded the first);
+    profiles were created inside the page's key range meanwhile. The redo reads the page's recorded
+    range, not 8 profiles from its start (which would end sooner, so the first attempt's last
+    customer would fall into the next page, under another batch name: messaged twice). The first
+    attempt's customers go under the page's batch again, the new ones under `#new1`: everyone is
+    messaged, enrolled and counted once."""
+    segment, first = _one_segment_page_crashed(world, crashed)
+    assert len(first) == crashed
+    page = first[-1]["recipients"]
     assert len(page) == world.worker.page_size
     run = run_id(AT)
     opened = world.store.progress(SCENARIO_ID, run, 0)
-    assert opened is not None and opened.page_open and opened.pages == 0
+    assert opened is not None and opened.page_open and opened.pages == crashed - 1
     assert opened.page_end == {"after": page[-1]}
-    # Created inside the page's range: before its first customer and between two of them.
+    # Created inside the page's range, between its customers: its first 8 end sooner now.
     created = [c for c in (f"cus_{n:04d}" for n in range(1, 200, 2)) if _segment(c, SEGMENTS) == 0]
-    created = [c for c in created if c < page[-1]][:2]
-    assert len(created) == 2 and created[1] > page[0]
+    created = [c for c in created if page[0] < c < page[-1]][:2]
+    assert len(created) == 2
     for customer_id in created:
         world.customer(customer_id)
 
@@ -410,7 +421,7 @@ def test_a_page_redone_with_profiles_created_inside_it_messages_and_counts_every
     _sent_once(world, [*first, *again], everyone)
     # The page's batch has the first attempt's key (those not enrolled yet); the new ones their own.
     keys = {b["idempotency_key"]: b["recipients"] for b in again}
-    assert keys[first[0]["idempotency_key"]] == page
+    assert keys[first[-1]["idempotency_key"]] == page
     assert [r for k, r in keys.items() if "#new1#" in k] == [created]
     # Everyone enrolled and counted once: the counts are those of one run with the new ones in it.
     assert all(world.enrolment(c, SCENARIO_ID).sends == 1 for c in everyone)
@@ -423,7 +434,7 @@ def test_a_page_redone_with_profiles_created_inside_it_messages_and_counts_every
 
 def test_a_page_opened_by_another_worker_meanwhile_is_done_as_it_was_opened(world: Broadcasts) -> None:
     """Two workers on one segment, both before its first page: the other one opens the page, sends
-    and dies; a profile is created inside it; this one's page (15 profiles from the start) now ends
+    and dies; a profile is created inside it; this one's page (8 profiles from the start) now ends
     sooner, its open write finds the page open and it does the page as recorded."""
     segment, first = _one_segment_page_crashed(world)
     page = first[0]["recipients"]

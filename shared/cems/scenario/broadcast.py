@@ -21,8 +21,10 @@ page processed again (the function died before recording it) sends nothing twice
 
 **A page is opened before anything of it is sent** (issue 11): the segment's progress records the
 page's range (where it ends: `page_end`) and a 4-byte digest of each of its customers
-(`page_customers`), by a write conditional on the pages read and on no page being open
-(`BroadcastStorePort.open_page`). A page done again (the worker died after enqueueing its sends and
+(`page_customers`): for an invocation's first page by a write of its own, conditional on the pages
+read and on no page being open (`BroadcastStorePort.open_page`); for every later page by the write
+that records the page before it done (so one write a page, as before, and one more an invocation).
+A page done again (the worker died after enqueueing its sends and
 before recording it done) reads the same range, however many profiles it holds now
 (`ProfileScanner.scan_profile_range`), never the next 500 from its start: a profile created inside
 the range in between would end such a page one profile sooner and push the first attempt's last
@@ -345,9 +347,10 @@ class BroadcastWorker:
         self, message: SegmentMessage, remaining_ms: Callable[[], int], now: datetime | None = None
     ) -> SegmentReport:
         """Works through the segment from its recorded progress, page by page. A broadcast page is
-        opened (`_open_page`: its range and customers recorded) before its sends, and recorded done
-        after them; every progress write is conditional on the pages read, so of two workers on one
-        segment the slower one stops (`superseded`)."""
+        opened (its range and customers recorded) before its sends, and recorded done after them:
+        the invocation's first page by a write of its own (`_open_page`), every later one by the write
+        that records the page before it done. Every progress write is conditional on the pages read,
+        so of two workers on one segment the slower one stops (`superseded`)."""
         stored = self.runner.scenarios.version(message.scenario_id, message.version)
         report = SegmentReport("missing", run=RunReport())
         if stored is None:
@@ -363,6 +366,7 @@ class BroadcastWorker:
             report.outcome = "done"
             return report
         assert report.run is not None
+        ahead: ProfilePage | None = None  # the next page, read and recorded open with the last write
         while True:
             if message.kind == "backfill" and not self._backfill_current(stored):
                 report.outcome = "stale"
@@ -378,11 +382,14 @@ class BroadcastWorker:
                 report.run.add(done)
                 progress.scheduled += done.scheduled
             else:
-                opened = self._open_page(message, progress, read_pages)
-                if opened is None:
-                    report.outcome = "superseded"
-                    return report
-                progress, read_pages, page = opened
+                if ahead is not None:  # read and recorded open by this worker's last write
+                    page, ahead = ahead, None
+                else:
+                    opened = self._open_page(message, progress, read_pages)
+                    if opened is None:
+                        report.outcome = "superseded"
+                        return report
+                    progress, read_pages, page = opened
                 end = progress.page_end
                 for part_batch, part in page_split(batch, page.profiles, progress.page_customers):
                     enrolled = self.runner.enrol_page(
@@ -405,6 +412,15 @@ class BroadcastWorker:
             progress.last_key = end
             progress.page_open, progress.page_end, progress.page_customers = False, None, None
             progress.done = progress.last_key is None
+            carry_on = not progress.done and remaining_ms() >= self.min_remaining_ms
+            if carry_on and message.kind == "broadcast":
+                # The next page is opened by the same write that records this one done: one write a
+                # page, as before pages were opened; only an invocation's first page costs one more.
+                ahead = self.profiles.scan_profile_page(
+                    message.segment, message.total_segments, progress.last_key, self.page_size
+                )
+                progress.page_open, progress.page_end = True, ahead.next_start
+                progress.page_customers = page_digests(p.customer_id for p in ahead.profiles) or None
             progress.updated_at = clock.now()
             if not self.store.save_progress(progress, read_pages):
                 report.outcome = "superseded"
@@ -413,7 +429,7 @@ class BroadcastWorker:
             if progress.done:
                 report.outcome = "done"
                 return report
-            if remaining_ms() < self.min_remaining_ms:
+            if not carry_on:
                 handed_on = message.model_copy(update={"start_key": progress.last_key})
                 self.queue.send([handed_on.model_dump_json()])
                 report.outcome = "continued"

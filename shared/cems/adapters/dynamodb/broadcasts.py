@@ -118,7 +118,8 @@ class BroadcastStore:
 
     def save_progress(self, progress: SegmentProgress, read_pages: int | None) -> bool:
         """Writes the progress on condition that the stored one still has `read_pages` pages (None:
-        that there is none). False: another worker recorded this segment since."""
+        that there is none). False: another worker recorded this segment since. (A page recorded
+        done may carry the next page opened: the worker's one write a page.)"""
         if read_pages is None:
             return self._put(progress, "attribute_not_exists(pk)", {})
         return self._put(progress, "pages = :read", {":read": {"N": str(read_pages)}})
