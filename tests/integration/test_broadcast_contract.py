@@ -95,6 +95,11 @@ def test_a_page_is_opened_only_on_the_pages_read_and_where_none_is_open(store: B
     assert store.open_page(last, 1)  # the segment's last page: it ends where the segment does
     assert store.progress("s1", "r1", 0) == last
     assert not store.save_progress(done, 0)
+    # A page recorded done with the next one opened, in one write (the worker's write a page).
+    next_open = last.model_copy(update={"pages": 2, "page_end": end, "page_customers": b"\x00\x01\x02\x03"})
+    assert store.save_progress(next_open, 1)
+    assert store.progress("s1", "r1", 0) == next_open
+    assert not store.open_page(next_open, 2)  # open already
 
 
 class Profiles:
