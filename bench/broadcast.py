@@ -391,38 +391,7 @@ def _report_counts(dynamodb: Any) -> dict[str, int] | None:
 def _undo_log_transactions() -> Iterator[None]:
     from bench.journeys import _undo_log_transactions as undo_log
 
-    with undo_log(), partition_queries():
-        yield
-
-
-@contextmanager
-def partition_queries() -> Iterator[None]:
-    """moto's Query of a table (not an index) as DynamoDB runs it: from the one partition it names.
-    moto sorts and walks every item of the table to keep those of the partition, so each Query's cost
-    grew with the table (the Deliveries table's per-dispatch Query made a broadcast quadratic). Here
-    moto's own `Table.query` is given only that partition's items, in the same order, and filters,
-    pages and answers them as before: the same answer (tests/integration/test_bench_moto_requests.py
-    checks it), the same requests counted."""
-    from unittest import mock
-
-    from moto.dynamodb.models.table import Table
-
-    original = Table.query
-
-    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        # Table.query(hash_key, range_comparison, range_objs, limit, exclusive_start_key,
-        # scan_index_forward, projection_expressions, index_name, ...), as moto's backend calls it.
-        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
-        if index_name or hash_key is None or not self.range_key_attr:
-            return original(self, hash_key, *args, **kwargs)
-        partition = list(self.items[hash_key].values()) if hash_key in self.items else []
-        self.all_items = lambda: sorted(partition, key=lambda item: (item.hash_key, item.range_key))
-        try:
-            return original(self, hash_key, *args, **kwargs)
-        finally:
-            del self.all_items
-
-    with mock.patch.object(Table, "query", query):
+    with undo_log():
         yield
 
 

@@ -502,12 +502,13 @@ class ScenarioRunner:
         for a send was taken under the send's dispatch key: the redo's take of it is allowed and
         counts nothing again, and its decision does not see that take in the way, so the journey is
         written as sent, as its message was; see `CapRequest`.) Two workers
-        on one page (a redelivery racing the first) share the marker the same way. Not exact: a
-        profile created inside the page's key range between the two attempts is in the second
-        page only, and its facts fall under the marker already there; and a journey the write lost
-        to something other than this run is decided again one by one and counted under its own
-        journey's names too. Both need a crash or a race of a kind a broadcast scenario rarely has
-        (nothing else enrols in it)."""
+        on one page (a redelivery racing the first) share the marker the same way. A profile created
+        inside the page's key range between the two attempts is given by the worker under a batch
+        of its own (`<batch>#new1`: BroadcastWorker records each page's range and customers before
+        its sends), so it is counted once, under that batch's marker. Not exact: a journey the write
+        lost to something other than this run is decided again one by one and counted under its own
+        journey's names too, which needs a race of a kind a broadcast scenario rarely has (nothing
+        else enrols in it)."""
         now = now or clock.now()
         page = PageReport()
         unique = list({p.customer_id: p for p in profiles}.values())
