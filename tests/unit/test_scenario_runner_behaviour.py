@@ -148,7 +148,7 @@ def test_an_event_no_journey_cares_about_reads_no_event_history(
 # ------------------------------------------------------------------------------------------- races
 
 
-def test_a_lost_race_releases_its_cap_and_is_decided_again_on_a_fresh_read(
+def test_a_lost_race_shares_the_winners_keyed_cap_take_and_is_decided_again_on_a_fresh_read(
     world: JourneyWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.upload("cart_abandonment.json")
