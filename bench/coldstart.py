@@ -21,6 +21,7 @@ import statistics
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -366,3 +367,45 @@ def compare_functions(
         f"{', '.join(functions)} alternating)"
     ]
     return Measured(figures, notes)
+
+
+def compare_trees(before: Path, rounds: int = ROUNDS, functions: tuple[str, ...] = tuple(AIMS)) -> str:
+    """Each of `functions` from another checkout (`before`: e.g. `git worktree add /tmp/before
+    <commit>`) and from this one, alternating with a bare `import boto3`, in the Lambda-like venv
+    (the order rotating each round, one untimed round): the two ratios of each, side by side from
+    one run, so the machine's load cannot make the difference."""
+    interpreter = lambda_venv.find_interpreter()
+    python = lambda_venv.python_for(functions[0], interpreter)
+    trees = {"before": before, "after": ROOT}
+    kinds: list[tuple[str, str]] = [("boto3", "")] + [(tree, f) for f in functions for tree in trees]
+    times: dict[tuple[str, str], list[float]] = {kind: [] for kind in kinds}
+    envs = {function: function_env(function) for function in functions}
+    for n in range(rounds + 1):
+        for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:
+            tree, function = kind
+            if tree == "boto3":
+                measured = run_child(python, "boto3", envs[functions[0]], paths=[str(ROOT / "shared")])
+            else:
+                root = trees[tree]
+                paths = [str(root / "functions" / function), str(root / "shared")]
+                measured = run_child(python, "init", envs[function], paths=paths)
+            if n > 0:
+                times[kind].append(measured["import"])
+    bare = times[("boto3", "")]
+    lines = [
+        f"{interpreter.note}; {rounds} rounds; bare import boto3 {statistics.median(bare) * 1000:.0f} ms"
+    ]
+    for function in functions:
+        ratios = {
+            tree: statistics.median(t / b for t, b in zip(times[(tree, function)], bare, strict=True))
+            for tree in trees
+        }
+        lines.append(f"{function}: {ratios['before']:.2f} -> {ratios['after']:.2f} (/ import boto3)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # python -m bench.coldstart BEFORE_TREE [ROUNDS]: before/after ratios side by side (see compare_trees).
+    import sys
+
+    print(compare_trees(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else ROUNDS))
