@@ -8,7 +8,15 @@ others. The rules are in cems.line.webhook.
 
 from __future__ import annotations
 
-# ruff: noqa: E402 - the lazy Powertools packages are installed before the imports below.
+# ruff: noqa: E402 - the collector is paused and the lazy Powertools packages are installed before
+# the imports below.
+import gc
+
+# Cold start, as in collect: init builds many long-lived objects (modules, pydantic models, the
+# DynamoDB client) and next to no garbage, so the cyclic collector is off for init and what init
+# built is frozen out of its way at the end of this module.
+gc.disable()
+
 from typing import TYPE_CHECKING, Any
 
 from cems import lazy_packages
@@ -85,3 +93,8 @@ def not_found(_: Exception) -> Response[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+# Init is done: its objects live as long as the execution environment.
+gc.freeze()
+gc.enable()
