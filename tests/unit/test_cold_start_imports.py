@@ -52,7 +52,9 @@ def line_webhook_init() -> set[str]:
     return modules_after_init("line_webhook")
 
 
-def test_send_line_loads_the_messaging_api_without_building_its_validators(send_line_init: set[str]) -> None:
+def test_send_line_loads_the_messaging_api_at_init_and_nothing_it_does_not_use(
+    send_line_init: set[str],
+) -> None:
     assert "linebot.v3.messaging.api.messaging_api" in send_line_init  # at init, not in a send's time
     for module in ("aiohttp", "requests", "linebot.api", "linebot.v3.webhooks", "cems.scenario.engine"):
         assert module not in send_line_init, f"send_line loads {module} at init"
