@@ -2,7 +2,8 @@
 for identical content, writes to the hottest item, at two audience sizes; and from those counts and
 the documented limits of AWS and LINE, a projection of wall time and cost for 1M customers.
 
-How it runs, at each size N (CEMS_BENCH_BROADCAST_SIZES, default 10000,50000):
+How it runs, at each size N (CEMS_BENCH_BROADCAST_SIZES, default 2000,10000:
+moto costs about 25 ms of CPU a customer here, so 50,000 would take about half an hour):
 
 - moto in process, the tables created as template.yaml declares them (bench.tables), the queues
   LineSendQueue, EmailSendQueue and BroadcastQueue; the LINE API is the fake LINE API
@@ -48,7 +49,7 @@ from bench.aws_requests import MotoRequests, key_schemas
 from bench.report import Figure, Measured
 from bench.tables import FAKE_AWS_ENV, REGION, template
 
-SIZES = tuple(int(s) for s in os.environ.get("CEMS_BENCH_BROADCAST_SIZES", "10000,50000").split(",") if s)
+SIZES = tuple(int(s) for s in os.environ.get("CEMS_BENCH_BROADCAST_SIZES", "2000,10000").split(",") if s)
 PROJECTED = 1_000_000
 SCENARIO_ID = "bench-broadcast"
 # 12:00 in Tokyo on a Friday: inside the default send window.
@@ -114,6 +115,7 @@ class Run:
     segments: int = 0
     max_segments: int = LAMBDA_CONCURRENCY // 2  # the starter's most segments a run (its settings)
     broadcast_batch: int = 1  # segment messages an invocation (the function's SQS BatchSize)
+    segment_customers: int | None = None  # table items per segment when the starter sizes runs
     invocations: Counter[str] = field(default_factory=Counter)  # stage -> handler invocations
     retried: int = 0
     report_counts: dict[str, int] | None = None
@@ -305,6 +307,7 @@ def _stages(run: Run, sqs: Any, queues: dict[str, str], line_url: str, specs: li
     segments: set[int] = set()
     run.broadcast_batch = _batch_size(spec)
     run.max_segments = _max_segments(settings)
+    run.segment_customers = _segment_customers(settings)
     for records in _polled(run, sqs, queues["BroadcastQueue"], run.broadcast_batch, arn + "BroadcastQueue"):
         run.invocations["broadcast"] += 1
         with counter.stage_of("broadcast"):
@@ -339,6 +342,17 @@ def _max_segments(settings: Any) -> int:
 
     engine = settings.area(EngineSettings)
     return int(getattr(engine, "broadcast_max_segments", None) or LAMBDA_CONCURRENCY // 2)
+
+
+def _segment_customers(settings: Any) -> int | None:
+    """Table items per segment when the starter sizes a run to the table (None: a fixed number)."""
+    from cems.scenario.config import EngineSettings
+
+    engine = settings.area(EngineSettings)
+    if getattr(engine, "broadcast_segments", None) is not None and "CEMS_BROADCAST_SEGMENTS" in settings._env:
+        return None
+    value = getattr(engine, "broadcast_segment_customers", None)
+    return int(value) if value else None
 
 
 def _batch_size(spec: Any) -> int:
@@ -391,7 +405,38 @@ def _report_counts(dynamodb: Any) -> dict[str, int] | None:
 def _undo_log_transactions() -> Iterator[None]:
     from bench.journeys import _undo_log_transactions as undo_log
 
-    with undo_log():
+    with undo_log(), partition_queries():
+        yield
+
+
+@contextmanager
+def partition_queries() -> Iterator[None]:
+    """moto's Query of a table (not an index) as DynamoDB runs it: from the one partition it names.
+    moto sorts and walks every item of the table to keep those of the partition, so each Query's cost
+    grew with the table (the Deliveries table's per-dispatch Query made a broadcast quadratic). Here
+    moto's own `Table.query` is given only that partition's items, in the same order, and filters,
+    pages and answers them as before: the same answer (tests/integration/test_bench_moto_requests.py
+    checks it), the same requests counted."""
+    from unittest import mock
+
+    from moto.dynamodb.models.table import Table
+
+    original = Table.query
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        # Table.query(hash_key, range_comparison, range_objs, limit, exclusive_start_key,
+        # scan_index_forward, projection_expressions, index_name, ...), as moto's backend calls it.
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        if index_name or hash_key is None or not self.range_key_attr:
+            return original(self, hash_key, *args, **kwargs)
+        partition = list(self.items[hash_key].values()) if hash_key in self.items else []
+        self.all_items = lambda: sorted(partition, key=lambda item: (item.hash_key, item.range_key))
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    with mock.patch.object(Table, "query", query):
         yield
 
 
@@ -498,7 +543,13 @@ def project(runs: list[Run]) -> Projection:
     large = runs[-1]
     scale = PROJECTED / max(large.recipients, 1)
     c = large.counter
-    if len(runs) > 1 and runs[0].segments != large.segments and runs[0].customers != large.customers:
+    if large.segment_customers:
+        segments = min(large.max_segments, max(1, math.ceil(PROJECTED / large.segment_customers)))
+        sizing = (
+            f"segments sized to the table, one per {large.segment_customers} items ({large.segments} at "
+            f"N={large.customers}; {segments} at 1M, at most {large.max_segments})"
+        )
+    elif len(runs) > 1 and runs[0].segments != large.segments and runs[0].customers != large.customers:
         per_customer = large.segments / large.customers
         segments = min(large.max_segments, max(1, math.ceil(per_customer * PROJECTED)))
         sizing = (
