@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from cems.scenario.model import ChannelCap, Scenario
     from cems.scenario.records import (
         ActiveState,
+        CapCounts,
         CapOutcome,
         DateSchedule,
         DueKey,
@@ -115,6 +116,13 @@ class ProfileScanner(Protocol):
         self, segment: int, total_segments: int, start: dict[str, Any] | None, profiles: int
     ) -> ProfilePage:
         """A page of up to `profiles` live profiles (a broadcast page is sized in recipients)."""
+        ...
+    def scan_profile_range(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, end: dict[str, Any] | None
+    ) -> ProfilePage:
+        """Every live profile after `start` through `end` (where a page ended: its `next_start`;
+        None: the segment's end), however many: a broadcast page read again as far as it first went.
+        `next_start` is `end`."""
         ...
 
 
@@ -199,12 +207,27 @@ class EnrolmentStorePort(Protocol):
 
 class CapStorePort(Protocol):
     """Frequency-cap counters per customer: the channel's day and week counters of the moment given
-    (`cems.scenario.caps.counters_of`), taken both or neither, never past a limit."""
+    (`cems.scenario.caps.counters_of`), taken both or neither, never past a limit.
+
+    A take may name the send it is for (`key`: its dispatch key, the same when the send is decided
+    again): the counters keep the keys that took them, and a take whose key one of them holds
+    already answers allowed (`CapOutcome.already`) without counting again. A worker that took the
+    caps and enqueued the send, then died before writing the journey, is redone without finding
+    its own take in the way (docs/scenario-engine.md, "Frequency caps")."""
 
     def try_consume(
-        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
+        self,
+        customer_id: str,
+        channel: Channel,
+        cap: ChannelCap,
+        at: datetime | None = None,
+        key: str | None = None,
     ) -> CapOutcome: ...
-    def release(self, customer_id: str, channel: Channel, at: datetime) -> None: ...
+    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
+        """Takes back one counted send; with `key`, only from the counters that key took (and the
+        key with it)."""
+        ...
+
     def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]: ...
     def counts_of(
         self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
@@ -215,11 +238,21 @@ class CapStorePort(Protocol):
         """`counts_of` of many customers, read consistently in batches."""
         ...
 
+    def read_caps_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, CapCounts]:
+        """`counts_of_many` with the keys that took each counter, in the same reads."""
+        ...
+
     def try_consume_many(
-        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+        self,
+        takes: Sequence[tuple[str, Channel, ChannelCap]],
+        at: datetime | None = None,
+        send_keys: Sequence[str | None] | None = None,
     ) -> list[CapOutcome]:
         """`try_consume` of many (customer, channel) takes, one each, in transactions: one outcome
-        per take, in order; a refused take counted nothing."""
+        per take, in order; a refused take counted nothing. `send_keys`: each take's send key (as
+        `try_consume`'s), in the same order."""
         ...
 
 
@@ -239,6 +272,10 @@ class BroadcastStorePort(Protocol):
     def mark_enqueued(self, scenario_id: str, run: str) -> None: ...
     def progress(self, scenario_id: str, run: str, segment: int) -> SegmentProgress | None: ...
     def save_progress(self, progress: SegmentProgress, read_pages: int | None) -> bool: ...
+    def open_page(self, progress: SegmentProgress, read_pages: int | None) -> bool:
+        """Records `progress` (a page opened: its range) if the stored progress still has `read_pages`
+        pages (None: there is none) and no page open; False otherwise."""
+        ...
 
 
 # ------------------------------------------------------------------------------ reports, email

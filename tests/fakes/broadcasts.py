@@ -2,8 +2,9 @@
 
 The store keeps BroadcastStore's rules: a run is started once; a run not marked enqueued is claimed
 again only RESTART_AFTER after it started (or was last claimed), by one caller; a segment's progress
-is written on condition that it still has the pages read. The queue keeps the bodies sent, in order,
-and can be made unavailable (ServiceUnavailable, as SqsQueue raises when SQS refuses).
+is written on condition that it still has the pages read (a page opened, also that none is open).
+The queue keeps the bodies sent, in order, and can be made unavailable (ServiceUnavailable, as
+SqsQueue raises when SQS refuses).
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ class InMemoryBroadcastStore:
             if (current is None) != (read_pages is None):
                 return False
             if current is not None and current.pages != read_pages:
+                return False
+            self.segments[key] = progress.model_copy(deep=True)
+        return True
+
+    def open_page(self, progress: SegmentProgress, read_pages: int | None) -> bool:
+        key = (progress.scenario_id, progress.run, progress.segment)
+        with self._lock:
+            current = self.segments.get(key)
+            if (current is None) != (read_pages is None):
+                return False
+            if current is not None and (current.pages != read_pages or current.page_open):
                 return False
             self.segments[key] = progress.model_copy(deep=True)
         return True

@@ -118,6 +118,23 @@ class InMemoryCustomers(InMemoryIngestStore):
             next_start={"after": page[-1]} if more else None,
         )
 
+    def scan_profile_range(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, end: dict[str, Any] | None
+    ) -> ProfilePage:
+        """Every live profile of a segment after `start` through `end`, as CustomerStore
+        .scan_profile_range reads them (the fake's keys are ordered by customer id, so a key whose
+        profile is gone still marks its place)."""
+        ids = sorted(cid for cid in self.stored_profiles if _segment(cid, total_segments) == segment)
+        after = None if start is None else start["after"]
+        through = None if end is None else end["after"]
+        read = [cid for cid in ids if (after is None or cid > after) and (through is None or cid <= through)]
+        live = [cid for cid in read if not self.stored_profiles[cid].merged_into]
+        return ProfilePage(
+            profiles=[self.stored_profiles[c].model_copy(deep=True) for c in live],
+            scanned=len(read),
+            next_start=end,
+        )
+
 
 def _segment(customer_id: str, total_segments: int) -> int:
     digest = hashlib.sha256(customer_id.encode("utf-8")).digest()

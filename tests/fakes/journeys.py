@@ -22,6 +22,7 @@ from cems.scenario.caps import CapCounter, counters_of
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import (
     ActiveState,
+    CapCounts,
     CapOutcome,
     DateSchedule,
     DueKey,
@@ -239,14 +240,20 @@ def _stamped(enrolment: E, revision: int, at: datetime | None) -> E:
 
 class InMemoryCapStore:
     """Send counters per (customer, CapCounter): a channel's Asia/Tokyo day or ISO week, as CapStore
-    keeps them."""
+    keeps them, with the keys of the sends that took each (a keyed take is counted once)."""
 
     def __init__(self) -> None:
         self.counters: dict[tuple[str, CapCounter], int] = {}
+        self.holders: dict[tuple[str, CapCounter], set[str]] = {}
         self._lock = threading.Lock()
 
     def try_consume(
-        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
+        self,
+        customer_id: str,
+        channel: Channel,
+        cap: ChannelCap,
+        at: datetime | None = None,
+        key: str | None = None,
     ) -> CapOutcome:
         day, week = counters_of(channel, at or clock.now())
         limits = [
@@ -255,20 +262,29 @@ class InMemoryCapStore:
             if limit is not None
         ]
         with self._lock:
+            if key is not None and any(key in self.holders.get((customer_id, c), ()) for c, _ in limits):
+                return CapOutcome(True, already=True)
             for counter, limit in limits:
                 if self.counters.get((customer_id, counter), 0) >= limit:
                     return CapOutcome(False, counter.period)
             for counter, _ in limits:
-                key = (customer_id, counter)
-                self.counters[key] = self.counters.get(key, 0) + 1
+                at_counter = (customer_id, counter)
+                self.counters[at_counter] = self.counters.get(at_counter, 0) + 1
+                if key is not None:
+                    self.holders.setdefault(at_counter, set()).add(key)
         return CapOutcome(True)
 
-    def release(self, customer_id: str, channel: Channel, at: datetime) -> None:
+    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
         with self._lock:
             for counter in counters_of(channel, at):
-                key = (customer_id, counter)
-                if self.counters.get(key, 0) > 0:
-                    self.counters[key] -= 1
+                at_counter = (customer_id, counter)
+                if key is not None:
+                    held = self.holders.get(at_counter, set())
+                    if key not in held or self.counters.get(at_counter, 0) <= 0:
+                        continue
+                    held.discard(key)
+                if self.counters.get(at_counter, 0) > 0:
+                    self.counters[at_counter] -= 1
 
     def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
         day, week = counters_of(channel, at or clock.now())
@@ -285,10 +301,34 @@ class InMemoryCapStore:
     ) -> dict[str, dict[CapCounter, int]]:
         return {customer_id: self.counts_of(customer_id, channels, at) for customer_id in customer_ids}
 
+    def read_caps_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, CapCounts]:
+        read: dict[str, CapCounts] = {}
+        with self._lock:
+            for customer_id in customer_ids:
+                counts = self.counts_of(customer_id, channels, at)
+                holders = {
+                    counter: frozenset(self.holders[(customer_id, counter)])
+                    for counter in counts
+                    if self.holders.get((customer_id, counter))
+                }
+                read[customer_id] = CapCounts(counts, holders)
+        return read
+
     def try_consume_many(
-        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+        self,
+        takes: Sequence[tuple[str, Channel, ChannelCap]],
+        at: datetime | None = None,
+        send_keys: Sequence[str | None] | None = None,
     ) -> list[CapOutcome]:
         """Each take as `try_consume`: a refused one counts nothing, the others count."""
         if len({(c, ch) for c, ch, _ in takes}) != len(takes):
             raise ValueError("one take per customer and channel in a transaction")
-        return [self.try_consume(customer_id, channel, cap, at) for customer_id, channel, cap in takes]
+        named = list(send_keys) if send_keys is not None else [None] * len(takes)
+        if len(named) != len(takes):
+            raise ValueError("one key per take")
+        return [
+            self.try_consume(customer_id, channel, cap, at, key)
+            for (customer_id, channel, cap), key in zip(takes, named, strict=True)
+        ]

@@ -124,3 +124,40 @@ def test_requests_and_item_writes_are_counted_as_moto_received_them(clients: tup
     assert counter.hottest(counter.writes) == (TABLE, "HOT|A", 4)
     assert counter.hottest(counter.writes, partition=True) == (TABLE, "HOT", 5)
     assert counter.reads == {(TABLE, "HOT|A"): 2, (TABLE, "P1|x"): 1}
+
+
+def test_a_partition_query_answers_as_motos_own(clients: tuple[Any, Any]) -> None:
+    from bench.broadcast import partition_queries
+
+    dynamodb, _ = clients
+    for pk in ("A", "B", "C"):
+        for n in range(7):
+            dynamodb.put_item(TableName=TABLE, Item={**_key(pk, f"{n:02d}"), "v": {"N": str(n)}})
+    asks: list[dict[str, Any]] = [
+        {"KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": {"S": "B"}}},
+        {
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
+            "ExpressionAttributeValues": {":pk": {"S": "B"}, ":a": {"S": "02"}, ":b": {"S": "05"}},
+            "ScanIndexForward": False,
+        },
+        {
+            "KeyConditionExpression": "pk = :pk",
+            "FilterExpression": "v > :three",
+            "ExpressionAttributeValues": {":pk": {"S": "C"}, ":three": {"N": "3"}},
+            "Limit": 2,
+        },
+        {"KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": {"S": "none"}}},
+    ]
+
+    def pages(ask: dict[str, Any]) -> list[dict[str, Any]]:
+        paginator = dynamodb.get_paginator("query")
+        return [
+            {k: page.get(k) for k in ("Items", "Count", "ScannedCount", "LastEvaluatedKey")}
+            for page in paginator.paginate(TableName=TABLE, **ask)
+        ]
+
+    own = [pages(ask) for ask in asks]
+    with partition_queries():
+        assert [pages(ask) for ask in asks] == own
+    assert own[0][0]["Count"] == 7
+    assert len(own[2]) > 1  # paged

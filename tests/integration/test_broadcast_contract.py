@@ -1,8 +1,10 @@
 """The broadcast worker's in-memory ports (tests/fakes) keep the AWS adapters' contract: the same
 assertions run against each fake and against its adapter under moto. Covered: a run started once
 and claimed again only after RESTART_AFTER, by one caller, never once enqueued; segment progress
-written on the pages read; a parallel scan of profiles that yields every live profile exactly once;
-a queue that delivers what it was given and says so when it could not."""
+written on the pages read, a page opened only where none is; a parallel scan of profiles that
+yields every live profile exactly once; a page read again through where it first ended, the
+profiles created inside it since too; a queue that delivers what it was given and says so when it
+could not."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 from cems.adapters.dynamodb.broadcasts import BroadcastStore
-from cems.adapters.dynamodb.customers import Stores
+from cems.adapters.dynamodb.customers import Stores, profile_key
 from cems.adapters.dynamodb.table_size import DynamoTableSize
 from cems.adapters.sqs import SqsQueue
 from cems.models import ChannelState, Profile
@@ -69,19 +71,51 @@ def test_segment_progress_is_written_on_the_pages_read(store: BroadcastStorePort
     assert store.progress("s1", "r1", 1) is None
 
 
+def test_a_page_is_opened_only_on_the_pages_read_and_where_none_is_open(store: BroadcastStorePort) -> None:
+    end = {"pk": {"S": "CUST#cus_007"}, "sk": {"S": "PROFILE"}}
+    opened = SegmentProgress(
+        scenario_id="s1",
+        run="r1",
+        segment=0,
+        page_open=True,
+        page_end=end,
+        page_customers=bytes(range(256)) * 8,  # 2,048 bytes: a page of 500 customers' digests
+    )
+    assert store.open_page(opened, None)
+    assert store.progress("s1", "r1", 0) == opened
+    assert not store.open_page(opened, None)  # recorded since
+    assert not store.open_page(opened, 0)  # a page is open already
+    done = opened.model_copy(
+        update={"pages": 1, "last_key": end, "page_open": False, "page_end": None, "page_customers": None}
+    )
+    assert store.save_progress(done, 0)
+    assert store.progress("s1", "r1", 0) == done
+    assert not store.open_page(opened.model_copy(update={"pages": 1}), 0)  # not on the pages read
+    last = opened.model_copy(update={"pages": 1, "last_key": end, "page_end": None, "page_customers": None})
+    assert store.open_page(last, 1)  # the segment's last page: it ends where the segment does
+    assert store.progress("s1", "r1", 0) == last
+    assert not store.save_progress(done, 0)
+    # A page recorded done with the next one opened, in one write (the worker's write a page).
+    next_open = last.model_copy(update={"pages": 2, "page_end": end, "page_customers": b"\x00\x01\x02\x03"})
+    assert store.save_progress(next_open, 1)
+    assert store.progress("s1", "r1", 0) == next_open
+    assert not store.open_page(next_open, 2)  # open already
+
+
 class Profiles:
     """Profiles put as a test arranges them, and the scanner that reads them."""
 
-    def __init__(self, put: Any, scanner: Any) -> None:
+    def __init__(self, put: Any, scanner: Any, delete: Any) -> None:
         self.put = put
         self.scanner = scanner
+        self.delete = delete
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def profiles(request: pytest.FixtureRequest) -> Profiles:
     if request.param == "fake":
         fake = InMemoryCustomers()
-        return Profiles(fake.put_profile, fake)
+        return Profiles(fake.put_profile, fake, fake.stored_profiles.pop)
     stores: Stores = request.getfixturevalue("empty_stores")
 
     def put(profile: Profile) -> None:
@@ -89,7 +123,24 @@ def profiles(request: pytest.FixtureRequest) -> Profiles:
             TableName=stores.customers.table_name, Item=stores.customers.profile_item(profile)
         )
 
-    return Profiles(put, stores.customers)
+    def delete(customer_id: str) -> None:
+        stores.customers.client.delete_item(
+            TableName=stores.customers.table_name, Key=profile_key(customer_id)
+        )
+
+    return Profiles(put, stores.customers, delete)
+
+
+def _profile(customer_id: str, **extra: Any) -> Profile:
+    state = ChannelState(reachable=True, consent=True, updated_at=NOW)
+    return Profile(
+        customer_id=customer_id,
+        line_user_id=f"U{int(customer_id[4:]):032x}",
+        channels={"line": state},
+        first_seen_at=NOW,
+        updated_at=NOW,
+        **extra,
+    )
 
 
 def test_a_parallel_scan_yields_every_live_profile_once(profiles: Profiles) -> None:
@@ -201,3 +252,43 @@ def test_the_customers_tables_size_is_its_item_count(request: pytest.FixtureRequ
         )
     # moto counts the items as they are; DynamoDB refreshes the figure about every six hours.
     assert size.approximate_items() == 3
+
+
+def test_a_page_read_again_goes_through_where_it_first_ended_with_the_profiles_created_in_it(
+    profiles: Profiles,
+) -> None:
+    """The range of a page (`scan_profile_page`'s start and next_start), read again: every live
+    profile in it, those created in it since too, however many; nothing after it, so the page after
+    it, read from its end, holds nobody twice. One segment: both order a segment's items by key."""
+    for n in range(0, 40, 2):
+        profiles.put(_profile(f"cus_{n:03d}", **({"merged_into": "cus_000"} if n % 10 == 8 else {})))
+    first = profiles.scanner.scan_profile_page(0, 1, None, 7)
+    second = profiles.scanner.scan_profile_page(0, 1, first.next_start, 7)
+    ids = [p.customer_id for p in second.profiles]
+    assert len(ids) == 7 and second.next_start is not None
+    # Created inside the second page's range meanwhile, one before its first, one before its last.
+    created = [f"cus_{int(ids[0][4:]) - 1:03d}", f"cus_{int(ids[-1][4:]) - 1:03d}"]
+    for customer_id in created:
+        profiles.put(_profile(customer_id))
+    again = profiles.scanner.scan_profile_range(0, 1, first.next_start, second.next_start)
+    assert sorted(p.customer_id for p in again.profiles) == sorted([*ids, *created])
+    assert again.next_start == second.next_start and again.scanned >= 9
+    rest: list[str] = []
+    start = again.next_start
+    while start is not None:
+        page = profiles.scanner.scan_profile_page(0, 1, start, 7)
+        rest += [p.customer_id for p in page.profiles]
+        start = page.next_start
+    assert not set(rest) & {*ids, *created}
+    everyone = [p.customer_id for p in first.profiles] + [p.customer_id for p in again.profiles] + rest
+    live = [f"cus_{n:03d}" for n in range(0, 40, 2) if n % 10 != 8]
+    assert sorted(everyone) == sorted([*live, *created])
+
+    # The profile the page ended at, erased since: the range still ends where it did.
+    profiles.delete(ids[-1])
+    erased = profiles.scanner.scan_profile_range(0, 1, first.next_start, second.next_start)
+    assert sorted(p.customer_id for p in erased.profiles) == sorted([*ids[:-1], *created])
+    # A page that ended with the segment: through the segment's end.
+    to_end = profiles.scanner.scan_profile_range(0, 1, second.next_start, None)
+    assert sorted(p.customer_id for p in to_end.profiles) == sorted(rest)
+    assert to_end.next_start is None

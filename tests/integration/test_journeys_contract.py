@@ -257,6 +257,80 @@ def test_a_release_gives_back_a_send_and_never_goes_below_zero(caps: CapStorePor
     assert caps.try_consume("c1", "line", cap, NOW).allowed
 
 
+def test_a_keyed_take_counts_a_send_once_however_often_it_is_taken(caps: CapStorePort) -> None:
+    """A take names its send (its dispatch key): taken again by that key (a redo after a crash, the
+    loser of a race), it is allowed and counts nothing more, even at the limit it filled itself."""
+    cap = ChannelCap(per_day=1, per_week=3)
+    first = caps.try_consume("c1", Channel.LINE, cap, NOW, "c1#s#v1#hello#e1")
+    assert first.allowed and not first.already
+    again = caps.try_consume("c1", Channel.LINE, cap, NOW, "c1#s#v1#hello#e1")
+    assert again.allowed and again.already
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 1)
+    other = caps.try_consume("c1", Channel.LINE, cap, NOW, "c1#t#v1#hello#e1")
+    assert not other.allowed and other.capped_by is CapPeriod.DAY and not other.already
+    day, week = counters_of(Channel.LINE, NOW)
+    read = caps.read_caps_many(["c1", "c2"], [Channel.LINE], NOW)
+    assert read["c1"].counts == {day: 1, week: 1}
+    assert read["c1"].holders == {day: {"c1#s#v1#hello#e1"}, week: {"c1#s#v1#hello#e1"}}
+    assert read["c2"].counts == {day: 0, week: 0} and read["c2"].holders == {}
+    # The next day (same week): the send was counted this week, and is not counted again.
+    saturday = NOW + timedelta(days=1)
+    assert caps.try_consume("c1", Channel.LINE, cap, saturday, "c1#s#v1#hello#e1").already
+    assert caps.counts("c1", Channel.LINE, saturday) == (0, 1)
+
+
+def test_keyed_takes_in_a_transaction_answer_made_already_refused_or_counted(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=1, per_week=5)
+    assert caps.try_consume("mine", Channel.LINE, cap, NOW, "k-mine").allowed
+    assert caps.try_consume("full", Channel.LINE, cap, NOW, "k-other").allowed
+    takes = [("mine", Channel.LINE, cap), ("full", Channel.LINE, cap), ("new", Channel.LINE, cap)]
+    outcomes = caps.try_consume_many(takes, NOW, send_keys=["k-mine", "k-full", "k-new"])
+    assert [(o.allowed, o.already) for o in outcomes] == [(True, True), (False, False), (True, False)]
+    assert outcomes[1].capped_by is CapPeriod.DAY
+    assert {c: caps.counts(c, Channel.LINE, NOW) for c in ("mine", "full", "new")} == {
+        "mine": (1, 1),
+        "full": (1, 1),
+        "new": (1, 1),
+    }
+    # Again, as a page redone: every take its key made already; nothing more counted.
+    again = caps.try_consume_many(takes[::2], NOW, send_keys=["k-mine", "k-new"])
+    assert [(o.allowed, o.already) for o in again] == [(True, True), (True, True)]
+    assert caps.counts("new", Channel.LINE, NOW) == (1, 1)
+    with pytest.raises(ValueError, match="one key per take"):
+        caps.try_consume_many(takes, NOW, send_keys=["k-mine"])
+
+
+def test_a_keyed_release_gives_back_that_sends_count_only(caps: CapStorePort) -> None:
+    cap = ChannelCap(per_day=2, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").allowed
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k2").allowed
+    caps.release("c1", Channel.LINE, NOW, "k-never")  # took nothing: gives nothing back
+    assert caps.counts("c1", Channel.LINE, NOW) == (2, 2)
+    caps.release("c1", Channel.LINE, NOW, "k1")
+    caps.release("c1", Channel.LINE, NOW, "k1")  # once only
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 1)
+    day, week = counters_of(Channel.LINE, NOW)
+    assert caps.read_caps_many(["c1"], [Channel.LINE], NOW)["c1"].holders == {day: {"k2"}, week: {"k2"}}
+    again = caps.try_consume("c1", Channel.LINE, cap, NOW, "k1")  # released: a take that counts
+    assert again.allowed and not again.already
+    assert caps.counts("c1", Channel.LINE, NOW) == (2, 2)
+
+
+def test_counts_taken_without_a_key_go_on_counting_beside_keyed_ones(caps: CapStorePort) -> None:
+    """Counters counted before takes were keyed (and unkeyed takes) hold no key: a keyed take counts
+    on top of them, and a keyed release never takes one of them back."""
+    cap = ChannelCap(per_day=2, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW).allowed
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").allowed
+    refused = caps.try_consume("c1", Channel.LINE, cap, NOW, "k2")
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY
+    caps.release("c1", Channel.LINE, NOW, "k2")
+    assert caps.counts("c1", Channel.LINE, NOW) == (2, 2)
+    caps.release("c1", Channel.LINE, NOW)  # unkeyed: one count back, as before
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 1)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").already
+
+
 def test_a_cap_without_limits_allows_without_counting(caps: CapStorePort) -> None:
     for _ in range(3):
         assert caps.try_consume("c1", "line", ChannelCap(per_day=None, per_week=None), NOW).allowed
@@ -448,6 +522,65 @@ def test_a_history_holds_the_merged_ids_events_oldest_first(customers: CustomerW
     customers.put_event(_event("kept", "m2", 2))
 
     assert [e.message_id for e in customers.history.history(kept)] == ["m1", "m2", "m3"]
+
+
+def test_counter_items_a_deployed_stack_wrote_without_keys_take_keyed_sends(
+    request: pytest.FixtureRequest,
+) -> None:
+    """DynamoDB only: an item written before takes were keyed (count, no key set) takes a keyed send
+    under the same atomic condition, refuses at its limit, and its key set starts with that send."""
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    caps = CapStore(TABLE, dynamodb)
+    for sk, count in {"line#D#2026-05-01": 1, "line#W#2026-W18": 3}.items():
+        item = {"pk": {"S": "CAP#c1"}, "sk": {"S": sk}, "count": {"N": str(count)}}
+        dynamodb.put_item(TableName=TABLE, Item=item)
+    cap = ChannelCap(per_day=2, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").allowed
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").already
+    refused = caps.try_consume("c1", Channel.LINE, cap, NOW, "k2")
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY
+    stored = {i["sk"]["S"]: i for i in dynamodb.scan(TableName=TABLE)["Items"]}
+    assert {sk: (i["count"]["N"], i["keys"]["SS"]) for sk, i in stored.items()} == {
+        "line#D#2026-05-01": ("2", ["k1"]),
+        "line#W#2026-W18": ("4", ["k1"]),
+    }
+    caps.release("c1", Channel.LINE, NOW, "k1")
+    stored = {i["sk"]["S"]: i for i in dynamodb.scan(TableName=TABLE)["Items"]}
+    assert {sk: (i["count"]["N"], "keys" in i) for sk, i in stored.items()} == {
+        "line#D#2026-05-01": ("1", False),
+        "line#W#2026-W18": ("3", False),
+    }
+
+
+def test_a_keyed_take_refused_with_a_counter_unreported_reads_whether_its_key_took_it(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB only: a cancellation that names one full counter and says nothing of the other (a
+    reason without a failed condition) is not taken as a refusal while the other may hold the send's
+    key: the counters are read, and the key the week's holds answers made already."""
+    from botocore.exceptions import ClientError
+
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    caps = CapStore(TABLE, dynamodb)
+    cap = ChannelCap(per_day=1, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW - timedelta(days=1), "k1").allowed  # Thursday
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k2").allowed  # today's full
+    real = dynamodb.transact_write_items
+
+    def week_unreported(**kwargs: Any) -> Any:
+        try:
+            return real(**kwargs)
+        except ClientError as exc:
+            exc.response["CancellationReasons"][1] = {"Code": "None"}
+            raise
+
+    monkeypatch.setattr(dynamodb, "transact_write_items", week_unreported)
+    assert caps.try_consume("c1", Channel.LINE, cap, NOW, "k1").already
+    (many,) = caps.try_consume_many([("c1", Channel.LINE, cap)], NOW, send_keys=["k1"])
+    assert many.already
+    refused = caps.try_consume("c1", Channel.LINE, cap, NOW, "k3")
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 2)
 
 
 def test_counters_left_unprocessed_are_read_again(

@@ -7,6 +7,7 @@ The handlers' path (scenario_loader, broadcast, tick under moto) is in tests/int
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,19 +16,28 @@ from typing import Any
 
 import pytest
 from cems import clock
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS
+from cems.line.sender import LineSender
+from cems.models import Profile
+from cems.reports.counters import Metric, ReportCell
 from cems.scenario.assignment import in_holdout
 from cems.scenario.broadcast import (
     BroadcastStarter,
     BroadcastWorker,
     SegmentMessage,
     backfill_run,
+    page_digests,
+    page_split,
     run_id,
     run_time,
 )
-from cems.scenario.model import Scenario
+from cems.scenario.model import FrequencyCaps, Scenario
 
 from tests.fakes.broadcasts import InMemoryBroadcastStore, InMemoryQueue
-from tests.fakes.journey_world import JourneyWorld
+from tests.fakes.customers import _segment
+from tests.fakes.journey_world import JourneyWorld, line_user_id
+from tests.fakes.line import InMemoryLineDeliveries, InMemoryLineGateway
+from tests.fakes.scenario_io import InMemoryReportCounters
 
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 AT = NOW + timedelta(minutes=5)
@@ -324,3 +334,175 @@ def test_a_long_backfill_segment_is_handed_on_and_everyone_is_scheduled_once(wor
         schedule = world.enrolments.schedule(customer, REFILL)  # written once, 30 days after the purchase
         assert schedule is not None and schedule.revision == 1
         assert schedule.due_at == datetime(2026, 5, 31, 1, 0, tzinfo=UTC) - timedelta(days=n % 5)
+
+
+# ---------------------------------------------------------------------------- a page done again
+
+
+def _one_segment_page_crashed(
+    world: Broadcasts, crashed: int = 1
+) -> tuple[SegmentMessage, list[dict[str, Any]]]:
+    """100 customers (even ids), everyone in the audience; segment 0's page number `crashed` is
+    opened, its sends enqueued, and the worker dies before writing any of its journeys (the pages
+    before it done). The LINE bodies enqueued, that page's last."""
+    world.limits = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
+    world.runner = world.another_runner()
+    world.worker.runner = world.runner
+    world.worker.page_size = 8  # segment 0's 22 customers: pages of 8, 8 and 6
+    world.upload(dict(DOCUMENT, entry={"reentry": "after_exit", "holdout_percent": 0}))
+    for n in range(0, 200, 2):
+        world.customer(f"cus_{n:04d}")
+    clock.advance(6 * 60)
+    world.starter.start_due()
+    messages = world.messages()
+    world.queue.send([m.model_dump_json() for m in messages if m.segment != 0])
+    segment = next(m for m in messages if m.segment == 0)
+    real = world.enrolments.write_many
+    pages = 0
+
+    def dies_on_the_crashed_page(batch: Any, at: Any = None) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == crashed:
+            raise RuntimeError("the function died")
+        return real(batch, at)
+
+    world.enrolments.write_many = dies_on_the_crashed_page  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        world.worker.run_segment(segment, lambda: 60_000)
+    world.enrolments.write_many = real  # type: ignore[method-assign]
+    return segment, world.sent()
+
+
+def _sent_once(world: Broadcasts, bodies: list[dict[str, Any]], customers: set[str]) -> None:
+    """Every body through the LINE sender (each delivered twice): each customer messaged once."""
+    counts = InMemoryReportCounters()
+    line = InMemoryLineGateway()
+    sender = LineSender(
+        world.customers, InMemoryLineDeliveries(), line, retry_base_seconds=1, counters=counts
+    )
+    for body in [*bodies, *bodies]:
+        sender.handle(json.dumps(body))
+    assert line.received.keys() == {line_user_id(c) for c in customers}
+    assert all(len(m) == 1 for m in line.received.values())
+    assert counts.count(ReportCell(SCENARIO_ID, 1, "announce", None), Metric.SENT) == len(customers)
+
+
+@pytest.mark.parametrize("crashed", [1, 2])
+def test_a_page_redone_with_profiles_created_inside_it_messages_and_counts_everyone_once(
+    world: Broadcasts, crashed: int
+) -> None:
+    """The worker died between enqueueing a page's sends and recording the page (the segment's first
+    page, opened by a write of its own; its second, opened by the write that recorded the first);
+    profiles were created inside the page's key range meanwhile. The redo reads the page's recorded
+    range, not 8 profiles from its start (which would end sooner, so the first attempt's last
+    customer would fall into the next page, under another batch name: messaged twice). The first
+    attempt's customers go under the page's batch again, the new ones under `#new1`: everyone is
+    messaged, enrolled and counted once."""
+    segment, first = _one_segment_page_crashed(world, crashed)
+    assert len(first) == crashed
+    page = first[-1]["recipients"]
+    assert len(page) == world.worker.page_size
+    run = run_id(AT)
+    opened = world.store.progress(SCENARIO_ID, run, 0)
+    assert opened is not None and opened.page_open and opened.pages == crashed - 1
+    assert opened.page_end == {"after": page[-1]}
+    # Created inside the page's range, between its customers: its first 8 end sooner now.
+    created = [c for c in (f"cus_{n:04d}" for n in range(1, 200, 2)) if _segment(c, SEGMENTS) == 0]
+    created = [c for c in created if page[0] < c < page[-1]][:2]
+    assert len(created) == 2
+    for customer_id in created:
+        world.customer(customer_id)
+
+    world.queue.send([segment.model_dump_json()])
+    world.work()
+    again = world.sent()
+    everyone = {f"cus_{n:04d}" for n in range(0, 200, 2)} | set(created)
+    _sent_once(world, [*first, *again], everyone)
+    # The page's batch has the first attempt's key (those not enrolled yet); the new ones their own.
+    keys = {b["idempotency_key"]: b["recipients"] for b in again}
+    assert keys[first[-1]["idempotency_key"]] == page
+    assert [r for k, r in keys.items() if "#new1#" in k] == [created]
+    # Everyone enrolled and counted once: the counts are those of one run with the new ones in it.
+    assert all(world.enrolment(c, SCENARIO_ID).sends == 1 for c in everyone)
+    enrolled = world.counters.count(ReportCell(SCENARIO_ID, 1), Metric.ENROLLED)
+    assert enrolled == len(everyone)
+    progress = [world.store.progress(SCENARIO_ID, run, n) for n in range(SEGMENTS)]
+    assert all(p is not None and p.done and not p.page_open for p in progress)
+    assert sum(p.profiles for p in progress if p is not None) == len(everyone)
+
+
+def test_a_page_opened_by_another_worker_meanwhile_is_done_as_it_was_opened(world: Broadcasts) -> None:
+    """Two workers on one segment, both before its first page: the other one opens the page, sends
+    and dies; a profile is created inside it; this one's page (8 profiles from the start) now ends
+    sooner, its open write finds the page open and it does the page as recorded."""
+    segment, first = _one_segment_page_crashed(world)
+    page = first[0]["recipients"]
+    run = run_id(AT)
+    world.store.forget_progress(SCENARIO_ID, run, 0)
+    created = next(c for c in (f"cus_{n:04d}" for n in range(1, 200, 2)) if _segment(c, SEGMENTS) == 0)
+    assert created < page[-1]
+    real_open = world.store.open_page
+    scans: list[dict[str, Any] | None] = []
+
+    def opened_meanwhile(progress: Any, read_pages: int | None) -> bool:
+        scans.append(progress.page_end)
+        if len(scans) == 1:  # the other worker opens the page it had read (the crashed attempt's)
+            other = progress.model_copy(update={"page_end": {"after": page[-1]}})
+            other.page_customers = page_digests(page)
+            assert real_open(other, read_pages)
+        return real_open(progress, read_pages)
+
+    world.customer(created)
+    world.store.open_page = opened_meanwhile  # type: ignore[method-assign]
+    assert world.worker.run_segment(segment, lambda: 60_000).outcome == "done"
+    assert scans[0] != {"after": page[-1]}  # this worker's own page ended sooner
+    world.work()
+    everyone = {f"cus_{n:04d}" for n in range(0, 200, 2)} | {created}
+    _sent_once(world, [*first, *world.sent()], everyone)
+    assert all(world.enrolment(c, SCENARIO_ID).sends == 1 for c in everyone)
+
+
+def test_a_worker_whose_page_cannot_be_opened_on_the_pages_it_read_stops(world: Broadcasts) -> None:
+    world.upload(DOCUMENT)
+    _audience(world)
+    clock.advance(6 * 60)
+    world.starter.start_due()
+    message = world.messages()[0]
+    real_open = world.store.open_page
+    raced = False
+
+    def racing_open(progress: Any, read_pages: int | None) -> bool:
+        nonlocal raced
+        if not raced:  # the other worker records a page in between
+            raced = True
+            assert world.worker.run_segment(message, lambda: 0).outcome == "continued"
+        return real_open(progress, read_pages)
+
+    world.store.open_page = racing_open  # type: ignore[method-assign]
+    report = world.worker.run_segment(message, lambda: 60_000)
+    assert report.outcome == "superseded" and report.pages == 0
+    assert world.sent() and all(len(b["recipients"]) <= world.worker.page_size for b in world.sent())
+
+
+def test_a_page_is_split_into_its_first_attempts_customers_and_those_created_since() -> None:
+    def profiles(ids: list[str]) -> list[Profile]:
+        return [Profile(customer_id=c, first_seen_at=NOW, updated_at=NOW) for c in ids]
+
+    first = [f"cus_{n:04d}" for n in range(0, 40, 2)]
+    assert page_split("b", profiles(first), None) == [("b", profiles(first))]
+    assert page_split("b", [], page_digests([])) == []
+    redo = sorted([*first, "cus_0005", "cus_0031"])
+    assert page_split("b", profiles(redo), page_digests(first)) == [
+        ("b", profiles(first)),
+        ("b#new1", profiles(["cus_0005", "cus_0031"])),
+    ]
+    many = [f"new_{n:04d}" for n in range(MAX_MULTICAST_RECIPIENTS + 2)]
+    parts = page_split("b", profiles([*first, *many]), page_digests(first))
+    assert [(name, len(part)) for name, part in parts] == [
+        ("b", len(first)),
+        ("b#new1", MAX_MULTICAST_RECIPIENTS),
+        ("b#new2", 2),
+    ]
+    with pytest.raises(ValueError):
+        BroadcastWorker(Any, Any, Any, Any, page_size=MAX_MULTICAST_RECIPIENTS + 1)  # type: ignore[arg-type]

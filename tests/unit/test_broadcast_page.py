@@ -200,9 +200,9 @@ def test_a_cap_taken_by_someone_else_meanwhile_is_decided_again_on_fresh_counts(
     )
     real = world.caps.try_consume_many
 
-    def racing(takes: Any, at: Any = None) -> Any:  # another send takes the racer's last one first
+    def racing(takes: Any, at: Any = None, **named: Any) -> Any:  # another send takes the racer's last one
         world.caps.try_consume(racer, Channel.LINE, ChannelCap(per_day=1), NOW)
-        return real(takes, at)
+        return real(takes, at, **named)
 
     world.caps.try_consume_many = racing  # type: ignore[method-assign]
     profiles = [world.profile(customer_id) for customer_id in ids]
@@ -216,8 +216,10 @@ def test_a_cap_taken_by_someone_else_meanwhile_is_decided_again_on_fresh_counts(
 
 def test_two_workers_racing_over_one_page_enrol_and_count_each_customer_once() -> None:
     """A redelivered page racing the first worker (threads, each with a runner of its own): every
-    customer ends with one enrolment, every send has one key, the counts are one run's, and the
-    caps taken for a lost write are given back. (Caps with room: at a cap's last send, the worker
+    customer ends with one enrolment, every send has one key, the counts are one run's, and each
+    send's caps are counted once (both workers took them under the send's dispatch key: the
+    second take was allowed as made already, and the lost write keeps it for the winner's message).
+    (Caps with room: at a cap's last send, the worker
     whose take is refused decides a skip, as two racing deciders of one journey always have.)"""
     roomy = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
     world = JourneyWorld()
@@ -254,7 +256,7 @@ def test_two_workers_racing_over_one_page_enrol_and_count_each_customer_once() -
     for thread in threads:
         thread.join(timeout=60)
     assert len(reports) == 2
-    # Each customer's write was won by one worker; the other gave its caps back and left it.
+    # Each customer's write was won by one worker; the other left it (their takes were one).
     assert sum(r.run.conflicts for r in reports) == sum(r.run.enrolled for r in reports) > 0
     mine = {k: (e.state, e.step_id, e.holdout, e.entry) for k, e in world.enrolments.enrolments.items()}
     theirs = {k: (e.state, e.step_id, e.holdout, e.entry) for k, e in clean.enrolments.enrolments.items()}
@@ -274,8 +276,8 @@ def test_a_page_redone_with_a_profile_the_first_attempt_never_saw_messages_each_
     has the first attempt's key (same batch, same content), and the sender adds the new customer to
     that key's frozen plan: everyone in the page, the new customer too, is messaged and counted once."""
     world = JourneyWorld()
-    # Caps with room: a take the first attempt made stays taken (see enrol_page), and a cap of one
-    # a day would have the redo decide these customers capped.
+    # Caps with room (at one a day, the redo finds its own keyed takes allowed as well:
+    # tests/unit/test_cap_takes_redone.py).
     world.limits = FrequencyCaps.model_validate({"line": {"per_day": 100, "per_week": 100}})
     world.runner = world.another_runner()
     world.upload(DOCUMENT)

@@ -14,11 +14,13 @@ whose journeys were written meanwhile).
 
 One content of one batch is ONE dispatch, never chunks: a batch holding more than 500 recipients of
 one shared content is refused (ValueError). A broadcast page holds at most 500 profiles
-(cems.scenario.broadcast.PAGE_SIZE, CustomerStore.scan_profile_page), so a page never is. This is
-what makes a redo exact in both directions. Were a content cut into chunks by position, a redo with
-more recipients (a profile created in the page's key range since) would open a chunk key the first
-attempt never had, and a redo with fewer would move customers between chunk keys, so a customer sent
-under one chunk's key could be planned again under another's. With one key per content of a batch,
+(cems.scenario.broadcast.PAGE_SIZE, CustomerStore.scan_profile_page), so a page never is; a page
+done again holding profiles created in its range since enrols those under batches of their own, of
+at most 500 (cems.scenario.broadcast.page_split). This is what makes a redo exact in both
+directions. Were a content cut into chunks by position, a redo with more recipients (a profile
+created in the page's key range since) would open a chunk key the first attempt never had, and a
+redo with fewer would move customers between chunk keys, so a customer sent under one chunk's key
+could be planned again under another's. With one key per content of a batch,
 every recipient of that content, on every attempt, is under that one key. So the dispatch says so
 (`LineDispatch.sole_chunk`), and the sender may add to the key's frozen plan a customer it never had
 (a redo's new profile): that customer was sent under no other key of this content.

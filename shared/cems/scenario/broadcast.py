@@ -19,6 +19,22 @@ resumes from the recorded key; with little time left the worker puts a message f
 segment back on the queue. A customer already enrolled at or after the run's time is skipped, so a
 page processed again (the function died before recording it) sends nothing twice.
 
+**A page is opened before anything of it is sent** (issue 11): the segment's progress records the
+page's range (where it ends: `page_end`) and a 4-byte digest of each of its customers
+(`page_customers`): for an invocation's first page by a write of its own, conditional on the pages
+read and on no page being open (`BroadcastStorePort.open_page`); for every later page by the write
+that records the page before it done (so one write a page, as before, and one more an invocation).
+A page done again (the worker died after enqueueing its sends and
+before recording it done) reads the same range, however many profiles it holds now
+(`ProfileScanner.scan_profile_range`), never the next 500 from its start: a profile created inside
+the range in between would end such a page one profile sooner and push the first attempt's last
+customer into the next page, under another batch name, so into another shared dispatch (sent
+twice). The first attempt's customers are enrolled under the page's batch name, as before (at most
+PAGE_SIZE: one dispatch per content, whose frozen plan holds them); customers the first attempt did
+not have (created in between) under `<batch>#new<k>`, a name no first attempt uses, the same on
+every redo (so their shared dispatch and their counts are theirs, once). `page_split` says why that
+is exact.
+
 A **backfill** (run kind `backfill`, run id `backfill-v<version>`) is started by `scenario_loader`
 when it activates a date-trigger version that needs one (`BroadcastStarter.start_backfill`): the same
 run record and segment messages, but the worker schedules each profile's pending `DATE#` entry with
@@ -33,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -41,7 +57,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from cems import clock
-from cems.ports import BroadcastStorePort, MessageQueue, ProfileScanner, ScenarioReader, TableSize
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS
+from cems.models import Profile
+from cems.ports import (
+    BroadcastStorePort,
+    MessageQueue,
+    ProfilePage,
+    ProfileScanner,
+    ScenarioReader,
+    TableSize,
+)
 from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS, DEFAULT_SEGMENT_CUSTOMERS
 from cems.scenario.model import BroadcastTrigger, DateTrigger, Scenario
 from cems.scenario.records import ScenarioVersion
@@ -132,6 +157,11 @@ class SegmentProgress(BaseModel):
     scheduled: int = 0  # backfills: pending date-trigger entries written or moved
     skipped: int = 0
     updated_at: datetime | None = None
+    # A page opened (its range recorded before its sends: `BroadcastWorker`) and not yet recorded
+    # done: where it ends (None: at the segment's end) and its customers' digests (`page_digests`).
+    page_open: bool = False
+    page_end: dict[str, Any] | None = None
+    page_customers: bytes | None = None
 
 
 @dataclass
@@ -303,6 +333,9 @@ class BroadcastWorker:
         page_size: int = PAGE_SIZE,
         min_remaining_ms: int = MIN_REMAINING_MS,
     ) -> None:
+        if not 1 <= page_size <= MAX_MULTICAST_RECIPIENTS:
+            # A page's customers are one batch, which holds at most one multicast per content.
+            raise ValueError(f"a broadcast page holds 1 to {MAX_MULTICAST_RECIPIENTS} profiles")
         self.runner = runner
         self.store = store
         self.profiles = profiles
@@ -313,6 +346,11 @@ class BroadcastWorker:
     def run_segment(
         self, message: SegmentMessage, remaining_ms: Callable[[], int], now: datetime | None = None
     ) -> SegmentReport:
+        """Works through the segment from its recorded progress, page by page. A broadcast page is
+        opened (its range and customers recorded) before its sends, and recorded done after them:
+        the invocation's first page by a write of its own (`_open_page`), every later one by the write
+        that records the page before it done. Every progress write is conditional on the pages read,
+        so of two workers on one segment the slower one stops (`superseded`)."""
         stored = self.runner.scenarios.version(message.scenario_id, message.version)
         report = SegmentReport("missing", run=RunReport())
         if stored is None:
@@ -328,38 +366,61 @@ class BroadcastWorker:
             report.outcome = "done"
             return report
         assert report.run is not None
+        ahead: ProfilePage | None = None  # the next page, read and recorded open with the last write
         while True:
             if message.kind == "backfill" and not self._backfill_current(stored):
                 report.outcome = "stale"
                 return report
             batch = page_batch(message, progress.last_key)
-            page = self.profiles.scan_profile_page(
-                message.segment, message.total_segments, progress.last_key, self.page_size
-            )
-            progress.profiles += len(page.profiles)
-            report.profiles += len(page.profiles)
             if message.kind == "backfill":
+                # Scheduling is idempotent and keyed by nobody's page: a backfill page needs no range.
+                page = self.profiles.scan_profile_page(
+                    message.segment, message.total_segments, progress.last_key, self.page_size
+                )
+                end = page.next_start
                 done = self.runner.schedule_date_triggers(stored.scenario, page.profiles, now)
                 report.run.add(done)
                 progress.scheduled += done.scheduled
             else:
-                enrolled = self.runner.enrol_page(
-                    stored.scenario,
-                    stored.version,
-                    page.profiles,
-                    run_at=message.run_at,
-                    batch=batch,
-                    now=now,
-                )
-                report.run.add(enrolled.run)
-                progress.skipped += enrolled.skipped
-                progress.enrolled += enrolled.run.enrolled
-                progress.dispatched += enrolled.run.dispatched
+                if ahead is not None:  # read and recorded open by this worker's last write
+                    page, ahead = ahead, None
+                else:
+                    opened = self._open_page(message, progress, read_pages)
+                    if opened is None:
+                        report.outcome = "superseded"
+                        return report
+                    progress, read_pages, page = opened
+                end = progress.page_end
+                for part_batch, part in page_split(batch, page.profiles, progress.page_customers):
+                    enrolled = self.runner.enrol_page(
+                        stored.scenario,
+                        stored.version,
+                        part,
+                        run_at=message.run_at,
+                        batch=part_batch,
+                        now=now,
+                    )
+                    report.run.add(enrolled.run)
+                    progress.skipped += enrolled.skipped
+                    progress.enrolled += enrolled.run.enrolled
+                    progress.dispatched += enrolled.run.dispatched
+            progress.profiles += len(page.profiles)
+            report.profiles += len(page.profiles)
             progress.scanned += page.scanned
             progress.pages += 1
             report.pages += 1
-            progress.last_key = page.next_start
+            progress.last_key = end
+            progress.page_open, progress.page_end, progress.page_customers = False, None, None
             progress.done = progress.last_key is None
+            carry_on = not progress.done and remaining_ms() >= self.min_remaining_ms
+            if carry_on and message.kind == "broadcast":
+                # The next page is opened by the same write that records this one done: one write a
+                # page, as before pages were opened; only an invocation's first page costs one more.
+                ahead = self.profiles.scan_profile_page(
+                    message.segment, message.total_segments, progress.last_key, self.page_size
+                )
+                progress.page_open, progress.page_end = True, ahead.next_start
+                progress.page_customers = page_digests(p.customer_id for p in ahead.profiles) or None
             progress.updated_at = clock.now()
             if not self.store.save_progress(progress, read_pages):
                 report.outcome = "superseded"
@@ -368,11 +429,46 @@ class BroadcastWorker:
             if progress.done:
                 report.outcome = "done"
                 return report
-            if remaining_ms() < self.min_remaining_ms:
+            if not carry_on:
                 handed_on = message.model_copy(update={"start_key": progress.last_key})
                 self.queue.send([handed_on.model_dump_json()])
                 report.outcome = "continued"
                 return report
+
+    def _open_page(
+        self, message: SegmentMessage, progress: SegmentProgress, read_pages: int | None
+    ) -> tuple[SegmentProgress, int, ProfilePage] | None:
+        """The segment's next broadcast page, opened: (the progress with the page recorded open, the
+        pages its close is conditional on, the page's profiles); None when another worker recorded
+        the segment since (this one stops).
+
+        A page not yet open is read as up to `page_size` profiles from the last key, and recorded
+        open (its end and its customers' digests) by one conditional write, before any of its sends.
+        A page open already (the worker that opened it died, or is still at it) is read again through
+        its recorded end, every profile of the range, those created in it since too. When the write
+        finds the page opened meanwhile by another worker at the same place, this one does that page
+        as recorded (as a redo does; the first to record it done wins)."""
+        segment, total = message.segment, message.total_segments
+        for _ in range(2):
+            if progress.page_open:
+                page = self.profiles.scan_profile_range(segment, total, progress.last_key, progress.page_end)
+                return progress, progress.pages, page
+            page = self.profiles.scan_profile_page(segment, total, progress.last_key, self.page_size)
+            opened = progress.model_copy(
+                update={
+                    "page_open": True,
+                    "page_end": page.next_start,
+                    "page_customers": page_digests(p.customer_id for p in page.profiles) or None,
+                    "updated_at": clock.now(),
+                }
+            )
+            if self.store.open_page(opened, read_pages):
+                return opened, opened.pages, page
+            stored = self.store.progress(message.scenario_id, message.run, segment)
+            if stored is None or stored.pages != (read_pages or 0) or not stored.page_open:
+                return None
+            progress = stored
+        return None  # pragma: no cover - a page found open is read on the second pass
 
     def _backfill_current(self, stored: ScenarioVersion) -> bool:
         """Whether the scenario still schedules by this version's trigger: it is active, on this
@@ -390,3 +486,49 @@ def page_batch(message: SegmentMessage, start_key: dict[str, Any] | None) -> str
     key = "start" if start_key is None else json.dumps(start_key, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     return f"{message.scenario_id}#{message.run}#s{message.segment}of{message.total_segments}#{digest}"
+
+
+# Bytes of a customer's digest in `SegmentProgress.page_customers`: 500 customers are 2,000 bytes, and
+# a customer created since the page was opened has a chance of about 1 in 10 million of matching one.
+DIGEST_BYTES = 4
+
+
+def page_digests(customer_ids: Iterable[str]) -> bytes:
+    """The page's customers as `page_customers` records them: the first DIGEST_BYTES of each id's
+    SHA-256, sorted, one after another."""
+    digests = {hashlib.sha256(c.encode("utf-8")).digest()[:DIGEST_BYTES] for c in customer_ids}
+    return b"".join(sorted(digests))
+
+
+def page_split(
+    batch: str, profiles: Sequence[Profile], recorded: bytes | None
+) -> list[tuple[str, list[Profile]]]:
+    """A page's profiles as the batches they are enrolled in: the customers the page was opened with
+    (their digests `recorded`) under `batch`, at most MAX_MULTICAST_RECIPIENTS; any others (created
+    inside the page's range after it was opened: a redo) under `<batch>#new1`, `#new2`, ... of up to
+    MAX_MULTICAST_RECIPIENTS each, in scan order. Empty batches are left out; a page with no record
+    (None) is all under `batch`.
+
+    Why a redone page sends nobody twice: a shared dispatch is keyed by its batch and content
+    (`cems.line.multicast`), one per content, and its frozen plan sends each customer once. Every
+    attempt puts each customer of the first attempt under `batch` (their digests were recorded before
+    any send), where that attempt had them; a customer it did not have was sent under no key of this
+    page, and every redo puts that customer under the same `#new<k>`, where the sender extends the
+    frozen plan (`LineDispatch.sole_chunk`) with whoever is new to it. Their counts fall under that
+    batch's own marker, so they are counted too, once. Not exact only where no page of 500 is: more
+    than 500 customers created inside one page's range between two attempts (the `#new<k>` are cut
+    by position, which a third attempt may shift), or one whose digest matches a recorded one and
+    who does not fit in `batch` any more."""
+    if recorded is None:
+        return [(batch, list(profiles))] if profiles else []
+    known = {recorded[n : n + DIGEST_BYTES] for n in range(0, len(recorded), DIGEST_BYTES)}
+    first: list[Profile] = []
+    new: list[Profile] = []
+    for profile in profiles:
+        digest = hashlib.sha256(profile.customer_id.encode("utf-8")).digest()[:DIGEST_BYTES]
+        fits = digest in known and len(first) < MAX_MULTICAST_RECIPIENTS
+        (first if fits else new).append(profile)
+    parts = [(batch, first)] if first else []
+    size = MAX_MULTICAST_RECIPIENTS
+    parts += [(f"{batch}#new{n // size + 1}", new[n : n + size]) for n in range(0, len(new), size)]
+    return parts

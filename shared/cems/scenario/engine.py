@@ -19,7 +19,7 @@ decide the same thing, with the same dispatch keys: whichever write wins, a send
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -210,13 +210,18 @@ class Dispatch(_Frozen):
 
 class CapRequest(_Frozen):
     """Take one send from the customer's cap counters (conditional ADD, `count < limit`). If the
-    store refuses (another send took the last one first), re-run `advance` with fresh counts."""
+    store refuses (another send took the last one first), re-run `advance` with fresh counts.
+
+    `key`: the send's dispatch key, the same whenever this send is decided again (a redo after a
+    crash, the loser of a race). The counters keep the keys that took them, and a take by a key they
+    hold is allowed without counting again: one send, counted once (docs/scenario-engine.md)."""
 
     channel: Channel
     day: CapCounter
     week: CapCounter
     day_limit: int | None
     week_limit: int | None
+    key: str | None = None
 
 
 class TraitSet(_Frozen):
@@ -275,22 +280,41 @@ class OtherEnrolment:
 
 @dataclass(frozen=True)
 class CapView:
-    """The customer's cap counters as read (counter -> sends; one not read counts none) and the limits."""
+    """The customer's cap counters as read (counter -> sends; one not read counts none), the keys of
+    the sends that took each (`holders`; none for a counter stored before takes were keyed) and the
+    limits."""
 
     limits: FrequencyCaps = field(default_factory=FrequencyCaps)
     counts: Mapping[CapCounter, int] = field(default_factory=dict)
+    holders: Mapping[CapCounter, Collection[str]] = field(default_factory=dict)
 
-    def reopens_at(self, channel: Channel, now: datetime, taken: int = 0) -> datetime | None:
-        """None when one more send on `channel` is allowed now (after `taken` sends this activation),
-        else when the cap allows again."""
+    def reopens_at(
+        self, channel: Channel, now: datetime, taken: int | Collection[str] = 0, key: str | None = None
+    ) -> datetime | None:
+        """None when one more send on `channel` is allowed now, else when the cap allows again.
+
+        `taken`: this activation's earlier sends on the channel, by key (one a counter holds is in
+        its count already) or how many. `key`: this send's key. A send whose key took one of the
+        channel's counters already was allowed then: it is allowed now, and its take counts nothing
+        again. Without that, the redo of a journey whose worker took the caps, enqueued the send
+        and died before writing would find its own take in the way and decide the send capped,
+        though the message went out."""
+        if key is not None and any(key in self.holders.get(c, ()) for c in counters_of(channel, now)):
+            return None
         limit = self.limits.of(channel)
         day, week = counters_of(channel, now)
         reopen: datetime | None = None
-        if limit.per_day is not None and self.counts.get(day, 0) + taken >= limit.per_day:
+        if limit.per_day is not None and self._counted(day, taken) >= limit.per_day:
             reopen = CapPeriod.DAY.next_start(now)
-        if limit.per_week is not None and self.counts.get(week, 0) + taken >= limit.per_week:
+        if limit.per_week is not None and self._counted(week, taken) >= limit.per_week:
             reopen = CapPeriod.WEEK.next_start(now)
         return reopen
+
+    def _counted(self, counter: CapCounter, taken: int | Collection[str]) -> int:
+        if isinstance(taken, int):
+            return self.counts.get(counter, 0) + taken
+        held = self.holders.get(counter, ())
+        return self.counts.get(counter, 0) + sum(1 for key in taken if key not in held)
 
 
 def dispatch_key(
@@ -641,7 +665,8 @@ class _Run:
         self.zone = scenario.zone
         self.fields: dict[str, Any] = {}
         self.e = enrolment
-        self.taken: dict[Channel, int] = {p.channel: 0 for p in plugins()}
+        # The keys of this activation's sends, by the channel whose caps they take.
+        self.taken: dict[Channel, list[str]] = {p.channel: [] for p in plugins()}
         self.out: dict[str, list[Any]] = {
             "dispatches": [],
             "caps": [],
@@ -805,7 +830,7 @@ class _Run:
             dispatch = self.render(step, reachable)
         except (RenderError, ValidationError, ValueError) as exc:
             return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {_reason(exc)}")
-        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel])
+        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel], dispatch.key)
         if reopens is not None:
             return self.capped(step, cap_channel, reopens)
         self.out["dispatches"].append(dispatch)
@@ -818,9 +843,10 @@ class _Run:
                 week=week,
                 day_limit=limits.per_day,
                 week_limit=limits.per_week,
+                key=dispatch.key,
             )
         )
-        self.taken[cap_channel] += 1
+        self.taken[cap_channel].append(dispatch.key)
         self.update(
             sends=self.e.sends + 1,
             unanswered_sends=self.e.unanswered_sends + 1,

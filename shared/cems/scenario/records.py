@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cems.scenario.caps import CapPeriod
+from cems.scenario.caps import CapCounter, CapPeriod
 from cems.scenario.model import EventTrigger, Scenario
 
 # S3 sequencers are hex strings of varying length, compared after left-padding with zeros.
@@ -150,3 +150,15 @@ class CapOutcome:
     allowed: bool
     # When not allowed: which limit was reached.
     capped_by: CapPeriod | None = None
+    # Allowed without counting anything: the send's key had taken the counters already (an earlier
+    # attempt at the same send, e.g. one that died before writing its journey).
+    already: bool = False
+
+
+@dataclass(frozen=True)
+class CapCounts:
+    """A customer's cap counters as read: the sends each counted (0 where none), and the keys of
+    the sends that took each (a counter stored before takes were keyed holds none)."""
+
+    counts: dict[CapCounter, int]
+    holders: dict[CapCounter, frozenset[str]] = field(default_factory=dict)

@@ -48,6 +48,9 @@ _COLLECTION_LIMITS = {
 MAX_HISTORY_EVENTS = 1000
 # BatchGetItem reads at most 100 keys a call.
 MAX_BATCH_GET_KEYS = 100
+# Items a Scan of scan_profile_range reads at most (a page read again: its 500 profiles and the
+# identities among them, in a few Scans).
+RANGE_SCAN_LIMIT = 1000
 
 
 class CustomerStore:
@@ -162,6 +165,49 @@ class CustomerStore:
             cursor = answer.get("LastEvaluatedKey") or None
             if cursor is None or len(found) == profiles:
                 return ProfilePage(found, scanned, cursor)
+
+    def scan_profile_range(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, end: dict[str, Any] | None
+    ) -> ProfilePage:
+        """Every live profile of a parallel Scan's segment after `start` through `end` (a key a page
+        of scan_profile_page ended at; None: the segment's end), however many (ports.ProfileScanner):
+        a broadcast page read again as far as it first went. The Scans are unfiltered (the same read
+        units: a Scan pays for every item it reads, filtered or not), so the item at `end` is seen
+        whatever it is, and the profiles are picked out here. In case that item is gone since (a
+        customer erased, an identity moved), the item right after `end` is read first (a Scan of one
+        item resuming after `end`, which DynamoDB does for a key that no longer exists too) and
+        ends the range as well. `next_start` is `end`; `scanned` counts every item read."""
+        after_end: dict[str, Any] | None = None
+        scanned = 0
+        base: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Segment": segment,
+            "TotalSegments": total_segments,
+        }
+        if end is not None:
+            probe = self.client.scan(**base, Limit=1, ExclusiveStartKey=end)
+            scanned += int(probe.get("ScannedCount", 0))
+            following = probe.get("Items", [])
+            after_end = _scan_key(following[0]) if following else None
+        found: list[Profile] = []
+        cursor = start
+        while True:
+            request = dict(base, Limit=RANGE_SCAN_LIMIT)
+            if cursor:
+                request["ExclusiveStartKey"] = cursor
+            answer = self.client.scan(**request)
+            scanned += int(answer.get("ScannedCount", 0))
+            for item in answer.get("Items", []):
+                key = _scan_key(item)
+                if key == after_end:
+                    return ProfilePage(found, scanned, end)
+                if item["sk"] == {"S": keys.PROFILE_SK} and "merged_into" not in item:
+                    found.append(Profile.model_validate(from_attribute_map(item)))
+                if key == end:
+                    return ProfilePage(found, scanned, end)
+            cursor = answer.get("LastEvaluatedKey") or None
+            if cursor is None:
+                return ProfilePage(found, scanned, end)
 
     def _batch_get(self, keys: list[dict[str, Any]], *, consistent: bool = False) -> Iterator[dict[str, Any]]:
         """Every item of `keys` that exists: 100 keys a call, unprocessed keys asked again."""
@@ -631,6 +677,11 @@ class Stores:
     events: EventStore
     ledger: MessageLedger
     ingest: IngestStore
+
+
+def _scan_key(item: dict[str, Any]) -> dict[str, Any]:
+    """An item's key, as a Scan's LastEvaluatedKey names it."""
+    return {"pk": item["pk"], "sk": item["sk"]}
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

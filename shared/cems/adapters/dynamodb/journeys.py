@@ -33,6 +33,7 @@ from cems.scenario.config import DEFAULT_DUE_SHARDS
 from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, Scenario
 from cems.scenario.records import (
     ActiveState,
+    CapCounts,
     CapOutcome,
     DateSchedule,
     DueKey,
@@ -58,6 +59,8 @@ DUE_INDEX = "due-index"
 # A counter outlives its day or week by this much before TTL removes it (TTL is lazy; the key holds
 # the period, so an old counter is never read for a new one anyway).
 CAP_TTL_MARGIN = timedelta(days=8)
+# A cap counter item's attribute: the keys of the sends that took it (a string set).
+KEYS = "keys"
 # Conditional-write races are retried this many times before giving up loudly.
 MAX_ATTEMPTS = 8
 # Reads of keys a BatchGetItem left unprocessed (throttling), before giving up loudly.
@@ -821,68 +824,69 @@ def _plain_numbers(value: Any) -> Any:
 
 
 class CapStore:
-    """Frequency-cap counters per customer, channel, Asia/Tokyo day and ISO week."""
+    """Frequency-cap counters per customer, channel, Asia/Tokyo day and ISO week.
+
+    Each counter item holds `count` (the sends counted) and `keys`, a string set of the keys of the
+    sends that took it (a keyed take: `try_consume(..., key=)`). Only a take that counted adds its
+    key, so the set holds at most the limit's number of keys; an item stored before takes were keyed
+    has no set and counts on as before. Why keyed: a worker that took the caps of a send, enqueued
+    it and died before writing the journey is redone with the same dispatch keys, and its own
+    earlier take must not count the send a second time (nor refuse it: the message went out)."""
 
     def __init__(self, table_name: str, client: DynamoDBClient) -> None:
         self.table_name = table_name
         self.client = client
 
     def try_consume(
-        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime | None = None
+        self,
+        customer_id: str,
+        channel: Channel,
+        cap: ChannelCap,
+        at: datetime | None = None,
+        key: str | None = None,
     ) -> CapOutcome:
         """Counts one send if it stays within the day and week limits, both or neither (a
-        transaction of conditional ADDs). Not allowed: nothing was counted."""
+        transaction of conditional ADDs). Not allowed: nothing was counted. `key`: the send's key;
+        a counter that key took already answers allowed, `already`, and nothing more is counted."""
         at = at or clock.now()
-        day, week = counters_of(channel, at)
-        limited = [
-            (counter, limit)
-            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
-            if limit is not None
-        ]
+        limited = self._take_actions(customer_id, channel, cap, at, key)
         if not limited:
             return CapOutcome(True)
-        actions: list[TransactWriteItemTypeDef] = [
-            {
-                "Update": {
-                    "TableName": self.table_name,
-                    "Key": keys.cap_key(customer_id, counter),
-                    "UpdateExpression": "ADD #count :one SET expires_at = :expires",
-                    "ConditionExpression": "attribute_not_exists(#count) OR #count < :limit",
-                    "ExpressionAttributeNames": {"#count": "count"},
-                    "ExpressionAttributeValues": {
-                        ":one": {"N": "1"},
-                        ":limit": {"N": str(limit)},
-                        ":expires": {
-                            "N": str(int((counter.period.next_start(at) + CAP_TTL_MARGIN).timestamp()))
-                        },
-                    },
-                }
-            }
-            for counter, limit in limited
-        ]
         try:
-            self.client.transact_write_items(TransactItems=actions)
+            self.client.transact_write_items(TransactItems=[action for _, action in limited])
         except ClientError as exc:
             if not transaction_cancelled(exc):
                 raise
             reasons = exc.response.get("CancellationReasons") or []
-            for (counter, _), reason in zip(limited, reasons, strict=False):
-                if reason.get("Code") == "ConditionalCheckFailed":
-                    return CapOutcome(False, counter.period)
-            raise
+            outcome = self._refusal(customer_id, [counter for counter, _ in limited], list(reasons), key, at)
+            if outcome is None:
+                raise
+            return outcome
         return CapOutcome(True)
 
-    def release(self, customer_id: str, channel: Channel, at: datetime) -> None:
-        """Takes back one counted send (a send decided at `at` that was then not made)."""
+    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
+        """Takes back one counted send (a send decided at `at` that was then not made). With `key`,
+        only from the counters that key took, and the key with it (atomically: the condition and
+        the update are one request, so a release never takes back another send's count)."""
         for counter in counters_of(channel, at):
+            names = {"#count": "count"}
+            values: dict[str, Any] = {":minus": {"N": "-1"}, ":zero": {"N": "0"}}
+            update, condition = "ADD #count :minus", "#count > :zero"
+            if key is not None:
+                names["#keys"] = KEYS
+                values |= {":key": {"SS": [key]}, ":k": {"S": key}}
+                update, condition = (
+                    "ADD #count :minus DELETE #keys :key",
+                    "contains(#keys, :k) AND #count > :zero",
+                )
             try:
                 self.client.update_item(
                     TableName=self.table_name,
                     Key=keys.cap_key(customer_id, counter),
-                    UpdateExpression="ADD #count :minus",
-                    ConditionExpression="#count > :zero",
-                    ExpressionAttributeNames={"#count": "count"},
-                    ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}},
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
                 )
             except ClientError as exc:
                 if not _condition_failed(exc):
@@ -907,37 +911,58 @@ class CapStore:
     ) -> dict[str, dict[CapCounter, int]]:
         """`counts_of` for many customers at once: every counter of every customer in consistent
         BatchGetItems of 100 keys (a tick's or a broadcast page's decisions read their caps together)."""
+        return {c: read.counts for c, read in self.read_caps_many(customer_ids, channels, at).items()}
+
+    def read_caps_many(
+        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+    ) -> dict[str, CapCounts]:
+        """`counts_of_many` with the keys of the sends that took each counter (same requests)."""
         counters = [c for channel in channels for c in counters_of(channel, at or clock.now())]
         counted = {customer_id: dict.fromkeys(counters, 0) for customer_id in customer_ids}
+        holders: dict[str, dict[CapCounter, frozenset[str]]] = {customer_id: {} for customer_id in counted}
         by_sk = {keys.cap_sk(counter): counter for counter in counters}
         by_pk = {keys.cap_pk(customer_id): customer_id for customer_id in counted}
         item_keys = [keys.cap_key(customer_id, counter) for customer_id in counted for counter in counters]
         for item in batch_get_consistent(self.client, self.table_name, item_keys):
             customer = by_pk.get(item["pk"]["S"])
             counter = by_sk.get(item["sk"]["S"])
-            if customer is not None and counter is not None and "count" in item:
+            if customer is None or counter is None:
+                continue
+            if "count" in item:
                 counted[customer][counter] = int(item["count"]["N"])
-        return counted
+            held = _held(item)
+            if held:
+                holders[customer][counter] = held
+        return {customer_id: CapCounts(counted[customer_id], holders[customer_id]) for customer_id in counted}
 
     def try_consume_many(
-        self, takes: Sequence[tuple[str, Channel, ChannelCap]], at: datetime | None = None
+        self,
+        takes: Sequence[tuple[str, Channel, ChannelCap]],
+        at: datetime | None = None,
+        send_keys: Sequence[str | None] | None = None,
     ) -> list[CapOutcome]:
         """`try_consume` for many customers' sends, one (customer, channel) each, in TransactWriteItems
         of up to 100 counter updates: one answer per take, in order; a refused one counted nothing.
+        `send_keys`: each take's send key, as `try_consume`'s (a take its key made already: `already`).
 
         Why a transaction: each take is a pair of conditional ADDs (day and week, both or neither), and
         only a transaction writes conditionally to several items at once. A cancelled transaction
-        counted nothing; its reasons say which updates' conditions failed: the takes they belong to
-        are refused (another send took that customer's last one first: decide again with fresh
-        counts) and the rest are sent again without them. A cancellation for another cause (a
-        concurrent transaction on one of the counters) is retried, then the rest go one by one."""
+        counted nothing; its reasons say which updates' conditions failed, with the item as it was
+        (ALL_OLD): a take whose key the item holds was made already (allowed, counted once); the
+        other takes they belong to are refused (another send took that customer's last one first:
+        decide again with fresh counts); the rest are sent again without them. A cancellation for
+        another cause (a concurrent transaction on one of the counters) is retried, then the rest go
+        one by one."""
         at = at or clock.now()
+        named = list(send_keys) if send_keys is not None else [None] * len(takes)
+        if len(named) != len(takes):
+            raise ValueError("one key per take")
         answers: list[CapOutcome | None] = [None] * len(takes)
         if len({(c, ch) for c, ch, _ in takes}) != len(takes):
             raise ValueError("one take per customer and channel in a transaction")
         actions: dict[int, list[tuple[CapCounter, TransactWriteItemTypeDef]]] = {}
         for i, (customer_id, channel, cap) in enumerate(takes):
-            actions[i] = self._take_actions(customer_id, channel, cap, at)
+            actions[i] = self._take_actions(customer_id, channel, cap, at, named[i])
             if not actions[i]:
                 answers[i] = CapOutcome(True)
         todo = [i for i in range(len(takes)) if answers[i] is None]
@@ -960,10 +985,16 @@ class CapStore:
                 except ClientError as exc:
                     if not transaction_cancelled(exc):
                         raise
-                    codes = _cancellation_codes(exc)
-                    for (i, counter, _), code in zip(flat, codes, strict=False):
-                        if code == "ConditionalCheckFailed" and answers[i] is None:
-                            answers[i] = CapOutcome(False, counter.period)
+                    reasons = list(exc.response.get("CancellationReasons") or [])
+                    reasons += [{}] * (len(flat) - len(reasons))
+                    for i in pending:
+                        mine = [(counter, reasons[n]) for n, (j, counter, _) in enumerate(flat) if j == i]
+                        if any(reason.get("Code") == "ConditionalCheckFailed" for _, reason in mine):
+                            customer_id = takes[i][0]
+                            counters = [counter for counter, _ in mine]
+                            answers[i] = self._refusal(
+                                customer_id, counters, [r for _, r in mine], named[i], at
+                            )
                     pending = [i for i in pending if answers[i] is None]
                     continue
                 for i in pending:
@@ -971,37 +1002,84 @@ class CapStore:
                 pending = []
             for i in pending:  # still colliding with other transactions: one by one
                 customer_id, channel, cap = takes[i]
-                answers[i] = self.try_consume(customer_id, channel, cap, at)
+                answers[i] = self.try_consume(customer_id, channel, cap, at, named[i])
         return [answer if answer is not None else CapOutcome(True) for answer in answers]
 
-    def _take_actions(
-        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime
-    ) -> list[tuple[CapCounter, TransactWriteItemTypeDef]]:
-        """The conditional ADDs that count one send (none when the channel has no limit)."""
-        day, week = counters_of(channel, at)
-        return [
-            (
-                counter,
-                {
-                    "Update": {
-                        "TableName": self.table_name,
-                        "Key": keys.cap_key(customer_id, counter),
-                        "UpdateExpression": "ADD #count :one SET expires_at = :expires",
-                        "ConditionExpression": "attribute_not_exists(#count) OR #count < :limit",
-                        "ExpressionAttributeNames": {"#count": "count"},
-                        "ExpressionAttributeValues": {
-                            ":one": {"N": "1"},
-                            ":limit": {"N": str(limit)},
-                            ":expires": {
-                                "N": str(int((counter.period.next_start(at) + CAP_TTL_MARGIN).timestamp()))
-                            },
-                        },
-                    }
-                },
-            )
-            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
-            if limit is not None
+    def _refusal(
+        self,
+        customer_id: str,
+        counters: Sequence[CapCounter],
+        reasons: Sequence[Any],
+        key: str | None,
+        at: datetime,
+    ) -> CapOutcome | None:
+        """What a cancelled take means, from its updates' cancellation reasons (in the order of
+        `counters`): made already (a counter holds `key`: allowed, `already`), refused (the first
+        full counter), or None (no condition failed: a collision, not an answer)."""
+        failed = [
+            (counter, reason)
+            for counter, reason in zip(counters, reasons, strict=False)
+            if reason.get("Code") == "ConditionalCheckFailed"
         ]
+        if not failed:
+            return None
+        if key is not None:
+            if any(key in _held(reason.get("Item") or {}) for _, reason in failed):
+                return CapOutcome(True, already=True)
+            if len(failed) < len(counters):
+                # A counter whose condition was not reported on may hold the key: read it (once per
+                # refusal, consistently) rather than refuse a send its own earlier take allowed.
+                read = self.read_caps_many([customer_id], [counters[0].channel], at)
+                if any(key in read[customer_id].holders.get(counter, ()) for counter in counters):
+                    return CapOutcome(True, already=True)
+        return CapOutcome(False, failed[0][0].period)
+
+    def _take_actions(
+        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime, key: str | None = None
+    ) -> list[tuple[CapCounter, TransactWriteItemTypeDef]]:
+        """The conditional ADDs that count one send (none when the channel has no limit). With
+        `key`: the key joins the counter's set in the same update, and the condition refuses a
+        counter that holds it already (one atomic check: room left AND not taken by this send)."""
+        day, week = counters_of(channel, at)
+        taken: list[tuple[CapCounter, TransactWriteItemTypeDef]] = []
+        for counter, limit in ((day, cap.per_day), (week, cap.per_week)):
+            if limit is None:
+                continue
+            names = {"#count": "count"}
+            values: dict[str, Any] = {
+                ":one": {"N": "1"},
+                ":limit": {"N": str(limit)},
+                ":expires": {"N": str(int((counter.period.next_start(at) + CAP_TTL_MARGIN).timestamp()))},
+            }
+            update = "ADD #count :one SET expires_at = :expires"
+            condition = "(attribute_not_exists(#count) OR #count < :limit)"
+            if key is not None:
+                names["#keys"] = KEYS
+                values |= {":key": {"SS": [key]}, ":k": {"S": key}}
+                update = "ADD #count :one, #keys :key SET expires_at = :expires"
+                condition += " AND NOT contains(#keys, :k)"
+            taken.append(
+                (
+                    counter,
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": keys.cap_key(customer_id, counter),
+                            "UpdateExpression": update,
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                        }
+                    },
+                )
+            )
+        return taken
+
+
+def _held(item: Mapping[str, Any]) -> frozenset[str]:
+    """The send keys a stored cap counter item holds (none for one stored before takes were keyed)."""
+    return frozenset(item.get(KEYS, {}).get("SS", ()))
 
 
 @dataclass
