@@ -117,6 +117,7 @@ class ProfileScanner(Protocol):
     ) -> ProfilePage:
         """A page of up to `profiles` live profiles (a broadcast page is sized in recipients)."""
         ...
+
     def scan_profile_range(
         self, segment: int, total_segments: int, start: dict[str, Any] | None, end: dict[str, Any] | None
     ) -> ProfilePage:
