@@ -111,6 +111,17 @@ class CustomerStore:
     ) -> ProfilePage:
         """One page of a parallel Scan's segment: the live profiles (not merged away) among `limit`
         items read (ports.ProfileScanner)."""
+        page = self.client.scan(**self._profile_scan(segment, total_segments, start, limit))
+        return ProfilePage(
+            profiles=[Profile.model_validate(from_attribute_map(item)) for item in page.get("Items", [])],
+            scanned=int(page.get("ScannedCount", 0)),
+            next_start=page.get("LastEvaluatedKey") or None,
+        )
+
+    def _profile_scan(
+        self, segment: int, total_segments: int, start: dict[str, Any] | None, limit: int
+    ) -> dict[str, Any]:
+        """A Scan request of a segment's live profiles (not merged away), `limit` items read."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "Segment": segment,
@@ -121,12 +132,7 @@ class CustomerStore:
         }
         if start:
             request["ExclusiveStartKey"] = start
-        page = self.client.scan(**request)
-        return ProfilePage(
-            profiles=[Profile.model_validate(from_attribute_map(item)) for item in page.get("Items", [])],
-            scanned=int(page.get("ScannedCount", 0)),
-            next_start=page.get("LastEvaluatedKey") or None,
-        )
+        return request
 
     def scan_profile_page(
         self, segment: int, total_segments: int, start: dict[str, Any] | None, profiles: int
@@ -144,17 +150,7 @@ class CustomerStore:
         scanned = 0
         cursor = start
         while True:
-            request: dict[str, Any] = {
-                "TableName": self.table_name,
-                "Segment": segment,
-                "TotalSegments": total_segments,
-                "Limit": profiles,
-                "FilterExpression": "sk = :profile AND attribute_not_exists(merged_into)",
-                "ExpressionAttributeValues": {":profile": {"S": keys.PROFILE_SK}},
-            }
-            if cursor:
-                request["ExclusiveStartKey"] = cursor
-            answer = self.client.scan(**request)
+            answer = self.client.scan(**self._profile_scan(segment, total_segments, cursor, profiles))
             scanned += int(answer.get("ScannedCount", 0))
             items = answer.get("Items", [])
             room = profiles - len(found)
