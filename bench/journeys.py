@@ -171,9 +171,10 @@ class _ReadCounter:
             key = (operation, table, pk.split("#", 1)[0] + "#" if "#" in pk else pk)
             self.items[key] += 1 if "Item" in parsed else 0
         elif operation == "BatchGetItem":
-            for name, items in parsed.get("Responses", {}).items():
-                self.items[(operation, name, "")] += len(items)
+            # One call reads several tables: its items are counted under the call's own key, so the
+            # per-call line shows them (not under each table, where no call is counted).
             key = (operation, "", "")
+            self.items[key] += sum(len(items) for items in parsed.get("Responses", {}).values())
         else:
             return
         self.calls[key] += 1
