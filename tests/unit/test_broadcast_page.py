@@ -188,6 +188,34 @@ def test_a_page_done_again_after_a_crash_sends_and_counts_nothing_twice() -> Non
     assert writes[0] > 10
 
 
+def test_a_page_whose_counts_cannot_be_written_fails_and_its_redo_counts_it_once() -> None:
+    """Report counters down: the page fails before any journey is written (nothing is counted, so
+    nothing is lost); the redo, counters back, comes out as one uninterrupted run."""
+    from cems.ports import ServiceUnavailable
+
+    world = JourneyWorld()
+    ids = _arrange(world)
+    stored = world.scenarios.version(SCENARIO_ID, 1)
+    assert stored is not None
+    profiles = [world.profile(customer_id) for customer_id in ids]
+    world.counters.unavailable = True
+    with pytest.raises(ServiceUnavailable):
+        world.runner.enrol_page(stored.scenario, 1, profiles, run_at=RUN_AT, batch="b1", now=NOW)
+    assert not any(
+        sid == SCENARIO_ID and e.entered_at >= RUN_AT for (_, sid), e in world.enrolments.enrolments.items()
+    )
+    first_sent = {d.key for d in world.sink.dispatches}
+    world.counters.unavailable = False
+    world.runner.enrol_page(stored.scenario, 1, profiles, run_at=RUN_AT, batch="b1", now=NOW)
+    clean = JourneyWorld()
+    _arrange(clean)
+    clean.runner.enrol_page(stored.scenario, 1, profiles, run_at=RUN_AT, batch="b1", now=NOW)
+    assert _outcome(world, ids)["counts"] == _outcome(clean, ids)["counts"]
+    assert _outcome(world, ids)["enrolments"] == _outcome(clean, ids)["enrolments"]
+    # The redo enqueued the same sends (the senders send each key once).
+    assert {d.key for d in world.sink.dispatches} == first_sent == {d.key for d in clean.sink.dispatches}
+
+
 def test_a_cap_taken_by_someone_else_meanwhile_is_decided_again_on_fresh_counts() -> None:
     world = JourneyWorld()
     ids = _arrange(world)

@@ -648,7 +648,11 @@ class ScenarioRunner:
 
     def _count_page(self, decided: Sequence[_PageDecision], batch: str) -> None:
         """The page's report facts summed per cell and metric, in one `add_many` under the page's
-        marker (see `enrol_page` for why a page done again counts nothing twice)."""
+        marker (see `enrol_page` for why a page done again counts nothing twice). Unlike one
+        journey's counts, which a failure leaves uncounted (the journey matters more), a page's
+        ServiceUnavailable fails the page before any of its journeys is written: the segment
+        message comes back and the redo counts them under the same marker, which was not written,
+        and sends nothing twice (same keys, keyed cap takes, the page's recorded range)."""
         if self.counters is None:
             return
         sums: dict[tuple[ReportCell, Metric], int] = {}
@@ -658,11 +662,7 @@ class ScenarioRunner:
         if not sums:
             return
         deltas = [CountDelta(cell, metric, n) for (cell, metric), n in sums.items()]
-        try:
-            self.counters.add_many(deltas, once=f"page#{batch}")
-        except ServiceUnavailable as exc:  # a report is worth less than the journeys
-            error = type(exc.__cause__ or exc).__name__
-            log.warning("report counters of a page not added", extra={"error": error})
+        self.counters.add_many(deltas, once=f"page#{batch}")
 
     def _in_play(self, now: datetime) -> list[str]:
         """The ids of the scenarios that may have journeys (active or stopped), read at most once a
