@@ -215,9 +215,11 @@ def _scalar(value: Any) -> str:
 
 
 @contextmanager
-def _fake_aws_env() -> Iterator[None]:
+def fake_aws_env(values: Mapping[str, str] = FAKE_AWS_ENV) -> Iterator[None]:
+    """`values` in the environment (fake AWS credentials by default), no endpoint override, for the
+    block; the environment as it was afterwards."""
     saved = dict(os.environ)
-    os.environ.update(FAKE_AWS_ENV)
+    os.environ.update(values)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
         yield
@@ -231,7 +233,7 @@ def _spelled(sent: Counter[str]) -> str:
 
 
 def measure() -> Measured:
-    with _fake_aws_env(), mock_aws():
+    with fake_aws_env(), mock_aws():
         client: DynamoDBClient = boto3.client("dynamodb", region_name=REGION, config=aws.CLIENT_CONFIG)
         create_tables(client)
         settings = Settings.from_environ()

@@ -26,8 +26,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from bench import payloads
+from bench.aws_requests import fake_aws_env
 from bench.report import Figure, Measured
 from bench.tables import FAKE_AWS_ENV, REGION, create_tables
 
@@ -78,18 +78,6 @@ class MotoRequests:
 
     def close(self) -> None:
         self._restore()
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(values)
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _load_trigger() -> ModuleType:
@@ -174,7 +162,7 @@ def measure() -> Measured:
         "POWERTOOLS_METRICS_NAMESPACE": "CEMS",
         "JOURNEYS_TABLE": "JourneysTable",
     }
-    with _environment(env), mock_aws():
+    with fake_aws_env(env), mock_aws():
         from cems.adapters import aws
         from cems.adapters.dynamodb.journeys import ScenarioStore
         from cems.adapters.dynamodb.sites import SiteStore

@@ -26,7 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.engagement import pages
-from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult
+from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult, visitor_network
 from cems.engagement.tokens import InvalidToken
 from cems.logs import function_logger
 from cems.responses import NOT_FOUND, error_response, json_response
@@ -47,11 +47,12 @@ engagement, shop_name = wiring.engage()
 @app.get("/r/<token>")
 def click(token: str) -> Response[Any]:
     try:
-        # Who asks (address and browser), only to tell a shared LINE link's clickers apart: hashed
-        # into a once-marker by the rules, never logged.
+        # Who asks, only to tell a shared LINE link's clickers apart: hashed into a once-marker by
+        # the rules, never logged. The network address API Gateway saw, not the User-Agent: a
+        # caller picks its User-Agent freely, so with it in the mark one caller could count a
+        # click (and write a marker) per made-up header.
         http = app.current_event.raw_event.get("requestContext", {}).get("http", {})
-        visitor = f"{http.get('sourceIp', '')}|{http.get('userAgent', '')}"
-        verified, recorded = engagement.click(token, visitor=visitor)
+        verified, recorded = engagement.click(token, visitor=visitor_network(http.get("sourceIp")))
     except InvalidToken as error:
         return _invalid("click", error)
     _recorded("click", "LinkClicks", recorded)

@@ -268,6 +268,10 @@ def test_a_shared_line_links_clicks_count_once_per_visitor_and_store_no_event(
     assert engage.call(http_event("GET", f"/r/{other}")).status == 302
     assert engage.call(event).status == 302
     assert engage.counts() == {"clicked": 1}
+    # A made-up User-Agent from the same address is no new clicker (the caller picks the header).
+    event["requestContext"]["http"]["userAgent"] = "forged/1.0"
+    assert engage.call(event).status == 302
+    assert engage.counts() == {"clicked": 1}
     # Another recipient's phone: one more.
     event["requestContext"]["http"]["sourceIp"] = "198.51.100.7"
     assert engage.call(event).status == 302

@@ -20,6 +20,7 @@ nothing stored, nothing counted.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -55,6 +56,19 @@ def message_id(prefix: str, *parts: str) -> str:
     if len(prefix) + 1 + len(text) <= MAX_MESSAGE_ID:
         return f"{prefix}:{text}"
     return f"{prefix}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+def visitor_network(address: Any) -> str | None:
+    """A shared link's clicker as far as the rules can tell: the IPv4 address, or the IPv6 /64 (one
+    host changes its privacy addresses within its /64 at will, so the whole address would count it
+    again and again). None for anything that is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(str(address))
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def identity_of(profile: Profile) -> dict[str, str]:
@@ -135,8 +149,8 @@ class Engagement:
     def click(self, value: str, visitor: str | None = None) -> tuple[TrackingToken, Recorded]:
         """The verified click token (its url is where to send the visitor) and what was recorded.
         Raises InvalidToken; the visitor goes on to the destination even if the customer is gone.
-        `visitor` (the handler's opaque mark of who asks: address and browser) tells the clicks of
-        a shared link apart; it is hashed into a once-marker, never stored or logged as it is."""
+        `visitor` (the handler's mark of who asks: `visitor_network` of its address) tells the
+        clicks of a shared link apart; it is hashed into a once-marker, never stored or logged."""
         token = self.signer.verify(value, TokenKind.CLICK)
         assert token.url is not None  # a click token always has one (TrackingToken validates)
         if token.expired(clock.now()):
@@ -158,8 +172,8 @@ class Engagement:
         stored (no goal, wait or branch can use it; the engine keeps the dispatches of scenarios
         that need that per customer). It is counted as CLICKED in the step's report cell once per
         dispatch and visitor, as a customer's own link counts once per dispatch: a reload, a second
-        tap or another link of the same message by the same phone counts nothing. Without a visitor
-        mark, once per dispatch (a floor)."""
+        tap or another link of the same message from the same network address counts nothing.
+        Without a visitor mark, once per dispatch (a floor)."""
         if token.test:
             return Recorded(test=True)
         cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant)
