@@ -10,6 +10,12 @@ is the median of the per-round ratios. `init` is what Lambda's init phase runs: 
 which builds its clients and services, with the template's environment for that function.
 collect's `request` adds its first request (a new visitor's track, against a moto server in this
 process), which is what the first user actually waits for.
+
+Bytecode as Lambda has it: the layer ships cems's bytecode (shared/Makefile, which `sam build` runs;
+the bench builds cems the same way into a temporary folder) and its dependencies' (there the venv's,
+which pip compiled); the function's own folder and the layer are read-only on Lambda, so app.py is
+compiled at every start, and the children write no bytecode (PYTHONDONTWRITEBYTECODE). `unbuilt` is
+collect as SAM's python3.13 build shipped the layer before: no bytecode anywhere.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +75,7 @@ def _child_env(endpoint: str) -> dict[str, str]:
     env.update(
         {
             "AWS_ENDPOINT_URL": endpoint,
+            "PYTHONDONTWRITEBYTECODE": "1",  # Lambda's code folders are read-only
             "CEMS_STAGE": "dev",
             "CEMS_EVENT_RETENTION_DAYS": "395",
             "CUSTOMERS_TABLE": "CustomersTable",
@@ -188,6 +197,8 @@ def function_env(function: str, endpoint: str = NO_AWS) -> dict[str, str]:
     env.update(
         {
             "AWS_ENDPOINT_URL": endpoint,
+            # Lambda's code folders are read-only: what has no bytecode there compiles at every start.
+            "PYTHONDONTWRITEBYTECODE": "1",
             "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
             "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec_memory(template, spec.logical_id)),
@@ -204,6 +215,49 @@ def spec_memory(template: Template, logical_id: str) -> int:
     return int(props.get("MemorySize", template.function_globals().get("MemorySize", 128)))
 
 
+@contextmanager
+def built_layer(python: str) -> Iterator[Path]:
+    """cems as the layer ships it, built by shared/Makefile's layer-code (as `sam build` runs it) with
+    bytecode for `python`, in a temporary folder: yields the folder to put on sys.path."""
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="cems-layer-") as folder:
+        dest = Path(folder) / "python"
+        subprocess.run(
+            [
+                *("make", "--no-print-directory", "-s", "layer-code"),
+                *(f"DEST={dest}", f"PYTHON={python}", f"RUNTIME_VERSION={version}"),
+            ],
+            cwd=ROOT / "shared",
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
+        yield dest
+
+
+@contextmanager
+def without_bytecode(python: str) -> Iterator[Path]:
+    """A copy of `python`'s site-packages with no bytecode, as SAM's python3.13 build unpacks wheels:
+    first on sys.path, it stands in for the layer's dependencies before the layer shipped bytecode."""
+    found = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="cems-unbuilt-") as folder:
+        copy = Path(folder) / "site-packages"
+        shutil.copytree(found, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        yield copy
+
+
 def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
     """Every function's import + init beside a bare `import boto3`, each in a venv holding only what
     the function has on Lambda (bench.lambda_venv), under Python 3.13 where this machine has it;
@@ -213,6 +267,7 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
     collect's first request is timed too (a new visitor's track, against a moto server here)."""
     if python is None:
         interpreter = lambda_venv.find_interpreter()
+        builder = interpreter.path
         pythons = {function: lambda_venv.python_for(function, interpreter) for function in FUNCTIONS}
         where = (
             f"{interpreter.note}; one venv per function with only the cems layer's requirements, the "
@@ -221,22 +276,31 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
         )
     else:
         pythons = dict.fromkeys(FUNCTIONS, python)
+        builder = python
         where = f"{_version(python)} given by --python ({python}), NOT a Lambda-like venv"
     # A kind is (mode, function); the bare import runs once per distinct venv.
     kinds: list[tuple[str, str]] = [("boto3", python_) for python_ in dict.fromkeys(pythons.values())]
-    kinds += [("init", function) for function in FUNCTIONS] + [("request", "collect"), ("floor", "collect")]
+    kinds += [("init", function) for function in FUNCTIONS]
+    kinds += [("request", "collect"), ("floor", "collect"), ("unbuilt", "collect")]
     times: dict[tuple[str, str], list[float]] = {kind: [] for kind in kinds}
     failed: dict[str, str] = {}
-    with _moto_server_with_site() as (endpoint, write_key):
+    with (
+        _moto_server_with_site() as (endpoint, write_key),
+        built_layer(builder) as layer,
+        without_bytecode(pythons["collect"]) as unbuilt_packages,
+    ):
         offline = {function: function_env(function) for function in FUNCTIONS}
         online = function_env("collect", endpoint)
         for n in range(rounds + 1):
             for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:
                 mode, which = kind
                 if mode == "boto3":
-                    measured = run_child(which, mode, offline["collect"], paths=[str(ROOT / "shared")])
+                    measured = run_child(which, mode, offline["collect"], paths=[str(layer)])
                 elif mode == "floor":
-                    measured = run_child(pythons[which], mode, offline[which], paths=[str(ROOT / "shared")])
+                    measured = run_child(pythons[which], mode, offline[which], paths=[str(layer)])
+                elif mode == "unbuilt":
+                    unbuilt = [str(ROOT / "functions" / which), str(ROOT / "shared"), str(unbuilt_packages)]
+                    measured = run_child(pythons[which], "init", offline[which], paths=unbuilt)
                 elif which in failed:
                     continue
                 else:
@@ -246,7 +310,7 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
                             mode,
                             online if mode == "request" else offline[which],
                             _request_event(write_key) if mode == "request" else "",
-                            paths=[str(ROOT / "functions" / which), str(ROOT / "shared")],
+                            paths=[str(ROOT / "functions" / which), str(layer)],
                         )
                     except RuntimeError as error:
                         # The three with aims must start; another that does not is named in the notes
@@ -297,11 +361,18 @@ def measure(rounds: int = ROUNDS, python: str | None = None) -> Measured:
             "cold start: floor (client, Powertools, one pydantic model) / import boto3",
             ratio(("floor", "collect")),
         ),
+        # What shared/Makefile's bytecode saves: the layer as SAM's python3.13 build made it.
+        Figure(
+            "cold start: collect with no bytecode in the layer (before shared/Makefile) / import boto3",
+            ratio(("unbuilt", "collect")),
+        ),
     ]
     notes = [
         f"cold start: {rounds} rounds of fresh interpreters, each function and a bare import boto3 in "
         f"turn; ratios are medians of per-round ratios; {where}; each function with template.yaml's "
-        "environment for it; collect's first request is a new visitor's track against a local moto server; "
+        "environment for it; cems with the bytecode shared/Makefile builds into the layer, the dependencies "
+        "with pip's, app.py compiled at each start (Lambda's folders are read-only); collect's first "
+        "request is a new visitor's track against a local moto server; "
         f"load average {os.getloadavg()[0]:.1f} when done (ratios on a busy machine run high)",
     ]
     notes += [

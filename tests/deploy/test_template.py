@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from cems.local.cfn import load_template
 
+from bench.lambda_venv import find_interpreter
+
 ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "template.yaml"
 BIN = Path(sys.executable).parent
@@ -150,6 +152,60 @@ def test_every_template_function_is_covered_by_the_dependency_check() -> None:
     checked = {p.parent.resolve() for p in _function_requirements()}
     for name, function in _resources("AWS::Serverless::Function").items():
         assert (ROOT / function["Properties"]["CodeUri"]).resolve() in checked, name
+
+
+def _pyc_flags(pyc: Path) -> int:
+    """The flags word of a .pyc header (PEP 552): 0 timestamp-based, 1 unchecked hash, 3 checked hash."""
+    return int.from_bytes(pyc.read_bytes()[4:8], "little")
+
+
+def test_sam_build_ships_the_layer_with_bytecode_for_the_runtime(tmp_path: Path) -> None:
+    """`sam build` of the layer (shared/Makefile): arm64 wheels for python3.13, cems, and bytecode for
+    every module in unchecked-hash mode, so a cold start on Lambda's read-only layer compiles nothing.
+    Needs Python 3.13 on PATH, as `sam build` does (the bench's interpreter search finds pyenv's)."""
+    interpreter = find_interpreter()
+    assert interpreter.is_lambdas, f"no Python 3.13 to build the layer with: {interpreter.note}"
+    env = _offline_aws_env(tmp_path)
+    env["PATH"] = f"{Path(interpreter.path).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = _run(
+        [
+            str(BIN / "sam"),
+            "build",
+            "CemsLayer",
+            "--template-file",
+            str(TEMPLATE),
+            "--build-dir",
+            str(tmp_path / "build"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, _explain(result)
+    layer = tmp_path / "build" / "CemsLayer" / "python"
+    for package in ("cems", "pydantic", "pydantic_core", "aws_lambda_powertools", "linebot", "liquid"):
+        assert (layer / package / "__init__.py").is_file(), f"the layer has no {package}"
+    # The runtime's boto3 and botocore serve; a copy in the layer would come first on sys.path and
+    # pair the runtime's boto3 with a botocore it was not released with.
+    for package in ("boto3", "botocore", "s3transfer"):
+        assert not (layer / package).exists(), f"the layer ships {package}"
+    # pip took the arm64 build of the one compiled dependency every function loads.
+    assert list((layer / "pydantic_core").glob("*aarch64*.so")), list((layer / "pydantic_core").iterdir())
+    sources = [p for p in layer.rglob("*.py") if "__pycache__" not in p.parts]
+    missing = []
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        if not pyc.is_file():
+            missing.append(source.relative_to(layer))
+        elif source.is_relative_to(layer / "cems"):
+            assert _pyc_flags(pyc) == 1, f"{pyc} is not unchecked-hash bytecode"
+    # Only Python 2 modules that Python 3 never imports may lack bytecode; every cems module has it.
+    assert all(not path.is_relative_to("cems") for path in missing), missing
+    assert len(missing) <= len(sources) // 100, missing
+    cems_sources = [p for p in sources if p.is_relative_to(layer / "cems")]
+    shipped = list((ROOT / "shared" / "cems").rglob("*.py"))
+    assert len(cems_sources) == len(shipped), "cems was not copied whole"
 
 
 class _NoManagedPolicies:
