@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from cems.config import MAX_TRANSACTION_ACTIONS
 from cems.errors import ClientError
 from cems.identity import IdentityKey, IdentityKind, identity_keys, keys_to_claim, may_merge, merge_profiles
+from cems.lookups import lookup_actions
 from cems.models import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -171,7 +174,7 @@ class _Planner:
             traits=message.traits,
             context=message.context,
         )
-        batch = self._batch_with_room(customer_id, len(claims))
+        batch = self._batch_with_room(customer_id, len(claims), message.traits)
         batch.events.append(event)
         change = batch.profiles.get(customer_id)
         if change is None:
@@ -216,10 +219,13 @@ class _Planner:
         self._anonymous_claims[customer_id] = claimed + 1
         return True
 
-    def _batch_with_room(self, customer_id: str, claims: int) -> WriteBatch:
+    def _batch_with_room(self, customer_id: str, claims: int, traits: Mapping[str, Any]) -> WriteBatch:
         batch = self.batches[-1]
-        profile_op = 0 if customer_id in batch.profiles else 1
-        if batch.action_count() + 2 + claims + profile_op > MAX_TRANSACTION_ACTIONS:
+        change = batch.profiles.get(customer_id)
+        profile_op = 0 if change is not None else 1
+        # A contact trait the change does not set yet may remove and put a lookup (cems.lookups).
+        lookups = lookup_actions({k: v for k, v in traits.items() if not change or k not in change.traits})
+        if batch.action_count() + 2 + claims + profile_op + lookups > MAX_TRANSACTION_ACTIONS:
             batch = WriteBatch()
             self.batches.append(batch)
         return batch

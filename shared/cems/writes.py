@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from cems.identity import IdentityKey
+from cems.lookups import LOOKUP_TRAITS, lookup_actions
 from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
 from cems.profiles import BOUGHT_SETS, fit
 
@@ -37,6 +38,11 @@ class ProfileChange:
     folded_orders: list[str] = field(default_factory=list)
     order_rollup: OrderRollup | None = None
     expected_version: int | None = None
+    # The lookup traits (cems.lookups) of the profile as read, those it had: the write is then
+    # conditional on them still being these, and removes their lookups. None: not read, so the write
+    # is conditional on each lookup trait it sets being absent or already the value set, and refused
+    # (the profile returned, read here on the next attempt) when the customer had another one.
+    contact_before: dict[str, Any] | None = None
 
     def fit_to(self, before: Profile | None) -> None:
         """Keep what fits the profile as it was (None: not read, or new), see cems.profiles.fit."""
@@ -53,6 +59,13 @@ class ProfileChange:
         self.growth = {**fitted.growth, "anonymous_ids": len(self.anonymous_ids - known_ids)}
         self.folded_orders, self.order_rollup = fitted.folded, fitted.rollup
         self.expected_version = before.version if before is not None and fitted.rollup is not None else None
+        self.contact_before = (
+            None if before is None else {t: before.traits[t] for t in LOOKUP_TRAITS if t in before.traits}
+        )
+
+    def lookup_actions(self) -> int:
+        """The most lookup writes this change takes (each lookup trait's old item removed, new put)."""
+        return lookup_actions(self.traits)
 
     def is_empty(self) -> bool:
         return not (
@@ -78,11 +91,12 @@ class WriteBatch:
     profiles: dict[str, ProfileChange] = field(default_factory=dict)
 
     def action_count(self) -> int:
-        # Each event is two actions: the event and its de-duplication marker.
+        # Each event is two actions: the event and its de-duplication marker; a profile change is one,
+        # and its contact lookups (cems.lookups) as many as it may remove and put.
         return (
             2 * len(self.events)
             + len(self.claims)
-            + sum(1 for change in self.profiles.values() if not change.is_empty())
+            + sum(1 + change.lookup_actions() for change in self.profiles.values() if not change.is_empty())
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from cems import clock
 from cems.adapters.dynamodb.customers import MAX_HISTORY_EVENTS
 from cems.identity import IdentityKey, IdentityKind, identities_of
+from cems.lookups import contact_hashes, lookup_changes
 from cems.models import Profile, StoredEvent
 from cems.ports import ProfilePage
 
@@ -26,6 +27,7 @@ class InMemoryCustomers(InMemoryIngestStore):
         self.stored_profiles[profile.customer_id] = profile.model_copy(deep=True)
         for key in identities_of(profile):
             self.identities.setdefault(key, profile.customer_id)
+        self._relookup(profile.customer_id, {}, contact_hashes(profile.traits))
         return profile
 
     def put_event(self, event: StoredEvent) -> StoredEvent:
@@ -61,6 +63,8 @@ class InMemoryCustomers(InMemoryIngestStore):
         profile = self.profile(customer_id)
         if profile is None:
             return False
+        removed, put = lookup_changes(traits, profile.traits)
+        self._relookup(profile.customer_id, removed, put)
         self.stored_profiles[profile.customer_id] = profile.model_copy(
             update={
                 "traits": {**profile.traits, **traits},

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cems.identity import IdentityKey, identities_of
+from cems.lookups import LOOKUP_TRAITS, ContactKind, contact_hashes, lookup_changes
 from cems.models import Profile, StoredEvent
 from cems.profiles import BOUGHT_SETS, LIMITS
 from cems.writes import CommitOutcome, ProfileChange, WriteBatch
@@ -36,6 +37,8 @@ class InMemoryIngestStore:
         # (customer_id, ISO time#messageId): the Events table's key, so a re-put replaces.
         self.events: dict[tuple[str, str], StoredEvent] = {}
         self.markers: set[tuple[str, str]] = set()
+        # Contact lookups (cems.lookups): (kind, hashed value) -> the customer ids with an item.
+        self.lookups: dict[tuple[ContactKind, str], set[str]] = {}
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -88,10 +91,22 @@ class InMemoryIngestStore:
             self.markers.add((event.site_id, event.message_id))
         self.identities.update(batch.claims)
         for change in changes:
-            self.stored_profiles[change.customer_id] = _written(
-                change, self.stored_profiles.get(change.customer_id), at
-            )
+            before = self.stored_profiles.get(change.customer_id)
+            removed, put = lookup_changes(change.traits, before.traits if before is not None else {})
+            self._relookup(change.customer_id, removed, put)
+            self.stored_profiles[change.customer_id] = _written(change, before, at)
         return CommitOutcome(committed=True)
+
+    def customers_with_contact(self, kind: ContactKind, hashed_value: str) -> list[str]:
+        return sorted(self.lookups.get((kind, hashed_value), set()))
+
+    def _relookup(
+        self, customer_id: str, removed: dict[ContactKind, str], put: dict[ContactKind, str]
+    ) -> None:
+        for kind, hashed in removed.items():
+            self.lookups.get((kind, hashed), set()).discard(customer_id)
+        for kind, hashed in put.items():
+            self.lookups.setdefault((kind, hashed), set()).add(customer_id)
 
     def merge(self, merged: Profile, source: Profile, at: datetime) -> bool:
         target_now = self.stored_profiles.get(merged.customer_id)
@@ -108,6 +123,10 @@ class InMemoryIngestStore:
         )
         for key in identities_of(source):
             self.identities[key] = merged.customer_id
+        # The merged-away customer's lookups move to the surviving one (CustomerStore's merge).
+        moved = contact_hashes(source.traits)
+        self._relookup(source.customer_id, moved, {})
+        self._relookup(merged.customer_id, {}, {**contact_hashes(merged.traits), **moved})
         return True
 
     def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool:
@@ -142,7 +161,26 @@ class InMemoryIngestStore:
         if change.expected_version is not None and before.version != change.expected_version:
             return False
         joins_another = before.user_id is not None and before.user_id != change.user_id
-        return not (change.user_id and change.user_id_joins_only_new and joins_another)
+        if change.user_id and change.user_id_joins_only_new and joins_another:
+            return False
+        return _contacts_as_read(change, before)
+
+
+def _contacts_as_read(change: ProfileChange, before: Profile) -> bool:
+    """The store's contact conditions: each lookup trait the change sets is as read (`contact_before`)
+    or, unread, absent or already the value set."""
+    for trait in LOOKUP_TRAITS:
+        if trait not in change.traits:
+            continue
+        expected = change.contact_before
+        if expected is None:
+            if trait in before.traits and before.traits[trait] != change.traits[trait]:
+                return False
+        elif (trait in before.traits) != (trait in expected) or before.traits.get(trait) != expected.get(
+            trait
+        ):
+            return False
+    return True
 
 
 def _written(change: ProfileChange, before: Profile | None, at: datetime) -> Profile:

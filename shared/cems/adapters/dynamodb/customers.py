@@ -26,6 +26,7 @@ from cems.adapters.dynamodb.items import (
 )
 from cems.config import MAX_TRANSACTION_ACTIONS
 from cems.identity import IdentityKey, IdentityKind, identities_of
+from cems.lookups import LOOKUP_TRAITS, ContactKind, contact_hashes, lookup_changes
 from cems.models import Profile, StoredEvent
 from cems.ports import ProfilePage, ServiceUnavailable
 from cems.profiles import BOUGHT_SETS, LIMITS
@@ -79,6 +80,27 @@ class CustomerStore:
 
     def customer_for_user_id(self, user_id: str) -> str | None:
         return self.customer_for(IdentityKey(IdentityKind.USER, user_id))
+
+    def customers_with_contact(self, kind: ContactKind, hashed_value: str) -> list[str]:
+        """The customer ids whose lookup items name this hashed email or phone (one Query of its
+        partition, cems.lookups), as written: a merged-away id is not followed here."""
+        found: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": keys.lookup_pk(kind.value, hashed_value)}},
+                "ProjectionExpression": "sk",
+                "ConsistentRead": True,
+            }
+            if start:
+                request["ExclusiveStartKey"] = start
+            page = self.client.query(**request)
+            found.extend(keys.customer_of_lookup_sk(item["sk"]["S"]) for item in page["Items"])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found
 
     def canonical_id(self, customer_id: str) -> str:
         """Follow merge links (identities are re-pointed on merge; this covers a read in between)."""
@@ -243,6 +265,41 @@ class CustomerStore:
             }
         }
 
+    def lookup_put_action(
+        self, kind: ContactKind, hashed_value: str, customer_id: str, at: datetime
+    ) -> TransactWriteItemTypeDef:
+        """A contact lookup item (cems.lookups); put again, it changes nothing that matters."""
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    **keys.lookup_key(kind.value, hashed_value, customer_id),
+                    **to_attribute_map({"customer_id": customer_id, "kind": kind.value, "created_at": at}),
+                },
+            }
+        }
+
+    def lookup_delete_action(
+        self, kind: ContactKind, hashed_value: str, customer_id: str
+    ) -> TransactWriteItemTypeDef:
+        return {
+            "Delete": {
+                "TableName": self.table_name,
+                "Key": keys.lookup_key(kind.value, hashed_value, customer_id),
+            }
+        }
+
+    def lookup_actions(self, change: ProfileChange, at: datetime) -> list[TransactWriteItemTypeDef]:
+        """The lookup writes that go with a profile change's contact traits, in its transaction:
+        the old values' items removed when the profile was read (`contact_before`), the new ones
+        put. Unread, the profile write's condition (profile_action) ensures there is no old value
+        other than the new one."""
+        removed, put = lookup_changes(change.traits, change.contact_before or {})
+        return [
+            *(self.lookup_delete_action(k, h, change.customer_id) for k, h in removed.items()),
+            *(self.lookup_put_action(k, h, change.customer_id, at) for k, h in put.items()),
+        ]
+
     def profile_action(self, change: ProfileChange, at: datetime) -> TransactWriteItemTypeDef:
         if change.growth is None:
             change.fit_to(None)
@@ -310,6 +367,7 @@ class CustomerStore:
             # another signed-in customer must not make the new user part of them (cems.ingest).
             name = update.name("user_id")
             conditions.append(f"(attribute_not_exists({name}) OR {name} = {update.value(change.user_id)})")
+        conditions += _contact_conditions(update, change.traits, change.contact_before)
         return {
             "Update": {
                 "TableName": self.table_name,
@@ -333,6 +391,8 @@ class CustomerStore:
         if not traits:
             return True
         at = at or clock.now()
+        if any(name in LOOKUP_TRAITS for name in traits):
+            return self._set_contact_traits(customer_id, traits, at)
         for _ in range(3):  # a profile merged away in between: once more on the merged one
             update = _UpdateExpression()
             update.set("updated_at", at)
@@ -356,6 +416,46 @@ class CustomerStore:
             if canonical == customer_id:
                 return False
             customer_id = canonical
+        return False
+
+    def _set_contact_traits(self, customer_id: str, traits: Mapping[str, Any], at: datetime) -> bool:
+        """set_traits of traits with contact lookups (a scenario's set_trait of `email`): the profile
+        read first, so the old value's lookup is removed in the same transaction as the traits and
+        the new one's put; the write is conditional on the version read (a change between: again)."""
+        for _ in range(3):
+            profile = self.profile(customer_id)
+            if profile is None:
+                return False
+            update = _UpdateExpression()
+            update.set("updated_at", at)
+            update.add("version", 1)
+            for name, value in traits.items():
+                update.set_in("traits", name, value)
+            version = update.name("version")
+            condition = (
+                f"attribute_exists(pk) AND attribute_not_exists(merged_into) AND "
+                f"{version} = {update.value(profile.version)}"
+            )
+            removed, put = lookup_changes(traits, profile.traits)
+            actions: list[TransactWriteItemTypeDef] = [
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": profile_key(profile.customer_id),
+                        **update.render(),  # type: ignore[typeddict-item]
+                        "ConditionExpression": condition,
+                    }
+                },
+                *(self.lookup_delete_action(k, h, profile.customer_id) for k, h in removed.items()),
+                *(self.lookup_put_action(k, h, profile.customer_id, at) for k, h in put.items()),
+            ]
+            try:
+                self.client.transact_write_items(TransactItems=actions)
+            except BotoClientError as exc:
+                if not transaction_cancelled(exc):
+                    raise
+                continue
+            return True
         return False
 
     def _add_traits_map(self, customer_id: str) -> bool:
@@ -548,6 +648,9 @@ class IngestStore:
             if not change.is_empty():
                 actions.append(self.customers.profile_action(change, at))
                 roles.append(("profile", change.customer_id))
+                lookups = self.customers.lookup_actions(change, at)
+                actions += lookups
+                roles += [("lookup", change.customer_id)] * len(lookups)
         if not actions:
             return CommitOutcome(committed=True)
         assert len(actions) <= MAX_TRANSACTION_ACTIONS, "the planner keeps batches within one transaction"
@@ -605,6 +708,7 @@ class IngestStore:
                 }
             },
         ]
+        actions += self._merged_lookups(merged, source, at)
         moving = identities_of(source)
         # Identities beyond one transaction are re-pointed after it; merged_into covers reads between.
         in_transaction = MAX_TRANSACTION_ACTIONS - len(actions)
@@ -618,6 +722,20 @@ class IngestStore:
         for key in moving[in_transaction:]:
             self.client.put_item(**self.customers.repoint_action(key, merged.customer_id, at)["Put"])
         return True
+
+    def _merged_lookups(
+        self, merged: Profile, source: Profile, at: datetime
+    ) -> list[TransactWriteItemTypeDef]:
+        """A merge's lookup writes: the merged-away customer's items moved to the surviving one (its
+        address still finds the person, whose merged-away profile still holds it; erasure removes
+        them), and the merged profile's own put again (idempotent; it may hold the source's)."""
+        source_lookups = contact_hashes(source.traits)
+        actions = [
+            self.customers.lookup_delete_action(k, h, source.customer_id) for k, h in source_lookups.items()
+        ]
+        puts = {(k, h) for k, h in source_lookups.items()} | set(contact_hashes(merged.traits).items())
+        actions += [self.customers.lookup_put_action(k, h, merged.customer_id, at) for k, h in sorted(puts)]
+        return actions
 
     def move_identity(self, key: IdentityKey, source_id: str, target_id: str, at: datetime) -> bool:
         """Re-point one anonymous id from one customer to another without merging them."""
@@ -673,6 +791,28 @@ class Stores:
     events: EventStore
     ledger: MessageLedger
     ingest: IngestStore
+
+
+def _contact_conditions(
+    update: _UpdateExpression, traits: Mapping[str, Any], before: Mapping[str, Any] | None
+) -> list[str]:
+    """Conditions that keep a profile's contact lookups true to its traits (cems.lookups). Read
+    before (`before`): each lookup trait the write sets is still as read (the lookup writes remove
+    that value's item). Not read: each is absent or already the value set (nothing to remove); when
+    the customer had another value, the write is refused and the profile returned (ALL_OLD), and
+    the next attempt reads it as `before`."""
+    conditions: list[str] = []
+    for trait in LOOKUP_TRAITS:
+        if trait not in traits:
+            continue
+        path = f"{update.name('traits')}.{update.name(trait)}"
+        if before is None:
+            conditions.append(f"(attribute_not_exists({path}) OR {path} = {update.value(traits[trait])})")
+        elif trait in before:
+            conditions.append(f"{path} = {update.value(before[trait])}")
+        else:
+            conditions.append(f"attribute_not_exists({path})")
+    return conditions
 
 
 def _scan_key(item: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Erasing a customer in DynamoDB (Japan's APPI, GDPR): the profile, its identities, its events,
-enrolments, date schedules and frequency-cap counters. docs/reports.md says what is kept and why.
+"""Erasing a customer in DynamoDB (Japan's APPI, GDPR): the profile, its identities, its contact
+lookups, its events, enrolments, date schedules and frequency-cap counters. docs/reports.md says
+what is kept and why.
 
 A person may be several customer ids (a visitor merged into a known user): the id given is followed
 to the profile it was merged into, and every id merged into that profile is erased with it.
@@ -24,6 +25,7 @@ from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.customers import CustomerStore, identity_key, profile_key
 from cems.adapters.dynamodb.items import condition_failed
 from cems.identity import identities_of
+from cems.lookups import contact_hashes
 from cems.models import Profile
 
 if TYPE_CHECKING:
@@ -47,11 +49,13 @@ class Erasure:
     enrolments: int
     schedules: int
     caps: int
+    lookups: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
             "profiles": self.profiles,
             "identities": self.identities,
+            "lookups": self.lookups,
             "events": self.events,
             "enrolments": self.enrolments,
             "schedules": self.schedules,
@@ -111,6 +115,7 @@ class CustomerEraser:
                     self.journeys_table, partition
                 )
         identities = sum(self._delete_identities(p, ids) for p in profiles)
+        lookups = self._delete_lookups(profiles, ids)
         # Merged sources before the profile they point to, so a retry still finds the person.
         removed = 0
         for profile in reversed(profiles):
@@ -121,6 +126,7 @@ class CustomerEraser:
             profiles=removed,
             identities=identities,
             events=events,
+            lookups=lookups,
             **journeys,
         )
 
@@ -145,6 +151,23 @@ class CustomerEraser:
                 raise
             removed += 1
         return removed
+
+    def _delete_lookups(self, profiles: Sequence[Profile], ids: Sequence[str]) -> int:
+        """The contact lookup items (cems.lookups) of every address and phone the person's profiles
+        hold that name one of the person's ids: a merge moved the merged-away profile's items to the
+        surviving id, and another customer giving the same address keeps theirs. Read from the
+        profiles, so they go before the profiles do."""
+        wanted = {(kind, hashed) for p in profiles for kind, hashed in contact_hashes(p.traits).items()}
+        ours = {keys.lookup_sk(cid) for cid in ids}
+        found = (
+            key
+            for kind, hashed in sorted(wanted)
+            for key in self._keys(
+                self.customers.table_name, "pk", keys.lookup_pk(kind.value, hashed), ("pk", "sk")
+            )
+            if key["sk"]["S"] in ours
+        )
+        return self._batch_delete(self.customers.table_name, found)
 
     def _delete(self, table: str, key: dict[str, Any]) -> int:
         answer = self.client.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")

@@ -6,6 +6,8 @@ Customers table (pk, sk):
   NONCE#<sha256 of nonce>     / NONCE     a LINE account-link nonce, TTL
   OPTIN#<sha256 of address>   / OPTIN     the last double opt-in confirmation mail to an address, TTL
   SUPPRESS#<sha256 of address>/ SUPPRESS  a suppressed email address
+  LOOKUP#<kind>#<sha256 of the normalised value> / CUST#<customer_id>   a contact lookup (cems.lookups):
+      kind email or phone; one item per customer holding the value, found by a Query of the pk
 Events table (customer_id, sk):  <customer_id> / <ISO time>#<messageId>
 Idempotency table (id):          collect#<site_id>#<messageId>
 Sites table (write_key):         <public write key>, or secret#<sha256 of a secret server key>
@@ -51,6 +53,7 @@ SUPPRESSION_SK = "SUPPRESS"
 MESSAGE_MARKER_PREFIX = "collect#"
 SECRET_KEY_ITEM_PREFIX = "secret#"  # noqa: S105 - a key prefix, not a secret
 SCENARIOS_PK = "SCENARIOS"
+LOOKUP_PREFIX = "LOOKUP#"
 SCENARIO_PREFIX = "SCN#"
 VERSION_PREFIX = "V#"
 ACTIVE_SK = "ACTIVE"
@@ -88,6 +91,7 @@ KEY_LITERALS = frozenset(
         SECRET_KEY_ITEM_PREFIX,
         SCENARIOS_PK,
         SCENARIO_PREFIX,
+        LOOKUP_PREFIX,
         VERSION_PREFIX,
         ACTIVE_SK,
         ENROLMENT_PREFIX,
@@ -167,6 +171,24 @@ def suppression_key(hashed_address: str) -> Key:
 
 def event_sk(timestamp_iso: str, message_id: str) -> str:
     return f"{timestamp_iso}#{message_id}"
+def lookup_pk(kind: str, hashed_value: str) -> str:
+    return f"{LOOKUP_PREFIX}{kind}#{hashed_value}"
+
+
+def lookup_key(kind: str, hashed_value: str, customer_id: str) -> Key:
+    """A contact lookup: the sort key names the customer, so two customers giving the same address
+    (not merged: a shared family address) each have their own item and never overwrite each other."""
+    return {"pk": {"S": lookup_pk(kind, hashed_value)}, "sk": {"S": lookup_sk(customer_id)}}
+
+
+def lookup_sk(customer_id: str) -> str:
+    return f"{PROFILE_PREFIX}{customer_id}"
+
+
+def customer_of_lookup_sk(sk: str) -> str:
+    return sk.removeprefix(PROFILE_PREFIX)
+
+
 
 
 def message_marker_id(site_id: str, message_id: str) -> str:
