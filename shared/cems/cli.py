@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         "--event-file", type=Path, help="the trigger event templates see as `event` (JSON, with a timestamp)"
     )
     _target_options(test_send)
+    from cems.console.diagram_cli import register as register_diagram
+
+    register_diagram(scenario_commands)  # `scenario diagram`: sets `handler`
     from cems.reports.cli import register as register_reports
 
     register_reports(commands)  # `report`, `customer erase`: each sets `handler`
