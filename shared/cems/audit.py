@@ -160,7 +160,8 @@ class AuditEntry(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("at must be timezone-aware")
-        return value.astimezone(UTC)
+        # To the millisecond, as ids and stored times are: an entry reads back equal to what was written.
+        return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
 
     @field_validator("detail")
     @classmethod
@@ -251,8 +252,8 @@ class AuditStore(Protocol):
         limit: int = 50,
         cursor: str | None = None,
     ) -> AuditPage:
-        """Entries with since <= at < until (and the actor and action, if given), newest first, at
-        most `limit`; `cursor` continues after the page that returned it."""
+        """Entries with since <= at < until, to the millisecond (and the actor and action, if given),
+        newest first, at most `limit`; `cursor` continues after the page that returned it."""
         ...
 
 

@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     from cems.reports.cli import register as register_reports
 
     register_reports(commands)  # `report`, `customer erase`: each sets `handler`
+    from cems.console.audit_cli import register as register_audit
+
+    register_audit(commands)  # `audit`: the operators' audit log
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:

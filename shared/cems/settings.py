@@ -141,6 +141,7 @@ class Tables(SettingsArea):
         idempotency="IDEMPOTENCY_TABLE",
         journeys="JOURNEYS_TABLE",
         deliveries="DELIVERIES_TABLE",
+        audit="AUDIT_TABLE",
     )
     customers: str = "CustomersTable"
     events: str = "EventsTable"
@@ -148,6 +149,7 @@ class Tables(SettingsArea):
     idempotency: str = "IdempotencyTable"
     journeys: str = "JourneysTable"
     deliveries: str = "DeliveriesTable"
+    audit: str = "AuditTable"
 
 
 class Retention(SettingsArea):
@@ -158,6 +160,7 @@ class Retention(SettingsArea):
         dedupe_days="CEMS_DEDUPE_DAYS",
         delivery_days="CEMS_DELIVERY_RETENTION_DAYS",
         site_cache_seconds="CEMS_SITE_CACHE_SECONDS",
+        audit_days="CEMS_AUDIT_RETENTION_DAYS",
     )
     event_days: AtLeastOne = 395
     # How long a messageId is remembered for de-duplication; client retries come within minutes,
@@ -165,6 +168,8 @@ class Retention(SettingsArea):
     dedupe_days: AtLeastOne = 7
     delivery_days: AtLeastOne = 395
     site_cache_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # How long an operator's audit-log entry is kept (the template's AuditRetentionDays).
+    audit_days: AtLeastOne = 400
 
 
 class Queues(SettingsArea):

@@ -576,3 +576,71 @@ def test_access_logs_name_the_route_never_the_path_query_or_headers() -> None:
     # Engage paths carry signed tracking tokens; query strings and headers carry keys and personal data.
     for forbidden in ("path", "querystring", "header", "$request", "$input", "userAgent", "stageVariables"):
         assert not any(forbidden.lower() in v.lower() for v in variables), forbidden
+
+
+# ------------------------------------------------------------------------------------------ audit log
+
+# What no function may do to the audit log (it is append-only): change, overwrite in bulk or delete.
+AUDIT_FORBIDDEN = {
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+    "dynamodb:DeleteTable",
+    "dynamodb:UpdateTimeToLive",
+}
+
+
+def _names_audit_table(value: Any) -> bool:
+    wildcard = value == "*" or (isinstance(value, list) and "*" in value)
+    return wildcard or "AuditTable" in _references(value, set())
+
+
+def _audit_grants(function: dict[str, Any]) -> tuple[set[str], list[str]]:
+    """(IAM actions a function's own statements allow on AuditTable, SAM policy templates naming it)."""
+    actions: set[str] = set()
+    templates: list[str] = []
+    for policy in function["Properties"].get("Policies", []):
+        if not isinstance(policy, dict):
+            continue
+        for name, body in policy.items():
+            if name != "Statement":
+                if "AuditTable" in _references(body, set()):
+                    templates.append(name)
+                continue
+            for statement in body:
+                if statement.get("Effect") != "Allow" or not _names_audit_table(statement.get("Resource")):
+                    continue
+                granted = statement["Action"]
+                actions.update([granted] if isinstance(granted, str) else granted)
+    return actions, templates
+
+
+def test_the_admin_function_may_only_append_to_and_query_the_audit_log() -> None:
+    actions, templates = _audit_grants(_resources("AWS::Serverless::Function")["AdminFunction"])
+    assert templates == []  # every SAM DynamoDB policy template grants more than append and query
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:PutItem", "dynamodb:Query"}
+
+
+def test_no_function_may_change_or_delete_audit_entries() -> None:
+    for name, function in _resources("AWS::Serverless::Function").items():
+        actions, templates = _audit_grants(function)
+        assert templates == [], f"{name}: {templates} on AuditTable grant updates and deletes"
+        forbidden = {a for a in actions if a in AUDIT_FORBIDDEN or a in ("dynamodb:*", "*")}
+        assert not forbidden, f"{name} may {sorted(forbidden)} on the append-only AuditTable"
+
+
+def test_the_audit_table_is_kept_recoverable_encrypted_and_expires_by_its_parameter() -> None:
+    template = _template()
+    table = template["Resources"]["AuditTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert template["Parameters"]["AuditRetentionDays"]["Default"] == 400
+    variables = template["Resources"]["AdminFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["AUDIT_TABLE"] == {"Ref": "AuditTable"}
+    assert variables["CEMS_AUDIT_RETENTION_DAYS"] == {"Ref": "AuditRetentionDays"}

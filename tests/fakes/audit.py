@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+from cems import clock
 from cems.audit import AuditAction, AuditEntry, AuditPage, parse_key
 
 
@@ -37,10 +38,12 @@ class InMemoryAuditStore:
             parse_key(cursor)
         with self._lock:
             newest_first = sorted(self.entries.values(), key=lambda e: e.key, reverse=True)
+        # Compared as the adapter's key condition compares: ISO times, to the millisecond.
+        low, high = clock.iso(since), clock.iso(until)
         matching = [
             e
             for e in newest_first
-            if since <= e.at < until
+            if low <= e.key < high
             and (cursor is None or e.key < cursor)
             and (actor is None or e.actor == actor)
             and (action is None or e.action == action)

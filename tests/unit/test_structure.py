@@ -17,9 +17,10 @@ CEMS = Path(__file__).resolve().parents[2] / "shared" / "cems"
 KEY_MODULE = "cems.adapters.dynamodb.keys"
 AWS_SDK = ("boto3", "botocore", "mypy_boto3_")
 # Where the AWS SDK may be imported: the adapters, the local stack (it runs moto and builds the
-# resources), the operator's command line (CloudFormation outputs, SigV4-signed admin requests) and
-# the composition root that builds each function's clients. functions/ is outside shared/cems.
-MAY_USE_AWS_SDK = ("cems.adapters", "cems.local", "cems.cli", "cems.reports.cli")
+# resources), the operator's command line (CloudFormation outputs, SigV4-signed admin requests, the
+# audit log read from its table) and the composition root that builds each function's clients.
+# functions/ is outside shared/cems.
+MAY_USE_AWS_SDK = ("cems.adapters", "cems.local", "cems.cli", "cems.reports.cli", "cems.console.audit_cli")
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,14 @@ Deliveries table (pk, sk):
   DISPATCH#<idempotency key> / PLAN | RCPT#<customer>            a LINE dispatch's plan, outcomes
   DISPATCH#<idempotency key> / <claim sort key>                    a delivery claim (claim_key):
       UNIT#<unit id> (LINE), EMAIL (email), CLAIM#<channel>#<unit> (any channel added later)
+Audit table (pk, sk):
+  AUDIT#<yyyy-mm-dd, UTC> / <ISO time>#<audit id>   an operator's audited action (cems.audit)
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from typing import Any
 
 from cems.models import Channel
@@ -74,6 +77,7 @@ UNIT_PREFIX = "UNIT#"
 RECIPIENT_PREFIX = "RCPT#"
 EMAIL_SK = "EMAIL"
 CLAIM_PREFIX = "CLAIM#"
+AUDIT_PREFIX = "AUDIT#"
 
 KEY_LITERALS = frozenset(
     {
@@ -111,6 +115,7 @@ KEY_LITERALS = frozenset(
         RECIPIENT_PREFIX,
         EMAIL_SK,
         CLAIM_PREFIX,
+        AUDIT_PREFIX,
     }
 )
 """Every prefix and fixed key above: what no other module may spell."""
@@ -365,3 +370,8 @@ def claim_key(channel: str, idempotency_key: str, unit: str) -> Key:
     if channel == "email":
         return dispatch_key(idempotency_key, EMAIL_SK)
     return dispatch_key(idempotency_key, f"{CLAIM_PREFIX}{channel}#{unit}")
+
+
+def audit_day_pk(day: date) -> str:
+    """The partition of one UTC day's audit entries: a time range is a Query per day, never a Scan."""
+    return f"{AUDIT_PREFIX}{day.isoformat()}"
