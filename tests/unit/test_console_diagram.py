@@ -342,6 +342,18 @@ def test_goal_and_exit_rules_hang_off_the_trigger() -> None:
     assert diagram.box("wait-day").lines[0].startswith("待機 トリガーの1日後の 10:00 まで")
 
 
+def test_a_cut_line_is_whole_in_the_tooltip() -> None:
+    name = "とても長いステップの名前" * 6
+    diagram = layout(scenario([{"id": "long", "name": name, **_text()}]))
+    box = diagram.box("long")
+    assert name not in box.lines
+    assert any(line.endswith("…") for line in box.lines)
+    assert name in box.tooltip
+    root = ET.fromstring(render_svg(diagram))
+    [group] = [g for g in root.iter(f"{SVG}g") if g.get("data-id") == "long"]
+    assert name in (group.findtext(f"{SVG}title") or "")
+
+
 def test_a_box_is_as_wide_as_its_longest_line() -> None:
     diagram = layout(scenario([{"id": "long", "name": "あ" * 20, **_text()}]))
     narrow = layout(scenario([{"id": "long", "name": "a" * 20, **_text()}]))

@@ -182,6 +182,7 @@ class Box:
     lines: tuple[str, ...]
     rect: Rect
     is_step: bool  # has a counts line at the bottom
+    tooltip: str  # the whole text, lines uncut
 
     @property
     def x(self) -> float:
@@ -441,10 +442,10 @@ class _Node:
     lines: list[str]
     is_step: bool = False
     w: float = EDGE_SLOT
+    tooltip: str = ""
     h: float = 0.0
     layer: int = 0
     x: float = 0.0  # the centre
-    order: int = 0
 
     @property
     def placeholder(self) -> bool:
@@ -610,7 +611,7 @@ def _graph(scenario: Scenario) -> tuple[dict[str, _Node], list[_Edge]]:
     def add(node_id: str, kind: BoxKind, lines: list[str], is_step: bool = False) -> None:
         clipped = [clip(line, BOX_COLUMNS) for line in lines]
         w, h = _box_size(clipped, is_step)
-        nodes[node_id] = _Node(node_id, kind, clipped, is_step, w, h)
+        nodes[node_id] = _Node(node_id, kind, clipped, is_step, w=w, h=h, tooltip=" — ".join(lines))
 
     add(TRIGGER_ID, "trigger", _trigger_lines(scenario))
     edges = [_Edge(TRIGGER_ID, scenario.first_step().id, "flow", [])]
@@ -1127,6 +1128,7 @@ def layout(scenario: Scenario) -> Diagram:
                 tuple(kinds[node_id].lines),
                 _moved(rect, dx),
                 kinds[node_id].is_step,
+                kinds[node_id].tooltip,
             )
             for node_id, rect in boxes.items()
         ),
@@ -1284,7 +1286,7 @@ def _box_svg(box: Box, counts: Mapping[str, int] | None) -> list[str]:
     centre = box.x + box.w / 2
     out = [
         f'<g class="box box-{box.kind}" data-id="{_attr(box.id)}">',
-        f"<title>{escape(' — '.join(box.lines), quote=False)}</title>",
+        f"<title>{escape(box.tooltip, quote=False)}</title>",
         f'<rect x="{_number(box.x)}" y="{_number(box.y)}" width="{_number(box.w)}" height="{_number(box.h)}" '
         f'rx="{radius}" fill="{fill}" stroke="{stroke}" stroke-width="1.5"{dashed}/>',
     ]
