@@ -160,12 +160,27 @@ def goal_and_exits() -> Scenario:
     )
 
 
+def many_steps() -> Scenario:
+    # Sixty steps, every fifth a branch that skips ahead: long edges through many layers.
+    steps: list[dict[str, Any]] = []
+    for i in range(60):
+        if i % 5 == 2 and i + 7 < 60:
+            when = {"kind": "trait", "trait": f"t{i}", "op": "exists"}
+            steps.append({"id": f"s{i}", "type": "branch", "branches": [{"when": when, "next": f"s{i + 7}"}]})
+        elif i == 59:
+            steps.append({"id": f"s{i}", "type": "end"})
+        else:
+            steps.append({"id": f"s{i}", **_text()})
+    return scenario(steps)
+
+
 HAND_MADE = {
     "branch_of_three": branch_of_three,
     "split_of_three": split_of_three,
     "wait_for_event": wait_for_event,
     "loop_with_wait": loop_with_wait,
     "goal_and_exits": goal_and_exits,
+    "many_steps": many_steps,
 }
 
 
@@ -320,6 +335,7 @@ def test_a_loop_goes_back_up_and_says_so() -> None:
     diagram = layout(loop_with_wait())
     [back] = [e for e in diagram.edges if e.back]
     assert (back.source, back.target) == ("bought", "remind")
+    assert back.label is not None and back.label.lines == ("1. purchase_count < 1",)
     # It ends at the bottom of the earlier step: the arrow points up.
     assert back.points[-1].y == pytest.approx(diagram.box("remind").rect.bottom)
     assert diagram.box("wait-week").lines[0] == "待機 7日後の 10:00 まで"

@@ -125,6 +125,7 @@ MIN_LAYER_GAP = 34.0  # between layers without labels or jogs: room for an arrow
 LABEL_GAP = 6.0  # around labels: from their edge, from each other
 TRACK_SPACING = 10.0
 ARROW_ROOM = 12.0  # under the last label row or track, above the arrowheads' box
+MIN_JOG = 0.5  # ends of a segment nearer than this are drawn straight
 STRAIGHTEN = 6.0  # a box this near its one incoming line is moved onto it
 MARGIN = 20.0
 BOX_COLUMNS = 46  # longer lines are cut with "…"
@@ -326,6 +327,8 @@ def _date_ref(source: str, offset: timedelta) -> tuple[str, str]:
 def _value(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer():  # profile numbers are floats: 5, not 5.0
+        return str(int(value))
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -929,6 +932,21 @@ def _straighten(nodes: Mapping[str, _Node], layers: list[list[str]], segments: l
         _spread_ports(nodes, segments)
 
 
+def _align_runs(segments: list[_Segment]) -> None:
+    """Makes a segment that is all but straight (its ends less than a jog apart) exactly straight,
+    carrying its x on to the next segment of the edge, so that no line is drawn a hair askew."""
+    by_edge: dict[int, list[_Segment]] = {}
+    for segment in segments:
+        by_edge.setdefault(segment.edge, []).append(segment)
+    for parts in by_edge.values():
+        current = parts[0].x_top
+        for segment in parts:
+            segment.x_top = current
+            if abs(segment.x_bottom - current) <= MIN_JOG:
+                segment.x_bottom = current
+            current = segment.x_bottom
+
+
 def _left_room(left: _Node, right: _Node) -> float:
     """The least distance between the centres of neighbours in a layer."""
     space = EDGE_SLOT / 2 if left.placeholder and right.placeholder else NODE_GAP
@@ -961,13 +979,14 @@ def _ports(node: _Node, count: int) -> list[float]:
     return [round(left + node.w * (k + 1) / (count + 1), 1) for k in range(count)]
 
 
-def _place_labels(gap: _Gap, labelled: list[tuple[_Segment, list[str]]]) -> None:
+def _place_labels(gap: _Gap, labelled: list[tuple[_Segment, list[str], int]]) -> None:
     """Puts each label beside its edge's line: in the upper band by where the line starts or in
-    the lower band by where it ends, in the lowest row where it overlaps no other label, preferring
-    places that cross no other edge's line. A new row always has room, so every label finds one."""
+    the lower band by where it ends (preferably the band by the edge's source), in the lowest row
+    where it overlaps no other label, preferring places that cross no other edge's line. A new row
+    always has room, so every label finds one."""
     lines_x = ([s.x_top for s in gap.segments], [s.x_bottom for s in gap.segments])
     rows: tuple[list[list[tuple[float, float]]], list[list[tuple[float, float]]]] = ([], [])
-    for segment, lines in sorted(labelled, key=lambda item: item[0].x_top):
+    for segment, lines, preferred in sorted(labelled, key=lambda item: item[0].x_top):
         w, h = _label_size(lines)
         best: tuple[float, int, int, float] | None = None  # (cost, band, row, x)
         for band, anchor in ((0, segment.x_top), (1, segment.x_bottom)):
@@ -979,7 +998,7 @@ def _place_labels(gap: _Gap, labelled: list[tuple[_Segment, list[str]]]) -> None
                     crossed = sum(
                         1 for lx in lines_x[band] if x - 2 < lx < x + w + 2 and abs(lx - anchor) > 0.5
                     )
-                    cost = row + 3 * crossed + side * 0.5 + band * 0.75
+                    cost = row + 3 * crossed + side * 0.5 + (band != preferred) * 0.75
                     if best is None or cost < best[0]:
                         best = (cost, band, row, x)
         assert best is not None
@@ -995,7 +1014,7 @@ def _place_labels(gap: _Gap, labelled: list[tuple[_Segment, list[str]]]) -> None
 def _assign_tracks(gap: _Gap) -> None:
     """One track per sideways jog, shared only by jogs whose spans are apart; jogs to the left take
     upper tracks, jogs to the right lower ones, from the outside in, so they cross less."""
-    jogs = [s for s in gap.segments if abs(s.x_top - s.x_bottom) > 0.5]
+    jogs = [s for s in gap.segments if s.x_top != s.x_bottom]
     jogs.sort(key=lambda s: (s.x_bottom > s.x_top, min(s.x_top, s.x_bottom)))
     ends: list[float] = []  # per track, the right end of its last jog
     for segment in jogs:
@@ -1031,6 +1050,7 @@ def layout(scenario: Scenario) -> Diagram:
             gaps[nodes[top].layer].segments.append(segment)
     _spread_ports(nodes, segments)
     _straighten(nodes, layers, segments)
+    _align_runs(segments)
     for gap in gaps:
         labelled = []
         for segment in gap.segments:
@@ -1040,7 +1060,8 @@ def layout(scenario: Scenario) -> Diagram:
             first = edge.chain[1] == segment.bottom
             last = edge.chain[-2] == segment.top
             if edge.label and ((not edge.back and first) or (edge.back and last)):
-                labelled.append((segment, edge.label))
+                # A loop's way back starts at the bottom of the gap, at its source's top.
+                labelled.append((segment, edge.label, 1 if edge.back else 0))
         _place_labels(gap, labelled)
         _assign_tracks(gap)
 
