@@ -1,10 +1,17 @@
-"""admin: the operators' API behind IAM auth (SigV4): scenario reports and customer erasure.
+"""admin: the operators' API behind IAM auth (SigV4): scenario reports, finding, viewing, exporting
+and erasing customers.
 
   GET    /admin/scenarios                     every scenario with its headline numbers
   GET    /admin/scenarios/{id}/report         the report (?version=N for one version; ?format=html)
+  GET    /admin/customers?email=X             customers found by one of email, phone, line_user_id,
+                                              user_id, anonymous_id (masked profiles)
+  GET    /admin/customers/{id}                the customer, masked (?unmasked=true: as stored), with a
+                                              timeline of latest events and journeys
+  GET    /admin/customers/{id}/export         everything CEMS holds about the person (APPI disclosure)
   DELETE /admin/customers/{id}                erase the customer (the whole person; counts answered)
 
-The rules are in cems.reports and cems.erasure; docs/reports.md describes the numbers.
+The rules are in cems.reports, cems.console.customers and cems.erasure; docs/reports.md describes the
+numbers, docs/customers.md finding, masking and the export.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
+from cems.console.customers import LookupKind, UnusableLookupValue
 from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.reports.html import render_html
@@ -28,6 +36,16 @@ app = APIGatewayHttpResolver()
 
 MAX_VERSION_DIGITS = 9
 reports, eraser = wiring.admin()
+directory = wiring.customer_directory()
+# The query parameters GET /admin/customers finds by (exactly one), and what each is.
+FIND_BY = {
+    "email": LookupKind.EMAIL,
+    "phone": LookupKind.PHONE,
+    "line_user_id": LookupKind.LINE,
+    "user_id": LookupKind.USER,
+    "anonymous_id": LookupKind.ANONYMOUS,
+}
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _caller() -> str | None:
@@ -64,6 +82,61 @@ def scenario_report(scenario_id: str) -> Response[str]:
     if app.current_event.get_query_string_value("format") == "html":
         return Response(200, "text/html; charset=utf-8", render_html(report), {"Cache-Control": "no-store"})
     return json_response(200, report.model_dump(mode="json"), {"Cache-Control": "no-store"})
+
+
+@app.get("/admin/customers")
+def find_customers() -> Response[str]:
+    query = app.current_event.query_string_parameters or {}
+    given = [name for name in FIND_BY if name in query]
+    if not given:
+        raise ClientError(
+            400, "lookup_required", f"give one of {', '.join(FIND_BY)} to find a customer by", field="query"
+        )
+    if len(given) > 1:
+        raise ClientError(
+            400, "one_lookup_only", f"give only one of {', '.join(given)}, not {len(given)}", field=given[1]
+        )
+    name = given[0]
+    try:
+        found = directory.find(FIND_BY[name], query[name])
+    except UnusableLookupValue:
+        raise ClientError(
+            400, f"invalid_{name}", f"{name} is not a value a customer can be found by", field=name
+        ) from None
+    metrics.add_metric("CustomerLookups", MetricUnit.Count, 1)
+    # The audit line: what was looked up by (never the value) and the internal ids found.
+    logger.info(
+        "customers found",
+        extra={"by": name, "customer_ids": [f.customer_id for f in found], "caller": _caller()},
+    )
+    return json_response(200, {"customers": [f.masked() for f in found]}, NO_STORE)
+
+
+@app.get("/admin/customers/<customer_id>")
+def view_customer(customer_id: str) -> Response[str]:
+    raw = app.current_event.get_query_string_value("unmasked")
+    if raw not in (None, "true", "false"):
+        raise ClientError(400, "invalid_unmasked", "unmasked must be true or false", field="unmasked")
+    unmasked = raw == "true"
+    view = directory.view(customer_id, unmasked=unmasked)
+    if view is None:
+        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased)", field="id")
+    if unmasked:
+        logger.info("customer viewed unmasked", extra={"customer_id": customer_id, "caller": _caller()})
+    return json_response(200, view, NO_STORE)
+
+
+@app.get("/admin/customers/<customer_id>/export")
+def export_customer(customer_id: str) -> Response[str]:
+    document = directory.export(customer_id)
+    if document is None:
+        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased)", field="id")
+    metrics.add_metric("CustomersExported", MetricUnit.Count, 1)
+    logger.info(
+        "customer exported",
+        extra={"customer_id": customer_id, "customer_ids": document["customer_ids"], "caller": _caller()},
+    )
+    return json_response(200, document, NO_STORE)
 
 
 @app.delete("/admin/customers/<customer_id>")

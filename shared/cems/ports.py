@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cems.line.dispatch import LineMessage
     from cems.line.linking import LinkNonce
     from cems.line.sender import CallResult
+    from cems.lookups import ContactKind
     from cems.models import Channel, Profile, Site, StoredEvent
     from cems.reports.counters import Metric, ReportCell
     from cems.scenario.broadcast import RunKind, SegmentProgress
@@ -90,6 +91,42 @@ class ProfileWriter(CustomerReader, Protocol):
 class JourneyCustomers(ProfileWriter, CustomerProfiles, Protocol):
     """What the scenario runner reads and writes of customers: profiles one by one (merges followed)
     and in batches (a tick's or a broadcast page's decisions), and traits."""
+
+
+class CustomerRecords(Protocol):
+    """What the operator console reads of a person (cems.console.customers): each read a GetItem or a
+    Query of one partition (a lookup, one customer's events or journeys), never a Scan."""
+
+    def customers_with_contact(self, kind: ContactKind, hashed_value: str) -> list[str]:
+        """The customer ids whose contact lookup (cems.lookups) is this hashed email or phone."""
+        ...
+
+    def identity_owner(self, key: IdentityKey) -> str | None:
+        """The customer id an identity item names, as written (a merge since is not followed)."""
+        ...
+
+    def profile(self, customer_id: str, *, follow_merges: bool = True) -> Profile | None: ...
+    def person(self, customer_id: str) -> list[Profile]:
+        """The person's profiles: the one `customer_id` was merged into (or its own) first, then each
+        profile merged into that one. Empty: no such customer."""
+        ...
+
+    def events_of(self, customer_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """A customer id's events, oldest first; with `limit`, only the latest `limit` of them."""
+        ...
+
+    def enrolments(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer id's enrolments (one per scenario) as stored, as plain JSON values."""
+        ...
+
+    def journey_records(self, customer_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every item the customer id has in the Journeys table, by what it holds (enrolments, date
+        schedules, frequency-cap counters), as plain JSON values."""
+        ...
+
+    def suppression_entry(self, hashed_address: str) -> dict[str, Any] | None:
+        """The suppression list's entry of an address (its hash): reason and time; None: none."""
+        ...
 
 
 class IngestStorePort(Protocol):

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cems.adapters.sqs import QueueRetry
     from cems.collect import Collector
     from cems.consent import ConsentConfirmations
+    from cems.console.customers import CustomerDirectory
     from cems.email.sender import EmailSender
     from cems.engagement.engage import Engagement
     from cems.line.sender import LineSender
@@ -433,3 +434,14 @@ def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEras
         ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
         CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
     )
+
+
+def customer_directory(settings: Settings | None = None) -> CustomerDirectory:
+    """Finding, viewing and exporting a customer (admin API, console): reads of the Customers,
+    Events and Journeys tables only, each by key or one partition's Query."""
+    from cems.adapters.dynamodb.customer_records import CustomerRecordsStore
+    from cems.console.customers import CustomerDirectory
+
+    settings = _settings(settings)
+    stores = customer_stores(_dynamodb(), settings)
+    return CustomerDirectory(CustomerRecordsStore(stores.customers, stores.events, settings.tables.journeys))

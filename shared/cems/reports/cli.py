@@ -1,4 +1,4 @@
-"""`cems report` and `cems customer erase`: the admin API from the command line.
+"""`cems report` and `cems customer find|export|erase`: the admin API from the command line.
 
 Against the local stack they call its HTTP port (http://127.0.0.1:$CEMS_HTTP_PORT, 3000 by default;
 the local router does not check IAM). Against a deployed stage (`--stage`) the API URL comes from
@@ -68,6 +68,35 @@ def register(commands: Any) -> None:
     erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _target_options(erase)
     erase.set_defaults(handler=erase_command)
+
+    find = customer_commands.add_parser(
+        "find", help="顧客の検索（マスク表示） / find customers by one contact point or id, shown masked"
+    )
+    by = find.add_mutually_exclusive_group(required=True)
+    for option, query, text in FIND_OPTIONS:
+        by.add_argument(option, dest=query, metavar="VALUE", help=text)
+    find.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    _target_options(find)
+    find.set_defaults(handler=find_command)
+
+    export = customer_commands.add_parser(
+        "export",
+        help="開示請求用の全データ出力 / everything CEMS holds about a customer, as JSON",
+    )
+    export.add_argument("customer_id", help="the customer id (cus_...); merged ids export the whole person")
+    export.add_argument("--out", type=Path, help="write the JSON to this file (created readable by you only)")
+    _target_options(export)
+    export.set_defaults(handler=export_command)
+
+
+# `cems customer find` options: (option, the admin API's query parameter, help).
+FIND_OPTIONS = (
+    ("--email", "email", "メールアドレス / an email address"),
+    ("--phone", "phone", "電話番号 / a phone number, any spelling (090-..., +81 90...)"),
+    ("--line-user-id", "line_user_id", "LINE ユーザー ID / a LINE user id (U...)"),
+    ("--user-id", "user_id", "ショップの会員 ID / the shop's user id"),
+    ("--anonymous-id", "anonymous_id", "匿名 ID / an anonymous id (a browser)"),
+)
 
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +172,57 @@ def erase_command(
     ids = ", ".join(document.get("customer_ids", [args.customer_id]))
     print(f"erased / 削除しました: {ids}")
     print("  " + ", ".join(f"{name} {count}" for name, count in erased.items()))
+    return 0
+
+
+def find_command(args: argparse.Namespace, send: Send | None = None) -> int:
+    """Prints each customer found (id and masked profile); exit 1 when none is found or the request
+    is refused, 2 when the API cannot be reached."""
+    query = {
+        name: getattr(args, name) for _, name, _ in FIND_OPTIONS if getattr(args, name, None) is not None
+    }
+    answer = _call(args, "GET", "/admin/customers", query, send)
+    if answer is None:
+        return 2
+    if answer.status != 200:
+        return _refused(answer)
+    document = answer.json()
+    customers = document.get("customers", [])
+    if args.json:
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        print(f"見つかった顧客 Customers found: {len(customers)} (マスク表示 masked)")
+        for customer in customers:
+            print(f"\n{customer['customer_id']}")
+            print(json.dumps(customer.get("profile", {}), ensure_ascii=False, indent=2))
+    if not customers:
+        print("該当する顧客はいません / no customer found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def export_command(args: argparse.Namespace, send: Send | None = None) -> int:
+    """Writes the person's export (JSON) to --out, else to stdout; exit 1 for an unknown customer or a
+    refused request, 2 when the API cannot be reached or the file cannot be written."""
+    path = f"/admin/customers/{urllib.parse.quote(args.customer_id, safe='')}/export"
+    answer = _call(args, "GET", path, {}, send)
+    if answer is None:
+        return 2
+    if answer.status != 200:
+        return _refused(answer)
+    text = json.dumps(answer.json(), ensure_ascii=False, indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        # Personal data: the file is created readable by its owner only.
+        descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
+    print(f"出力しました / exported: {args.customer_id} -> {args.out}", file=sys.stderr)
     return 0
 
 
