@@ -53,10 +53,10 @@ OPTIN_PREFIX = "OPTIN#"
 OPTIN_SK = "OPTIN"
 SUPPRESSION_PREFIX = "SUPPRESS#"
 SUPPRESSION_SK = "SUPPRESS"
+LOOKUP_PREFIX = "LOOKUP#"
 MESSAGE_MARKER_PREFIX = "collect#"
 SECRET_KEY_ITEM_PREFIX = "secret#"  # noqa: S105 - a key prefix, not a secret
 SCENARIOS_PK = "SCENARIOS"
-LOOKUP_PREFIX = "LOOKUP#"
 SCENARIO_PREFIX = "SCN#"
 VERSION_PREFIX = "V#"
 ACTIVE_SK = "ACTIVE"
@@ -91,11 +91,11 @@ KEY_LITERALS = frozenset(
         OPTIN_SK,
         SUPPRESSION_PREFIX,
         SUPPRESSION_SK,
+        LOOKUP_PREFIX,
         MESSAGE_MARKER_PREFIX,
         SECRET_KEY_ITEM_PREFIX,
         SCENARIOS_PK,
         SCENARIO_PREFIX,
-        LOOKUP_PREFIX,
         VERSION_PREFIX,
         ACTIVE_SK,
         ENROLMENT_PREFIX,
@@ -171,11 +171,6 @@ def suppression_key(hashed_address: str) -> Key:
     return {"pk": {"S": suppression_pk(hashed_address)}, "sk": {"S": SUPPRESSION_SK}}
 
 
-# ------------------------------------------------------------------- events, idempotency, sites
-
-
-def event_sk(timestamp_iso: str, message_id: str) -> str:
-    return f"{timestamp_iso}#{message_id}"
 def lookup_pk(kind: str, hashed_value: str) -> str:
     return f"{LOOKUP_PREFIX}{kind}#{hashed_value}"
 
@@ -194,6 +189,11 @@ def customer_of_lookup_sk(sk: str) -> str:
     return sk.removeprefix(PROFILE_PREFIX)
 
 
+# ------------------------------------------------------------------- events, idempotency, sites
+
+
+def event_sk(timestamp_iso: str, message_id: str) -> str:
+    return f"{timestamp_iso}#{message_id}"
 
 
 def message_marker_id(site_id: str, message_id: str) -> str:
