@@ -56,6 +56,7 @@ FUNCTIONS = (
     "engage",
     "ses_events",
     "admin",
+    "console",
 )
 AIMS = {"collect": 1.5, "line_webhook": 2.0, "send_line": 3.0}
 CHILD = ROOT / "bench" / "_coldstart_child.py"

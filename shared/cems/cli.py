@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     from cems.console.audit_cli import register as register_audit
 
     register_audit(commands)  # `audit`: the operators' audit log
+    from cems.console.user_cli import register as register_users
+
+    register_users(commands)  # `user add`
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:

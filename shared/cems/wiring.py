@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cems.collect import Collector
     from cems.consent import ConsentConfirmations
     from cems.console.customers import CustomerDirectory
+    from cems.console.operators import Console
     from cems.email.sender import EmailSender
     from cems.engagement.engage import Engagement
     from cems.line.sender import LineSender
@@ -433,6 +434,29 @@ def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEras
     return (
         ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
         CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
+    )
+
+
+def console(settings: Settings | None = None) -> Console:
+    """The console's checks and sign-in: the operators' user pool, the audit log, the address ranges."""
+    from cems.adapters import aws
+    from cems.adapters.cognito import CognitoOperatorAccounts
+    from cems.adapters.dynamodb.audit import DynamoAuditStore
+    from cems.audit import AuditLog
+    from cems.console.access import SourceAddresses
+    from cems.console.config import ConsoleSettings
+    from cems.console.operators import Console
+
+    settings = _settings(settings)
+    area = settings.area(ConsoleSettings)
+    return Console(
+        CognitoOperatorAccounts(aws.client("cognito-idp"), area.pool_id, area.client_id),
+        AuditLog(
+            DynamoAuditStore(
+                settings.tables.audit, _dynamodb(), timedelta(days=settings.retention.audit_days)
+            )
+        ),
+        SourceAddresses.parse(area.source_cidrs),
     )
 
 

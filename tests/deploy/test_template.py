@@ -550,7 +550,13 @@ def test_the_public_functions_reserve_concurrency_from_parameters() -> None:
     functions = _resources("AWS::Serverless::Function")
     conditions = _template()["Conditions"]
     public = set(_declared_routes().values())
-    assert {"CollectFunction", "LineWebhookFunction", "EngageFunction", "AdminFunction"} == public
+    assert {
+        "CollectFunction",
+        "LineWebhookFunction",
+        "EngageFunction",
+        "AdminFunction",
+        "ConsoleFunction",
+    } == public
     for name in public:
         condition, value, otherwise = functions[name]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"]
         assert _parameter_default(value, 0) > 0, name

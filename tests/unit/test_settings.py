@@ -112,7 +112,14 @@ def test_a_bad_retry_base_is_refused_as_an_email_setting() -> None:
 ROOT = Path(__file__).parents[2]
 # Their own options, not the functions' settings: the local stack and the command-line tools.
 # The command lines find the local stack by its port variables, as the stack itself does.
-MAY_READ_THE_ENVIRONMENT = {"settings.py", "cli.py", "reports/cli.py", "console/audit_cli.py", "local"}
+MAY_READ_THE_ENVIRONMENT = {
+    "settings.py",
+    "cli.py",
+    "reports/cli.py",
+    "console/audit_cli.py",
+    "console/user_cli.py",
+    "local",
+}
 
 
 def _reads_the_environment(path: Path) -> list[str]:

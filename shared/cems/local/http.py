@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cems.local.cfn import ACCOUNT_ID, Template
 from cems.local.functions import LocalFunction
+from cems.local.jwt_authorizer import UNAUTHORIZED, JwtAuthorizer
 
 log = logging.getLogger("cems.local")
 
@@ -34,6 +35,9 @@ class Route:
     method: str  # an HTTP method, or ANY
     path: str  # /v1/{kind}, /{proxy+}, or $default
     function: LocalFunction
+    # The route's Auth.Authorizer: a JWT authorizer's name is enforced (cems.local.jwt_authorizer);
+    # AWS_IAM is not checked locally (the local stack has no IAM), NONE or None is public.
+    authorizer: str | None = None
 
     @property
     def route_key(self) -> str:
@@ -76,11 +80,13 @@ def http_api_routes(template: Template, functions: dict[str, LocalFunction]) -> 
             props = event.get("Properties", {})
             path = props.get("Path", "$default")
             method = str(props.get("Method", "ANY")).upper()
+            authorizer = (props.get("Auth") or {}).get("Authorizer")
             routes.append(
                 Route(
                     method="ANY" if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
                     path=path,
                     function=function,
+                    authorizer=None if authorizer in (None, "NONE") else str(authorizer),
                 )
             )
     return sorted(routes, key=Route.specificity)
@@ -187,9 +193,15 @@ def response_from_lambda(result: Any) -> LocalResponse:
 
 
 class ApiGateway:
-    def __init__(self, routes: list[Route], local_routes: list[LocalRoute]) -> None:
+    def __init__(
+        self,
+        routes: list[Route],
+        local_routes: list[LocalRoute],
+        jwt_authorizers: Mapping[str, JwtAuthorizer] | None = None,
+    ) -> None:
         self.routes = routes
         self.local_routes = local_routes
+        self.jwt_authorizers = dict(jwt_authorizers or {})
 
     def handle(self, request: LocalRequest) -> LocalResponse:
         for local in self.local_routes:
@@ -205,8 +217,16 @@ class ApiGateway:
 
     def _invoke(self, route: Route, request: LocalRequest, parameters: dict[str, str]) -> LocalResponse:
         started = time.perf_counter()
+        event = http_api_event(request, route, parameters)
+        if route.authorizer not in (None, "AWS_IAM"):
+            # Fails closed: a route naming an authorizer the gateway was not given is refused.
+            authorizer = self.jwt_authorizers.get(route.authorizer or "")
+            claims = None if authorizer is None else authorizer.claims(request.headers.get("authorization"))
+            if claims is None:  # API Gateway's answer: the function never runs
+                return LocalResponse.json(401, UNAUTHORIZED)
+            event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
         try:
-            result = route.function.invoke(http_api_event(request, route, parameters))
+            result = route.function.invoke(event)
         except Exception:
             log.exception("function %s failed", route.function.name)
             # What API Gateway answers when the integration fails.

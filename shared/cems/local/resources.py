@@ -64,6 +64,7 @@ def create_resources(template: Template, endpoint_url: str) -> list[str]:
         template.attributes[(name, "TopicArn")] = arn
         template.attributes[(name, "TopicName")] = name
         created.append(f"topic {name}")
+    created += _create_user_pools(template, local_client("cognito-idp", endpoint_url))
     for name in template.resources_of_type("AWS::Serverless::Function"):
         template.refs[name] = name
         template.attributes[(name, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
@@ -157,3 +158,51 @@ def _create_bucket(client: Any, template: Template, name: str) -> None:
     template.refs[name] = bucket
     template.attributes[(name, "Arn")] = f"arn:aws:s3:::{bucket}"
     template.attributes[(name, "DomainName")] = f"{bucket}.s3.amazonaws.com"
+
+
+def _create_user_pools(template: Template, cognito: Any) -> list[str]:
+    """Cognito user pools, their app clients and groups (the operators and their roles), in moto's
+    Cognito, which issues tokens signed with keys it serves as JWKS, as Cognito does."""
+    created = []
+    for name, resource in template.resources_of_type("AWS::Cognito::UserPool").items():
+        props = template.resolve(resource.get("Properties", {}))
+        pool_name = str(props.get("UserPoolName", name))
+        # Idempotent across restarts of the stack on one moto server: reuse a pool of the same name.
+        pools = cognito.list_user_pools(MaxResults=60)["UserPools"]
+        existing = [pool["Id"] for pool in pools if pool["Name"] == pool_name]
+        pool_id = existing[0] if existing else cognito.create_user_pool(PoolName=pool_name)["UserPool"]["Id"]
+        template.refs[name] = pool_id
+        template.attributes[(name, "Arn")] = f"arn:aws:cognito-idp:{REGION}:{ACCOUNT_ID}:userpool/{pool_id}"
+        template.attributes[(name, "ProviderName")] = f"cognito-idp.{REGION}.amazonaws.com/{pool_id}"
+        created.append(f"user pool {pool_name}")
+    for name, resource in template.resources_of_type("AWS::Cognito::UserPoolClient").items():
+        props = template.resolve(resource.get("Properties", {}))
+        pool_id = str(props["UserPoolId"])
+        client_name = str(props.get("ClientName", name))
+        clients = cognito.list_user_pool_clients(UserPoolId=pool_id, MaxResults=60)["UserPoolClients"]
+        existing = [client["ClientId"] for client in clients if client["ClientName"] == client_name]
+        client_id = (
+            existing[0]
+            if existing
+            else cognito.create_user_pool_client(
+                UserPoolId=pool_id,
+                ClientName=client_name,
+                GenerateSecret=bool(props.get("GenerateSecret", False)),
+                ExplicitAuthFlows=list(props.get("ExplicitAuthFlows", [])),
+            )["UserPoolClient"]["ClientId"]
+        )
+        template.refs[name] = client_id
+        created.append(f"user pool client {client_name}")
+    for name, resource in template.resources_of_type("AWS::Cognito::UserPoolGroup").items():
+        props = template.resolve(resource.get("Properties", {}))
+        pool_id, group = str(props["UserPoolId"]), str(props["GroupName"])
+        try:
+            cognito.create_group(
+                GroupName=group, UserPoolId=pool_id, Description=str(props.get("Description", ""))
+            )
+        except ClientError as error:
+            if error_code(error) != "GroupExistsException":
+                raise
+        template.refs[name] = group
+        created.append(f"operator group {group}")
+    return created

@@ -48,6 +48,7 @@ from cems.local.http import (
     LocalRoute,
     http_api_routes,
 )
+from cems.local.jwt_authorizer import jwt_authorizers
 from cems.local.local_ses import LocalSes
 from cems.local.pollers import Poller, build_pollers, sns_subscribers
 from cems.local.resources import LOCAL_CREDENTIALS, create_resources, local_client
@@ -194,7 +195,11 @@ class LocalStack:
             function.warm()
             self.functions[spec.logical_id] = function
         self.pollers = build_pollers(self.template, self.functions, self.aws_url)
-        self._server.gateway = ApiGateway(http_api_routes(self.template, self.functions), self.local_routes())
+        self._server.gateway = ApiGateway(
+            http_api_routes(self.template, self.functions),
+            self.local_routes(),
+            jwt_authorizers(self.template, self.aws_url),
+        )
         for poller in self.pollers:
             self._spawn(f"poller {poller.description}", lambda p=poller: p.run(self._stop))
         self._spawn("http", self._server.serve_forever)

@@ -1,0 +1,20 @@
+"""Console settings: the operators' user pool and the address ranges operators may come from.
+Read from the environment by `cems.settings` (the one place that reads it).
+"""
+
+# No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
+from cems.settings import SettingsArea, variables
+
+
+class ConsoleSettings(SettingsArea):
+    """Where operators sign in (template.yaml: OperatorPool and its client) and from where."""
+
+    model_config = variables(
+        pool_id="OPERATOR_POOL_ID",
+        client_id="OPERATOR_POOL_CLIENT_ID",
+        source_cidrs="OPERATOR_SOURCE_CIDRS",
+    )
+    pool_id: str = ""
+    client_id: str = ""
+    # Comma-separated CIDR ranges; empty allows any address (cems.console.access.SourceAddresses).
+    source_cidrs: str = ""
