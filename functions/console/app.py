@@ -3,6 +3,14 @@
   GET  /console, /console/{asset}     the page and its script and styles (public: they hold no data)
   POST /admin/console/sign-in         user name and password -> an ID token (the address ranges apply)
   GET  /admin/console/me              who the token names: roles and what they allow
+  GET  /admin/console/scenarios       every scenario with its headline numbers (scenarios_view)
+  GET  /admin/console/scenarios/{id}/diagram   the flowchart as SVG, counts for reports_view
+  GET  /admin/console/scenarios/{id}/report    the report (reports_view; ?version=N)
+  GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
+  GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
+  GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
+  DELETE /admin/console/customers/{id}         erase the person (customers_erase)
+  GET  /admin/console/audit           the audit log, newest first (?days=1-90, ?cursor; audit_view)
 
 Every /admin/console/ route but sign-in sits behind API Gateway's JWT authorizer (OperatorJwt), so a
 request reaches this function only with a verified token; the function then checks the source
@@ -20,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.api_requests import request_body
 from cems.console.access import ROLE_LABELS
+from cems.console.actions import Caller
 from cems.console.pages import CONSOLE_ASSETS, SECURITY_HEADERS
 from cems.errors import ClientError
 from cems.logs import function_logger
@@ -30,6 +39,8 @@ metrics = Metrics()
 app = APIGatewayHttpResolver()
 
 console = wiring.console()
+actions = wiring.operator_actions()
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _source_ip() -> str | None:
@@ -41,6 +52,18 @@ def _claims() -> dict[str, Any]:
     authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
     claims = (authorizer.get("jwt") or {}).get("claims") or {}
     return claims if isinstance(claims, dict) else {}
+
+
+def _caller() -> Caller:
+    """The signed-in operator (API Gateway verified the token) from an allowed address."""
+    source_ip = _source_ip()
+    return Caller(
+        console.caller(_claims(), source_ip), source_ip, app.current_event.request_context.request_id
+    )
+
+
+def _query() -> dict[str, str]:
+    return dict(app.current_event.query_string_parameters or {})
 
 
 @app.get("/console")
@@ -74,7 +97,7 @@ def sign_in() -> Response[str]:
 
 @app.get("/admin/console/me")
 def me() -> Response[str]:
-    operator = console.caller(_claims(), _source_ip())
+    operator = _caller().operator
     return json_response(
         200,
         {
@@ -84,6 +107,55 @@ def me() -> Response[str]:
         },
         {"Cache-Control": "no-store"},
     )
+
+
+@app.get("/admin/console/scenarios")
+def scenarios() -> Response[str]:
+    items = actions.scenarios(_caller())
+    return json_response(200, {"scenarios": [i.model_dump(mode="json") for i in items]}, NO_STORE)
+
+
+@app.get("/admin/console/scenarios/<scenario_id>/diagram")
+def diagram(scenario_id: str) -> Response[str]:
+    svg = actions.diagram(_caller(), scenario_id, _query().get("version"))
+    return Response(200, "image/svg+xml; charset=utf-8", svg, {**SECURITY_HEADERS, **NO_STORE})
+
+
+@app.get("/admin/console/scenarios/<scenario_id>/report")
+def report(scenario_id: str) -> Response[str]:
+    found = actions.report(_caller(), scenario_id, _query().get("version"))
+    return json_response(200, found.model_dump(mode="json"), NO_STORE)
+
+
+@app.get("/admin/console/customers")
+def find_customers() -> Response[str]:
+    return json_response(200, {"customers": actions.find_customers(_caller(), _query())}, NO_STORE)
+
+
+@app.get("/admin/console/customers/<customer_id>")
+def view_customer(customer_id: str) -> Response[str]:
+    return json_response(
+        200, actions.view_customer(_caller(), customer_id, _query().get("unmasked")), NO_STORE
+    )
+
+
+@app.get("/admin/console/customers/<customer_id>/export")
+def export_customer(customer_id: str) -> Response[str]:
+    return json_response(200, actions.export_customer(_caller(), customer_id), NO_STORE)
+
+
+@app.delete("/admin/console/customers/<customer_id>")
+def erase_customer(customer_id: str) -> Response[str]:
+    erasure = actions.erase_customer(_caller(), customer_id)
+    body = {"success": True, "customer_ids": list(erasure.customer_ids), "erased": erasure.counts()}
+    return json_response(200, body, NO_STORE)
+
+
+@app.get("/admin/console/audit")
+def audit() -> Response[str]:
+    page = actions.audit_entries(_caller(), _query())
+    entries = [entry.model_dump(mode="json") for entry in page.entries]
+    return json_response(200, {"entries": entries, "cursor": page.cursor}, NO_STORE)
 
 
 # Powertools leaves this decorator untyped.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cems.adapters.sqs import QueueRetry
     from cems.collect import Collector
     from cems.consent import ConsentConfirmations
+    from cems.console.actions import OperatorActions
     from cems.console.customers import CustomerDirectory
     from cems.console.operators import Console
     from cems.email.sender import EmailSender
@@ -469,3 +470,28 @@ def customer_directory(settings: Settings | None = None) -> CustomerDirectory:
     settings = _settings(settings)
     stores = customer_stores(_dynamodb(), settings)
     return CustomerDirectory(CustomerRecordsStore(stores.customers, stores.events, settings.tables.journeys))
+
+
+def operator_actions(settings: Settings | None = None) -> OperatorActions:
+    """What operators do with customers, reports and the audit log (console and admin API), checked
+    by role and recorded in the audit log."""
+    from cems.adapters.dynamodb.audit import DynamoAuditStore
+    from cems.adapters.dynamodb.erasure import CustomerEraser
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.audit import AuditLog
+    from cems.console.actions import OperatorActions
+    from cems.reports.report import ReportService
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    tables = settings.tables
+    scenarios = ScenarioStore(tables.journeys, dynamodb)
+    retention = timedelta(days=settings.retention.audit_days)
+    return OperatorActions(
+        customer_directory(settings),
+        CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
+        ReportService(ReportCounters(tables.journeys, dynamodb), scenarios),
+        scenarios,
+        AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,13 +31,14 @@ Call = Callable[..., tuple[int, dict[str, str], Any]]
 
 
 def http_event(
-    method: str, path: str, source_ip: str, body: Any = None, claims: Any = None
+    method: str, target: str, source_ip: str, body: Any = None, claims: Any = None
 ) -> dict[str, Any]:
+    path, _, query = target.partition("?")
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": f"{method} {path}",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
         "headers": {"content-type": "application/json"},
         "requestContext": {
             "http": {"method": method, "path": path, "sourceIp": source_ip, "protocol": "HTTP/1.1"},
@@ -46,6 +48,8 @@ def http_event(
         "body": None if body is None else json.dumps(body),
         "isBase64Encoded": False,
     }
+    if query:
+        event["queryStringParameters"] = dict(urllib.parse.parse_qsl(query))
     if claims is not None:
         event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
     return event
@@ -141,3 +145,125 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy_and_nothing_els
     for missing in ("app.py", "..%2Fapp.py", "index.htm", "static"):
         status, _, body = call("GET", f"/console/{missing}", INSIDE)
         assert (status, body["error"]) == (404, "not_found")
+
+
+# -- what each role may do, route by route ----------------------------------------------------------
+
+EMAIL = "hanako@example.jp"
+
+
+@pytest.fixture
+def seeded_call(call: Call, dynamodb: Any) -> tuple[Call, str]:
+    """`call` over a stored scenario with counts and a customer with a name, an address and a phone."""
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.identity import IdentityKey, IdentityKind
+    from cems.ingest import Ingestor
+    from cems.models import SegmentMessage
+    from cems.reports.counters import Metric, ReportCell
+    from cems.scenario.model import Scenario
+    from cems.scenario.records import ScenarioSource
+    from cems.settings import Settings
+    from cems.wiring import customer_stores
+
+    from tests.integration.test_admin_handler import SCENARIO, SCENARIO_FILE, SITE
+
+    document = json.loads(SCENARIO_FILE.read_text(encoding="utf-8"))
+    ScenarioStore("JourneysTable", dynamodb).put_version(
+        Scenario.model_validate(document), document, ScenarioSource("k", "e1")
+    )
+    counters = ReportCounters("JourneysTable", dynamodb)
+    counters.add(ReportCell(SCENARIO, 1), Metric.ENROLLED)
+    counters.add(ReportCell(SCENARIO, 1, document["steps"][0]["id"]), Metric.SENT)
+    stores = customer_stores(dynamodb, Settings.from_environ())
+    traits = {"name": "山田花子", "email": EMAIL, "phone": "090-1234-5678"}
+    message = SegmentMessage.model_validate(
+        {"type": "identify", "messageId": "i1", "userId": "u1", "traits": traits}
+    )
+    Ingestor(stores.ingest).ingest(SITE, [message], datetime.now(UTC))
+    customer = stores.customers.customer_for(IdentityKey(IdentityKind.USER, "u1"))
+    assert customer is not None
+    return call, customer
+
+
+ROLES = [role.value for role in Role]
+ALLOWED = {  # request -> the roles it answers 200 for; every other role gets 403
+    "GET /admin/console/scenarios": set(ROLES),
+    "GET /admin/console/scenarios/{scenario}/diagram": set(ROLES),
+    "GET /admin/console/scenarios/{scenario}/report": {"admin", "scenario_designer", "analyst"},
+    "GET /admin/console/customers?email=hanako%40example.jp": {"admin", "scenario_designer", "analyst"},
+    "GET /admin/console/customers/{customer}": {"admin", "scenario_designer", "analyst"},
+    "GET /admin/console/customers/{customer}?unmasked=true": {"admin"},
+    "GET /admin/console/customers/{customer}/export": {"admin"},
+    "GET /admin/console/audit": {"admin"},
+}
+AUDITED = {"report", "customers"}  # requests whose path has these leave one entry, allowed or refused
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_what_its_permissions_allow_and_403_without_data_otherwise(
+    seeded_call: tuple[Call, str], dynamodb: Any, role: str
+) -> None:
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, customer = seeded_call
+    claims = {"cognito:username": f"op-{role.replace('_', '-')}", "cognito:groups": f"[{role}]"}
+    for request, roles in ALLOWED.items():
+        method, target = request.split(" ", 1)
+        target = target.format(scenario=SCENARIO, customer=customer)
+        before = len(audit(dynamodb))
+        status, _, body = call(method, target, INSIDE, claims=claims)
+        expected = 200 if role in roles else 403
+        assert status == expected, (role, request, body)
+        if status == 403:
+            assert body["error"] == "forbidden" and set(body) == {
+                "success",
+                "error",
+                "code",
+                "message",
+                "field",
+            }
+        written = len(audit(dynamodb)) - before
+        # A diagram with counts is a view of results: an entry for those who may see them.
+        sees_results = role in ALLOWED["GET /admin/console/scenarios/{scenario}/report"]
+        audited = any(part in target for part in AUDITED) or ("diagram" in target and sees_results)
+        assert written == (1 if audited else 0), (role, request)
+    # What a masked view shows, and what only the admin's unmasked view does.
+    status, _, masked = call("GET", f"/admin/console/customers/{customer}", INSIDE, claims=claims)
+    if status == 200:
+        shown = json.dumps(masked, ensure_ascii=False)
+        assert EMAIL not in shown and "山田花子" not in shown and "090-1234-5678" not in shown
+    logged = json.dumps(audit(dynamodb), ensure_ascii=False)
+    assert EMAIL not in logged and "山田" not in logged
+
+
+def test_only_the_admin_erases_and_each_attempt_is_one_entry(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    call, customer = seeded_call
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    admin = {"cognito:username": "op-admin", "cognito:groups": "[admin]"}
+    status, _, _ = call("DELETE", f"/admin/console/customers/{customer}", INSIDE, claims=analyst)
+    assert status == 403
+    status, _, body = call("DELETE", f"/admin/console/customers/{customer}", INSIDE, claims=admin)
+    assert status == 200 and body["success"] is True
+    status, _, body = call("DELETE", f"/admin/console/customers/{customer}", INSIDE, claims=admin)
+    assert (status, body["error"]) == (404, "customer_not_found")
+    erasures = [(actor, action) for actor, action, _ in audit(dynamodb) if action == "customer_erase"]
+    assert sorted(erasures) == [("op-admin", "customer_erase")] * 2 + [("op-analyst", "customer_erase")]
+
+
+def test_the_diagram_is_svg_with_counts_for_those_who_see_results(seeded_call: tuple[Call, str]) -> None:
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, _ = seeded_call
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    path = f"/admin/console/scenarios/{SCENARIO}/diagram"
+    status, headers, with_counts = call("GET", path, INSIDE, claims=analyst)
+    assert status == 200 and headers["content-type"].startswith("image/svg+xml")
+    status, _, without = call("GET", path, INSIDE, claims=writer)
+    assert status == 200
+    assert "送 1" in with_counts and "送 1" not in without
+    status, _, body = call("GET", "/admin/console/scenarios/nope/diagram", INSIDE, claims=analyst)
+    assert (status, body["error"]) == (404, "scenario_not_found")

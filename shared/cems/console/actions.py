@@ -1,0 +1,281 @@
+"""What operators do with customers, reports and the audit log, checked and recorded in one place.
+
+The console (Cognito roles) and the IAM admin API (the CLI, automation) both call these: each action
+names the permission it needs, refuses with 403 when the caller's roles do not grant it, and leaves
+exactly one audit entry when it is an audited action, allowed or refused. Entries carry ids and the
+kind of lookup, never the value looked up. An IAM caller is an `Operator` with the admin role: its
+IAM policy, not CEMS, decides what it may call (template.yaml's four operator policies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cems.audit import AuditAction, AuditLog, AuditOutcome, AuditPage
+from cems.console.access import Operator, Permission, Role
+from cems.console.customers import CustomerDirectory, LookupKind, UnusableLookupValue
+from cems.errors import ClientError
+from cems.reports.report import UnknownScenario
+from cems.scenario.records import ActiveState, ScenarioVersion
+
+# The query parameters a customer is found by (exactly one), and what each is.
+FIND_BY: Mapping[str, LookupKind] = {
+    "email": LookupKind.EMAIL,
+    "phone": LookupKind.PHONE,
+    "line_user_id": LookupKind.LINE,
+    "user_id": LookupKind.USER,
+    "anonymous_id": LookupKind.ANONYMOUS,
+}
+MAX_VERSION_DIGITS = 9
+AUDIT_DAYS_DEFAULT = 7
+
+CUSTOMER_NOT_FOUND = ClientError(
+    404, "customer_not_found", "顧客が見つかりません / no such customer (never was, or erased)", field="id"
+)
+
+
+class ErasedCustomer(Protocol):
+    """What an erasure reports: the ids of the person it erased and how many items of each kind."""
+
+    @property
+    def customer_ids(self) -> tuple[str, ...]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+class CustomerErasure(Protocol):
+    def erase(self, customer_id: str) -> ErasedCustomer | None: ...
+
+
+class ScenarioVersions(Protocol):
+    """Stored scenario versions (cems.adapters.dynamodb.journeys.ScenarioStore)."""
+
+    def active(self, scenario_id: str) -> ActiveState | None: ...
+
+    def version(self, scenario_id: str, version: int) -> ScenarioVersion | None: ...
+
+
+class Reports(Protocol):
+    """The scenario reports (cems.reports.report.ReportService)."""
+
+    def list(self) -> list[Any]: ...
+
+    def report(self, scenario_id: str, version: int | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, and from where: an operator (console) or an IAM principal (admin API)."""
+
+    operator: Operator
+    source_ip: str | None
+    request_id: str | None = None
+
+    @classmethod
+    def iam(cls, principal: str | None, source_ip: str | None, request_id: str | None = None) -> Caller:
+        return cls(Operator(principal or "iam", frozenset({Role.ADMIN})), source_ip, request_id)
+
+    @property
+    def role(self) -> Role | None:
+        for role in Role:  # declared from most to least privileged
+            if role in self.operator.roles:
+                return role
+        return None
+
+
+class OperatorActions:
+    def __init__(
+        self,
+        directory: CustomerDirectory,
+        eraser: CustomerErasure,
+        reports: Reports,
+        scenario_versions: ScenarioVersions,
+        audit: AuditLog,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.eraser = eraser
+        self.reports = reports
+        self.scenario_versions = scenario_versions
+        self.audit = audit
+        self.now = now or audit.now
+
+    # -- checks ------------------------------------------------------------------------------------
+
+    def _allowed(
+        self,
+        caller: Caller,
+        permission: Permission,
+        action: AuditAction | None,
+        target: str | None = None,
+        detail: Mapping[str, str | int | bool] | None = None,
+    ) -> None:
+        """403 when the caller may not; an audited action's refusal is its one entry."""
+        if caller.operator.may(permission):
+            return
+        if action is not None:
+            self._record(caller, action, target, detail, AuditOutcome.REFUSED)
+        caller.operator.require(permission)
+
+    def _record(
+        self,
+        caller: Caller,
+        action: AuditAction,
+        target: str | None = None,
+        detail: Mapping[str, str | int | bool] | None = None,
+        outcome: AuditOutcome = AuditOutcome.ALLOWED,
+    ) -> None:
+        self.audit.record(
+            actor=caller.operator.name,
+            role=caller.role,
+            action=action,
+            source_ip=caller.source_ip,
+            outcome=outcome,
+            target=target,
+            detail=detail,
+            request_id=caller.request_id,
+        )
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def find_customers(self, caller: Caller, query: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Masked customers found by exactly one of FIND_BY; the entry says by what, never the value."""
+        given = [name for name in FIND_BY if name in query]
+        if not given:
+            raise ClientError(
+                400,
+                "lookup_required",
+                f"give one of {', '.join(FIND_BY)} to find a customer by",
+                field="query",
+            )
+        if len(given) > 1:
+            raise ClientError(
+                400,
+                "one_lookup_only",
+                f"give only one of {', '.join(given)}, not {len(given)}",
+                field=given[1],
+            )
+        name = given[0]
+        detail = {"by": name}
+        self._allowed(caller, Permission.CUSTOMERS_VIEW, AuditAction.CUSTOMER_VIEW, detail=detail)
+        try:
+            found = self.directory.find(FIND_BY[name], query[name])
+        except UnusableLookupValue:
+            raise ClientError(
+                400, f"invalid_{name}", f"{name} is not a value a customer can be found by", field=name
+            ) from None
+        self._record(caller, AuditAction.CUSTOMER_VIEW, detail={**detail, "found": len(found)})
+        return [f.masked() for f in found]
+
+    def view_customer(self, caller: Caller, customer_id: str, unmasked: str | None = None) -> dict[str, Any]:
+        """The customer, masked; `unmasked=true` needs the unmask permission and is its own entry."""
+        if unmasked not in (None, "true", "false"):
+            raise ClientError(400, "invalid_unmasked", "unmasked must be true or false", field="unmasked")
+        show = unmasked == "true"
+        action = AuditAction.CUSTOMER_UNMASK if show else AuditAction.CUSTOMER_VIEW
+        self._allowed(caller, Permission.CUSTOMERS_VIEW, action, customer_id)
+        if show:
+            self._allowed(caller, Permission.CUSTOMERS_UNMASK, action, customer_id)
+        view = self.directory.view(customer_id, unmasked=show)
+        if view is None:
+            self._record(caller, action, customer_id, outcome=AuditOutcome.FAILED)
+            raise CUSTOMER_NOT_FOUND
+        self._record(caller, action, customer_id)
+        return view
+
+    def export_customer(self, caller: Caller, customer_id: str) -> dict[str, Any]:
+        """Everything held about the person (an APPI disclosure request)."""
+        self._allowed(caller, Permission.CUSTOMERS_EXPORT, AuditAction.CUSTOMER_EXPORT, customer_id)
+        document = self.directory.export(customer_id)
+        if document is None:
+            self._record(caller, AuditAction.CUSTOMER_EXPORT, customer_id, outcome=AuditOutcome.FAILED)
+            raise CUSTOMER_NOT_FOUND
+        self._record(caller, AuditAction.CUSTOMER_EXPORT, customer_id, {"ids": len(document["customer_ids"])})
+        return document
+
+    def erase_customer(self, caller: Caller, customer_id: str) -> ErasedCustomer:
+        self._allowed(caller, Permission.CUSTOMERS_ERASE, AuditAction.CUSTOMER_ERASE, customer_id)
+        erasure = self.eraser.erase(customer_id)
+        if erasure is None:
+            self._record(caller, AuditAction.CUSTOMER_ERASE, customer_id, outcome=AuditOutcome.FAILED)
+            raise CUSTOMER_NOT_FOUND
+        self._record(caller, AuditAction.CUSTOMER_ERASE, customer_id, {"ids": len(erasure.customer_ids)})
+        return erasure
+
+    # -- scenarios and reports -----------------------------------------------------------------------
+
+    def scenarios(self, caller: Caller) -> list[Any]:
+        caller.operator.require(Permission.SCENARIOS_VIEW)
+        return self.reports.list()
+
+    def report(self, caller: Caller, scenario_id: str, version: str | None = None) -> Any:
+        """A scenario's report (one version with `version`); a view of results is an audit entry."""
+        number = parse_version(version)
+        self._allowed(caller, Permission.REPORTS_VIEW, AuditAction.REPORT_VIEW, scenario_id)
+        detail = None if number is None else {"version": number}
+        try:
+            found = self.reports.report(scenario_id, number)
+        except UnknownScenario as exc:
+            self._record(caller, AuditAction.REPORT_VIEW, scenario_id, detail, AuditOutcome.FAILED)
+            raise ClientError(404, "scenario_not_found", str(exc), field="id") from None
+        self._record(caller, AuditAction.REPORT_VIEW, scenario_id, detail)
+        return found
+
+    def diagram(self, caller: Caller, scenario_id: str, version: str | None = None) -> str:
+        """The scenario drawn as SVG (the active version, or `version`). Over each step the counts of
+        that version (sent, suppressed, converted) for a caller who may see results, which is a
+        report view; entered and waiting are not counted per step, so they show as "–"."""
+        from cems.console.diagram import layout, render_svg
+
+        caller.operator.require(Permission.SCENARIOS_VIEW)
+        number = parse_version(version)
+        if number is None:
+            state = self.scenario_versions.active(scenario_id)
+            number = None if state is None else state.version
+        stored = None if number is None else self.scenario_versions.version(scenario_id, number)
+        if stored is None:
+            raise ClientError(
+                404, "scenario_not_found", "シナリオが見つかりません / no such scenario", field="id"
+            )
+        counts: dict[str, dict[str, int]] | None = None
+        if caller.operator.may(Permission.REPORTS_VIEW):
+            report = self.reports.report(scenario_id, stored.version)
+            counts = {}
+            for row in report.steps:
+                step = counts.setdefault(row.step_id, {"sent": 0, "suppressed": 0, "converted": 0})
+                step["sent"] += row.sent
+                step["suppressed"] += row.suppressed
+                step["converted"] += row.converted
+            self._record(
+                caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
+            )
+        return render_svg(layout(stored.scenario), counts)
+
+    # -- the audit log -------------------------------------------------------------------------------
+
+    def audit_entries(self, caller: Caller, query: Mapping[str, str]) -> AuditPage:
+        """A page of the audit log, newest first: `days` back from now (1-90, default 7), `cursor`."""
+        caller.operator.require(Permission.AUDIT_VIEW)
+        raw = query.get("days", str(AUDIT_DAYS_DEFAULT))
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 2) or not 1 <= int(raw) <= 90:
+            raise ClientError(400, "invalid_days", "days must be a whole number from 1 to 90", field="days")
+        since = self.now() - timedelta(days=int(raw))
+        try:
+            return self.audit.entries(since, limit=100, cursor=query.get("cursor"))
+        except ValueError:
+            raise ClientError(
+                400, "invalid_cursor", "the cursor is not one this log gave", field="cursor"
+            ) from None
+
+
+def parse_version(raw: str | None) -> int | None:
+    """A report's `version` parameter: ASCII digits only, and few (str.isdigit accepts "²", and int()
+    refuses 4,300 digits or more)."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_VERSION_DIGITS or int(raw) < 1:
+        raise ClientError(400, "invalid_version", "version must be a positive whole number", field="version")
+    return int(raw)
