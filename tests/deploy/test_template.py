@@ -650,3 +650,75 @@ def test_the_audit_table_is_kept_recoverable_encrypted_and_expires_by_its_parame
     variables = template["Resources"]["AdminFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["AUDIT_TABLE"] == {"Ref": "AuditTable"}
     assert variables["CEMS_AUDIT_RETENTION_DAYS"] == {"Ref": "AuditRetentionDays"}
+
+
+OPERATOR_POLICIES = {
+    "OperatorAdminPolicy": "admin",
+    "OperatorScenarioDesignerPolicy": "scenario_designer",
+    "OperatorContentWriterPolicy": "content_writer",
+    "OperatorAnalystPolicy": "analyst",
+}
+
+
+def _statements(policy: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = _resources("AWS::IAM::ManagedPolicy")[policy]["Properties"][
+        "PolicyDocument"
+    ]["Statement"]
+    return statements
+
+
+def _actions(policy: str) -> set[str]:
+    return {
+        a
+        for s in _statements(policy)
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+
+
+def test_there_is_one_managed_policy_per_operator_role_and_every_statement_carries_the_address_ranges() -> (
+    None
+):
+    assert set(_resources("AWS::IAM::ManagedPolicy")) == set(OPERATOR_POLICIES)
+    groups = {r["Properties"]["GroupName"] for r in _resources("AWS::Cognito::UserPoolGroup").values()}
+    assert groups == set(OPERATOR_POLICIES.values())
+    ranges = {
+        "Fn::If": [
+            "LimitsOperatorSources",
+            {"IpAddress": {"aws:SourceIp": {"Fn::Split": [",", {"Ref": "OperatorSourceCidrs"}]}}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    for policy in OPERATOR_POLICIES:
+        for statement in _statements(policy):
+            assert statement["Effect"] == "Allow"
+            assert statement["Condition"] == ranges, (policy, statement.get("Sid"))
+
+
+def test_the_operator_policies_grant_what_each_role_may_do_and_no_more() -> None:
+    admin, designer = _actions("OperatorAdminPolicy"), _actions("OperatorScenarioDesignerPolicy")
+    writer, analyst = _actions("OperatorContentWriterPolicy"), _actions("OperatorAnalystPolicy")
+    # Uploading and stopping scenarios (S3 put / delete under scenarios/).
+    assert {"s3:PutObject", "s3:DeleteObject"} <= admin & designer
+    assert not {"s3:PutObject", "s3:DeleteObject"} & (writer | analyst)
+    # Test sends.
+    assert "sqs:SendMessage" in admin & designer & writer and "sqs:SendMessage" not in analyst
+    # Customer data: the content writer reaches no admin route at all.
+    assert "execute-api:Invoke" not in writer
+    # Users, the audit log and no one may change or remove an audit entry.
+    assert any(a.startswith("cognito-idp:") for a in admin)
+    assert not any(a.startswith("cognito-idp:") for a in designer | writer | analyst)
+    for policy in OPERATOR_POLICIES:
+        for statement in _statements(policy):
+            if "AuditTable" in json.dumps(statement["Resource"]):
+                assert set(statement["Action"]) <= {"dynamodb:Query", "dynamodb:PutItem"}, policy
+    # Analysts and designers reach only the reading routes: finding customers masked, never the one
+    # customer route that can unmask (GET /admin/customers/{id}), export or erase.
+    for policy in ("OperatorScenarioDesignerPolicy", "OperatorAnalystPolicy"):
+        routes = [
+            json.dumps(r)
+            for s in _statements(policy)
+            if s["Action"] == ["execute-api:Invoke"]
+            for r in s["Resource"]
+        ]
+        assert routes and all("/GET/" in r or "/POST/admin/audience" in r for r in routes), routes
+        assert not any("admin/customers/" in r or "/*/admin/*" in r for r in routes), routes
