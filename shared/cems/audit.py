@@ -122,6 +122,15 @@ def personal_data_in(text: str) -> PersonalData | None:
     return None
 
 
+WITHHELD = "(withheld)"
+
+
+def withheld_if_personal(text: str) -> str:
+    """`text` for an entry, or "(withheld)" when it looks like personal data: a name someone typed to
+    sign in, or an IAM session named after an email address, must not put it in the log."""
+    return WITHHELD if personal_data_in(text) is not None else text
+
+
 def _refuse_personal_data(field: str, value: object) -> None:
     text = value if isinstance(value, str) else str(value) if isinstance(value, int) else None
     if text is None:

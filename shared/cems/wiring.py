@@ -310,17 +310,22 @@ def broadcast(settings: Settings | None = None) -> BroadcastWorker:
 
 def scenario_loader(settings: Settings | None = None) -> ScenarioLoader:
     from cems.adapters import aws
+    from cems.adapters.dynamodb.audit import DynamoAuditStore
     from cems.adapters.dynamodb.journeys import ScenarioStore
     from cems.adapters.s3 import ScenarioFiles
+    from cems.audit import AuditLog
     from cems.scenario.loader import ScenarioLoader
 
     settings = _settings(settings)
     dynamodb = _dynamodb()
+    retention = timedelta(days=settings.retention.audit_days)
     return ScenarioLoader(
         ScenarioFiles(aws.client("s3")),
         ScenarioStore(settings.tables.journeys, dynamodb),
         # A date trigger's backfill uses the broadcast fan-out.
         broadcast_starter(dynamodb, _sqs(), settings),
+        # Every upload and delete, under S3's principal and address.
+        AuditLog(DynamoAuditStore(settings.tables.audit, dynamodb, retention)),
     )
 
 

@@ -335,3 +335,40 @@ def test_the_sample_events_parse() -> None:
     assert encoded.key == "scenarios/新茶 のお知らせ.json"
     removed = ObjectEvent.from_record(S3Event(_sample("delete.json")).record)
     assert (removed.kind, removed.etag) == ("removed", "")
+
+
+def _audit_entries(harness: Harness) -> list[tuple[str, str, str, str | None, str, str]]:
+    from datetime import UTC, datetime
+
+    from cems.adapters.dynamodb.audit import DynamoAuditStore
+    from cems.audit import AuditLog
+
+    log = AuditLog(DynamoAuditStore("AuditTable", harness.stores.scenarios.client))
+    page = log.entries(datetime(2026, 4, 30, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC), limit=50)
+    return sorted(
+        (e.actor, e.action.value, e.source_ip, e.target, e.outcome.value, str(e.detail.get("outcome")))
+        for e in page.entries
+    )
+
+
+def test_each_upload_and_delete_is_one_audit_entry_under_s3s_principal_and_address(harness: Harness) -> None:
+    upload = harness.upload(_example())
+    assert harness.outcome(upload) == "activated"
+    assert harness.outcome(copy.deepcopy(upload)) == "duplicate"  # S3 delivering it again
+    bad = harness.upload(_example(steps="not a list"))
+    assert harness.outcome(bad) == "rejected"
+    removed = harness.delete()
+    assert harness.outcome(removed) == "stopped"
+    operator, address = "AWS:AIDAEXAMPLEOPERATOR", "203.0.113.10"
+    assert _audit_entries(harness) == [
+        (operator, "scenario_delete", address, "line-welcome", "allowed", "stopped"),
+        (operator, "scenario_upload", address, "line-welcome", "allowed", "activated"),
+        (operator, "scenario_upload", address, "line-welcome", "failed", "rejected"),
+    ]
+
+
+def test_an_iam_session_named_after_an_email_address_is_withheld_from_the_log(harness: Harness) -> None:
+    upload = harness.upload(_example())
+    upload["Records"][0]["userIdentity"]["principalId"] = "AWS:AROAEXAMPLE:hanako@example.jp"
+    assert harness.outcome(upload) == "activated"
+    assert [entry[0] for entry in _audit_entries(harness)] == ["(withheld)"]

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cems.audit import AuditAction, AuditLog, AuditOutcome, personal_data_in
+from cems.audit import AuditAction, AuditLog, AuditOutcome, withheld_if_personal
 from cems.console.access import Operator, Role, SourceAddresses, groups_claim
 from cems.errors import ClientError
 from cems.jsonbody import load_object
@@ -126,9 +126,8 @@ class Console:
 
 
 def _actor(username: str) -> str:
-    """The name a sign-in attempt gave, for the audit log, unless it looks like personal data (anyone
-    may type a phone number as a user name): the log holds no personal data, so that is withheld."""
-    return "(withheld)" if personal_data_in(username) is not None else username
+    """The name a sign-in attempt gave, for the audit log (anyone may type a phone number there)."""
+    return withheld_if_personal(username)
 
 
 def _main_role(operator: Operator) -> Role | None:

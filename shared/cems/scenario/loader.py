@@ -28,10 +28,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote_plus
 
 from cems import clock
+from cems.audit import AuditAction, AuditLog, AuditOutcome, withheld_if_personal
 from cems.ports import ScenarioFilesPort, ScenarioPublisher
 from cems.scenario.model import ID_HINT, ID_HINT_JA, DateTrigger, Scenario
 from cems.scenario.problems import bilingual
@@ -58,11 +60,21 @@ class ObjectEvent:
     etag: str = ""
     version_id: str | None = None
     sequencer: str | None = None
+    # Who changed the file and from where, as S3 reports it: the audit log's actor and address.
+    principal: str | None = None
+    source_ip: str | None = None
+    at: datetime | None = None
 
     @classmethod
     def from_record(cls, record: Any) -> ObjectEvent:
         """From a Powertools S3EventRecord (or anything with its attributes)."""
         obj = record.s3.get_object
+        raw = record.raw_event if hasattr(record, "raw_event") else {}
+        event_time = raw.get("eventTime")
+        try:
+            at = datetime.fromisoformat(event_time.replace("Z", "+00:00")) if event_time else None
+        except ValueError:
+            at = None
         return cls(
             kind="removed" if record.event_name.startswith("ObjectRemoved") else "created",
             bucket=record.s3.bucket.name,
@@ -70,6 +82,9 @@ class ObjectEvent:
             etag=obj.etag.strip('"'),
             version_id=obj.version_id,
             sequencer=obj.get("sequencer"),
+            principal=(raw.get("userIdentity") or {}).get("principalId"),
+            source_ip=(raw.get("requestParameters") or {}).get("sourceIPAddress"),
+            at=at if at is not None and at.tzinfo is not None else None,
         )
 
 
@@ -117,19 +132,46 @@ def report_name(key: str) -> str | None:
 
 class ScenarioLoader:
     def __init__(
-        self, files: ScenarioFilesPort, scenarios: ScenarioPublisher, backfills: Backfills | None = None
+        self,
+        files: ScenarioFilesPort,
+        scenarios: ScenarioPublisher,
+        backfills: Backfills | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.files = files
         self.scenarios = scenarios
         self.backfills = backfills
+        self.audit = audit
 
     def handle(self, event: ObjectEvent) -> LoadResult:
         name = report_name(event.key)
         if name is None or not event.key.startswith(SCENARIOS_PREFIX):
             return LoadResult(event.key, None, "ignored")
-        if event.kind == "removed":
-            return self._removed(event, name)
-        return self._created(event, name)
+        result = self._removed(event, name) if event.kind == "removed" else self._created(event, name)
+        self._record(event, name, result)
+        return result
+
+    def _record(self, event: ObjectEvent, name: str, result: LoadResult) -> None:
+        """The upload or delete in the audit log: S3's principal and address, the scenario and what
+        became of the file. The id comes from the event's time and sequencer, so S3 delivering the
+        same event again (or the loader retrying it) writes no second entry."""
+        if self.audit is None:
+            return
+        detail: dict[str, str | int | bool] = {"outcome": result.outcome}
+        if result.version is not None:
+            detail["version"] = result.version
+        self.audit.record(
+            actor=withheld_if_personal(event.principal or "s3"),
+            action=AuditAction.SCENARIO_DELETE if event.kind == "removed" else AuditAction.SCENARIO_UPLOAD,
+            source_ip=event.source_ip,
+            outcome=AuditOutcome.FAILED if result.outcome == "rejected" else AuditOutcome.ALLOWED,
+            target=result.scenario_id or name,
+            detail=detail,
+            at=event.at,
+            request_id=None
+            if event.at is None
+            else f"{event.kind}:{event.key}:{event.sequencer}:{event.etag}",
+        )
 
     # -- removed ----------------------------------------------------------------------------------
 
