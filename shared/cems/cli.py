@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     from cems.console.user_cli import register as register_users
 
     register_users(commands)  # `user add`
+    from cems.console.audience_cli import register as register_audience
+
+    register_audience(commands)  # `audience count`
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["local"]:
@@ -244,7 +247,9 @@ def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> in
     from botocore.exceptions import BotoCoreError
     from botocore.exceptions import ClientError as BotoClientError
 
+    from cems.audit import AuditAction
     from cems.channels.registry import plugin
+    from cems.console.user_cli import cli_audit
     from cems.scenario import test_send
 
     if report.scenario is None or not report.valid:
@@ -265,6 +270,13 @@ def _test_send_command(args: argparse.Namespace, report: ValidationReport) -> in
             event = test_send.event_from_json(raw, customer_id)
         send = test_send.build_test_send(report.scenario, args.step, recipient, profile, event)
         sqs, queue_url = _test_send_queue(args.stage, Path(args.config), send.channel)
+        # Recorded first, so a test send that could not be recorded is not sent. The entry names
+        # the scenario, step and channel; never the recipient.
+        cli_audit(args.stage, Path(args.config)).record(
+            AuditAction.TEST_SEND,
+            target=report.scenario.id,
+            detail={"step": args.step, "channel": str(send.channel)},
+        )
         sqs.send_message(QueueUrl=queue_url, MessageBody=send.body())
     except (OSError, ValueError, LookupError) as exc:
         print(f"error: {exc}\nテスト送信は登録されていません / nothing was queued", file=sys.stderr)

@@ -228,6 +228,13 @@ def test_a_line_step_is_queued_and_pushed_to_the_staff_account_only(
     assert state.plan is not None and state.plan.metadata["test"] is True
     assert STAFF_LINE not in stack.deliveries_text()
 
+    # One audit entry, naming the scenario, step and channel, never the staff member's LINE id.
+    entries = stack.client("dynamodb").scan(TableName="AuditTable")["Items"]
+    assert [(e["action"]["S"], e["target"]["S"], e["actor"]["S"]) for e in entries] == [
+        ("test_send", "line-welcome", "local")
+    ]
+    assert STAFF_LINE not in json.dumps(entries)
+
     # The queue delivering it again sends nothing more; and nothing was counted for the reports.
     again = sender.handle(body)
     assert (again.sent, again.api_calls, again.already_done) == (0, 0, 1)
@@ -469,10 +476,25 @@ STAGE_TEMPLATE = {
     "Resources": {
         "LineSendQueue": {"Type": "AWS::SQS::Queue", "Properties": {}},
         "EmailSendQueue": {"Type": "AWS::SQS::Queue", "Properties": {}},
+        "AuditTable": {
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+            },
+        },
     },
     "Outputs": {
         "LineSendQueueUrl": {"Value": {"Ref": "LineSendQueue"}},
         "EmailSendQueueUrl": {"Value": {"Ref": "EmailSendQueue"}},
+        "AuditTableName": {"Value": {"Ref": "AuditTable"}},
     },
 }
 

@@ -12,11 +12,13 @@ import re
 import secrets
 import string
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.config import Config
 
+from cems.audit import AuditAction, AuditLog, withheld_if_personal
 from cems.console.access import ROLE_LABELS, Role
 
 # A handle, not an email address or a name: it is what the audit log names the operator by.
@@ -102,41 +104,83 @@ def _random_password() -> str:
 
 
 class _Target:
-    """The operators' pool and the audit table of the local stack or of a stage, and who is acting."""
+    """The operators' pool and the audit log of the local stack or of a stage, and who is acting."""
 
-    def __init__(self, cognito: Any, pool_id: str, dynamodb: Any, audit_table: str, actor: str) -> None:
+    def __init__(self, cognito: Any, pool_id: str, audit: CliAudit) -> None:
         self.cognito = cognito
         self.pool_id = pool_id
-        self.dynamodb = dynamodb
-        self.audit_table = audit_table
-        self.actor = actor
+        self.audit = audit
 
     def audit_user_added(self, name: str, role: Role) -> None:
-        from cems.adapters.dynamodb.audit import DynamoAuditStore
-        from cems.audit import AuditAction, AuditLog
+        from cems.audit import AuditAction
 
-        AuditLog(DynamoAuditStore(self.audit_table, self.dynamodb)).record(
-            actor=self.actor,
-            action=AuditAction.USER_ADD,
+        self.audit.record(AuditAction.USER_ADD, target=name, detail={"role": role.value})
+
+
+@dataclass(frozen=True)
+class CliAudit:
+    """The audit log as the CLI writes it: under the IAM principal running it ("local" on the local
+    stack, which has no IAM), with no source address (the CLI's requests reach AWS, not CEMS)."""
+
+    log: AuditLog
+    actor: str
+
+    def record(
+        self,
+        action: AuditAction,
+        *,
+        target: str | None = None,
+        detail: dict[str, str | int | bool] | None = None,
+    ) -> None:
+        self.log.record(
+            actor=withheld_if_personal(self.actor),
+            action=action,
             source_ip=None,
-            target=name,
-            detail={"role": role.value},
+            target=target,
+            detail=detail,
         )
+
+
+def _local_clients() -> dict[str, Any]:
+    return {
+        "endpoint_url": f"http://127.0.0.1:{os.environ.get('CEMS_AWS_PORT', '4566')}",
+        "region_name": os.environ.get("CEMS_REGION", "ap-northeast-1"),
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "config": CLIENT_CONFIG,
+    }
+
+
+def _stage_outputs(stage: str, config: Path) -> tuple[dict[str, str], str]:
+    import boto3
+
+    from cems.stages import stage_stack
+
+    stack_name, region = stage_stack(stage, config)
+    stacks = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0].get("Outputs", [])}, region
+
+
+def cli_audit(stage: str | None, config: Path) -> CliAudit:
+    """The audit log of the local stack or of `stage`, written as the caller."""
+    import boto3
+
+    from cems.adapters.dynamodb.audit import DynamoAuditStore
+
+    if stage is None:
+        dynamodb = boto3.client("dynamodb", **_local_clients())
+        return CliAudit(AuditLog(DynamoAuditStore("AuditTable", dynamodb)), "local")
+    outputs, region = _stage_outputs(stage, config)
+    caller = boto3.client("sts", region_name=region).get_caller_identity()["Arn"]
+    dynamodb = boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG)
+    return CliAudit(AuditLog(DynamoAuditStore(outputs["AuditTableName"], dynamodb)), caller)
 
 
 def _target(stage: str | None, config: Path) -> _Target:
     import boto3
 
     if stage is None:
-        endpoint = f"http://127.0.0.1:{os.environ.get('CEMS_AWS_PORT', '4566')}"
-        local = {
-            "endpoint_url": endpoint,
-            "region_name": os.environ.get("CEMS_REGION", "ap-northeast-1"),
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-            "config": CLIENT_CONFIG,
-        }
-        cognito = boto3.client("cognito-idp", **local)  # type: ignore[call-overload]
+        cognito = boto3.client("cognito-idp", **_local_clients())
         pools = [
             p["Id"]
             for p in cognito.list_user_pools(MaxResults=60)["UserPools"]
@@ -144,18 +188,7 @@ def _target(stage: str | None, config: Path) -> _Target:
         ]
         if len(pools) != 1:
             raise LookupError("the local stack's operator pool was not found: is `make run` running?")
-        dynamodb = boto3.client("dynamodb", **local)  # type: ignore[call-overload]
-        return _Target(cognito, pools[0], dynamodb, "AuditTable", actor="local")
-    from cems.stages import stage_stack
-
-    stack_name, region = stage_stack(stage, config)
-    stacks = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks["Stacks"][0].get("Outputs", [])}
-    caller = boto3.client("sts", region_name=region).get_caller_identity()["Arn"]
-    return _Target(
-        boto3.client("cognito-idp", region_name=region, config=CLIENT_CONFIG),
-        outputs["OperatorPoolId"],
-        boto3.client("dynamodb", region_name=region, config=CLIENT_CONFIG),
-        outputs["AuditTableName"],
-        actor=caller,
-    )
+        return _Target(cognito, pools[0], cli_audit(None, config))
+    outputs, region = _stage_outputs(stage, config)
+    cognito = boto3.client("cognito-idp", region_name=region, config=CLIENT_CONFIG)
+    return _Target(cognito, outputs["OperatorPoolId"], cli_audit(stage, config))
