@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import bench.aws_requests
 import bench.broadcast
 import bench.coldstart
+import bench.console
 import bench.events
 import bench.journeys
 import bench.line
@@ -29,6 +30,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "broadcast": lambda _: bench.broadcast.measure(),
     "email": lambda args: bench.mail.measure(python=args.python),
     "events": lambda _: bench.events.measure(),
+    "console": lambda _: bench.console.measure(),
 }
 
 
