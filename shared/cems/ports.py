@@ -171,6 +171,13 @@ class TableSize(Protocol):
     def approximate_items(self) -> int: ...
 
 
+class RequestTally(Protocol):
+    """How many requests the AWS clients behind some adapters have sent so far (retries included):
+    what a piece of work cost, as the difference of two readings."""
+
+    def sent(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ProfilePage:
     profiles: list[Profile]
@@ -213,14 +220,20 @@ class ScenarioPublisher(ScenarioReader, Protocol):
     def stop(self, scenario_id: str, sequencer: str | None = None, at: datetime | None = None) -> bool: ...
 
 
-class EnrolmentStorePort(Protocol):
-    """Enrolments (every write conditional on the revision read), the due index, date schedules."""
+class EnrolmentReads(Protocol):
+    """What deciding who enters reads of enrolments (cems.scenario.entrance): a broadcast page's and
+    an audience count's, by (customer, scenario) in batches, and one customer's for priority."""
 
-    def get(self, customer_id: str, scenario_id: str) -> Enrolment | None: ...
     def of_customer(self, customer_id: str) -> list[Enrolment]: ...
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Enrolment]:
         """The enrolments of these (customer, scenario) pairs that exist, read consistently in batches."""
         ...
+
+
+class EnrolmentStorePort(EnrolmentReads, Protocol):
+    """Enrolments (every write conditional on the revision read), the due index, date schedules."""
+
+    def get(self, customer_id: str, scenario_id: str) -> Enrolment | None: ...
 
     def write_many(
         self, writes: Sequence[tuple[Enrolment, int | None]], at: datetime | None = None

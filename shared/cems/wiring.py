@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cems.collect import Collector
     from cems.consent import ConsentConfirmations
     from cems.console.actions import OperatorActions
+    from cems.console.audience import AudienceCounter
     from cems.console.customers import CustomerDirectory
     from cems.console.operators import Console
     from cems.email.sender import EmailSender
@@ -440,6 +441,43 @@ def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEras
     return (
         ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
         CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
+    )
+
+
+def audience(settings: Settings | None = None) -> AudienceCounter:
+    """The audience count (admin API): CustomersTable read in parallel Scan segments as a broadcast
+    reads it (sized to the table the same way, or CEMS_BROADCAST_SEGMENTS), each customer decided by
+    the broadcast's own entry decision over the Journeys table's scenarios and enrolments, and the
+    event history where an audience condition counts events. The DynamoDB client's requests are
+    counted for the answer (a Lambda invocation serves one request, so the difference is the count's)."""
+    from cems.adapters.dynamodb.journeys import EnrolmentStore, ScenarioStore
+    from cems.adapters.dynamodb.table_size import DynamoTableSize
+    from cems.adapters.request_tally import ClientRequestTally
+    from cems.console.audience import AudienceCounter
+    from cems.scenario.config import EngineSettings
+    from cems.scenario.engine import Enrolment
+    from cems.scenario.entrance import Entrance
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    engine = settings.area(EngineSettings)
+    stores = customer_stores(dynamodb, settings)
+    table = settings.tables.journeys
+    entrance = Entrance(
+        ScenarioStore(table, dynamodb),
+        EnrolmentStore(table, dynamodb, engine.due_shards, model=Enrolment),
+        stores.events,
+    )
+    tally = ClientRequestTally(dynamodb)
+    if engine.broadcast_segments is not None:  # a fixed number of segments, as the broadcasts have
+        return AudienceCounter(stores.customers, entrance, segments=engine.broadcast_segments, tally=tally)
+    return AudienceCounter(
+        stores.customers,
+        entrance,
+        sizing=DynamoTableSize(settings.tables.customers, dynamodb),
+        segment_customers=engine.broadcast_segment_customers,
+        max_segments=engine.broadcast_max_segments,
+        tally=tally,
     )
 
 

@@ -18,8 +18,8 @@ KEY_MODULE = "cems.adapters.dynamodb.keys"
 AWS_SDK = ("boto3", "botocore", "mypy_boto3_")
 # Where the AWS SDK may be imported: the adapters, the local stack (it runs moto and builds the
 # resources), the operator's command line (CloudFormation outputs, SigV4-signed admin requests, the
-# audit log read from its table, operators added to the user pool) and the composition root that
-# builds each function's clients. functions/ is outside shared/cems.
+# audit log read from its table, operators added to the user pool, the audience count's signed POST)
+# and the composition root that builds each function's clients. functions/ is outside shared/cems.
 MAY_USE_AWS_SDK = (
     "cems.adapters",
     "cems.local",
@@ -27,6 +27,7 @@ MAY_USE_AWS_SDK = (
     "cems.reports.cli",
     "cems.console.audit_cli",
     "cems.console.user_cli",
+    "cems.console.audience_cli",
 )
 
 

@@ -124,6 +124,14 @@ def run_time(scenario: Scenario, uploaded_at: datetime, now: datetime) -> dateti
     return latest
 
 
+def segments_for_items(items: int, segment_customers: int, max_segments: int) -> int:
+    """How many parallel Scan segments a table of about `items` items is read in: one per
+    `segment_customers` items, at least 1, at most `max_segments` (a broadcast run's fan-out, and
+    the audience count's, which reads the table as a broadcast does)."""
+    wanted = -(-max(items, 0) // segment_customers)
+    return max(1, min(max_segments, wanted))
+
+
 class SegmentMessage(BaseModel):
     """One BroadcastQueue message: a segment of a run (and where to start, when handed on)."""
 
@@ -203,8 +211,7 @@ class BroadcastStarter:
             return self.segments
         if self._sized is None or not (self._sized[0] <= now < self._sized[0] + SIZE_CACHE):
             items = self.sizing.approximate_items()
-            wanted = -(-max(items, 0) // self.segment_customers)
-            self._sized = (now, max(1, min(self.segments, wanted)))
+            self._sized = (now, segments_for_items(items, self.segment_customers, self.segments))
         return self._sized[1]
 
     def start_due(self, now: datetime | None = None) -> StartReport:

@@ -380,6 +380,24 @@ def enrol(
     event_like = not isinstance(scenario.trigger, DateTrigger | BroadcastTrigger)
     if event_like and (trigger_event is None or not trigger_matches(scenario, trigger_event)):
         return EnrolDecision(entered=False, reason="not_a_trigger")
+    return admit(scenario, version, profile, trigger_event, existing, now, events=events, others=others)
+
+
+def admit(
+    scenario: Scenario,
+    version: int,
+    profile: Profile,
+    trigger_event: StoredEvent | None,
+    existing: Enrolment | None,
+    now: datetime,
+    *,
+    events: Sequence[StoredEvent] = (),
+    others: Sequence[OtherEnrolment] = (),
+) -> EnrolDecision:
+    """`enrol` once the trigger is settled: blacklist, re-entry, audience, priority; holdout assigned.
+    A customer entering without an event (a broadcast's page, a date trigger) is decided by this
+    alone, and so is "who would enter today" for an event-like trigger (the audience count, which
+    asks whoever the trigger's event may come from)."""
     if is_blacklisted(profile):
         return EnrolDecision(entered=False, reason="blacklisted")
     entry = 1

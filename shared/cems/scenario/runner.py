@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cached_property, partial
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -71,10 +71,11 @@ from cems.scenario.engine import (
     enrol,
     exit_enrolment,
     is_due,
-    needs_history,
     on_event,
     trigger_matches,
 )
+from cems.scenario.entrance import Customer as _Customer
+from cems.scenario.entrance import Entrance, PageEntries
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario, SendStep
 from cems.scenario.records import CapCounts, DateSchedule, DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
@@ -82,7 +83,6 @@ from cems.scenario.timing import date_trigger_due
 log = logging.getLogger("cems.scenario")
 T = TypeVar("T")
 
-SUMMARY_CACHE = timedelta(seconds=60)
 # Due keys a tick decides on reads made together (a BatchGetItem reads up to 100 keys).
 TICK_BATCH = 100
 # A cap refusal means another send took the last one in between: deciding again with fresh counts
@@ -156,34 +156,6 @@ class CapContentionError(RuntimeError):
     """Cap counters kept refusing (far more concurrent sends to one customer than is plausible)."""
 
 
-class _Customer:
-    """One customer's profile, and their event history read at most once per call and only when a
-    decision needs it (`engine.needs_history`): most events (page views above all) concern no
-    journey, most broadcasts and waits read no event, and the history is a Query over every event
-    the customer has."""
-
-    def __init__(self, profile: Profile, read_history: Callable[[], list[StoredEvent]]) -> None:
-        self.profile = profile
-        self._read_history = read_history
-
-    @cached_property
-    def history(self) -> list[StoredEvent]:
-        return self._read_history()
-
-    def events_for(
-        self,
-        scenario: Scenario,
-        enrolment: Enrolment | None,
-        trigger_event: StoredEvent | None = None,
-    ) -> Sequence[StoredEvent]:
-        """The history if this decision reads it (`engine.needs_history`), else none (not read)."""
-        return self.history if needs_history(scenario, enrolment, trigger_event) else ()
-
-    def traits_written(self, traits: dict[str, Any]) -> None:
-        """The traits this call wrote, seen by the customer's next decision in the same call."""
-        self.profile = self.profile.model_copy(update={"traits": {**self.profile.traits, **traits}})
-
-
 @dataclass
 class _PageDecision:
     """One customer's entry on a broadcast page: the enrolment read (None: new), the journey
@@ -224,25 +196,19 @@ class ScenarioRunner:
         self.sink = sink
         self.limits = limits or FrequencyCaps()
         self.rich_menus = rich_menus
-        self._summaries: list[ScenarioSummary] = []
-        self._summaries_at: datetime | None = None
+        # Who enters without an event (a broadcast page), and the scenario reads priority needs.
+        self.entrance = Entrance(scenarios, enrolments, events)
         # A batch's cap counters by customer, each used by one decision (see _prefetch_caps).
         self._prefetched_caps: dict[str, CapCounts] = {}
-        self._in_play_ids: list[str] = []
-        self._in_play_at: datetime | None = None
 
     # -- scenarios ------------------------------------------------------------------------------------
 
     def summaries(self, now: datetime) -> list[ScenarioSummary]:
         """The active scenarios' summaries, read at most once a minute."""
-        if self._summaries_at is None or not (self._summaries_at <= now < self._summaries_at + SUMMARY_CACHE):
-            self._summaries = self.scenarios.active_summaries()
-            self._summaries_at = now
-        return self._summaries
+        return self.entrance.summaries(now)
 
     def _scenario(self, scenario_id: str, version: int) -> Scenario | None:
-        stored = self.scenarios.version(scenario_id, version)
-        return None if stored is None else stored.scenario
+        return self.entrance.scenario(scenario_id, version)
 
     # -- trigger --------------------------------------------------------------------------------------
 
@@ -340,26 +306,11 @@ class ScenarioRunner:
         report.lost += 1
 
     def _others(self, customer_id: str, scenario_id: str) -> list[OtherEnrolment]:
-        return self._others_among(self.enrolments.of_customer(customer_id), scenario_id)
+        return self.entrance.others(customer_id, scenario_id)
 
     def _others_among(self, enrolments: Sequence[Enrolment], scenario_id: str) -> list[OtherEnrolment]:
         """The customer's journeys other than in `scenario_id`, as far as priority is concerned."""
-        others: list[OtherEnrolment] = []
-        for other in enrolments:
-            if other.scenario_id == scenario_id:
-                continue
-            scenario = self._scenario(other.scenario_id, other.version)
-            if scenario is None:
-                continue
-            others.append(
-                OtherEnrolment(
-                    scenario_id=other.scenario_id,
-                    priority=scenario.priority,
-                    yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
-                    active=not other.ended,
-                )
-            )
-        return others
+        return self.entrance.others_among(enrolments, scenario_id)
 
     def _yield(
         self, customer_id: str, scenario_id: str, winner: str, now: datetime, report: RunReport
@@ -480,7 +431,7 @@ class ScenarioRunner:
 
         Reads, each item once: the page's enrolments in this scenario in consistent BatchGetItems (a
         customer entered at or after `run_at` was enrolled by this run already, a page seen again:
-        skipped); the customers' other journeys for priority (`_others_of_page`); the cap counters
+        skipped); the customers' other journeys for priority (`Entrance.others_of_page`); the cap counters
         (of the channels the scenario sends on) of the customers who enter outside the holdout, in
         BatchGetItems; the event history only for a decision that reads it
         (`engine.needs_history`). The order of the one-by-one path is kept: decide; take the caps
@@ -510,54 +461,25 @@ class ScenarioRunner:
         journey's names too, which needs a race of a kind a broadcast scenario rarely has (nothing
         else enrols in it)."""
         now = now or clock.now()
-        page = PageReport()
-        unique = list({p.customer_id: p for p in profiles}.values())
-        reads = self.enrolments.get_many([(p.customer_id, scenario.id) for p in unique])
-        todo: list[tuple[Profile, Enrolment | None]] = []
-        for profile in unique:
-            read = reads.get((profile.customer_id, scenario.id))
-            if read is not None and read.entered_at >= run_at:
-                page.skipped += 1
-                continue
-            todo.append((profile, read))
-        if not todo:
+        # Who enters: the decisions the audience count makes too (cems.scenario.entrance).
+        entries = self.entrance.decide_page(scenario, version, profiles, now, run_at=run_at)
+        page = PageReport(skipped=entries.skipped)
+        if not entries.entries:
             return page
-        others = self._others_of_page([p.customer_id for p, _ in todo], scenario.id, now)
         try:
-            decided = self._decide_page(scenario, version, todo, others, now)
+            decided = self._decide_page(scenario, entries, now)
         finally:
             self._prefetched_caps.clear()
         self._carry_out_page(scenario, version, decided, run_at, batch, now, page)
         return page
 
-    def _decide_page(
-        self,
-        scenario: Scenario,
-        version: int,
-        todo: Sequence[tuple[Profile, Enrolment | None]],
-        others: Mapping[str, list[OtherEnrolment]] | None,
-        now: datetime,
-    ) -> list[_PageDecision]:
-        """Each customer's entry decided and run, with the caps its sends need taken. The cap
+    def _decide_page(self, scenario: Scenario, entries: PageEntries, now: datetime) -> list[_PageDecision]:
+        """Each entering customer's journey run, with the caps its sends need taken. The cap
         counters are read (together) only for the customers who enter outside the holdout: a
         holdout journey sends nothing and consults no cap."""
-        entering: list[tuple[_Customer, Enrolment | None, EnrolDecision]] = []
-        for profile, read in todo:
-            customer = _Customer(profile, partial(self.events.history, profile))
-            customer_id = profile.customer_id
-            theirs = others[customer_id] if others is not None else self._others(customer_id, scenario.id)
-            decision = enrol(
-                scenario,
-                version,
-                profile,
-                None,
-                read,
-                now,
-                events=customer.events_for(scenario, None),
-                others=theirs,
-            )
-            if decision.entered and decision.enrolment is not None:
-                entering.append((customer, read, decision))
+        entering: list[tuple[_Customer, Enrolment | None, EnrolDecision]] = [
+            (e.customer, e.read, e.decision) for e in entries.entering
+        ]
         sending = [c.profile.customer_id for c, _, d in entering if d.enrolment and not d.enrolment.holdout]
         self._prefetch_caps(sending, now, _send_channels([scenario]))
         decided: list[_PageDecision] = []
@@ -665,35 +587,8 @@ class ScenarioRunner:
         self.counters.add_many(deltas, once=f"page#{batch}")
 
     def _in_play(self, now: datetime) -> list[str]:
-        """The ids of the scenarios that may have journeys (active or stopped), read at most once a
-        minute as the summaries are."""
-        if self._in_play_at is None or not (self._in_play_at <= now < self._in_play_at + SUMMARY_CACHE):
-            self._in_play_ids = [scenario_id for scenario_id, _ in self.scenarios.scenarios_in_play()]
-            self._in_play_at = now
-        return self._in_play_ids
-
-    def _others_of_page(
-        self, customer_ids: Sequence[str], scenario_id: str, now: datetime
-    ) -> dict[str, list[OtherEnrolment]]:
-        """Each customer's other journeys, as far as priority is concerned (what `_others` reads with
-        a Query per customer), from BatchGetItems of (customer, scenario) for every scenario that may
-        have journeys: the active ones and the stopped ones (a stopped scenario's journeys still run,
-        and still yield or make others yield), as the scenario store lists them
-        (`scenarios_in_play`). Every enrolment is keyed by its scenario, so no journey of the
-        customer is missed this way; each found is judged by the version it runs, as `_others` does."""
-        in_play = self._in_play(now)
-        scenario_ids = set(in_play) | {s.scenario_id for s in self.summaries(now)}
-        scenario_ids.discard(scenario_id)
-        others: dict[str, list[OtherEnrolment]] = {customer_id: [] for customer_id in customer_ids}
-        if not scenario_ids:
-            return others
-        found = self.enrolments.get_many([(c, s) for c in others for s in sorted(scenario_ids)])
-        by_customer: dict[str, list[Enrolment]] = {}
-        for (customer_id, _), other in sorted(found.items()):
-            by_customer.setdefault(customer_id, []).append(other)
-        for customer_id, theirs in by_customer.items():
-            others[customer_id] = self._others_among(theirs, scenario_id)
-        return others
+        """The ids of the scenarios that may have journeys (active or stopped)."""
+        return self.entrance.in_play(now)
 
     # -- date triggers --------------------------------------------------------------------------------
 
@@ -772,7 +667,7 @@ class ScenarioRunner:
     def _dates_batch(self, keys: Sequence[DueKey], now: datetime, report: RunReport) -> None:
         """A batch's due date entries on reads made together: the entries (`schedules_many`), the
         profiles, the customers' enrolments in every scenario in play (for the entry's re-entry
-        rule and priority, as `_others_of_page` reads them) and their cap counters, in BatchGetItems.
+        rule and priority, as `Entrance.others_of_page` reads them) and their cap counters, in BatchGetItems.
         A customer's second entry in the batch, after the first wrote, reads again one by one."""
         pairs = list(dict.fromkeys((key.customer_id, key.scenario_id) for key in keys))
         schedules = self.enrolments.schedules_many(pairs)
@@ -804,7 +699,7 @@ class ScenarioRunner:
         self, customer_ids: Sequence[str], now: datetime
     ) -> dict[str, dict[str, Enrolment]]:
         """Every enrolment of these customers in the scenarios in play, by customer and scenario (see
-        `_others_of_page` for why that is all of them)."""
+        `Entrance.others_of_page` for why that is all of them)."""
         in_play = self._in_play(now)
         scenario_ids = sorted(set(in_play) | {s.scenario_id for s in self.summaries(now)})
         found: dict[str, dict[str, Enrolment]] = {customer_id: {} for customer_id in customer_ids}
