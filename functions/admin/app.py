@@ -9,9 +9,12 @@ and erasing customers.
                                               timeline of latest events and journeys
   GET    /admin/customers/{id}/export         everything CEMS holds about the person (APPI disclosure)
   DELETE /admin/customers/{id}                erase the customer (the whole person; counts answered)
+  POST   /admin/audience                      a scenario document's audience: matching customers,
+                                              reach per channel, holdout, a masked sample
 
-The rules are in cems.reports, cems.console.customers and cems.erasure; docs/reports.md describes the
-numbers, docs/customers.md finding, masking and the export.
+The rules are in cems.reports, cems.console.customers, cems.console.audience and cems.erasure;
+docs/reports.md describes the numbers, docs/customers.md finding, masking and the export,
+docs/audience.md the audience count.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from cems.logs import function_logger
 from cems.reports.html import render_html
 from cems.reports.report import UnknownScenario
 from cems.responses import NOT_FOUND, error_response, json_response
+from cems.scenario.problems import bilingual
+from cems.scenario.validation import validate_text
 
 logger = function_logger()
 metrics = Metrics()
@@ -37,6 +42,10 @@ app = APIGatewayHttpResolver()
 MAX_VERSION_DIGITS = 9
 reports, eraser = wiring.admin()
 directory = wiring.customer_directory()
+audience = wiring.audience()
+# Kept back from the invocation's time for answering: a count that runs out of time answers what it
+# read (`complete: false`) rather than time out (HttpApi gives up after 30 s).
+ANSWER_MARGIN_MS = 3_000
 # The query parameters GET /admin/customers finds by (exactly one), and what each is.
 FIND_BY = {
     "email": LookupKind.EMAIL,
@@ -166,6 +175,43 @@ def erase_customer(customer_id: str) -> Response[str]:
             "erased": erasure.counts(),
         },
     )
+
+
+@app.post("/admin/audience")
+def count_audience() -> Response[str]:
+    body = app.current_event.decoded_body or ""
+    report = validate_text(body, "request body")
+    if report.scenario is None:
+        metrics.add_metric("AdminRequestsRejected", MetricUnit.Count, 1)
+        logger.info(
+            "rejected", extra={"status": 400, "error": "invalid_scenario", "problems": len(report.errors)}
+        )
+        message = bilingual("シナリオに問題があります", "the scenario is not valid")
+        problems = [e.to_dict() for e in report.errors]
+        answer = {
+            "success": False,
+            "error": "invalid_scenario",
+            "code": "invalid_scenario",
+            "message": message,
+        }
+        return json_response(400, {**answer, "problems": problems}, NO_STORE)
+    budget_ms = app.lambda_context.get_remaining_time_in_millis() - ANSWER_MARGIN_MS
+    count = audience.count(report.scenario, time_budget_s=max(budget_ms, 1_000) / 1000)
+    metrics.add_metric("AudienceCounts", MetricUnit.Count, 1)
+    # Counts and cost only: no customer id, trait or address (the sample stays in the answer, masked).
+    logger.info(
+        "audience counted",
+        extra={
+            "scenario_id": count.scenario_id,
+            "matching": count.matching,
+            "complete": count.complete,
+            "customers_read": count.customers_read,
+            "requests": count.requests,
+            "elapsed_ms": count.elapsed_ms,
+            "caller": _caller(),
+        },
+    )
+    return json_response(200, count.model_dump(mode="json"), NO_STORE)
 
 
 # Powertools leaves this decorator untyped.
