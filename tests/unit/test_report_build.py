@@ -127,3 +127,133 @@ def test_the_list_item_has_the_headline_numbers() -> None:
     assert (item.name, item.state, item.enrolled, item.held_out) == ("Welcome", "active", 1000, 100)
     assert item.treatment_rate == pytest.approx(120 / 900) and item.revenue == Decimal("120500")
     assert json.loads(item.model_dump_json())["revenue"] == 120500.0
+
+
+# ------------------------------------------------------------------- channels and days (issue 12)
+
+D1, D2 = "2026-04-30", "2026-05-01"
+CHANNEL_META = ScenarioMeta(
+    steps=(("push", None, "send"), ("mail", None, "send"), ("either", None, "send")),
+    step_channels=(("push", "line"), ("mail", "email")),  # "either" may send on both
+)
+
+
+def channel_cells() -> list[tuple[ReportCell, Counts]]:
+    return [
+        (ReportCell(S, 1, day=D1), {"enrolled": 180}),
+        (ReportCell(S, 1, holdout=True, day=D1), {"held_out": 20}),
+        (ReportCell(S, 1, "push", channel="line", day=D1), {"sent": 150, "failed": 2, "clicked": 15}),
+        (ReportCell(S, 1, "push", holdout=True, day=D1), {"held_out": 20}),
+        (ReportCell(S, 1, "push", channel="line", day=D2), {"converted": 9, "revenue": Decimal("9000")}),
+        (
+            ReportCell(S, 1, "mail", channel="email", day=D2),
+            {"sent": 30, "delivered": 29, "opened": 12, "clicked": 3},
+        ),
+        (ReportCell(S, 1, "mail", channel="email", day=D2), {"converted": 4, "revenue": Decimal("4000")}),
+        (ReportCell(S, 1, day=D2), {"converted": 1}),  # before any send
+        (ReportCell(S, 1, holdout=True, day=D2), {"converted": 1}),
+    ]
+
+
+def test_line_steps_have_no_delivered_or_opened_figure_never_zero() -> None:
+    report = build_report(S, channel_cells(), meta=CHANNEL_META, at=AT)
+    push = next(r for r in report.steps if r.step_id == "push")
+    assert (push.channel, push.sent, push.held_out, push.clicked, push.converted) == ("line", 150, 20, 15, 9)
+    assert push.delivered is None and push.opened is None
+    assert push.delivery_rate is None and push.open_rate is None
+    assert push.click_rate == pytest.approx(0.1)
+    assert set(push.not_measured) == {"delivered", "opened"}
+    assert all(r.startswith("計測なし / not measured") for r in push.not_measured.values())
+    # In the JSON the admin API answers: null with the reason, never 0.
+    answered = json.loads(report.model_dump_json())
+    row = next(r for r in answered["steps"] if r["step_id"] == "push")
+    assert row["delivered"] is None and row["opened"] is None and row["delivery_rate"] is None
+    assert "LINE reports no per-recipient delivery" in row["not_measured"]["delivered"]
+
+
+def test_email_steps_keep_delivered_and_opened() -> None:
+    report = build_report(S, channel_cells(), meta=CHANNEL_META, at=AT)
+    mail = next(r for r in report.steps if r.step_id == "mail")
+    assert (mail.channel, mail.delivered, mail.opened, mail.converted) == ("email", 29, 12, 4)
+    assert mail.delivery_rate == pytest.approx(29 / 30) and mail.open_rate == pytest.approx(0.4)
+    assert mail.not_measured == {}
+
+
+def test_cells_counted_before_issue_12_take_the_channel_of_a_single_channel_step() -> None:
+    old = [
+        (ReportCell(S, 1, "push"), {"sent": 10, "delivered": 0, "opened": 0}),  # the zeros read wrong
+        (ReportCell(S, 1, "either"), {"sent": 5, "delivered": 2}),
+    ]
+    report = build_report(S, old, meta=CHANNEL_META, at=AT)
+    push, either = report.steps
+    assert (push.channel, push.delivered, push.opened) == ("line", None, None)
+    # A step that may send on either channel: its old sends' channel is unknown, so the figures are
+    # shown as counted (mail's only) and a note says so.
+    assert (either.channel, either.delivered) == (None, 2)
+    assert any("step either" in n and "mail only" in n for n in report.notes)
+    assert [c.channel for c in report.channels] == ["line"]
+
+
+def test_channels_add_up_their_steps_and_define_imp() -> None:
+    report = build_report(S, channel_cells(), meta=CHANNEL_META, at=AT)
+    email, line = report.channels
+    assert (line.channel, line.sent, line.delivered, line.opened, line.clicked, line.converted) == (
+        "line",
+        150,
+        None,
+        None,
+        15,
+        9,
+    )
+    assert (
+        line.imp is not None
+        and "push / multicast" in line.imp
+        and set(line.not_measured)
+        == {
+            "delivered",
+            "opened",
+        }
+    )
+    assert (email.channel, email.sent, email.delivered, email.opened, email.revenue) == (
+        "email",
+        30,
+        29,
+        12,
+        Decimal("4000"),
+    )
+    assert email.imp is not None and "SES" in email.imp and email.not_measured == {}
+
+
+def test_conversions_split_by_channel_add_up_to_the_total() -> None:
+    report = build_report(S, channel_cells(), meta=CHANNEL_META, at=AT)
+    shares = {s.attributed_to: s.converted for s in report.conversions}
+    assert shares == {"line": 9, "email": 4, "no_message": 1, "holdout": 1}
+    assert sum(shares.values()) == report.treatment.converted + report.holdout.converted == 15
+    assert (report.treatment.converted, report.holdout.converted) == (14, 1)
+    assert sum((s.revenue for s in report.conversions), Decimal(0)) == report.treatment.revenue
+
+
+def test_conversions_counted_before_issue_12_are_not_recorded_not_guessed() -> None:
+    cells = [*channel_cells(), (ReportCell(S, 1), {"converted": 6})]
+    report = build_report(S, cells, meta=CHANNEL_META, at=AT)
+    shares = {s.attributed_to: s.converted for s in report.conversions}
+    assert shares["not_recorded"] == 6 and sum(shares.values()) == 21 == report.treatment.converted + 1
+
+
+def test_per_day_series_in_tokyo_days() -> None:
+    cells = [*channel_cells(), (ReportCell(S, 1, "push", channel="line", day="2026-05-03"), {"sent": 5})]
+    report = build_report(S, cells, meta=CHANNEL_META, at=AT)
+    assert [d.day for d in report.days] == [D1, D2, "2026-05-02", "2026-05-03"]
+    first, second, gap, last = report.days
+    assert (first.enrolled, first.sent, first.clicked, first.converted) == (200, 150, 15, 0)
+    assert first.delivered is None and "only LINE" in first.not_measured["delivered"]  # LINE sends only
+    assert (second.sent, second.delivered, second.converted, second.holdout_converted) == (30, 29, 14, 1)
+    assert (gap.sent, gap.delivered) == (0, 0)  # a day with nothing counted, filled in
+    assert last.delivered is None
+    assert sum(d.sent for d in report.days) == sum(r.sent for r in report.steps)
+
+
+def test_undated_cells_are_one_row_after_the_days() -> None:
+    cells = [*channel_cells(), (ReportCell(S, 1, "mail", channel="email"), {"sent": 7})]
+    report = build_report(S, cells, meta=CHANNEL_META, at=AT)
+    assert [d.day for d in report.days] == [D1, D2, None] and report.days[-1].sent == 7

@@ -315,6 +315,14 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
+NOT_MEASURED_TEXT = "計測なし not measured"
+
+
+def count(value: int | None) -> str:
+    """A count, or "not measured" where the channel cannot report it (never a zero)."""
+    return NOT_MEASURED_TEXT if value is None else f"{value:,}"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Aligned columns (the first left, the rest right), correct for Japanese text too."""
     widths = [max(_width(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -415,6 +423,7 @@ def render_text(report: ScenarioReport) -> str:
         header = [
             "ステップ Step",
             "バリアント Variant",
+            "チャネル Channel",
             "送信 Sent",
             "到達 Delivered",
             "失敗 Failed",
@@ -424,6 +433,7 @@ def render_text(report: ScenarioReport) -> str:
             "保留 Held out",
             "開封 Opened",
             "クリック Clicked",
+            "CV",
             "開封率 Open",
             "クリック率 Click",
         ]
@@ -431,8 +441,9 @@ def render_text(report: ScenarioReport) -> str:
             [
                 s.step_id,
                 s.variant or "-",
+                s.channel or "-",
                 *(
-                    f"{n:,}"
+                    count(n)
                     for n in (
                         s.sent,
                         s.delivered,
@@ -443,13 +454,34 @@ def render_text(report: ScenarioReport) -> str:
                         s.held_out,
                         s.opened,
                         s.clicked,
+                        s.converted,
                     )
                 ),
-                pct(s.open_rate),
+                NOT_MEASURED_TEXT if s.opened is None else pct(s.open_rate),
                 pct(s.click_rate),
             ]
             for s in report.steps
         ]
         lines += [table(header, rows), ""]
+    if report.channels:
+        header = [
+            "チャネル Channel",
+            "送信 Sent (IMP)",
+            "到達 Delivered",
+            "開封 Opened",
+            "クリック Clicked",
+            "CV",
+        ]
+        rows = [
+            [c.channel, *(count(n) for n in (c.sent, c.delivered, c.opened, c.clicked, c.converted))]
+            for c in report.channels
+        ]
+        lines += [table(header, rows), ""]
+        lines += [f"IMP {c.channel}: {c.imp}" for c in report.channels if c.imp] + [""]
+    if report.conversions:
+        rows = [
+            [share.attributed_to, f"{share.converted:,}", yen(share.revenue)] for share in report.conversions
+        ]
+        lines += [table(["CV の帰属 Attributed to", "CV", "売上 Revenue"], rows), ""]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines).rstrip("\n")

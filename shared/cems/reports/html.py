@@ -1,5 +1,6 @@
-"""A scenario report as one self-contained HTML page: inline CSS and an inline SVG funnel per step
-and variant, labels in Japanese and English, no script, font, image or stylesheet fetched from
+"""A scenario report as one self-contained HTML page: inline CSS and inline SVG charts (the funnel per
+step, variant and channel; treatment vs holdout with the lift's interval; per channel; per day),
+labels in Japanese and English, no script, font, image or stylesheet fetched from
 anywhere (it is mailed around and opened offline). Every value from the report is escaped."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
-from cems.reports.report import Group, Lift, ScenarioReport, StepRow
+from cems.reports.report import ChannelRow, ConversionShare, DayRow, Group, Lift, ScenarioReport, StepRow
 
 _CSS = """
 body{font-family:"Hiragino Sans","Noto Sans JP","Yu Gothic",system-ui,sans-serif;margin:2rem;color:#1f2933}
@@ -96,28 +97,229 @@ def _lift_block(lift: Lift) -> str:
     return "".join(parts)
 
 
-def funnel_svg(row: StepRow) -> str:
-    """Horizontal bars sent → delivered → opened → clicked, each as wide as its share of sent."""
-    width, bar_height, gap, label_width, value_width = 440, 22, 8, 130, 110
-    values = [(label, getattr(row, name)) for name, label in _FUNNEL]
-    top = max(row.sent, 1)
-    height = len(values) * (bar_height + gap)
-    bars = []
-    for i, (label, value) in enumerate(values):
+NOT_MEASURED = "計測なし / not measured"
+# A bar: (label, value or None where the figure cannot exist, why not).
+Bar = tuple[str, int | None, str | None]
+_SVG = 'xmlns="http://www.w3.org/2000/svg" role="img"'
+_CHANNEL_NAMES = {"line": "LINE", "email": "メール Email"}
+_ATTRIBUTION_NAMES = {
+    "no_message": "配信前 before any message",
+    "holdout": "コントロール群 holdout (配信なし nothing sent)",
+    "not_recorded": "記録なし not recorded (issue 12 以前 counted before issue 12)",
+}
+
+
+def _svg(width: int, height: int, title: str, body: str) -> str:
+    """One chart: an SVG element that is also well-formed XML (every value escaped), titled for
+    screen readers."""
+    label = escape(title)
+    return (
+        f'<svg {_SVG} width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'aria-label="{label}"><title>{label}</title>{body}</svg>'
+    )
+
+
+def _count(value: int | None) -> str:
+    return NOT_MEASURED if value is None else f"{value:,}"
+
+
+def bars_svg(title: str, bars: list[Bar], top: int) -> str:
+    """Horizontal bars, each as long as its share of `top`, with the count and that share beside
+    it. A figure that cannot exist is the words "not measured", never a bar of zero."""
+    width, bar_height, gap, label_width, value_width = 440, 22, 8, 130, 120
+    scale = width - label_width - value_width
+    parts = []
+    for i, (label, value, reason) in enumerate(bars):
         y = i * (bar_height + gap)
-        length = (width - label_width - value_width) * value / top
-        share = f"{value / row.sent * 100:.0f}%" if row.sent else "—"
-        bars.append(
-            f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>'
-            f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" rx="3" '
-            f'fill="{_BAR_COLOURS[i]}"><title>{escape(label)}: {value:,}</title></rect>'
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
+        if value is None:
+            parts.append(
+                f'<text class="not-measured" x="{label_width}" y="{y + 15}" font-size="12" fill="#8a6d00">'
+                f"{NOT_MEASURED}<title>{escape(reason or NOT_MEASURED)}</title></text>"
+            )
+            continue
+        length = min(scale * value / top, scale) if top else 0.0
+        share = f"{value / top * 100:.0f}%" if top else "—"
+        parts.append(
+            f'<rect class="bar" x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" rx="3" '
+            f'fill="{_BAR_COLOURS[i % len(_BAR_COLOURS)]}"><title>{escape(label)}: {value:,}</title></rect>'
             f'<text x="{label_width + length + 6:.1f}" y="{y + 15}" font-size="12">{value:,} ({share})</text>'
         )
-    title = f"{row.step_id}" + (f" / {row.variant}" if row.variant is not None else "")
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{escape(title)}">{"".join(bars)}</svg>'
+    return _svg(width, max(len(bars), 1) * (bar_height + gap), title, "".join(parts))
+
+
+def _funnel_bars(row: StepRow | ChannelRow) -> list[Bar]:
+    bars: list[Bar] = [(label, getattr(row, name), row.not_measured.get(name)) for name, label in _FUNNEL]
+    return [*bars, ("CV Converted", row.converted, None)]
+
+
+def funnel_svg(row: StepRow) -> str:
+    """Sent → delivered → opened → clicked, and the conversions whose last message this was, each
+    as long as its share of sent; LINE's delivered and opened are "not measured"."""
+    title = " / ".join(p for p in (row.step_id, row.variant, row.channel) if p is not None)
+    return bars_svg(title, _funnel_bars(row), top=row.sent)
+
+
+def lift_svg(treatment: Group, holdout: Group, lift: Lift) -> str:
+    """The two conversion rates as a bar pair, and under them the absolute lift as a point with
+    its interval as a whisker, on an axis that always shows zero (so "could be chance" is seen)."""
+    width, label_width, bar_height = 440, 150, 22
+    rates = [
+        ("配信群 Treatment", treatment.conversion_rate),
+        ("コントロール群 Holdout", holdout.conversion_rate),
+    ]
+    top = max((r for _, r in rates if r is not None), default=0.0)
+    scale = width - label_width - 80
+    parts = []
+    for i, (label, rate) in enumerate(rates):
+        y = i * (bar_height + 8)
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label)}</text>')
+        if rate is None:
+            parts.append(f'<text x="{label_width}" y="{y + 15}" font-size="12">— (0 人 no one)</text>')
+            continue
+        length = scale * rate / top if top else 0.0
+        parts.append(
+            f'<rect class="bar" x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" rx="3" '
+            f'fill="{_BAR_COLOURS[i]}"><title>{escape(label)}: {pct(rate)}</title></rect>'
+            f'<text x="{label_width + length + 6:.1f}" y="{y + 15}" font-size="12">{pct(rate)}</text>'
+        )
+    axis_y = 2 * (bar_height + 8) + 24
+    parts.append(f'<text x="0" y="{axis_y + 4}" font-size="12">リフト Lift</text>')
+    if lift.absolute is None:
+        parts.append(
+            f'<text x="{label_width}" y="{axis_y + 4}" font-size="12">'
+            "— (計算できない cannot be computed)</text>"
+        )
+    else:
+        parts.append(_whisker(lift, lift.absolute, label_width + 10, width - 50, axis_y))
+    return _svg(width, axis_y + 30, "コントロール群との比較 Treatment vs holdout", "".join(parts))
+
+
+def _whisker(lift: Lift, point: float, x0: int, x1: int, axis_y: int) -> str:
+    ci = lift.absolute_ci
+    low, high = (ci.low, ci.high) if ci is not None else (point, point)
+    left, right = min(low, 0.0, point), max(high, 0.0, point)
+    span = (right - left) or 1.0
+
+    def x(value: float) -> str:
+        return f"{x0 + (value - left) / span * (x1 - x0):.1f}"
+
+    parts = [
+        f'<line x1="{x0}" y1="{axis_y}" x2="{x1}" y2="{axis_y}" stroke="#9aa5b1"/>',
+        f'<line x1="{x(0)}" y1="{axis_y - 12}" x2="{x(0)}" y2="{axis_y + 12}" stroke="#52606d" '
+        'stroke-dasharray="3 2"/>',
+        f'<text x="{x(0)}" y="{axis_y + 24}" font-size="10" text-anchor="middle">0</text>',
+    ]
+    if ci is not None:
+        parts.append(
+            '<g class="whisker" stroke="#1f2933" stroke-width="2">'
+            f'<line x1="{x(low)}" y1="{axis_y}" x2="{x(high)}" y2="{axis_y}"/>'
+            f'<line x1="{x(low)}" y1="{axis_y - 6}" x2="{x(low)}" y2="{axis_y + 6}"/>'
+            f'<line x1="{x(high)}" y1="{axis_y - 6}" x2="{x(high)}" y2="{axis_y + 6}"/>'
+            f"<title>{lift.confidence * 100:.0f}% CI {escape(interval(lift, relative=False))}</title></g>"
+        )
+    shown = escape(points(point))
+    parts.append(
+        f'<circle cx="{x(point)}" cy="{axis_y}" r="5" fill="#2563eb"><title>{shown}</title></circle>'
+        f'<text x="{x(point)}" y="{axis_y - 10}" font-size="11" text-anchor="middle">{shown}</text>'
     )
+    return "".join(parts)
+
+
+_DAY_SERIES = (
+    ("sent", "送信 Sent"),
+    ("delivered", "到達 Delivered (メールのみ mail only)"),
+    ("clicked", "クリック Clicked"),
+    ("converted", "CV Converted"),
+)
+
+
+def days_svg(days: list[DayRow]) -> str:
+    """Per day (JST), one small bar chart per series, each on its own scale (sends dwarf
+    conversions). A day whose figure cannot exist (deliveries on a LINE-only day) shows a dash
+    titled "not measured", not a bar. Days counted before issue 12 (no day) are left to the table."""
+    dated = [d for d in days if d.day is not None]
+    width, label_width, chart_height, gap = 640, 150, 60, 18
+    slot = (width - label_width) / max(len(dated), 1)
+    parts = []
+    for i, (name, label) in enumerate(_DAY_SERIES):
+        top_y = i * (chart_height + gap)
+        base = top_y + chart_height
+        values: list[int | None] = [getattr(d, name) for d in dated]
+        peak = max((v for v in values if v is not None), default=0)
+        parts.append(
+            f'<text x="0" y="{top_y + 14}" font-size="12">{escape(label)}</text>'
+            f'<text x="0" y="{top_y + 30}" font-size="10" fill="#52606d">最大 max {peak:,}</text>'
+            f'<line x1="{label_width}" y1="{base}" x2="{width}" y2="{base}" stroke="#d9e2ec"/>'
+        )
+        for j, (day, value) in enumerate(zip(dated, values, strict=True)):
+            x = label_width + j * slot
+            tip = f"{day.day} {label}"
+            if value is None:
+                reason = day.not_measured.get(name, NOT_MEASURED)
+                parts.append(
+                    f'<text class="not-measured" x="{x + slot / 2:.1f}" y="{base - 2}" font-size="10" '
+                    f'text-anchor="middle">–<title>{escape(tip)}: {escape(reason)}</title></text>'
+                )
+                continue
+            height = (chart_height - 4) * value / peak if peak else 0.0
+            parts.append(
+                f'<rect class="bar" x="{x + 1:.1f}" y="{base - height:.1f}" width="{max(slot - 2, 1):.1f}" '
+                f'height="{height:.1f}" fill="{_BAR_COLOURS[i]}">'
+                f"<title>{escape(tip)}: {value:,}</title></rect>"
+            )
+    axis_y = len(_DAY_SERIES) * (chart_height + gap)
+    if dated:
+        first, last = escape(dated[0].day or ""), escape(dated[-1].day or "")
+        parts.append(
+            f'<text x="{label_width}" y="{axis_y}" font-size="10">{first}</text>'
+            f'<text x="{width}" y="{axis_y}" font-size="10" text-anchor="end">{last}</text>'
+        )
+    return _svg(width, axis_y + 6, "日別 Per day (JST)", "".join(parts))
+
+
+def _day_table(days: list[DayRow]) -> str:
+    header = (
+        "<tr><th>日 Day (JST)</th><th>対象 Enrolled</th><th>送信 Sent</th><th>到達 Delivered</th>"
+        "<th>クリック Clicked</th><th>CV 配信群 Treatment</th><th>CV コントロール群 Holdout</th></tr>"
+    )
+    rows = []
+    for d in days:
+        day = escape(d.day) if d.day is not None else "日付なし before per-day counts (issue 12 以前)"
+        cells = (
+            f"{d.enrolled:,}",
+            f"{d.sent:,}",
+            _count(d.delivered),
+            f"{d.clicked:,}",
+            f"{d.converted:,}",
+            f"{d.holdout_converted:,}",
+        )
+        rows.append(f"<tr><td>{day}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _channel_card(row: ChannelRow) -> str:
+    name = _CHANNEL_NAMES.get(row.channel, row.channel)
+    imp = f'<div class="small">IMP (送信 sent) = {escape(row.imp)}</div>' if row.imp else ""
+    reasons = "".join(f'<div class="small note">{escape(r)}</div>' for r in row.not_measured.values())
+    return (
+        f'<div class="funnel"><h3>{escape(name)}</h3>{bars_svg(name, _funnel_bars(row), top=row.sent)}'
+        f'{imp}{reasons}<div class="small">売上 revenue {yen(row.revenue)}</div></div>'
+    )
+
+
+def conversions_svg(shares: list[ConversionShare]) -> str:
+    """Every conversion once, by what it is attributed to: bars that add up to the total."""
+    total = sum(s.converted for s in shares)
+    bars: list[Bar] = [
+        (
+            _CHANNEL_NAMES.get(s.attributed_to) or _ATTRIBUTION_NAMES.get(s.attributed_to, s.attributed_to),
+            s.converted,
+            None,
+        )
+        for s in shares
+    ]
+    return bars_svg(f"CV の帰属 Conversions by channel (計 total {total:,})", bars, top=total)
 
 
 def _funnel_card(row: StepRow) -> str:
@@ -126,11 +328,15 @@ def _funnel_card(row: StepRow) -> str:
         heading += f" <span class=small>{escape(row.name)}</span>"
     if row.variant is not None:
         heading += f" · バリアント Variant <strong>{escape(row.variant)}</strong>"
+    channel = _CHANNEL_NAMES.get(row.channel, row.channel) if row.channel else "チャネルなし no channel"
+    heading += f" · {escape(channel)}"
     extra = (
         f"失敗 failed {row.failed:,} · 抑止 suppressed {row.suppressed:,} · 上限 capped {row.capped:,} · "
         f"延期 deferred {row.deferred:,} · 保留 held out {row.held_out:,}"
     )
-    return f'<div class="funnel"><h3>{heading}</h3>{funnel_svg(row)}<div class="small">{extra}</div></div>'
+    reasons = "".join(f'<div class="small note">{escape(r)}</div>' for r in row.not_measured.values())
+    chart = funnel_svg(row)
+    return f'<div class="funnel"><h3>{heading}</h3>{chart}<div class="small">{extra}</div>{reasons}</div>'
 
 
 def render_html(report: ScenarioReport) -> str:
@@ -153,6 +359,7 @@ def render_html(report: ScenarioReport) -> str:
         _group_row("コントロール群 Holdout", report.holdout),
         "</table>",
         _lift_block(report.lift),
+        lift_svg(report.treatment, report.holdout, report.lift),
     ]
     if report.variants:
         body += ["<h2>A/Bテスト A/B variants</h2>"]
@@ -176,6 +383,21 @@ def render_html(report: ScenarioReport) -> str:
         body += ["<h2>ステップ別ファネル Funnel per step and variant</h2>", '<div class="funnels">']
         body += [_funnel_card(row) for row in report.steps]
         body += ["</div>"]
+    if report.channels or report.conversions:
+        body += ["<h2>チャネル別 Per channel</h2>", '<div class="funnels">']
+        body += [_channel_card(row) for row in report.channels]
+        if report.conversions:
+            body += [
+                f'<div class="funnel"><h3>CV の帰属 Conversions</h3>{conversions_svg(report.conversions)}'
+                '<div class="small">購入前に最後に送ったメッセージのチャネル / the channel of the last '
+                "message sent before converting</div></div>"
+            ]
+        body += ["</div>"]
+    if report.days:
+        body += ["<h2>日別 Per day (JST)</h2>"]
+        if any(d.day is not None for d in report.days):
+            body += [days_svg(report.days)]
+        body += [_day_table(report.days)]
     if report.notes:
         body += [f'<p class="note">{escape(n)}</p>' for n in report.notes]
     return (

@@ -9,8 +9,12 @@ How cells are read (what the runner and senders count, docs/reports.md):
   `held_out`) and their conversions;
 - `converted` and `revenue` at scenario level, any variant, add up to the group's conversions:
   a customer who converts before reaching a split is counted with variant None;
-- step level: sends and their outcomes (sent ... clicked) per step and variant; a holdout cell at a
-  step counts the sends held back there.
+- step level: sends and their outcomes (sent ... clicked) per step, variant and channel; a holdout
+  cell at a step counts the sends held back there;
+- `converted` and `revenue` since issue 12 sit in the cell of the last send before the conversion
+  (its step, variant and channel): the scenario level only for a holdout customer or one who
+  converted before any send; so a group's conversions are the sum over every cell, any step;
+- every cell counted since issue 12 has a day (Tokyo): the per-day series; older cells have none.
 The treatment group is everyone enrolled and not held out (intention to treat): a customer whose
 send was capped or failed stays in it, so the lift measures the scenario as it ran.
 """
@@ -20,13 +24,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal, Never
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from cems import clock
+from cems.channels.registry import channels_of
+from cems.models import Channel
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.reports.stats import Comparison, compare, ratio
 from cems.scenario.model import (
@@ -58,6 +64,36 @@ STEP_METRICS: tuple[Metric, ...] = (
     Metric.CLICKED,
 )
 Counts = dict[str, int | Decimal]
+
+# IMP (sent) per channel, in one place: what one count of `sent` means on each channel. Nothing
+# later than this is known for every channel, so rates are per IMP.
+IMP_DEFINITION: dict[str, str] = {
+    Channel.LINE.value: (
+        "LINE の push / multicast API がその受信者宛てに受け付けた通数 / accepted by LINE's push or "
+        "multicast API for that recipient"
+    ),
+    Channel.EMAIL.value: "SES が受け付けた通数 (SendEmail 成功) / accepted by SES (SendEmail succeeded)",
+}
+# What a channel cannot report per message, and why: such a figure is None with this reason, never
+# 0. LINE's Messaging API tells delivery and opens ("unique impressions") only as aggregates (per
+# narrowcast/broadcast request, per custom aggregation unit, per day), never for one recipient or
+# one push, so no counter can hold them. SES reports each mail's Delivery event; opens come from the
+# tracking pixel. Clicks are measured on both (CEMS's own tracked links).
+_LINE_AGGREGATE_ONLY = (
+    "LINE は受信者ごとの{ja}を返さない (集計値のみ) / "
+    "LINE reports no per-recipient {en}, only aggregate insight figures"
+)
+NOT_MEASURED: dict[str, dict[str, str]] = {
+    Channel.LINE.value: {
+        "delivered": "計測なし / not measured: " + _LINE_AGGREGATE_ONLY.format(ja="到達", en="delivery"),
+        "opened": "計測なし / not measured: " + _LINE_AGGREGATE_ONLY.format(ja="開封", en="open"),
+    },
+    Channel.EMAIL.value: {},
+}
+# How conversions are attributed (ConversionShare.attributed_to), besides a channel's name.
+NO_MESSAGE = "no_message"  # treatment, converted before the scenario sent them anything
+HOLDOUT = "holdout"  # the holdout: sent nothing, so no channel
+NOT_RECORDED = "not_recorded"  # counted before issue 12, when conversions kept no channel
 
 
 class _Model(BaseModel):
@@ -124,25 +160,77 @@ class VariantReport(_Model):
 
 
 class StepRow(_Model):
-    """One step (and variant): what happened to its sends. Rates are per sent (None: nothing sent)."""
+    """One step, variant and channel: what happened to its sends. Rates are per sent (IMP; None:
+    nothing sent). A figure the channel cannot report (LINE's delivery and opens) is None, its
+    rate too, with the reason in `not_measured`. `channel` None: facts of the step with no channel
+    (held back, capped, deferred, suppressed before a multi-channel step chose one) or sends counted
+    before issue 12 of a step that may send on several channels. `converted`: conversions whose
+    last message before converting was this step's (on this channel)."""
 
     step_id: str
     name: str | None = None
     type: str | None = None
     variant: str | None
+    channel: str | None = None
     held_out: int
     sent: int
-    delivered: int
+    delivered: int | None
     failed: int
     suppressed: int
     capped: int
     deferred: int
-    opened: int
+    opened: int | None
     clicked: int
     converted: int
+    revenue: Money = Decimal(0)
     delivery_rate: float | None
     open_rate: float | None
     click_rate: float | None
+    not_measured: dict[str, str] = {}
+
+
+class ChannelRow(_Model):
+    """One channel's sends and outcomes over every step and variant, and the conversions whose last
+    message came on it. `imp`: what a count of `sent` means on this channel (IMP_DEFINITION)."""
+
+    channel: str
+    imp: str | None
+    sent: int
+    delivered: int | None
+    opened: int | None
+    clicked: int
+    converted: int
+    revenue: Money
+    delivery_rate: float | None
+    open_rate: float | None
+    click_rate: float | None
+    not_measured: dict[str, str] = {}
+
+
+class ConversionShare(_Model):
+    """A part of all conversions (treatment and holdout): the shares add up to the total.
+    `attributed_to`: a channel (the last message before converting came on it), `no_message`,
+    `holdout` or `not_recorded` (counted before issue 12)."""
+
+    attributed_to: str
+    converted: int
+    revenue: Money
+
+
+class DayRow(_Model):
+    """One Tokyo day: what was counted on it (`day` None: counted before issue 12, no day kept).
+    `enrolled`: customers who entered (treatment and holdout); `converted`: the treatment's
+    conversions, `holdout_converted` the holdout's. `delivered` counts mail only (LINE reports
+    none): None, with the reason, when every send counted that day went by LINE."""
+
+    day: str | None
+    enrolled: int
+    sent: int
+    delivered: int | None
+    clicked: int
+    converted: int
+    holdout_converted: int
+    not_measured: dict[str, str] = {}
 
 
 class ScenarioReport(_Model):
@@ -162,6 +250,9 @@ class ScenarioReport(_Model):
     lift: Lift
     variants: list[VariantReport]
     steps: list[StepRow]
+    channels: list[ChannelRow] = []
+    conversions: list[ConversionShare] = []
+    days: list[DayRow] = []
     notes: list[str]
 
 
@@ -191,6 +282,9 @@ class ScenarioMeta:
     goal: str | None = None
     # step id → (name, type), in the scenario's order
     steps: tuple[tuple[str, str | None, str], ...] = ()
+    # send step id → the one channel it sends on (steps that may send on several are left out): the
+    # channel of its cells counted before issue 12, which kept none
+    step_channels: tuple[tuple[str, str], ...] = ()
 
 
 def _int(counts: Counts, metric: Metric) -> int:
@@ -254,19 +348,24 @@ def build_report(
     versions = sorted({cell.version for cell, _ in cells})
     chosen = [(c, n) for c, n in cells if version is None or c.version == version]
 
-    # (variant, holdout) → counts, scenario level; (step, variant, holdout) → counts, step level
+    # (variant, holdout) → counts, scenario level; (step, variant, holdout, channel) → counts, step
+    # level; (variant, holdout) → conversions and revenue wherever they were counted
     scenario_level: dict[tuple[str | None, bool], Counts] = defaultdict(dict)
-    step_level: dict[tuple[str, str | None, bool], Counts] = defaultdict(dict)
+    step_level: dict[tuple[str, str | None, bool, str | None], Counts] = defaultdict(dict)
+    conversions: dict[tuple[str | None, bool], Counts] = defaultdict(dict)
+    step_channel = dict(meta.step_channels)
     for cell, counts in chosen:
         if cell.step_id is None:
             _sum(scenario_level[(cell.variant, cell.holdout)], counts)
         else:
-            _sum(step_level[(cell.step_id, cell.variant, cell.holdout)], counts)
+            channel = cell.channel or step_channel.get(cell.step_id)
+            _sum(step_level[(cell.step_id, cell.variant, cell.holdout, channel)], counts)
+        _sum(conversions[(cell.variant, cell.holdout)], _conversion_counts(counts))
 
     def totals(holdout: bool) -> Group:
         enrolled = _group_size(scenario_level.get((None, holdout), {}), holdout)
         converted, revenue = 0, Decimal(0)
-        for (_, h), counts in scenario_level.items():
+        for (_, h), counts in conversions.items():
             if h == holdout:
                 converted += _int(counts, Metric.CONVERTED)
                 revenue += _revenue(counts)
@@ -278,12 +377,14 @@ def build_report(
         notes.append("nothing counted yet for this version" if version is not None else "nothing counted yet")
 
     variants: list[VariantReport] = []
-    for name in sorted({v for v, _ in scenario_level if v is not None}):
+    for name in sorted({v for v, _ in scenario_level if v is not None} | {v for v, _ in conversions if v}):
         counts = scenario_level.get((name, False), {})
-        group = _group(_group_size(counts, False), _int(counts, Metric.CONVERTED), _revenue(counts))
+        converted = conversions.get((name, False), {})
+        group = _group(_group_size(counts, False), _int(converted, Metric.CONVERTED), _revenue(converted))
         held = scenario_level.get((name, True))
+        held_converted = conversions.get((name, True), {})
         held_group = (
-            _group(_group_size(held, True), _int(held, Metric.CONVERTED), _revenue(held))
+            _group(_group_size(held, True), _int(held_converted, Metric.CONVERTED), _revenue(held_converted))
             if held is not None
             else None
         )
@@ -310,7 +411,13 @@ def build_report(
         if group.enrolled == 0 and group.converted > 0:
             notes.append(f"variant {name}: conversions but no entries counted (no rate)")
 
-    steps = _step_rows(step_level, scenario_level, meta)
+    steps = _step_rows(step_level, meta)
+    notes += [
+        f"step {row.step_id}: sends counted before issue 12 kept no channel; delivered and opened "
+        "cover its mail only"
+        for row in steps
+        if row.channel is None and row.sent > 0
+    ]
     return ScenarioReport(
         scenario_id=scenario_id,
         name=meta.name,
@@ -328,27 +435,51 @@ def build_report(
         lift=_lift(treatment, holdout),
         variants=variants,
         steps=steps,
+        channels=_channel_rows(steps),
+        conversions=_conversion_shares(chosen),
+        days=_day_rows(chosen, step_channel),
         notes=notes,
     )
 
 
+def _conversion_counts(counts: Counts) -> Counts:
+    return {name: value for name, value in counts.items() if name in (Metric.CONVERTED.value, REVENUE)}
+
+
+def _measured(channel: str | None, name: str, value: int) -> int | None:
+    """`value`, or None where `channel` cannot report `name` (NOT_MEASURED): never a zero."""
+    return None if name in NOT_MEASURED.get(channel or "", {}) else value
+
+
+def _rate(part: int | None, sent: int) -> float | None:
+    return None if part is None else ratio(part, sent)
+
+
 def _step_rows(
-    step_level: dict[tuple[str, str | None, bool], Counts],
-    scenario_level: dict[tuple[str | None, bool], Counts],
+    step_level: dict[tuple[str, str | None, bool, str | None], Counts],
     meta: ScenarioMeta,
 ) -> list[StepRow]:
     order = {step_id: i for i, (step_id, _, _) in enumerate(meta.steps)}
     described = {step_id: (name, kind) for step_id, name, kind in meta.steps}
     keys = sorted(
-        {(step, variant) for step, variant, _ in step_level},
-        key=lambda k: (order.get(k[0], len(order)), k[0], k[1] is not None, k[1] or ""),
+        {(step, variant, channel) for step, variant, _, channel in step_level},
+        key=lambda k: (
+            order.get(k[0], len(order)),
+            k[0],
+            k[1] is not None,
+            k[1] or "",
+            k[2] is None,
+            k[2] or "",
+        ),
     )
     rows: list[StepRow] = []
-    for step, variant in keys:
-        sent_counts = step_level.get((step, variant, False), {})
-        held = step_level.get((step, variant, True), {})
+    for step, variant, channel in keys:
+        sent_counts = step_level.get((step, variant, False, channel), {})
+        held = step_level.get((step, variant, True, channel), {})
         values = {m.value: _int(sent_counts, m) for m in STEP_METRICS}
         sent = values["sent"]
+        delivered = _measured(channel, "delivered", values.pop("delivered"))
+        opened = _measured(channel, "opened", values.pop("opened"))
         name, kind = described.get(step, (None, None))
         rows.append(
             StepRow(
@@ -356,12 +487,120 @@ def _step_rows(
                 name=name,
                 type=kind,
                 variant=variant,
+                channel=channel,
                 held_out=max(_int(held, Metric.HELD_OUT), _int(held, Metric.ENROLLED)),
+                delivered=delivered,
+                opened=opened,
                 converted=_int(sent_counts, Metric.CONVERTED),
-                delivery_rate=ratio(values["delivered"], sent),
-                open_rate=ratio(values["opened"], sent),
+                revenue=_revenue(sent_counts),
+                delivery_rate=_rate(delivered, sent),
+                open_rate=_rate(opened, sent),
                 click_rate=ratio(values["clicked"], sent),
+                not_measured=NOT_MEASURED.get(channel or "", {}),
                 **values,
+            )
+        )
+    return rows
+
+
+def _channel_rows(steps: list[StepRow]) -> list[ChannelRow]:
+    """The step rows of each channel added up (rows without a channel are left out: their sends'
+    channel is not known)."""
+    rows: list[ChannelRow] = []
+    for channel in sorted({row.channel for row in steps if row.channel is not None}):
+        of = [row for row in steps if row.channel == channel]
+        sent = sum(row.sent for row in of)
+        delivered = _measured(channel, "delivered", sum(row.delivered or 0 for row in of))
+        opened = _measured(channel, "opened", sum(row.opened or 0 for row in of))
+        clicked = sum(row.clicked for row in of)
+        rows.append(
+            ChannelRow(
+                channel=channel,
+                imp=IMP_DEFINITION.get(channel),
+                sent=sent,
+                delivered=delivered,
+                opened=opened,
+                clicked=clicked,
+                converted=sum(row.converted for row in of),
+                revenue=sum((row.revenue for row in of), Decimal(0)),
+                delivery_rate=_rate(delivered, sent),
+                open_rate=_rate(opened, sent),
+                click_rate=ratio(clicked, sent),
+                not_measured=NOT_MEASURED.get(channel, {}),
+            )
+        )
+    return rows
+
+
+def _attribution(cell: ReportCell) -> str:
+    if cell.holdout:
+        return HOLDOUT
+    if cell.channel is not None:
+        return cell.channel
+    # No channel: before any send, unless the cell is older than channels in cells (no day).
+    return NO_MESSAGE if cell.day is not None else NOT_RECORDED
+
+
+def _conversion_shares(cells: list[tuple[ReportCell, Counts]]) -> list[ConversionShare]:
+    """Every conversion in exactly one share, so the shares add up to the groups' conversions."""
+    shares: dict[str, Counts] = defaultdict(dict)
+    for cell, counts in cells:
+        if Metric.CONVERTED.value in counts or REVENUE in counts:
+            _sum(shares[_attribution(cell)], _conversion_counts(counts))
+    first = [c.value for c in Channel] + [NO_MESSAGE, HOLDOUT, NOT_RECORDED]
+    return [
+        ConversionShare(
+            attributed_to=name, converted=_int(shares[name], Metric.CONVERTED), revenue=_revenue(shares[name])
+        )
+        for name in sorted(shares, key=lambda n: (first.index(n) if n in first else len(first), n))
+    ]
+
+
+# A per-day series is filled in between its first and last day (a line needs its zero days), up to
+# this many days; a longer gap is left as it is.
+MAX_FILLED_DAYS = 400
+
+
+def _day_rows(cells: list[tuple[ReportCell, Counts]], step_channel: dict[str, str]) -> list[DayRow]:
+    by_day: dict[str | None, Counts] = defaultdict(dict)
+    entered: dict[str | None, int] = defaultdict(int)
+    held_converted: dict[str | None, int] = defaultdict(int)
+    mailed: set[str | None] = set()
+    for cell, counts in cells:
+        if cell.holdout:
+            held_converted[cell.day] += _int(counts, Metric.CONVERTED)
+            counts = {k: v for k, v in counts.items() if k != Metric.CONVERTED.value}
+        _sum(by_day[cell.day], counts)
+        if cell.step_id is None and cell.variant is None:  # entries at a split are not new customers
+            entered[cell.day] += _group_size(counts, cell.holdout)
+        channel = cell.channel or (step_channel.get(cell.step_id) if cell.step_id else None)
+        if channel != Channel.LINE.value and cell.step_id is not None and _int(counts, Metric.SENT):
+            mailed.add(cell.day)  # sends that are not known to be LINE's: deliveries may exist
+        if _int(counts, Metric.DELIVERED):
+            mailed.add(cell.day)
+    dated = sorted(day for day in by_day if day is not None)
+    if dated:
+        first, last = date.fromisoformat(dated[0]), date.fromisoformat(dated[-1])
+        if (last - first).days <= MAX_FILLED_DAYS:
+            for n in range((last - first).days + 1):
+                by_day.setdefault((first + timedelta(days=n)).isoformat(), {})
+    not_measured = {
+        "delivered": "計測なし / not measured: この日の送信は LINE のみ / only LINE sends this day"
+    }
+    rows = []
+    for day in sorted(d for d in by_day if d is not None) + ([None] if None in by_day else []):
+        counts = by_day[day]
+        measured = day in mailed or not _int(counts, Metric.SENT)
+        rows.append(
+            DayRow(
+                day=day,
+                enrolled=entered[day],
+                sent=_int(counts, Metric.SENT),
+                delivered=_int(counts, Metric.DELIVERED) if measured else None,
+                clicked=_int(counts, Metric.CLICKED),
+                converted=_int(counts, Metric.CONVERTED),
+                holdout_converted=held_converted[day],
+                not_measured={} if measured else not_measured,
             )
         )
     return rows
@@ -439,6 +678,7 @@ class ReportService:
             latest_version=state.latest,
             goal=goal,
             steps=tuple((s.id, s.name, reported_type(s)) for s in scenario.steps) if scenario else (),
+            step_channels=_step_channels(scenario.steps) if scenario else (),
         )
 
     def report(self, scenario_id: str, version: int | None = None) -> ScenarioReport:
@@ -460,6 +700,14 @@ class ReportService:
 
     def list(self) -> list[ScenarioListItem]:
         return [list_item(self.report(scenario_id)) for scenario_id in self.scenario_ids()]
+
+
+def _step_channels(steps: Iterable[Step]) -> tuple[tuple[str, str], ...]:
+    found = []
+    for step in steps:
+        if isinstance(step, SendStep) and len(channels := channels_of(step.channel)) == 1:
+            found.append((step.id, channels[0].value))
+    return tuple(found)
 
 
 def _duration_text(value: object) -> str:
