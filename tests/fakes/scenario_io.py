@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from cems import clock
 from cems.channels.registry import plugin
 from cems.line.multicast import queue_bodies
 from cems.models import Channel
 from cems.ports import CountDelta, ServiceUnavailable, SinkResult
-from cems.reports.counters import REVENUE, Metric, ReportCell
+from cems.reports.counters import REVENUE, Metric, ReportCell, dated
 from cems.scenario.engine import Dispatch
 
 
@@ -70,7 +71,8 @@ class RecordingDispatchSink:
 
 class InMemoryReportCounters:
     """Report cells and `once` markers in dictionaries; `unavailable` makes every add fail as
-    DynamoDB being down does (ServiceUnavailable)."""
+    DynamoDB being down does (ServiceUnavailable). Cells are dated with the clock's report day as
+    the store dates them; `count` adds up every day (and channel) of a cell given without one."""
 
     def __init__(self) -> None:
         self.counts: dict[ReportCell, dict[str, int | Decimal]] = {}
@@ -89,7 +91,7 @@ class InMemoryReportCounters:
                 if (cell.scenario_id, once) in self.once:
                     return False
                 self.once.add((cell.scenario_id, once))
-            counts = self.counts.setdefault(cell, {})
+            counts = self.counts.setdefault(dated(cell, clock.now()), {})
             counts[metric.value] = counts.get(metric.value, 0) + 1
             if revenue is not None:
                 counts[REVENUE] = Decimal(counts.get(REVENUE, 0)) + revenue
@@ -111,8 +113,9 @@ class InMemoryReportCounters:
             if marker in self.once:
                 return False
             self.once.add(marker)
+            now = clock.now()
             for delta in deltas:
-                counts = self.counts.setdefault(delta.cell, {})
+                counts = self.counts.setdefault(dated(delta.cell, now), {})
                 counts[delta.metric.value] = counts.get(delta.metric.value, 0) + delta.n
                 if delta.revenue is not None:
                     counts[REVENUE] = Decimal(counts.get(REVENUE, 0)) + delta.revenue
@@ -128,13 +131,35 @@ class InMemoryReportCounters:
         return sorted({cell.scenario_id for cell in self.counts})
 
     def count(self, cell: ReportCell, metric: Metric) -> int:
-        return int(self.counts.get(cell, {}).get(metric.value, 0))
+        """`metric` in `cell`, over every channel and day when the cell names none."""
+        return sum(
+            int(counts.get(metric.value, 0))
+            for stored, counts in self.counts.items()
+            if _same_cell(stored, cell)
+        )
 
 
-def _cell_order(cell: ReportCell) -> tuple[int, str, str, str]:
-    """ReportCounters' key order: version, step ("-" for none), variant ("-" or "=name"), group."""
+def _same_cell(stored: ReportCell, asked: ReportCell) -> bool:
+    return (
+        (stored.scenario_id, stored.version, stored.step_id, stored.variant, stored.holdout)
+        == (asked.scenario_id, asked.version, asked.step_id, asked.variant, asked.holdout)
+        and asked.channel in (None, stored.channel)
+        and asked.day in (None, stored.day)
+    )
+
+
+def _cell_order(cell: ReportCell) -> tuple[int, str, str, str, str, str]:
+    """ReportCounters' key order: version, step ("-" for none), variant ("-" or "=name"), group,
+    channel, day."""
     variant = "-" if cell.variant is None else f"={cell.variant}"
-    return cell.version, cell.step_id or "-", variant, "h" if cell.holdout else "t"
+    return (
+        cell.version,
+        cell.step_id or "-",
+        variant,
+        "h" if cell.holdout else "t",
+        cell.channel or "",
+        cell.day or "",
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from cems import clock
 from cems.adapters.dynamodb.journeys import ScenarioStore
 from cems.adapters.dynamodb.report_counters import ONCE_TTL, ReportCounters, once_key
-from cems.reports.counters import Metric, ReportCell
+from cems.reports.counters import Metric, ReportCell, dated
 from cems.reports.report import ReportService
 from cems.scenario.assignment import in_holdout, pick_variant
 from cems.scenario.model import Variant
@@ -42,7 +42,8 @@ def test_a_fact_named_once_counts_once(counters: ReportCounters, dynamodb: Any) 
     assert counters.add(cell, Metric.OPENED, once="opened#d2") is True
     # The same fact name in another scenario is another fact.
     assert counters.add(ReportCell("other", 1), Metric.OPENED, once="opened#d1") is True
-    assert dict(counters.cells("welcome"))[cell] == {"opened": 2}
+    # Dated by the store with the Tokyo day it counted on.
+    assert dict(counters.cells("welcome"))[dated(cell, NOW)] == {"opened": 2}
     marker = dynamodb.get_item(TableName=TABLE, Key=once_key("welcome", "opened#d1"))["Item"]
     assert int(marker["expires_at"]["N"]) == int((NOW + ONCE_TTL).timestamp())
 
@@ -70,7 +71,7 @@ def test_a_conflicting_transaction_is_tried_again(counters: ReportCounters, dyna
     assert counters.add(cell, Metric.CLICKED, once="clicked#d9") is True
     assert counters.add(cell, Metric.CLICKED, once="clicked#d9") is False
     assert len(calls) == 3
-    assert dict(counters.cells("welcome"))[cell] == {"clicked": 1}
+    assert dict(counters.cells("welcome"))[dated(cell, NOW)] == {"clicked": 1}
 
 
 def test_scenarios_that_counted_are_listed(counters: ReportCounters, dynamodb: Any) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from cems.adapters.dynamodb.report_counters import (
     cell_sk,
 )
 from cems.ports import CountDelta, CounterPort, ReportReader, ServiceUnavailable
-from cems.reports.counters import Metric, ReportCell
+from cems.reports.counters import Metric, ReportCell, report_day
 
 from tests.fakes.scenario_io import InMemoryReportCounters
 
@@ -39,6 +39,16 @@ from tests.integration.contract_tables import empty_dynamodb, module_dynamodb  #
 
 TABLE = "JourneysTable"
 NOW = datetime(2026, 5, 1, 3, 0, tzinfo=UTC)
+
+
+def read(counters: ReportReader, scenario_id: str) -> list[tuple[ReportCell, dict[str, int | Decimal]]]:
+    """`counters.cells` with each cell's day checked (the store dates a count with the Tokyo day it
+    was counted on: NOW's, here) and left out, so expectations name cells as callers give them."""
+    found = counters.cells(scenario_id)
+    assert all(cell.day == report_day(NOW) for cell, _ in found)
+    return [(replace(cell, day=None), counts) for cell, counts in found]
+
+
 IMPLEMENTATIONS = ["fake", "moto"]
 
 
@@ -176,7 +186,7 @@ def test_deltas_are_summed_per_cell_and_metric(counters: Counters) -> None:
     assert counters.add_many([CountDelta(mail, Metric.SENT, 10)], once="page#2")
     # A single add goes on counting the same cells.
     assert counters.add(mail, Metric.OPENED, once="opened#d1")
-    assert counters.cells("s1") == [
+    assert read(counters, "s1") == [
         (level, {"enrolled": 4, "converted": 2, "revenue": Decimal("4500.5")}),
         (mail, {"sent": 15, "failed": 1, "opened": 1}),
     ]
@@ -192,12 +202,12 @@ def test_a_marker_there_already_counts_nothing(counters: Counters) -> None:
     # A marker is per scenario, and is the one a single add of the same fact uses.
     assert not counters.add(cell, Metric.SENT, once="page#1")
     assert counters.add_many([CountDelta(ReportCell("s2", 1), Metric.ENROLLED)], once="page#1")
-    assert counters.cells("s1") == [(cell, {"sent": 5})]
+    assert read(counters, "s1") == [(cell, {"sent": 5})]
 
 
 def test_nothing_to_count_writes_nothing(counters: Counters) -> None:
     assert counters.add_many([], once="page#1")
-    assert counters.cells("s1") == [] and counters.scenario_ids() == []
+    assert read(counters, "s1") == [] and counters.scenario_ids() == []
 
 
 def test_bad_deltas_are_refused_with_nothing_stored(counters: Counters) -> None:
@@ -208,10 +218,10 @@ def test_bad_deltas_are_refused_with_nothing_stored(counters: Counters) -> None:
         )
     with pytest.raises(ValueError, match="cannot go down"):
         counters.add_many([CountDelta(cell, Metric.SENT, 2), CountDelta(cell, Metric.FAILED, -1)], once="p")
-    assert counters.cells("s1") == [] and counters.cells("s2") == []
+    assert read(counters, "s1") == [] and counters.cells("s2") == []
     # The marker was not taken either: the same fact counts when it comes right.
     assert counters.add_many([CountDelta(cell, Metric.SENT, 2)], once="p")
-    assert counters.cells("s1") == [(cell, {"sent": 2})]
+    assert read(counters, "s1") == [(cell, {"sent": 2})]
 
 
 def _wide_page(scenario: str, cells: int) -> list[CountDelta]:
@@ -222,10 +232,29 @@ def test_more_cells_than_a_transaction_holds_count_once(counters: Counters) -> N
     cells = CELLS_PER_TRANSACTION + 10
     assert counters.add_many(_wide_page("s1", cells), once="page#wide")
     assert not counters.add_many(_wide_page("s1", cells), once="page#wide")
-    counted = counters.cells("s1")
+    counted = read(counters, "s1")
     assert len(counted) == cells
     assert sum(int(c["sent"]) for _, c in counted) == cells * (cells + 1) // 2
     assert counted[7] == (ReportCell("s1", 1, "step-007"), {"sent": 8})
+
+
+def test_each_count_is_dated_with_its_tokyo_day_and_keeps_its_channel(counters: Counters) -> None:
+    """Issue 12: a day and a channel are part of the cell. The day is the Tokyo day of the count
+    (15:30 UTC is already the next day in Tokyo); a page's deltas share it, so a day adds no cell
+    to a transaction; a redelivery the next day is still refused by its marker."""
+    push = ReportCell("s1", 1, "push", channel="line")
+    assert counters.add_many(
+        [CountDelta(push, Metric.SENT, 500), CountDelta(push, Metric.FAILED, 2)], once="u#1"
+    )
+    clock.freeze(datetime(2026, 5, 1, 15, 30, tzinfo=UTC))
+    assert not counters.add_many([CountDelta(push, Metric.SENT, 500)], once="u#1")
+    assert counters.add(push, Metric.CLICKED, once="clicked#d1")
+    assert counters.add(ReportCell("s1", 1), Metric.ENROLLED)
+    assert counters.cells("s1") == [
+        (ReportCell("s1", 1, day="2026-05-02"), {"enrolled": 1}),
+        (replace(push, day="2026-05-01"), {"sent": 500, "failed": 2}),
+        (replace(push, day="2026-05-02"), {"clicked": 1}),
+    ]
 
 
 @dataclass(frozen=True)
@@ -307,7 +336,7 @@ def test_report_counters_exact_under_racing_workers(raced: tuple[Counters, Dynam
     # Each fact answered True exactly once, however its deliveries interleaved.
     counted = Counter(once for once, fresh in answers if fresh)
     assert counted == Counter(fact.once for fact in facts)
-    assert counters.cells("race") == _expected(facts)
+    assert read(counters, "race") == _expected(facts)
     if client is not None:
         # Every transaction's first two attempts were cancelled (and retried): two per marker, the
         # parts of the two wide pages each under its own.
@@ -332,10 +361,10 @@ def test_a_split_count_redone_after_a_failure_counts_each_part_once(dynamodb: An
     page = _wide_page("s1", 2 * CELLS_PER_TRANSACTION + 10)
     with pytest.raises(ServiceUnavailable):
         counters.add_many(page, once="page#wide")
-    assert len(counters.cells("s1")) == CELLS_PER_TRANSACTION
+    assert len(read(counters, "s1")) == CELLS_PER_TRANSACTION
     assert counters.add_many(page, once="page#wide")
     assert not counters.add_many(page, once="page#wide")
-    assert counters.cells("s1") == InMemoryCells.of(page)
+    assert read(counters, "s1") == InMemoryCells.of(page)
     # Each transaction: the marker, then at most 99 cell updates, every metric of a cell in one.
     assert [len(t) for t in client.transactions] == [100, 11, 100]
     assert all("Put" in t[0] and all("Update" in a for a in t[1:]) for t in client.transactions)
@@ -346,7 +375,7 @@ class InMemoryCells:
     def of(deltas: list[CountDelta]) -> list[tuple[ReportCell, dict[str, int | Decimal]]]:
         fake = InMemoryReportCounters()
         fake.add_many(deltas, once="x")
-        return fake.cells(deltas[0].cell.scenario_id)
+        return read(fake, deltas[0].cell.scenario_id)
 
 
 def test_a_cell_is_one_update_per_transaction_with_all_its_metrics(dynamodb: Any) -> None:
@@ -366,7 +395,7 @@ def test_a_cell_is_one_update_per_transaction_with_all_its_metrics(dynamodb: Any
     update = transaction[1]["Update"]
     assert update["UpdateExpression"].endswith("ADD #m0 :n0, #m1 :n1")
     assert update["ExpressionAttributeValues"][":n1"] == {"N": "497"}  # failed, sent: key order
-    assert counters.cells("s1") == [(cell, {"sent": 497, "failed": 3})]
+    assert read(counters, "s1") == [(cell, {"sent": 497, "failed": 3})]
 
 
 def test_writes_of_one_cell_are_spread_over_its_shards(dynamodb: Any) -> None:
@@ -381,12 +410,12 @@ def test_writes_of_one_cell_are_spread_over_its_shards(dynamodb: Any) -> None:
     assert {pk for pk, _ in writes} <= {keys.report_shard_pk("s1", k) for k in range(keys.REPORT_SHARDS)}
     assert len(writes) == keys.REPORT_SHARDS
     assert max(writes.values()) <= 160 // keys.REPORT_SHARDS * 2
-    assert counters.cells("s1") == [(cell, {"sent": 80_000})]
+    assert read(counters, "s1") == [(cell, {"sent": 80_000})]
 
 
 def test_cells_counted_before_sharding_are_still_read(dynamodb: Any) -> None:
     """A stage's cells written in the layout before issue 11 (one item per cell in `RPT#<scenario>`,
-    as that adapter wrote them) are read, and added to what the shards count after the deploy."""
+    as that adapter wrote them) are read beside what the shards count after the deploy."""
     old = ReportCell("s1", 1, "mail", "A")
     only_old = ReportCell("s1", 1, variant="A", holdout=True)
     for cell, counts in ((old, {"sent": 7, "opened": 2}), (only_old, {"enrolled": 3})):
@@ -417,9 +446,13 @@ def test_cells_counted_before_sharding_are_still_read(dynamodb: Any) -> None:
     counters = ReportCounters(TABLE, dynamodb)
     counters.add_many([CountDelta(old, Metric.SENT, 5), CountDelta(old, Metric.DELIVERED, 4)], once="page#1")
     counters.add(old, Metric.OPENED, once="opened#d9")
+    # The old items come back as cells without a day (counted before issue 12), the new counts as
+    # the same cell dated: a report adds them up.
+    today = report_day(NOW)
     assert counters.cells("s1") == [
         (only_old, {"enrolled": 3}),
-        (old, {"sent": 12, "delivered": 4, "opened": 3}),
+        (old, {"sent": 7, "opened": 2}),
+        (replace(old, day=today), {"sent": 5, "delivered": 4, "opened": 1}),
     ]
     assert counters.scenario_ids() == ["s1"]
 
@@ -428,8 +461,8 @@ def test_a_scenario_whose_id_extends_another_keeps_its_own_cells(dynamodb: Any) 
     counters = ReportCounters(TABLE, dynamodb)
     counters.add_many([CountDelta(ReportCell("s1", 1), Metric.ENROLLED, 2)], once="p")
     counters.add_many([CountDelta(ReportCell("s1-1", 1), Metric.ENROLLED, 5)], once="p")
-    assert counters.cells("s1") == [(ReportCell("s1", 1), {"enrolled": 2})]
-    assert counters.cells("s1-1") == [(ReportCell("s1-1", 1), {"enrolled": 5})]
+    assert read(counters, "s1") == [(ReportCell("s1", 1), {"enrolled": 2})]
+    assert read(counters, "s1-1") == [(ReportCell("s1-1", 1), {"enrolled": 5})]
 
 
 def test_collisions_on_every_attempt_end_in_service_unavailable(dynamodb: Any) -> None:
@@ -444,10 +477,10 @@ def test_collisions_on_every_attempt_end_in_service_unavailable(dynamodb: Any) -
         counters.add_many([CountDelta(cell, Metric.SENT, 3)], once="page#1")
     assert client.calls == MAX_ATTEMPTS and len(waits) == MAX_ATTEMPTS - 1
     assert all(0 <= wait <= BACKOFF_CAP for wait in waits)
-    assert counters.cells("s1") == []
+    assert read(counters, "s1") == []
     counters = ReportCounters(TABLE, dynamodb)
     assert counters.add_many([CountDelta(cell, Metric.SENT, 3)], once="page#1")
-    assert counters.cells("s1") == [(cell, {"sent": 3})]
+    assert read(counters, "s1") == [(cell, {"sent": 3})]
 
 
 def test_a_count_without_a_marker_moves_shard_on_a_collision(dynamodb: Any) -> None:
@@ -468,4 +501,4 @@ def test_a_count_without_a_marker_moves_shard_on_a_collision(dynamodb: Any) -> N
     cell = ReportCell("s1", 1)
     assert counters.add(cell, Metric.ENROLLED)
     assert len(collided) == 2 and collided[0] != collided[1]
-    assert counters.cells("s1") == [(cell, {"enrolled": 1})]
+    assert read(counters, "s1") == [(cell, {"enrolled": 1})]

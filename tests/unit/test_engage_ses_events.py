@@ -24,7 +24,7 @@ from cems.engagement.ses_events import (
     parse_ses_event,
     tag_value,
 )
-from cems.models import Profile
+from cems.models import Channel, Profile
 from cems.reports.counters import ReportCell
 from hypothesis import given
 from hypothesis import strategies as st
@@ -165,6 +165,9 @@ def test_engage_messages_name_the_profile_by_its_strongest_identity() -> None:
 
 
 def test_only_a_scenarios_dispatch_has_a_report_cell() -> None:
-    assert report_cell(None, None, "s", None) is None
-    assert report_cell("welcome", None, "s", None) is None
-    assert report_cell("welcome", 2, "s", "A") == ReportCell("welcome", 2, "s", "A")
+    assert report_cell(None, None, "s", None, Channel.EMAIL) is None
+    assert report_cell("welcome", None, "s", None, Channel.EMAIL) is None
+    # The channel of what was engaged with is part of the cell (issue 12: per-channel reports).
+    assert report_cell("welcome", 2, "s", "A", Channel.LINE) == ReportCell(
+        "welcome", 2, "s", "A", channel="line"
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cems import clock
 from cems.models import Channel, Profile
-from cems.reports.counters import Metric
+from cems.reports.counters import Metric, ReportCell
 from cems.reports.report import ReportService, build_report
 from cems.scenario import engine
 from cems.scenario.assignment import in_holdout
@@ -571,3 +571,40 @@ def test_a_report_reads_back_the_journeys_the_runner_counted(world: JourneyWorld
     remind = {row.step_id: row for row in report.steps}["remind"]
     assert remind.held_out == len(held - buyers)  # the holdout's reminders, held back
     assert len(world.sent()) == len(set(customers) - held - buyers)  # sent: counted by send_line
+    # Everyone bought before the reminder: no message to attribute their conversions to.
+    shares = {share.attributed_to: share.converted for share in report.conversions}
+    assert shares == {
+        k: v for k, v in {"no_message": len(buyers - held), "holdout": len(buyers & held)}.items() if v
+    }
+
+
+def test_a_conversion_is_counted_at_the_last_send_and_its_channel(world: JourneyWorld) -> None:
+    """Issue 12: a customer who buys after the reminder converts in the reminder's cell, on the
+    channel it was dispatched on, so the report splits conversions by step and channel."""
+    document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
+    document["entry"]["holdout_percent"] = 0
+    scenario = world.upload(document)
+    customer = world.customer("cus_after_remind")
+    world.runner.on_stored_event(world.event(customer, "Product Added"))
+    clock.advance(26 * 3600)  # past the wait for an order: the reminder goes out on LINE
+    world.runner.tick()
+    assert len(world.sent()) == 1
+    enrolment = world.enrolment(customer, scenario.id)
+    assert (enrolment.last_send_step, enrolment.last_send_channel) == ("remind", Channel.LINE)
+    clock.advance(3600)
+    world.runner.on_stored_event(world.event(customer, "Order Completed", order_id="o-1", total=5000))
+
+    remind = ReportCell(scenario.id, 1, "remind", channel="line")
+    assert world.counters.count(remind, Metric.CONVERTED) == 1
+    assert world.counters.count(ReportCell(scenario.id, 1), Metric.CONVERTED) == 0
+    report = ReportService(world.counters, world.scenarios).report(scenario.id)
+    row = {r.step_id: r for r in report.steps}["remind"]
+    assert (row.channel, row.converted, row.revenue, row.delivered, row.opened) == (
+        "line",
+        1,
+        5000,
+        None,
+        None,
+    )
+    assert [(s.attributed_to, s.converted) for s in report.conversions] == [("line", 1)]
+    assert report.treatment.converted == 1

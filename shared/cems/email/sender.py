@@ -333,7 +333,13 @@ class EmailSender:
         }.get(status)
         if metric is None or dispatch.test or dispatch.scenario_id is None or dispatch.version is None:
             return
-        cell = ReportCell(dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant)
+        cell = ReportCell(
+            dispatch.scenario_id,
+            dispatch.version,
+            dispatch.step_id,
+            dispatch.variant,
+            channel=Channel.EMAIL.value,
+        )
         self.counters.add(cell, metric, once=f"{metric.value}#{dispatch.idempotency_key}")
 
     def _backoff(self, receive_count: int) -> int:

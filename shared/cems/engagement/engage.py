@@ -84,11 +84,13 @@ def identity_of(profile: Profile) -> dict[str, str]:
 
 
 def report_cell(
-    scenario_id: str | None, version: int | None, step_id: str | None, variant: str | None
+    scenario_id: str | None, version: int | None, step_id: str | None, variant: str | None, channel: Channel
 ) -> ReportCell | None:
     if scenario_id is None or version is None:
         return None  # not a scenario's dispatch (nothing to report on)
-    return ReportCell(scenario_id=scenario_id, version=version, step_id=step_id, variant=variant)
+    return ReportCell(
+        scenario_id=scenario_id, version=version, step_id=step_id, variant=variant, channel=channel.value
+    )
 
 
 class ConfirmResult(StrEnum):
@@ -176,7 +178,7 @@ class Engagement:
         Without a visitor mark, once per dispatch (a floor)."""
         if token.test:
             return Recorded(test=True)
-        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant)
+        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant, token.channel)
         if cell is None:
             return Recorded()
         # Salted with the dispatch, so a marker says nothing about the same visitor elsewhere.
@@ -295,7 +297,8 @@ class Engagement:
             name = EngagementEvent.COMPLAINED
             properties = {"feedback_type": event.complaint.complaint_feedback_type}
         elif event.event_type == "Delivery" and tags is not None and not tags.test:
-            cell = report_cell(tags.scenario_id, tags.version, tags.step_id, tags.variant)
+            # SES reports deliveries of mail only: the channel is email whatever the tags say.
+            cell = report_cell(tags.scenario_id, tags.version, tags.step_id, tags.variant, Channel.EMAIL)
             if cell is not None:
                 outcome.counted = self.counters.add(cell, Metric.DELIVERED, once=f"delivered#{tags.dispatch}")
         if name is not None and tags is not None and not tags.test and tags.customer_id:
@@ -345,7 +348,7 @@ class Engagement:
     def _count(self, recorded: Recorded, token: TrackingToken, metric: Metric, once: str) -> Recorded:
         # Counted whether or not the event was new: `once` makes a repeat count nothing, and a
         # first attempt that stored the event but failed before counting is completed by the next.
-        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant)
+        cell = report_cell(token.scenario_id, token.version, token.step_id, token.variant, token.channel)
         if cell is None:
             return recorded
         counted = self.counters.add(cell, metric, once=once)

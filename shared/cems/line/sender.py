@@ -712,7 +712,9 @@ def _deltas(dispatch: LineDispatch, records: Sequence[RecipientRecord]) -> list[
     assert dispatch.scenario_id is not None
     if dispatch.version is None:
         return []
-    cell = ReportCell(dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant)
+    cell = ReportCell(
+        dispatch.scenario_id, dispatch.version, dispatch.step_id, dispatch.variant, channel=Channel.LINE.value
+    )
     counts = Counter(REPORTED_OUTCOMES[r.status] for r in records if r.status in REPORTED_OUTCOMES)
     return [CountDelta(cell, metric, n) for metric, n in counts.items()]
 

@@ -150,6 +150,9 @@ class Enrolment(_Frozen):
     # Sends since the customer last did anything (for exit.no_response_after_sends).
     unanswered_sends: int = 0
     last_send_at: datetime | None = None
+    # The step and channel of the last send (what a conversion is attributed to in the report).
+    last_send_step: str | None = None
+    last_send_channel: Channel | None = None
     # Sends per send step in this journey: a step sent again (a loop) gets its own dispatch key.
     step_sends: dict[str, int] = Field(default_factory=dict)
     # When a capped send was first deferred (frequency_cap.give_up_after counts from it).
@@ -869,6 +872,8 @@ class _Run:
             sends=self.e.sends + 1,
             unanswered_sends=self.e.unanswered_sends + 1,
             last_send_at=self.now,
+            last_send_step=step.id,
+            last_send_channel=dispatch.channel,
             step_sends={**self.e.step_sends, step.id: self.e.step_sends.get(step.id, 0) + 1},
             deferred_since=None,
         )

@@ -963,7 +963,10 @@ def _facts(
                 once = f"suppressed#{journey}#{record.step_id}"
                 facts.append((step_cell, Metric.SUPPRESSED, once, None))
             elif record.what == "converted":
-                cell = ReportCell(e.scenario_id, e.version, None, e.variant, e.holdout)
+                # Attributed to the last send before it (its step and channel); a holdout customer,
+                # or one who converts before any send, at the scenario level with no channel.
+                channel = e.last_send_channel.value if e.last_send_channel is not None else None
+                cell = ReportCell(e.scenario_id, e.version, e.last_send_step, e.variant, e.holdout, channel)
                 facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
     return facts
 

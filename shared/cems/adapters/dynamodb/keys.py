@@ -326,8 +326,18 @@ def report_shard_pk(scenario_id: str, shard: int) -> str:
     return f"{REPORT_PREFIX}{scenario_id}#{shard}"
 
 
-def report_cell_sk(version: int, step: str, variant: str, group: str) -> str:
-    return f"{VERSION_PREFIX}{version:06d}#S#{step}#VAR#{variant}#G#{group}"
+def report_cell_sk(
+    version: int, step: str, variant: str, group: str, channel: str | None = None, day: str | None = None
+) -> str:
+    """A report cell's sort key. A cell with a channel or a day (counted since issue 12) ends in
+    `#C#<channel or ->#D#<day or ->`; one with neither keeps the key it had before, so cells counted
+    then are still read as theirs. No two cells share a key though variant names are free text: the
+    suffix is read from the right (a day is fixed-length, a channel name has no `#`), and a key
+    without it ends in the group, never in a day."""
+    sk = f"{VERSION_PREFIX}{version:06d}#S#{step}#VAR#{variant}#G#{group}"
+    if channel is None and day is None:
+        return sk
+    return f"{sk}#C#{channel or '-'}#D#{day or '-'}"
 
 
 def report_once_key(scenario_id: str, once: str, part: int | None = None) -> Key:

@@ -2,9 +2,11 @@
 Events table). Key formats: keys.py.
 
 JourneysTable (pk, sk):
-  RPT#<scenario id>#<shard> / V#<000001>#S#<step or ->#VAR#<-|=name>#G#<t|h>   one shard of a report
-                      cell (shard 0..REPORT_SHARDS-1): a number per metric (ADD), `revenue` (ADD),
-                      and the cell's fields as attributes; a cell's counts are the sum of its shards
+  RPT#<scenario id>#<shard> / V#<000001>#S#<step or ->#VAR#<-|=name>#G#<t|h>#C#<channel or ->#D#<day>
+                      one shard of a report cell (shard 0..REPORT_SHARDS-1): a number per metric
+                      (ADD), `revenue` (ADD), and the cell's fields as attributes; a cell's counts
+                      are the sum of its shards. The day is the Tokyo day the count was written
+                      (issue 12); cells counted before have no `#C#...#D#...` and no day
   RPT#<scenario id> / (the same sk)   a cell as counted before issue 11 (one item per cell): no
                       longer written, still read and added to the shards' counts
   RPTONCE#<sha256>  / ONCE            a fact counted already (`once`, or one part of a count split
@@ -46,7 +48,7 @@ from cems.adapters.dynamodb.items import (
     transaction_cancelled,
 )
 from cems.ports import CountDelta, ServiceUnavailable
-from cems.reports.counters import REVENUE, Metric, ReportCell
+from cems.reports.counters import REVENUE, Metric, ReportCell, dated
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -86,7 +88,12 @@ def _variant_key(cell: ReportCell) -> str:
 
 def cell_sk(cell: ReportCell) -> str:
     return keys.report_cell_sk(
-        cell.version, cell.step_id or "-", _variant_key(cell), "h" if cell.holdout else "t"
+        cell.version,
+        cell.step_id or "-",
+        _variant_key(cell),
+        "h" if cell.holdout else "t",
+        cell.channel,
+        cell.day,
     )
 
 
@@ -147,10 +154,10 @@ class ReportCounters:
         f"opened#{dispatch_key}") a marker is written in the same transaction on condition that it
         is new: a fact counted already counts nothing and answers False. ServiceUnavailable: not
         counted (DynamoDB refused or could not be reached, or collisions outlasted every retry)."""
-        total = _CellTotal(cell)
+        when = at or clock.now()
+        total = _CellTotal(dated(cell, when))
         total.add(metric, 1, revenue)
         try:
-            when = at or clock.now()
             self._index(cell.scenario_id, when)
             if once is None:
                 self._update_unmarked(total, when)
@@ -171,13 +178,14 @@ class ReportCounters:
         ValueError (nothing written): deltas of more than one scenario, or a negative count.
         ServiceUnavailable: not every part counted (those that were stay counted, under their
         markers; asking again counts the rest)."""
-        totals = _totals(deltas)
+        at = clock.now()
+        # Every delta is dated with the same day, so a day dimension adds no cell to a transaction.
+        totals = _totals(deltas, at)
         if not totals:
             return True
         scenario_id = totals[0].cell.scenario_id
         parts = [totals[i : i + CELLS_PER_TRANSACTION] for i in range(0, len(totals), CELLS_PER_TRANSACTION)]
         try:
-            at = clock.now()
             self._index(scenario_id, at)
             for number, part in enumerate(parts[1:], start=2):
                 self._transact(part, once_key(scenario_id, once, number), at)
@@ -245,6 +253,8 @@ class ReportCounters:
             "#step": "step_id",
             "#var": "variant",
             "#hold": "holdout",
+            "#chn": "channel",
+            "#day": "day",
             "#at": "updated_at",
         }
         values: dict[str, Any] = {
@@ -253,6 +263,8 @@ class ReportCounters:
             ":step": {"NULL": True} if cell.step_id is None else {"S": cell.step_id},
             ":var": {"NULL": True} if cell.variant is None else {"S": cell.variant},
             ":hold": {"BOOL": cell.holdout},
+            ":chn": {"NULL": True} if cell.channel is None else {"S": cell.channel},
+            ":day": {"NULL": True} if cell.day is None else {"S": cell.day},
             ":at": {"S": clock.iso(at)},
         }
         adds: list[str] = []
@@ -268,7 +280,8 @@ class ReportCounters:
             "TableName": self.table_name,
             "Key": cell_key(cell, shard),
             "UpdateExpression": (
-                "SET #scn = :scn, #ver = :ver, #step = :step, #var = :var, #hold = :hold, #at = :at"
+                "SET #scn = :scn, #ver = :ver, #step = :step, #var = :var, #hold = :hold,"
+                " #chn = :chn, #day = :day, #at = :at"
                 f" ADD {', '.join(adds)}"
             ),
             "ExpressionAttributeNames": names,
@@ -299,8 +312,10 @@ class ReportCounters:
 
     def cells(self, scenario_id: str) -> list[tuple[ReportCell, dict[str, int | Decimal]]]:
         """Every cell of a scenario with its counts (metrics as int, `revenue` as Decimal), in key
-        order (version, step, variant, group): the sum of its shards and of its item in the layout
-        before sharding. One consistent Query per partition."""
+        order (version, step, variant, group, channel, day): the sum of its shards and of its item
+        in the layout before sharding. A cell counted before issue 12 comes back without channel
+        or day, beside the same cell's dated ones (different items). One consistent Query per
+        partition."""
         partitions = [keys.report_pk(scenario_id)]
         partitions += [keys.report_shard_pk(scenario_id, shard) for shard in range(keys.REPORT_SHARDS)]
         found: dict[str, tuple[ReportCell, Counts]] = {}
@@ -339,17 +354,16 @@ def _why(exc: BotoCoreError | ClientError) -> str:
     return (error_code(exc) if isinstance(exc, ClientError) else None) or type(exc).__name__
 
 
-def _totals(deltas: Sequence[CountDelta]) -> list[_CellTotal]:
-    """The deltas summed per cell, in key order; ValueError for what cannot be counted."""
+def _totals(deltas: Sequence[CountDelta], at: datetime) -> list[_CellTotal]:
+    """The deltas summed per cell (dated `at`), in key order; ValueError for what cannot be counted."""
     if len({d.cell.scenario_id for d in deltas}) > 1:
         raise ValueError("add_many counts for one scenario at a time (its marker is kept per scenario)")
     totals: dict[str, _CellTotal] = {}
     for delta in deltas:
         if delta.n < 0:
             raise ValueError(f"a count cannot go down ({delta.metric.value} {delta.n})")
-        totals.setdefault(cell_sk(delta.cell), _CellTotal(delta.cell)).add(
-            delta.metric, delta.n, delta.revenue
-        )
+        cell = dated(delta.cell, at)
+        totals.setdefault(cell_sk(cell), _CellTotal(cell)).add(delta.metric, delta.n, delta.revenue)
     return [totals[sk] for sk in sorted(totals)]
 
 
@@ -360,6 +374,8 @@ def _cell_of(values: dict[str, Any]) -> ReportCell:
         step_id=values.get("step_id"),
         variant=values.get("variant"),
         holdout=bool(values.get("holdout", False)),
+        channel=values.get("channel"),
+        day=values.get("day"),
     )
 
 
