@@ -1,5 +1,5 @@
 """`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
-journeys, email, broadcast, events)."""
+journeys, email, broadcast, events, console, audience)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import bench.audience
 import bench.aws_requests
 import bench.broadcast
 import bench.coldstart
@@ -31,6 +32,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "email": lambda args: bench.mail.measure(python=args.python),
     "events": lambda _: bench.events.measure(),
     "console": lambda _: bench.console.measure(),
+    "audience": lambda _: bench.audience.measure(),
 }
 
 
