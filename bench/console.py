@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +58,7 @@ def _event(target: str, claims: dict[str, str] | None = None) -> dict[str, Any]:
         "headers": {"accept": "*/*"},
         "requestContext": {
             "http": {"method": "GET", "path": path, "sourceIp": "203.0.113.10", "protocol": "HTTP/1.1"},
-            "requestId": "bench",
+            "requestId": uuid.uuid4().hex,  # each request its own, as API Gateway gives
             "stage": "$default",
         },
         "isBase64Encoded": False,

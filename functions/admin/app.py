@@ -12,7 +12,9 @@ and erasing customers.
   POST   /admin/audience                      a scenario document's audience: matching customers,
                                               reach per channel, holdout, a masked sample
 
-The rules are in cems.reports, cems.console.customers, cems.console.audience and cems.erasure;
+Every route but the audience count goes through cems.console.actions, which writes the audit entry
+(an IAM caller acts as an admin: its IAM policy is the permission). The rules are in cems.reports,
+cems.console.customers, cems.console.audience and cems.erasure;
 docs/reports.md describes the numbers, docs/customers.md finding, masking and the export,
 docs/audience.md the audience count.
 """
@@ -26,11 +28,11 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
-from cems.console.customers import LookupKind, UnusableLookupValue
+from cems.audit import withheld_if_personal
+from cems.console.actions import Caller
 from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.reports.html import render_html
-from cems.reports.report import UnknownScenario
 from cems.responses import NOT_FOUND, error_response, json_response
 from cems.scenario.problems import bilingual
 from cems.scenario.validation import validate_text
@@ -39,22 +41,23 @@ logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 
-MAX_VERSION_DIGITS = 9
-reports, eraser = wiring.admin()
-directory = wiring.customer_directory()
+actions = wiring.operator_actions()
 audience = wiring.audience()
 # Kept back from the invocation's time for answering: a count that runs out of time answers what it
 # read (`complete: false`) rather than time out (HttpApi gives up after 30 s).
 ANSWER_MARGIN_MS = 3_000
-# The query parameters GET /admin/customers finds by (exactly one), and what each is.
-FIND_BY = {
-    "email": LookupKind.EMAIL,
-    "phone": LookupKind.PHONE,
-    "line_user_id": LookupKind.LINE,
-    "user_id": LookupKind.USER,
-    "anonymous_id": LookupKind.ANONYMOUS,
-}
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _iam_caller() -> Caller:
+    """The IAM principal that signed the request, as API Gateway says, and where it came from. Its IAM
+    policy decided what it may call (template.yaml's operator policies); CEMS records what it did."""
+    event = app.current_event
+    return Caller.iam(_caller(), event.request_context.http.source_ip, event.request_context.request_id)
+
+
+def _query() -> dict[str, str]:
+    return dict(app.current_event.query_string_parameters or {})
 
 
 def _caller() -> str | None:
@@ -67,102 +70,51 @@ def _caller() -> str | None:
 
 @app.get("/admin/scenarios")
 def list_scenarios() -> Response[str]:
-    items = reports.list()
+    items = actions.scenarios(_iam_caller())
     metrics.add_metric("AdminScenarioLists", MetricUnit.Count, 1)
     return json_response(200, {"scenarios": [i.model_dump(mode="json") for i in items]})
 
 
 @app.get("/admin/scenarios/<scenario_id>/report")
 def scenario_report(scenario_id: str) -> Response[str]:
-    raw = app.current_event.get_query_string_value("version")
-    version: int | None = None
-    if raw is not None:
-        # ASCII digits only, and few: str.isdigit accepts "²", and int() refuses 4,300 digits or more.
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_VERSION_DIGITS or int(raw) < 1:
-            raise ClientError(
-                400, "invalid_version", "version must be a positive whole number", field="version"
-            )
-        version = int(raw)
-    try:
-        report = reports.report(scenario_id, version)
-    except UnknownScenario as exc:
-        raise ClientError(404, "scenario_not_found", str(exc), field="id") from None
+    report = actions.report(_iam_caller(), scenario_id, _query().get("version"))
     metrics.add_metric("AdminReports", MetricUnit.Count, 1)
-    if app.current_event.get_query_string_value("format") == "html":
-        return Response(200, "text/html; charset=utf-8", render_html(report), {"Cache-Control": "no-store"})
-    return json_response(200, report.model_dump(mode="json"), {"Cache-Control": "no-store"})
+    if _query().get("format") == "html":
+        return Response(200, "text/html; charset=utf-8", render_html(report), NO_STORE)
+    return json_response(200, report.model_dump(mode="json"), NO_STORE)
 
 
 @app.get("/admin/customers")
 def find_customers() -> Response[str]:
-    query = app.current_event.query_string_parameters or {}
-    given = [name for name in FIND_BY if name in query]
-    if not given:
-        raise ClientError(
-            400, "lookup_required", f"give one of {', '.join(FIND_BY)} to find a customer by", field="query"
-        )
-    if len(given) > 1:
-        raise ClientError(
-            400, "one_lookup_only", f"give only one of {', '.join(given)}, not {len(given)}", field=given[1]
-        )
-    name = given[0]
-    try:
-        found = directory.find(FIND_BY[name], query[name])
-    except UnusableLookupValue:
-        raise ClientError(
-            400, f"invalid_{name}", f"{name} is not a value a customer can be found by", field=name
-        ) from None
+    found = actions.find_customers(_iam_caller(), _query())
     metrics.add_metric("CustomerLookups", MetricUnit.Count, 1)
-    # The audit line: what was looked up by (never the value) and the internal ids found.
-    logger.info(
-        "customers found",
-        extra={"by": name, "customer_ids": [f.customer_id for f in found], "caller": _caller()},
-    )
-    return json_response(200, {"customers": [f.masked() for f in found]}, NO_STORE)
+    return json_response(200, {"customers": found}, NO_STORE)
 
 
 @app.get("/admin/customers/<customer_id>")
 def view_customer(customer_id: str) -> Response[str]:
-    raw = app.current_event.get_query_string_value("unmasked")
-    if raw not in (None, "true", "false"):
-        raise ClientError(400, "invalid_unmasked", "unmasked must be true or false", field="unmasked")
-    unmasked = raw == "true"
-    view = directory.view(customer_id, unmasked=unmasked)
-    if view is None:
-        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased)", field="id")
-    if unmasked:
-        logger.info("customer viewed unmasked", extra={"customer_id": customer_id, "caller": _caller()})
+    view = actions.view_customer(_iam_caller(), customer_id, _query().get("unmasked"))
     return json_response(200, view, NO_STORE)
 
 
 @app.get("/admin/customers/<customer_id>/export")
 def export_customer(customer_id: str) -> Response[str]:
-    document = directory.export(customer_id)
-    if document is None:
-        raise ClientError(404, "customer_not_found", "no such customer (never was, or erased)", field="id")
+    document = actions.export_customer(_iam_caller(), customer_id)
     metrics.add_metric("CustomersExported", MetricUnit.Count, 1)
-    logger.info(
-        "customer exported",
-        extra={"customer_id": customer_id, "customer_ids": document["customer_ids"], "caller": _caller()},
-    )
     return json_response(200, document, NO_STORE)
 
 
 @app.delete("/admin/customers/<customer_id>")
 def erase_customer(customer_id: str) -> Response[str]:
-    erasure = eraser.erase(customer_id)
-    if erasure is None:
-        raise ClientError(
-            404, "customer_not_found", "no such customer (never was, or erased already)", field="id"
-        )
+    erasure = actions.erase_customer(_iam_caller(), customer_id)
     metrics.add_metric("CustomersErased", MetricUnit.Count, 1)
-    # The audit line: internal ids and counts only (no address, LINE id or trait).
+    # Internal ids and counts only (no address, LINE id or trait); the audit entry holds the same.
     logger.info(
         "customer erased",
         extra={
             "customer_id": customer_id,
             "customer_ids": list(erasure.customer_ids),
-            "caller": _caller(),
+            "caller": withheld_if_personal(_caller() or "-"),
             **erasure.counts(),
         },
     )

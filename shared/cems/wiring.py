@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from cems.adapters.aws import DynamoDBClient, SQSClient
     from cems.adapters.dynamodb.customers import Stores
-    from cems.adapters.dynamodb.erasure import CustomerEraser
     from cems.adapters.dynamodb.journeys import JourneyStores
     from cems.adapters.line_api import LineReplyApi
     from cems.adapters.sqs import QueueRetry
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from cems.line.sender import LineSender
     from cems.line.webhook import LineWebhook
     from cems.ports import ScenarioUpkeep
-    from cems.reports.report import ReportService
     from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker
     from cems.scenario.loader import ScenarioLoader
     from cems.scenario.relevance import ScenariosInPlay
@@ -427,21 +425,6 @@ def engage(settings: Settings | None = None) -> tuple[Engagement, str | None]:
 def ses_events(settings: Settings | None = None) -> Engagement:
     """The engagement rules, which apply SES events (suppression, stored events, counted deliveries)."""
     return _engagement(_settings(settings))
-
-
-def admin(settings: Settings | None = None) -> tuple[ReportService, CustomerEraser]:
-    from cems.adapters.dynamodb.erasure import CustomerEraser
-    from cems.adapters.dynamodb.journeys import ScenarioStore
-    from cems.adapters.dynamodb.report_counters import ReportCounters
-    from cems.reports.report import ReportService
-
-    settings = _settings(settings)
-    dynamodb = _dynamodb()
-    tables = settings.tables
-    return (
-        ReportService(ReportCounters(tables.journeys, dynamodb), ScenarioStore(tables.journeys, dynamodb)),
-        CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
-    )
 
 
 def audience(settings: Settings | None = None) -> AudienceCounter:

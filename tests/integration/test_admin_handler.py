@@ -10,6 +10,7 @@ import json
 import sys
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,7 +88,7 @@ def http_event(method: str, target: str) -> dict[str, Any]:
                 "protocol": "HTTP/1.1",
                 "sourceIp": "203.0.113.9",
             },
-            "requestId": "Ad7Y0001joAMEbw=",
+            "requestId": uuid.uuid4().hex,  # API Gateway gives each request its own
             "routeKey": f"{method} {parsed.path}",
             "stage": "$default",
             "time": "20/Nov/2026:09:00:00 +0000",

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,7 @@ def http_event(
         "headers": {"content-type": "application/json"},
         "requestContext": {
             "http": {"method": method, "path": path, "sourceIp": source_ip, "protocol": "HTTP/1.1"},
-            "requestId": "test",
+            "requestId": uuid.uuid4().hex,  # API Gateway gives each request its own
             "stage": "$default",
         },
         "body": None if body is None else json.dumps(body),
