@@ -39,7 +39,9 @@ FUNCTIONS = (
     "send_email",
     "engage",
     "ses_events",
-    "admin",
+    "operator_actions",  # admin's and console's
+    "audience",
+    "console",
 )
 BUILD = """
 import json, sys
