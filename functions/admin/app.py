@@ -34,15 +34,12 @@ from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.reports.html import render_html
 from cems.responses import NOT_FOUND, error_response, json_response
-from cems.scenario.problems import bilingual
-from cems.scenario.validation import validate_text
 
 logger = function_logger()
 metrics = Metrics()
 app = APIGatewayHttpResolver()
 
 actions = wiring.operator_actions()
-audience = wiring.audience()
 # Kept back from the invocation's time for answering: a count that runs out of time answers what it
 # read (`complete: false`) rather than time out (HttpApi gives up after 30 s).
 ANSWER_MARGIN_MS = 3_000
@@ -131,24 +128,9 @@ def erase_customer(customer_id: str) -> Response[str]:
 
 @app.post("/admin/audience")
 def count_audience() -> Response[str]:
-    body = app.current_event.decoded_body or ""
-    report = validate_text(body, "request body")
-    if report.scenario is None:
-        metrics.add_metric("AdminRequestsRejected", MetricUnit.Count, 1)
-        logger.info(
-            "rejected", extra={"status": 400, "error": "invalid_scenario", "problems": len(report.errors)}
-        )
-        message = bilingual("シナリオに問題があります", "the scenario is not valid")
-        problems = [e.to_dict() for e in report.errors]
-        answer = {
-            "success": False,
-            "error": "invalid_scenario",
-            "code": "invalid_scenario",
-            "message": message,
-        }
-        return json_response(400, {**answer, "problems": problems}, NO_STORE)
     budget_ms = app.lambda_context.get_remaining_time_in_millis() - ANSWER_MARGIN_MS
-    count = audience.count(report.scenario, time_budget_s=max(budget_ms, 1_000) / 1000)
+    body = app.current_event.decoded_body or ""
+    count = actions.count_audience(_iam_caller(), body, max(budget_ms, 1_000) / 1000)
     metrics.add_metric("AudienceCounts", MetricUnit.Count, 1)
     # Counts and cost only: no customer id, trait or address (the sample stays in the answer, masked).
     logger.info(
@@ -160,7 +142,6 @@ def count_audience() -> Response[str]:
             "customers_read": count.customers_read,
             "requests": count.requests,
             "elapsed_ms": count.elapsed_ms,
-            "caller": _caller(),
         },
     )
     return json_response(200, count.model_dump(mode="json"), NO_STORE)

@@ -10,6 +10,7 @@
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
   GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
   DELETE /admin/console/customers/{id}         erase the person (customers_erase)
+  POST /admin/console/audience       a scenario document's audience before sending (audience_count)
   GET  /admin/console/audit           the audit log, newest first (?days=1-90, ?cursor; audit_view)
 
 Every /admin/console/ route but sign-in sits behind API Gateway's JWT authorizer (OperatorJwt), so a
@@ -149,6 +150,16 @@ def erase_customer(customer_id: str) -> Response[str]:
     erasure = actions.erase_customer(_caller(), customer_id)
     body = {"success": True, "customer_ids": list(erasure.customer_ids), "erased": erasure.counts()}
     return json_response(200, body, NO_STORE)
+
+
+@app.post("/admin/console/audience")
+def audience() -> Response[str]:
+    # Kept back from the invocation's time for answering: a count that runs out of time answers what
+    # it read (`complete: false`) rather than time out (HttpApi gives up after 30 s).
+    budget_ms = app.lambda_context.get_remaining_time_in_millis() - 3_000
+    body = app.current_event.decoded_body or ""
+    count = actions.count_audience(_caller(), body, max(budget_ms, 1_000) / 1000)
+    return json_response(200, count.model_dump(mode="json"), NO_STORE)
 
 
 @app.get("/admin/console/audit")

@@ -520,4 +520,5 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
         ReportService(ReportCounters(tables.journeys, dynamodb), scenarios),
         scenarios,
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
+        audience(settings),
     )

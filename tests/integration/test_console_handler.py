@@ -268,3 +268,28 @@ def test_the_diagram_is_svg_with_counts_for_those_who_see_results(seeded_call: t
     assert "送 1" in with_counts and "送 1" not in without
     status, _, body = call("GET", "/admin/console/scenarios/nope/diagram", INSIDE, claims=analyst)
     assert (status, body["error"]) == (404, "scenario_not_found")
+
+
+def test_an_audience_count_is_for_roles_that_may_count_and_each_attempt_is_one_entry(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from tests.integration.test_admin_handler import SCENARIO_FILE
+
+    call, _ = seeded_call
+    document = json.loads(SCENARIO_FILE.read_text(encoding="utf-8"))
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    status, _, body = call("POST", "/admin/console/audience", INSIDE, document, claims=analyst)
+    assert status == 200 and body["scenario_id"] == document["id"] and body["complete"] is True
+    status, _, body = call("POST", "/admin/console/audience", INSIDE, document, claims=writer)
+    assert (status, body["error"]) == (403, "forbidden")
+    status, _, body = call("POST", "/admin/console/audience", INSIDE, {"id": "x"}, claims=analyst)
+    assert (status, body["error"]) == (400, "invalid_scenario") and body["problems"]
+    counted = sorted((a, o) for a, action, o in _audit_outcomes(dynamodb) if action == "audience_count")
+    assert counted == [("op-analyst", "allowed"), ("op-analyst", "failed"), ("op-writer", "refused")]
+
+
+def _audit_outcomes(dynamodb: Any) -> list[tuple[str, str, str]]:
+    since = datetime.now(UTC) - timedelta(hours=1)
+    page = AuditLog(DynamoAuditStore("AuditTable", dynamodb)).entries(since, limit=50)
+    return [(e.actor, e.action.value, e.outcome.value) for e in page.entries]

@@ -19,6 +19,8 @@ from cems.console.access import Operator, Permission, Role
 from cems.console.customers import CustomerDirectory, LookupKind, UnusableLookupValue
 from cems.errors import ClientError
 from cems.reports.report import UnknownScenario
+from cems.scenario.model import Scenario
+from cems.scenario.problems import bilingual
 from cems.scenario.records import ActiveState, ScenarioVersion
 
 # The query parameters a customer is found by (exactly one), and what each is.
@@ -58,6 +60,25 @@ class ScenarioVersions(Protocol):
     def version(self, scenario_id: str, version: int) -> ScenarioVersion | None: ...
 
 
+class AudienceCounts(Protocol):
+    """The audience count (cems.console.audience.AudienceCounter)."""
+
+    def count(self, scenario: Scenario, *, time_budget_s: float) -> Any: ...
+
+
+class InvalidScenarioDocument(ClientError):
+    """A scenario document that does not validate: 400 with every problem at its JSON path."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__(
+            400, "invalid_scenario", bilingual("シナリオに問題があります", "the scenario is not valid")
+        )
+        self.problems = problems
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "problems": self.problems}
+
+
 class Reports(Protocol):
     """The scenario reports (cems.reports.report.ReportService)."""
 
@@ -94,6 +115,7 @@ class OperatorActions:
         reports: Reports,
         scenario_versions: ScenarioVersions,
         audit: AuditLog,
+        audience: AudienceCounts | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.directory = directory
@@ -101,6 +123,7 @@ class OperatorActions:
         self.reports = reports
         self.scenario_versions = scenario_versions
         self.audit = audit
+        self.audience = audience
         self.now = now or audit.now
 
     # -- checks ------------------------------------------------------------------------------------
@@ -253,6 +276,23 @@ class OperatorActions:
                 caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
             )
         return render_svg(layout(stored.scenario), counts)
+
+    def count_audience(self, caller: Caller, document: str, time_budget_s: float) -> Any:
+        """The audience of a scenario document before it is sent: matching customers, reach per
+        channel, holdout and a masked sample (docs/audience.md); an audit entry with the counts."""
+        from cems.scenario.validation import validate_text
+
+        self._allowed(caller, Permission.AUDIENCE_COUNT, AuditAction.AUDIENCE_COUNT)
+        if self.audience is None:
+            raise ClientError(501, "not_available", "audience counts are not configured here")
+        report = validate_text(document, "request body")
+        if report.scenario is None:
+            self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)
+            raise InvalidScenarioDocument([e.to_dict() for e in report.errors])
+        count = self.audience.count(report.scenario, time_budget_s=time_budget_s)
+        detail = {"matching": count.matching, "complete": count.complete}
+        self._record(caller, AuditAction.AUDIENCE_COUNT, report.scenario.id, detail)
+        return count
 
     # -- the audit log -------------------------------------------------------------------------------
 
