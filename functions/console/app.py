@@ -5,6 +5,7 @@
   GET  /admin/console/me              who the token names: roles and what they allow
   GET  /admin/console/scenarios       every scenario with its headline numbers (scenarios_view)
   GET  /admin/console/scenarios/{id}/diagram   the flowchart as SVG, counts for reports_view
+  GET  /admin/console/scenarios/{id}/upload-report   the loader's report on the last upload
   GET  /admin/console/scenarios/{id}/report    the report (reports_view; ?version=N)
   GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
@@ -120,6 +121,11 @@ def scenarios() -> Response[str]:
 def diagram(scenario_id: str) -> Response[str]:
     svg = actions.diagram(_caller(), scenario_id, _query().get("version"))
     return Response(200, "image/svg+xml; charset=utf-8", svg, {**SECURITY_HEADERS, **NO_STORE})
+
+
+@app.get("/admin/console/scenarios/<scenario_id>/upload-report")
+def upload_report(scenario_id: str) -> Response[str]:
+    return json_response(200, actions.upload_report(_caller(), scenario_id), NO_STORE)
 
 
 @app.get("/admin/console/scenarios/<scenario_id>/report")

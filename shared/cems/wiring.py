@@ -501,12 +501,15 @@ def customer_directory(settings: Settings | None = None) -> CustomerDirectory:
 def operator_actions(settings: Settings | None = None) -> OperatorActions:
     """What operators do with customers, reports and the audit log (console and admin API), checked
     by role and recorded in the audit log."""
+    from cems.adapters import aws
     from cems.adapters.dynamodb.audit import DynamoAuditStore
     from cems.adapters.dynamodb.erasure import CustomerEraser
     from cems.adapters.dynamodb.journeys import ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.s3 import ScenarioFiles
     from cems.audit import AuditLog
     from cems.console.actions import OperatorActions
+    from cems.console.config import ConsoleSettings
     from cems.reports.report import ReportService
 
     settings = _settings(settings)
@@ -521,4 +524,5 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
         scenarios,
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
         audience(settings),
+        (ScenarioFiles(aws.client("s3")), settings.area(ConsoleSettings).scenario_bucket),
     )

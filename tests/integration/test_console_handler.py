@@ -25,6 +25,7 @@ from cems.console.access import Role
 from tests.lambda_context import FakeContext
 
 APP = Path(__file__).parents[2] / "functions" / "console" / "app.py"
+BUCKET = "cems-test-scenarios"
 PASSWORD = "Console-Test-2026"
 INSIDE, OUTSIDE = "203.0.113.10", "198.51.100.20"
 
@@ -58,6 +59,8 @@ def http_event(
 
 @pytest.fixture
 def call(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Call:
+    s3 = boto3.client("s3", region_name="ap-northeast-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"})
     cognito = boto3.client("cognito-idp", region_name="ap-northeast-1")
     pool = cognito.create_user_pool(PoolName="cems-dev-operators")["UserPool"]["Id"]
     client = cognito.create_user_pool_client(
@@ -70,6 +73,7 @@ def call(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Call:
         "OPERATOR_POOL_ID": pool,
         "OPERATOR_POOL_CLIENT_ID": client,
         "OPERATOR_SOURCE_CIDRS": "203.0.113.0/24",
+        "SCENARIO_BUCKET": BUCKET,
         "POWERTOOLS_SERVICE_NAME": "cems",
         "POWERTOOLS_METRICS_NAMESPACE": "CEMS",
         "POWERTOOLS_METRICS_DISABLED": "true",
@@ -293,3 +297,24 @@ def _audit_outcomes(dynamodb: Any) -> list[tuple[str, str, str]]:
     since = datetime.now(UTC) - timedelta(hours=1)
     page = AuditLog(DynamoAuditStore("AuditTable", dynamodb)).entries(since, limit=50)
     return [(e.actor, e.action.value, e.outcome.value) for e in page.entries]
+
+
+def test_the_last_upload_report_is_shown_with_its_errors_at_their_paths(call: Call) -> None:
+    from cems.adapters.s3 import ScenarioFiles
+    from cems.scenario.validation import validate_text
+
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    status, _, body = call(
+        "GET", "/admin/console/scenarios/line-welcome/upload-report", INSIDE, claims=writer
+    )
+    assert (status, body["error"]) == (404, "upload_report_not_found")
+    report = validate_text('{"id": "line-welcome", "steps": 3}', "scenarios/line-welcome.json")
+    document = {"valid": report.valid, "errors": [e.to_dict() for e in report.errors]}
+    ScenarioFiles(boto3.client("s3", region_name="ap-northeast-1")).write_report(
+        BUCKET, "line-welcome", document, report.to_text()
+    )
+    status, _, body = call(
+        "GET", "/admin/console/scenarios/line-welcome/upload-report", INSIDE, claims=writer
+    )
+    assert status == 200 and body["valid"] is False
+    assert any(error["path"] == "steps" for error in body["errors"]), body["errors"]

@@ -45,6 +45,26 @@ class ScenarioFiles:
             raise ValueError(f"more than {max_bytes} bytes")
         return data
 
+    def read_report(self, bucket: str, name: str, max_bytes: int = 1_000_000) -> dict[str, Any] | None:
+        """The loader's last report on `scenarios/<name>.json` (None: there is none)."""
+        from botocore.exceptions import ClientError as BotoClientError
+
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=f"{REPORTS_PREFIX}{name}.json")
+        except BotoClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        body = answer["Body"]
+        try:
+            data: bytes = body.read(max_bytes + 1)
+        finally:
+            body.close()
+        if len(data) > max_bytes:  # the loader writes far less; a file this big was not its own
+            raise ValueError(f"the report is more than {max_bytes} bytes")
+        report: dict[str, Any] = json.loads(data)
+        return report
+
     def write_report(self, bucket: str, name: str, report: dict[str, Any], text: str) -> str:
         key = f"{REPORTS_PREFIX}{name}.json"
         self.client.put_object(

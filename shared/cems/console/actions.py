@@ -79,6 +79,12 @@ class InvalidScenarioDocument(ClientError):
         return {**super().body(), "problems": self.problems}
 
 
+class UploadReports(Protocol):
+    """The loader's reports on uploaded files (cems.adapters.s3.ScenarioFiles)."""
+
+    def read_report(self, bucket: str, name: str, max_bytes: int = ...) -> dict[str, Any] | None: ...
+
+
 class Reports(Protocol):
     """The scenario reports (cems.reports.report.ReportService)."""
 
@@ -116,6 +122,7 @@ class OperatorActions:
         scenario_versions: ScenarioVersions,
         audit: AuditLog,
         audience: AudienceCounts | None = None,
+        upload_reports: tuple[UploadReports, str] | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.directory = directory
@@ -124,6 +131,7 @@ class OperatorActions:
         self.scenario_versions = scenario_versions
         self.audit = audit
         self.audience = audience
+        self.upload_reports = upload_reports  # (reader, bucket)
         self.now = now or audit.now
 
     # -- checks ------------------------------------------------------------------------------------
@@ -276,6 +284,19 @@ class OperatorActions:
                 caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
             )
         return render_svg(layout(stored.scenario), counts)
+
+    def upload_report(self, caller: Caller, scenario_id: str) -> dict[str, Any]:
+        """The loader's report on the scenario's last uploaded file: valid or not, with every error
+        at its JSON path (what the marketer fixes)."""
+        caller.operator.require(Permission.SCENARIOS_VIEW)
+        found = None
+        if self.upload_reports is not None:
+            reader, bucket = self.upload_reports
+            found = reader.read_report(bucket, scenario_id)
+        if found is None:
+            message = "アップロードの結果がありません / no upload report for this scenario"
+            raise ClientError(404, "upload_report_not_found", message, field="id")
+        return found
 
     def count_audience(self, caller: Caller, document: str, time_budget_s: float) -> Any:
         """The audience of a scenario document before it is sent: matching customers, reach per

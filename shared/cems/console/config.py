@@ -13,8 +13,11 @@ class ConsoleSettings(SettingsArea):
         pool_id="OPERATOR_POOL_ID",
         client_id="OPERATOR_POOL_CLIENT_ID",
         source_cidrs="OPERATOR_SOURCE_CIDRS",
+        scenario_bucket="SCENARIO_BUCKET",
     )
     pool_id: str = ""
     client_id: str = ""
     # Comma-separated CIDR ranges; empty allows any address (cems.console.access.SourceAddresses).
     source_cidrs: str = ""
+    # Where the loader writes its report on each uploaded file (reports/<name>.json).
+    scenario_bucket: str = ""
