@@ -5,6 +5,7 @@
   GET  /admin/console/me              who the token names: roles and what they allow
   GET  /admin/console/scenarios       every scenario with its headline numbers (scenarios_view)
   GET  /admin/console/scenarios/{id}/diagram   the flowchart as SVG, counts for reports_view
+  GET  /admin/console/scenarios/{id}/versions  its versions (uploaded, name, priority), the active one
   GET  /admin/console/scenarios/{id}/upload-report   the loader's report on the last upload
   GET  /admin/console/scenarios/{id}/report    the report (reports_view; ?version=N)
   GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
@@ -121,6 +122,11 @@ def scenarios() -> Response[str]:
 def diagram(scenario_id: str) -> Response[str]:
     svg = actions.diagram(_caller(), scenario_id, _query().get("version"))
     return Response(200, "image/svg+xml; charset=utf-8", svg, {**SECURITY_HEADERS, **NO_STORE})
+
+
+@app.get("/admin/console/scenarios/<scenario_id>/versions")
+def versions(scenario_id: str) -> Response[str]:
+    return json_response(200, actions.versions(_caller(), scenario_id), NO_STORE)
 
 
 @app.get("/admin/console/scenarios/<scenario_id>/upload-report")

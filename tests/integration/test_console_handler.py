@@ -318,3 +318,30 @@ def test_the_last_upload_report_is_shown_with_its_errors_at_their_paths(call: Ca
     )
     assert status == 200 and body["valid"] is False
     assert any(error["path"] == "steps" for error in body["errors"]), body["errors"]
+
+
+def test_versions_are_listed_for_a_side_by_side_comparison(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.scenario.model import Scenario
+    from cems.scenario.records import ScenarioSource
+
+    from tests.integration.test_admin_handler import SCENARIO, SCENARIO_FILE
+
+    call, _ = seeded_call
+    document = json.loads(SCENARIO_FILE.read_text(encoding="utf-8"))
+    document["priority"] = 7
+    ScenarioStore("JourneysTable", dynamodb).put_version(
+        Scenario.model_validate(document), document, ScenarioSource("k", "e2")
+    )
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    status, _, body = call("GET", f"/admin/console/scenarios/{SCENARIO}/versions", INSIDE, claims=writer)
+    assert status == 200 and body["active_version"] == 2 and body["state"] == "active"
+    assert [(v["version"], v["priority"]) for v in body["versions"]][-1] == (2, 7)
+    for version in ("1", "2"):
+        target = f"/admin/console/scenarios/{SCENARIO}/diagram?version={version}"
+        status, headers, _ = call("GET", target, INSIDE, claims=writer)
+        assert status == 200 and headers["content-type"].startswith("image/svg+xml")
+    status, _, body = call("GET", "/admin/console/scenarios/nope/versions", INSIDE, claims=writer)
+    assert (status, body["error"]) == (404, "scenario_not_found")

@@ -59,6 +59,8 @@ class ScenarioVersions(Protocol):
 
     def version(self, scenario_id: str, version: int) -> ScenarioVersion | None: ...
 
+    def versions(self, scenario_id: str) -> list[int]: ...
+
 
 class AudienceCounts(Protocol):
     """The audience count (cems.console.audience.AudienceCounter)."""
@@ -284,6 +286,35 @@ class OperatorActions:
                 caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
             )
         return render_svg(layout(stored.scenario), counts)
+
+    def versions(self, caller: Caller, scenario_id: str) -> dict[str, Any]:
+        """The scenario's stored versions, oldest first, each with when it was uploaded, its name and
+        priority, and which one is active: what two diagrams side by side are chosen from."""
+        caller.operator.require(Permission.SCENARIOS_VIEW)
+        state = self.scenario_versions.active(scenario_id)
+        listed = []
+        for number in self.scenario_versions.versions(scenario_id):
+            stored = self.scenario_versions.version(scenario_id, number)
+            if stored is None:  # listed a moment ago: cannot vanish, versions are kept
+                continue
+            listed.append(
+                {
+                    "version": number,
+                    "uploaded_at": stored.uploaded_at.isoformat(),
+                    "name": stored.scenario.name,
+                    "priority": stored.scenario.priority,
+                    "steps": len(stored.scenario.steps),
+                }
+            )
+        if not listed:
+            message = "シナリオが見つかりません / no such scenario"
+            raise ClientError(404, "scenario_not_found", message, field="id")
+        return {
+            "scenario_id": scenario_id,
+            "state": None if state is None else state.state,
+            "active_version": None if state is None else state.version,
+            "versions": listed,
+        }
 
     def upload_report(self, caller: Caller, scenario_id: str) -> dict[str, Any]:
         """The loader's report on the scenario's last uploaded file: valid or not, with every error
