@@ -190,6 +190,11 @@ MAY_NAME_A_CHANNEL = {
     "cems.identity": "`line` as an identity kind, not a channel",
     "cems.local": "the local stack plays LINE and SES",
     "cems.cli": "the `cems line` command (the local stack's LINE side)",
+    "cems.lookups": "`email` as a contact trait, not a channel",
+    "cems.masking": "`email` as a contact trait, not a channel",
+    "cems.console.customers": "`email` and `line` as kinds of lookup (contact trait, identity), not channels",
+    "cems.console.actions": "`email` as a kind of lookup, not a channel",
+    "cems.reports.cli": "`--email` as a kind of lookup, not a channel",
 }
 CHANNEL_WORDS = {*(c.value for c in Channel), *SEND_OPTIONS, "line_then_email"}
 

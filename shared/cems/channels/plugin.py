@@ -3,8 +3,8 @@ queue message, its caps' defaults, its queue and its sender. Each channel's pack
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -81,3 +81,10 @@ class ChannelPlugin:
     sender: str
     # The queue's logical id in template.yaml (its `<id>Url` output names it on a stage).
     queue_resource: str
+    # Its name on reports, charts and diagrams, Japanese first ("メール Email").
+    label: str = ""
+    # What one count of `sent` (IMP) means on this channel: nothing later is known for every channel.
+    imp_definition: str = ""
+    # The figures this channel cannot report per message (a report figure name -> why not): the
+    # report shows such a figure as None with this reason, never as 0.
+    not_measured: Mapping[str, str] = field(default_factory=dict)

@@ -73,7 +73,10 @@ class InvalidScenarioDocument(ClientError):
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         super().__init__(
-            400, "invalid_scenario", bilingual("シナリオに問題があります", "the scenario is not valid")
+            400,
+            "invalid_scenario",
+            bilingual("シナリオに問題があります", "the scenario is not valid"),
+            field="body",
         )
         self.problems = problems
 
@@ -336,7 +339,9 @@ class OperatorActions:
 
         self._allowed(caller, Permission.AUDIENCE_COUNT, AuditAction.AUDIENCE_COUNT)
         if self.audience is None:
-            raise ClientError(501, "not_available", "audience counts are not configured here")
+            raise ClientError(
+                404, "not_available", "audience counts are not configured here", field="audience"
+            )
         report = validate_text(document, "request body")
         if report.scenario is None:
             self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)

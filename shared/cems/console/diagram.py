@@ -35,6 +35,7 @@ from datetime import timedelta
 from html import escape
 from typing import Any, Literal
 
+from cems.channels.registry import channels_of, plugin
 from cems.scenario.condition_models import (
     AllCondition,
     AnyCondition,
@@ -426,8 +427,11 @@ def _nested(condition: Condition) -> tuple[str, str]:
 
 
 def _channel(value: str) -> str:
-    names = {"line": "LINE", "email": "メール email", "line_or_email": "LINE→メール LINE→email"}
-    return names.get(value, value)
+    """A send step's channel option in its channels' own labels ("LINE→メール Email")."""
+    try:
+        return "→".join(plugin(channel).label for channel in channels_of(value))
+    except (KeyError, ValueError):
+        return value
 
 
 def _percent(share: float) -> str:

@@ -105,6 +105,7 @@ class Console:
                 401,
                 "sign_in_failed",
                 "ユーザー名またはパスワードが違います / wrong user name or password",
+                field="credentials",
             )
         operator = Operator(request.username, self.accounts.roles_of(request.username))
         self.audit.record(
@@ -120,7 +121,9 @@ class Console:
         token; without its claims (a route left without the authorizer) the answer is 401."""
         name = claims.get("cognito:username")
         if not isinstance(name, str) or not name:
-            raise ClientError(401, "unauthorized", "サインインしてください / sign in first")
+            raise ClientError(
+                401, "unauthorized", "サインインしてください / sign in first", field="authorization"
+            )
         self.check_source(source_ip, name)
         return Operator.from_groups(name, groups_claim(claims))
 

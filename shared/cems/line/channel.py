@@ -126,4 +126,17 @@ PLUGIN = ChannelPlugin(
     queue="line_send",
     sender="send_line",
     queue_resource="LineSendQueue",
+    label="LINE",
+    imp_definition=(
+        "LINE の push / multicast API がその受信者宛てに受け付けた通数 / accepted by LINE's push or "
+        "multicast API for that recipient"
+    ),
+    # LINE's Messaging API tells delivery and opens ("unique impressions") only as aggregates (per
+    # narrowcast/broadcast request, per custom aggregation unit, per day), never for one recipient or
+    # one push, so no counter can hold them.
+    not_measured={
+        figure: f"計測なし / not measured: LINE は受信者ごとの{ja}を返さない (集計値のみ) / "
+        f"LINE reports no per-recipient {en}, only aggregate insight figures"
+        for figure, ja, en in (("delivered", "到達", "delivery"), ("opened", "開封", "open"))
+    },
 )

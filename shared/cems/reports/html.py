@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from cems.channels.registry import plugins
 from cems.reports.report import ChannelRow, ConversionShare, DayRow, Group, Lift, ScenarioReport, StepRow
 
 _CSS = """
@@ -101,7 +102,7 @@ NOT_MEASURED = "計測なし / not measured"
 # A bar: (label, value or None where the figure cannot exist, why not).
 Bar = tuple[str, int | None, str | None]
 _SVG = 'xmlns="http://www.w3.org/2000/svg" role="img"'
-_CHANNEL_NAMES = {"line": "LINE", "email": "メール Email"}
+_CHANNEL_NAMES = {p.channel.value: p.label for p in plugins()}  # each channel's plugin names it
 _ATTRIBUTION_NAMES = {
     "no_message": "配信前 before any message",
     "holdout": "コントロール群 holdout (配信なし nothing sent)",

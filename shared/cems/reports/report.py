@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Never
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from cems import clock
-from cems.channels.registry import channels_of
+from cems.channels.registry import channels_of, plugins
 from cems.models import Channel
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.reports.stats import Comparison, compare, ratio
@@ -65,31 +65,10 @@ STEP_METRICS: tuple[Metric, ...] = (
 )
 Counts = dict[str, int | Decimal]
 
-# IMP (sent) per channel, in one place: what one count of `sent` means on each channel. Nothing
-# later than this is known for every channel, so rates are per IMP.
-IMP_DEFINITION: dict[str, str] = {
-    Channel.LINE.value: (
-        "LINE の push / multicast API がその受信者宛てに受け付けた通数 / accepted by LINE's push or "
-        "multicast API for that recipient"
-    ),
-    Channel.EMAIL.value: "SES が受け付けた通数 (SendEmail 成功) / accepted by SES (SendEmail succeeded)",
-}
-# What a channel cannot report per message, and why: such a figure is None with this reason, never
-# 0. LINE's Messaging API tells delivery and opens ("unique impressions") only as aggregates (per
-# narrowcast/broadcast request, per custom aggregation unit, per day), never for one recipient or
-# one push, so no counter can hold them. SES reports each mail's Delivery event; opens come from the
-# tracking pixel. Clicks are measured on both (CEMS's own tracked links).
-_LINE_AGGREGATE_ONLY = (
-    "LINE は受信者ごとの{ja}を返さない (集計値のみ) / "
-    "LINE reports no per-recipient {en}, only aggregate insight figures"
-)
-NOT_MEASURED: dict[str, dict[str, str]] = {
-    Channel.LINE.value: {
-        "delivered": "計測なし / not measured: " + _LINE_AGGREGATE_ONLY.format(ja="到達", en="delivery"),
-        "opened": "計測なし / not measured: " + _LINE_AGGREGATE_ONLY.format(ja="開封", en="open"),
-    },
-    Channel.EMAIL.value: {},
-}
+# IMP (sent) per channel, and the figures a channel cannot report per message with the reason (None
+# with this reason on a report, never 0): each channel's plugin says (cems.channels.registry).
+IMP_DEFINITION: dict[str, str] = {p.channel.value: p.imp_definition for p in plugins()}
+NOT_MEASURED: dict[str, dict[str, str]] = {p.channel.value: dict(p.not_measured) for p in plugins()}
 # How conversions are attributed (ConversionShare.attributed_to), besides a channel's name.
 NO_MESSAGE = "no_message"  # treatment, converted before the scenario sent them anything
 HOLDOUT = "holdout"  # the holdout: sent nothing, so no channel
@@ -574,8 +553,9 @@ def _day_rows(cells: list[tuple[ReportCell, Counts]], step_channel: dict[str, st
         if cell.step_id is None and cell.variant is None:  # entries at a split are not new customers
             entered[cell.day] += _group_size(counts, cell.holdout)
         channel = cell.channel or (step_channel.get(cell.step_id) if cell.step_id else None)
-        if channel != Channel.LINE.value and cell.step_id is not None and _int(counts, Metric.SENT):
-            mailed.add(cell.day)  # sends that are not known to be LINE's: deliveries may exist
+        reports_delivery = channel is None or "delivered" not in NOT_MEASURED.get(channel, {})
+        if reports_delivery and cell.step_id is not None and _int(counts, Metric.SENT):
+            mailed.add(cell.day)  # sends on a channel that may report deliveries
         if _int(counts, Metric.DELIVERED):
             mailed.add(cell.day)
     dated = sorted(day for day in by_day if day is not None)
