@@ -1,7 +1,12 @@
-// The console in the browser. Text from the server is always set as text, never as HTML.
+// The console in the browser. Text from the server is always set as text (textContent), never as
+// HTML; the page's CSP allows no inline script or style, so nothing here builds either. Which tabs and
+// buttons show follows the operator's permissions, but that is only for convenience: every route
+// checks the permission on the server and answers 403 without data.
 "use strict";
 (() => {
   const TOKEN = "cems_console_token";
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const NOT_MEASURED = "計測なし / not measured";
   const LABELS = {
     scenarios_view: "シナリオを見る / View scenarios",
     scenarios_write: "シナリオのアップロード・停止 / Upload and stop scenarios",
@@ -15,64 +20,544 @@
     users_manage: "ユーザー管理 / Manage operators",
     audit_view: "操作ログ / Audit log",
   };
-  const $ = (id) => document.getElementById(id);
+  const ROLES = {
+    admin: "管理者 / Administrator",
+    scenario_designer: "シナリオ設定者 / Scenario designer",
+    content_writer: "コンテンツ設定者 / Content writer",
+    analyst: "アナリスト / Analyst",
+  };
+  const ACTIONS = {
+    sign_in: "サインイン",
+    sign_in_failed: "サインイン失敗",
+    sign_out: "サインアウト",
+    scenario_upload: "シナリオ登録",
+    scenario_delete: "シナリオ削除",
+    test_send: "テスト送信",
+    report_view: "レポート閲覧",
+    audience_count: "配信対象数",
+    customer_view: "顧客閲覧",
+    customer_unmask: "マスク解除",
+    customer_export: "開示用出力",
+    customer_erase: "顧客削除",
+    user_add: "ユーザー追加",
+    user_role_change: "ロール変更",
+    user_remove: "ユーザー削除",
+    ip_refused: "接続元拒否",
+  };
+  const OUTCOMES = { allowed: "許可 / allowed", refused: "拒否 / refused", failed: "失敗 / failed" };
+  const STATES = { active: "配信中 / active", stopped: "停止 / stopped" };
+  const JST = new Intl.DateTimeFormat("ja-JP", {
+    timeZone: "Asia/Tokyo", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
 
-  async function api(path, options = {}) {
-    const headers = { "content-type": "application/json" };
+  const $ = (id) => document.getElementById(id);
+  let permissions = new Set();
+  let currentCustomer = null;
+  let auditCursor = null;
+  // Answers to an earlier click are dropped when a later one was made meanwhile.
+  let scenarioRequest = 0;
+
+  // -- talking to the API -------------------------------------------------------------------------
+
+  async function api(path, { method = "GET", body, text = false } = {}) {
+    const headers = {};
+    if (body !== undefined) headers["content-type"] = "application/json";
     const token = sessionStorage.getItem(TOKEN);
     if (token) headers.authorization = "Bearer " + token;
-    const response = await fetch(path, { ...options, headers });
-    let body = {};
-    try { body = await response.json(); } catch (_) { /* an empty or non-JSON answer */ }
-    return { status: response.status, body };
+    const response = await fetch(path, { method, headers, body, cache: "no-store" });
+    const raw = await response.text();
+    let json = {};
+    try { json = JSON.parse(raw); } catch (_) { /* an empty or non-JSON answer (the SVG) */ }
+    if (response.status === 401 && path !== "/admin/console/sign-in") {
+      // The token expired or was refused by the authorizer: back to the sign-in form.
+      signOut("セッションの有効期限が切れました。もう一度サインインしてください / your session ended, sign in again");
+    }
+    return { status: response.status, ok: response.ok, body: json, text: text ? raw : undefined };
   }
 
-  function show(signedIn) {
+  function fail(answer) {
+    const message = (answer.body && answer.body.message) || `エラー / error (HTTP ${answer.status})`;
+    $("error").textContent = message;
+  }
+
+  function clearMessages() {
+    $("error").textContent = "";
+    $("notice").textContent = "";
+  }
+
+  // -- formatting ---------------------------------------------------------------------------------
+
+  const isMissing = (value) => value === null || value === undefined;
+  const count = (value) => (isMissing(value) ? NOT_MEASURED : Number(value).toLocaleString("ja-JP"));
+  const percent = (value) => (isMissing(value) ? "—" : (value * 100).toFixed(1) + "%");
+  const points = (value) =>
+    isMissing(value) ? "—" : (value >= 0 ? "+" : "") + (value * 100).toFixed(1) + " pt";
+  const yen = (value) =>
+    isMissing(value) ? NOT_MEASURED : "¥" + Math.round(Number(value)).toLocaleString("ja-JP");
+  const jst = (iso) => {
+    if (!iso) return "—";
+    const at = new Date(iso);
+    return Number.isNaN(at.getTime()) ? String(iso) : JST.format(at);
+  };
+  const display = (value) => {
+    if (isMissing(value) || value === "") return "—";
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  };
+
+  function cell(text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function row(...cells) {
+    const tr = document.createElement("tr");
+    tr.append(...cells);
+    return tr;
+  }
+
+  function body(tableId) {
+    return $(tableId).tBodies[0];
+  }
+
+  // -- signing in and out -------------------------------------------------------------------------
+
+  function showSignedIn(signedIn) {
     $("sign-in").hidden = signedIn;
-    $("home").hidden = !signedIn;
+    $("console").hidden = !signedIn;
     $("who").hidden = !signedIn;
   }
 
+  function reset() {
+    // Nothing a previous operator saw stays in the page.
+    permissions = new Set();
+    currentCustomer = null;
+    auditCursor = null;
+    scenarioRequest += 1;
+    for (const table of document.querySelectorAll("#console table")) {
+      for (const tbody of table.tBodies) tbody.replaceChildren();
+    }
+    $("diagram").replaceChildren();
+    for (const id of ["report-notes", "permissions"]) $(id).replaceChildren();
+    for (const id of ["operator-name", "operator-roles", "scenario-title", "report-summary",
+      "report-lift", "customer-id", "customer-masked", "error", "notice"]) {
+      $(id).textContent = "";
+    }
+    for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
+      "customer-view", "scenario-empty", "audit-more"]) {
+      $(id).hidden = true;
+    }
+    $("customer-search").reset();
+    applyPermissions();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN);
+    reset();
+    showSignedIn(false);
+    $("sign-in").reset();
+    $("sign-in-error").textContent = message || "";
+  }
+
+  function applyPermissions() {
+    for (const element of document.querySelectorAll("[data-needs]")) {
+      element.hidden = !permissions.has(element.dataset.needs);
+    }
+  }
+
   async function loadMe() {
-    const { status, body } = await api("/admin/console/me");
-    if (status !== 200) {
+    const answer = await api("/admin/console/me");
+    if (answer.status !== 200) {
       sessionStorage.removeItem(TOKEN);
-      show(false);
-      if (status === 403) $("sign-in-error").textContent = body.message || "";
+      showSignedIn(false);
+      if (answer.status === 403) $("sign-in-error").textContent = answer.body.message || "";
       return;
     }
-    $("operator-name").textContent = body.name;
-    $("operator-roles").textContent = body.roles.map((r) => r.label).join("・");
-    const list = $("permissions");
-    list.replaceChildren(...body.permissions.map((p) => {
+    const me = answer.body;
+    permissions = new Set(me.permissions || []);
+    $("operator-name").textContent = me.name;
+    $("operator-roles").textContent = (me.roles || []).map((r) => r.label).join("・");
+    $("permissions").replaceChildren(...[...permissions].map((p) => {
       const item = document.createElement("li");
       item.textContent = LABELS[p] || p;
       item.dataset.permission = p;
       return item;
     }));
-    show(true);
+    applyPermissions();
+    showSignedIn(true);
+    await showTab(permissions.has("scenarios_view") ? "scenarios" : "home");
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
-    $("sign-in").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const form = new FormData(event.target);
-      $("sign-in-error").textContent = "";
-      const { status, body } = await api("/admin/console/sign-in", {
-        method: "POST",
-        body: JSON.stringify({ username: form.get("username"), password: form.get("password") }),
-      });
-      if (status !== 200) {
-        $("sign-in-error").textContent = body.message || "サインインできませんでした / could not sign in";
-        return;
+  async function signIn(event) {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    $("sign-in-error").textContent = "";
+    const answer = await api("/admin/console/sign-in", {
+      method: "POST",
+      body: JSON.stringify({ username: form.get("username"), password: form.get("password") }),
+    });
+    if (answer.status !== 200) {
+      $("sign-in-error").textContent = answer.body.message || "サインインできませんでした / could not sign in";
+      return;
+    }
+    sessionStorage.setItem(TOKEN, answer.body.idToken);
+    event.target.reset();
+    await loadMe();
+  }
+
+  // -- tabs ---------------------------------------------------------------------------------------
+
+  async function showTab(name) {
+    clearMessages();
+    for (const tab of document.querySelectorAll("#tabs .tab")) {
+      const selected = tab.dataset.tab === name;
+      tab.classList.toggle("selected", selected);
+      tab.setAttribute("aria-selected", String(selected));
+    }
+    for (const panel of document.querySelectorAll(".panel")) {
+      panel.hidden = panel.id !== "panel-" + name;
+    }
+    if (name === "scenarios") await loadScenarios();
+    if (name === "audit") await loadAudit(false);
+  }
+
+  // -- scenarios ----------------------------------------------------------------------------------
+
+  async function loadScenarios() {
+    const answer = await api("/admin/console/scenarios");
+    if (!answer.ok) return fail(answer);
+    const scenarios = answer.body.scenarios || [];
+    $("scenario-empty").hidden = scenarios.length > 0;
+    body("scenario-table").replaceChildren(...scenarios.map((s) => {
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "link";
+      open.textContent = s.name ? `${s.name} (${s.scenario_id})` : s.scenario_id;
+      open.addEventListener("click", () => openScenario(s));
+      const name = document.createElement("td");
+      name.append(open);
+      const versions = `v${display(s.active_version)} / 最新 latest v${display(s.latest_version)}`;
+      const tr = row(
+        name,
+        cell(STATES[s.state] || display(s.state)),
+        cell(versions),
+        cell(count(s.enrolled), "num"),
+        cell(points(s.absolute_lift), "num"),
+      );
+      tr.dataset.scenario = s.scenario_id;
+      return tr;
+    }));
+  }
+
+  async function openScenario(scenario) {
+    clearMessages();
+    const request = ++scenarioRequest;
+    $("scenario-detail").hidden = false;
+    $("scenario-title").textContent = scenario.name
+      ? `${scenario.name} (${scenario.scenario_id})` : scenario.scenario_id;
+    $("diagram").replaceChildren();
+    $("report").hidden = true;
+    const id = encodeURIComponent(scenario.scenario_id);
+    const diagram = await api(`/admin/console/scenarios/${id}/diagram`, { text: true });
+    if (request !== scenarioRequest) return;
+    if (!diagram.ok) {
+      fail(diagram);
+    } else {
+      const svg = safeSvg(diagram.text);
+      if (svg) $("diagram").replaceChildren(svg);
+      else $("error").textContent = "図を表示できません / the diagram could not be shown safely";
+    }
+    if (!permissions.has("reports_view")) return;
+    const report = await api(`/admin/console/scenarios/${id}/report`);
+    if (request !== scenarioRequest) return;
+    if (!report.ok) return fail(report);
+    renderReport(report.body);
+  }
+
+  // The diagram comes as SVG text, fetched with the token (an <img> or <object> pointing at the route
+  // could not send the Authorization header, and a blob: URL is outside the CSP's img-src). It is put
+  // into the page as live SVG, so it is parsed as XML and refused unless it is plain drawing: the
+  // server escapes every text it draws, and this check keeps a script out should that ever fail.
+  const UNSAFE_ELEMENTS = new Set([
+    "script", "foreignobject", "iframe", "embed", "object", "image", "handler", "listener",
+    "animate", "set", "animatemotion", "animatetransform", "discard",
+  ]);
+
+  function safeSvg(text) {
+    const parsed = new DOMParser().parseFromString(text || "", "image/svg+xml");
+    const root = parsed.documentElement;
+    if (!root || root.namespaceURI !== SVG_NS || root.localName !== "svg") return null;
+    if (parsed.getElementsByTagNameNS("*", "parsererror").length > 0) return null;
+    for (const element of [root, ...root.querySelectorAll("*")]) {
+      if (element.namespaceURI !== SVG_NS || UNSAFE_ELEMENTS.has(element.localName.toLowerCase())) {
+        return null;
       }
-      sessionStorage.setItem(TOKEN, body.idToken);
-      await loadMe();
+      for (const attribute of element.attributes) {
+        const name = attribute.name.toLowerCase();
+        if (name.startsWith("on")) return null;
+        // Only references within the drawing (its arrow markers): no javascript: or outside URLs.
+        if ((name === "href" || name.endsWith(":href")) && !attribute.value.trim().startsWith("#")) {
+          return null;
+        }
+      }
+    }
+    return document.importNode(root, true);
+  }
+
+  function groupRow(label, group) {
+    return row(
+      cell(label),
+      cell(count(group && group.enrolled), "num"),
+      cell(count(group && group.converted), "num"),
+      cell(percent(group && group.conversion_rate), "num"),
+      cell(yen(group && group.revenue), "num"),
+    );
+  }
+
+  function liftText(lift) {
+    if (!lift || isMissing(lift.absolute)) return "算出できません / cannot be computed";
+    let text = `${points(lift.absolute)}`;
+    if (lift.absolute_ci) text += ` (${Math.round((lift.confidence || 0.95) * 100)}% CI ${points(lift.absolute_ci.low)} 〜 ${points(lift.absolute_ci.high)})`;
+    if (!isMissing(lift.relative)) text += `、相対 relative ${(lift.relative >= 0 ? "+" : "") + (lift.relative * 100).toFixed(1)}%`;
+    if (!isMissing(lift.p_value)) text += `、p = ${Number(lift.p_value).toFixed(3)}`;
+    return text;
+  }
+
+  function renderReport(report) {
+    $("report").hidden = false;
+    const version = isMissing(report.version) ? "全バージョン / all versions" : `v${report.version}`;
+    $("report-summary").textContent =
+      `${version}・目標 goal: ${display(report.goal)}・登録 enrolled ${count(report.enrolled)}` +
+      `（ホールドアウト holdout ${count(report.held_out)}）・集計 generated ${jst(report.generated_at)}`;
+
+    const groups = [
+      groupRow("施策群 / Treatment", report.treatment),
+      groupRow("ホールドアウト / Holdout", report.holdout),
+    ];
+    for (const variant of report.variants || []) {
+      groups.push(groupRow(`バリアント / Variant ${variant.variant}`, variant.treatment));
+    }
+    body("report-groups").replaceChildren(...groups);
+
+    const lifts = [`リフト / Lift（施策群 − ホールドアウト / treatment − holdout）: ${liftText(report.lift)}`];
+    for (const variant of report.variants || []) {
+      lifts.push(`バリアント / Variant ${variant.variant}: ${liftText(variant.lift)}`);
+    }
+    $("report-lift").replaceChildren(...lifts.map((text) => {
+      const line = document.createElement("span");
+      line.textContent = text;
+      line.className = "line";
+      return line;
+    }));
+
+    const steps = report.steps || [];
+    if (steps.length === 0) {
+      const none = cell("ステップごとの計測はまだありません / nothing counted per step yet", "muted");
+      none.colSpan = 8;
+      body("report-steps").replaceChildren(row(none));
+    } else body("report-steps").replaceChildren(...steps.map((step) => {
+      // A null is a figure the channel does not report (LINE has no per-recipient opens), never 0;
+      // the report says why in `not_measured`, shown when hovering the cell.
+      const why = step.not_measured || {};
+      const measured = (name) => {
+        const td = cell(count(step[name]), "num");
+        if (isMissing(step[name]) && why[name]) td.title = String(why[name]);
+        return td;
+      };
+      return row(
+        cell(step.name ? `${step.name} (${step.step_id})` : display(step.step_id)),
+        cell(step.channel ? `${display(step.type)} · ${step.channel}` : display(step.type)),
+        cell(display(step.variant)),
+        ...["sent", "delivered", "opened", "clicked", "converted"].map(measured),
+      );
+    }));
+
+    const notes = [...(report.notes || []), ...((report.lift && report.lift.notes) || [])];
+    $("report-notes").replaceChildren(...notes.map((note) => {
+      const item = document.createElement("li");
+      item.textContent = note;
+      return item;
+    }));
+  }
+
+  // -- customers ----------------------------------------------------------------------------------
+
+  function trait(profile, ...names) {
+    const traits = (profile && profile.traits) || {};
+    const values = names.map((n) => traits[n]).filter((v) => !isMissing(v) && v !== "");
+    return values.length ? values.map(display).join(" ") : "—";
+  }
+
+  async function searchCustomers(event) {
+    event.preventDefault();
+    clearMessages();
+    const form = new FormData(event.target);
+    const kind = String(form.get("kind"));
+    const value = String(form.get("value") || "").trim();
+    $("customer-view").hidden = true;
+    const answer = await api(`/admin/console/customers?${encodeURIComponent(kind)}=${encodeURIComponent(value)}`);
+    if (!answer.ok) {
+      $("customer-results").hidden = true;
+      return fail(answer);
+    }
+    const customers = answer.body.customers || [];
+    $("customer-results").hidden = customers.length === 0;
+    $("customer-none").hidden = customers.length > 0;
+    body("customer-results").replaceChildren(...customers.map((c) => {
+      const open = document.createElement("button");
+      open.type = "button";
+      open.textContent = "表示 / View";
+      open.addEventListener("click", () => openCustomer(c.customer_id, false));
+      const action = document.createElement("td");
+      action.append(open);
+      const tr = row(
+        cell(c.customer_id),
+        cell(trait(c.profile, "name", "last_name", "first_name")),
+        cell(trait(c.profile, "email")),
+        cell(trait(c.profile, "phone")),
+        action,
+      );
+      tr.dataset.customer = c.customer_id;
+      return tr;
+    }));
+  }
+
+  function profileRows(profile) {
+    const rows = [
+      ["顧客ID / Customer id", profile.customer_id],
+      ["会員ID / Shop user id", profile.user_id],
+      ["LINE ユーザーID / LINE user id", profile.line_user_id],
+    ];
+    for (const [name, value] of Object.entries(profile.traits || {})) rows.push([name, value]);
+    rows.push(
+      ["購入回数 / Purchases", profile.purchase_count],
+      ["購入金額 / Spent", isMissing(profile.monetary_total) ? null : yen(profile.monetary_total)],
+      ["最終購入 / Last purchase", profile.last_purchase_at ? jst(profile.last_purchase_at) : null],
+    );
+    for (const [channel, state] of Object.entries(profile.channels || {})) {
+      const consent = state.consent ? "同意あり / consented" : "同意なし / no consent";
+      const reachable = state.reachable ? "到達可 / reachable" : "到達不可 / unreachable";
+      rows.push([`チャネル / Channel ${channel}`, `${consent}・${reachable}`]);
+    }
+    rows.push(
+      ["匿名ID / Anonymous ids", (profile.anonymous_ids || []).join(", ")],
+      ["初回 / First seen", jst(profile.first_seen_at)],
+      ["更新 / Updated", jst(profile.updated_at)],
+    );
+    return rows.map(([label, value]) => {
+      const th = document.createElement("th");
+      th.textContent = label;
+      const tr = document.createElement("tr");
+      tr.append(th, cell(display(value)));
+      return tr;
     });
-    $("sign-out").addEventListener("click", () => {
-      sessionStorage.removeItem(TOKEN);
-      show(false);
+  }
+
+  async function openCustomer(customerId, unmasked) {
+    clearMessages();
+    const path = `/admin/console/customers/${encodeURIComponent(customerId)}` + (unmasked ? "?unmasked=true" : "");
+    const answer = await api(path);
+    if (!answer.ok) return fail(answer);
+    const view = answer.body;
+    currentCustomer = view.customer_id;
+    $("customer-view").hidden = false;
+    $("customer-id").textContent = view.customer_id;
+    $("customer-masked").textContent = view.masked ? "マスク表示 / masked" : "マスク解除中 / unmasked";
+    $("customer-masked").classList.toggle("unmasked", !view.masked);
+    body("customer-profile").replaceChildren(...profileRows(view.profile || {}));
+    const timeline = view.timeline || {};
+    body("customer-events").replaceChildren(...(timeline.events || []).map((e) => row(
+      cell(jst(e.at || e.timestamp)),
+      cell(display(e.type)),
+      cell(display(e.event || e.name)),
+      cell(display(e.site_id)),
+    )));
+    body("customer-journeys").replaceChildren(...(timeline.enrolments || []).map((j) => row(
+      cell(`${display(j.scenario_id)} v${display(j.version)}`),
+      cell(display(j.state)),
+      cell(display(j.step_id)),
+      cell(jst(j.entered_at)),
+      cell(count(j.sends), "num"),
+    )));
+  }
+
+  async function exportCustomer() {
+    clearMessages();
+    if (!currentCustomer) return;
+    const answer = await api(`/admin/console/customers/${encodeURIComponent(currentCustomer)}/export`);
+    if (!answer.ok) return fail(answer);
+    const blob = new Blob([JSON.stringify(answer.body, null, 2)], { type: "application/json" });
+    const url = URL.createObjectURL(blob);
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `customer-${currentCustomer}.json`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    $("notice").textContent = "出力しました / exported";
+  }
+
+  async function eraseCustomer() {
+    clearMessages();
+    if (!currentCustomer) return;
+    const question = `顧客 ${currentCustomer} のデータをすべて削除します。元に戻せません。\n`
+      + `Erase everything held about customer ${currentCustomer}? This cannot be undone.`;
+    if (!window.confirm(question)) return;
+    const erased = currentCustomer;
+    const answer = await api(`/admin/console/customers/${encodeURIComponent(erased)}`, { method: "DELETE" });
+    if (!answer.ok) return fail(answer);
+    currentCustomer = null;
+    $("customer-view").hidden = true;
+    for (const tr of body("customer-results").querySelectorAll("tr")) {
+      if (tr.dataset.customer === erased) tr.remove();
+    }
+    $("notice").textContent = `削除しました / erased: ${(answer.body.customer_ids || [erased]).join(", ")}`;
+  }
+
+  // -- the audit log ------------------------------------------------------------------------------
+
+  async function loadAudit(more) {
+    const query = more && auditCursor ? `?cursor=${encodeURIComponent(auditCursor)}` : "";
+    const answer = await api("/admin/console/audit" + query);
+    if (!answer.ok) return fail(answer);
+    const rows = (answer.body.entries || []).map((e) => {
+      const target = cell(display(e.target));
+      if (e.detail && Object.keys(e.detail).length) target.title = JSON.stringify(e.detail);
+      const tr = row(
+        cell(jst(e.at)),
+        cell(display(e.actor)),
+        cell(ROLES[e.role] || display(e.role)),
+        cell(ACTIONS[e.action] ? `${ACTIONS[e.action]} (${e.action})` : display(e.action)),
+        target,
+        cell(display(e.source_ip)),
+        cell(OUTCOMES[e.outcome] || display(e.outcome), "outcome-" + e.outcome),
+      );
+      tr.dataset.action = e.action;
+      return tr;
     });
-    if (sessionStorage.getItem(TOKEN)) loadMe(); else show(false);
+    if (more) body("audit-table").append(...rows);
+    else body("audit-table").replaceChildren(...rows);
+    auditCursor = answer.body.cursor || null;
+    $("audit-more").hidden = !auditCursor;
+  }
+
+  // -- wiring -------------------------------------------------------------------------------------
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("sign-in").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", () => signOut(""));
+    for (const tab of document.querySelectorAll("#tabs .tab")) {
+      tab.addEventListener("click", () => showTab(tab.dataset.tab));
+    }
+    $("customer-search").addEventListener("submit", searchCustomers);
+    $("unmask").addEventListener("click", () => currentCustomer && openCustomer(currentCustomer, true));
+    $("export").addEventListener("click", exportCustomer);
+    $("erase").addEventListener("click", eraseCustomer);
+    $("audit-more").addEventListener("click", () => loadAudit(true));
+    if (sessionStorage.getItem(TOKEN)) loadMe(); else showSignedIn(false);
   });
 })();
