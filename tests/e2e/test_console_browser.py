@@ -4,7 +4,10 @@ Each role signs in through the page and sees the tabs and buttons its permission
 page hides is also refused by the server: the page's own script calling a route with the operator's
 token gets 403 and no data. The analyst sees customers masked only, the content writer no customers
 at all, the scenario designer a scenario's diagram and report, the admin unmasks, exports and
-erases. A wrong password shows the API's message and leaves a `sign_in_failed` audit entry.
+erases. The scenario is uploaded twice, so the designer compares its two versions' diagrams side
+by side and reads the last upload's report; the analyst counts the audience of its document (the
+content writer has no audience panel). A wrong password shows the API's message and leaves a
+`sign_in_failed` audit entry.
 A screenshot of each role's view is saved under test-artifacts/console/.
 """
 
@@ -66,6 +69,7 @@ class World:
     operators: dict[str, str]  # role -> user name
     person: Person
     erasable: Person
+    scenario: Path  # the scenario file uploaded last (version 2)
 
 
 def seed_customer(stack: LocalStackClient, tag: str, last_name: str, first_name: str, phone: str) -> Person:
@@ -116,7 +120,7 @@ def follow_on_line(stack: LocalStackClient) -> None:
     eventually(welcomed, "the scenario's welcome message on LINE")
 
 
-def scenario_file(folder: Path) -> Path:
+def scenario_file(folder: Path, name: str = "コンソール確認 / Console check") -> Path:
     """The LINE welcome example as a scenario of this module's own: sending at any hour (the
     example's window would hold the welcome until 09:00 JST) and ahead of the example itself, which
     another module uploads to the same stack."""
@@ -124,10 +128,11 @@ def scenario_file(folder: Path) -> Path:
     document.pop("$schema", None)
     document |= {
         "id": SCENARIO_ID,
-        "name": "コンソール確認 / Console check",
+        "name": name,
         "priority": 1000,
         "send_window": {"start": "00:00", "end": "23:59"},
     }
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{SCENARIO_ID}.json"
     path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     return path
@@ -135,7 +140,9 @@ def scenario_file(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def world(local_stack: LocalStackClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    scenario = scenario_file(tmp_path_factory.mktemp("console"))
+    folder = tmp_path_factory.mktemp("console")
+    first = scenario_file(folder / "v1")
+    scenario = scenario_file(folder / "v2", "コンソール確認 第2版 / Console check, second")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CEMS_AWS_PORT", str(urlparse(local_stack.aws_url).port))
         suffix = uuid.uuid4().hex[:6]
@@ -143,12 +150,14 @@ def world(local_stack: LocalStackClient, tmp_path_factory: pytest.TempPathFactor
         for role, name in operators.items():
             assert cems(["user", "add", name, "--role", role, "--password", PASSWORD]) == 0
         # The loader's poller makes it live; the CLI waits for its report.
+        # Twice (a new name, so a new version): two versions to compare.
+        assert cems(["scenario", "upload", str(first)]) == 0
         assert cems(["scenario", "upload", str(scenario)]) == 0
     person = seed_customer(local_stack, "view", "鈴木", "真理子", "090-3141-5926")
     erasable = seed_customer(local_stack, "erase", "高橋", "健太郎", "080-2718-2818")
     follow_on_line(local_stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield World(local_stack, operators, person, erasable)
+    yield World(local_stack, operators, person, erasable, scenario)
 
 
 @pytest.fixture
@@ -303,6 +312,43 @@ def assert_report_shown(chrome: webdriver.Chrome) -> None:
     assert "リフト / Lift" in chrome.find_element(By.ID, "report-lift").text
 
 
+def assert_versions_compared(chrome: webdriver.Chrome) -> None:
+    """The versions list (the newest active) and two diagrams side by side, each its version's."""
+    wait(chrome).until(
+        lambda c: len(c.find_elements(By.CSS_SELECTOR, "#version-table tbody tr[data-version]")) >= 2
+    )
+    newest = chrome.find_elements(By.CSS_SELECTOR, "#version-table tbody tr")[-1]
+    assert "第2版" in newest.text and "配信中 / active" in newest.text, newest.text
+    form = chrome.find_element(By.ID, "compare-form")
+    left = Select(form.find_element(By.NAME, "left")).first_selected_option.get_attribute("value")
+    right = Select(form.find_element(By.NAME, "right")).first_selected_option.get_attribute("value")
+    assert left != right
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    for side, version in (("left", left), ("right", right)):
+        svg = wait(chrome).until(
+            expected_conditions.visibility_of_element_located(
+                (
+                    By.CSS_SELECTOR,
+                    f'#compare-{side} svg[data-scenario="{SCENARIO_ID}"][data-version="{version}"]',
+                )
+            )
+        )
+        assert svg.find_elements(By.CSS_SELECTOR, "g.box")
+        # Its own marker ids, so the page has each id once.
+        ids = [m.get_attribute("id") or "" for m in svg.find_elements(By.TAG_NAME, "marker")]
+        assert ids and all(i.startswith(f"{side}-") for i in ids), ids
+    assert len(chrome.find_elements(By.CSS_SELECTOR, "#compare svg")) == 2
+
+
+def assert_upload_report_shown(chrome: webdriver.Chrome) -> None:
+    wait(chrome).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "upload-summary"), "有効 / valid")
+    )
+    assert shown(chrome, "upload-report") and not shown(chrome, "upload-none")
+    status, text = call_api(chrome, f"/admin/console/scenarios/{SCENARIO_ID}/upload-report")
+    assert status == 200 and json.loads(text)["valid"] is True, text
+
+
 def audit_entries(stack: LocalStackClient, actor: str) -> list[dict[str, Any]]:
     """The actor's entries in the audit table, read as the console does: a Query of each day's
     partition (today's and yesterday's, UTC, by CEMS's clock on the stack), never a Scan."""
@@ -329,6 +375,30 @@ def test_analyst_sees_customers_masked_and_the_server_refuses_unmasking(
     assert visible_tabs(chrome) == ["home", "scenarios", "customers"]
     open_scenario(chrome)
     assert_report_shown(chrome)
+
+    # The audience of the uploaded scenario's document: read from the file, counted by the API.
+    assert shown(chrome, "audience")
+    form = chrome.find_element(By.ID, "audience-form")
+    form.find_element(By.NAME, "file").send_keys(str(world.scenario))
+    document = form.find_element(By.NAME, "document")
+    wait(chrome).until(lambda _: SCENARIO_ID in (document.get_attribute("value") or ""))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    matching = wait(chrome).until(
+        expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "#audience-matching td"))
+    )
+    assert int(matching.text.replace(",", "")) >= 0
+    assert chrome.find_elements(By.CSS_SELECTOR, "#audience-channels tbody tr")
+    chrome.execute_script('document.getElementById("audience-result").scrollIntoView()')
+    screenshot(chrome, "analyst_audience")
+    # An invalid document: the problems at their paths, no counts.
+    document.clear()
+    document.send_keys('{"id": "x"}')
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(chrome).until(expected_conditions.visibility_of_element_located((By.ID, "audience-problems")))
+    assert not shown(chrome, "audience-result")
+    problems = chrome.find_elements(By.CSS_SELECTOR, "#audience-problems tbody tr")
+    paths = [r.find_element(By.TAG_NAME, "td").text for r in problems]
+    assert {"name", "trigger", "steps"} <= set(paths), paths
 
     find_customer(chrome, world.person)
     for button in ("unmask", "export", "erase"):
@@ -359,6 +429,7 @@ def test_content_writer_sees_scenarios_but_no_customers(world: World, chrome: we
     # No reports_view: the diagram without counts, and no report.
     assert not shown(chrome, "report")
     assert not chrome.find_elements(By.CSS_SELECTOR, "#diagram svg .legend")
+    assert not shown(chrome, "audience")
     screenshot(chrome, "content_writer")
 
     status, answer = call_api(chrome, f"/admin/console/customers?email={world.person.email}")
@@ -375,7 +446,11 @@ def test_scenario_designer_sees_the_diagram_and_the_report(world: World, chrome:
     # Drawn as live SVG: the step boxes and, for a role that sees results, the counts' legend.
     assert svg.find_elements(By.CSS_SELECTOR, "g.box") and svg.find_elements(By.CSS_SELECTOR, ".legend")
     assert_report_shown(chrome)
+    assert_upload_report_shown(chrome)
+    assert_versions_compared(chrome)
     screenshot(chrome, "scenario_designer")
+    chrome.execute_script('document.getElementById("compare").scrollIntoView()')
+    screenshot(chrome, "scenario_designer_compare")
 
     find_customer(chrome, world.person)
     for button in ("unmask", "export", "erase"):

@@ -57,6 +57,8 @@
   let auditCursor = null;
   // Answers to an earlier click are dropped when a later one was made meanwhile.
   let scenarioRequest = 0;
+  let compareRequest = 0;
+  let currentScenario = null;
 
   // -- talking to the API -------------------------------------------------------------------------
 
@@ -137,20 +139,29 @@
     currentCustomer = null;
     auditCursor = null;
     scenarioRequest += 1;
+    compareRequest += 1;
+    currentScenario = null;
     for (const table of document.querySelectorAll("#console table")) {
       for (const tbody of table.tBodies) tbody.replaceChildren();
     }
-    $("diagram").replaceChildren();
-    for (const id of ["report-notes", "permissions"]) $(id).replaceChildren();
+    for (const id of ["diagram", "compare-left", "compare-right", "report-notes", "permissions"]) {
+      $(id).replaceChildren();
+    }
+    for (const id of ["compare-form", "audience-form"]) {
+      for (const select of $(id).querySelectorAll("select")) select.replaceChildren();
+    }
     for (const id of ["operator-name", "operator-roles", "scenario-title", "report-summary",
-      "report-lift", "customer-id", "customer-masked", "error", "notice"]) {
+      "report-lift", "customer-id", "customer-masked", "error", "notice", "compare-left-title",
+      "compare-right-title", "upload-summary", "audience-summary", "audience-note"]) {
       $(id).textContent = "";
     }
     for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
-      "customer-view", "scenario-empty", "audit-more"]) {
+      "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report",
+      "upload-none", "upload-problems", "audience-result", "audience-problems"]) {
       $(id).hidden = true;
     }
     $("customer-search").reset();
+    $("audience-form").reset();
     applyPermissions();
   }
 
@@ -255,26 +266,216 @@
   async function openScenario(scenario) {
     clearMessages();
     const request = ++scenarioRequest;
+    compareRequest += 1;
+    currentScenario = scenario.scenario_id;
     $("scenario-detail").hidden = false;
     $("scenario-title").textContent = scenario.name
       ? `${scenario.name} (${scenario.scenario_id})` : scenario.scenario_id;
-    $("diagram").replaceChildren();
-    $("report").hidden = true;
+    for (const id of ["diagram", "compare-left", "compare-right"]) $(id).replaceChildren();
+    for (const id of ["report", "versions", "compare", "upload-report"]) $(id).hidden = true;
     const id = encodeURIComponent(scenario.scenario_id);
-    const diagram = await api(`/admin/console/scenarios/${id}/diagram`, { text: true });
+    // The diagram, versions and upload report at once; each answer is dropped if another
+    // scenario was opened meanwhile.
+    const [diagram, versions, upload] = await Promise.all([
+      fetchDiagram(scenario.scenario_id),
+      api(`/admin/console/scenarios/${id}/versions`),
+      api(`/admin/console/scenarios/${id}/upload-report`),
+    ]);
     if (request !== scenarioRequest) return;
-    if (!diagram.ok) {
-      fail(diagram);
-    } else {
-      const svg = safeSvg(diagram.text);
-      if (svg) $("diagram").replaceChildren(svg);
-      else $("error").textContent = "図を表示できません / the diagram could not be shown safely";
-    }
+    const svg = diagramSvg(diagram);
+    if (svg) $("diagram").replaceChildren(svg);
+    if (versions.ok) renderVersions(versions.body); else fail(versions);
+    renderUploadReport(upload);
     if (!permissions.has("reports_view")) return;
     const report = await api(`/admin/console/scenarios/${id}/report`);
     if (request !== scenarioRequest) return;
     if (!report.ok) return fail(report);
     renderReport(report.body);
+  }
+
+  // One diagram, the active version's or `version`'s, as SVG text.
+  function fetchDiagram(scenarioId, version) {
+    const query = isMissing(version) ? "" : `?version=${encodeURIComponent(version)}`;
+    return api(`/admin/console/scenarios/${encodeURIComponent(scenarioId)}/diagram${query}`, { text: true });
+  }
+
+  // The answer's SVG checked and imported (safeSvg), or null with the error shown.
+  function diagramSvg(answer) {
+    if (!answer.ok) {
+      fail(answer);
+      return null;
+    }
+    const svg = safeSvg(answer.text);
+    if (!svg) $("error").textContent = "図を表示できません / the diagram could not be shown safely";
+    return svg;
+  }
+
+  // Several diagrams in one page would share their marker ids (cems-arrow-*): a copy shown beside
+  // another gets its own, and its url(#...) and #... references follow.
+  function scopeIds(svg, prefix) {
+    const elements = [svg, ...svg.querySelectorAll("*")];
+    for (const element of elements) {
+      if (element.id) element.id = prefix + element.id;
+    }
+    for (const element of elements) {
+      for (const attribute of [...element.attributes]) {
+        const value = attribute.value;
+        if (value.includes("url(#")) attribute.value = value.replaceAll("url(#", "url(#" + prefix);
+        else if (attribute.name.toLowerCase().endsWith("href") && value.trim().startsWith("#")) {
+          attribute.value = "#" + prefix + value.trim().slice(1);
+        }
+      }
+    }
+    return svg;
+  }
+
+  function versionState(info, version) {
+    if (version !== info.active_version) return "—";
+    return STATES[info.state] || display(info.state);
+  }
+
+  function renderVersions(info) {
+    const versions = info.versions || [];
+    $("versions").hidden = false;
+    body("version-table").replaceChildren(...versions.map((v) => {
+      const tr = row(
+        cell(`v${display(v.version)}`),
+        cell(jst(v.uploaded_at)),
+        cell(display(v.name)),
+        cell(display(v.priority), "num"),
+        cell(versionState(info, v.version)),
+      );
+      tr.dataset.version = String(v.version);
+      if (v.version === info.active_version) tr.classList.add("active-version");
+      return tr;
+    }));
+    const options = () => versions.map((v) => {
+      const option = document.createElement("option");
+      option.value = String(v.version);
+      option.textContent = `v${v.version}` + (v.version === info.active_version ? "（有効 / active）" : "");
+      return option;
+    });
+    const form = $("compare-form");
+    form.elements.left.replaceChildren(...options());
+    form.elements.right.replaceChildren(...options());
+    // The two newest by default (the same one twice when there is only one).
+    if (versions.length) {
+      form.elements.right.value = String(versions[versions.length - 1].version);
+      form.elements.left.value = String(versions[Math.max(versions.length - 2, 0)].version);
+    }
+  }
+
+  async function compareVersions(event) {
+    event.preventDefault();
+    clearMessages();
+    if (!currentScenario) return;
+    const request = ++compareRequest;
+    const form = $("compare-form");
+    const sides = [["left", form.elements.left.value], ["right", form.elements.right.value]];
+    const answers = await Promise.all(sides.map(([, version]) => fetchDiagram(currentScenario, version)));
+    if (request !== compareRequest) return;
+    $("compare").hidden = false;
+    sides.forEach(([side, version], index) => {
+      $(`compare-${side}-title`).textContent = `v${version}`;
+      const svg = diagramSvg(answers[index]);
+      if (svg) svg.dataset.version = version;
+      $(`compare-${side}`).replaceChildren(...(svg ? [scopeIds(svg, `${side}-`)] : []));
+    });
+  }
+
+  // The loader's report on the last upload: its summary and every error (and warning) at its path.
+  function renderUploadReport(answer) {
+    $("upload-report").hidden = false;
+    const missing = answer.status === 404 && answer.body.error === "upload_report_not_found";
+    if (!answer.ok && !missing) {
+      $("upload-report").hidden = true;
+      return fail(answer);
+    }
+    $("upload-none").hidden = !missing;
+    const report = missing ? {} : answer.body;
+    const validity = report.valid ? "有効 / valid" : "無効 / invalid";
+    $("upload-summary").textContent = missing ? ""
+      : `${validity}・${display(report.summary_ja)}・確認 checked ${jst(report.checked_at)}`;
+    const problems = [
+      ...(report.errors || []).map((p) => ["error", p]),
+      ...(report.warnings || []).map((p) => ["warning", p]),
+    ];
+    $("upload-problems").hidden = problems.length === 0;
+    body("upload-problems").replaceChildren(...problems.map(([kind, p]) => {
+      const tr = row(
+        cell(kind === "error" ? "エラー / error" : "警告 / warning", "problem-" + kind),
+        cell(display(p.path)),
+        cell(display(p.step)),
+        cell(display(p.message)),
+      );
+      tr.dataset.kind = kind;
+      return tr;
+    }));
+  }
+
+  // -- the audience of a scenario document ---------------------------------------------------------
+
+  async function readAudienceFile(event) {
+    const file = event.target.files && event.target.files[0];
+    if (!file) return;
+    $("audience-form").elements.namedItem("document").value = await file.text();
+  }
+
+  async function countAudience(event) {
+    event.preventDefault();
+    clearMessages();
+    $("audience-result").hidden = true;
+    $("audience-problems").hidden = true;
+    const document_ = String($("audience-form").elements.namedItem("document").value || "");
+    const answer = await api("/admin/console/audience", { method: "POST", body: document_ });
+    if (!answer.ok) {
+      const problems = (answer.body && answer.body.problems) || [];
+      $("audience-problems").hidden = problems.length === 0;
+      body("audience-problems").replaceChildren(...problems.map((p) => row(
+        cell(display(p.path)),
+        cell(p.step ? `${display(p.message)}（step ${p.step}）` : display(p.message)),
+      )));
+      return fail(answer);
+    }
+    renderAudience(answer.body);
+  }
+
+  function renderAudience(result) {
+    $("audience-result").hidden = false;
+    const complete = result.complete ? "" : "・途中まで / partial";
+    $("audience-summary").textContent = `${display(result.scenario_id)}（${display(result.trigger_type)}）・`
+      + `集計 counted ${jst(result.counted_at)}${complete}`;
+    const counts = [
+      ["対象 / Matching", result.matching],
+      ["ホールドアウト / Holdout", result.holdout],
+      ["ホールドアウト外 / Outside holdout", result.outside_holdout],
+      ["送信可能 / Sendable", result.sendable],
+    ];
+    for (const [reason, number] of Object.entries(result.excluded || {})) {
+      counts.push([`対象外 / Excluded: ${reason}`, number]);
+    }
+    body("audience-counts").replaceChildren(...counts.map(([label, value]) => {
+      const th = document.createElement("th");
+      th.textContent = label;
+      const tr = document.createElement("tr");
+      tr.append(th, cell(count(value), "num"));
+      return tr;
+    }));
+    const matching = body("audience-counts").rows[0];
+    matching.id = "audience-matching";
+    body("audience-channels").replaceChildren(...(result.channels || []).map((c) => row(
+      cell(c.title ? `${c.title} (${c.channel})` : display(c.channel)),
+      cell(count(c.reachable), "num"),
+      cell(count(c.reachable_outside_holdout), "num"),
+    )));
+    body("audience-sample").replaceChildren(...(result.sample || []).map((s) => row(
+      cell(display(s.profile && s.profile.customer_id)),
+      cell(trait(s.profile, "name", "last_name", "first_name")),
+      cell(trait(s.profile, "email")),
+      cell(s.holdout ? "ホールドアウト / holdout" : "施策群 / treatment"),
+      cell((s.reachable || []).join(", ") || "—"),
+    )));
+    $("audience-note").textContent = result.note || "";
   }
 
   // The diagram comes as SVG text, fetched with the token (an <img> or <object> pointing at the route
@@ -554,6 +755,9 @@
       tab.addEventListener("click", () => showTab(tab.dataset.tab));
     }
     $("customer-search").addEventListener("submit", searchCustomers);
+    $("compare-form").addEventListener("submit", compareVersions);
+    $("audience-form").addEventListener("submit", countAudience);
+    $("audience-form").elements.file.addEventListener("change", readAudienceFile);
     $("unmask").addEventListener("click", () => currentCustomer && openCustomer(currentCustomer, true));
     $("export").addEventListener("click", exportCustomer);
     $("erase").addEventListener("click", eraseCustomer);
