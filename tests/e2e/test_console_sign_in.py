@@ -76,3 +76,22 @@ def test_an_operator_added_by_the_cli_signs_in_and_the_api_needs_a_verified_toke
 
     assert audit_actions(local_stack, name) == ["sign_in", "sign_in_failed"]
     assert audit_actions(local_stack, "local", target=name) == ["user_add"]
+
+
+def test_an_operators_role_is_changed_by_the_cli_and_the_next_token_carries_it(
+    local_stack: LocalStackClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"writer-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CEMS_AWS_PORT", local_stack.aws_url.rsplit(":", 1)[1])
+    assert cems(["user", "add", name, "--role", "content_writer", "--password", PASSWORD]) == 0
+    before = me(local_stack, sign_in(local_stack, name, PASSWORD).json["idToken"])
+    assert [r["role"] for r in before.json["roles"]] == ["content_writer"]
+
+    assert cems(["user", "role", name, "--role", "analyst"]) == 0
+    assert "アナリスト" in capsys.readouterr().out
+    after = me(local_stack, sign_in(local_stack, name, PASSWORD).json["idToken"])
+    assert [r["role"] for r in after.json["roles"]] == ["analyst"]
+    assert "customers_view" in after.json["permissions"]
+
+    assert cems(["user", "role", f"nobody-{uuid.uuid4().hex[:6]}", "--role", "admin"]) == 1
+    assert audit_actions(local_stack, "local", target=name) == ["user_add", "user_role_change"]

@@ -67,3 +67,20 @@ class CognitoOperatorAccounts:
             UserPoolId=self.pool_id, Username=username, Password=password, Permanent=True
         )
         self.client.admin_add_user_to_group(UserPoolId=self.pool_id, Username=username, GroupName=role.value)
+
+    def set_role(self, username: str, role: Role) -> frozenset[Role]:
+        """`role` becomes the operator's only role; the roles they had before. 404 for no such
+        operator. Added before the others are removed, so the operator is never left with none."""
+        try:
+            before = self.roles_of(username)
+        except BotoClientError as error:
+            if error_code(error) == "UserNotFoundException":
+                message = f"{username} は登録されていません / no such operator"
+                raise ClientError(404, "operator_not_found", message, field="username") from None
+            raise
+        self.client.admin_add_user_to_group(UserPoolId=self.pool_id, Username=username, GroupName=role.value)
+        for old in before - {role}:
+            self.client.admin_remove_user_from_group(
+                UserPoolId=self.pool_id, Username=username, GroupName=old.value
+            )
+        return before

@@ -28,7 +28,7 @@ CLIENT_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_
 
 
 def register(commands: Any) -> None:
-    """Adds `user` to the `cems` sub-commands; `user add` sets `handler`."""
+    """Adds `user` to the `cems` sub-commands; `user add` and `user role` set `handler`."""
     user = commands.add_parser("user", help="console operators / コンソールの利用者")
     user_commands = user.add_subparsers(dest="user_command", required=True)
     add = user_commands.add_parser("add", help="add an operator with a role / 利用者の追加")
@@ -49,6 +49,48 @@ def register(commands: Any) -> None:
     )
     add.add_argument("--config", default="samconfig.toml", help="path to samconfig.toml")
     add.set_defaults(handler=add_command)
+    role = user_commands.add_parser("role", help="change an operator's role / 利用者の役割の変更")
+    role.add_argument("name", help="the operator's user name")
+    role.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
+        help="; ".join(f"{r.value}: {label}" for r, label in ROLE_LABELS.items()),
+    )
+    role.add_argument(
+        "--stage", help="a deployed stage from samconfig.toml (dev, prod); default: the local stack"
+    )
+    role.add_argument("--config", default="samconfig.toml", help="path to samconfig.toml")
+    role.set_defaults(handler=role_command)
+
+
+def role_command(args: argparse.Namespace) -> int:
+    """Exit 0 changed, 1 no such operator, 2 the stack cannot be reached. One audit entry (user_role_change)
+    with the role before and after."""
+    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import ClientError as BotoClientError
+
+    from cems.adapters.cognito import CognitoOperatorAccounts
+    from cems.errors import ClientError
+
+    new = Role(args.role)
+    try:
+        target = _target(args.stage, Path(args.config))
+        before = CognitoOperatorAccounts(target.cognito, target.pool_id, client_id="").set_role(
+            args.name, new
+        )
+        old = ",".join(sorted(r.value for r in before)) or "-"
+        target.audit.record(
+            AuditAction.USER_ROLE_CHANGE, target=args.name, detail={"from": old, "to": new.value}
+        )
+    except ClientError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    except (BotoClientError, BotoCoreError, LookupError) as error:
+        print(f"error: {type(error).__name__}: cannot change the role", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {ROLE_LABELS[new]} / 役割を変更しました")
+    return 0
 
 
 def add_command(args: argparse.Namespace) -> int:
