@@ -523,6 +523,6 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
         ReportService(ReportCounters(tables.journeys, dynamodb), scenarios),
         scenarios,
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
-        audience(settings),
+        lambda: audience(settings),
         (ScenarioFiles(aws.client("s3")), settings.area(ConsoleSettings).scenario_bucket),
     )

@@ -126,7 +126,7 @@ class OperatorActions:
         reports: Reports,
         scenario_versions: ScenarioVersions,
         audit: AuditLog,
-        audience: AudienceCounts | None = None,
+        audience: Callable[[], AudienceCounts] | None = None,
         upload_reports: tuple[UploadReports, str] | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -135,7 +135,10 @@ class OperatorActions:
         self.reports = reports
         self.scenario_versions = scenario_versions
         self.audit = audit
-        self.audience = audience
+        # Built on the first count: the count loads the scenario engine and the broadcast's entry
+        # decision, which no other console or admin request needs (a cold start without them).
+        self._audience_factory = audience
+        self._audience: AudienceCounts | None = None
         self.upload_reports = upload_reports  # (reader, bucket)
         self.now = now or audit.now
 
@@ -338,7 +341,9 @@ class OperatorActions:
         from cems.scenario.validation import validate_text
 
         self._allowed(caller, Permission.AUDIENCE_COUNT, AuditAction.AUDIENCE_COUNT)
-        if self.audience is None:
+        if self._audience is None and self._audience_factory is not None:
+            self._audience = self._audience_factory()
+        if self._audience is None:
             raise ClientError(
                 404, "not_available", "audience counts are not configured here", field="audience"
             )
@@ -346,7 +351,7 @@ class OperatorActions:
         if report.scenario is None:
             self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)
             raise InvalidScenarioDocument([e.to_dict() for e in report.errors])
-        count = self.audience.count(report.scenario, time_budget_s=time_budget_s)
+        count = self._audience.count(report.scenario, time_budget_s=time_budget_s)
         detail = {"matching": count.matching, "complete": count.complete}
         self._record(caller, AuditAction.AUDIENCE_COUNT, report.scenario.id, detail)
         return count
