@@ -265,6 +265,59 @@ class CustomerStore:
             }
         }
 
+    def backfill_lookups(
+        self, segment: int, total_segments: int, page_items: int = 500
+    ) -> tuple[int, int, int]:
+        """The contact lookup items of every live profile in one parallel Scan segment, for profiles
+        whose traits were written before lookups existed: (profiles read, profiles given their items,
+        profiles whose traits changed meanwhile). Each profile's items are put in one transaction
+        with a check that its contact traits are still the values read, so a trait changed since
+        (whose write put its own lookup and removed the old one) never gets a stale item back. Put
+        again, an item changes nothing, so a backfill can run twice or be stopped and rerun."""
+        read = written = changed = 0
+        start: dict[str, Any] | None = None
+        while True:
+            page = self.scan_profiles(segment, total_segments, start, page_items)
+            for profile in page.profiles:
+                read += 1
+                hashes = contact_hashes(profile.traits)
+                if not hashes:
+                    continue
+                traits = {t: profile.traits[t] for t in LOOKUP_TRAITS if t in profile.traits}
+                names = {f"#t{i}": trait for i, trait in enumerate(traits)}
+                values = {f":v{i}": to_attribute_value(value) for i, value in enumerate(traits.values())}
+                check: TransactWriteItemTypeDef = {
+                    "ConditionCheck": {
+                        "TableName": self.table_name,
+                        "Key": profile_key(profile.customer_id),
+                        "ConditionExpression": " AND ".join(
+                            f"traits.#t{i} = :v{i}" for i in range(len(traits))
+                        ),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+                puts = [
+                    self.lookup_put_action(k, h, profile.customer_id, clock.now()) for k, h in hashes.items()
+                ]
+                for attempt in range(3):  # a collision with another transaction is tried again
+                    try:
+                        self.client.transact_write_items(TransactItems=[check, *puts])
+                        written += 1
+                        break
+                    except BotoClientError as error:
+                        if not transaction_cancelled(error):
+                            raise
+                        reasons = error.response.get("CancellationReasons") or [{}]
+                        if reasons[0].get("Code") == "ConditionalCheckFailed":
+                            changed += 1  # the traits changed since they were read
+                            break
+                        if attempt == 2:
+                            raise
+            start = page.next_start
+            if start is None:
+                return read, written, changed
+
     def lookup_put_action(
         self, kind: ContactKind, hashed_value: str, customer_id: str, at: datetime
     ) -> TransactWriteItemTypeDef:
