@@ -7,7 +7,7 @@
   GET  /admin/console/scenarios/{id}/diagram   the flowchart as SVG, counts for reports_view
   GET  /admin/console/scenarios/{id}/versions  its versions (uploaded, name, priority), the active one
   GET  /admin/console/scenarios/{id}/upload-report   the loader's report on the last upload
-  GET  /admin/console/scenarios/{id}/report    the report (reports_view; ?version=N)
+  GET  /admin/console/scenarios/{id}/report    the report and its charts as SVG (reports_view; ?version=N)
   GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
   GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
@@ -35,6 +35,7 @@ from cems.console.actions import Caller
 from cems.console.pages import CONSOLE_ASSETS, SECURITY_HEADERS
 from cems.errors import ClientError
 from cems.logs import function_logger
+from cems.reports.charts import report_charts
 from cems.responses import NOT_FOUND, error_response, json_response
 
 logger = function_logger()
@@ -136,8 +137,12 @@ def upload_report(scenario_id: str) -> Response[str]:
 
 @app.get("/admin/console/scenarios/<scenario_id>/report")
 def report(scenario_id: str) -> Response[str]:
+    # The charts come in the report's own answer, not from a route of their own: one look at a report
+    # is one request, so one audit entry (actions.report writes it). A second route would write a
+    # second entry per look, or show results unrecorded; and both halves are of the same counts.
     found = actions.report(_caller(), scenario_id, _query().get("version"))
-    return json_response(200, found.model_dump(mode="json"), NO_STORE)
+    charts = report_charts(found).model_dump(mode="json")
+    return json_response(200, {**found.model_dump(mode="json"), "charts": charts}, NO_STORE)
 
 
 @app.get("/admin/console/customers")

@@ -196,6 +196,7 @@ ALLOWED = {  # request -> the roles it answers 200 for; every other role gets 40
     "GET /admin/console/scenarios": set(ROLES),
     "GET /admin/console/scenarios/{scenario}/diagram": set(ROLES),
     "GET /admin/console/scenarios/{scenario}/report": {"admin", "scenario_designer", "analyst"},
+    "GET /admin/console/scenarios/{scenario}/report?version=1": {"admin", "scenario_designer", "analyst"},
     "GET /admin/console/customers?email=hanako%40example.jp": {"admin", "scenario_designer", "analyst"},
     "GET /admin/console/customers/{customer}": {"admin", "scenario_designer", "analyst"},
     "GET /admin/console/customers/{customer}?unmasked=true": {"admin"},
@@ -228,6 +229,9 @@ def test_each_role_gets_what_its_permissions_allow_and_403_without_data_otherwis
                 "message",
                 "field",
             }
+        if status == 200 and "/report" in target:
+            # The report comes with its charts, in the one answer (so one look is one entry).
+            assert body["charts"]["lift"].startswith("<svg") and body["steps"], (role, request)
         written = len(audit(dynamodb)) - before
         # A diagram with counts is a view of results: an entry for those who may see them.
         sees_results = role in ALLOWED["GET /admin/console/scenarios/{scenario}/report"]
@@ -272,6 +276,63 @@ def test_the_diagram_is_svg_with_counts_for_those_who_see_results(seeded_call: t
     assert "送 1" in with_counts and "送 1" not in without
     status, _, body = call("GET", "/admin/console/scenarios/nope/diagram", INSIDE, claims=analyst)
     assert (status, body["error"]) == (404, "scenario_not_found")
+
+
+def test_the_report_comes_with_its_charts_for_those_who_see_results_and_one_look_is_one_entry(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.reports.counters import Metric, ReportCell
+
+    from tests.integration.test_admin_handler import SCENARIO, SCENARIO_FILE
+
+    call, _ = seeded_call
+    step = json.loads(SCENARIO_FILE.read_text(encoding="utf-8"))["steps"][0]["id"]
+    # LINE sends on a day of their own: their delivery cannot be measured, which the charts must say.
+    counters = ReportCounters("JourneysTable", dynamodb)
+    line_day = datetime.now(UTC) - timedelta(days=3)
+    for _ in range(4):
+        counters.add(ReportCell(SCENARIO, 1, step, channel="line"), Metric.SENT, at=line_day)
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    designer = {"cognito:username": "op-designer", "cognito:groups": "[scenario_designer]"}
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    path = f"/admin/console/scenarios/{SCENARIO}/report"
+
+    status, headers, body = call("GET", path, INSIDE, claims=analyst)
+    assert status == 200 and headers["cache-control"] == "no-store"
+    charts = body["charts"]
+    assert set(charts) == {"lift", "variants", "steps", "channels", "conversions", "days"}
+    # One funnel per step row, in the report's order; each chart an SVG document of its own.
+    assert [(c["step_id"], c["channel"]) for c in charts["steps"]] == [
+        (r["step_id"], r["channel"]) for r in body["steps"]
+    ]
+    for svg in [charts["lift"], charts["days"], *(c["svg"] for c in charts["steps"] + charts["channels"])]:
+        assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and svg.endswith("</svg>")
+    (line,) = [c for c in charts["channels"] if c["channel"] == "line"]
+    assert line["label"] == "LINE" and line["svg"].count("計測なし / not measured<title>") == 2
+    assert "到達 Delivered: 0" not in line["svg"] and "開封 Opened: 0" not in line["svg"]
+    days = [d for d in body["days"] if d["day"] is not None]
+    assert len(days) >= 3 and days[0]["delivered"] is None and days[0]["sent"] == 4
+    assert charts["days"].count('class="bar"') >= 3 and f"{days[0]['day']} 送信 Sent: 4" in charts["days"]
+    assert charts["days"].count('class="not-measured"') == 1  # that day's deliveries, not a bar of 0
+
+    status, _, body = call("GET", path + "?version=1", INSIDE, claims=designer)
+    assert status == 200 and body["version"] == 1 and body["charts"]["steps"]
+
+    status, _, body = call("GET", path, INSIDE, claims=writer)
+    assert (status, body["error"]) == (403, "forbidden")
+    assert "charts" not in body and "<svg" not in json.dumps(body)
+
+    status, _, body = call("GET", "/admin/console/scenarios/nope/report", INSIDE, claims=analyst)
+    assert (status, body["error"]) == (404, "scenario_not_found") and "charts" not in body
+
+    views = sorted((a, o) for a, action, o in _audit_outcomes(dynamodb) if action == "report_view")
+    assert views == [
+        ("op-analyst", "allowed"),
+        ("op-analyst", "failed"),
+        ("op-designer", "allowed"),
+        ("op-writer", "refused"),
+    ]
 
 
 def test_an_audience_count_is_for_roles_that_may_count_and_each_attempt_is_one_entry(

@@ -1,7 +1,10 @@
 """A scenario report as one self-contained HTML page: inline CSS and inline SVG charts (the funnel per
 step, variant and channel; treatment vs holdout with the lift's interval; per channel; per day),
 labels in Japanese and English, no script, font, image or stylesheet fetched from
-anywhere (it is mailed around and opened offline). Every value from the report is escaped."""
+anywhere (it is mailed around and opened offline). Every value from the report is escaped.
+
+The charts' functions (`lift_svg`, `funnel_svg`, `channel_svg`, `conversions_svg`, `days_svg`) are
+also what the console shows (cems.reports.charts): one drawing of each chart, in both places."""
 
 from __future__ import annotations
 
@@ -299,12 +302,28 @@ def _day_table(days: list[DayRow]) -> str:
     return f"<table>{header}{''.join(rows)}</table>"
 
 
+def channel_name(channel: str) -> str:
+    """A channel as its plugin names it ("メール Email", "LINE"); an unknown one by its id."""
+    return _CHANNEL_NAMES.get(channel, channel)
+
+
+def channel_svg(row: ChannelRow) -> str:
+    """One channel's funnel over every step: sent → delivered → opened → clicked and its
+    conversions, with what the channel cannot report as "not measured"."""
+    name = channel_name(row.channel)
+    return bars_svg(name, _funnel_bars(row), top=row.sent)
+
+
+def has_dated_days(days: list[DayRow]) -> bool:
+    """Whether a per-day chart has anything to draw (cells counted before issue 12 have no day)."""
+    return any(d.day is not None for d in days)
+
+
 def _channel_card(row: ChannelRow) -> str:
-    name = _CHANNEL_NAMES.get(row.channel, row.channel)
     imp = f'<div class="small">IMP (送信 sent) = {escape(row.imp)}</div>' if row.imp else ""
     reasons = "".join(f'<div class="small note">{escape(r)}</div>' for r in row.not_measured.values())
     return (
-        f'<div class="funnel"><h3>{escape(name)}</h3>{bars_svg(name, _funnel_bars(row), top=row.sent)}'
+        f'<div class="funnel"><h3>{escape(channel_name(row.channel))}</h3>{channel_svg(row)}'
         f'{imp}{reasons}<div class="small">売上 revenue {yen(row.revenue)}</div></div>'
     )
 
@@ -329,7 +348,7 @@ def _funnel_card(row: StepRow) -> str:
         heading += f" <span class=small>{escape(row.name)}</span>"
     if row.variant is not None:
         heading += f" · バリアント Variant <strong>{escape(row.variant)}</strong>"
-    channel = _CHANNEL_NAMES.get(row.channel, row.channel) if row.channel else "チャネルなし no channel"
+    channel = channel_name(row.channel) if row.channel else "チャネルなし no channel"
     heading += f" · {escape(channel)}"
     extra = (
         f"失敗 failed {row.failed:,} · 抑止 suppressed {row.suppressed:,} · 上限 capped {row.capped:,} · "
@@ -396,7 +415,7 @@ def render_html(report: ScenarioReport) -> str:
         body += ["</div>"]
     if report.days:
         body += ["<h2>日別 Per day (JST)</h2>"]
-        if any(d.day is not None for d in report.days):
+        if has_dated_days(report.days):
             body += [days_svg(report.days)]
         body += [_day_table(report.days)]
     if report.notes:

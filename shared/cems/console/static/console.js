@@ -144,7 +144,8 @@
     for (const table of document.querySelectorAll("#console table")) {
       for (const tbody of table.tBodies) tbody.replaceChildren();
     }
-    for (const id of ["diagram", "compare-left", "compare-right", "report-notes", "permissions"]) {
+    for (const id of ["diagram", "compare-left", "compare-right", "report-notes", "permissions",
+      "chart-lift", "chart-steps", "chart-channels", "chart-days"]) {
       $(id).replaceChildren();
     }
     for (const id of ["compare-form", "audience-form"]) {
@@ -157,7 +158,8 @@
     }
     for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
       "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report",
-      "upload-none", "upload-problems", "audience-result", "audience-problems"]) {
+      "upload-none", "upload-problems", "audience-result", "audience-problems", "report-channels",
+      "report-days"]) {
       $(id).hidden = true;
     }
     $("customer-search").reset();
@@ -576,11 +578,118 @@
       );
     }));
 
+    renderCharts(report);
+
     const notes = [...(report.notes || []), ...((report.lift && report.lift.notes) || [])];
     $("report-notes").replaceChildren(...notes.map((note) => {
       const item = document.createElement("li");
       item.textContent = note;
       return item;
+    }));
+  }
+
+  // -- the report's charts -------------------------------------------------------------------------
+  // The charts are the server's SVG, the same drawings as the HTML report's (cems.reports.charts), so
+  // no chart is drawn twice; each is checked like the diagram (safeSvg) before it goes in. Their
+  // captions and the lines under them are written here from the report's figures, as text.
+
+  function detail(text, className) {
+    const line = document.createElement("p");
+    line.className = className ? `detail ${className}` : "detail";
+    line.textContent = text;
+    return line;
+  }
+
+  // Why a figure is null ("not measured"): the channel's own words, shown under its chart.
+  const reasons = (row) =>
+    Object.values((row && row.not_measured) || {}).map((why) => detail(String(why), "why"));
+
+  function chartCard(kind, caption, svgText, details = []) {
+    const figure = document.createElement("figure");
+    figure.className = "chart-card";
+    figure.dataset.chart = kind;
+    const title = document.createElement("figcaption");
+    title.textContent = caption;
+    figure.append(title);
+    const svg = safeSvg(svgText);
+    // One chart that fails the check is left out in words; the others still show.
+    figure.append(svg || detail("グラフを表示できません / the chart could not be shown safely", "error"));
+    figure.append(...details);
+    return figure;
+  }
+
+  function renderCharts(report) {
+    const charts = report.charts || {};
+    const labels = new Map((charts.channels || []).map((c) => [c.channel, c.label]));
+    const channelLabel = (channel) =>
+      isMissing(channel) ? "チャネルなし / no channel" : labels.get(channel) || String(channel);
+
+    const lifts = [];
+    if (charts.lift) {
+      const caption = "施策群とホールドアウトの比較 / Treatment vs holdout（リフトと信頼区間 / lift and its interval）";
+      lifts.push(chartCard("lift", caption, charts.lift));
+    }
+    const variants = new Map((report.variants || []).map((v) => [v.variant, v]));
+    for (const chart of charts.variants || []) {
+      const variant = variants.get(chart.variant);
+      const against = variant && variant.compared_with === "variant_holdout"
+        ? "同じバリアントのホールドアウト / its own holdout" : "ホールドアウト全体 / the whole holdout";
+      const caption = `バリアント / Variant ${chart.variant}（比較対象 / against: ${against}）`;
+      lifts.push(chartCard("variant", caption, chart.svg));
+    }
+    $("chart-lift").replaceChildren(...lifts);
+
+    // charts.steps[i] draws report.steps[i].
+    const steps = report.steps || [];
+    $("chart-steps").replaceChildren(...(charts.steps || []).map((chart, index) => {
+      const step = steps[index] || chart;
+      let caption = step.name ? `${step.name} (${step.step_id})` : display(step.step_id);
+      if (!isMissing(step.variant)) caption += `・バリアント / Variant ${step.variant}`;
+      caption += `・${channelLabel(step.channel)}`;
+      const counts = `失敗 failed ${count(step.failed)}・抑止 suppressed ${count(step.suppressed)}・`
+        + `上限 capped ${count(step.capped)}・延期 deferred ${count(step.deferred)}・`
+        + `保留 held out ${count(step.held_out)}`;
+      const card = chartCard("step", caption, chart.svg, [detail(counts), ...reasons(step)]);
+      card.dataset.step = String(chart.step_id);
+      return card;
+    }));
+
+    const channelRows = new Map((report.channels || []).map((c) => [c.channel, c]));
+    const perChannel = (charts.channels || []).map((chart) => {
+      const channel = channelRows.get(chart.channel) || {};
+      const details = [];
+      if (channel.imp) details.push(detail(`IMP（送信 / sent）= ${channel.imp}`));
+      details.push(...reasons(channel), detail(`売上 / revenue ${yen(channel.revenue)}`));
+      const card = chartCard("channel", chart.label, chart.svg, details);
+      card.dataset.channel = String(chart.channel);
+      return card;
+    });
+    if (charts.conversions) {
+      const why = "購入前に最後に送ったメッセージのチャネル / the channel of the last message sent before converting";
+      perChannel.push(chartCard("conversions", "コンバージョンの帰属 / Conversions by channel",
+        charts.conversions, [detail(why)]));
+    }
+    $("chart-channels").replaceChildren(...perChannel);
+    $("report-channels").hidden = perChannel.length === 0;
+
+    const days = report.days || [];
+    $("report-days").hidden = days.length === 0;
+    const scale = detail("系列ごとに目盛りが異なります / each series has its own scale");
+    $("chart-days").replaceChildren(...(charts.days ? [chartCard("days", "日別 (JST) / Per day", charts.days, [scale])] : []));
+    body("report-day-table").replaceChildren(...days.map((day) => {
+      const delivered = cell(count(day.delivered), "num");
+      if (isMissing(day.delivered) && day.not_measured && day.not_measured.delivered) {
+        delivered.title = String(day.not_measured.delivered);
+      }
+      return row(
+        cell(isMissing(day.day) ? "日付なし / before per-day counts (issue 12 以前)" : String(day.day)),
+        cell(count(day.enrolled), "num"),
+        cell(count(day.sent), "num"),
+        delivered,
+        cell(count(day.clicked), "num"),
+        cell(count(day.converted), "num"),
+        cell(count(day.holdout_converted), "num"),
+      );
     }));
   }
 
