@@ -6,7 +6,8 @@ token gets 403 and no data. The analyst sees customers masked only, the content 
 at all, the scenario designer a scenario's diagram and report, the admin unmasks, exports and
 erases. The scenario is uploaded twice, so the designer compares its two versions' diagrams side
 by side and reads the last upload's report; the analyst counts the audience of its document (the
-content writer has no audience panel). A wrong password shows the API's message and leaves a
+content writer has no audience panel). The analyst also sees the report's charts (the server's
+SVG), LINE's unmeasured figures as words. A wrong password shows the API's message and leaves a
 `sign_in_failed` audit entry.
 A screenshot of each role's view is saved under test-artifacts/console/.
 """
@@ -322,6 +323,45 @@ def assert_report_shown(chrome: webdriver.Chrome) -> None:
     assert "リフト / Lift" in chrome.find_element(By.ID, "report-lift").text
 
 
+def assert_charts_shown(chrome: webdriver.Chrome) -> None:
+    """The report's charts, drawn by the server (the HTML report's own SVG) and put in as live SVG:
+    treatment vs holdout with the lift, a funnel per step row, LINE's funnel with delivered and opened
+    as "not measured" (words, not a bar of 0), and the per-day bars; each fits the page's width."""
+    lift = wait(chrome).until(
+        expected_conditions.visibility_of_element_located(
+            (By.CSS_SELECTOR, '#chart-lift figure[data-chart="lift"] svg')
+        )
+    )
+    assert lift.find_elements(By.CSS_SELECTOR, "rect.bar")
+    status, text = call_api(chrome, f"/admin/console/scenarios/{SCENARIO_ID}/report")
+    assert status == 200, text
+    report = json.loads(text)
+    steps = chrome.find_elements(By.CSS_SELECTOR, '#chart-steps figure[data-chart="step"] svg')
+    assert len(steps) == len(report["steps"]) > 0
+    line = chrome.find_element(By.CSS_SELECTOR, '#chart-channels figure[data-channel="line"]')
+    words = [t.text for t in line.find_elements(By.CSS_SELECTOR, "svg text.not-measured")]
+    assert words == [NOT_MEASURED] * 2, words
+    titles = [
+        t.get_attribute("textContent") or "" for t in line.find_elements(By.CSS_SELECTOR, "rect.bar title")
+    ]
+    assert titles and not any(t.startswith(("到達 Delivered", "開封 Opened")) for t in titles), titles
+    assert "IMP" in line.text and "LINE reports no per-recipient delivery" in line.text
+    # The welcome went out today: a bar for it in the per-day chart, and a row in the table under it.
+    days = chrome.find_element(By.CSS_SELECTOR, '#chart-days figure[data-chart="days"] svg')
+    assert days.find_elements(By.CSS_SELECTOR, "rect.bar")
+    assert chrome.find_elements(By.CSS_SELECTOR, "#report-day-table tbody tr")
+    # Live SVG in the page (not an image or HTML), scaled to fit the report on a laptop screen.
+    fits = chrome.execute_script(
+        """
+        const right = document.getElementById("report").getBoundingClientRect().right;
+        const charts = [...document.querySelectorAll("#report figure.chart-card svg")];
+        return charts.length > 0 && charts.every((svg) => svg.namespaceURI === "http://www.w3.org/2000/svg"
+          && svg.getBoundingClientRect().right <= right + 1);
+        """
+    )
+    assert fits is True
+
+
 def assert_versions_compared(chrome: webdriver.Chrome) -> None:
     """The versions list (the newest active) and two diagrams side by side, each its version's."""
     wait(chrome).until(
@@ -385,6 +425,11 @@ def test_analyst_sees_customers_masked_and_the_server_refuses_unmasking(
     assert visible_tabs(chrome) == ["home", "scenarios", "customers"]
     open_scenario(chrome)
     assert_report_shown(chrome)
+    assert_charts_shown(chrome)
+    chrome.execute_script('document.getElementById("chart-lift").scrollIntoView()')
+    screenshot(chrome, "analyst_report_charts")
+    chrome.execute_script('document.getElementById("report-channels").scrollIntoView()')
+    screenshot(chrome, "analyst_report_channels_days")
 
     # The audience of the uploaded scenario's document: read from the file, counted by the API.
     assert shown(chrome, "audience")
@@ -446,7 +491,8 @@ def test_content_writer_sees_scenarios_but_no_customers(world: World, chrome: we
     assert status == 403, answer
     assert json.loads(answer)["error"] == "forbidden" and world.person.customer_id not in answer
     status, answer = call_api(chrome, f"/admin/console/scenarios/{SCENARIO_ID}/report")
-    assert status == 403 and "steps" not in answer
+    assert status == 403 and "steps" not in answer and "<svg" not in answer
+    assert not chrome.find_elements(By.CSS_SELECTOR, "#report figure.chart-card svg")
 
 
 def test_scenario_designer_sees_the_diagram_and_the_report(world: World, chrome: webdriver.Chrome) -> None:
