@@ -517,10 +517,11 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
     tables = settings.tables
     scenarios = ScenarioStore(tables.journeys, dynamodb)
     retention = timedelta(days=settings.retention.audit_days)
+    counters = ReportCounters(tables.journeys, dynamodb)
     return OperatorActions(
         customer_directory(settings),
-        CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb),
-        ReportService(ReportCounters(tables.journeys, dynamodb), scenarios),
+        CustomerEraser(tables.customers, tables.events, tables.journeys, dynamodb, counters=counters),
+        ReportService(counters, scenarios),
         scenarios,
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
         lambda: audience(settings),

@@ -181,3 +181,34 @@ def test_a_chain_of_merges_is_followed(stores: Stores, dynamodb: Any) -> None:
     assert erasure is not None and erasure.profiles == 3
     assert set(erasure.customer_ids) == {"cus_a", "cus_b", "cus_c"}
     assert eraser(dynamodb).erase("cus_a") is None
+
+
+def test_a_journey_erased_while_waiting_at_a_step_leaves_it_in_the_report(
+    stores: Stores, dynamodb: Any
+) -> None:
+    """The diagram's "waiting now" per step: an erased customer's waiting journey is counted as
+    having left its step, once however often the erasure is asked."""
+    from cems.adapters.dynamodb.journeys import EnrolmentStore
+    from cems.scenario.engine import Enrolment, EnrolmentState
+
+    clock.freeze(NOW)
+    Ingestor(stores.ingest).ingest(SITE, [msg("identify", "w0", userId="u9", traits={"name": "Kato"})], NOW)
+    customer = stores.customers.customer_for_user_id("u9") or ""
+    waiting = Enrolment(
+        customer_id=customer,
+        scenario_id="cart",
+        version=2,
+        step_id="wait-for-order",
+        state=EnrolmentState.WAITING_EVENT,
+        entered_at=NOW,
+        due_at=NOW,
+    )
+    assert EnrolmentStore("JourneysTable", dynamodb, model=Enrolment).create(waiting) is not None
+    counters = ReportCounters("JourneysTable", dynamodb)
+    cell = ReportCell("cart", 2, "wait-for-order")
+    counters.add(cell, Metric.WAIT_BEGUN)
+
+    assert eraser(dynamodb, counters=counters).erase(customer) is not None
+    assert eraser(dynamodb, counters=counters).erase(customer) is None
+    counted = {k: v for c, counts in counters.cells("cart") for k, v in counts.items() if c.step_id}
+    assert counted == {"wait_begun": 1, "wait_ended": 1}

@@ -608,3 +608,48 @@ def test_a_conversion_is_counted_at_the_last_send_and_its_channel(world: Journey
     )
     assert [(s.attributed_to, s.converted) for s in report.conversions] == [("line", 1)]
     assert report.treatment.converted == 1
+
+
+def test_each_step_counts_the_journeys_that_entered_it_and_those_waiting_there_now(
+    world: JourneyWorld,
+) -> None:
+    """Issue 12's diagram counts: a journey arriving at a step is counted once (a redelivered event
+    counts nothing again), one waiting at a step is counted there until it moves, and a send held
+    for its window waits at the send step and is not counted as entering it again when it goes."""
+    document = json.loads((EXAMPLES / "cart_abandonment.json").read_text(encoding="utf-8"))
+    document["entry"]["holdout_percent"] = 0
+    scenario = world.upload(document)
+    service = ReportService(world.counters, world.scenarios)
+
+    def at_steps() -> dict[str, tuple[int, int]]:
+        report = service.report(scenario.id)
+        return {row.step_id: (row.entered, row.waiting) for row in report.journeys}
+
+    lingers, buys, late = (world.customer(f"cus_steps_{n}") for n in range(3))
+    for customer in (lingers, buys):
+        added = world.event(customer, "Product Added")
+        world.runner.on_stored_event(added)
+        world.runner.on_stored_event(added)  # the stream delivers it again
+    assert at_steps() == {"wait-for-order": (2, 2)}
+
+    clock.advance(600)
+    world.runner.on_stored_event(world.event(buys, "Order Completed", order_id="o-1", total=3000))
+    assert at_steps() == {"wait-for-order": (2, 1)}  # converted: waits no more
+
+    clock.advance(3600)  # 13:10 in Tokyo: the other one's hour is over, the reminder goes
+    world.runner.tick()
+    assert len(world.sent()) == 1
+    assert at_steps()["wait-for-order"] == (2, 0)
+    assert at_steps()["remind"] == (1, 0)
+
+    clock.advance(9 * 3600)  # 22:10 in Tokyo: outside the send window
+    world.runner.on_stored_event(world.event(late, "Product Added"))
+    clock.advance(2 * 3600)
+    world.runner.tick()  # the hour is over at night: the reminder waits at its step for 09:00
+    assert world.enrolment(late, scenario.id).state is engine.EnrolmentState.WAITING
+    assert at_steps()["wait-for-order"] == (3, 0)
+    assert at_steps()["remind"] == (2, 1)
+    clock.advance(10 * 3600)
+    world.runner.tick()
+    assert len(world.sent()) == 1
+    assert at_steps()["remind"] == (2, 0)  # sent: left, and not counted as entering again

@@ -18,7 +18,7 @@ from cems.audit import AuditAction, AuditLog, AuditOutcome, AuditPage
 from cems.console.access import Operator, Permission, Role
 from cems.console.customers import CustomerDirectory, LookupKind, UnusableLookupValue
 from cems.errors import ClientError
-from cems.reports.report import UnknownScenario
+from cems.reports.report import UnknownScenario, step_counts
 from cems.scenario.model import Scenario
 from cems.scenario.problems import bilingual
 from cems.scenario.records import ActiveState, ScenarioVersion
@@ -265,8 +265,8 @@ class OperatorActions:
 
     def diagram(self, caller: Caller, scenario_id: str, version: str | None = None) -> str:
         """The scenario drawn as SVG (the active version, or `version`). Over each step the counts of
-        that version (sent, suppressed, converted) for a caller who may see results, which is a
-        report view; entered and waiting are not counted per step, so they show as "–"."""
+        that version (entered, waiting there now, sent, suppressed, converted) for a caller who may
+        see results, which is a report view."""
         from cems.console.diagram import layout, render_svg
 
         caller.operator.require(Permission.SCENARIOS_VIEW)
@@ -282,12 +282,7 @@ class OperatorActions:
         counts: dict[str, dict[str, int]] | None = None
         if caller.operator.may(Permission.REPORTS_VIEW):
             report = self.reports.report(scenario_id, stored.version)
-            counts = {}
-            for row in report.steps:
-                step = counts.setdefault(row.step_id, {"sent": 0, "suppressed": 0, "converted": 0})
-                step["sent"] += row.sent
-                step["suppressed"] += row.suppressed
-                step["converted"] += row.converted
+            counts = step_counts(report)
             self._record(
                 caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
             )

@@ -30,6 +30,13 @@ class Metric(StrEnum):
     OPENED = "opened"
     CLICKED = "clicked"
     CONVERTED = "converted"
+    # Journeys at each step (issue 12's diagram): arrivals at a step, and the start and end of a
+    # stay at a step while the journey waits there (a wait, a wait for an event, a send waiting for
+    # its window or its cap). Waiting now is begun minus ended: two counts that only go up, so every
+    # count stays an ADD of a positive number under a `once` marker, as all the others are.
+    ENTERED = "entered"
+    WAIT_BEGUN = "wait_begun"
+    WAIT_ENDED = "wait_ended"
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ STEP_METRICS: tuple[Metric, ...] = (
     Metric.CLICKED,
 )
 Counts = dict[str, int | Decimal]
+# Counted per step with no channel, reported as `StepJourneys`, not as step rows.
+JOURNEY_METRICS = frozenset({Metric.ENTERED.value, Metric.WAIT_BEGUN.value, Metric.WAIT_ENDED.value})
 
 # IMP (sent) per channel, and the figures a channel cannot report per message with the reason (None
 # with this reason on a report, never 0): each channel's plugin says (cems.channels.registry).
@@ -168,6 +170,18 @@ class StepRow(_Model):
     not_measured: dict[str, str] = {}
 
 
+class StepJourneys(_Model):
+    """Journeys at one step and variant (treatment and holdout together, as both travel the steps):
+    how many arrived there, and how many wait there now (a wait, a wait for an event, or a send
+    held for its window or its cap). Counted from issue 12 on: journeys that arrived before are
+    not in `entered`, and one waiting since before is not in `waiting`."""
+
+    step_id: str
+    variant: str | None
+    entered: int
+    waiting: int
+
+
 class ChannelRow(_Model):
     """One channel's sends and outcomes over every step and variant, and the conversions whose last
     message came on it. `imp`: what a count of `sent` means on this channel (IMP_DEFINITION)."""
@@ -229,6 +243,7 @@ class ScenarioReport(_Model):
     lift: Lift
     variants: list[VariantReport]
     steps: list[StepRow]
+    journeys: list[StepJourneys] = []
     channels: list[ChannelRow] = []
     conversions: list[ConversionShare] = []
     days: list[DayRow] = []
@@ -332,13 +347,20 @@ def build_report(
     scenario_level: dict[tuple[str | None, bool], Counts] = defaultdict(dict)
     step_level: dict[tuple[str, str | None, bool, str | None], Counts] = defaultdict(dict)
     conversions: dict[tuple[str | None, bool], Counts] = defaultdict(dict)
+    # (step, variant) → entered and waiting counts, kept out of the step rows (they have no channel)
+    at_step: dict[tuple[str, str | None], Counts] = defaultdict(dict)
     step_channel = dict(meta.step_channels)
     for cell, counts in chosen:
         if cell.step_id is None:
             _sum(scenario_level[(cell.variant, cell.holdout)], counts)
         else:
-            channel = cell.channel or step_channel.get(cell.step_id)
-            _sum(step_level[(cell.step_id, cell.variant, cell.holdout, channel)], counts)
+            journeys = {k: v for k, v in counts.items() if k in JOURNEY_METRICS}
+            if journeys:
+                _sum(at_step[(cell.step_id, cell.variant)], journeys)
+            rest = {k: v for k, v in counts.items() if k not in JOURNEY_METRICS}
+            if rest or not journeys:
+                channel = cell.channel or step_channel.get(cell.step_id)
+                _sum(step_level[(cell.step_id, cell.variant, cell.holdout, channel)], rest)
         _sum(conversions[(cell.variant, cell.holdout)], _conversion_counts(counts))
 
     def totals(holdout: bool) -> Group:
@@ -414,6 +436,7 @@ def build_report(
         lift=_lift(treatment, holdout),
         variants=variants,
         steps=steps,
+        journeys=_journey_rows(at_step, meta),
         channels=_channel_rows(steps),
         conversions=_conversion_shares(chosen),
         days=_day_rows(chosen, step_channel),
@@ -479,6 +502,18 @@ def _step_rows(
                 **values,
             )
         )
+    return rows
+
+
+def _journey_rows(at_step: dict[tuple[str, str | None], Counts], meta: ScenarioMeta) -> list[StepJourneys]:
+    order = {step_id: i for i, (step_id, _, _) in enumerate(meta.steps)}
+    rows = []
+    for step, variant in sorted(at_step, key=lambda k: (order.get(k[0], len(order)), k[0], k[1] or "")):
+        counts = at_step[(step, variant)]
+        # A wait that began before these counts existed can end after: never below zero.
+        waiting = max(_int(counts, Metric.WAIT_BEGUN) - _int(counts, Metric.WAIT_ENDED), 0)
+        entered = _int(counts, Metric.ENTERED)
+        rows.append(StepJourneys(step_id=step, variant=variant, entered=entered, waiting=waiting))
     return rows
 
 
@@ -698,3 +733,25 @@ def _duration_text(value: object) -> str:
             return f"{int(value.total_seconds() // 3600)}h"
         return f"{int(value.total_seconds() // 60)}m"
     return str(value)
+
+
+def step_counts(report: ScenarioReport) -> dict[str, dict[str, int]]:
+    """Each step's counts as the scenario diagram shows them over its box (cems.console.diagram):
+    entered, waiting there now, sent, suppressed and converted, every variant and channel added up.
+    Every step that counted anything is there, with a zero for what it did not count."""
+    counts: dict[str, dict[str, int]] = {}
+
+    def of(step_id: str) -> dict[str, int]:
+        return counts.setdefault(
+            step_id, {"entered": 0, "waiting": 0, "sent": 0, "suppressed": 0, "converted": 0}
+        )
+
+    for at in report.journeys:
+        of(at.step_id)["entered"] += at.entered
+        of(at.step_id)["waiting"] += at.waiting
+    for row in report.steps:
+        step = of(row.step_id)
+        step["sent"] += row.sent
+        step["suppressed"] += row.suppressed
+        step["converted"] += row.converted
+    return counts

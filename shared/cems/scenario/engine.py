@@ -252,6 +252,9 @@ class Advance(_Frozen):
     caps: list[CapRequest] = Field(default_factory=list)
     traits: list[TraitSet] = Field(default_factory=list)
     rich_menus: list[RichMenuSwitch] = Field(default_factory=list)
+    # The steps this activation ran, in order (the one it resumed at first): what the report counts
+    # as "entered" per step (cems.scenario.runner, `_facts`).
+    steps_run: list[str] = Field(default_factory=list)
     log: list[StepRecord] = Field(default_factory=list)
 
     @property
@@ -694,6 +697,7 @@ class _Run:
             "traits": [],
             "rich_menus": [],
             "log": [],
+            "steps_run": [],
         }
 
     # -- state ----------------------------------------------------------------------------------------
@@ -728,6 +732,7 @@ class _Run:
             if step_id is None:
                 return self.end(EnrolmentState.COMPLETED, self.e.step_id)
             self.update(step_id=step_id, state=EnrolmentState.ACTIVE, due_at=self.now, awaiting=None)
+            self.out["steps_run"].append(step_id)
             outcome = self.step(self.scenario.step(step_id))
             if isinstance(outcome, Advance):
                 return outcome

@@ -320,6 +320,7 @@ class ScenarioRunner:
             if read is None or read.ended:
                 return
             result = exit_enrolment(read, f"yielded:{winner}", now, read.step_id)
+            self._count(read, [result], None)  # a journey waiting at a step leaves it
             if self._write(read, result.enrolment) is not None:
                 report.changed += 1
                 return
@@ -945,6 +946,7 @@ def _facts(
     if read is None:
         cell = ReportCell(first.scenario_id, first.version, holdout=first.holdout)
         facts.append((cell, Metric.ENROLLED, f"enrolled#{journey}", None))
+    facts += _step_journey_facts(read, results, journey)
     for result in results:
         e = result.enrolment
         for record in result.log:
@@ -969,6 +971,69 @@ def _facts(
                 cell = ReportCell(e.scenario_id, e.version, e.last_send_step, e.variant, e.holdout, channel)
                 facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
     return facts
+
+
+_WAITING_STATES = frozenset({EnrolmentState.WAITING, EnrolmentState.WAITING_EVENT})
+
+
+def _waiting_at(enrolment: Enrolment | None) -> str | None:
+    """The step a journey waits at (a wait, a wait for an event, a send held for its window or its
+    cap), or None when it is not waiting."""
+    if enrolment is None or enrolment.state not in _WAITING_STATES:
+        return None
+    return enrolment.step_id
+
+
+def _step_journey_facts(
+    read: Enrolment | None, results: Sequence[Advance], journey: str
+) -> list[tuple[ReportCell, Metric, str, Decimal | None]]:
+    """Entered and waiting per step: each step a result ran is an arrival, except the send step a
+    journey waited at (for its window or its cap), which it had entered before; a wait left and a
+    wait begun when the change moves the journey. Each fact's `once` name holds the revision the
+    change was decided on, so a step entered again later (a loop) counts again, while the winner and
+    the loser of a race on the same revision count once."""
+    facts: list[tuple[ReportCell, Metric, str, Decimal | None]] = []
+    revision = "new" if read is None else str(read.revision)
+    before = read
+    arrival = 0
+    for result in results:
+        e = result.enrolment
+        steps = list(result.steps_run)
+        # A journey waiting at a send step (its window, its cap) runs that step again; one at a
+        # wait or a wait for an event moves on to another step; an active one (just entered, or
+        # paused) is at a step it has not run yet.
+        resumed = (
+            before is not None
+            and before.state is EnrolmentState.WAITING
+            and before.entry == e.entry
+            and steps[:1] == [before.step_id]
+        )
+        for step_id in steps[1:] if resumed else steps:
+            cell = ReportCell(e.scenario_id, e.version, step_id, e.variant, e.holdout)
+            facts.append((cell, Metric.ENTERED, f"entered#{journey}#{step_id}#r{revision}#{arrival}", None))
+            arrival += 1
+        before = e
+    last = results[-1].enrolment
+    left, waiting = _waiting_at(read), _waiting_at(last)
+    if read is not None and left is not None and read.entry == last.entry:
+        cell = ReportCell(read.scenario_id, read.version, left, read.variant, read.holdout)
+        facts.append((cell, Metric.WAIT_ENDED, f"wait_ended#{journey}#r{revision}", None))
+    if waiting is not None:
+        cell = ReportCell(last.scenario_id, last.version, waiting, last.variant, last.holdout)
+        facts.append((cell, Metric.WAIT_BEGUN, f"wait_begun#{journey}#r{revision}", None))
+    return facts
+
+
+def erased_journey_facts(enrolment: Enrolment) -> list[tuple[ReportCell, Metric, str, Decimal | None]]:
+    """The report facts of a journey deleted with its customer (an erasure): a journey waiting at a
+    step leaves it."""
+    waiting = _waiting_at(enrolment)
+    if waiting is None:
+        return []
+    e = enrolment
+    journey = f"{e.customer_id}#{e.scenario_id}#{e.entry}"
+    cell = ReportCell(e.scenario_id, e.version, waiting, e.variant, e.holdout)
+    return [(cell, Metric.WAIT_ENDED, f"wait_ended#{journey}#r{e.revision}", None)]
 
 
 def _send_channels(scenarios: Iterable[Scenario]) -> list[Channel]:

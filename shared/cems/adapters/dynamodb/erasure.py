@@ -31,6 +31,8 @@ from cems.models import Profile
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from cems.ports import CounterPort
+
 # BatchWriteItem takes at most 25 requests a call.
 MAX_BATCH_WRITE = 25
 # Unprocessed items (throttling) are sent again after a growing pause, this many times at most.
@@ -75,12 +77,15 @@ class CustomerEraser:
         journeys_table: str,
         client: DynamoDBClient,
         *,
+        counters: CounterPort | None = None,
         sleep: Any = time.sleep,
     ) -> None:
         self.customers = CustomerStore(customers_table, client)
         self.events_table = events_table
         self.journeys_table = journeys_table
         self.client = client
+        # The report's "waiting now" per step: a journey erased while waiting leaves its step.
+        self.counters = counters
         self._sleep = sleep
 
     def person(self, customer_id: str) -> list[Profile]:
@@ -110,6 +115,7 @@ class CustomerEraser:
         events = sum(self._delete_events(i) for i in ids)
         journeys: dict[str, int] = {}
         for i in ids:
+            self._count_waits_ended(i)
             for name, partition in keys.journey_partitions(i).items():
                 journeys[name] = journeys.get(name, 0) + self._delete_partition(
                     self.journeys_table, partition
@@ -129,6 +135,27 @@ class CustomerEraser:
             lookups=lookups,
             **journeys,
         )
+
+    def _count_waits_ended(self, customer_id: str) -> None:
+        """Count every journey of the customer that waits at a step as having left it, before the
+        journeys are deleted (each under its `once` name, so an erasure asked again counts none
+        twice). Read with the engine's model, imported here: only an erasure needs it."""
+        if self.counters is None:
+            return
+        from pydantic import ValidationError
+
+        from cems.adapters.dynamodb.journeys import EnrolmentStore
+        from cems.scenario.engine import Enrolment
+        from cems.scenario.runner import erased_journey_facts
+
+        store = EnrolmentStore(self.journeys_table, self.client, model=Enrolment)
+        try:
+            enrolments = store.of_customer(customer_id)
+        except ValidationError:  # an item the engine cannot read is erased all the same, uncounted
+            return
+        for enrolment in enrolments:
+            for cell, metric, once, _ in erased_journey_facts(enrolment):
+                self.counters.add(cell, metric, once=once)
 
     # -- deletes ------------------------------------------------------------------------------------
 
