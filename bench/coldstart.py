@@ -216,17 +216,19 @@ def spec_memory(template: Template, logical_id: str) -> int:
     return int(props.get("MemorySize", template.function_globals().get("MemorySize", 128)))
 
 
+def _ask(python: str, code: str) -> str:
+    """What `code` prints when `python` runs it: the children run other interpreters than the bench's own
+    (a Lambda-like venv, or --python), so their version and paths must come from them."""
+    return subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
 @contextmanager
 def built_layer(python: str) -> Iterator[Path]:
     """cems as the layer ships it, built by shared/Makefile's layer-code (as `sam build` runs it) with
     bytecode for `python`, in a temporary folder: yields the folder to put on sys.path."""
-    version = subprocess.run(
-        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    version = _ask(python, "import sys; print('%d.%d' % sys.version_info[:2])")
     with tempfile.TemporaryDirectory(prefix="cems-layer-") as folder:
         dest = Path(folder) / "python"
         subprocess.run(
@@ -246,13 +248,7 @@ def built_layer(python: str) -> Iterator[Path]:
 def without_bytecode(python: str) -> Iterator[Path]:
     """A copy of `python`'s site-packages with no bytecode, as SAM's python3.13 build unpacks wheels:
     first on sys.path, it stands in for the layer's dependencies before the layer shipped bytecode."""
-    found = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    found = _ask(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     with tempfile.TemporaryDirectory(prefix="cems-unbuilt-") as folder:
         copy = Path(folder) / "site-packages"
         shutil.copytree(found, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -389,14 +385,7 @@ def _request_event(write_key: str) -> str:
 
 
 def _version(python: str) -> str:
-    result = subprocess.run(
-        [python, "-c", "import platform; print('Python', platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return result.stdout.strip()
+    return _ask(python, "import platform; print('Python', platform.python_version())")
 
 
 def compare_functions(

@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ from cems.console.pages import CONSOLE_ASSETS
 from moto import mock_aws
 
 from bench.aws_requests import fake_aws_env
+from bench.http_api import http_api_event
 from bench.report import Figure, Measured
 from bench.tables import REGION, ROOT, create_tables
 
@@ -49,25 +49,10 @@ class _Context:
 
 
 def _event(target: str, claims: dict[str, str] | None = None) -> dict[str, Any]:
-    path, _, query = target.partition("?")
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"GET {path}",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": {"accept": "*/*"},
-        "requestContext": {
-            "http": {"method": "GET", "path": path, "sourceIp": "203.0.113.10", "protocol": "HTTP/1.1"},
-            "requestId": uuid.uuid4().hex,  # each request its own, as API Gateway gives
-            "stage": "$default",
-        },
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = dict(part.split("=", 1) for part in query.split("&"))
-    if claims is not None:
-        event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
-    return event
+    """A GET from inside the console's address ranges, through the JWT authorizer when `claims` given."""
+    return http_api_event(
+        "GET", target, source_ip="203.0.113.10", headers={"accept": "*/*"}, jwt_claims=claims
+    )
 
 
 def _empty_handler() -> Callable[[dict[str, Any], Any], dict[str, Any]]:

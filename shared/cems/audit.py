@@ -20,7 +20,7 @@ import hashlib
 import re
 import secrets
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -243,6 +243,41 @@ class AuditPage:
 
     entries: list[AuditEntry]
     cursor: str | None = None
+
+
+def page_of(
+    newest_first: Iterable[AuditEntry],
+    since: datetime,
+    until: datetime,
+    actor: str | None,
+    action: AuditAction | None,
+    limit: int,
+    cursor: str | None,
+) -> AuditPage:
+    """The page `AuditStore.query` answers, picked from entries in key order, newest first: since <= at
+    < until to the millisecond, after `cursor`, the actor's and the action's if given; `limit` of them,
+    with a cursor when one more was found. Every store answers through this one rule, so the in-memory
+    one cannot drift from DynamoDB's. It takes no more entries than that one more: a store may pass a
+    generator that reads as it goes (the DynamoDB adapter's Query per day) or all it holds (the fake)."""
+    if cursor is not None:
+        parse_key(cursor)
+    # Compared as keys, as DynamoDB's key condition compares them: `<ISO time>#<id>` is above the ISO
+    # time alone, so an entry at `since` is in and one at `until` is out.
+    low, high = clock.iso(since), clock.iso(until)
+    found: list[AuditEntry] = []
+    for entry in newest_first:
+        key = entry.key
+        if key < low:
+            break  # newest first: the rest are older still
+        if key >= high or (cursor is not None and key >= cursor):
+            continue
+        if (actor is not None and entry.actor != actor) or (action is not None and entry.action != action):
+            continue
+        found.append(entry)
+        if len(found) > limit:
+            page = found[:limit]
+            return AuditPage(page, page[-1].key)
+    return AuditPage(found)
 
 
 class AuditStore(Protocol):

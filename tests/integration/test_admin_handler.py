@@ -4,13 +4,10 @@ local stack's router does."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import sys
 import threading
-import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,12 +32,14 @@ from cems.reports.counters import Metric, ReportCell
 from cems.scenario.model import Scenario
 from cems.scenario.records import ScenarioSource
 
+from bench.http_api import http_api_event
 from tests.lambda_context import FakeContext
 
 ROOT = Path(__file__).parents[2]
 APP = ROOT / "functions" / "admin" / "app.py"
 SCENARIO_FILE = ROOT / "examples" / "scenarios" / "post_purchase_tea.json"
 SCENARIO = "post-purchase-yame-gyokuro"
+OPERATOR = "arn:aws:iam::123456789012:user/operator"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 SITE = Site(
     write_key="wk", site_id="site_test", name="test", origins=["*"], created_at=NOW, trust=Trust.SERVER
@@ -62,43 +61,6 @@ class Answer:
 
 
 Invoke = Callable[[str, str], Answer]
-
-
-def http_event(method: str, target: str) -> dict[str, Any]:
-    """An HTTP API (payload 2.0) event as API Gateway sends it for an IAM-signed request."""
-    parsed = urllib.parse.urlsplit(target)
-    query = dict(urllib.parse.parse_qsl(parsed.query))
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"{method} {parsed.path}",
-        "rawPath": parsed.path,
-        "rawQueryString": parsed.query,
-        "headers": {
-            "host": "k3x9q2w7bd.execute-api.ap-northeast-1.amazonaws.com",
-            "accept": "application/json",
-        },
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "k3x9q2w7bd",
-            "authorizer": {"iam": {"userArn": "arn:aws:iam::123456789012:user/operator"}},
-            "domainName": "k3x9q2w7bd.execute-api.ap-northeast-1.amazonaws.com",
-            "http": {
-                "method": method,
-                "path": parsed.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-            },
-            "requestId": uuid.uuid4().hex,  # API Gateway gives each request its own
-            "routeKey": f"{method} {parsed.path}",
-            "stage": "$default",
-            "time": "20/Nov/2026:09:00:00 +0000",
-            "timeEpoch": 1795165200000,
-        },
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = query
-    return event
 
 
 @pytest.fixture
@@ -140,7 +102,8 @@ def invoke(seeded: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
     spec.loader.exec_module(module)
 
     def call(method: str, target: str) -> Answer:
-        response = module.lambda_handler(copy.deepcopy(http_event(method, target)), FakeLambdaContext())
+        event = http_api_event(method, target, headers={"accept": "application/json"}, iam_user_arn=OPERATOR)
+        response = module.lambda_handler(event, FakeLambdaContext())
         headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         return Answer(response["statusCode"], headers, response.get("body") or "")
 
@@ -205,7 +168,7 @@ def test_erasing_a_customer_then_again(
     assert stores.customers.profile(customer) is None
     [audit] = [r for r in caplog.records if r.getMessage() == "customer erased"]
     # The audit line names the signer and internal ids, nothing personal.
-    assert audit.__dict__["caller"] == "arn:aws:iam::123456789012:user/operator"
+    assert audit.__dict__["caller"] == OPERATOR
     assert audit.__dict__["customer_ids"] == sorted(first.json["customer_ids"])
     again = invoke("DELETE", f"/admin/customers/{customer}")
     assert again.status == 404 and again.json["error"] == "customer_not_found"

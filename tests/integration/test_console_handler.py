@@ -7,8 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import urllib.parse
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from cems.adapters.dynamodb.audit import DynamoAuditStore
 from cems.audit import AuditLog
 from cems.console.access import Role
 
+from bench.http_api import http_api_event
 from tests.lambda_context import FakeContext
 
 APP = Path(__file__).parents[2] / "functions" / "console" / "app.py"
@@ -30,31 +29,6 @@ PASSWORD = "Console-Test-2026"
 INSIDE, OUTSIDE = "203.0.113.10", "198.51.100.20"
 
 Call = Callable[..., tuple[int, dict[str, str], Any]]
-
-
-def http_event(
-    method: str, target: str, source_ip: str, body: Any = None, claims: Any = None
-) -> dict[str, Any]:
-    path, _, query = target.partition("?")
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"{method} {path}",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "http": {"method": method, "path": path, "sourceIp": source_ip, "protocol": "HTTP/1.1"},
-            "requestId": uuid.uuid4().hex,  # API Gateway gives each request its own
-            "stage": "$default",
-        },
-        "body": None if body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = dict(urllib.parse.parse_qsl(query))
-    if claims is not None:
-        event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
-    return event
 
 
 @pytest.fixture
@@ -88,9 +62,15 @@ def call(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Call:
     spec.loader.exec_module(module)
 
     def invoke(method: str, path: str, source_ip: str, body: Any = None, claims: Any = None) -> Any:
-        response = module.lambda_handler(
-            http_event(method, path, source_ip, body, claims), FakeContext("ConsoleFunction")
+        event = http_api_event(
+            method,
+            path,
+            source_ip=source_ip,
+            headers={"content-type": "application/json"},
+            body=None if body is None else json.dumps(body),
+            jwt_claims=claims,
         )
+        response = module.lambda_handler(event, FakeContext("ConsoleFunction"))
         headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         text = response.get("body") or ""
         return (
@@ -180,6 +160,8 @@ def seeded_call(call: Call, dynamodb: Any) -> tuple[Call, str]:
     counters = ReportCounters("JourneysTable", dynamodb)
     counters.add(ReportCell(SCENARIO, 1), Metric.ENROLLED)
     counters.add(ReportCell(SCENARIO, 1, document["steps"][0]["id"]), Metric.SENT)
+    for metric in (Metric.ENTERED, Metric.ENTERED, Metric.WAIT_BEGUN, Metric.WAIT_BEGUN, Metric.WAIT_ENDED):
+        counters.add(ReportCell(SCENARIO, 1, document["steps"][0]["id"]), metric)
     stores = customer_stores(dynamodb, Settings.from_environ())
     traits = {"name": "山田花子", "email": EMAIL, "phone": "090-1234-5678"}
     message = SegmentMessage.model_validate(
@@ -274,6 +256,8 @@ def test_the_diagram_is_svg_with_counts_for_those_who_see_results(seeded_call: t
     status, _, without = call("GET", path, INSIDE, claims=writer)
     assert status == 200
     assert "送 1" in with_counts and "送 1" not in without
+    # Two journeys entered the first step, one waits there now (two waits begun, one ended).
+    assert "入 2 · 待 1 · 送 1" in with_counts
     status, _, body = call("GET", "/admin/console/scenarios/nope/diagram", INSIDE, claims=analyst)
     assert (status, body["error"]) == (404, "scenario_not_found")
 

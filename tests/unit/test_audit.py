@@ -3,6 +3,7 @@ never echoed), every action recordable, time-ordered ids, newest first in pages,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from cems.audit import (
     AuditOutcome,
     PersonalData,
     new_audit_id,
+    page_of,
     parse_key,
     personal_data_in,
 )
@@ -239,6 +241,28 @@ def test_entries_come_newest_first_in_pages_with_a_cursor() -> None:
     last = log.entries(since, until, limit=3, cursor=second.cursor)
     assert [e.detail["n"] for e in last.entries] == [0] and last.cursor is None
     assert parse_key(first.cursor) == (recorded[4].at, recorded[4].id)
+
+
+def test_a_page_takes_no_more_entries_than_the_one_that_says_there_is_more() -> None:
+    """The DynamoDB adapter hands page_of a generator that sends a Query as it is drawn on: an entry
+    drawn past the one more would be a request for nothing."""
+    log, store = _log()
+    for n in range(6):
+        _record(log, detail={"n": n})
+    drawn: list[AuditEntry] = []
+
+    def newest_first() -> Iterator[AuditEntry]:
+        for entry in sorted(store.entries.values(), key=lambda e: e.key, reverse=True):
+            drawn.append(entry)
+            yield entry
+
+    page = page_of(newest_first(), T0, T0 + timedelta(days=1), None, None, 2, None)
+    assert [e.detail["n"] for e in page.entries] == [5, 4] and len(drawn) == 3
+    drawn.clear()
+    rest = page_of(newest_first(), T0, T0 + timedelta(days=1), None, None, 2, page.cursor)
+    # Those down to the cursor's own are drawn and passed over (the adapter's Query, its BETWEEN
+    # inclusive, starts at the cursor's own).
+    assert [e.detail["n"] for e in rest.entries] == [3, 2] and len(drawn) == 5
 
 
 def test_a_range_is_since_inclusive_until_exclusive_and_filters_by_actor_and_action() -> None:

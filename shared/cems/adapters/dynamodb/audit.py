@@ -1,12 +1,13 @@
 """The audit log in the Audit table (ports: cems.audit.AuditStore): append-only, read by key, never scanned.
 
 Layout: pk `AUDIT#<yyyy-mm-dd>` (the entry's UTC day), sk `<ISO time>#<audit id>`. A time range is one
-Query per day it spans, newest day first, each newest first (ScanIndexForward=False), stopping as soon
-as a page is full; nothing ever Scans the table. Actor and action are filtered within the day
-partitions rather than through a GSI: operators are a handful and their actions a few hundred a day,
-so a day partition is small, the day range has to be read anyway, and an index would double every
-write (and keep a second copy of the log). A day's writes all land on one partition: operator actions
-come a few a second at most, far below a partition's 1,000 writes a second.
+Query per day it spans, newest day first, each newest first (ScanIndexForward=False), stopping as soon as
+a page is full; nothing ever Scans the table. Actor and action are filtered on what the day partitions'
+Queries return (by cems.audit.page_of, as the in-memory fake is) rather than through a GSI: operators are
+a handful and their actions a few hundred a day, so a day partition is small, the day range has to be
+read anyway, and an index would double every write (and keep a second copy of the log). A day's writes
+all land on one partition: operator actions come a few a second at most, far below a partition's 1,000
+writes a second.
 
 Writes are conditional on the item being new, so a retried request that records the same id writes
 nothing more. Entries expire `retention` after their time (TTL attribute `expires_at`, the template's
@@ -15,6 +16,7 @@ AuditRetentionDays): DynamoDB deletes them itself, which no operator's permissio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -25,15 +27,17 @@ from botocore.exceptions import ClientError as BotoClientError
 from cems import clock
 from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.items import condition_failed, error_code, from_attribute_map, to_attribute_map
-from cems.audit import AuditAction, AuditEntry, AuditPage, parse_key
+from cems.audit import AuditAction, AuditEntry, AuditPage, page_of, parse_key
 from cems.ports import ServiceUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 DEFAULT_RETENTION = timedelta(days=400)
-# Items a filtered Query evaluates per request: a filter is applied after Limit, so a small Limit would
-# take many requests to find a page of one operator's entries in a busy day.
+# Items a Query reads per request when an actor or action is asked for: page_of filters what comes back,
+# so a page sized to `limit` would take many requests to find one operator's entries in a busy day. No
+# FilterExpression: it would be a second copy of page_of's filter, and it saves only bytes sent back
+# (DynamoDB charges for the items read before a filter).
 _FILTERED_PAGE = 200
 _FIELDS = ("id", "at", "actor", "role", "action", "target", "source_ip", "outcome", "detail")
 
@@ -82,23 +86,32 @@ class DynamoAuditStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> AuditPage:
-        """Entries with since <= at < until (to the millisecond), newest first: a Query per UTC day
-        from the newest, until `limit` + 1 are found (the one more says there is a next page)."""
+        """Entries with since <= at < until (to the millisecond), newest first, picked by
+        cems.audit.page_of from a Query per UTC day from the newest, read only until it has `limit` + 1
+        (the one more says there is a next page)."""
+        filtered = actor is not None or action is not None
+        entries = self._newest_first(since, until, cursor, filtered, limit + 1)
+        return page_of(entries, since, until, actor, action, limit, cursor)
+
+    def _newest_first(
+        self, since: datetime, until: datetime, cursor: str | None, filtered: bool, wanted: int
+    ) -> Iterator[AuditEntry]:
+        """The entries from `until` (or the cursor's own entry) back to `since`, newest first, one Query
+        page at a time as they are taken. Unfiltered, page_of takes every entry but the cursor's, so
+        `wanted` counts down to what it still needs and no request reads more."""
         low, high = clock.iso(since), clock.iso(until)
         newest = until
         if cursor is not None:
             cursor_at, _ = parse_key(cursor)
-            # BETWEEN is inclusive; the cursor's own entry comes back and is skipped below.
+            # BETWEEN is inclusive: the cursor's own entry comes back too, and page_of passes over it.
             high, newest = min(high, cursor), min(until, cursor_at)
-        found: list[AuditEntry] = []
+            wanted += 1
         if low > high:
-            return AuditPage(found)
-        filters, names, values = _filters(actor, action)
+            return
         day = newest.astimezone(UTC).date()
         while day >= since.astimezone(UTC).date():
             start: dict[str, Any] | None = None
             while True:
-                wanted = limit + 1 - len(found) + (1 if cursor is not None else 0)
                 request: dict[str, Any] = {
                     "TableName": self.table_name,
                     "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
@@ -106,29 +119,20 @@ class DynamoAuditStore:
                         ":pk": {"S": keys.audit_day_pk(day)},
                         ":low": {"S": low},
                         ":high": {"S": high},
-                        **values,
                     },
                     "ScanIndexForward": False,
-                    "Limit": _FILTERED_PAGE if filters else wanted,
+                    "Limit": _FILTERED_PAGE if filtered else wanted,
                 }
-                if filters:
-                    request["FilterExpression"] = filters
-                    request["ExpressionAttributeNames"] = names
                 if start is not None:
                     request["ExclusiveStartKey"] = start
                 answer = self._query(request)
                 for item in answer.get("Items", []):
-                    if cursor is not None and item["sk"]["S"] >= cursor:
-                        continue
-                    found.append(_entry(item))
-                    if len(found) > limit:
-                        page = found[:limit]
-                        return AuditPage(page, page[-1].key)
+                    wanted -= 1
+                    yield _entry(item)
                 start = answer.get("LastEvaluatedKey")
                 if start is None:
                     break
             day -= timedelta(days=1)
-        return AuditPage(found)
 
     def _query(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -137,22 +141,6 @@ class DynamoAuditStore:
             raise ServiceUnavailable(f"audit log not read: {error_code(exc)}") from exc
         except BotoCoreError as exc:
             raise ServiceUnavailable(f"audit log not read: {type(exc).__name__}") from exc
-
-
-def _filters(
-    actor: str | None, action: AuditAction | None
-) -> tuple[str, dict[str, str], dict[str, dict[str, str]]]:
-    conditions, names, values = [], {}, {}
-    if actor is not None:
-        conditions.append("#actor = :actor")
-        names["#actor"] = "actor"
-        values[":actor"] = {"S": actor}
-    if action is not None:
-        # "action" is one of DynamoDB's reserved words: always through a name placeholder.
-        conditions.append("#action = :action")
-        names["#action"] = "action"
-        values[":action"] = {"S": action.value}
-    return " AND ".join(conditions), names, values
 
 
 def _entry(item: dict[str, Any]) -> AuditEntry:
