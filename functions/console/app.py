@@ -5,9 +5,12 @@
   GET  /admin/console/me              who the token names: roles and what they allow
   GET  /admin/console/scenarios       every scenario with its headline numbers (scenarios_view)
   GET  /admin/console/scenarios/{id}/diagram   the flowchart as SVG, counts for reports_view
+                                               (?version=N; ?counts=false: the drawing alone)
+  GET  /admin/console/scenarios/{id}/compare?left=N&right=M   two versions' diagrams (JSON)
   GET  /admin/console/scenarios/{id}/versions  its versions (uploaded, name, priority), the active one
   GET  /admin/console/scenarios/{id}/upload-report   the loader's report on the last upload
-  GET  /admin/console/scenarios/{id}/report    the report and its charts as SVG (reports_view; ?version=N)
+  GET  /admin/console/scenarios/{id}/report    the report, its charts and its diagram with counts
+                                               as SVG (reports_view; ?version=N)
   GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
   GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
@@ -121,8 +124,17 @@ def scenarios() -> Response[str]:
 
 @app.get("/admin/console/scenarios/<scenario_id>/diagram")
 def diagram(scenario_id: str) -> Response[str]:
-    svg = actions.diagram(_caller(), scenario_id, _query().get("version"))
+    query = _query()
+    counts = query.get("counts", "true") != "false"
+    svg = actions.diagram(_caller(), scenario_id, query.get("version"), counts=counts)
     return Response(200, "image/svg+xml; charset=utf-8", svg, {**SECURITY_HEADERS, **NO_STORE})
+
+
+@app.get("/admin/console/scenarios/<scenario_id>/compare")
+def compare(scenario_id: str) -> Response[str]:
+    query = _query()
+    drawn = actions.compare(_caller(), scenario_id, query.get("left"), query.get("right"))
+    return json_response(200, drawn, NO_STORE)
 
 
 @app.get("/admin/console/scenarios/<scenario_id>/versions")
@@ -140,9 +152,17 @@ def report(scenario_id: str) -> Response[str]:
     # The charts come in the report's own answer, not from a route of their own: one look at a report
     # is one request, so one audit entry (actions.report writes it). A second route would write a
     # second entry per look, or show results unrecorded; and both halves are of the same counts.
-    found = actions.report(_caller(), scenario_id, _query().get("version"))
+    # The scenario's diagram with the report's counts per step comes in the same answer, for the same
+    # reason (asked on its own with counts, a diagram is a look of its own).
+    caller = _caller()
+    found = actions.report(caller, scenario_id, _query().get("version"))
     charts = report_charts(found).model_dump(mode="json")
-    return json_response(200, {**found.model_dump(mode="json"), "charts": charts}, NO_STORE)
+    answer = {
+        **found.model_dump(mode="json"),
+        "charts": charts,
+        "diagram": actions.report_diagram(caller, found),
+    }
+    return json_response(200, answer, NO_STORE)
 
 
 @app.get("/admin/console/customers")

@@ -177,6 +177,8 @@ ROLES = [role.value for role in Role]
 ALLOWED = {  # request -> the roles it answers 200 for; every other role gets 403
     "GET /admin/console/scenarios": set(ROLES),
     "GET /admin/console/scenarios/{scenario}/diagram": set(ROLES),
+    "GET /admin/console/scenarios/{scenario}/diagram?counts=false": set(ROLES),
+    "GET /admin/console/scenarios/{scenario}/compare?left=1&right=1": set(ROLES),
     "GET /admin/console/scenarios/{scenario}/report": {"admin", "scenario_designer", "analyst"},
     "GET /admin/console/scenarios/{scenario}/report?version=1": {"admin", "scenario_designer", "analyst"},
     "GET /admin/console/customers?email=hanako%40example.jp": {"admin", "scenario_designer", "analyst"},
@@ -212,12 +214,16 @@ def test_each_role_gets_what_its_permissions_allow_and_403_without_data_otherwis
                 "field",
             }
         if status == 200 and "/report" in target:
-            # The report comes with its charts, in the one answer (so one look is one entry).
+            # The report comes with its charts and its diagram with counts, in the one answer (so
+            # one look is one entry).
             assert body["charts"]["lift"].startswith("<svg") and body["steps"], (role, request)
+            assert "送 1" in body["diagram"], (role, request)
         written = len(audit(dynamodb)) - before
-        # A diagram with counts is a view of results: an entry for those who may see them.
+        # A diagram with counts (or two side by side) is a view of results: one entry for those who
+        # may see them; the drawing alone is none.
         sees_results = role in ALLOWED["GET /admin/console/scenarios/{scenario}/report"]
-        audited = any(part in target for part in AUDITED) or ("diagram" in target and sees_results)
+        with_counts = ("/diagram" in target and "counts=false" not in target) or "/compare" in target
+        audited = any(part in target for part in AUDITED) or (with_counts and sees_results)
         assert written == (1 if audited else 0), (role, request)
     # What a masked view shows, and what only the admin's unmasked view does.
     status, _, masked = call("GET", f"/admin/console/customers/{customer}", INSIDE, claims=claims)
@@ -388,5 +394,14 @@ def test_versions_are_listed_for_a_side_by_side_comparison(
         target = f"/admin/console/scenarios/{SCENARIO}/diagram?version={version}"
         status, headers, _ = call("GET", target, INSIDE, claims=writer)
         assert status == 200 and headers["content-type"].startswith("image/svg+xml")
+    # Side by side, each version with its own counts (version 1 sent one, version 2 nothing yet).
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    target = f"/admin/console/scenarios/{SCENARIO}/compare?left=1&right=2"
+    status, _, body = call("GET", target, INSIDE, claims=analyst)
+    assert status == 200 and "送 1" in body["left"] and "送 1" not in body["right"]
+    status, _, body = call("GET", target, INSIDE, claims=writer)
+    assert status == 200 and "送 " not in body["left"]  # no counts for a content writer
+    status, _, body = call("GET", target.replace("right=2", "right=9"), INSIDE, claims=analyst)
+    assert (status, body["error"]) == (404, "scenario_not_found")
     status, _, body = call("GET", "/admin/console/scenarios/nope/versions", INSIDE, claims=writer)
     assert (status, body["error"]) == (404, "scenario_not_found")

@@ -18,7 +18,7 @@ from cems.audit import AuditAction, AuditLog, AuditOutcome, AuditPage
 from cems.console.access import Operator, Permission, Role
 from cems.console.customers import CustomerDirectory, LookupKind, UnusableLookupValue
 from cems.errors import ClientError
-from cems.reports.report import UnknownScenario, step_counts
+from cems.reports.report import ScenarioReport, UnknownScenario, step_counts
 from cems.scenario.model import Scenario
 from cems.scenario.problems import bilingual
 from cems.scenario.records import ActiveState, ScenarioVersion
@@ -263,12 +263,58 @@ class OperatorActions:
         self._record(caller, AuditAction.REPORT_VIEW, scenario_id, detail)
         return found
 
-    def diagram(self, caller: Caller, scenario_id: str, version: str | None = None) -> str:
+    def diagram(
+        self, caller: Caller, scenario_id: str, version: str | None = None, *, counts: bool = True
+    ) -> str:
         """The scenario drawn as SVG (the active version, or `version`). Over each step the counts of
         that version (entered, waiting there now, sent, suppressed, converted) for a caller who may
-        see results, which is a report view."""
-        from cems.console.diagram import layout, render_svg
+        see results, which is a report view (one audit entry); `counts` False: the drawing alone, no
+        entry (the console's page asks for this: the report it asks for next records the look and
+        brings the diagram with counts)."""
+        stored = self._stored(caller, scenario_id, version)
+        if not (counts and caller.operator.may(Permission.REPORTS_VIEW)):
+            return _drawn(stored.scenario, None)
+        report = self.reports.report(scenario_id, stored.version)
+        detail: dict[str, str | int | bool] = {"version": stored.version, "view": "diagram"}
+        self._record(caller, AuditAction.REPORT_VIEW, scenario_id, detail)
+        return _drawn(stored.scenario, step_counts(report))
 
+    def compare(
+        self, caller: Caller, scenario_id: str, left: str | None, right: str | None
+    ) -> dict[str, str]:
+        """Two versions' diagrams side by side, each with its own counts for a caller who may see
+        results: one look, so one audit entry naming both versions."""
+        sides = {
+            "left": self._stored(caller, scenario_id, left),
+            "right": self._stored(caller, scenario_id, right),
+        }
+        if not caller.operator.may(Permission.REPORTS_VIEW):
+            return {side: _drawn(stored.scenario, None) for side, stored in sides.items()}
+        drawn = {
+            side: _drawn(stored.scenario, step_counts(self.reports.report(scenario_id, stored.version)))
+            for side, stored in sides.items()
+        }
+        # Audit details are scalars: the two versions as two fields.
+        detail: dict[str, str | int | bool] = {
+            "version": sides["left"].version,
+            "compared_with": sides["right"].version,
+            "view": "compare",
+        }
+        self._record(caller, AuditAction.REPORT_VIEW, scenario_id, detail)
+        return drawn
+
+    def report_diagram(self, caller: Caller, report: ScenarioReport) -> str | None:
+        """The diagram that goes with a report the caller was given (`report`): the reported version,
+        or the active one for a report of every version, with the report's own counts per step (None:
+        no such version stored). No entry of its own: the report recorded the look."""
+        version = None if report.version is None else str(report.version)
+        try:
+            stored = self._stored(caller, report.scenario_id, version)
+        except ClientError:
+            return None
+        return _drawn(stored.scenario, step_counts(report))
+
+    def _stored(self, caller: Caller, scenario_id: str, version: str | None) -> ScenarioVersion:
         caller.operator.require(Permission.SCENARIOS_VIEW)
         number = parse_version(version)
         if number is None:
@@ -279,14 +325,7 @@ class OperatorActions:
             raise ClientError(
                 404, "scenario_not_found", "シナリオが見つかりません / no such scenario", field="id"
             )
-        counts: dict[str, dict[str, int]] | None = None
-        if caller.operator.may(Permission.REPORTS_VIEW):
-            report = self.reports.report(scenario_id, stored.version)
-            counts = step_counts(report)
-            self._record(
-                caller, AuditAction.REPORT_VIEW, scenario_id, {"version": stored.version, "view": "diagram"}
-            )
-        return render_svg(layout(stored.scenario), counts)
+        return stored
 
     def versions(self, caller: Caller, scenario_id: str) -> dict[str, Any]:
         """The scenario's stored versions, oldest first, each with when it was uploaded, its name and
@@ -366,6 +405,13 @@ class OperatorActions:
             raise ClientError(
                 400, "invalid_cursor", "the cursor is not one this log gave", field="cursor"
             ) from None
+
+
+def _drawn(scenario: Scenario, counts: dict[str, dict[str, int]] | None) -> str:
+    # Imported on first use: the layout is needed only when a diagram is asked for (cold start).
+    from cems.console.diagram import layout, render_svg
+
+    return render_svg(layout(scenario), counts)
 
 
 def parse_version(raw: str | None) -> int | None:

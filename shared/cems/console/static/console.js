@@ -278,6 +278,7 @@
     const id = encodeURIComponent(scenario.scenario_id);
     // The diagram, versions and upload report at once; each answer is dropped if another
     // scenario was opened meanwhile.
+    // The drawing alone first: its counts come with the report, so one look is one audit entry.
     const [diagram, versions, upload] = await Promise.all([
       fetchDiagram(scenario.scenario_id),
       api(`/admin/console/scenarios/${id}/versions`),
@@ -292,13 +293,16 @@
     const report = await api(`/admin/console/scenarios/${id}/report`);
     if (request !== scenarioRequest) return;
     if (!report.ok) return fail(report);
+    if (report.body.diagram) {
+      const counted = diagramSvg({ ok: true, text: report.body.diagram });
+      if (counted) $("diagram").replaceChildren(counted);
+    }
     renderReport(report.body);
   }
 
-  // One diagram, the active version's or `version`'s, as SVG text.
-  function fetchDiagram(scenarioId, version) {
-    const query = isMissing(version) ? "" : `?version=${encodeURIComponent(version)}`;
-    return api(`/admin/console/scenarios/${encodeURIComponent(scenarioId)}/diagram${query}`, { text: true });
+  // The active version's diagram, as SVG text, without counts (the report brings them).
+  function fetchDiagram(scenarioId) {
+    return api(`/admin/console/scenarios/${encodeURIComponent(scenarioId)}/diagram?counts=false`, { text: true });
   }
 
   // The answer's SVG checked and imported (safeSvg), or null with the error shown.
@@ -374,12 +378,15 @@
     const request = ++compareRequest;
     const form = $("compare-form");
     const sides = [["left", form.elements.left.value], ["right", form.elements.right.value]];
-    const answers = await Promise.all(sides.map(([, version]) => fetchDiagram(currentScenario, version)));
+    // Both sides in one request: one look, one audit entry.
+    const query = sides.map(([side, version]) => `${side}=${encodeURIComponent(version)}`).join("&");
+    const answer = await api(`/admin/console/scenarios/${encodeURIComponent(currentScenario)}/compare?${query}`);
     if (request !== compareRequest) return;
+    if (!answer.ok) return fail(answer);
     $("compare").hidden = false;
-    sides.forEach(([side, version], index) => {
+    sides.forEach(([side, version]) => {
       $(`compare-${side}-title`).textContent = `v${version}`;
-      const svg = diagramSvg(answers[index]);
+      const svg = diagramSvg({ ok: true, text: answer.body[side] });
       if (svg) svg.dataset.version = version;
       $(`compare-${side}`).replaceChildren(...(svg ? [scopeIds(svg, `${side}-`)] : []));
     });
