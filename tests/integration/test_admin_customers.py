@@ -88,6 +88,16 @@ def seeded(stores: Stores, dynamodb: Any) -> dict[str, str]:
             "state": {"S": "active"},
             "sends": {"N": "2"},
             "entered_at": {"S": "2026-11-20T09:00:00.000Z"},
+            # The journey's latest messages, as EnrolmentStore writes engine.SentMessage.
+            "messages": {
+                "L": [
+                    {"M": {"step_id": {"S": step}, "channel": {"S": channel}, "at": {"S": at}}}
+                    for step, channel, at in (
+                        ("hello", "line", "2026-11-20T09:00:00.000Z"),
+                        ("coupon", "email", "2026-11-23T09:00:00.000Z"),
+                    )
+                ]
+            },
         },
     )
     return {"customer": known}
@@ -166,6 +176,10 @@ def test_a_customer_viewed_masked_and_unmasked(admin: Invoke, seeded: dict[str, 
     timeline = masked.json["timeline"]
     assert timeline["events"][0]["message_id"] == "p1"  # newest first
     assert [e["scenario_id"] for e in timeline["enrolments"]] == ["welcome"]
+    assert [(m["scenario_id"], m["step_id"], m["channel"]) for m in timeline["messages"]] == [
+        ("welcome", "coupon", "email"),  # newest first
+        ("welcome", "hello", "line"),
+    ]
     assert EMAIL not in masked.text and "山田花子" not in masked.text and LINE_ID not in masked.text
     plain = admin("GET", f"/admin/customers/{customer}?unmasked=true")
     assert plain.status == 200 and plain.json["profile"]["traits"]["email"] == EMAIL

@@ -653,3 +653,30 @@ def test_each_step_counts_the_journeys_that_entered_it_and_those_waiting_there_n
     world.runner.tick()
     assert len(world.sent()) == 1
     assert at_steps()["remind"] == (2, 0)  # sent: left, and not counted as entering again
+
+
+def test_a_journey_keeps_its_latest_messages_for_the_customer_timeline(world: JourneyWorld) -> None:
+    """Issue 12: the console's customer timeline lists the messages each journey sent (step,
+    channel, when), with nothing of their content; a journey keeps only the latest."""
+    world.upload("line_welcome.json")
+    customer = world.customer("cus_timeline")
+    world.runner.on_stored_event(world.event(customer, "line_follow", site_id="line"))
+    clock.advance(3 * 86400)
+    world.runner.tick()
+    enrolment = world.enrolment(customer, "line-welcome")
+    assert [(m.step_id, m.channel, m.at) for m in enrolment.messages] == [
+        ("welcome", Channel.LINE, NOW),
+        ("first-coupon", Channel.LINE, NOW + timedelta(days=3)),
+    ]
+    # A journey that has sent many already keeps the latest MESSAGES_KEPT, the new one last.
+    scenario = world.scenarios.version("line-welcome", 1)
+    assert scenario is not None
+    old = [engine.SentMessage(step_id=f"s{n}", channel=Channel.EMAIL, at=NOW) for n in range(30)]
+    at_coupon = enrolment.model_copy(
+        update={"state": engine.EnrolmentState.ACTIVE, "step_id": "first-coupon", "messages": old}
+    )
+    profile = world.profile(customer)
+    result = engine.advance(scenario.scenario, at_coupon, profile, [], clock.now(), engine.CapView())
+    kept = result.enrolment.messages
+    assert len(kept) == engine.MESSAGES_KEPT
+    assert kept[-1].step_id == "first-coupon" and kept[0].step_id == f"s{30 - engine.MESSAGES_KEPT + 1}"

@@ -53,10 +53,10 @@ _ENROLMENT_FIELDS = (
 # Told in every view and export: what CEMS does not list per customer, and why.
 NOT_INCLUDED = {
     "messages": (
-        "Sent messages are not listed one by one: delivery records are kept per dispatch "
-        "(DISPATCH#<key>), not per customer, and finding a customer's would take a Scan. Each "
-        "enrolment counts its sends (sends, step_sends, last_send_at), and delivery, open, click, "
-        "bounce and unsubscribe events are in the events."
+        "Each journey keeps its latest messages (step, channel, when; engine.MESSAGES_KEPT, kept "
+        "from issue 12 on), listed under messages; earlier ones are counted only (sends, step_sends, "
+        "last_send_at). Delivery records are kept per dispatch, not per customer. Delivery, open, "
+        "click, bounce and unsubscribe events are in the events."
     ),
     "report_counters": "Report counters are counts per scenario step and hold no one's data.",
     "message_contents": (
@@ -152,11 +152,27 @@ class CustomerDirectory:
             key=lambda e: (e.timestamp, e.message_id),
             reverse=True,
         )[: self.timeline_events]
+        records = [(i, record) for i in ids for record in self.records.enrolments(i)]
         enrolments = [
             {name: record[name] for name in _ENROLMENT_FIELDS if name in record} | {"customer_id": i}
-            for i in ids
-            for record in self.records.enrolments(i)
+            for i, record in records
         ]
+        # The messages the journeys sent (each journey keeps its latest), newest first.
+        messages = sorted(
+            (
+                {
+                    "at": message.get("at"),
+                    "scenario_id": record.get("scenario_id"),
+                    "version": record.get("version"),
+                    "step_id": message.get("step_id"),
+                    "channel": message.get("channel"),
+                }
+                for _, record in records
+                for message in record.get("messages") or []
+            ),
+            key=lambda m: str(m["at"]),
+            reverse=True,
+        )
         return {
             "customer_id": profile.customer_id,
             "customer_ids": ids,
@@ -166,6 +182,7 @@ class CustomerDirectory:
                 "events": [_event(e) if unmasked else _event_summary(e) for e in events],
                 "events_shown_at_most": self.timeline_events,
                 "enrolments": sorted(enrolments, key=lambda r: str(r.get("entered_at", "")), reverse=True),
+                "messages": messages,
             },
             "not_included": NOT_INCLUDED,
         }

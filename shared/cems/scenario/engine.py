@@ -131,6 +131,21 @@ class Awaiting(_Frozen):
     timeout_at: datetime
 
 
+class SentMessage(_Frozen):
+    """A message a journey handed to a sender: its step, the channel it went to first (the sender may
+    fall back to the next of the step's channels) and when. What the console's customer timeline
+    lists as messages, with nothing of the content (rendered at send time, not kept)."""
+
+    step_id: str
+    channel: Channel
+    at: datetime
+
+
+# The messages a journey keeps (`Enrolment.messages`), the latest: a timeline to read, and an item
+# that cannot grow without bound through a loop.
+MESSAGES_KEPT = 20
+
+
 class Enrolment(_Frozen):
     """One customer's journey in one scenario (the JourneysTable item `ENR#<customer>` / `<scenario>`)."""
 
@@ -155,6 +170,8 @@ class Enrolment(_Frozen):
     last_send_channel: Channel | None = None
     # Sends per send step in this journey: a step sent again (a loop) gets its own dispatch key.
     step_sends: dict[str, int] = Field(default_factory=dict)
+    # The latest MESSAGES_KEPT messages sent, oldest first (kept from issue 12 on).
+    messages: list[SentMessage] = Field(default_factory=list)
     # When a capped send was first deferred (frequency_cap.give_up_after counts from it).
     deferred_since: datetime | None = None
     ended_at: datetime | None = None
@@ -880,6 +897,10 @@ class _Run:
             last_send_step=step.id,
             last_send_channel=dispatch.channel,
             step_sends={**self.e.step_sends, step.id: self.e.step_sends.get(step.id, 0) + 1},
+            messages=[
+                *self.e.messages,
+                SentMessage(step_id=step.id, channel=dispatch.channel, at=self.now),
+            ][-MESSAGES_KEPT:],
             deferred_since=None,
         )
         self.note(step.id, "sent", dispatch.route)

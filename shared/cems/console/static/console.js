@@ -799,6 +799,12 @@
       cell(jst(j.entered_at)),
       cell(count(j.sends), "num"),
     )));
+    body("customer-messages").replaceChildren(...(timeline.messages || []).map((m) => row(
+      cell(jst(m.at)),
+      cell(`${display(m.scenario_id)} v${display(m.version)}`),
+      cell(display(m.step_id)),
+      cell(display(m.channel)),
+    )));
   }
 
   async function exportCustomer() {
