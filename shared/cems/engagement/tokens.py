@@ -228,6 +228,26 @@ def click_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
     return f"{base_url}/r/{signer.sign(token)}"
 
 
+# What click_url makes, by shape: `/r/` and a signed token (a payload of a JSON object, so `eyJ`, and a
+# 16-byte MAC, 22 base64url characters), nothing after it.
+_CLICK_PATH = re.compile(r"/r/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{22}")
+
+
+def is_click_url(url: str) -> bool:
+    """Whether `url` looks like a click_url (a link already through a click tracker). Senders leave
+    such a link as it is: tracking it again would only wrap one redirect in another and count the
+    click under the outer dispatch. Judged by shape, not by ENGAGE_BASE_URL, as the base may have
+    changed since the link was made."""
+    parts = urlsplit(url)
+    tail = parts.path.rsplit("/r/", 1)
+    return (
+        len(tail) == 2
+        and not parts.query
+        and not parts.fragment
+        and bool(_CLICK_PATH.fullmatch("/r/" + tail[1]))
+    )
+
+
 def open_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
     return f"{base_url}/o/{signer.sign(token)}"
 

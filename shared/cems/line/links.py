@@ -1,21 +1,64 @@
 """Links in LINE messages through the click tracker, so LINE steps report clicks as email steps do.
 
-What is rewritten: every `uri` action (buttons, carousels, confirm templates, flex bubbles, quick
-replies, rich messages) and every imagemap `uri` action's `linkUri`, when it is http or https. What is
-not: URLs typed into a text message (LINE shows them as they are written, and a long tracking URL
-there would be what the customer reads), `tel:`/`line:` and other schemes, and `altUri` (the
-desktop variant of an action, rarely used; it keeps pointing at the original page).
+What is rewritten:
+
+- every `uri` action (buttons, carousels, confirm templates, flex bubbles, quick replies, rich
+  messages) and every imagemap `uri` action's `linkUri`, when it is http or https;
+- every http(s) URL written in the `text` of a `text` or `textV2` message (LINE's chat turns such a
+  URL into a link, so it is clicked like a button and must count like one).
+
+What is not: `tel:`/`line:` and other schemes; `altUri` (the desktop variant of an action, rarely
+used; it keeps pointing at the original page); text that LINE does not turn into links or that is
+not shown as written (flex `text` components, template texts, a message action's `text`, which is
+what the customer sends); a link already through a click tracker (`is_click_url`), so tracking
+twice (a redo, or a tracked link pasted into content) never wraps a redirect in another.
+
+A URL in text, as LINE's chat finds it in Japanese writing: it starts at `http://` or `https://`
+and runs over URL characters (RFC 3986's, ASCII only), so it ends at the first space, full-width or
+other non-ASCII character (「」、。） and kana directly after it are not swallowed); trailing `.`,
+`,`, `:`, `;`, `!`, `?`, `'` and `*`, and a `)` or `]` without its opening partner, end the sentence,
+not the URL. Japanese written into a URL's path stops it there, as in LINE's own linkifier: write
+such a URL percent-encoded.
+
+Three limits of the text form:
+
+- Length. A tracked URL is about 250 characters longer than the page's own (a signed, self-contained
+  token: no store is asked at click time; there is no short form). A text may be at most 5,000
+  characters, counted by LINE in UTF-16 code units. Text URLs are tracked from the first on while
+  the text stays within the limit; the first that would pass it, and every one after it, stays as
+  written (untracked: its clicks are not counted, but the message is sent as the author wrote it,
+  never refused for a limit it met). Clicks are counted once per dispatch, so the first links
+  (usually the one the message is about) matter most.
+- LINE emoji. A `text` message's `emojis[].index` is the position of its `$` placeholder in UTF-16
+  code units; each index after a rewritten URL moves by what the URL grew. A `$` placeholder ends a
+  URL before it. When an index does not point at a `$` (content LINE itself would refuse), the
+  text's URLs stay as written rather than guessing. LINE counts a `$` as the emoji's undisclosed
+  alternative text, so near the limit LINE may still refuse what looks within it, as it would
+  without tracking.
+- `textV2` substitutions (`{name}`) are by key, not position, and `{`/`}` are not URL characters,
+  so a placeholder right after a URL stays a placeholder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from cems.engagement.tokens import is_click_url, trackable_url
+from cems.line.dispatch import MAX_TEXT_LENGTH
 
 if TYPE_CHECKING:
     from cems.scenario.engine import Dispatch
 
 TRACKED_SCHEMES = ("http://", "https://")
+TEXT_MESSAGE_TYPES = ("text", "textV2")
+# An http(s) URL over RFC 3986's characters (unreserved, reserved and `%`); not after a letter or
+# digit, so `xhttp://` or a word run into a scheme is not taken for one.
+_TEXT_URL = re.compile(r"(?<![A-Za-z0-9])https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
+# Punctuation that ends a sentence more often than a URL.
+_TRAILING = frozenset(".,:;!?'*")
+_CLOSING = {")": "(", "]": "["}
 
 
 @runtime_checkable
@@ -33,8 +76,9 @@ class SharedLinkTracker(Protocol):
 
 
 def track_links(messages: list[dict[str, Any]], tracked_url: Callable[[str], str]) -> list[dict[str, Any]]:
-    """A copy of `messages` with each http(s) action URI replaced by `tracked_url(uri)`."""
-    return [_rewrite(message, tracked_url) for message in messages]
+    """A copy of `messages` with each http(s) action URI and each http(s) URL in a text message's
+    text replaced by `tracked_url(url)` (see the module's docstring for what is left as written)."""
+    return [_track_text(_rewrite(message, tracked_url), tracked_url) for message in messages]
 
 
 def _rewrite(value: Any, tracked_url: Callable[[str], str]) -> Any:
@@ -48,9 +92,99 @@ def _rewrite(value: Any, tracked_url: Callable[[str], str]) -> Any:
     if value.get("type") == "uri":
         for field in ("uri", "linkUri"):  # action objects / imagemap actions
             target = value.get(field)
-            if isinstance(target, str) and target.lower().startswith(TRACKED_SCHEMES):
+            if (
+                isinstance(target, str)
+                and target.lower().startswith(TRACKED_SCHEMES)
+                and not is_click_url(target)
+            ):
                 rewritten[field] = tracked_url(target)
     return rewritten
+
+
+def _track_text(message: dict[str, Any], tracked_url: Callable[[str], str]) -> dict[str, Any]:
+    """`message` with the URLs of its text tracked, when it is a text message (only the message
+    itself: a flex `text` component has the same `type` and `text` and is not linkified by LINE)."""
+    text = message.get("text")
+    if message.get("type") not in TEXT_MESSAGE_TYPES or not isinstance(text, str):
+        return message
+    emojis = message.get("emojis") if message.get("type") == "text" else None
+    placeholders = _placeholders(text, emojis)
+    if placeholders is None:
+        return message
+    room = MAX_TEXT_LENGTH - _utf16_length(text)
+    pieces: list[str] = []
+    grown: list[tuple[int, int]] = []  # (end of a rewritten URL in `text`, code units it grew)
+    written = 0
+    for start, end, url in _text_urls(text, placeholders):
+        replacement = tracked_url(url)
+        growth = _utf16_length(replacement) - (end - start)  # the URL as written is ASCII
+        if growth > room:
+            break  # this and later URLs stay as written (module docstring, "Length")
+        room -= growth
+        pieces += [text[written:start], replacement]
+        grown.append((end, growth))
+        written = end
+    if not grown:
+        return message
+    rewritten = {**message, "text": "".join(pieces) + text[written:]}
+    if placeholders:
+        assert isinstance(emojis, list)
+        rewritten["emojis"] = [
+            {**emoji, "index": emoji["index"] + sum(g for end, g in grown if end <= position)}
+            for emoji, position in zip(emojis, placeholders, strict=True)
+        ]
+    return rewritten
+
+
+def _placeholders(text: str, emojis: Any) -> list[int] | None:
+    """The position in `text` (Python's, by code point) of each LINE emoji's `$`, in the order of
+    `emojis`; None when an index is no UTF-16 offset of a `$` in `text`."""
+    if not emojis:
+        return []
+    if not isinstance(emojis, list):
+        return None
+    at_offset: dict[int, int] = {}
+    offset = 0
+    for at, char in enumerate(text):
+        at_offset[offset] = at
+        offset += 2 if ord(char) > 0xFFFF else 1
+    positions: list[int] = []
+    for emoji in emojis:
+        index = emoji.get("index") if isinstance(emoji, dict) else None
+        position = at_offset.get(index) if isinstance(index, int) and not isinstance(index, bool) else None
+        if position is None or text[position] != "$":
+            return None
+        positions.append(position)
+    return positions
+
+
+def _text_urls(text: str, placeholders: list[int]) -> Iterator[tuple[int, int, str]]:
+    """(start, end, destination) of each URL in `text` the tracker should take, in order."""
+    for match in _TEXT_URL.finditer(text):
+        start, end = match.span()
+        end = min([p for p in placeholders if start < p < end], default=end)  # `$` of a LINE emoji
+        written = _trim(text[start:end])
+        destination = trackable_url(written)
+        if destination is None or is_click_url(written):
+            continue
+        yield start, start + len(written), destination
+
+
+def _trim(url: str) -> str:
+    """`url` without the sentence's punctuation after it (a `)` or `]` only when unbalanced, so
+    `https://ja.wikipedia.org/wiki/Sencha_(tea)` keeps its own)."""
+    while url:
+        last = url[-1]
+        if last in _TRAILING or (last in _CLOSING and url.count(last) > url.count(_CLOSING[last])):
+            url = url[:-1]
+        else:
+            break
+    return url
+
+
+def _utf16_length(text: str) -> int:
+    """The length LINE counts: UTF-16 code units (a character outside the BMP counts two)."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def has_tracked_links(messages: list[dict[str, Any]]) -> bool:
