@@ -29,6 +29,7 @@ from cems.adapters.dynamodb.customers import CustomerStore
 from cems.cli import main as cems
 from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.webhook import sign
+from cems.scenario.entrance import SUMMARY_CACHE
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -37,13 +38,14 @@ from selenium.webdriver.support.ui import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.chrome import chrome_driver
-from tests.e2e.conftest import HANG, ROOT, LocalStackClient, eventually, started_stack
+from tests.e2e.conftest import HANG, ROOT, LocalStackClient, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 PASSWORD = "Console-Browser-2026"
 EXAMPLE = ROOT / "examples" / "scenarios" / "line_welcome.json"
 SCENARIO_ID = "console-welcome"
+SCENARIO_BUCKET = "scenariobucket"  # the local stack names buckets after their logical id, lower-cased
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 NOT_MEASURED = "計測なし / not measured"
 ROLES = ("admin", "scenario_designer", "content_writer", "analyst")
@@ -139,18 +141,32 @@ def scenario_file(folder: Path, name: str = "コンソール確認 / Console che
     return path
 
 
-@pytest.fixture(scope="module")
-def console_stack() -> Iterator[LocalStackClient]:
-    """A stack of this module's own: it adds operators, erases a customer and runs a scenario at
-    priority 1000, none of which another module's assumptions should meet (a broadcast module run
-    after it on a shared stack reached nobody; see the session note)."""
-    with started_stack() as stack:
-        yield stack
+def stop_scenario(stack: LocalStackClient) -> None:
+    """Stops this module's scenario on the shared stack, so no later module meets it.
+
+    Left live, it enrols every LINE user who follows afterwards, another module's too: a broadcast
+    to those users then reaches nobody, by design (at priority 1000 it outranks the broadcast, whose
+    `exit.yield_to_higher_priority` keeps them out; at an equal priority its welcome would still
+    take their LINE cap of one a day and defer the broadcast). Deleting the file stops it, as the
+    loader documents; the runners (trigger's included) read the active scenarios at most once per
+    SUMMARY_CACHE of CEMS's clock, so the clock is moved past it before the next module follows."""
+    stack.client("s3").delete_object(Bucket=SCENARIO_BUCKET, Key=f"scenarios/{SCENARIO_ID}.json")
+
+    def stopped() -> bool:
+        stack.drain()
+        item = stack.dynamodb.get_item(
+            TableName="JourneysTable",
+            Key={"pk": {"S": f"SCN#{SCENARIO_ID}"}, "sk": {"S": "ACTIVE"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return item is not None and item["state"]["S"] == "stopped"
+
+    eventually(stopped, f"{SCENARIO_ID} stopped")
+    stack.advance_clock(SUMMARY_CACHE.total_seconds() + 1)
 
 
 @pytest.fixture(scope="module")
-def world(console_stack: LocalStackClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    local_stack = console_stack
+def world(local_stack: LocalStackClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("console")
     first = scenario_file(folder / "v1")
     scenario = scenario_file(folder / "v2", "コンソール確認 第2版 / Console check, second")
@@ -169,6 +185,7 @@ def world(console_stack: LocalStackClient, tmp_path_factory: pytest.TempPathFact
     follow_on_line(local_stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield World(local_stack, operators, person, erasable, scenario)
+    stop_scenario(local_stack)
 
 
 @pytest.fixture

@@ -4,10 +4,16 @@ Each function module is imported once per "execution environment", and one envir
 invocation at a time, as in Lambda: Powertools' resolvers keep the current event on the app object,
 so two concurrent requests must never share one. Up to `concurrency` environments are kept per
 function; a request waits for a free one.
+
+Unlike Lambda's, these environments share one process, and so Python's logging: every function's
+Powertools Logger (one service name, the template's) is one logging.Logger with one formatter, to
+which `inject_lambda_context` appends the invocation's function name and request id for every
+thread. Each invocation therefore also sets them as its own context's keys (see `LocalFunction.invoke`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import logging
 import queue
@@ -19,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from aws_lambda_powertools.logging.formatter import set_context_keys
+from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 
 from cems.local.cfn import ACCOUNT_ID, REGION, FunctionSpec
 
@@ -86,9 +95,20 @@ class LocalFunction:
             deadline_ms=int(time.time() * 1000) + self.spec.timeout * 1000,
         )
         try:
-            return handler(event, context)
+            # In a context of its own: the keys set there are this invocation's alone.
+            return contextvars.copy_context().run(_run_logged_as, handler, event, context)
         finally:
             self._idle.put(handler)
+
+
+def _run_logged_as(handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], context: Any) -> Any:
+    """Runs `handler` with the invocation's Lambda context keys (those `inject_lambda_context` adds)
+    as Powertools' thread-safe keys, which a log line takes over the formatter's shared ones: without
+    them, a line logged while another function's invocation is under way in another thread (a poller's
+    beside a request's) would carry that function's name and request id, as the shared formatter last
+    had them, and say the function that wrote it never logged."""
+    set_context_keys(**build_lambda_context_model(context).__dict__)
+    return handler(event, context)
 
 
 def _import_file(module_name: str, spec: FunctionSpec) -> ModuleType:
