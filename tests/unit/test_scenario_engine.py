@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cems.channels.registry import plugin
 from cems.models import Channel, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout
 from cems.scenario.caps import CapCounter, CapPeriod, counters_of
@@ -208,6 +209,36 @@ def test_a_higher_priority_scenario_makes_yielding_lower_ones_leave() -> None:
     assert refused.reason == "higher_priority_active"
     stubborn = scenario(priority=500, exit={"yield_to_higher_priority": False})
     assert enrol(stubborn, 1, customer(), event("Product Added"), None, NOW, others=others).entered
+
+
+def test_priority_counts_only_where_a_scenario_can_reach_the_customer() -> None:
+    """Issue 13: a higher-priority scenario that cannot reach the customer on any of its channels
+    neither pulls them out of a lower one nor keeps them out of it; one that can, does both."""
+    email_only = customer().model_copy(
+        update={
+            "line_user_id": None,
+            "channels": {
+                name: state for name, state in customer().channels.items() if name != Channel.LINE.value
+            },
+        }
+    )
+    assert not plugin(Channel.LINE).reachable(email_only) and plugin(Channel.EMAIL).reachable(email_only)
+    line_scenario = scenario(priority=900)  # sends on LINE only
+    email_low = OtherEnrolment("mail-low", 100, True, True, frozenset({Channel.EMAIL}))
+    decision = enrol(line_scenario, 1, email_only, event("Product Added"), None, NOW, others=[email_low])
+    assert decision.entered and decision.yield_scenarios == []  # the mail scenario keeps them
+    both = enrol(line_scenario, 1, customer(), event("Product Added"), None, NOW, others=[email_low])
+    assert both.yield_scenarios == ["mail-low"]  # reachable on LINE: the higher one takes them
+
+    mail_scenario = scenario(
+        priority=100,
+        steps=[{"id": "m", "type": "send", "channel": "email", "email": {"subject": "件名", "text": "本文"}}],
+    )
+    line_high = OtherEnrolment("line-high", 900, True, True, frozenset({Channel.LINE}))
+    admitted = enrol(mail_scenario, 1, email_only, event("Product Added"), None, NOW, others=[line_high])
+    assert admitted.entered  # the LINE one cannot speak to them: no reason to keep them out
+    refused = enrol(mail_scenario, 1, customer(), event("Product Added"), None, NOW, others=[line_high])
+    assert refused.reason == "higher_priority_active"
 
 
 # -- sends --------------------------------------------------------------------------------------------------

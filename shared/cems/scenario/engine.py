@@ -299,6 +299,9 @@ class OtherEnrolment:
     priority: int
     yield_to_higher_priority: bool
     active: bool  # not ended
+    # The channels its send steps may send on (`send_channels`): priority counts only where the
+    # scenario can reach the customer on one of them (issue 13). None: not known, counts as reaching.
+    channels: frozenset[Channel] | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,18 @@ def trigger_matches(scenario: Scenario, event: StoredEvent) -> bool:
             assert_never(trigger)
 
 
+def send_channels(scenario: Scenario) -> frozenset[Channel]:
+    """Every channel a send step of the scenario may send on."""
+    sends = (step for step in scenario.steps if isinstance(step, SendStep))
+    return frozenset(channel for step in sends for channel in channels_of(step.channel))
+
+
+def reaches(channels: Collection[Channel], profile: Profile) -> bool:
+    """Whether a scenario sending on `channels` can reach the customer now on one of them. One that
+    sends nothing (rich menus, traits) acts on the customer without a channel: it reaches them."""
+    return not channels or any(plugin(channel).reachable(profile) for channel in channels)
+
+
 def is_blacklisted(profile: Profile) -> bool:
     return profile.traits.get(BLACKLIST_TRAIT) is True
 
@@ -431,7 +446,14 @@ def admit(
         entry = existing.entry + 1
     if scenario.audience is not None and not evaluate(scenario.audience, profile, events, now):
         return EnrolDecision(entered=False, reason="audience")
-    active = [o for o in others if o.active and o.scenario_id != scenario.id]
+    # Priority is about who speaks to the customer: a scenario that cannot reach them on any of
+    # its channels neither keeps them out of a lower one nor makes a lower one give them up (an
+    # email-only customer is not pulled out of an email scenario by a LINE-only one).
+    active = [
+        o
+        for o in others
+        if o.active and o.scenario_id != scenario.id and (o.channels is None or reaches(o.channels, profile))
+    ]
     if scenario.exit.yield_to_higher_priority and any(o.priority > scenario.priority for o in active):
         return EnrolDecision(entered=False, reason="higher_priority_active")
     enrolment = Enrolment(
@@ -447,8 +469,11 @@ def admit(
         revision=0 if existing is None else existing.revision + 1,
         trigger=None if trigger_event is None else TriggerRef.of(trigger_event),
     )
+    speaks = reaches(send_channels(scenario), profile)
     yielding = [
-        o.scenario_id for o in active if o.yield_to_higher_priority and o.priority < scenario.priority
+        o.scenario_id
+        for o in active
+        if speaks and o.yield_to_higher_priority and o.priority < scenario.priority
     ]
     return EnrolDecision(entered=True, reason="entered", enrolment=enrolment, yield_scenarios=yielding)
 

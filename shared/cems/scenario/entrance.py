@@ -22,7 +22,7 @@ from typing import Any
 
 from cems.models import Profile, StoredEvent
 from cems.ports import EnrolmentReads, EventHistory, ScenarioReader
-from cems.scenario.engine import EnrolDecision, Enrolment, OtherEnrolment, admit, needs_history
+from cems.scenario.engine import EnrolDecision, Enrolment, OtherEnrolment, admit, needs_history, send_channels
 from cems.scenario.model import Scenario
 from cems.scenario.records import ScenarioSummary
 
@@ -181,6 +181,7 @@ class Entrance:
                     priority=scenario.priority,
                     yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
                     active=not other.ended,
+                    channels=send_channels(scenario),
                 )
             )
         return others

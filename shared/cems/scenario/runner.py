@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from cems import clock
 from cems.channels.plugin import LinkTracker as LinkTracker  # re-exported: wiring names it
-from cems.channels.registry import channels_of, plugins
+from cems.channels.registry import plugins
 from cems.models import ORDER_COMPLETED, Channel, MessageType, OrderCompleted, Profile, StoredEvent
 from cems.ports import (
     CapStorePort,
@@ -72,11 +72,12 @@ from cems.scenario.engine import (
     exit_enrolment,
     is_due,
     on_event,
+    send_channels,
     trigger_matches,
 )
 from cems.scenario.entrance import Customer as _Customer
 from cems.scenario.entrance import Entrance, PageEntries
-from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario, SendStep
+from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
 from cems.scenario.records import CapCounts, DateSchedule, DueKey, ScenarioSummary
 from cems.scenario.timing import date_trigger_due
 
@@ -1039,13 +1040,7 @@ def erased_journey_facts(enrolment: Enrolment) -> list[tuple[ReportCell, Metric,
 def _send_channels(scenarios: Iterable[Scenario]) -> list[Channel]:
     """Every channel a send step of these scenarios may send on (`advance` consults the caps of the
     channel it sends on, always one of its step's): the cap counters worth reading for them."""
-    wanted = {
-        channel
-        for scenario in scenarios
-        for step in scenario.steps
-        if isinstance(step, SendStep)
-        for channel in channels_of(step.channel)
-    }
+    wanted = {channel for scenario in scenarios for channel in send_channels(scenario)}
     return [p.channel for p in plugins() if p.channel in wanted]
 
 
