@@ -31,14 +31,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from cems import clock
-from cems.channels.registry import channels_of, plugins
+from cems.channels.registry import plugins
 from cems.masking import masked_profile
 from cems.models import Channel, Profile
 from cems.ports import ProfileScanner, RequestTally, TableSize
 from cems.scenario.broadcast import PAGE_SIZE, segments_for_items
 from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS, DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_CUSTOMERS
+from cems.scenario.engine import send_channels
 from cems.scenario.entrance import Entrance
-from cems.scenario.model import BroadcastTrigger, Scenario, SendStep
+from cems.scenario.model import BroadcastTrigger, Scenario
 from cems.scenario.problems import bilingual
 
 SAMPLE_SIZE = 10
@@ -185,11 +186,11 @@ class AudienceCounter:
         # Read once here, so the threads share them (the caches hold for the count's `now`).
         self.entrance.summaries(now)
         self.entrance.in_play(now)
-        send_channels = _send_channels(scenario)
+        channels = send_channels(scenario)
         version = scenario.version if version is None else version
 
         def read_segment(segment: int) -> _Tally:
-            return self._segment(scenario, version, segment, total, now, send_channels, deadline)
+            return self._segment(scenario, version, segment, total, now, channels, deadline)
 
         with ThreadPoolExecutor(max_workers=min(self.threads, total), thread_name_prefix="audience") as pool:
             tallies = list(pool.map(read_segment, range(total)))
@@ -276,13 +277,3 @@ def _count_member(tally: _Tally, profile: Profile, holdout: bool, send_channels:
         tally.sample.append(
             AudienceSample(holdout=holdout, reachable=reachable, profile=masked_profile(profile))
         )
-
-
-def _send_channels(scenario: Scenario) -> frozenset[Channel]:
-    """Every channel a send step of the scenario may send on."""
-    return frozenset(
-        channel
-        for step in scenario.steps
-        if isinstance(step, SendStep)
-        for channel in channels_of(step.channel)
-    )
