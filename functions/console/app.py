@@ -11,6 +11,11 @@
   GET  /admin/console/scenarios/{id}/upload-report   the loader's report on the last upload
   GET  /admin/console/scenarios/{id}/report    the report, its charts and its diagram with counts
                                                as SVG (reports_view; ?version=N)
+  POST /admin/console/scenarios/{id}/preview     a send step rendered per channel, nothing sent
+                                               (test_send; {step, version?, profile?, event?})
+  POST /admin/console/scenarios/{id}/test-send   a send step queued as a test for one staff
+                                               recipient (test_send; {step, to, version?, profile?,
+                                               event?}); one audit entry, never the recipient
   GET  /admin/console/customers?email=... | phone | line_user_id | user_id | anonymous_id  (masked)
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
   GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
@@ -163,6 +168,21 @@ def report(scenario_id: str) -> Response[str]:
         "diagram": actions.report_diagram(caller, found),
     }
     return json_response(200, answer, NO_STORE)
+
+
+@app.post("/admin/console/scenarios/<scenario_id>/preview")
+def preview(scenario_id: str) -> Response[str]:
+    answer = actions.preview(_caller(), scenario_id, request_body(app.current_event.raw_event))
+    return json_response(200, answer, NO_STORE)
+
+
+@app.post("/admin/console/scenarios/<scenario_id>/test-send")
+def test_send(scenario_id: str) -> Response[str]:
+    # The body holds the recipient (a LINE user id or an address): it is never logged, and the
+    # answer does not repeat it.
+    answer = actions.test_send(_caller(), scenario_id, request_body(app.current_event.raw_event))
+    # 202: queued; send_line or send_email sends it.
+    return json_response(202, answer, NO_STORE)
 
 
 @app.get("/admin/console/customers")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from cems.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from aws_lambda_powertools import Logger
 
     from cems.adapters.aws import DynamoDBClient, SQSClient
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
     from cems.engagement.engage import Engagement
     from cems.line.sender import LineSender
     from cems.line.webhook import LineWebhook
-    from cems.ports import ScenarioUpkeep
+    from cems.models import Channel
+    from cems.ports import MessageQueue, ScenarioUpkeep
     from cems.scenario.broadcast import BroadcastStarter, BroadcastWorker
     from cems.scenario.loader import ScenarioLoader
     from cems.scenario.relevance import ScenariosInPlay
@@ -526,4 +529,19 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
         lambda: audience(settings),
         (ScenarioFiles(aws.client("s3")), settings.area(ConsoleSettings).scenario_bucket),
+        send_queues=lambda: send_queues(settings),
     )
+
+
+def send_queues(settings: Settings | None = None) -> Mapping[Channel, MessageQueue]:
+    """Each channel's send queue (LineSendQueue, EmailSendQueue: the `Queues` setting its plugin
+    names), for the console's test sends. A queue whose URL is not set refuses when sent to."""
+    from cems.adapters.sqs import SqsQueue
+    from cems.channels.registry import plugins
+
+    settings = _settings(settings)
+    sqs = _sqs()
+    return {
+        p.channel: SqsQueue(sqs, getattr(settings.queues, p.queue), f"{p.queue.upper()}_QUEUE_URL")
+        for p in plugins()
+    }

@@ -637,6 +637,29 @@ def test_no_function_may_change_or_delete_audit_entries() -> None:
         assert not forbidden, f"{name} may {sorted(forbidden)} on the append-only AuditTable"
 
 
+def test_the_console_may_queue_test_sends_on_the_send_queues_and_nothing_else_in_sqs() -> None:
+    """The console's test sends (POST /admin/console/scenarios/{id}/test-send) put one dispatch on the
+    step's channel's send queue, found by the URLs its environment has from Globals."""
+    console = _resources("AWS::Serverless::Function")["ConsoleFunction"]["Properties"]
+    granted: dict[str, list[Any]] = {}
+    for policy in console["Policies"]:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+            for action in actions:
+                if action.startswith("sqs:"):
+                    granted.setdefault(action, []).extend(statement["Resource"])
+    assert granted == {
+        "sqs:SendMessage": [
+            {"Fn::GetAtt": ["LineSendQueue", "Arn"]},
+            {"Fn::GetAtt": ["EmailSendQueue", "Arn"]},
+        ]
+    }
+    variables = _template()["Globals"]["Function"]["Environment"]["Variables"]
+    own = console.get("Environment", {}).get("Variables", {})
+    assert {**variables, **own}["LINE_SEND_QUEUE_URL"] == {"Ref": "LineSendQueue"}
+    assert {**variables, **own}["EMAIL_SEND_QUEUE_URL"] == {"Ref": "EmailSendQueue"}
+
+
 def test_the_audit_table_is_kept_recoverable_encrypted_and_expires_by_its_parameter() -> None:
     template = _template()
     table = template["Resources"]["AuditTable"]

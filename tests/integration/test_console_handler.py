@@ -43,7 +43,10 @@ def call(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Call:
     for role in Role:
         cognito.create_group(UserPoolId=pool, GroupName=role.value)
     CognitoOperatorAccounts(cognito, pool, client).add("keiko", Role.SCENARIO_DESIGNER, PASSWORD)
+    sqs = boto3.client("sqs", region_name="ap-northeast-1")
     for name, value in {
+        "LINE_SEND_QUEUE_URL": sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"],
+        "EMAIL_SEND_QUEUE_URL": sqs.create_queue(QueueName="EmailSendQueue")["QueueUrl"],
         "OPERATOR_POOL_ID": pool,
         "OPERATOR_POOL_CLIENT_ID": client,
         "OPERATOR_SOURCE_CIDRS": "203.0.113.0/24",
@@ -186,8 +189,20 @@ ALLOWED = {  # request -> the roles it answers 200 for; every other role gets 40
     "GET /admin/console/customers/{customer}?unmasked=true": {"admin"},
     "GET /admin/console/customers/{customer}/export": {"admin"},
     "GET /admin/console/audit": {"admin"},
+    # Preview and test send: the content's roles, never the analyst's (test_send).
+    "POST /admin/console/scenarios/{scenario}/preview": {"admin", "scenario_designer", "content_writer"},
+    "POST /admin/console/scenarios/{scenario}/test-send": {"admin", "scenario_designer", "content_writer"},
 }
-AUDITED = {"report", "customers"}  # requests whose path has these leave one entry, allowed or refused
+STAFF_LINE = "U" + "5a" * 16
+STAFF_MAIL = "staff@midori-tea.example.jp"
+BODIES = {  # the requests of ALLOWED that take a body
+    "POST /admin/console/scenarios/{scenario}/preview": {"step": "refill-reminder"},
+    "POST /admin/console/scenarios/{scenario}/test-send": {"step": "ask-taste", "to": f"line:{STAFF_LINE}"},
+}
+ANSWERED = {"POST /admin/console/scenarios/{scenario}/test-send": 202}  # else 200 when allowed
+# Requests whose path has these leave one entry, allowed or refused (a preview is none: nothing
+# leaves CEMS and no customer's data is read).
+AUDITED = {"report", "customers", "test-send"}
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -202,8 +217,8 @@ def test_each_role_gets_what_its_permissions_allow_and_403_without_data_otherwis
         method, target = request.split(" ", 1)
         target = target.format(scenario=SCENARIO, customer=customer)
         before = len(audit(dynamodb))
-        status, _, body = call(method, target, INSIDE, claims=claims)
-        expected = 200 if role in roles else 403
+        status, _, body = call(method, target, INSIDE, BODIES.get(request), claims=claims)
+        expected = ANSWERED.get(request, 200) if role in roles else 403
         assert status == expected, (role, request, body)
         if status == 403:
             assert body["error"] == "forbidden" and set(body) == {
@@ -232,6 +247,7 @@ def test_each_role_gets_what_its_permissions_allow_and_403_without_data_otherwis
         assert EMAIL not in shown and "山田花子" not in shown and "090-1234-5678" not in shown
     logged = json.dumps(audit(dynamodb), ensure_ascii=False)
     assert EMAIL not in logged and "山田" not in logged
+    assert STAFF_LINE not in json.dumps(_audit_details(dynamodb), ensure_ascii=False)
 
 
 def test_only_the_admin_erases_and_each_attempt_is_one_entry(
@@ -390,6 +406,11 @@ def test_versions_are_listed_for_a_side_by_side_comparison(
     status, _, body = call("GET", f"/admin/console/scenarios/{SCENARIO}/versions", INSIDE, claims=writer)
     assert status == 200 and body["active_version"] == 2 and body["state"] == "active"
     assert [(v["version"], v["priority"]) for v in body["versions"]][-1] == (2, 7)
+    # Each version's send steps, what the page's preview and test send choose from.
+    sends = body["versions"][-1]["send_steps"]
+    assert sends[0] == {"id": "ask-taste", "name": sends[0]["name"], "channel": "line"}
+    assert ("refill-reminder", "line_or_email") in [(s["id"], s["channel"]) for s in sends]
+    assert "wait-day-3" not in [s["id"] for s in sends]
     for version in ("1", "2"):
         target = f"/admin/console/scenarios/{SCENARIO}/diagram?version={version}"
         status, headers, _ = call("GET", target, INSIDE, claims=writer)
@@ -405,3 +426,161 @@ def test_versions_are_listed_for_a_side_by_side_comparison(
     assert (status, body["error"]) == (404, "scenario_not_found")
     status, _, body = call("GET", "/admin/console/scenarios/nope/versions", INSIDE, claims=writer)
     assert (status, body["error"]) == (404, "scenario_not_found")
+
+
+# -- previews and test sends --------------------------------------------------------------------------
+
+
+def _audit_details(dynamodb: Any) -> list[dict[str, Any]]:
+    since = datetime.now(UTC) - timedelta(hours=1)
+    page = AuditLog(DynamoAuditStore("AuditTable", dynamodb)).entries(since, limit=50)
+    return [e.model_dump(mode="json") for e in page.entries]
+
+
+def _drained(queue: str) -> list[str]:
+    sqs = boto3.client("sqs", region_name="ap-northeast-1")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    bodies: list[str] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            bodies.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def test_a_preview_renders_each_channel_of_the_step_as_the_engine_does_and_sends_nothing(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, _ = seeded_call
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    path = f"/admin/console/scenarios/{SCENARIO}/preview"
+    profile = {"traits": {"last_name": "佐藤"}}
+    status, _, body = call("POST", path, INSIDE, {"step": "refill-reminder", "profile": profile}, writer)
+    assert status == 200, body
+    assert body["version"] == 1 and body["step"]["id"] == "refill-reminder" and body["profile"] == "given"
+    line, mail = body["channels"]  # line_or_email: both, LINE first
+    assert line["channel"] == "line" and line["content"]["messages"][0]["type"]
+    assert mail["channel"] == "email" and set(mail["content"]) == {"subject", "text", "html"}
+    assert mail["preview"] == mail["content"]["subject"]
+    assert "佐藤" in json.dumps(body, ensure_ascii=False)  # the given profile's trait, rendered
+    # Nothing queued, nothing recorded.
+    assert _drained("LineSendQueue") == [] and _drained("EmailSendQueue") == []
+    assert [a for _, a, _ in audit(dynamodb)] == []
+
+
+def test_a_test_send_queues_one_dispatch_for_the_recipient_only_and_is_one_entry_without_it(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from cems.email.dispatch import EmailDispatch
+    from cems.line.dispatch import LineDispatch
+
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, customer = seeded_call
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    path = f"/admin/console/scenarios/{SCENARIO}/test-send"
+    status, headers, body = call(
+        "POST", path, INSIDE, {"step": "ask-taste", "to": f"line:{STAFF_LINE}"}, writer
+    )
+    assert status == 202 and headers["cache-control"] == "no-store", body
+    assert body["queued"] is True and body["queue"] == "LineSendQueue" and body["channel"] == "line"
+    assert (
+        body["key"].startswith(f"test#{SCENARIO}#ask-taste#") and "レポートに数えられません" in body["note"]
+    )
+    assert STAFF_LINE not in json.dumps(body)  # the answer does not repeat the recipient
+    (queued,) = _drained("LineSendQueue")
+    dispatch = LineDispatch.model_validate_json(queued)
+    assert dispatch.test is True and dispatch.test_line_user_id == STAFF_LINE
+    assert dispatch.idempotency_key == body["key"] and dispatch.messages
+    assert customer not in queued  # the sample profile, never a stored customer
+    assert _drained("EmailSendQueue") == []
+
+    status, _, body = call(
+        "POST", path, INSIDE, {"step": "refill-reminder", "to": f"email:{STAFF_MAIL}", "version": 1}, writer
+    )
+    assert status == 202 and body["queue"] == "EmailSendQueue", body
+    (queued,) = _drained("EmailSendQueue")
+    mail = EmailDispatch.model_validate_json(queued)
+    assert mail.test is True and mail.to_address == STAFF_MAIL and mail.subject
+
+    entries = [e for e in _audit_details(dynamodb) if e["action"] == "test_send"]
+    assert sorted(
+        (e["actor"], e["outcome"], e["target"], e["detail"]["step"], e["detail"]["channel"]) for e in entries
+    ) == [
+        ("op-writer", "allowed", SCENARIO, "ask-taste", "line"),
+        ("op-writer", "allowed", SCENARIO, "refill-reminder", "email"),
+    ]
+    logged = json.dumps(entries)
+    assert STAFF_LINE not in logged and STAFF_MAIL not in logged
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "error", "field"),
+    [
+        ({"step": "no-such-step", "to": f"line:{STAFF_LINE}"}, 400, "not_a_send_step", "step"),
+        ({"step": "wait-day-3", "to": f"line:{STAFF_LINE}"}, 400, "not_a_send_step", "step"),
+        ({"to": f"line:{STAFF_LINE}"}, 400, "step_required", "step"),
+        ({"step": "ask-taste", "to": "line:U123"}, 400, "invalid_to", "to"),
+        ({"step": "ask-taste", "to": "fax:0312345678"}, 400, "invalid_to", "to"),
+        ({"step": "ask-taste"}, 400, "to_required", "to"),
+        ({"step": "ask-taste", "to": f"email:{STAFF_MAIL}"}, 400, "wrong_channel", "to"),
+        ({"step": "ask-taste", "to": f"line:{STAFF_LINE}", "profile": []}, 400, "invalid_profile", "profile"),
+        (
+            {"step": "ask-taste", "to": f"line:{STAFF_LINE}", "version": "x"},
+            400,
+            "invalid_version",
+            "version",
+        ),
+        ({"step": "ask-taste", "to": f"line:{STAFF_LINE}", "version": 9}, 404, "scenario_not_found", "id"),
+    ],
+)
+def test_a_bad_test_send_names_the_field_queues_nothing_and_is_one_failed_entry(
+    seeded_call: tuple[Call, str],
+    dynamodb: Any,
+    request_body: dict[str, Any],
+    status: int,
+    error: str,
+    field: str,
+) -> None:
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, _ = seeded_call
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    answer, _, body = call(
+        "POST", f"/admin/console/scenarios/{SCENARIO}/test-send", INSIDE, request_body, writer
+    )
+    assert (answer, body["error"], body["field"]) == (status, error, field), body
+    assert STAFF_LINE not in json.dumps(body) and STAFF_MAIL not in json.dumps(body)
+    assert _drained("LineSendQueue") == [] and _drained("EmailSendQueue") == []
+    entries = [e for e in _audit_details(dynamodb) if e["action"] == "test_send"]
+    assert [(e["actor"], e["outcome"]) for e in entries] == [("op-writer", "failed")]
+    assert STAFF_LINE not in json.dumps(entries) and STAFF_MAIL not in json.dumps(entries)
+
+
+def test_the_analyst_may_neither_preview_nor_test_send_and_a_refusal_is_one_entry(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    from tests.integration.test_admin_handler import SCENARIO
+
+    call, _ = seeded_call
+    analyst = {"cognito:username": "op-analyst", "cognito:groups": "[analyst]"}
+    for route, body in (
+        ("preview", {"step": "ask-taste"}),
+        ("test-send", {"step": "ask-taste", "to": f"line:{STAFF_LINE}"}),
+    ):
+        status, _, answer = call(
+            "POST", f"/admin/console/scenarios/{SCENARIO}/{route}", INSIDE, body, analyst
+        )
+        assert (status, answer["error"], answer["field"]) == (403, "forbidden", "test_send")
+        assert "channels" not in answer and "queued" not in answer
+    assert _drained("LineSendQueue") == []
+    entries = [e for e in _audit_details(dynamodb) if e["action"] == "test_send"]
+    assert [(e["outcome"], e["target"], e["detail"]) for e in entries] == [
+        ("refused", SCENARIO, {"step": "ask-taste"})
+    ]
+    # Unknown scenario for a role that may: 404 on both routes.
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    status, _, answer = call("POST", "/admin/console/scenarios/nope/preview", INSIDE, {"step": "x"}, writer)
+    assert (status, answer["error"]) == (404, "scenario_not_found")

@@ -12,16 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cems.audit import AuditAction, AuditLog, AuditOutcome, AuditPage
+from cems.audit import AuditAction, AuditLog, AuditOutcome, AuditPage, withheld_if_personal
 from cems.console.access import Operator, Permission, Role
 from cems.console.customers import CustomerDirectory, LookupKind, UnusableLookupValue
 from cems.errors import ClientError
+from cems.jsonbody import load_object
+from cems.models import Channel
+from cems.ports import MessageQueue, ServiceUnavailable
 from cems.reports.report import ScenarioReport, UnknownScenario, step_counts
-from cems.scenario.model import Scenario
+from cems.scenario.model import Scenario, SendStep
 from cems.scenario.problems import bilingual
 from cems.scenario.records import ActiveState, ScenarioVersion
+
+if TYPE_CHECKING:
+    from cems.models import Profile, StoredEvent
+    from cems.scenario.test_send import Recipient
 
 # The query parameters a customer is found by (exactly one), and what each is.
 FIND_BY: Mapping[str, LookupKind] = {
@@ -33,6 +40,11 @@ FIND_BY: Mapping[str, LookupKind] = {
 }
 MAX_VERSION_DIGITS = 9
 AUDIT_DAYS_DEFAULT = 7
+# A preview's or test send's request: the step, the recipient, and a profile and event to render with
+# (as the CLI's --profile-file and --event-file); a profile's traits may nest a little.
+MAX_TEST_SEND_BYTES = 64 * 1024
+MAX_TEST_SEND_DEPTH = 8
+NEVER_COUNTED = "テスト送信はレポートに数えられません / a test send is never counted in reports"
 
 CUSTOMER_NOT_FOUND = ClientError(
     404, "customer_not_found", "顧客が見つかりません / no such customer (never was, or erased)", field="id"
@@ -129,6 +141,7 @@ class OperatorActions:
         audience: Callable[[], AudienceCounts] | None = None,
         upload_reports: tuple[UploadReports, str] | None = None,
         now: Callable[[], datetime] | None = None,
+        send_queues: Callable[[], Mapping[Channel, MessageQueue]] | None = None,
     ) -> None:
         self.directory = directory
         self.eraser = eraser
@@ -141,6 +154,10 @@ class OperatorActions:
         self._audience: AudienceCounts | None = None
         self.upload_reports = upload_reports  # (reader, bucket)
         self.now = now or audit.now
+        # Each channel's send queue, for test sends; built on the first one (an SQS client is most of
+        # what building costs, and no other request needs it).
+        self._send_queues_factory = send_queues
+        self._send_queues: Mapping[Channel, MessageQueue] | None = None
 
     # -- checks ------------------------------------------------------------------------------------
 
@@ -344,6 +361,12 @@ class OperatorActions:
                     "name": stored.scenario.name,
                     "priority": stored.scenario.priority,
                     "steps": len(stored.scenario.steps),
+                    # What a preview or test send is chosen from (the page lists them by version).
+                    "send_steps": [
+                        {"id": step.id, "name": step.name, "channel": step.channel}
+                        for step in stored.scenario.steps
+                        if isinstance(step, SendStep)
+                    ],
                 }
             )
         if not listed:
@@ -355,6 +378,102 @@ class OperatorActions:
             "active_version": None if state is None else state.version,
             "versions": listed,
         }
+
+    # -- previews and test sends ------------------------------------------------------------------------
+
+    def preview(self, caller: Caller, scenario_id: str, body: bytes) -> dict[str, Any]:
+        """A send step of a stored version (the active one, or `version`) rendered on each channel it
+        may send on, with the sample profile or the request's `profile` (and `event` as the trigger),
+        exactly as a test send renders it; nothing is queued. Not an audit entry: nothing leaves
+        CEMS and no customer's data is read (the profile is the sample or the operator's own
+        fields), like a diagram without counts."""
+        from cems.scenario import test_send
+
+        caller.operator.require(Permission.TEST_SEND)
+        request = _test_send_request(body)
+        stored = self._stored(caller, scenario_id, _version_field(request))
+        scenario = _as_stored(stored)
+        step = _send_step(scenario, request.get("step"))
+        profile, event = _profile_and_event(request)
+        try:
+            rendered = test_send.render_preview(scenario, step.id, profile, event)
+        except ValueError as exc:
+            raise ClientError(400, "cannot_render", str(exc), field="step") from None
+        return {
+            "scenario_id": scenario_id,
+            "version": stored.version,
+            "step": {"id": step.id, "name": step.name, "channel": step.channel},
+            "profile": "sample" if profile is None else "given",
+            "channels": [
+                {"channel": r.channel.value, "preview": r.preview, "content": r.content()} for r in rendered
+            ],
+        }
+
+    def test_send(self, caller: Caller, scenario_id: str, body: bytes) -> dict[str, Any]:
+        """One send step of a stored version rendered (as `preview`) and queued on its channel's send
+        queue as a test dispatch for the request's `to` only (`line:U...` or `email:...`), as
+        `cems scenario test-send` does: marked as a test, never counted in reports.
+
+        Exactly one audit entry per attempt, allowed, refused or failed (bad input, no such scenario):
+        it names the scenario, the step and the channel, never the recipient. The allowed entry is
+        written before the dispatch is queued, so a test send that cannot be recorded is not sent
+        (as the CLI does); a queue that then refuses it answers 503, and that entry stands for the
+        attempt (the log is append-only)."""
+        from cems.channels.registry import channels_of, plugin
+        from cems.scenario import test_send
+
+        step_id = _step_field(body)
+        detail: dict[str, str | int | bool] = {} if step_id is None else {"step": step_id}
+        self._allowed(caller, Permission.TEST_SEND, AuditAction.TEST_SEND, scenario_id, detail)
+        try:
+            request = _test_send_request(body)
+            stored = self._stored(caller, scenario_id, _version_field(request))
+            detail["version"] = stored.version
+            scenario = _as_stored(stored)
+            step = _send_step(scenario, request.get("step"))
+            recipient = _recipient(request.get("to"))
+            detail["channel"] = recipient.channel.value
+            if recipient.channel not in channels_of(step.channel):
+                offered = " / ".join(plugin(c).test_address_help for c in channels_of(step.channel))
+                message = (
+                    f"ステップ {step.id} はこのチャネルで送りません / step {step.id} sends on {offered} only"
+                )
+                raise ClientError(400, "wrong_channel", message, field="to")
+            profile, event = _profile_and_event(request)
+            try:
+                send = test_send.build_test_send(scenario, step.id, recipient, profile, event)
+            except ValueError as exc:
+                raise ClientError(400, "cannot_render", str(exc), field="step") from None
+            queue = self._queue_for(send.channel)
+        except ClientError:
+            self._record(caller, AuditAction.TEST_SEND, scenario_id, detail, AuditOutcome.FAILED)
+            raise
+        self._record(caller, AuditAction.TEST_SEND, scenario_id, detail)
+        try:
+            queue.send([send.body()])
+        except (ServiceUnavailable, ValueError):
+            message = "テスト送信を登録できませんでした / the test send could not be queued; try again"
+            raise ClientError(503, "not_queued", message, field="queue") from None
+        return {
+            "queued": True,
+            "scenario_id": scenario_id,
+            "version": stored.version,
+            "step": send.step_id,
+            "channel": send.channel.value,
+            "queue": plugin(send.channel).queue_resource,
+            "key": send.key,
+            "preview": send.preview,
+            "note": NEVER_COUNTED,
+        }
+
+    def _queue_for(self, channel: Channel) -> MessageQueue:
+        if self._send_queues is None and self._send_queues_factory is not None:
+            self._send_queues = self._send_queues_factory()
+        queue = None if self._send_queues is None else self._send_queues.get(channel)
+        if queue is None:
+            message = "テスト送信はここでは使えません / test sends are not configured here"
+            raise ClientError(503, "not_available", message, field="queue")
+        return queue
 
     def upload_report(self, caller: Caller, scenario_id: str) -> dict[str, Any]:
         """The loader's report on the scenario's last uploaded file: valid or not, with every error
@@ -405,6 +524,92 @@ class OperatorActions:
             raise ClientError(
                 400, "invalid_cursor", "the cursor is not one this log gave", field="cursor"
             ) from None
+
+
+def _test_send_request(body: bytes) -> dict[str, Any]:
+    """A preview's or test send's JSON object (400 naming the field for anything malformed)."""
+    if len(body) > MAX_TEST_SEND_BYTES:
+        raise ClientError(413, "too_large", "the body is too large", field="body", limit=MAX_TEST_SEND_BYTES)
+    return load_object(body or b"{}", max_depth=MAX_TEST_SEND_DEPTH)
+
+
+def _step_field(body: bytes) -> str | None:
+    """The step a request names, for its audit entry, read before anything is checked (the entry of
+    a refused or malformed attempt names it too, when there is one to name)."""
+    try:
+        step = _test_send_request(body).get("step")
+    except ClientError:
+        return None
+    # Whatever was typed, before it is known to be a step id: never personal data in an entry.
+    return withheld_if_personal(step[:128]) if isinstance(step, str) and step else None
+
+
+def _version_field(request: Mapping[str, Any]) -> str | None:
+    version = request.get("version")
+    if version is None or isinstance(version, str):
+        return version
+    if isinstance(version, int) and not isinstance(version, bool):
+        return str(version)
+    raise ClientError(400, "invalid_version", "version must be a positive whole number", field="version")
+
+
+def _as_stored(stored: ScenarioVersion) -> Scenario:
+    """The stored scenario with its stored version number, which is what the engine renders
+    `scenario.version` as (the file's own `version` field may say otherwise)."""
+    return stored.scenario.model_copy(update={"version": stored.version})
+
+
+def _send_step(scenario: Scenario, step_id: Any) -> SendStep:
+    from cems.scenario import test_send
+
+    if not isinstance(step_id, str) or not step_id:
+        sends = ", ".join(s.id for s in scenario.steps if isinstance(s, SendStep)) or "none"
+        message = f"送信ステップを指定してください / give the send step's id (send steps: {sends})"
+        raise ClientError(400, "step_required", message, field="step")
+    try:
+        return test_send.send_step(scenario, step_id)
+    except ValueError as exc:
+        raise ClientError(400, "not_a_send_step", str(exc), field="step") from None
+
+
+def _recipient(spec: Any) -> Recipient:
+    """The `to` of a test send; the refusal names the form, never the value given."""
+    from cems.scenario import test_send
+
+    if not isinstance(spec, str):
+        raise ClientError(400, "to_required", "宛先を指定してください / " + _to_help(), field="to")
+    try:
+        return test_send.parse_recipient(spec)
+    except ValueError as exc:
+        raise ClientError(400, "invalid_to", f"宛先が正しくありません / {exc}", field="to") from None
+
+
+def _to_help() -> str:
+    from cems.scenario.test_send import RECIPIENT_HELP
+
+    return RECIPIENT_HELP.replace("--to takes", "to takes")
+
+
+def _profile_and_event(request: Mapping[str, Any]) -> tuple[Profile | None, StoredEvent | None]:
+    """The request's `profile` (profile fields laid over the sample, as --profile-file) and `event`
+    (the trigger event, as --event-file), each None when not given. A stored customer's profile
+    cannot be named here: a content writer may see no customer data."""
+    from cems.scenario import test_send
+
+    profile = None
+    if request.get("profile") is not None:
+        try:
+            profile = test_send.profile_from_json(request["profile"])
+        except ValueError as exc:
+            raise ClientError(400, "invalid_profile", str(exc), field="profile") from None
+    event = None
+    if request.get("event") is not None:
+        customer_id = profile.customer_id if profile is not None else test_send.TEST_CUSTOMER
+        try:
+            event = test_send.event_from_json(request["event"], customer_id)
+        except ValueError as exc:
+            raise ClientError(400, "invalid_event", str(exc), field="event") from None
+    return profile, event
 
 
 def _drawn(scenario: Scenario, counts: dict[str, dict[str, int]] | None) -> str:

@@ -132,15 +132,7 @@ def build_test_send(
     who = profile or sample_profile()
     scope = step_scope(scenario, scenario.version, step, who, event)
     key = fresh_key(scenario.id, step.id)
-    send = SendContext(
-        key=key,
-        customer_id=who.customer_id,
-        scenario_id=scenario.id,
-        version=scenario.version,
-        step_id=step.id,
-        track_clicks=scenario.tracking.clicks,
-        track_opens=scenario.tracking.opens,
-    )
+    send = _send_context(scenario, step, who, key)
     try:
         message = render_step(to.channel, step, scope, send)
         dispatch = plugin(to.channel).test_message(message, send, step, to.address)
@@ -150,6 +142,70 @@ def build_test_send(
         raise ValueError(f"step {step.id} cannot be sent after rendering: {_errors(exc)}") from None
     preview = _preview(scenario, step, who, key, to.channel, message)
     return PreparedSend(to.channel, step.id, key, dispatch, preview)
+
+
+@dataclass(frozen=True)
+class RenderedContent:
+    """One channel's content of a send step, rendered as the engine renders it, for a preview."""
+
+    channel: Channel
+    message: Any  # the channel plugin's rendered message (LineDispatch, EmailMessage)
+    preview: str  # the plugin's one-line summary
+
+    def content(self) -> dict[str, Any]:
+        """What an operator reads: the message's content fields as JSON (the dispatch's bookkeeping
+        fields, its key and the sample customer, say nothing about the content)."""
+        dumped: dict[str, Any] = self.message.model_dump(mode="json")
+        fields = PREVIEW_FIELDS.get(self.channel)
+        return dumped if fields is None else {name: dumped.get(name) for name in fields}
+
+
+# The content fields of each channel's rendered message; a channel not listed shows the whole message.
+PREVIEW_FIELDS: Mapping[Channel, tuple[str, ...]] = {
+    Channel.LINE: ("messages", "notification_disabled"),
+    Channel.EMAIL: ("subject", "text", "html"),
+}
+
+
+def render_preview(
+    scenario: Scenario, step_id: str, profile: Profile | None = None, event: StoredEvent | None = None
+) -> list[RenderedContent]:
+    """`step_id` rendered on each channel it may send on (a `line_or_email` step: both, in order of
+    preference), with `profile` (default: the sample profile) and `event` as the trigger, exactly as
+    `build_test_send` renders it; nothing is queued. ValueError with a plain message when it cannot
+    be rendered (no such step, not a send step, a template the profile cannot fill)."""
+    step = _send_step(scenario, step_id)
+    who = profile or sample_profile()
+    scope = step_scope(scenario, scenario.version, step, who, event)
+    send = _send_context(scenario, step, who, fresh_key(scenario.id, step.id))
+    rendered = []
+    for channel in channels_of(step.channel):
+        try:
+            message = render_step(channel, step, scope, send)
+        except RenderError as exc:
+            raise ValueError(_render_failure(step.id, exc, event)) from None
+        except ValidationError as exc:
+            raise ValueError(f"step {step.id} cannot be sent after rendering: {_errors(exc)}") from None
+        rendered.append(RenderedContent(channel, message, plugin(channel).summary(message)))
+    return rendered
+
+
+def send_step(scenario: Scenario, step_id: str) -> SendStep:
+    """The send step `step_id` of `scenario`; ValueError naming its send steps when there is no such
+    step or it sends nothing."""
+    return _send_step(scenario, step_id)
+
+
+def _send_context(scenario: Scenario, step: SendStep, profile: Profile, key: str) -> SendContext:
+    return SendContext(
+        key=key,
+        customer_id=profile.customer_id,
+        scenario_id=scenario.id,
+        version=scenario.version,
+        step_id=step.id,
+        track_clicks=scenario.tracking.clicks,
+        track_opens=scenario.tracking.opens,
+    )
 
 
 def _send_step(scenario: Scenario, step_id: str) -> SendStep:
