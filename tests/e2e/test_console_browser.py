@@ -7,7 +7,9 @@ at all, the scenario designer a scenario's diagram and report, the admin unmasks
 erases. The scenario is uploaded twice, so the designer compares its two versions' diagrams side
 by side and reads the last upload's report; the analyst counts the audience of its document (the
 content writer has no audience panel). The analyst also sees the report's charts (the server's
-SVG), LINE's unmeasured figures as words. A wrong password shows the API's message and leaves a
+SVG), LINE's unmeasured figures as words. The content writer previews a send step (the rendered text,
+shown as text) and test-sends it to a staff LINE account, which the fake LINE API receives; the
+analyst has neither, and the server refuses both. A wrong password shows the API's message and leaves a
 `sign_in_failed` audit entry.
 A screenshot of each role's view is saved under test-artifacts/console/.
 """
@@ -49,6 +51,9 @@ SCENARIO_BUCKET = "scenariobucket"  # the local stack names buckets after their 
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 NOT_MEASURED = "計測なし / not measured"
 ROLES = ("admin", "scenario_designer", "content_writer", "analyst")
+STAFF_LINE_ID = "U" + "7e" * 16  # a staff member's own LINE account, for test sends
+STAFF_LINE = f"line:{STAFF_LINE_ID}"
+WELCOME = "茶寮みどりの公式アカウントを友だち追加いただき"  # the example's welcome step's text
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,23 @@ def call_api(chrome: webdriver.Chrome, path: str) -> tuple[int, str]:
     return int(answer[0]), str(answer[1])
 
 
+def post_api(chrome: webdriver.Chrome, path: str, body: dict[str, Any]) -> tuple[int, str]:
+    """A POST by the page's own JS with the signed-in operator's token (see `call_api`)."""
+    answer = chrome.execute_async_script(
+        """
+        const [path, body, done] = arguments;
+        const token = sessionStorage.getItem("cems_console_token");
+        fetch(path, {method: "POST", body: JSON.stringify(body),
+                     headers: {authorization: "Bearer " + token, "content-type": "application/json"}})
+          .then(async (r) => done([r.status, await r.text()]))
+          .catch((e) => done([0, String(e)]));
+        """,
+        path,
+        body,
+    )
+    return int(answer[0]), str(answer[1])
+
+
 def screenshot(chrome: webdriver.Chrome, name: str) -> None:
     chrome.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
@@ -492,6 +514,15 @@ def test_analyst_sees_customers_masked_and_the_server_refuses_unmasking(
     assert status == 403 and world.person.email not in answer
     status, answer = call_api(chrome, "/admin/console/audit")
     assert status == 403 and "entries" not in answer
+    # No preview or test send for the analyst: no form, and 403 from the server.
+    assert not shown(chrome, "test-send")
+    for route, body in (
+        ("preview", {"step": "welcome"}),
+        ("test-send", {"step": "welcome", "to": STAFF_LINE}),
+    ):
+        status, answer = post_api(chrome, f"/admin/console/scenarios/{SCENARIO_ID}/{route}", body)
+        assert status == 403 and json.loads(answer)["field"] == "test_send", answer
+        assert "茶寮" not in answer and "queued" not in answer
 
 
 def test_content_writer_sees_scenarios_but_no_customers(world: World, chrome: webdriver.Chrome) -> None:
@@ -510,6 +541,64 @@ def test_content_writer_sees_scenarios_but_no_customers(world: World, chrome: we
     status, answer = call_api(chrome, f"/admin/console/scenarios/{SCENARIO_ID}/report")
     assert status == 403 and "steps" not in answer and "<svg" not in answer
     assert not chrome.find_elements(By.CSS_SELECTOR, "#report figure.chart-card svg")
+
+
+def test_content_writer_previews_a_send_step_and_test_sends_it_to_a_staff_account(
+    world: World, chrome: webdriver.Chrome
+) -> None:
+    writer = world.operators["content_writer"]
+    sign_in(chrome, world, "content_writer")
+    open_scenario(chrome)
+    assert shown(chrome, "test-send")
+    form = chrome.find_element(By.ID, "test-send-form")
+    steps = Select(form.find_element(By.NAME, "step"))
+    wait(chrome).until(lambda _: len(steps.options) > 0)
+    # The active version's send steps only (welcome and the coupon; no wait, branch or menu step).
+    assert [o.get_attribute("value") for o in steps.options] == ["welcome", "first-coupon"]
+    steps.select_by_value("welcome")
+    chrome.find_element(By.ID, "preview-button").click()
+    card = wait(chrome).until(
+        expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, '#preview [data-channel="line"]'))
+    )
+    assert WELCOME in card.text and "Message 1" in card.text
+    assert "サンプル" in chrome.find_element(By.ID, "preview").text  # rendered with the sample profile
+    # As text: the message is a <pre>'s text, no markup was made from it.
+    assert card.find_elements(By.CSS_SELECTOR, '[data-part="line-message"] pre')
+    chrome.execute_script('document.getElementById("test-send").scrollIntoView()')
+    screenshot(chrome, "content_writer_preview")
+
+    # A recipient that is no LINE user id: the API's message, the field marked, nothing queued.
+    recipient = form.find_element(By.NAME, "to")
+    recipient.send_keys("line:U123")
+    chrome.find_element(By.ID, "test-send-button").click()
+    wait(chrome).until(expected_conditions.text_to_be_present_in_element((By.ID, "error"), "LINE user id"))
+    assert recipient.get_attribute("aria-invalid") == "true"
+
+    recipient.clear()
+    recipient.send_keys(STAFF_LINE)
+    chrome.find_element(By.ID, "test-send-button").click()
+    wait(chrome).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "test-send-result"), "LineSendQueue")
+    )
+    result = chrome.find_element(By.ID, "test-send-result").text
+    assert "test send queued on LineSendQueue" in result and "レポートに数えられません" in result
+    assert f"test#{SCENARIO_ID}#welcome#" in result and STAFF_LINE_ID not in result
+    chrome.execute_script('document.getElementById("test-send").scrollIntoView()')
+    screenshot(chrome, "content_writer_test_send")
+
+    # send_line pushes it to the staff account alone (the fake LINE API received it).
+    def received() -> list[dict[str, Any]]:
+        world.stack.drain()
+        return [m for m in world.stack.line_messages() if m.get("to") == STAFF_LINE_ID]
+
+    (pushed,) = eventually(received, "the test send on the fake LINE API")
+    assert WELCOME in json.dumps(pushed, ensure_ascii=False)
+    # One test_send entry per attempt (the malformed recipient's attempt failed, the other was allowed),
+    # naming the scenario, step and channel and never the staff account.
+    entries = [e for e in audit_entries(world.stack, writer) if e["action"]["S"] == "test_send"]
+    assert sorted(e["outcome"]["S"] for e in entries) == ["allowed", "failed"]
+    assert all(e["target"]["S"] == SCENARIO_ID for e in entries)
+    assert STAFF_LINE_ID not in json.dumps(entries)
 
 
 def test_scenario_designer_sees_the_diagram_and_the_report(world: World, chrome: webdriver.Chrome) -> None:

@@ -44,6 +44,11 @@
     user_remove: "ユーザー削除",
     ip_refused: "接続元拒否",
   };
+  const CHANNELS = {
+    line: "LINE",
+    email: "メール / Email",
+    line_or_email: "LINE またはメール / LINE or email",
+  };
   const OUTCOMES = { allowed: "許可 / allowed", refused: "拒否 / refused", failed: "失敗 / failed" };
   const STATES = { active: "配信中 / active", stopped: "停止 / stopped" };
   const JST = new Intl.DateTimeFormat("ja-JP", {
@@ -58,7 +63,10 @@
   // Answers to an earlier click are dropped when a later one was made meanwhile.
   let scenarioRequest = 0;
   let compareRequest = 0;
+  let testSendRequest = 0;
   let currentScenario = null;
+  // The version whose send steps the preview and test-send form lists (the active one).
+  let testSendVersion = null;
 
   // -- talking to the API -------------------------------------------------------------------------
 
@@ -140,15 +148,17 @@
     auditCursor = null;
     scenarioRequest += 1;
     compareRequest += 1;
+    testSendRequest += 1;
     currentScenario = null;
+    testSendVersion = null;
     for (const table of document.querySelectorAll("#console table")) {
       for (const tbody of table.tBodies) tbody.replaceChildren();
     }
     for (const id of ["diagram", "compare-left", "compare-right", "report-notes", "permissions",
-      "chart-lift", "chart-steps", "chart-channels", "chart-days"]) {
+      "chart-lift", "chart-steps", "chart-channels", "chart-days", "preview", "test-send-result"]) {
       $(id).replaceChildren();
     }
-    for (const id of ["compare-form", "audience-form"]) {
+    for (const id of ["compare-form", "audience-form", "test-send-form"]) {
       for (const select of $(id).querySelectorAll("select")) select.replaceChildren();
     }
     for (const id of ["operator-name", "operator-roles", "scenario-title", "report-summary",
@@ -159,11 +169,12 @@
     for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
       "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report",
       "upload-none", "upload-problems", "audience-result", "audience-problems", "report-channels",
-      "report-days"]) {
+      "report-days", "preview"]) {
       $(id).hidden = true;
     }
     $("customer-search").reset();
     $("audience-form").reset();
+    $("test-send-form").reset();
     applyPermissions();
   }
 
@@ -273,8 +284,13 @@
     $("scenario-detail").hidden = false;
     $("scenario-title").textContent = scenario.name
       ? `${scenario.name} (${scenario.scenario_id})` : scenario.scenario_id;
-    for (const id of ["diagram", "compare-left", "compare-right"]) $(id).replaceChildren();
-    for (const id of ["report", "versions", "compare", "upload-report"]) $(id).hidden = true;
+    for (const id of ["diagram", "compare-left", "compare-right", "preview", "test-send-result"]) {
+      $(id).replaceChildren();
+    }
+    for (const id of ["report", "versions", "compare", "upload-report", "preview"]) $(id).hidden = true;
+    testSendRequest += 1;
+    testSendVersion = null;
+    $("test-send-form").elements.step.replaceChildren();
     const id = encodeURIComponent(scenario.scenario_id);
     // The diagram, versions and upload report at once; each answer is dropped if another
     // scenario was opened meanwhile.
@@ -287,7 +303,10 @@
     if (request !== scenarioRequest) return;
     const svg = diagramSvg(diagram);
     if (svg) $("diagram").replaceChildren(svg);
-    if (versions.ok) renderVersions(versions.body); else fail(versions);
+    if (versions.ok) {
+      renderVersions(versions.body);
+      renderSendSteps(versions.body);
+    } else fail(versions);
     renderUploadReport(upload);
     if (!permissions.has("reports_view")) return;
     const report = await api(`/admin/console/scenarios/${id}/report`);
@@ -390,6 +409,158 @@
       if (svg) svg.dataset.version = version;
       $(`compare-${side}`).replaceChildren(...(svg ? [scopeIds(svg, `${side}-`)] : []));
     });
+  }
+
+  // -- preview and test send of a send step ----------------------------------------------------------
+  // The rendered content is the server's (the engine's own rendering) and is shown as text only: a
+  // mail's HTML part as its source, never as markup.
+
+  // The active version's send steps (the newest version's when none is active) in the step list.
+  function renderSendSteps(info) {
+    const versions = info.versions || [];
+    const chosen = versions.find((v) => v.version === info.active_version) || versions[versions.length - 1];
+    testSendVersion = chosen ? chosen.version : null;
+    const steps = (chosen && chosen.send_steps) || [];
+    $("test-send-form").elements.step.replaceChildren(...steps.map((step) => {
+      const option = document.createElement("option");
+      option.value = String(step.id);
+      const name = step.name ? `${step.name} (${step.id})` : String(step.id);
+      option.textContent = `${name}・${CHANNELS[step.channel] || display(step.channel)}`;
+      return option;
+    }));
+    for (const id of ["preview-button", "test-send-button"]) $(id).disabled = steps.length === 0;
+  }
+
+  function stepRequest() {
+    const request = { step: String($("test-send-form").elements.step.value || "") };
+    if (testSendVersion !== null) request.version = testSendVersion;
+    return request;
+  }
+
+  // The API's message, and the form field it names marked for the operator to fix.
+  function failField(answer) {
+    fail(answer);
+    const field = answer.body && answer.body.field;
+    const input = field ? $("test-send-form").elements.namedItem(field) : null;
+    if (input && input.setAttribute) {
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    }
+  }
+
+  function clearTestSend() {
+    clearMessages();
+    $("test-send-result").replaceChildren();
+    for (const input of $("test-send-form").elements) input.removeAttribute("aria-invalid");
+  }
+
+  // A labelled block of text: the label, then the text as it is (line breaks kept).
+  function textBlock(label, text, part) {
+    const block = document.createElement("div");
+    block.className = "preview-part";
+    if (part) block.dataset.part = part;
+    const title = document.createElement("p");
+    title.className = "preview-label";
+    title.textContent = label;
+    const pre = document.createElement("pre");
+    pre.textContent = isMissing(text) || text === "" ? "（なし / none）" : String(text);
+    block.append(title, pre);
+    return block;
+  }
+
+  function lineParts(content) {
+    const messages = content.messages || [];
+    const parts = messages.map((message, index) => {
+      const kind = display(message.type);
+      const label = `メッセージ ${index + 1} / Message ${index + 1}（${kind}）`;
+      // A text message shows its text; any other kind (image, flex, template) its JSON.
+      const text = typeof message.text === "string" ? message.text : JSON.stringify(message, null, 2);
+      return textBlock(label, text, "line-message");
+    });
+    if (content.notification_disabled) parts.push(detail("通知なしで届きます / delivered without a notification"));
+    return parts;
+  }
+
+  function emailParts(content) {
+    return [
+      textBlock("件名 / Subject", content.subject, "subject"),
+      textBlock("テキスト / Text part", content.text, "text"),
+      textBlock("HTML（ソース / source）", content.html, "html"),
+      detail("送信時に法定表示のフッターと配信停止リンクが付きます / the legal footer and the unsubscribe link are added when it is sent"),
+    ];
+  }
+
+  function renderPreview(preview) {
+    const step = preview.step || {};
+    const who = preview.profile === "sample" ? "サンプルのプロフィール / a sample profile" : "指定のプロフィール / the given profile";
+    const heading = detail(`v${display(preview.version)}・${display(step.name || step.id)} (${display(step.id)})・${who}`);
+    const cards = (preview.channels || []).map((rendered) => {
+      const card = document.createElement("section");
+      card.className = "preview-card";
+      card.dataset.channel = String(rendered.channel);
+      const title = document.createElement("h5");
+      title.textContent = CHANNELS[rendered.channel] || display(rendered.channel);
+      card.append(title);
+      const content = rendered.content || {};
+      if (rendered.channel === "line") card.append(...lineParts(content));
+      else if (rendered.channel === "email") card.append(...emailParts(content));
+      else card.append(textBlock("内容 / Content", JSON.stringify(content, null, 2)));
+      return card;
+    });
+    $("preview").replaceChildren(heading, ...cards);
+    $("preview").hidden = false;
+  }
+
+  async function previewStep(event) {
+    event.preventDefault();
+    clearTestSend();
+    if (!currentScenario) return;
+    const request = ++testSendRequest;
+    const path = `/admin/console/scenarios/${encodeURIComponent(currentScenario)}/preview`;
+    const answer = await api(path, { method: "POST", body: JSON.stringify(stepRequest()) });
+    if (request !== testSendRequest) return;
+    if (!answer.ok) {
+      $("preview").hidden = true;
+      return failField(answer);
+    }
+    renderPreview(answer.body);
+  }
+
+  async function testSend() {
+    clearTestSend();
+    if (!currentScenario) return;
+    const form = $("test-send-form");
+    const to = String(form.elements.to.value || "").trim();
+    if (!to) {
+      $("error").textContent = "宛先を入力してください / give a recipient: line:U… or email:…";
+      form.elements.to.setAttribute("aria-invalid", "true");
+      form.elements.to.focus();
+      return;
+    }
+    const request = ++testSendRequest;
+    const button = $("test-send-button");
+    button.disabled = true;
+    try {
+      const path = `/admin/console/scenarios/${encodeURIComponent(currentScenario)}/test-send`;
+      const answer = await api(path, { method: "POST", body: JSON.stringify({ ...stepRequest(), to }) });
+      if (request !== testSendRequest) return;
+      if (!answer.ok) return failField(answer);
+      const sent = answer.body;
+      // The answer never repeats the recipient; neither does the page.
+      $("test-send-result").replaceChildren(...[
+        `テスト送信を ${display(sent.queue)} に登録しました / test send queued on ${display(sent.queue)}`,
+        `ステップ / Step ${display(sent.step)}・${CHANNELS[sent.channel] || display(sent.channel)}・キー / Key ${display(sent.key)}`,
+        `内容 / Content: ${display(sent.preview)}`,
+        display(sent.note),
+      ].map((text) => {
+        const line = document.createElement("span");
+        line.className = "line";
+        line.textContent = text;
+        return line;
+      }));
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // The loader's report on the last upload: its summary and every error (and warning) at its path.
@@ -879,6 +1050,8 @@
     $("customer-search").addEventListener("submit", searchCustomers);
     $("compare-form").addEventListener("submit", compareVersions);
     $("audience-form").addEventListener("submit", countAudience);
+    $("test-send-form").addEventListener("submit", previewStep);
+    $("test-send-button").addEventListener("click", testSend);
     $("audience-form").elements.file.addEventListener("change", readAudienceFile);
     $("unmask").addEventListener("click", () => currentCustomer && openCustomer(currentCustomer, true));
     $("export").addEventListener("click", exportCustomer);
