@@ -24,6 +24,7 @@ from cems.scenario.test_send import (
     event_from_json,
     parse_recipient,
     profile_from_json,
+    render_preview,
     sample_profile,
 )
 from pydantic import ValidationError
@@ -264,6 +265,31 @@ def test_the_follow_mail_example_renders_with_the_sample_profile() -> None:
     assert isinstance(sent.dispatch, EmailDispatch)
     assert sent.dispatch.customer_id == TEST_CUSTOMER
     assert sent.dispatch.subject and sent.preview == sent.dispatch.subject[:40]
+
+
+# --- previews (the console's) -------------------------------------------------------------------------
+
+
+def test_a_preview_renders_each_channel_of_the_step_as_a_test_send_does() -> None:
+    event = event_from_json(ORDER, TEST_CUSTOMER)
+    line, mail = render_preview(scenario(), "either", event=event)
+    assert (line.channel, mail.channel) == ("line", "email")
+    sent = build_test_send(scenario(), "either", Recipient("line", LINE_ID), event=event)
+    assert isinstance(sent.dispatch, LineDispatch)
+    assert line.content() == {"messages": sent.dispatch.messages, "notification_disabled": False}
+    assert mail.content() == {"subject": "ご注文 A-1001", "text": "ありがとうございます", "html": None}
+    assert line.preview == sent.preview and mail.preview == "ご注文 A-1001"
+
+
+def test_a_preview_uses_the_given_profile_and_refuses_as_a_test_send_does() -> None:
+    (mail,) = render_preview(scenario(), "hello-mail", customer(last_name="佐藤"))
+    assert mail.content()["subject"] == "佐藤様へ新茶のご案内" and "<p>佐藤様</p>" in mail.content()["html"]
+    with pytest.raises(ValueError, match="needs-name cannot be rendered"):
+        render_preview(scenario(), "needs-name")
+    with pytest.raises(ValueError, match="not a send step"):
+        render_preview(scenario(), "wait-1")
+    with pytest.raises(ValueError, match="no step 'nope'"):
+        render_preview(scenario(), "nope")
 
 
 # --- rendering failures -------------------------------------------------------------------------------

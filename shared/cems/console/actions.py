@@ -398,7 +398,7 @@ class OperatorActions:
         try:
             rendered = test_send.render_preview(scenario, step.id, profile, event)
         except ValueError as exc:
-            raise ClientError(400, "cannot_render", str(exc), field="step") from None
+            raise _cannot_render(exc) from None
         return {
             "scenario_id": scenario_id,
             "version": stored.version,
@@ -443,7 +443,7 @@ class OperatorActions:
             try:
                 send = test_send.build_test_send(scenario, step.id, recipient, profile, event)
             except ValueError as exc:
-                raise ClientError(400, "cannot_render", str(exc), field="step") from None
+                raise _cannot_render(exc) from None
             queue = self._queue_for(send.channel)
         except ClientError:
             self._record(caller, AuditAction.TEST_SEND, scenario_id, detail, AuditOutcome.FAILED)
@@ -570,6 +570,13 @@ def _send_step(scenario: Scenario, step_id: Any) -> SendStep:
         return test_send.send_step(scenario, step_id)
     except ValueError as exc:
         raise ClientError(400, "not_a_send_step", str(exc), field="step") from None
+
+
+def _cannot_render(exc: ValueError) -> ClientError:
+    """A step the profile (or the missing trigger event) cannot fill: 400 on `step`, in the words of
+    the API rather than the CLI's options."""
+    message = str(exc).replace("--event-file", '"event"')
+    return ClientError(400, "cannot_render", message, field="step")
 
 
 def _recipient(spec: Any) -> Recipient:
