@@ -27,8 +27,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.engagement import pages
 from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult, visitor_network
-from cems.engagement.tokens import InvalidToken
+from cems.engagement.tokens import InvalidToken, is_short_code
 from cems.logs import function_logger
+from cems.ports import ServiceUnavailable
 from cems.responses import NOT_FOUND, error_response, json_response
 
 logger = function_logger()
@@ -52,9 +53,19 @@ def click(token: str) -> Response[Any]:
         # caller picks its User-Agent freely, so with it in the mark one caller could count a
         # click (and write a marker) per made-up header.
         http = app.current_event.raw_event.get("requestContext", {}).get("http", {})
-        verified, recorded = engagement.click(token, visitor=visitor_network(http.get("sourceIp")))
+        visitor = visitor_network(http.get("sourceIp"))
+        if is_short_code(token):
+            # A LINE text's short link: the stored token, then as a tap on the long link.
+            found = engagement.short_click(token, visitor=visitor)
+            if found is None:
+                return _unknown_link()
+            verified, recorded = found
+        else:
+            verified, recorded = engagement.click(token, visitor=visitor)
     except InvalidToken as error:
         return _invalid("click", error)
+    except ServiceUnavailable as error:
+        return _unavailable(error)
     _recorded("click", "LinkClicks", recorded)
     assert verified.url is not None
     return Response(302, None, "", {**pages.COMMON_HEADERS, "Location": pages.location(verified.url)})
@@ -186,6 +197,29 @@ def _invalid(action: str, error: InvalidToken) -> Response[Any]:
         "field": "token",
     }
     return json_response(400, body, _no_store())
+
+
+def _unknown_link() -> Response[Any]:
+    """A short link that finds nothing (never made, or deleted by its TTL): 404, and nowhere to go.
+    Never the code in the log or answer: it is as good as the link."""
+    metrics.add_metric("UnknownShortLinks", MetricUnit.Count, 1)
+    logger.info("unknown short link")
+    return _not_served(pages.LINK_NOT_FOUND, "unknown_link", "the link is unknown or has expired")
+
+
+def _unavailable(error: ServiceUnavailable) -> Response[Any]:
+    """The short link store did not answer: 503 with Retry-After (the visitor may tap again)."""
+    metrics.add_metric("ShortLinkLookupsFailed", MetricUnit.Count, 1)
+    logger.warning("short link not looked up", extra={"error": type(error.__cause__ or error).__name__})
+    return _not_served(pages.LINK_UNAVAILABLE, "unavailable", "the link could not be looked up; try again")
+
+
+def _not_served(page: pages.Page, code: str, message: str) -> Response[Any]:
+    headers = {"X-CEMS-Error": code, **({"Retry-After": "5"} if page.status == 503 else {})}
+    if pages.wants_html(app.current_event.headers.get("accept")):
+        return Response(page.status, pages.HTML, pages.render(page), {**pages.HTML_HEADERS, **headers})
+    body = {"success": False, "error": code, "code": code, "message": message, "field": "token"}
+    return json_response(page.status, body, {**_no_store(), **headers})
 
 
 @app.not_found

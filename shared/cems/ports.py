@@ -503,6 +503,23 @@ class LineDeliveryClaims(Protocol):
     ) -> None: ...
 
 
+class ShortLinkWriter(Protocol):
+    """Short links of LINE texts (cems.line.links): code -> the signed click token, until its expiry."""
+
+    def put(self, code: str, token: str, expires_at: int) -> bool:
+        """Store the link unless its code is stored already (True when written now; False: it was,
+        by an earlier attempt of the same dispatch, which is the same link). ServiceUnavailable when
+        it could not be written: the message must not go out with a link that finds nothing."""
+        ...
+
+
+class ShortLinkReader(Protocol):
+    def token(self, code: str) -> str | None:
+        """The signed click token stored under `code`, or None (never stored, or deleted by its TTL).
+        ServiceUnavailable when the store could not be read."""
+        ...
+
+
 class LineGateway(Protocol):
     """One push or multicast through the LINE Messaging API, classified; never raises for LINE's answers."""
 

@@ -102,39 +102,62 @@ def line_link_tracker(settings: Settings) -> LinkTracker:
     """Click-tracker URLs for the links of LINE dispatches (the tracking secret is read on the first
     link, not at init): a customer's own dispatch names the customer; a shared (multicast) one, made
     by the dispatch sink from identical content, names only the shared dispatch and its report cell
-    (cems.line.links.SharedLinkTracker)."""
+    (cems.line.links.SharedLinkTracker). URLs written in a text get the short form
+    (cems.line.links.ShortLinkTracker): a derived code the dispatch carries with its signed token,
+    which send_line stores before it calls LINE."""
     from cems import clock
     from cems.engagement.config import EngagementSettings
-    from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken, click_url, tracking_expiry
+    from cems.engagement.tokens import (
+        TokenKind,
+        TokenSigner,
+        TrackingToken,
+        click_url,
+        short_click_url,
+        tracking_expiry,
+    )
+    from cems.line.dispatch import ShortLink
+    from cems.line.links import ShortUrl
     from cems.scenario import engine
 
     engagement = settings.area(EngagementSettings)
     signer = TokenSigner(engagement.secret)
 
-    def token(dispatch: engine.Dispatch, dispatch_key: str, customer_id: str, url: str) -> str:
-        return click_url(
-            engagement.base_url,
-            signer,
-            TrackingToken(
-                kind=TokenKind.CLICK,
-                dispatch_key=dispatch_key,
-                customer_id=customer_id,
-                channel=dispatch.channel,
-                scenario_id=dispatch.scenario_id,
-                version=dispatch.version,
-                step_id=dispatch.step_id,
-                variant=dispatch.variant,
-                url=url,
-                expires_at=tracking_expiry(clock.now()),
-            ),
+    def token(dispatch: engine.Dispatch, dispatch_key: str, customer_id: str, url: str) -> TrackingToken:
+        return TrackingToken(
+            kind=TokenKind.CLICK,
+            dispatch_key=dispatch_key,
+            customer_id=customer_id,
+            channel=dispatch.channel,
+            scenario_id=dispatch.scenario_id,
+            version=dispatch.version,
+            step_id=dispatch.step_id,
+            variant=dispatch.variant,
+            url=url,
+            expires_at=tracking_expiry(clock.now()),
         )
 
     class ClickTracker:
         def __call__(self, dispatch: engine.Dispatch, url: str) -> str:
-            return token(dispatch, dispatch.key, dispatch.customer_id, url)
+            return click_url(
+                engagement.base_url, signer, token(dispatch, dispatch.key, dispatch.customer_id, url)
+            )
 
         def shared(self, dispatch: engine.Dispatch, dispatch_key: str, url: str) -> str:
-            return token(dispatch, dispatch_key, "", url)
+            return click_url(engagement.base_url, signer, token(dispatch, dispatch_key, "", url))
+
+        def short(self, dispatch: engine.Dispatch, dispatch_key: str | None, url: str) -> ShortUrl:
+            made = (
+                token(dispatch, dispatch.key, dispatch.customer_id, url)
+                if dispatch_key is None
+                else token(dispatch, dispatch_key, "", url)
+            )
+            code = signer.short_code(made)
+            assert made.expires_at is not None  # tracking_expiry: click tokens always carry one
+            return ShortUrl(
+                short_click_url(engagement.base_url, code),
+                code,
+                ShortLink(token=signer.sign(made), expires_at=made.expires_at),
+            )
 
     return ClickTracker()
 
@@ -336,6 +359,7 @@ def send_line(logger: Logger, settings: Settings | None = None) -> tuple[LineSen
     from cems.adapters.dynamodb.customers import CustomerStore
     from cems.adapters.dynamodb.line_deliveries import DeliveryStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.short_links import ShortLinkStore
     from cems.adapters.line_api import LineGateway
     from cems.adapters.sqs import QueueRetry
     from cems.line.api import load_client_modules, messaging_api
@@ -354,6 +378,8 @@ def send_line(logger: Logger, settings: Settings | None = None) -> tuple[LineSen
         LineGateway(lambda: messaging_api(line)),
         retry_base_seconds=line.retry_base_seconds,
         counters=ReportCounters(tables.journeys, dynamodb),
+        # The short links of texts (issue 13), stored before LINE is called.
+        short_links=ShortLinkStore(tables.deliveries, dynamodb),
     )
     return sender, QueueRetry(settings.queues.line_send, logger)
 
@@ -398,6 +424,7 @@ def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailS
 
 def _engagement(settings: Settings) -> Engagement:
     from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.short_links import ShortLinkStore
     from cems.adapters.dynamodb.suppression import SuppressionStore
     from cems.engagement.config import EngagementSettings
     from cems.engagement.engage import Engagement
@@ -414,6 +441,8 @@ def _engagement(settings: Settings) -> Engagement:
         stores.customers,
         ReportCounters(tables.journeys, dynamodb),
         SuppressionStore(tables.customers, dynamodb),
+        # Short links of LINE texts: one GetItem per tap on one (engage only; ses_events never asks).
+        ShortLinkStore(tables.deliveries, dynamodb),
     )
 
 

@@ -230,8 +230,9 @@ def local_stack() -> Iterator[LocalStackClient]:
 
 EMAIL_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 LINE_USER_ID = re.compile(r"\bU[0-9a-f]{32}\b")
-# Click, open, unsubscribe and confirm links carry a signed token after /r/, /o/, /u/ or /c/.
-TRACKING_PATH = re.compile(r"/[rouc]/[A-Za-z0-9_-]{20,}")
+# Click, open, unsubscribe and confirm links carry a signed token after /r/, /o/, /u/ or /c/; a LINE
+# text's short link a 16-character code after /r/, as good as the link.
+TRACKING_PATH = re.compile(r"/[rouc]/[A-Za-z0-9_-]{16,}")
 SECRETS = (
     LOCAL_CHANNEL_ACCESS_TOKEN,
     LOCAL_CHANNEL_SECRET,

@@ -34,6 +34,7 @@ from cems.line.deliveries import (
 )
 from cems.line.dispatch import LineMessage
 from cems.line.sender import CallResult, classify_error
+from cems.ports import ServiceUnavailable
 
 CLAIMABLE = frozenset({UnitStatus.RETRY, UnitStatus.DEFERRED})
 
@@ -208,3 +209,28 @@ class InMemoryLineGateway:
         self.accepted_keys.add(key)
         for user in to:
             self.received.setdefault(user, []).extend(messages)
+
+
+@dataclass
+class InMemoryShortLinks:
+    """Short links of LINE texts (ports.ShortLinkWriter and ShortLinkReader; the DynamoDB adapter
+    keeps the same contract: tests/integration/test_line_text_links.py): code -> (token, expiry),
+    written once; `writes` counts every put asked (a redo's refused ones too), `fail` makes puts
+    raise ServiceUnavailable."""
+
+    items: dict[str, tuple[str, int]] = field(default_factory=dict)
+    writes: int = 0
+    fail: bool = False
+
+    def put(self, code: str, token: str, expires_at: int) -> bool:
+        self.writes += 1
+        if self.fail:
+            raise ServiceUnavailable("short link not stored: ProvisionedThroughputExceededException")
+        if code in self.items:
+            return False
+        self.items[code] = (token, expires_at)
+        return True
+
+    def token(self, code: str) -> str | None:
+        item = self.items.get(code)
+        return item[0] if item else None

@@ -32,7 +32,7 @@ from cems.engagement.ses_events import DispatchTags, SesEvent
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.ingest import Ingestor
 from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust, address_hash
-from cems.ports import CounterPort, CustomerReader, SuppressionPort
+from cems.ports import CounterPort, CustomerReader, ShortLinkReader, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
 
 # The "site" engagement events are stored under (no write key: engage proves itself by the token's
@@ -139,7 +139,9 @@ class Engagement:
         customers: CustomerReader,
         counters: CounterPort,
         suppressions: SuppressionPort,
+        short_links: ShortLinkReader | None = None,
     ) -> None:
+        self.short_links = short_links
         self.signer = signer
         self.ingestor = ingestor
         self.customers = customers
@@ -168,6 +170,19 @@ class Engagement:
         if recorded.known and not token.test:
             recorded = self._count(recorded, token, Metric.CLICKED, f"clicked#{token.dispatch_key}")
         return token, recorded
+
+    def short_click(self, code: str, visitor: str | None = None) -> tuple[TrackingToken, Recorded] | None:
+        """A tap on a short link (`/r/<code>`, LINE text): the signed token stored under the code,
+        then exactly what a tap on the long link does (`click`: verified again, so the store alone
+        can redirect nowhere; counted once; past its expiry it leads on and counts nothing). None for
+        a code that is not stored (never made, or deleted by its TTL). Raises InvalidToken (a token
+        signed under a retired secret) and ServiceUnavailable (the store could not be read)."""
+        if self.short_links is None:
+            return None
+        value = self.short_links.token(code)
+        if value is None:
+            return None
+        return self.click(value, visitor)
 
     def _shared_click(self, token: TrackingToken, visitor: str | None) -> Recorded:
         """A click on a link of a shared (multicast) LINE dispatch: nobody is named, so no event is

@@ -147,6 +147,23 @@ INVALID = Page(
     "リンクが途中で切れているか、変更されています。メールのリンクをもう一度そのままお試しください。",
     "The link is cut short or was altered. Please try the link in the mail again, exactly as it is.",
 )
+# A short link (`/r/<code>`, LINE text) that finds nothing: never made, or past the time its clicks
+# were counted (its item is gone by TTL; the long links of buttons still lead on).
+LINK_NOT_FOUND = Page(
+    404,
+    "リンクが見つかりません",
+    "This link was not found",
+    "リンクの有効期限が切れているか、途中で切れています。お手数ですが、ショップのサイトから直接ご覧ください。",
+    "The link has expired or is cut short. Please visit the shop's site directly.",
+)
+# The click tracker could not look a short link up (its store did not answer): try again.
+LINK_UNAVAILABLE = Page(
+    503,
+    "ただいま混み合っています",
+    "Please try again",
+    "リンク先を確認できませんでした。少し時間をおいて、もう一度お試しください。",
+    "We could not look this link up just now. Please try again in a moment.",
+)
 
 # Double opt-in (cems.consent): the confirmation mail's link.
 CONFIRM_OPTIN = Page(

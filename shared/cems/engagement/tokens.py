@@ -14,6 +14,14 @@ no expiry (a mail read a year later still unsubscribes); click and open tokens c
 (TRACKING_LIFETIME), after which a click still goes to its signed destination but nothing is
 recorded; a confirmation token (double opt-in) expires after CONFIRMATION_LIFETIME, since consent
 must be fresh. The secret can be rotated to retire all.
+
+Short links (LINE text, issue 13): a URL written in a LINE text is shown to the customer, so the
+long signed token would make the message unreadable. There the link is `/r/<code>`: a code of
+SHORT_CODE_LENGTH base62 characters derived from the token's dispatch, customer and destination
+under the secret (`TokenSigner.short_code`), which the LINE sender stores with the signed token
+(cems.ports.ShortLinkWriter) before the message goes out and the click tracker looks up
+(ShortLinkReader). The code is a pointer, not a proof: what is followed is still the stored token,
+verified as a long link's is.
 """
 
 from __future__ import annotations
@@ -36,6 +44,17 @@ from cems.models import Channel
 
 # Prefixed to what is signed, so a MAC made for something else with the same secret never verifies.
 DOMAIN = b"cems-tracking-token-v1\x00"
+# The same for short link codes, so a code is never a token's MAC (nor the other way round).
+SHORT_DOMAIN = b"cems-short-link-v1\x00"
+# 16 base62 characters, 95 bits. Guessing: with a billion live links, one guess in 2**65 finds one
+# (API Gateway's throttling allows 100 a second). Collisions matter more: codes are derived, not
+# drawn, so a code taken by another link cannot be drawn again once the text is made; among 2**30
+# live links two collide with odds of about 2**-36 (12 characters, 71 bits, would be 2**-12).
+# Letters and digits only: LINE's linkifier ends a URL at none of them.
+SHORT_CODE_LENGTH = 16
+SHORT_CODE_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SHORT_CODE_PATTERN = rf"^[0-9A-Za-z]{{{SHORT_CODE_LENGTH}}}$"
+_SHORT_CODE = re.compile(SHORT_CODE_PATTERN)
 MAC_BYTES = 16  # 128 bits: plenty against forgery, and it keeps links short
 MAX_TOKEN_LENGTH = 4096
 MAX_URL_LENGTH = 2048
@@ -173,6 +192,23 @@ class TokenSigner:
         payload = _b64encode(json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         return f"{payload}.{_b64encode(self._mac(payload))}"
 
+    def short_code(self, token: TrackingToken) -> str:
+        """The short link code of a click token: HMAC-SHA256 under the secret of what names the link
+        (dispatch, customer, destination), in base62. Derived, not random, so the same link of the
+        same dispatch (a redone batch, a redelivered message) always gets the same code and its
+        stored item is written once; a push's links differ per customer (their dispatch keys do),
+        a multicast's are one per link of the shared dispatch. Not the expiry: a redo made a moment
+        later must find the same code."""
+        assert token.kind is TokenKind.CLICK and token.url is not None
+        named = json.dumps([token.dispatch_key, token.customer_id, token.url], ensure_ascii=False)
+        digest = hmac.new(self._secret(), SHORT_DOMAIN + named.encode("utf-8"), hashlib.sha256).digest()
+        number = int.from_bytes(digest, "big")  # 256 bits reduced to 62**16: no measurable bias
+        code = []
+        for _ in range(SHORT_CODE_LENGTH):
+            number, digit = divmod(number, len(SHORT_CODE_ALPHABET))
+            code.append(SHORT_CODE_ALPHABET[digit])
+        return "".join(code)
+
     def verify(self, value: str, kind: TokenKind) -> TrackingToken:
         """The token `value` stands for, if CEMS signed it and it is of `kind`; else InvalidToken."""
         if not value or len(value) > MAX_TOKEN_LENGTH or value.count(".") != 1:
@@ -228,13 +264,26 @@ def click_url(base_url: str, signer: TokenSigner, token: TrackingToken) -> str:
     return f"{base_url}/r/{signer.sign(token)}"
 
 
+def short_click_url(base_url: str, code: str) -> str:
+    """The short form of a click link (LINE text): `{base_url}/r/<code>`, resolved by a lookup."""
+    return f"{base_url}/r/{code}"
+
+
+def is_short_code(value: str) -> bool:
+    """Whether a `/r/` path parameter is a short link code rather than a signed token (a token always
+    holds a `.`, a code never)."""
+    return bool(_SHORT_CODE.match(value))
+
+
 # What click_url makes, by shape: `/r/` and a signed token (a payload of a JSON object, so `eyJ`, and a
-# 16-byte MAC, 22 base64url characters), nothing after it.
-_CLICK_PATH = re.compile(r"/r/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{22}")
+# 16-byte MAC, 22 base64url characters), nothing after it; or short_click_url's `/r/` and a code.
+_CLICK_PATH = re.compile(rf"/r/(?:eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{{22}}|[0-9A-Za-z]{{{SHORT_CODE_LENGTH}}})")
 
 
 def is_click_url(url: str) -> bool:
-    """Whether `url` looks like a click_url (a link already through a click tracker). Senders leave
+    """Whether `url` looks like a click_url or a short_click_url (a link already through a click
+    tracker; a shop page at `/r/` and exactly 16 letters and digits looks like one too, and stays as
+    written, uncounted, rather than risk a redirect wrapped in another). Senders leave
     such a link as it is: tracking it again would only wrap one redirect in another and count the
     click under the outer dispatch. Judged by shape, not by ENGAGE_BASE_URL, as the base may have
     changed since the link was made."""

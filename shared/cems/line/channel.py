@@ -7,7 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from cems.channels.plugin import ChannelPlugin, LinkTracker, SendContext
-from cems.line.dispatch import LineDispatch, LineMessage
+from cems.line.dispatch import LineDispatch, LineMessage, ShortLink
 from cems.models import Channel, ChannelState, LineEvent, Profile
 
 if TYPE_CHECKING:
@@ -64,15 +64,21 @@ def render(step: SendStep, scope: dict[str, Any], send: SendContext) -> LineDisp
 def queue_body(dispatch: Dispatch, links: LinkTracker | None) -> str:
     """The LINE dispatch for LineSendQueue; with a link tracker, its http(s) links go through the
     click tracker unless the scenario turned click tracking off."""
-    from cems.line.links import track_links
+    from cems.line.links import carried, text_tracker, track_links
 
     line: LineDispatch = dispatch.messages[Channel.LINE]
     if links is not None and dispatch.track_clicks:
         tracked = partial(links, dispatch)
+        made: dict[str, ShortLink] = {}
+        in_text = text_tracker(links, dispatch, None, made)
+        messages = track_links(line.messages, tracked, in_text)
+        personalised = {c: track_links(m, tracked, in_text) for c, m in line.personalised.items()}
         line = line.model_copy(
             update={
-                "messages": track_links(line.messages, tracked),
-                "personalised": {c: track_links(m, tracked) for c, m in line.personalised.items()},
+                "messages": messages,
+                "personalised": personalised,
+                # What the sender stores before it calls LINE (the texts' short links).
+                "short_links": carried(made, messages, *personalised.values()),
             }
         )
     return line.to_sqs_body()

@@ -24,6 +24,19 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, stri
 # A LINE user id as the Messaging API gives it: `U` and 32 lowercase hex digits.
 LineUserId = Annotated[str, StringConstraints(pattern=r"^U[0-9a-f]{32}$")]
 LineMessage = dict[str, Any]
+# A short link's code (cems.engagement.tokens.SHORT_CODE_PATTERN, written out: this module is read by
+# every function that queues or sends LINE, and the tokens module is not needed to check a pattern).
+ShortCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{16}$")]
+
+
+class ShortLink(BaseModel):
+    """What a short link in a text stands for (cems.line.links, issue 13): the signed click token
+    the click tracker follows, and when it stops being a click (its TTL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]  # tokens.MAX_TOKEN_LENGTH
+    expires_at: int = Field(ge=0)  # Unix seconds, the token's own expiry
 
 
 def validate_line_message(message: Any) -> LineMessage:
@@ -92,6 +105,10 @@ class LineDispatch(BaseModel):
     # that content, and the sender adds them to the plan rather than leave them out (a redone
     # broadcast page that found a profile created in its key range since the first attempt).
     sole_chunk: bool = False
+    # The short links the texts of `messages` and `personalised` carry (code -> what it stands for):
+    # the sender stores them before LINE is called, so a tap never finds its code missing. Made
+    # with the messages (cems.line.links), so a redelivered body stores the very same items.
+    short_links: dict[ShortCode, ShortLink] = Field(default_factory=dict)
 
     @field_validator("messages", mode="before")
     @classmethod

@@ -5,7 +5,8 @@ What is rewritten:
 - every `uri` action (buttons, carousels, confirm templates, flex bubbles, quick replies, rich
   messages) and every imagemap `uri` action's `linkUri`, when it is http or https;
 - every http(s) URL written in the `text` of a `text` or `textV2` message (LINE's chat turns such a
-  URL into a link, so it is clicked like a button and must count like one).
+  URL into a link, so it is clicked like a button and must count like one), in the short form
+  (`/r/<code>`, ShortLinkTracker) when the tracker makes one, so the text stays readable.
 
 What is not: `tel:`/`line:` and other schemes; `altUri` (the desktop variant of an action, rarely
 used; it keeps pointing at the original page); text that LINE does not turn into links or that is
@@ -22,13 +23,14 @@ such a URL percent-encoded.
 
 Three limits of the text form:
 
-- Length. A tracked URL is about 250 characters longer than the page's own (a signed, self-contained
-  token: no store is asked at click time; there is no short form). A text may be at most 5,000
-  characters, counted by LINE in UTF-16 code units. Text URLs are tracked from the first on while
-  the text stays within the limit; the first that would pass it, and every one after it, stays as
-  written (untracked: its clicks are not counted, but the message is sent as the author wrote it,
-  never refused for a limit it met). Clicks are counted once per dispatch, so the first links
-  (usually the one the message is about) matter most.
+- Length. A URL in a text is tracked in its short form when the tracker has one
+  (ShortLinkTracker: `{engage}/r/<16-character code>`, about 45 characters, usually shorter than the
+  shop's own URL); else, or in a `uri` action, it is the long signed token (about 250 characters
+  longer than the page's URL). A text may be at most 5,000 characters, counted by LINE in UTF-16 code
+  units. Text URLs are tracked from the first on while the text stays within the limit; the first
+  that would pass it, and every one after it, stays as written (untracked: its clicks are not
+  counted, but the message is sent as the author wrote it, never refused for a limit it met). With
+  short links this bites only a text already at the limit whose URLs are shorter than a short link.
 - LINE emoji. A `text` message's `emojis[].index` is the position of its `$` placeholder in UTF-16
   code units; each index after a rewritten URL moves by what the URL grew. A `$` placeholder ends a
   URL before it. When an index does not point at a `$` (content LINE itself would refuse), the
@@ -43,10 +45,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from cems.engagement.tokens import is_click_url, trackable_url
-from cems.line.dispatch import MAX_TEXT_LENGTH
+from cems.line.dispatch import MAX_TEXT_LENGTH, ShortLink
 
 if TYPE_CHECKING:
     from cems.scenario.engine import Dispatch
@@ -75,10 +77,62 @@ class SharedLinkTracker(Protocol):
         ...
 
 
-def track_links(messages: list[dict[str, Any]], tracked_url: Callable[[str], str]) -> list[dict[str, Any]]:
-    """A copy of `messages` with each http(s) action URI and each http(s) URL in a text message's
-    text replaced by `tracked_url(url)` (see the module's docstring for what is left as written)."""
-    return [_track_text(_rewrite(message, tracked_url), tracked_url) for message in messages]
+class ShortUrl(NamedTuple):
+    """A text URL's short tracked form: the URL written into the text, its code, and what the sender
+    stores under the code."""
+
+    url: str
+    code: str
+    link: ShortLink
+
+
+@runtime_checkable
+class ShortLinkTracker(Protocol):
+    """A click tracker that also makes short links, for URLs shown in a text (the customer reads
+    them): `/r/<code>`, resolved by a lookup of what the sender stored. `uri` actions keep the long
+    signed form: nobody reads it behind a button, and it needs no store at send or click time."""
+
+    def __call__(self, dispatch: Dispatch, url: str) -> str: ...
+
+    def short(self, dispatch: Dispatch, dispatch_key: str | None, url: str) -> ShortUrl:
+        """The short link of `url` in `dispatch` (the customer's own), or, with `dispatch_key`, in
+        the shared dispatch of that key made from `dispatch`'s content (naming no customer)."""
+        ...
+
+
+def text_tracker(
+    links: Any, dispatch: Dispatch, dispatch_key: str | None, made: dict[str, ShortLink]
+) -> Callable[[str], str] | None:
+    """The tracker of text URLs for `track_links`: short links, each put in `made` (code -> link)
+    for the dispatch to carry to its sender; None when `links` makes none (the long form then)."""
+    if not isinstance(links, ShortLinkTracker):
+        return None
+
+    def short(url: str) -> str:
+        link = links.short(dispatch, dispatch_key, url)
+        made[link.code] = link.link
+        return link.url
+
+    return short
+
+
+def carried(made: dict[str, ShortLink], *contents: list[dict[str, Any]]) -> dict[str, ShortLink]:
+    """The short links of `made` that the texts of `contents` hold: a URL the length rule left as
+    written had its link made but not used, and nothing is stored for it."""
+    texts = [m["text"] for messages in contents for m in messages if isinstance(m.get("text"), str)]
+    return {code: link for code, link in made.items() if any(f"/r/{code}" in text for text in texts)}
+
+
+def track_links(
+    messages: list[dict[str, Any]],
+    tracked_url: Callable[[str], str],
+    text_url: Callable[[str], str] | None = None,
+) -> list[dict[str, Any]]:
+    """A copy of `messages` with each http(s) action URI replaced by `tracked_url(url)` and each
+    http(s) URL in a text message's text by `text_url(url)` (`tracked_url` without one); see the
+    module's docstring for what is left as written."""
+    in_text = text_url or tracked_url
+    return [_track_text(_rewrite(message, tracked_url), in_text) for message in messages]
 
 
 def _rewrite(value: Any, tracked_url: Callable[[str], str]) -> Any:

@@ -48,8 +48,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from cems.channels.registry import plugin
-from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch
-from cems.line.links import SharedLinkTracker, has_tracked_links, track_links
+from cems.line.dispatch import MAX_MULTICAST_RECIPIENTS, LineDispatch, ShortLink
+from cems.line.links import SharedLinkTracker, carried, has_tracked_links, text_tracker, track_links
 from cems.models import Channel
 
 if TYPE_CHECKING:
@@ -190,7 +190,11 @@ def queue_bodies(
             line = shared_dispatch(dispatches, share)
             if isinstance(links, SharedLinkTracker) and first.track_clicks:
                 tracked = partial(links.shared, first, share.key)
-                line = line.model_copy(update={"messages": track_links(line.messages, tracked)})
+                # Text URLs as the shared dispatch's short links: one stored item per link of the
+                # shared dispatch, whatever the number of recipients.
+                made: dict[str, ShortLink] = {}
+                messages = track_links(line.messages, tracked, text_tracker(links, first, share.key, made))
+                line = line.model_copy(update={"messages": messages, "short_links": carried(made, messages)})
             body = line.to_sqs_body()
         out.append(Queued(first.channel, body, share.positions))
     return out

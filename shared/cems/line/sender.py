@@ -82,6 +82,7 @@ from cems.ports import (
     LineDeliveryClaims,
     LineGateway,
     ServiceUnavailable,
+    ShortLinkWriter,
 )
 from cems.reports.counters import Metric, ReportCell
 
@@ -150,6 +151,8 @@ class DispatchReport:
     content_mismatch: bool = False
     # Recipients this attempt added to the frozen plan (a sole chunk naming customers it never had).
     added_to_plan: int = 0
+    # Short links of the dispatch's texts this attempt stored (0 when an earlier attempt had).
+    short_links_stored: int = 0
     failure_reasons: list[str] = field(default_factory=list)
     retry_after: int | None = None
 
@@ -347,8 +350,10 @@ class LineSender:
         retry_base_seconds: float = RETRY_BASE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
         counters: CounterPort | None = None,
+        short_links: ShortLinkWriter | None = None,
     ) -> None:
         self.counters = counters
+        self.short_links = short_links
         self.customers = customers
         self.deliveries = deliveries
         self.gateway = gateway
@@ -417,11 +422,31 @@ class LineSender:
             unread = [c for u in pending for c in u.customer_ids if profiles is None or c not in profiles]
             if unread or profiles is None:
                 profiles = {**(profiles or {}), **self._profiles(unread)}
+        if pending and not self._store_short_links(dispatch, report, receive_count):
+            return report
         for unit in pending:
             assert profiles is not None
             earlier = state.units.get(unit.unit_id)
             self._send_unit(dispatch, plan, unit, profiles, report, receive_count, remaining_ms, earlier)
         return report
+
+    def _store_short_links(self, dispatch: LineDispatch, report: DispatchReport, receive_count: int) -> bool:
+        """The short links the dispatch's texts carry, stored before any unit calls LINE, so no tap
+        finds its code missing: one conditional PutItem per link, on every attempt that still has a
+        unit to send (an attempt after a retry finds them stored and changes nothing). False when
+        one could not be written: nothing is sent, and the dispatch comes back."""
+        if not dispatch.short_links or self.short_links is None:
+            return True
+        try:
+            for code, link in dispatch.short_links.items():
+                report.short_links_stored += self.short_links.put(code, link.token, link.expires_at)
+        except ServiceUnavailable as exc:
+            error = type(exc.__cause__ or exc).__name__
+            # A count and the error type only: a code is as good as the link it stands for.
+            logger.warning("short links not stored; dispatch not sent", extra={"error": error})
+            report.later(self._backoff(receive_count))
+            return False
+        return True
 
     def _extend(
         self,

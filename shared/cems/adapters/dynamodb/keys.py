@@ -28,6 +28,7 @@ Deliveries table (pk, sk):
   DISPATCH#<idempotency key> / PLAN | RCPT#<customer>            a LINE dispatch's plan, outcomes
   DISPATCH#<idempotency key> / <claim sort key>                    a delivery claim (claim_key):
       UNIT#<unit id> (LINE), EMAIL (email), CLAIM#<channel>#<unit> (any channel added later)
+  LINK#<code> / LINK        a short link of a LINE text (cems.line.links): the signed click token, TTL
 Audit table (pk, sk):
   AUDIT#<yyyy-mm-dd, UTC> / <ISO time>#<audit id>   an operator's audited action (cems.audit)
 """
@@ -77,6 +78,8 @@ UNIT_PREFIX = "UNIT#"
 RECIPIENT_PREFIX = "RCPT#"
 EMAIL_SK = "EMAIL"
 CLAIM_PREFIX = "CLAIM#"
+SHORT_LINK_PREFIX = "LINK#"
+SHORT_LINK_SK = "LINK"
 AUDIT_PREFIX = "AUDIT#"
 
 KEY_LITERALS = frozenset(
@@ -115,6 +118,8 @@ KEY_LITERALS = frozenset(
         RECIPIENT_PREFIX,
         EMAIL_SK,
         CLAIM_PREFIX,
+        SHORT_LINK_PREFIX,
+        SHORT_LINK_SK,
         AUDIT_PREFIX,
     }
 )
@@ -380,6 +385,11 @@ def claim_key(channel: str, idempotency_key: str, unit: str) -> Key:
     if channel == "email":
         return dispatch_key(idempotency_key, EMAIL_SK)
     return dispatch_key(idempotency_key, f"{CLAIM_PREFIX}{channel}#{unit}")
+
+
+def short_link_key(code: str) -> Key:
+    """A short link's item: one partition per code, so the click tracker's lookup is one GetItem."""
+    return {"pk": {"S": f"{SHORT_LINK_PREFIX}{code}"}, "sk": {"S": SHORT_LINK_SK}}
 
 
 def audit_day_pk(day: date) -> str:
