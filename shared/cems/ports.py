@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         ScenarioSummary,
         ScenarioVersion,
     )
+    from cems.scenario.timers import Timer
     from cems.writes import CommitOutcome, WriteBatch
 
 
@@ -244,7 +245,12 @@ class EnrolmentStorePort(EnrolmentReads, Protocol):
 
     def create(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
     def save(self, enrolment: Enrolment, at: datetime | None = None) -> Enrolment | None: ...
-    def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]: ...
+    def iter_due(
+        self, now: datetime, page_size: int = 100, after: datetime | None = None
+    ) -> Iterator[DueKey]:
+        """The due index's items due at or before `now`; with `after`, only those due later than it."""
+        ...
+
     def schedule(self, customer_id: str, scenario_id: str) -> DateSchedule | None: ...
     def schedules_many(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DateSchedule]:
         """The pending date entries of these (customer, scenario) pairs that exist, read in batches."""
@@ -590,6 +596,13 @@ class MessageQueue(Protocol):
     """A queue a rule puts messages on (SQS). Raises ServiceUnavailable when any was not taken."""
 
     def send(self, bodies: Sequence[str]) -> None: ...
+
+
+class TimerQueue(Protocol):
+    """Where timers wait until their items' due time (SQS, a delay per message: cems.scenario.timers).
+    Raises ServiceUnavailable when any was not taken (the tick still finds its item when due)."""
+
+    def start(self, timers: Sequence[Timer]) -> None: ...
 
 
 class SqsSender(Protocol):

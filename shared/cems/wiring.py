@@ -169,6 +169,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.line_rich_menus import LineRichMenus
+    from cems.adapters.sqs import SqsTimerQueue
     from cems.adapters.sqs_dispatch import QueueDispatchSink
     from cems.channels.registry import plugins
     from cems.line.config import LineSettings
@@ -197,6 +198,9 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
         limits=FrequencyCaps.model_validate(caps),
         rich_menus=LineRichMenus(settings.area(LineSettings)),
         counters=ReportCounters(table, dynamodb),
+        # Only where TIMER_QUEUE_URL is set (trigger, tick, timer): elsewhere the tick's look-ahead,
+        # or the tick itself, finds what a journey written there waits for.
+        timers=SqsTimerQueue(sqs, settings.queues.timer) if settings.queues.timer else None,
     )
 
 
@@ -308,6 +312,12 @@ def tick(settings: Settings | None = None) -> tuple[ScenarioRunner, BroadcastSta
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
     return runner(dynamodb, sqs, settings), broadcast_starter(dynamodb, sqs, settings)
+
+
+def timer(settings: Settings | None = None) -> ScenarioRunner:
+    """The runner, with the timer queue (an early timer is sent again for the rest of its wait)."""
+    settings = _settings(settings)
+    return runner(_dynamodb(), _sqs(), settings)
 
 
 def scenario_upkeep(settings: Settings | None = None) -> ScenarioUpkeep:

@@ -180,19 +180,25 @@ class InMemoryEnrolmentStore(Generic[E]):
             self.enrolments[key] = stored
         return stored
 
-    def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]:
-        """Every enrolment and schedule due at or before `now`, earliest first. Taken as one snapshot:
-        the runner writes what it advances while it iterates."""
+    def iter_due(
+        self, now: datetime, page_size: int = 100, after: datetime | None = None
+    ) -> Iterator[DueKey]:
+        """Every enrolment and schedule due at or before `now` (and later than `after`, if given),
+        earliest first. Taken as one snapshot: the runner writes what it advances while it iterates."""
+
+        def listed(due_at: datetime) -> bool:
+            return due_at <= now and (after is None or due_at > after)
+
         with self._lock:
             due = [
                 DueKey(cid, sid, e.due_at)  # type: ignore[attr-defined]
                 for (cid, sid), e in self.enrolments.items()
-                if getattr(e, "due_at", None) is not None and e.due_at <= now  # type: ignore[attr-defined]
+                if getattr(e, "due_at", None) is not None and listed(e.due_at)  # type: ignore[attr-defined]
             ]
             due += [
                 DueKey(s.customer_id, s.scenario_id, s.due_at, kind="date")
                 for s in self.schedules.values()
-                if s.due_at <= now
+                if listed(s.due_at)
             ]
         yield from sorted(due, key=lambda k: (k.due_at, k.customer_id, k.scenario_id, k.kind))
 

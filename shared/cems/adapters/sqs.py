@@ -1,5 +1,5 @@
-"""SQS adapters: a queue to send to, and for the SQS-fed senders (send_line, send_email) a record that
-must be tried again later.
+"""SQS adapters: a queue to send to, the timer queue (timers delayed until their due time), and for the
+SQS-fed senders (send_line, send_email) a record that must be tried again later.
 
 Lambda's SQS integration retries a batch item failure after the queue's visibility time-out; a
 sender that knows better (LINE's Retry-After, SES throttling backoff, a monthly limit) sets the
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cems import clock
 from cems.adapters import aws
 from cems.ports import ServiceUnavailable
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from mypy_boto3_sqs import SQSClient
+
+    from cems.scenario.timers import Timer
 
 
 # SendMessageBatch takes at most ten messages.
@@ -114,3 +117,32 @@ class SqsQueue:
                 raise ServiceUnavailable(f"messages not enqueued: {type(exc).__name__}") from exc
             if answer.get("Failed"):
                 raise ServiceUnavailable(f"{len(answer['Failed'])} messages not enqueued")
+
+
+class SqsTimerQueue:
+    """The timer queue (ports.TimerQueue): each timer a message delayed until its due time, sent ten
+    to a SendMessageBatch. The delay is taken from the clock when each batch goes out, so time spent
+    before sending (a long look-ahead) makes no timer late."""
+
+    def __init__(self, sqs: SQSClient, queue_url: str) -> None:
+        if not queue_url:
+            raise ValueError("TIMER_QUEUE_URL is not set")
+        self.sqs = sqs
+        self.queue_url = queue_url
+
+    def start(self, timers: Sequence[Timer]) -> None:
+        for begin in range(0, len(timers), SQS_BATCH):
+            chunk = timers[begin : begin + SQS_BATCH]
+            now = clock.now()
+            try:
+                answer = self.sqs.send_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": str(i), "MessageBody": timer.body(), "DelaySeconds": timer.delay_seconds(now)}
+                        for i, timer in enumerate(chunk)
+                    ],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                raise ServiceUnavailable(f"timers not enqueued: {type(exc).__name__}") from exc
+            if answer.get("Failed"):
+                raise ServiceUnavailable(f"{len(answer['Failed'])} timers not enqueued")

@@ -22,6 +22,11 @@ between taking the caps and writing finds its own take allowed, not in the way (
 not decided "capped" though its message went out). A lost write keeps its keyed takes: its sends
 are enqueued, and go out once (`_lost_write_caps`).
 
+Timers (issue 13, cems.scenario.timers): `tick` first starts a timer for each item due within the
+look-ahead, and every write of a journey due that soon starts one; `on_timer` advances its one item
+at its moment through the same per-journey path as the tick (a consistent read, the conditional
+write), so a timer and a tick, or two timers, racing over one journey advance it once.
+
 Traits (`set_trait`) and rich menus (`rich_menu`) are applied only *after* the enrolment's write
 succeeded, by the one writer that won: a loser never applies anything, so two racing decisions
 (whose rendered trait values or menus may differ) never both land. The cost is at most once: if the
@@ -32,13 +37,14 @@ same value again (a replay) is harmless: a trait is set, not added to; a menu li
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
@@ -57,6 +63,7 @@ from cems.ports import (
     RichMenuLinker,
     ScenarioReader,
     ServiceUnavailable,
+    TimerQueue,
 )
 from cems.reports.counters import Metric, ReportCell
 from cems.scenario.engine import (
@@ -79,13 +86,18 @@ from cems.scenario.entrance import Customer as _Customer
 from cems.scenario.entrance import Entrance, PageEntries
 from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
 from cems.scenario.records import CapCounts, DateSchedule, DueKey, ScenarioSummary
+from cems.scenario.timers import LOOK_AHEAD, Timer, TimerOutcome, within_look_ahead
 from cems.scenario.timing import date_trigger_due
 
 log = logging.getLogger("cems.scenario")
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Due keys a tick decides on reads made together (a BatchGetItem reads up to 100 keys).
 TICK_BATCH = 100
+# Timers a tick hands the timer queue at a time (the adapter sends them ten to a request).
+TIMER_BATCH = 100
 # A cap refusal means another send took the last one in between: deciding again with fresh counts
 # skips or defers the send, so a second attempt settles it; the third is a safety margin.
 MAX_CAP_ATTEMPTS = 3
@@ -105,6 +117,7 @@ RUN_METRICS = {
     "rich_menus_linked": "ScenarioRichMenusLinked",
     "rich_menu_failures": "ScenarioRichMenuFailures",
     "conflicts": "ScenarioWriteConflicts",
+    "timers": "ScenarioTimersStarted",
 }
 
 
@@ -126,6 +139,8 @@ class RunReport:
     lost: int = 0  # changes given up after a second lost race (the winner carried on)
     due: int = 0
     scheduled: int = 0  # date trigger entries scheduled or moved (DATE# items in the due index)
+    timers: int = 0  # timers started: the tick's look-ahead, and journeys written due within it
+    timer_failures: int = 0  # look-ahead timers the queue refused (the tick finds their items when due)
     missing: list[str] = field(default_factory=list)  # e.g. "profile", "version"
 
     def log_fields(self) -> dict[str, Any]:
@@ -175,6 +190,23 @@ class _PageDecision:
         return [entered, self.result] if self.result.changed else [entered]
 
 
+def _sends_timers(
+    method: Callable[Concatenate[ScenarioRunner, P], R],
+) -> Callable[Concatenate[ScenarioRunner, P], R]:
+    """A runner entry point that starts, when it ends (however it ends), the timers of the journeys
+    it wrote: one SendMessageBatch for many, and none left behind for a later call of this
+    long-lived runner to send late."""
+
+    @functools.wraps(method)
+    def sending(self: ScenarioRunner, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._flush_timers()
+
+    return sending
+
+
 class ScenarioRunner:
     def __init__(
         self,
@@ -187,8 +219,13 @@ class ScenarioRunner:
         limits: FrequencyCaps | None = None,
         rich_menus: RichMenuLinker | None = None,
         counters: CounterPort | None = None,
+        timers: TimerQueue | None = None,
     ) -> None:
         self.scenarios = scenarios
+        # None: no timers (every due journey waits for the tick, as before issue 13).
+        self.timers = timers
+        # Timers of journeys written in this call, started when the call ends (see _sends_timers).
+        self._pending_timers: list[Timer] = []
         self.counters = counters
         self.enrolments = enrolments
         self.caps = caps
@@ -213,6 +250,7 @@ class ScenarioRunner:
 
     # -- trigger --------------------------------------------------------------------------------------
 
+    @_sends_timers
     def on_stored_event(self, event: StoredEvent, now: datetime | None = None) -> RunReport:
         now = now or clock.now()
         report = RunReport(events=1)
@@ -340,9 +378,14 @@ class ScenarioRunner:
         what a lost race or a refused cap needs fresh, one by one, as before. Writes stay one
         conditional write per journey (a journey's revision is what keeps its sends once), and so do
         its report counts (a few per journey, each under the journey's own `once` name, which a
-        tick redone after a crash must find again: a batch of a tick is not the same set twice)."""
+        tick redone after a crash must find again: a batch of a tick is not the same set twice).
+
+        Before the due work, the look-ahead: a timer for every item due within LOOK_AHEAD, so those
+        fire on their second rather than at the next tick (first, so a long due pass delays none)."""
         now = now or clock.now()
         report = RunReport()
+        if self.timers is not None:
+            self._look_ahead(self.timers, now, report)
         for batch in _batched(self.enrolments.iter_due(now), TICK_BATCH):
             report.due += len(batch)
             dates = [key for key in batch if key.kind == "date"]
@@ -351,7 +394,85 @@ class ScenarioRunner:
             due = [key for key in batch if key.kind != "date"]
             if due:
                 self._due_batch(due, now, report)
+            # The timers of journeys this batch left due within the look-ahead, now rather than at
+            # the end of a long tick.
+            self._flush_timers()
         return report
+
+    def _look_ahead(self, timers: TimerQueue, now: datetime, report: RunReport) -> None:
+        """A timer for each item of the due index due in (now, now + LOOK_AHEAD]: one more Query per
+        shard (the range after `now`); what is due by `now` is the due pass's. A queue that refuses
+        ends the look-ahead: the due pass, and the next ticks, still find those items when due."""
+        ahead = self.enrolments.iter_due(now + LOOK_AHEAD, after=now)
+        for keys in _batched(ahead, TIMER_BATCH):
+            batch = [Timer.of(k.customer_id, k.scenario_id, k.due_at, k.kind) for k in keys]
+            try:
+                timers.start(batch)
+            except ServiceUnavailable as exc:
+                report.timer_failures += len(batch)
+                log.warning("timers not started", extra={"timers": len(batch), "error": _error_name(exc)})
+                return
+            report.timers += len(batch)
+
+    # -- timers ---------------------------------------------------------------------------------------
+
+    @_sends_timers
+    def on_timer(self, timer: Timer, now: datetime | None = None) -> tuple[TimerOutcome, RunReport]:
+        """A timer arrived: advances its one item if it is still due at the timer's moment, on a
+        consistent read and the item's conditional write (the per-journey path the tick takes), so a
+        timer racing the tick or a second timer for the same item advances it once.
+
+        Early (SQS delivered it before the due time, or this host's clock is behind the sender's):
+        started again for the rest of the wait, never advanced before its time (the engine would find
+        nothing due, and the timer would be spent). Raises ServiceUnavailable when that fails, so the
+        message comes back. Stale (the item moved, was advanced, or is gone): nothing."""
+        now = now or clock.now()
+        report = RunReport()
+        if timer.due_at > now:
+            if self.timers is not None:
+                self.timers.start([timer])
+                report.timers += 1
+            return "early", report
+        if timer.kind == "date":
+            schedule = self.enrolments.schedule(timer.customer_id, timer.scenario_id)
+            if schedule is None or not timer.matches(schedule.due_at):
+                return "stale", report
+            report.due += 1
+            customer = self._customers_of([timer.customer_id]).get(timer.customer_id)
+            key = DueKey(timer.customer_id, timer.scenario_id, schedule.due_at, kind="date")
+            self._date_due(key, now, report, (schedule, customer))
+            moved = report.enrolled + report.changed + report.scheduled
+            return ("fired" if moved else "idle"), report
+        read = self.enrolments.get(timer.customer_id, timer.scenario_id)
+        if read is None or read.ended or not timer.matches(read.due_at):
+            return "stale", report
+        report.due += 1
+        customer = self._customers_of([read.customer_id]).get(read.customer_id)
+        if customer is None:
+            report.missing.append("profile")
+            return "stale", report
+        self._retry_once(report, read, partial(self._due, customer, now))
+        return ("fired" if report.changed else "idle"), report
+
+    def _timer_after_write(self, written: Enrolment, now: datetime, report: RunReport) -> None:
+        """A journey just written to wait until within the look-ahead gets its timer from its writer:
+        a one-minute wait or time-out begun between two ticks may fall due before any tick looked
+        ahead to it. Sent when the call ends, with the others it wrote."""
+        if self.timers is not None and within_look_ahead(written.due_at, now):
+            assert written.due_at is not None
+            self._pending_timers.append(Timer.of(written.customer_id, written.scenario_id, written.due_at))
+            report.timers += 1
+
+    def _flush_timers(self) -> None:
+        """Starts the timers noted since the last flush. A refusal is logged, not raised: the journeys
+        are written, and the tick advances them when due (a minute late at most)."""
+        pending, self._pending_timers = self._pending_timers, []
+        if not pending or self.timers is None:
+            return
+        try:
+            self.timers.start(pending)
+        except ServiceUnavailable as exc:
+            log.warning("timers not started", extra={"timers": len(pending), "error": _error_name(exc)})
 
     def _due_batch(self, keys: Sequence[DueKey], now: datetime, report: RunReport) -> None:
         pairs = list(dict.fromkeys((key.customer_id, key.scenario_id) for key in keys))
@@ -405,6 +526,7 @@ class ScenarioRunner:
 
     # -- broadcasts -----------------------------------------------------------------------------------
 
+    @_sends_timers
     def enrol_customer(
         self, scenario: Scenario, version: int, profile: Profile, now: datetime | None = None
     ) -> RunReport:
@@ -417,6 +539,7 @@ class ScenarioRunner:
         self._enrol(scenario, version, None, customer, now, report)
         return report
 
+    @_sends_timers
     def enrol_page(
         self,
         scenario: Scenario,
@@ -812,6 +935,7 @@ class ScenarioRunner:
             self._lost_write_caps(candidate.customer_id, taken, now)
             return False
         report.changed += 1
+        self._timer_after_write(results[-1].enrolment, now, report)
         self._apply_to_profile(results, customer, now, report)
         return True
 
@@ -1042,6 +1166,10 @@ def _send_channels(scenarios: Iterable[Scenario]) -> list[Channel]:
     channel it sends on, always one of its step's): the cap counters worth reading for them."""
     wanted = {channel for scenario in scenarios for channel in send_channels(scenario)}
     return [p.channel for p in plugins() if p.channel in wanted]
+
+
+def _error_name(exc: BaseException) -> str:
+    return type(exc.__cause__ or exc).__name__
 
 
 def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

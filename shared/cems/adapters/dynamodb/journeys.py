@@ -671,18 +671,27 @@ class EnrolmentStore(Generic[E]):
         return True
 
     def query_due(
-        self, shard: int, now: datetime, limit: int = 100, start: dict[str, Any] | None = None
+        self,
+        shard: int,
+        now: datetime,
+        limit: int = 100,
+        start: dict[str, Any] | None = None,
+        after: datetime | None = None,
     ) -> DuePage:
-        """One page of the enrolments in `shard` due at or before `now`, earliest first. The index is
-        eventually consistent: re-read each one (`get`) before deciding, as every write is conditional."""
+        """One page of the enrolments in `shard` due at or before `now` (and, with `after`, later than
+        `after`: the tick's look-ahead for timers), earliest first. The index is eventually
+        consistent: re-read each one (`get`) before deciding, as every write is conditional."""
+        condition = "due_shard = :shard AND due_at <= :now"
+        values = {":shard": {"S": keys.due_shard_name(shard)}, ":now": {"S": clock.iso(now)}}
+        if after is not None:
+            # BETWEEN is inclusive and the index keeps milliseconds: the first millisecond after `after`.
+            condition = "due_shard = :shard AND due_at BETWEEN :after AND :now"
+            values[":after"] = {"S": clock.iso(after + timedelta(milliseconds=1))}
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
-            "ExpressionAttributeValues": {
-                ":shard": {"S": keys.due_shard_name(shard)},
-                ":now": {"S": clock.iso(now)},
-            },
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
             "Limit": limit,
         }
         if start:
@@ -699,12 +708,15 @@ class EnrolmentStore(Generic[E]):
         ]
         return DuePage(due, answer.get("LastEvaluatedKey") or None)
 
-    def iter_due(self, now: datetime, page_size: int = 100) -> Iterator[DueKey]:
-        """Every due enrolment in every shard (shard by shard, each page by page)."""
+    def iter_due(
+        self, now: datetime, page_size: int = 100, after: datetime | None = None
+    ) -> Iterator[DueKey]:
+        """Every due enrolment in every shard (shard by shard, each page by page); with `after`, only
+        those due later than `after`."""
         for shard in range(self.due_shards):
             cursor: dict[str, Any] | None = None
             while True:
-                page = self.query_due(shard, now, page_size, cursor)
+                page = self.query_due(shard, now, page_size, cursor, after)
                 yield from page.keys
                 cursor = page.cursor
                 if cursor is None:
