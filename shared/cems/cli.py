@@ -181,7 +181,10 @@ def _scenario_command(args: argparse.Namespace) -> int:
 def _simulate_command(args: argparse.Namespace, report: ValidationReport) -> int:
     """The timeline of one customer (times in the scenario's zone); exit 1 for an invalid scenario,
     2 for unreadable events or profile."""
+    from cems.scenario.config import EngineSettings
+    from cems.scenario.model import FrequencyCaps
     from cems.scenario.simulate import simulate_files
+    from cems.settings import Settings
 
     if report.scenario is None or not report.valid:
         print(report.to_text())
@@ -189,7 +192,11 @@ def _simulate_command(args: argparse.Namespace, report: ValidationReport) -> int
     try:
         events = args.events.read_text(encoding="utf-8")
         profile = args.profile.read_text(encoding="utf-8") if args.profile else None
-        simulation = simulate_files(report.scenario, events, profile)
+        # The deployment's caps and quiet hours from the environment, as trigger and tick read them,
+        # so the timeline keeps the rules production keeps (a bad value: exit 2, naming the variable).
+        engine = Settings.from_environ().area(EngineSettings)
+        caps = FrequencyCaps.model_validate(engine.caps())
+        simulation = simulate_files(report.scenario, events, profile, caps=caps, quiet_hours=engine.quiet())
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

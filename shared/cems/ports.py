@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from cems.models import Channel, Profile, Site, StoredEvent
     from cems.reports.counters import Metric, ReportCell
     from cems.scenario.broadcast import RunKind, SegmentProgress
-    from cems.scenario.caps import CapCounter
+    from cems.scenario.caps import CapCounter, CapScope
     from cems.scenario.engine import Dispatch, Enrolment
     from cems.scenario.loader import ObjectEvent
     from cems.scenario.model import ChannelCap, Scenario
@@ -264,7 +264,9 @@ class EnrolmentStorePort(EnrolmentReads, Protocol):
 
 class CapStorePort(Protocol):
     """Frequency-cap counters per customer: the channel's day and week counters of the moment given
-    (`cems.scenario.caps.counters_of`), taken both or neither, never past a limit.
+    (`cems.scenario.caps.counters_of`), taken both or neither, never past a limit. A take given a
+    `total` (the limits across channels) counts in the total's counters (`counters_of(TOTAL, at)`)
+    too, all four or none; reads name TOTAL among the channels to read them.
 
     A take may name the send it is for (`key`: its dispatch key, the same when the send is decided
     again): the counters keep the keys that took them, and a take whose key one of them holds
@@ -279,24 +281,27 @@ class CapStorePort(Protocol):
         cap: ChannelCap,
         at: datetime | None = None,
         key: str | None = None,
+        total: ChannelCap | None = None,
     ) -> CapOutcome: ...
-    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
+    def release(
+        self, customer_id: str, channel: Channel, at: datetime, key: str | None = None, total: bool = False
+    ) -> None:
         """Takes back one counted send; with `key`, only from the counters that key took (and the
-        key with it)."""
+        key with it); `total`: from the total's counters too."""
         ...
 
-    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]: ...
+    def counts(self, customer_id: str, channel: CapScope, at: datetime | None = None) -> tuple[int, int]: ...
     def counts_of(
-        self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
+        self, customer_id: str, channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[CapCounter, int]: ...
     def counts_of_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, dict[CapCounter, int]]:
         """`counts_of` of many customers, read consistently in batches."""
         ...
 
     def read_caps_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, CapCounts]:
         """`counts_of_many` with the keys that took each counter, in the same reads."""
         ...
@@ -306,10 +311,12 @@ class CapStorePort(Protocol):
         takes: Sequence[tuple[str, Channel, ChannelCap]],
         at: datetime | None = None,
         send_keys: Sequence[str | None] | None = None,
+        totals: Sequence[ChannelCap | None] | None = None,
     ) -> list[CapOutcome]:
         """`try_consume` of many (customer, channel) takes, one each, in transactions: one outcome
         per take, in order; a refused take counted nothing. `send_keys`: each take's send key (as
-        `try_consume`'s), in the same order."""
+        `try_consume`'s), `totals` each take's `total`, in the same order. One customer's takes on
+        two channels share the total's counters: they are never in one transaction."""
         ...
 
 

@@ -165,7 +165,7 @@ def line_link_tracker(settings: Settings) -> LinkTracker:
 def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> ScenarioRunner:
     """The scenario runner `trigger`, `tick` and `broadcast` share: the journey and customer stores,
     the send queues, the global caps, LINE rich menus (the token is read on first use), LINE link
-    tracking and the report counters."""
+    tracking, the report counters and the deployment's quiet hours."""
     from cems.adapters.dynamodb.journeys import CapStore, EnrolmentStore, ScenarioStore
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.line_rich_menus import LineRichMenus
@@ -198,6 +198,7 @@ def runner(dynamodb: DynamoDBClient, sqs: SQSClient, settings: Settings) -> Scen
         limits=FrequencyCaps.model_validate(caps),
         rich_menus=LineRichMenus(settings.area(LineSettings)),
         counters=ReportCounters(table, dynamodb),
+        quiet_hours=settings.area(EngineSettings).quiet(),
         # Only where TIMER_QUEUE_URL is set (trigger, tick, timer): elsewhere the tick's look-ahead,
         # or the tick itself, finds what a journey written there waits for.
         timers=SqsTimerQueue(sqs, settings.queues.timer) if settings.queues.timer else None,

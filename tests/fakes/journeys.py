@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from cems import clock
 from cems.models import Channel
-from cems.scenario.caps import CapCounter, counters_of
+from cems.scenario.caps import TOTAL, CapCounter, CapScope, counters_of
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import (
     ActiveState,
@@ -245,8 +245,9 @@ def _stamped(enrolment: E, revision: int, at: datetime | None) -> E:
 
 
 class InMemoryCapStore:
-    """Send counters per (customer, CapCounter): a channel's Asia/Tokyo day or ISO week, as CapStore
-    keeps them, with the keys of the sends that took each (a keyed take is counted once)."""
+    """Send counters per (customer, CapCounter): a channel's (or the total's) Asia/Tokyo day or ISO
+    week, as CapStore keeps them, with the keys of the sends that took each (a keyed take is counted
+    once); a take with a total counts in the channel's and the total's counters, all or none."""
 
     def __init__(self) -> None:
         self.counters: dict[tuple[str, CapCounter], int] = {}
@@ -260,19 +261,21 @@ class InMemoryCapStore:
         cap: ChannelCap,
         at: datetime | None = None,
         key: str | None = None,
+        total: ChannelCap | None = None,
     ) -> CapOutcome:
-        day, week = counters_of(channel, at or clock.now())
-        limits = [
-            (counter, limit)
-            for counter, limit in ((day, cap.per_day), (week, cap.per_week))
-            if limit is not None
-        ]
+        moment = at or clock.now()
+        day, week = counters_of(channel, moment)
+        pairs = [(day, cap.per_day), (week, cap.per_week)]
+        if total is not None:
+            total_day, total_week = counters_of(TOTAL, moment)
+            pairs += [(total_day, total.per_day), (total_week, total.per_week)]
+        limits = [(counter, limit) for counter, limit in pairs if limit is not None]
         with self._lock:
             if key is not None and any(key in self.holders.get((customer_id, c), ()) for c, _ in limits):
                 return CapOutcome(True, already=True)
             for counter, limit in limits:
                 if self.counters.get((customer_id, counter), 0) >= limit:
-                    return CapOutcome(False, counter.period)
+                    return CapOutcome(False, counter.period, capped_scope=counter.channel)
             for counter, _ in limits:
                 at_counter = (customer_id, counter)
                 self.counters[at_counter] = self.counters.get(at_counter, 0) + 1
@@ -280,9 +283,12 @@ class InMemoryCapStore:
                     self.holders.setdefault(at_counter, set()).add(key)
         return CapOutcome(True)
 
-    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
+    def release(
+        self, customer_id: str, channel: Channel, at: datetime, key: str | None = None, total: bool = False
+    ) -> None:
+        scopes: list[CapScope] = [channel, TOTAL] if total else [channel]
         with self._lock:
-            for counter in counters_of(channel, at):
+            for counter in (c for scope in scopes for c in counters_of(scope, at)):
                 at_counter = (customer_id, counter)
                 if key is not None:
                     held = self.holders.get(at_counter, set())
@@ -292,23 +298,23 @@ class InMemoryCapStore:
                 if self.counters.get(at_counter, 0) > 0:
                     self.counters[at_counter] -= 1
 
-    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
+    def counts(self, customer_id: str, channel: CapScope, at: datetime | None = None) -> tuple[int, int]:
         day, week = counters_of(channel, at or clock.now())
         return self.counters.get((customer_id, day), 0), self.counters.get((customer_id, week), 0)
 
     def counts_of(
-        self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
+        self, customer_id: str, channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[CapCounter, int]:
         wanted = [c for channel in channels for c in counters_of(channel, at or clock.now())]
         return {counter: self.counters.get((customer_id, counter), 0) for counter in wanted}
 
     def counts_of_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, dict[CapCounter, int]]:
         return {customer_id: self.counts_of(customer_id, channels, at) for customer_id in customer_ids}
 
     def read_caps_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, CapCounts]:
         read: dict[str, CapCounts] = {}
         with self._lock:
@@ -327,6 +333,7 @@ class InMemoryCapStore:
         takes: Sequence[tuple[str, Channel, ChannelCap]],
         at: datetime | None = None,
         send_keys: Sequence[str | None] | None = None,
+        totals: Sequence[ChannelCap | None] | None = None,
     ) -> list[CapOutcome]:
         """Each take as `try_consume`: a refused one counts nothing, the others count."""
         if len({(c, ch) for c, ch, _ in takes}) != len(takes):
@@ -334,7 +341,10 @@ class InMemoryCapStore:
         named = list(send_keys) if send_keys is not None else [None] * len(takes)
         if len(named) != len(takes):
             raise ValueError("one key per take")
+        across = list(totals) if totals is not None else [None] * len(takes)
+        if len(across) != len(takes):
+            raise ValueError("one total per take")
         return [
-            self.try_consume(customer_id, channel, cap, at, key)
-            for (customer_id, channel, cap), key in zip(takes, named, strict=True)
+            self.try_consume(customer_id, channel, cap, at, key, total)
+            for (customer_id, channel, cap), key, total in zip(takes, named, across, strict=True)
         ]

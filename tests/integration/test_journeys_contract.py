@@ -32,7 +32,7 @@ from cems.ports import (
 )
 from cems.reports.counters import Metric, ReportCell, report_day
 from cems.scenario import engine
-from cems.scenario.caps import CapCounter, CapPeriod, counters_of
+from cems.scenario.caps import TOTAL, CapCounter, CapPeriod, counters_of
 from cems.scenario.model import ChannelCap, Scenario
 from cems.scenario.records import DateSchedule, ScenarioSource
 
@@ -376,6 +376,95 @@ def test_counters_keep_the_keys_a_deployed_stack_wrote_them_under(request: pytes
     assert all(keys.cap_sk(keys.cap_counter_of_sk(sk)) == sk for _, sk in stored)
     with pytest.raises(ValueError, match="not a cap counter"):
         keys.cap_counter_of_sk("line#2026-05-01")
+
+
+TOTAL_ONE_A_DAY = ChannelCap(per_day=1, per_week=None)
+TOTAL_TWO = ChannelCap(per_day=2, per_week=2)
+
+
+def test_the_total_cap_counts_every_channels_sends_in_the_same_take(caps: CapStorePort) -> None:
+    """Issue 13: the channel's counters and the total's, all or none; a refusal by the total names
+    it and counts nothing on the channel; the counts read together with the channels'."""
+    roomy = ChannelCap(per_day=5, per_week=5)
+    assert caps.try_consume("c1", Channel.LINE, roomy, NOW, "k-line", total=TOTAL_ONE_A_DAY).allowed
+    refused = caps.try_consume("c1", Channel.EMAIL, roomy, NOW, "k-mail", total=TOTAL_ONE_A_DAY)
+    assert not refused.allowed and refused.capped_by is CapPeriod.DAY and refused.capped_scope is TOTAL
+    line_day, line_week = counters_of(Channel.LINE, NOW)
+    mail_day, mail_week = counters_of(Channel.EMAIL, NOW)
+    total_day, total_week = counters_of(TOTAL, NOW)
+    read = caps.read_caps_many(["c1"], [Channel.LINE, Channel.EMAIL, TOTAL], NOW)["c1"]
+    assert read.counts == {line_day: 1, line_week: 1, mail_day: 0, mail_week: 0, total_day: 1, total_week: 0}
+    assert read.holders == {line_day: {"k-line"}, line_week: {"k-line"}, total_day: {"k-line"}}
+    # The same send again: allowed, counted once; a keyed release gives back the total's too.
+    assert caps.try_consume("c1", Channel.LINE, roomy, NOW, "k-line", total=TOTAL_ONE_A_DAY).already
+    assert caps.counts("c1", TOTAL, NOW) == (1, 0)
+    caps.release("c1", Channel.LINE, NOW, "k-line", total=True)
+    assert caps.counts("c1", TOTAL, NOW) == (0, 0) and caps.counts("c1", Channel.LINE, NOW) == (0, 0)
+    assert caps.try_consume("c1", Channel.EMAIL, roomy, NOW, "k-mail", total=TOTAL_ONE_A_DAY).allowed
+    # Unkeyed: given back from the total only when the take counted there.
+    assert caps.try_consume("c2", Channel.LINE, roomy, NOW, total=TOTAL_TWO).allowed
+    caps.release("c2", Channel.LINE, NOW, total=True)
+    assert caps.counts("c2", TOTAL, NOW) == (0, 0)
+
+
+def test_a_page_of_takes_with_one_customer_on_two_channels_counts_the_total_once_each(
+    caps: CapStorePort,
+) -> None:
+    """A broadcast page's `try_consume_many`: one customer's takes on LINE and email both update the
+    total's counters, which one DynamoDB transaction may not touch twice; each is answered, the total
+    never passes its limit."""
+    roomy = ChannelCap(per_day=5, per_week=5)
+    takes = [("c1", Channel.LINE, roomy), ("c1", Channel.EMAIL, roomy), ("c2", Channel.LINE, roomy)]
+    keys_ = ["k1-line", "k1-mail", "k2-line"]
+    outcomes = caps.try_consume_many(takes, NOW, send_keys=keys_, totals=[TOTAL_TWO] * 3)
+    assert [(o.allowed, o.already) for o in outcomes] == [(True, False)] * 3
+    assert caps.counts("c1", TOTAL, NOW) == (2, 2) and caps.counts("c2", TOTAL, NOW) == (1, 1)
+    again = caps.try_consume_many(takes, NOW, send_keys=keys_, totals=[TOTAL_TWO] * 3)  # a page redone
+    assert [(o.allowed, o.already) for o in again] == [(True, True)] * 3
+    assert caps.counts("c1", TOTAL, NOW) == (2, 2)
+    more = [("c1", Channel.LINE, roomy), ("c1", Channel.EMAIL, roomy)]
+    refused = caps.try_consume_many(more, NOW, send_keys=["k1-line2", "k1-mail2"], totals=[TOTAL_TWO] * 2)
+    assert [(o.allowed, o.capped_scope) for o in refused] == [(False, TOTAL), (False, TOTAL)]
+    assert caps.counts("c1", Channel.LINE, NOW) == (1, 1) and caps.counts("c1", TOTAL, NOW) == (2, 2)
+
+
+def test_a_transaction_never_updates_one_counter_twice(request: pytest.FixtureRequest) -> None:
+    """DynamoDB only: the takes that share the total's counters are split across transactions."""
+    dynamodb = request.getfixturevalue("empty_dynamodb")
+    sent: list[list[tuple[str, str]]] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(dynamodb, name)
+
+        def transact_write_items(self, **kwargs: Any) -> Any:
+            sent.append(
+                [
+                    (a["Update"]["Key"]["pk"]["S"], a["Update"]["Key"]["sk"]["S"])
+                    for a in kwargs["TransactItems"]
+                ]
+            )
+            return dynamodb.transact_write_items(**kwargs)
+
+    caps = CapStore(TABLE, Recording())  # type: ignore[arg-type]
+    roomy = ChannelCap(per_day=5, per_week=5)
+    takes = [(f"c{n}", channel, roomy) for n in range(30) for channel in (Channel.LINE, Channel.EMAIL)]
+    outcomes = caps.try_consume_many(
+        takes, NOW, send_keys=[f"k{n}" for n in range(60)], totals=[TOTAL_TWO] * 60
+    )
+    assert all(o.allowed for o in outcomes)
+    assert all(len(items) == len(set(items)) and len(items) <= 100 for items in sent)
+    # 240 updates, each customer's two takes apart: first fit needs 4 transactions (3 at the least).
+    assert len(sent) <= 4
+    stored = {i["sk"]["S"] for i in dynamodb.scan(TableName=TABLE)["Items"] if i["pk"]["S"] == "CAP#c7"}
+    assert stored == {
+        "line#D#2026-05-01",
+        "line#W#2026-W18",
+        "email#D#2026-05-01",
+        "email#W#2026-W18",
+        "total#D#2026-05-01",
+        "total#W#2026-W18",
+    }
 
 
 # -------------------------------------------------------------------------------------- scenarios

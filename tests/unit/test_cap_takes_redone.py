@@ -250,11 +250,13 @@ def test_a_refused_take_gives_back_only_what_its_activation_counted() -> None:
     real = world.caps.try_consume
     calls: list[str | None] = []
 
-    def racing(customer_id: str, channel: Any, cap: Any, at: Any = None, key: Any = None) -> Any:
+    def racing(
+        customer_id: str, channel: Any, cap: Any, at: Any = None, key: Any = None, total: Any = None
+    ) -> Any:
         calls.append(key)
         if len(calls) == 2:  # another send takes the customer's last one first
-            real(customer_id, channel, cap, at, "someone-else")
-        return real(customer_id, channel, cap, at, key)
+            real(customer_id, channel, cap, at, "someone-else", total)
+        return real(customer_id, channel, cap, at, key, total)
 
     world.caps.try_consume = racing  # type: ignore[method-assign]
     report = world.runner.on_stored_event(world.event(customer, "Product Viewed"))

@@ -25,6 +25,7 @@ from cems.scenario.model import (
     RichMenuStep,
     Scenario,
     SendStep,
+    SendWindow,
     SetTraitStep,
     SplitStep,
     SurveyAnswerTrigger,
@@ -155,8 +156,9 @@ def test_no_scenario_module_imports_one_that_imports_it_back() -> None:
 def test_defaults_tokyo_nine_to_nine_never_reenter_no_holdout_defer_when_capped() -> None:
     s = scenario()
     assert s.time_zone == "Asia/Tokyo" and s.zone == TOKYO
-    assert (s.send_window.start, s.send_window.end) == (time(9), time(21))
-    assert len(s.send_window.days) == 7
+    # No window of its own: the deployment's quiet hours decide, or with none set SendWindow()'s.
+    assert s.send_window is None
+    assert (SendWindow().start, SendWindow().end) == (time(9), time(21)) and len(SendWindow().days) == 7
     assert s.entry.reentry == "never" and s.entry.holdout_percent == 0
     assert s.frequency_cap.when_capped == "defer" and s.frequency_cap.give_up_after == timedelta(days=3)
     assert s.exit.yield_to_higher_priority and s.exit.no_response_after_sends is None
@@ -391,7 +393,8 @@ def test_send_window_with_its_own_days_and_time_zone() -> None:
     s = scenario(
         time_zone="Asia/Seoul", send_window={"start": "10:00", "end": "18:00", "days": ["mon", "fri"]}
     )
-    assert s.zone == ZoneInfo("Asia/Seoul") and s.send_window.days == ["mon", "fri"]
+    assert s.zone == ZoneInfo("Asia/Seoul") and s.send_window is not None
+    assert s.send_window.days == ["mon", "fri"]
 
 
 def test_send_window_needs_a_day() -> None:

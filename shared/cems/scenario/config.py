@@ -1,13 +1,17 @@
-"""Scenario engine settings: the sharded due index, the broadcast fan-out and the global frequency
-caps. Read from the environment by `cems.settings` (the one place that reads it).
+"""Scenario engine settings: the sharded due index, the broadcast fan-out, the global frequency
+caps (per channel and in total) and the quiet hours. Read from the environment by `cems.settings`
+(the one place that reads it).
 """
 
 # No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cems.settings import AtLeastOne, SettingsArea, variables
+
+if TYPE_CHECKING:
+    from cems.scenario.model import QuietHours
 
 # Also the stores' own defaults (cems.adapters.dynamodb.journeys, cems.scenario.broadcast).
 DEFAULT_DUE_SHARDS = 16
@@ -20,6 +24,12 @@ DEFAULT_MAX_SEGMENTS = 1_000
 PERIODS = ("day", "week")
 # Where the caps' variables are gathered (a name no variable has): errors name it, then the variable.
 CAP_VARIABLES = "CEMS_CAP_<CHANNEL>_PER_<DAY|WEEK>"
+# The total cap's name among the caps: CEMS_CAP_TOTAL_PER_DAY|WEEK (cems.scenario.caps.TOTAL's value;
+# not imported, so reading settings loads no rule module).
+TOTAL_CAP = "total"
+# No quiet hours unless the deployment sets them: a deployment that predates them keeps sending when
+# its scenarios' own windows say (a scenario without one: 09:00-21:00).
+NO_QUIET_HOURS = "none"
 
 
 class EngineSettings(SettingsArea):
@@ -31,6 +41,7 @@ class EngineSettings(SettingsArea):
         broadcast_segment_customers="CEMS_BROADCAST_SEGMENT_CUSTOMERS",
         broadcast_max_segments="CEMS_BROADCAST_MAX_SEGMENTS",
         cap_settings=CAP_VARIABLES,
+        quiet_hours="CEMS_QUIET_HOURS",
     )
     # Raise only: an enrolment keeps the shard it was written with, and tick reads shards 0..N-1.
     due_shards: AtLeastOne = DEFAULT_DUE_SHARDS
@@ -42,6 +53,19 @@ class EngineSettings(SettingsArea):
     # (`cap_variable`), one pair per registered channel; unset keeps the default of
     # cems.scenario.model.ChannelCap (the one place those defaults are written).
     cap_settings: dict[str, AtLeastOne] = Field(default_factory=dict)
+    # "HH:MM-HH:MM" in Asia/Tokyo, every day (across midnight when the end is earlier: "21:00-09:00"),
+    # or "none". No scenario sends in them; a scenario's send_window only narrows what they leave.
+    quiet_hours: str = NO_QUIET_HOURS
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        # Checked by the one parser the engine's value comes from, so a bad value stops the function
+        # at init naming CEMS_QUIET_HOURS (imported here: only the engine's functions ask for this area).
+        from cems.scenario.model import QuietHours
+
+        quiet = QuietHours.parse(value)
+        return NO_QUIET_HOURS if quiet is None else str(quiet)
 
     @model_validator(mode="before")
     @classmethod
@@ -50,18 +74,32 @@ class EngineSettings(SettingsArea):
         which channels there are, so a new channel's caps need no new field here."""
         if not isinstance(values, dict) or "cap_settings" in values:
             return values
-        names = {cap_variable(channel, period) for channel in _channel_names() for period in PERIODS}
+        scopes = [*_channel_names(), TOTAL_CAP]
+        names = {cap_variable(channel, period) for channel in scopes for period in PERIODS}
         return {**values, CAP_VARIABLES: {name: values[name] for name in names if name in values}}
 
-    def caps(self) -> dict[str, dict[str, int]]:
-        """The caps set, by channel and period (`per_day`, `per_week`); an unset one is left out."""
-        caps: dict[str, dict[str, int]] = {}
+    def caps(self) -> dict[str, dict[str, int | None]]:
+        """The caps set, by channel and period (`per_day`, `per_week`); an unset one is left out. The
+        total's (`total`), when either is set, names both: an unset period of it limits nothing (a
+        channel's unset period keeps ChannelCap's default instead)."""
+        caps: dict[str, dict[str, int | None]] = {}
         for channel in _channel_names():
             for period in PERIODS:
                 value = self.cap_settings.get(cap_variable(channel, period))
                 if value is not None:
                     caps.setdefault(channel, {})[f"per_{period}"] = value
+        total = {
+            f"per_{period}": self.cap_settings.get(cap_variable(TOTAL_CAP, period)) for period in PERIODS
+        }
+        if any(value is not None for value in total.values()):
+            caps[TOTAL_CAP] = total
         return caps
+
+    def quiet(self) -> "QuietHours | None":
+        """The quiet hours as the engine takes them (None: none set)."""
+        from cems.scenario.model import QuietHours
+
+        return QuietHours.parse(self.quiet_hours)
 
 
 def cap_variable(channel: str, period: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, assert_never
@@ -32,7 +32,7 @@ from cems.channels.registry import channels_of, plugin, plugins, route
 from cems.engagement import uses_link_clicks
 from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
-from cems.scenario.caps import CapCounter, CapPeriod, counters_of
+from cems.scenario.caps import TOTAL, CapCounter, CapPeriod, CapScope, counters_of
 from cems.scenario.condition_models import (
     AllCondition,
     AnyCondition,
@@ -44,12 +44,14 @@ from cems.scenario.conditions import evaluate, event_matches, event_name
 from cems.scenario.model import (
     BranchStep,
     BroadcastTrigger,
+    ChannelCap,
     DateTrigger,
     EndStep,
     EventTrigger,
     FrequencyCaps,
     LineFollowTrigger,
     PropertyCondition,
+    QuietHours,
     RichMenuStep,
     Scenario,
     SendStep,
@@ -60,7 +62,7 @@ from cems.scenario.model import (
     WaitForEventStep,
     WaitStep,
 )
-from cems.scenario.timing import in_window, wait_due, window_opening
+from cems.scenario.timing import may_send, send_opening, wait_due
 from cems.templates import RenderError, render, template_scope
 
 # More steps than any path without a wait can have (loops need a wait): a safety stop, after which
@@ -234,7 +236,10 @@ class CapRequest(_Frozen):
 
     `key`: the send's dispatch key, the same whenever this send is decided again (a redo after a
     crash, the loser of a race). The counters keep the keys that took them, and a take by a key they
-    hold is allowed without counting again: one send, counted once (docs/scenario-engine.md)."""
+    hold is allowed without counting again: one send, counted once (docs/scenario-engine.md).
+
+    Where the deployment caps the total across channels (`total_day_limit`, `total_week_limit`), the
+    send counts in the total's counters too, taken in the same transaction as the channel's."""
 
     channel: Channel
     day: CapCounter
@@ -242,6 +247,27 @@ class CapRequest(_Frozen):
     day_limit: int | None
     week_limit: int | None
     key: str | None = None
+    total_day_limit: int | None = None
+    total_week_limit: int | None = None
+
+    @property
+    def cap(self) -> ChannelCap:
+        """The channel's limits, as the cap store takes them."""
+        return ChannelCap(per_day=self.day_limit, per_week=self.week_limit)
+
+    @property
+    def total(self) -> ChannelCap | None:
+        """The limits across channels, None when the send counts in no total counter."""
+        if self.total_day_limit is None and self.total_week_limit is None:
+            return None
+        return ChannelCap(per_day=self.total_day_limit, per_week=self.total_week_limit)
+
+    def counters(self) -> tuple[CapCounter, ...]:
+        """Every counter the take counts in: the channel's day and week, and the total's if capped."""
+        if self.total is None:
+            return (self.day, self.week)
+        # The total's counters are of the same day and week: only the scope differs.
+        return (self.day, self.week, replace(self.day, channel=TOTAL), replace(self.week, channel=TOTAL))
 
 
 class TraitSet(_Frozen):
@@ -308,33 +334,65 @@ class OtherEnrolment:
 class CapView:
     """The customer's cap counters as read (counter -> sends; one not read counts none), the keys of
     the sends that took each (`holders`; none for a counter stored before takes were keyed) and the
-    limits."""
+    limits. The total's counters (TOTAL) are read with the channels' when the deployment caps it."""
 
     limits: FrequencyCaps = field(default_factory=FrequencyCaps)
     counts: Mapping[CapCounter, int] = field(default_factory=dict)
     holders: Mapping[CapCounter, Collection[str]] = field(default_factory=dict)
 
     def reopens_at(
-        self, channel: Channel, now: datetime, taken: int | Collection[str] = 0, key: str | None = None
+        self,
+        channel: Channel,
+        now: datetime,
+        taken: int | Collection[str] = 0,
+        key: str | None = None,
+        taken_total: int | Collection[str] = 0,
     ) -> datetime | None:
-        """None when one more send on `channel` is allowed now, else when the cap allows again.
+        """None when one more send on `channel` is allowed now, else when the caps allow again
+        (`capped_by` says which cap it is)."""
+        capped = self.capped_by(channel, now, taken, key, taken_total)
+        return None if capped is None else capped[1]
+
+    def capped_by(
+        self,
+        channel: Channel,
+        now: datetime,
+        taken: int | Collection[str] = 0,
+        key: str | None = None,
+        taken_total: int | Collection[str] = 0,
+    ) -> tuple[CapScope, datetime] | None:
+        """None when one more send on `channel` is allowed now: room in the channel's counters and,
+        where the deployment caps the total, in the total's. Else the cap in the way (the channel, or
+        TOTAL) and when it allows again (the later reopening, when both are full).
 
         `taken`: this activation's earlier sends on the channel, by key (one a counter holds is in
-        its count already) or how many. `key`: this send's key. A send whose key took one of the
-        channel's counters already was allowed then: it is allowed now, and its take counts nothing
+        its count already) or how many; `taken_total`: the same on every channel, which all count
+        against the total. `key`: this send's key. A send whose key took one of the channel's (or the
+        total's) counters already was allowed then: it is allowed now, and its take counts nothing
         again. Without that, the redo of a journey whose worker took the caps, enqueued the send
         and died before writing would find its own take in the way and decide the send capped,
         though the message went out."""
-        if key is not None and any(key in self.holders.get(c, ()) for c in counters_of(channel, now)):
+        scopes: list[tuple[CapScope, ChannelCap, int | Collection[str]]] = [
+            (channel, self.limits.of(channel), taken)
+        ]
+        total = self.limits.total
+        if total is not None:
+            scopes.append((TOTAL, total, taken_total))
+        if key is not None and any(
+            key in self.holders.get(c, ()) for scope, _, _ in scopes for c in counters_of(scope, now)
+        ):
             return None
-        limit = self.limits.of(channel)
-        day, week = counters_of(channel, now)
-        reopen: datetime | None = None
-        if limit.per_day is not None and self._counted(day, taken) >= limit.per_day:
-            reopen = CapPeriod.DAY.next_start(now)
-        if limit.per_week is not None and self._counted(week, taken) >= limit.per_week:
-            reopen = CapPeriod.WEEK.next_start(now)
-        return reopen
+        capped: tuple[CapScope, datetime] | None = None
+        for scope, limit, earlier in scopes:
+            day, week = counters_of(scope, now)
+            reopen: datetime | None = None
+            if limit.per_day is not None and self._counted(day, earlier) >= limit.per_day:
+                reopen = CapPeriod.DAY.next_start(now)
+            if limit.per_week is not None and self._counted(week, earlier) >= limit.per_week:
+                reopen = CapPeriod.WEEK.next_start(now)
+            if reopen is not None and (capped is None or reopen > capped[1]):
+                capped = (scope, reopen)
+        return capped
 
     def _counted(self, counter: CapCounter, taken: int | Collection[str]) -> int:
         if isinstance(taken, int):
@@ -690,10 +748,12 @@ def advance(
     events: Sequence[StoredEvent],
     now: datetime,
     caps: CapView,
+    quiet_hours: QuietHours | None = None,
 ) -> Advance:
     """Run the steps that are due, until a wait or the end. `events` is the customer's history (read
     by branch conditions, and checked for the goal and the awaited event in case `on_event` missed
-    them). Unchanged (`changed` false) when nothing is due."""
+    them). `quiet_hours`: the deployment's (CEMS_QUIET_HOURS), which the scenario's send window only
+    narrows. Unchanged (`changed` false) when nothing is due."""
     if scenario.id != enrolment.scenario_id:
         raise ValueError(f"enrolment of {enrolment.scenario_id} advanced with scenario {scenario.id}")
     if enrolment.ended:
@@ -707,7 +767,7 @@ def advance(
         return Advance(enrolment=enrolment, changed=False)
     if any(_is_response(enrolment, e) for e in past):
         enrolment = enrolment.model_copy(update={"unanswered_sends": 0})
-    return _Run(scenario, enrolment, profile, past, now, caps).run()
+    return _Run(scenario, enrolment, profile, past, now, caps, quiet_hours).run()
 
 
 class _Run:
@@ -721,8 +781,10 @@ class _Run:
         events: Sequence[StoredEvent],
         now: datetime,
         caps: CapView,
+        quiet_hours: QuietHours | None = None,
     ) -> None:
         self.scenario = scenario
+        self.quiet_hours = quiet_hours
         self.start = enrolment
         self.profile = profile
         self.events = events
@@ -881,8 +943,12 @@ class _Run:
         limit = self.scenario.exit.no_response_after_sends
         if limit is not None and self.e.unanswered_sends >= limit:
             return self.end(EnrolmentState.EXITED, step.id, "no_response")
-        if not in_window(self.scenario.send_window, self.now, self.zone):
-            opening = window_opening(self.scenario.send_window, self.now, self.zone)
+        if not may_send(self.scenario.send_window, self.quiet_hours, self.now, self.zone):
+            opening = send_opening(self.scenario.send_window, self.quiet_hours, self.now, self.zone)
+            if opening is None:
+                # The scenario's window never meets the time the deployment's quiet hours leave:
+                # waiting would never end, and sending would break one of the two.
+                return self.end(EnrolmentState.EXITED, step.id, "no_send_hours")
             self.note(step.id, "window", f"quiet hours; sends at {self.local(opening)}")
             return self.wait_until(opening)
         reachable = route(step.channel, self.profile)
@@ -898,11 +964,13 @@ class _Run:
             dispatch = self.render(step, reachable)
         except (RenderError, ValidationError, ValueError) as exc:
             return self.end(EnrolmentState.EXITED, step.id, f"render_failed: {_reason(exc)}")
-        reopens = self.caps.reopens_at(cap_channel, self.now, self.taken[cap_channel], dispatch.key)
-        if reopens is not None:
-            return self.capped(step, cap_channel, reopens)
+        earlier = [key for keys in self.taken.values() for key in keys]  # all count against the total
+        capped = self.caps.capped_by(cap_channel, self.now, self.taken[cap_channel], dispatch.key, earlier)
+        if capped is not None:
+            return self.capped(step, capped[0], capped[1])
         self.out["dispatches"].append(dispatch)
         limits = self.caps.limits.of(cap_channel)
+        total = self.caps.limits.total or ChannelCap(per_day=None, per_week=None)
         day, week = counters_of(cap_channel, self.now)
         self.out["caps"].append(
             CapRequest(
@@ -912,6 +980,8 @@ class _Run:
                 day_limit=limits.per_day,
                 week_limit=limits.per_week,
                 key=dispatch.key,
+                total_day_limit=total.per_day,
+                total_week_limit=total.per_week,
             )
         )
         self.taken[cap_channel].append(dispatch.key)
@@ -931,7 +1001,8 @@ class _Run:
         self.note(step.id, "sent", dispatch.route)
         return self.scenario.next_of(step)
 
-    def capped(self, step: SendStep, channel: Channel, reopens: datetime) -> str | Advance | None:
+    def capped(self, step: SendStep, channel: CapScope, reopens: datetime) -> str | Advance | None:
+        """`channel`: the cap in the way, the send's channel or TOTAL (every channel's sends)."""
         rule = self.scenario.frequency_cap
         if rule.when_capped == "skip":
             self.note(step.id, "capped_skip", channel)
@@ -942,10 +1013,13 @@ class _Run:
             self.note(step.id, "capped_gave_up", f"deferred since {self.local(since)}")
             self.update(deferred_since=None)
             return self.scenario.next_of(step)
-        due = window_opening(self.scenario.send_window, max(reopens, self.now), self.zone)
+        after = max(reopens, self.now)
+        # This send was inside the send hours just now, so they open again (at worst a week on).
+        due = send_opening(self.scenario.send_window, self.quiet_hours, after, self.zone) or after
         due = min(due, max(since + rule.give_up_after, self.now + timedelta(minutes=1)))
         self.update(deferred_since=since)
-        self.note(step.id, "deferred", f"{channel} cap reached; again at {self.local(due)}")
+        cap = "total cap (all channels)" if channel is TOTAL else f"{channel} cap"
+        self.note(step.id, "deferred", f"{cap} reached; again at {self.local(due)}")
         return self.wait_until(due)
 
     def render(self, step: SendStep, channels: tuple[Channel, ...]) -> Dispatch:

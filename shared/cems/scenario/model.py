@@ -39,6 +39,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from cems.channels.registry import SEND_OPTIONS, channels_of, plugins
 from cems.models import Channel
+from cems.scenario.caps import TOTAL, CapScope
 
 # Other modules take these from here too (the engine, the loader, tests): re-exported.
 from cems.scenario.condition_models import Condition as Condition
@@ -560,7 +561,8 @@ class Tracking(_Model):
 
 
 class ChannelCap(_Model):
-    """The most sends a customer gets on one channel per day and per week (null: no limit)."""
+    """The most sends a customer gets on one channel per day and per week (null: no limit); as the
+    total cap (FrequencyCaps.of(TOTAL)), the most on all channels together."""
 
     doc_ja: ClassVar[str] = "1 つのチャネルで顧客に送る 1 日と 1 週間あたりの上限（null なら上限なし）。"
 
@@ -570,19 +572,71 @@ class ChannelCap(_Model):
 
 # A channel without caps of its own has these (frozen, so one instance serves every engine run).
 _DEFAULT_CAP = ChannelCap()
+# The total cap when the deployment sets none: existing deployments keep their behaviour (each
+# channel's own caps only) until an operator chooses a total.
+NO_CAP = ChannelCap(per_day=None, per_week=None)
 
 
-class FrequencyCaps(RootModel[dict[Channel, ChannelCap]]):
+class FrequencyCaps(RootModel[dict[CapScope, ChannelCap]]):
     """Global caps per customer, keyed by channel, counted across all scenarios (engine configuration
     from CEMS_CAP_<CHANNEL>_PER_DAY|WEEK, not part of a scenario file); a channel left out has
-    ChannelCap's defaults. Days and weeks are calendar days and Monday-start weeks in Asia/Tokyo."""
+    ChannelCap's defaults. Under TOTAL, the cap of all channels together (CEMS_CAP_TOTAL_PER_DAY|
+    WEEK; left out: none), checked beside the channel's. Days and weeks are calendar days and
+    Monday-start weeks in Asia/Tokyo."""
 
     model_config = ConfigDict(frozen=True)
 
-    root: dict[Channel, ChannelCap] = Field(default_factory=dict)
+    root: dict[CapScope, ChannelCap] = Field(default_factory=dict)
 
-    def of(self, channel: Channel) -> ChannelCap:
-        return self.root.get(channel) or _DEFAULT_CAP
+    @model_validator(mode="before")
+    @classmethod
+    def _total_limits_only_what_it_names(cls, value: Any) -> Any:
+        # A period the total leaves out limits nothing (a channel's keeps ChannelCap's default): a
+        # total of one a day must not also mean three a week.
+        if isinstance(value, dict) and isinstance(value.get(TOTAL.value), dict):
+            return {**value, TOTAL.value: {"per_day": None, "per_week": None, **value[TOTAL.value]}}
+        return value
+
+    def of(self, channel: CapScope) -> ChannelCap:
+        return self.root.get(channel) or (NO_CAP if channel is TOTAL else _DEFAULT_CAP)
+
+    @property
+    def total(self) -> ChannelCap | None:
+        """The cap across channels, None when it limits nothing (no total counter is taken or read)."""
+        cap = self.of(TOTAL)
+        return None if cap.per_day is None and cap.per_week is None else cap
+
+
+class QuietHours(_Model):
+    """The deployment's quiet hours (CEMS_QUIET_HOURS, e.g. `21:00-09:00`), every day in Asia/Tokyo:
+    no scenario sends from `start` until `end` (across midnight when `end` is earlier). A scenario's
+    `send_window` only narrows what they leave (engine configuration, not part of a scenario file)."""
+
+    start: LocalTime
+    end: LocalTime
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _some_quiet(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError(f"quiet hours that start and end at {format_local_time(self.start)} are empty")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours | None:
+        """`21:00-09:00` (quiet from 21:00 to 09:00 the next morning); `none`: no quiet hours."""
+        if text.strip().lower() == "none":
+            return None
+        start, found, end = text.partition("-")
+        if not found:
+            raise ValueError(
+                f'"{text}" is not quiet hours: write "HH:MM-HH:MM", e.g. "21:00-09:00", or "none"'
+            )
+        return cls(start=start.strip(), end=end.strip())  # type: ignore[arg-type]  # LocalTime parses text
+
+    def __str__(self) -> str:
+        return f"{format_local_time(self.start)}-{format_local_time(self.end)}"
 
 
 # ------------------------------------------------------------------------------------------------ scenario
@@ -639,7 +693,16 @@ class Scenario(_Model):
     entry: EntryRules = EntryRules()
     goal: Goal | None = None
     exit: ExitRules = ExitRules()
-    send_window: SendWindow = SendWindow()
+    # None: the deployment's quiet hours alone decide, or with none set, 09:00-21:00 (SendWindow()).
+    send_window: SendWindow | None = Field(
+        default=None,
+        description=described(
+            "配信時間帯。デプロイの静かな時間帯（CEMS_QUIET_HOURS）を狭めるだけで、広げることはできません。"
+            "省略時は静かな時間帯の外ならいつでも（設定がなければ 09:00-21:00）",
+            "When sends may go; it only narrows the deployment's quiet hours (CEMS_QUIET_HOURS), never "
+            "widens them. Left out: any time outside the quiet hours (09:00-21:00 when none are set)",
+        ),
+    )
     frequency_cap: FrequencyCapRule = FrequencyCapRule()
     tracking: Tracking = Tracking()
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)] = Field(

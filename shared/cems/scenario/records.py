@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cems.scenario.caps import CapCounter, CapPeriod
+from cems.scenario.caps import CapCounter, CapPeriod, CapScope
 from cems.scenario.model import EventTrigger, Scenario
 
 # S3 sequencers are hex strings of varying length, compared after left-padding with zeros.
@@ -153,6 +153,8 @@ class CapOutcome:
     # Allowed without counting anything: the send's key had taken the counters already (an earlier
     # attempt at the same send, e.g. one that died before writing its journey).
     already: bool = False
+    # When not allowed: whose limit it was, the channel's or the total's (TOTAL).
+    capped_scope: CapScope | None = None
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ from cems.ports import (
     TimerQueue,
 )
 from cems.reports.counters import Metric, ReportCell
+from cems.scenario.caps import TOTAL, CapScope
 from cems.scenario.engine import (
     Advance,
     CapRequest,
@@ -84,7 +85,7 @@ from cems.scenario.engine import (
 )
 from cems.scenario.entrance import Customer as _Customer
 from cems.scenario.entrance import Entrance, PageEntries
-from cems.scenario.model import ChannelCap, DateTrigger, FrequencyCaps, Scenario
+from cems.scenario.model import DateTrigger, FrequencyCaps, QuietHours, Scenario
 from cems.scenario.records import CapCounts, DateSchedule, DueKey, ScenarioSummary
 from cems.scenario.timers import LOOK_AHEAD, Timer, TimerOutcome, within_look_ahead
 from cems.scenario.timing import date_trigger_due
@@ -219,6 +220,7 @@ class ScenarioRunner:
         limits: FrequencyCaps | None = None,
         rich_menus: RichMenuLinker | None = None,
         counters: CounterPort | None = None,
+        quiet_hours: QuietHours | None = None,
         timers: TimerQueue | None = None,
     ) -> None:
         self.scenarios = scenarios
@@ -233,6 +235,8 @@ class ScenarioRunner:
         self.events = events
         self.sink = sink
         self.limits = limits or FrequencyCaps()
+        # The deployment's quiet hours (CEMS_QUIET_HOURS), which every scenario's window narrows.
+        self.quiet_hours = quiet_hours
         self.rich_menus = rich_menus
         # Who enters without an event (a broadcast page), and the scenario reads priority needs.
         self.entrance = Entrance(scenarios, enrolments, events)
@@ -514,7 +518,7 @@ class ScenarioRunner:
         them; a later one (after a send was taken) reads fresh, as a refused take does."""
         if customer_ids and channels:
             self._prefetched_caps = dict(
-                self.caps.read_caps_many(list(dict.fromkeys(customer_ids)), channels, now)
+                self.caps.read_caps_many(list(dict.fromkeys(customer_ids)), self._cap_scopes(channels), now)
             )
 
     def _due(self, customer: _Customer, now: datetime, read: Enrolment, report: RunReport) -> bool:
@@ -616,23 +620,16 @@ class ScenarioRunner:
             else:
                 view = self._cap_view(customer.profile.customer_id, now, scenario)
             events = customer.events_for(scenario, None)
-            result = advance(scenario, start, customer.profile, events, now, view)
+            result = advance(scenario, start, customer.profile, events, now, view, self.quiet_hours)
             decided.append(_PageDecision(customer, read, start, result, list(decision.yield_scenarios)))
         # One take per customer and channel in a transaction; a step sending twice in one activation
         # (rare) takes its caps one by one.
         single = [d for d in decided if len(d.result.caps) == 1]
         outcomes = self.caps.try_consume_many(
-            [
-                (
-                    d.customer.profile.customer_id,
-                    r.channel,
-                    ChannelCap(per_day=r.day_limit, per_week=r.week_limit),
-                )
-                for d in single
-                for r in d.result.caps
-            ],
+            [(d.customer.profile.customer_id, r.channel, r.cap) for d in single for r in d.result.caps],
             now,
             send_keys=[r.key for d in single for r in d.result.caps],
+            totals=[r.total for d in single for r in d.result.caps],
         )
         refused = {id(d) for d, outcome in zip(single, outcomes, strict=True) if not outcome.allowed}
         for d in single:
@@ -965,7 +962,7 @@ class ScenarioRunner:
         (another send took the last one in between): decided again on fresh counts."""
         for _ in range(MAX_CAP_ATTEMPTS):
             view = self._cap_view(candidate.customer_id, now, scenario)
-            result = advance(scenario, candidate, customer.profile, events, now, view)
+            result = advance(scenario, candidate, customer.profile, events, now, view, self.quiet_hours)
             consumed = self._take_caps(candidate.customer_id, result.caps, now)
             if consumed is not None:
                 return result, consumed
@@ -981,8 +978,13 @@ class ScenarioRunner:
             return CapView(self.limits, {})
         read = self._prefetched_caps.pop(customer_id, None)
         if read is None:
-            read = self.caps.read_caps_many([customer_id], channels, now)[customer_id]
+            read = self.caps.read_caps_many([customer_id], self._cap_scopes(channels), now)[customer_id]
         return CapView(self.limits, read.counts, read.holders)
+
+    def _cap_scopes(self, channels: Sequence[Channel]) -> list[CapScope]:
+        """The counters a decision reads: the channels', and the total's where the deployment caps
+        it (the same partition: read in the same BatchGetItem, no request more)."""
+        return [*channels, TOTAL] if self.limits.total is not None else list(channels)
 
     def _take_caps(
         self, customer_id: str, requests: Sequence[CapRequest], now: datetime
@@ -993,11 +995,12 @@ class ScenarioRunner:
         taken: list[CapRequest] = []
         counted: list[CapRequest] = []
         for request in requests:
-            cap = ChannelCap(per_day=request.day_limit, per_week=request.week_limit)
-            outcome = self.caps.try_consume(customer_id, request.channel, cap, now, request.key)
+            outcome = self.caps.try_consume(
+                customer_id, request.channel, request.cap, now, request.key, request.total
+            )
             if not outcome.allowed:
                 for done in counted:
-                    self.caps.release(customer_id, done.channel, now, done.key)
+                    self.caps.release(customer_id, done.channel, now, done.key, done.total is not None)
                 return None
             taken.append(request)
             if not outcome.already:
@@ -1012,7 +1015,7 @@ class ScenarioRunner:
         makes) is given back, as the winner took its own."""
         for request in taken:
             if request.key is None:
-                self.caps.release(customer_id, request.channel, now)
+                self.caps.release(customer_id, request.channel, now, total=request.total is not None)
 
     def _carry_out(self, result: Advance, report: RunReport) -> None:
         for dispatch in result.dispatches:

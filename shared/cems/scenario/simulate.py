@@ -47,6 +47,7 @@ from cems.scenario.model import (
     EventTrigger,
     FrequencyCaps,
     LineFollowTrigger,
+    QuietHours,
     RichMenuStep,
     Scenario,
     SendStep,
@@ -194,6 +195,7 @@ def simulate(
     *,
     caps: FrequencyCaps | None = None,
     cap_counts: dict[CapCounter, int] | None = None,
+    quiet_hours: QuietHours | None = None,
     version: int | None = None,
     start: datetime | None = None,
     horizon: timedelta = timedelta(days=400),
@@ -201,7 +203,7 @@ def simulate(
     """Play `events` (one customer's, any order) through `scenario`. Event triggers enrol on their
     event; a date or broadcast trigger enrols at its first moment after `start` (default: the first
     event, else the profile's first_seen_at). Runs until nothing more is due, or `horizon` after
-    the start."""
+    the start. `caps` and `quiet_hours`: the deployment's, as the runner is given them."""
     ordered = sorted(events, key=lambda e: e.timestamp)
     first = ordered[0].timestamp if ordered else None
     origin = start or first or (profile.first_seen_at if profile else clock.now())
@@ -234,7 +236,7 @@ def simulate(
             entry_at = _next_broadcast(scenario, now)
             _enrol(sim, None, current, now, history)
         sim.profile = current
-        current = _run_due(sim, current, history, now, limits, counts)
+        current = _run_due(sim, current, history, now, limits, counts, quiet_hours)
     return sim
 
 
@@ -328,16 +330,18 @@ def _run_due(
     now: datetime,
     limits: FrequencyCaps,
     counts: dict[CapCounter, int],
+    quiet_hours: QuietHours | None = None,
 ) -> Profile:
     for _ in range(10):  # a cap refusal would re-run; in memory the counts are always current
         enrolment = sim.enrolment
         if enrolment is None or enrolment.ended or not is_due(enrolment, history, now):
             return profile
-        result = advance(sim.scenario, enrolment, profile, history, now, CapView(limits, dict(counts)))
+        view = CapView(limits, dict(counts))
+        result = advance(sim.scenario, enrolment, profile, history, now, view, quiet_hours)
         if not result.changed:
             return profile
         for request in result.caps:
-            for counter in (request.day, request.week):
+            for counter in request.counters():  # the total's too, where the deployment caps it
                 counts[counter] = counts.get(counter, 0) + 1
         if result.traits:
             traits = {**profile.traits, **{t.trait: t.value for t in result.traits}}
@@ -410,8 +414,16 @@ def _unknown_step(step: Never) -> UnknownStep:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def simulate_files(scenario: Scenario, events_text: str, profile_text: str | None = None) -> Simulation:
-    """`cems scenario simulate`: events as a JSON list, the profile as a JSON object (optional)."""
+def simulate_files(
+    scenario: Scenario,
+    events_text: str,
+    profile_text: str | None = None,
+    *,
+    caps: FrequencyCaps | None = None,
+    quiet_hours: QuietHours | None = None,
+) -> Simulation:
+    """`cems scenario simulate`: events as a JSON list, the profile as a JSON object (optional);
+    `caps` and `quiet_hours` the deployment's (the CLI reads them as the functions do)."""
     raw_events = json.loads(events_text)
     if not isinstance(raw_events, list):
         raise ValueError("the events file holds a JSON list of events")
@@ -424,7 +436,7 @@ def simulate_files(scenario: Scenario, events_text: str, profile_text: str | Non
     if "first_seen_at" not in raw_profile:
         first_seen -= timedelta(days=30)
     profile = profile_from(raw_profile, customer_id, first_seen)
-    return simulate(scenario, events, profile)
+    return simulate(scenario, events, profile, caps=caps, quiet_hours=quiet_hours)
 
 
 def _user_id(events: list[Any]) -> str | None:

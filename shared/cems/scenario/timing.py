@@ -1,4 +1,4 @@
-"""When things are due: waits, date triggers, cron broadcasts and send windows (cap periods: `caps`).
+"""When things are due: waits, date triggers, cron broadcasts, send windows, quiet hours (caps: `caps`).
 
 Pure functions of a base moment and the scenario's time zone; every result is an aware UTC datetime.
 Durations are elapsed time (a day is 24 hours, docs/scenarios.md); times of day (`at`, window
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from cems.models import Profile
 from cems.scenario.cron import CronSchedule
-from cems.scenario.model import WEEKDAYS, DateRef, DateTrigger, SendWindow, WaitStep
+from cems.scenario.model import WEEKDAYS, DateRef, DateTrigger, QuietHours, SendWindow, WaitStep
 
 
 def local_moment(day: date, at: time, zone: ZoneInfo) -> datetime:
@@ -209,3 +209,58 @@ def window_opening(window: SendWindow, moment: datetime, zone: ZoneInfo) -> date
     raise AssertionError(
         "unreachable: a window with at least one day opens within a week"
     )  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------- quiet hours (deployment)
+
+QUIET_ZONE = ZoneInfo("Asia/Tokyo")  # the deployment's quiet hours are Tokyo's, whatever a scenario's zone
+# How far ahead sending is looked for: a week holds every day a window may name, plus a day of margin.
+_SEND_HOURS_HORIZON = timedelta(days=8)
+
+
+def in_quiet_hours(quiet: QuietHours, moment: datetime) -> bool:
+    """Whether `moment` falls in the quiet hours (start <= Tokyo time < end, across midnight when
+    `end` is earlier than `start`)."""
+    local = moment.astimezone(QUIET_ZONE).time().replace(tzinfo=None)
+    if quiet.start < quiet.end:
+        return quiet.start <= local < quiet.end
+    return local >= quiet.start or local < quiet.end
+
+
+def may_send(window: SendWindow | None, quiet: QuietHours | None, moment: datetime, zone: ZoneInfo) -> bool:
+    """Whether a send may go at `moment`: inside the scenario's window (in its zone) and outside the
+    deployment's quiet hours. The one rule the engine, the simulator and so the runner apply: a
+    scenario's window narrows the quiet hours, never widens them; a scenario without one sends
+    whenever the quiet hours allow, or within SendWindow()'s default when the deployment sets none."""
+    window = _window_of(window, quiet)
+    if window is not None and not in_window(window, moment, zone):
+        return False
+    return quiet is None or not in_quiet_hours(quiet, moment)
+
+
+def send_opening(
+    window: SendWindow | None, quiet: QuietHours | None, moment: datetime, zone: ZoneInfo
+) -> datetime | None:
+    """The first moment at or after `moment` when `may_send` holds; None when the scenario's window
+    never meets the time the quiet hours leave (say a 22:00-23:00 window under 21:00-09:00 quiet hours).
+
+    Found by moving to the window's next opening, then past the quiet hours, and again until both
+    agree: each move skips only moments one of them refuses, so the first moment both allow is never
+    passed, and the window (in its zone) and the quiet hours (in Tokyo's) need no common calendar."""
+    window = _window_of(window, quiet)
+    candidate = moment
+    while candidate - moment <= _SEND_HOURS_HORIZON:
+        if window is not None:
+            candidate = window_opening(window, candidate, zone)
+        if quiet is None or not in_quiet_hours(quiet, candidate):
+            return candidate
+        candidate = at_on_or_after(candidate, quiet.end, QUIET_ZONE)
+    return None
+
+
+def _window_of(window: SendWindow | None, quiet: QuietHours | None) -> SendWindow | None:
+    # The default window stands in only where the deployment sets no quiet hours: a scenario written
+    # before them keeps sending when it did.
+    if window is None and quiet is None:
+        return SendWindow()
+    return window

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from cems.adapters.dynamodb.items import (
     transaction_cancelled,
 )
 from cems.ports import ServiceUnavailable
-from cems.scenario.caps import counters_of
+from cems.scenario.caps import TOTAL, counters_of
 from cems.scenario.config import DEFAULT_DUE_SHARDS
 from cems.scenario.model import STRUCTURE_ONLY, ChannelCap, Scenario
 from cems.scenario.records import (
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef, TransactWriteItemTypeDef
 
     from cems.models import Channel
-    from cems.scenario.caps import CapCounter
+    from cems.scenario.caps import CapCounter, CapScope
 
 DUE_INDEX = "due-index"
 # A counter outlives its day or week by this much before TTL removes it (TTL is lazy; the key holds
@@ -856,31 +857,47 @@ class CapStore:
         cap: ChannelCap,
         at: datetime | None = None,
         key: str | None = None,
+        total: ChannelCap | None = None,
     ) -> CapOutcome:
         """Counts one send if it stays within the day and week limits, both or neither (a
         transaction of conditional ADDs). Not allowed: nothing was counted. `key`: the send's key;
-        a counter that key took already answers allowed, `already`, and nothing more is counted."""
+        a counter that key took already answers allowed, `already`, and nothing more is counted.
+        `total`: the limits across channels; the send counts in the total's counters in the same
+        transaction (all or nothing).
+
+        A transaction cancelled with no condition failed collided with another on one of the
+        counters (two sends of one customer on two channels share the total's): it is tried again."""
         at = at or clock.now()
-        limited = self._take_actions(customer_id, channel, cap, at, key)
+        limited = self._take_actions(customer_id, channel, cap, at, key, total)
         if not limited:
             return CapOutcome(True)
-        try:
-            self.client.transact_write_items(TransactItems=[action for _, action in limited])
-        except ClientError as exc:
-            if not transaction_cancelled(exc):
-                raise
-            reasons = exc.response.get("CancellationReasons") or []
-            outcome = self._refusal(customer_id, [counter for counter, _ in limited], list(reasons), key, at)
-            if outcome is None:
-                raise
-            return outcome
-        return CapOutcome(True)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=[action for _, action in limited])
+            except ClientError as exc:
+                if not transaction_cancelled(exc):
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                counters = [counter for counter, _ in limited]
+                outcome = self._refusal(customer_id, counters, list(reasons), key, at)
+                if outcome is not None:
+                    return outcome
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311  # jitter, not secrecy
+                continue
+            return CapOutcome(True)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def release(self, customer_id: str, channel: Channel, at: datetime, key: str | None = None) -> None:
+    def release(
+        self, customer_id: str, channel: Channel, at: datetime, key: str | None = None, total: bool = False
+    ) -> None:
         """Takes back one counted send (a send decided at `at` that was then not made). With `key`,
         only from the counters that key took, and the key with it (atomically: the condition and
-        the update are one request, so a release never takes back another send's count)."""
-        for counter in counters_of(channel, at):
+        the update are one request, so a release never takes back another send's count). `total`:
+        the take counted in the total's counters too, which give it back the same way."""
+        scopes: list[CapScope] = [channel, TOTAL] if total else [channel]
+        for counter in (c for scope in scopes for c in counters_of(scope, at)):
             names = {"#count": "count"}
             values: dict[str, Any] = {":minus": {"N": "-1"}, ":zero": {"N": "0"}}
             update, condition = "ADD #count :minus", "#count > :zero"
@@ -904,29 +921,30 @@ class CapStore:
                 if not _condition_failed(exc):
                     raise
 
-    def counts(self, customer_id: str, channel: Channel, at: datetime | None = None) -> tuple[int, int]:
-        """(sends counted today, this week) for the channel."""
+    def counts(self, customer_id: str, channel: CapScope, at: datetime | None = None) -> tuple[int, int]:
+        """(sends counted today, this week) for the channel (TOTAL: on every channel together)."""
         day, week = counters_of(channel, at or clock.now())
         counted = self.counts_of(customer_id, [channel], at)
         return counted[day], counted[week]
 
     def counts_of(
-        self, customer_id: str, channels: Sequence[Channel], at: datetime | None = None
+        self, customer_id: str, channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[CapCounter, int]:
         """Every counter of `channels` at `at` (0 where nothing was counted), in one consistent
         BatchGetItem rather than a GetItem per counter: a decision reads all of a customer's caps, and
-        each request is a round trip (issue 11: 4 GetItems per due enrolment before)."""
+        each request is a round trip (issue 11: 4 GetItems per due enrolment before). TOTAL among
+        `channels` reads the total's counters in the same request (they share the partition)."""
         return self.counts_of_many([customer_id], channels, at)[customer_id]
 
     def counts_of_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, dict[CapCounter, int]]:
         """`counts_of` for many customers at once: every counter of every customer in consistent
         BatchGetItems of 100 keys (a tick's or a broadcast page's decisions read their caps together)."""
         return {c: read.counts for c, read in self.read_caps_many(customer_ids, channels, at).items()}
 
     def read_caps_many(
-        self, customer_ids: Sequence[str], channels: Sequence[Channel], at: datetime | None = None
+        self, customer_ids: Sequence[str], channels: Sequence[CapScope], at: datetime | None = None
     ) -> dict[str, CapCounts]:
         """`counts_of_many` with the keys of the sends that took each counter (same requests)."""
         counters = [c for channel in channels for c in counters_of(channel, at or clock.now())]
@@ -952,13 +970,18 @@ class CapStore:
         takes: Sequence[tuple[str, Channel, ChannelCap]],
         at: datetime | None = None,
         send_keys: Sequence[str | None] | None = None,
+        totals: Sequence[ChannelCap | None] | None = None,
     ) -> list[CapOutcome]:
         """`try_consume` for many customers' sends, one (customer, channel) each, in TransactWriteItems
         of up to 100 counter updates: one answer per take, in order; a refused one counted nothing.
         `send_keys`: each take's send key, as `try_consume`'s (a take its key made already: `already`).
+        `totals`: each take's limits across channels, as `try_consume`'s `total`.
 
-        Why a transaction: each take is a pair of conditional ADDs (day and week, both or neither), and
-        only a transaction writes conditionally to several items at once. A cancelled transaction
+        Why a transaction: each take is a pair of conditional ADDs (day and week, both or neither; two
+        more for the total's), and only a transaction writes conditionally to several items at once.
+        DynamoDB refuses a transaction that touches one item twice, so two takes that share a counter
+        (one customer's sends on two channels: the total's) go in different transactions, each whole
+        take in the first that holds none of its counters. A cancelled transaction
         counted nothing; its reasons say which updates' conditions failed, with the item as it was
         (ALL_OLD): a take whose key the item holds was made already (allowed, counted once); the
         other takes they belong to are refused (another send took that customer's last one first:
@@ -969,24 +992,24 @@ class CapStore:
         named = list(send_keys) if send_keys is not None else [None] * len(takes)
         if len(named) != len(takes):
             raise ValueError("one key per take")
+        across = list(totals) if totals is not None else [None] * len(takes)
+        if len(across) != len(takes):
+            raise ValueError("one total per take")
         answers: list[CapOutcome | None] = [None] * len(takes)
         if len({(c, ch) for c, ch, _ in takes}) != len(takes):
             raise ValueError("one take per customer and channel in a transaction")
         actions: dict[int, list[tuple[CapCounter, TransactWriteItemTypeDef]]] = {}
         for i, (customer_id, channel, cap) in enumerate(takes):
-            actions[i] = self._take_actions(customer_id, channel, cap, at, named[i])
+            actions[i] = self._take_actions(customer_id, channel, cap, at, named[i], across[i])
             if not actions[i]:
                 answers[i] = CapOutcome(True)
-        todo = [i for i in range(len(takes)) if answers[i] is None]
-        chunk: list[int] = []
-        chunks: list[list[int]] = []
-        for i in todo:  # whole takes per transaction (a take's pair never split)
-            if chunk and len(chunk) * 2 + len(actions[i]) > MAX_TRANSACTION_ITEMS:
-                chunks.append(chunk)
-                chunk = []
-            chunk.append(i)
-        if chunk:
-            chunks.append(chunk)
+        chunks = _transactions(
+            [
+                (i, [(takes[i][0], counter) for counter, _ in actions[i]])
+                for i in range(len(takes))
+                if answers[i] is None
+            ]
+        )
         for pending in chunks:
             for _ in range(MAX_ATTEMPTS):
                 if not pending:
@@ -1014,7 +1037,7 @@ class CapStore:
                 pending = []
             for i in pending:  # still colliding with other transactions: one by one
                 customer_id, channel, cap = takes[i]
-                answers[i] = self.try_consume(customer_id, channel, cap, at, named[i])
+                answers[i] = self.try_consume(customer_id, channel, cap, at, named[i], across[i])
         return [answer if answer is not None else CapOutcome(True) for answer in answers]
 
     def _refusal(
@@ -1041,20 +1064,34 @@ class CapStore:
             if len(failed) < len(counters):
                 # A counter whose condition was not reported on may hold the key: read it (once per
                 # refusal, consistently) rather than refuse a send its own earlier take allowed.
-                read = self.read_caps_many([customer_id], [counters[0].channel], at)
+                scopes = list(dict.fromkeys(counter.channel for counter in counters))
+                read = self.read_caps_many([customer_id], scopes, at)
                 if any(key in read[customer_id].holders.get(counter, ()) for counter in counters):
                     return CapOutcome(True, already=True)
-        return CapOutcome(False, failed[0][0].period)
+        full = failed[0][0]
+        return CapOutcome(False, full.period, capped_scope=full.channel)
 
     def _take_actions(
-        self, customer_id: str, channel: Channel, cap: ChannelCap, at: datetime, key: str | None = None
+        self,
+        customer_id: str,
+        channel: Channel,
+        cap: ChannelCap,
+        at: datetime,
+        key: str | None = None,
+        total: ChannelCap | None = None,
     ) -> list[tuple[CapCounter, TransactWriteItemTypeDef]]:
-        """The conditional ADDs that count one send (none when the channel has no limit). With
-        `key`: the key joins the counter's set in the same update, and the condition refuses a
-        counter that holds it already (one atomic check: room left AND not taken by this send)."""
+        """The conditional ADDs that count one send (none when the channel has no limit and no total
+        is given). With `key`: the key joins the counter's set in the same update, and the condition
+        refuses a counter that holds it already (one atomic check: room left AND not taken by this
+        send). `total`: the total's counters too, under the same rules (a total set and channel
+        caps left unlimited still counts the send in the total)."""
         day, week = counters_of(channel, at)
+        limits = [(day, cap.per_day), (week, cap.per_week)]
+        if total is not None:
+            total_day, total_week = counters_of(TOTAL, at)
+            limits += [(total_day, total.per_day), (total_week, total.per_week)]
         taken: list[tuple[CapCounter, TransactWriteItemTypeDef]] = []
-        for counter, limit in ((day, cap.per_day), (week, cap.per_week)):
+        for counter, limit in limits:
             if limit is None:
                 continue
             names = {"#count": "count"}
@@ -1087,6 +1124,23 @@ class CapStore:
                 )
             )
         return taken
+
+
+def _transactions(takes: Sequence[tuple[int, list[tuple[str, CapCounter]]]]) -> list[list[int]]:
+    """The takes (index, the items they update) grouped into transactions: whole takes, at most
+    MAX_TRANSACTION_ITEMS updates each, and no item twice in one (DynamoDB refuses that: one
+    customer's takes on two channels both update the total's counters). Each take goes in the first
+    transaction with room that touches none of its items, so a page's takes stay in as few as before."""
+    groups: list[tuple[list[int], set[tuple[str, CapCounter]]]] = []
+    for i, items in takes:
+        for members, touched in groups:
+            if len(touched) + len(items) <= MAX_TRANSACTION_ITEMS and touched.isdisjoint(items):
+                members.append(i)
+                touched.update(items)
+                break
+        else:
+            groups.append(([i], set(items)))
+    return [members for members, _ in groups]
 
 
 def _held(item: Mapping[str, Any]) -> frozenset[str]:

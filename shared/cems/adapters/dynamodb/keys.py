@@ -18,6 +18,7 @@ Journeys table (pk, sk):
   ENR#<customer> / <scenario id>                  an enrolment; due-index pk DUE#<shard>
   DATE#<customer> / <scenario id>                 a date trigger's schedule
   CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   a frequency-cap counter (CapCounter)
+  CAP#<customer> / total#D#<day> | total#W#<ISO week>           the total cap's counter (every channel)
   BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
   RPT#<scenario id>#<shard 0..15> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters,
       a cell's counts spread over REPORT_SHARDS items; RPT#<scenario id> / (same sk) the layout
@@ -40,7 +41,7 @@ from datetime import date
 from typing import Any
 
 from cems.models import Channel
-from cems.scenario.caps import CapCounter, CapPeriod
+from cems.scenario.caps import TOTAL, CapCounter, CapPeriod, CapScope
 
 # Partition-key prefixes and fixed sort keys. The structural tests read these to find key literals
 # written anywhere else, so every new key format belongs here.
@@ -273,7 +274,9 @@ def cap_pk(customer_id: str) -> str:
 
 def cap_sk(counter: CapCounter) -> str:
     """`<channel>#D#<yyyy-mm-dd>` or `<channel>#W#<yyyy-Www>`: the sort keys counters have always
-    been written under, so a deployed stack's counters go on counting across a deploy."""
+    been written under, so a deployed stack's counters go on counting across a deploy. The total
+    cap's are `total#D#...` / `total#W#...`, in the same partition: read in the same BatchGetItem
+    and taken in the same transaction as the channel's."""
     return f"{counter.channel}{CAP_PERIOD_MARKS[counter.period]}{counter.label}"
 
 
@@ -283,7 +286,8 @@ def cap_counter_of_sk(sk: str) -> CapCounter:
     for period, mark in CAP_PERIOD_MARKS.items():
         channel, found, label = sk.partition(mark)
         if found and channel and label:
-            return CapCounter(Channel(channel), period, label)
+            scope: CapScope = TOTAL if channel == TOTAL.value else Channel(channel)
+            return CapCounter(scope, period, label)
     raise ValueError(f"not a cap counter's sort key: {sk!r}")
 
 
