@@ -217,6 +217,7 @@ class OrderRollup(BaseModel):
 class Channel(StrEnum):
     LINE = "line"
     EMAIL = "email"
+    WEB = "web"  # on-site messages shown by the tag (cems.web)
 
 
 class LineEvent(StrEnum):

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         ScenarioVersion,
     )
     from cems.scenario.timers import Timer
+    from cems.web.inbox import InboxItem, InboxOwner
     from cems.writes import CommitOutcome, WriteBatch
 
 
@@ -555,6 +556,29 @@ class NoncePort(Protocol):
 
     def issue(self, anonymous_id: str, site_id: str, user_id: str) -> str: ...
     def consume(self, nonce: str, webhook_event_id: str) -> LinkNonce | None: ...
+
+
+# ------------------------------------------------------------------------- on-site messages
+
+
+class WebInbox(Protocol):
+    """Visitors' on-site inboxes (cems.web.inbox): one item per owner and dispatch, until it expires."""
+
+    def put(self, item: InboxItem) -> bool:
+        """Write the item unless the owner has one for its dispatch already (False: it was there,
+        left as it is, so a redelivered dispatch never brings back a dismissed message)."""
+        ...
+
+    def items(self, owner: InboxOwner, limit: int) -> list[InboxItem]:
+        """Up to `limit` of the owner's items, expired ones included (TTL deletes late)."""
+        ...
+
+    def mark(
+        self, owner: InboxOwner, dispatch_key: str, field: Literal["shown_at", "dismissed_at"], at: datetime
+    ) -> bool:
+        """Set `field` to `at` on an existing item where it is not set yet; False when there is no
+        such item or it was set before (the first impression or dismissal wins)."""
+        ...
 
 
 # ------------------------------------------------------------------------- scenario I/O

@@ -178,11 +178,13 @@ class Queues(SettingsArea):
     model_config = variables(
         line_send="LINE_SEND_QUEUE_URL",
         email_send="EMAIL_SEND_QUEUE_URL",
+        web_send="WEB_SEND_QUEUE_URL",
         broadcast="BROADCAST_QUEUE_URL",
         timer="TIMER_QUEUE_URL",
     )
     line_send: str = ""
     email_send: str = ""
+    web_send: str = ""
     broadcast: str = ""
     # Scenario timers (cems.scenario.timers); empty: the runner starts none and the tick does it all.
     timer: str = ""

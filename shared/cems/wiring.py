@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from cems.scenario.loader import ScenarioLoader
     from cems.scenario.relevance import ScenariosInPlay
     from cems.scenario.runner import LinkTracker, ScenarioRunner
+    from cems.web.sender import WebSender
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -431,6 +432,28 @@ def send_email(logger: Logger, settings: Settings | None = None) -> tuple[EmailS
         links,
     )
     return sender, QueueRetry(settings.queues.email_send, logger)
+
+
+def send_web(logger: Logger, settings: Settings | None = None) -> tuple[WebSender, QueueRetry]:
+    """The sender (on-site inbox writes) and the retry of a record that must wait (WEB_SEND_QUEUE_URL)."""
+    from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.adapters.dynamodb.delivery_claims import DeliveryClaimStore
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.web_inbox import WebInboxStore
+    from cems.adapters.sqs import QueueRetry
+    from cems.web.sender import WebSender
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    tables = settings.tables
+    sender = WebSender(
+        CustomerStore(tables.customers, dynamodb),
+        DeliveryClaimStore(tables.deliveries, dynamodb, timedelta(days=settings.retention.delivery_days)),
+        WebInboxStore(tables.customers, dynamodb),
+        ReportCounters(tables.journeys, dynamodb),
+    )
+    return sender, QueueRetry(settings.queues.web_send, logger)
+
 
 
 def _engagement(settings: Settings) -> Engagement:

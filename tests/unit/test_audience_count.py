@@ -134,7 +134,9 @@ def test_the_count_says_who_matches_who_is_reachable_where_and_who_is_held_out(w
     assert count.holdout == expected["holdout"] > 0
     assert count.outside_holdout == count.matching - count.holdout
     by_channel = {c.channel: (c.reachable, c.reachable_outside_holdout) for c in count.channels}
-    assert by_channel == {Channel.LINE: expected["line"], Channel.EMAIL: expected["email"]}
+    # Every registered channel has its row; these shoppers were never seen on the site (no anonymous id).
+    web = (0, 0)
+    assert by_channel == {Channel.LINE: expected["line"], Channel.EMAIL: expected["email"], Channel.WEB: web}
     assert count.sendable == expected["sendable"]
     # Not matching: black tea buyers and green tea buyers on a trial plan, by the decision's reason.
     assert count.excluded == {"audience": CUSTOMERS - count.matching}

@@ -74,10 +74,8 @@ def test_a_send_option_names_only_registered_channels_and_a_step_accepts_each() 
     for option, channels in SEND_OPTIONS.items():
         assert channels and set(channels) <= set(Channel)
         step = {"id": "s", "type": "send", "channel": option}
-        step |= {
-            c.value: [{"type": "text", "text": "x"}] if c == Channel.LINE else {"subject": "s", "text": "t"}
-            for c in channels
-        }
+        for c in channels:
+            step |= _CONTENT[c]
         assert SendStep.model_validate(step).channel == option
 
 
@@ -116,6 +114,7 @@ def test_a_rendered_step_goes_on_the_queue_as_the_channels_dispatch_model(
 _CONTENT: dict[Channel, dict[str, Any]] = {
     Channel.LINE: {"line": [{"type": "text", "text": "{{ profile.traits.last_name }}様"}]},
     Channel.EMAIL: {"email": {"subject": "{{ profile.traits.last_name }}様へ", "text": "本文"}},
+    Channel.WEB: {"web": {"kind": "banner", "title": "{{ profile.traits.last_name }}様へ", "body": "本文"}},
 }
 
 
@@ -177,6 +176,7 @@ def test_the_caps_of_every_registered_channel_are_read_from_its_variables() -> N
 MAY_NAME_A_CHANNEL = {
     "cems.line": "the LINE channel's own package",
     "cems.email": "the email channel's own package",
+    "cems.web": "the web channel's own package",
     "cems.models": "the Channel enum, defined once; a profile's LINE user id, LINE events' source",
     "cems.channels.registry": "the registered plugins, and the scenario files' `line_or_email`",
     "cems.adapters.dynamodb.line_deliveries": "LINE's plan and recipient store, claims via the shared store",

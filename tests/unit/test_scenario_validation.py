@@ -167,7 +167,7 @@ def test_a_step_without_a_type_lists_the_step_types() -> None:
 def test_a_misspelt_channel() -> None:
     path, message = only_error(check(lambda d: d["steps"][1].update(channel="lien")))
     assert path == "steps[1].channel"
-    assert "use one of line, email, line_or_email" in message and 'did you mean "line"?' in message
+    assert "use one of line, email, web, line_or_email" in message and 'did you mean "line"?' in message
 
 
 def test_a_holdout_above_fifty_percent() -> None:

@@ -88,3 +88,10 @@ class ChannelPlugin:
     # The figures this channel cannot report per message (a report figure name -> why not): the
     # report shows such a figure as None with this reason, never as 0.
     not_measured: Mapping[str, str] = field(default_factory=dict)
+    # The fields of a rendered message (`render`'s) that are its content, for an operator's preview;
+    # empty: the whole message (its bookkeeping fields, a key and the sample customer, say nothing).
+    preview_fields: tuple[str, ...] = ()
+    # A link the staff member opens to see a test message (`test_message`'s dispatch), for channels
+    # whose test is not delivered to an address but looked at where it shows (web: the shop's page
+    # with a preview token); None for the others.
+    test_link: Callable[[Any], str | None] = field(default=lambda dispatch: None)

@@ -14,13 +14,17 @@ from cems.channels.plugin import ChannelPlugin
 from cems.email.channel import PLUGIN as EMAIL
 from cems.line.channel import PLUGIN as LINE
 from cems.models import Channel, Profile
+from cems.web.channel import PLUGIN as WEB
 
 # In the order a step that offers several channels prefers them.
-_PLUGINS: tuple[ChannelPlugin, ...] = (LINE, EMAIL)
+_PLUGINS: tuple[ChannelPlugin, ...] = (LINE, EMAIL, WEB)
 _BY_CHANNEL: Mapping[Channel, ChannelPlugin] = {p.channel: p for p in _PLUGINS}
 
 # A send step's `channel`: one channel, or a preference (the first reachable one is sent to and the
 # reachable ones after it are its fallbacks). `line_or_email` is the scenario files' own word for it.
+# The web channel is in no preference: a fallback is for a customer the first channel cannot reach,
+# and an on-site message is no stand-in for a message sent to someone (it waits for a visit, and
+# reaches anonymous visitors no other channel can); a step that wants both has a step for each.
 SEND_OPTIONS: Mapping[str, tuple[Channel, ...]] = {
     **{p.channel.value: (p.channel,) for p in _PLUGINS},
     "line_or_email": (LINE.channel, EMAIL.channel),

@@ -138,6 +138,7 @@ PLUGIN = ChannelPlugin(
     sender="send_email",
     queue_resource="EmailSendQueue",
     label="メール Email",
+    preview_fields=("subject", "text", "html"),
     # SES reports each mail's Delivery event; opens come from the tracking pixel: nothing unmeasured.
     imp_definition="SES が受け付けた通数 (SendEmail 成功) / accepted by SES (SendEmail succeeded)",
 )

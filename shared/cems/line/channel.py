@@ -133,6 +133,7 @@ PLUGIN = ChannelPlugin(
     sender="send_line",
     queue_resource="LineSendQueue",
     label="LINE",
+    preview_fields=("messages", "notification_disabled"),
     imp_definition=(
         "LINE の push / multicast API がその受信者宛てに受け付けた通数 / accepted by LINE's push or "
         "multicast API for that recipient"

@@ -156,15 +156,8 @@ class RenderedContent:
         """What an operator reads: the message's content fields as JSON (the dispatch's bookkeeping
         fields, its key and the sample customer, say nothing about the content)."""
         dumped: dict[str, Any] = self.message.model_dump(mode="json")
-        fields = PREVIEW_FIELDS.get(self.channel)
-        return dumped if fields is None else {name: dumped.get(name) for name in fields}
-
-
-# The content fields of each channel's rendered message; a channel not listed shows the whole message.
-PREVIEW_FIELDS: Mapping[Channel, tuple[str, ...]] = {
-    Channel.LINE: ("messages", "notification_disabled"),
-    Channel.EMAIL: ("subject", "text", "html"),
-}
+        fields = plugin(self.channel).preview_fields
+        return {name: dumped.get(name) for name in fields} if fields else dumped
 
 
 def render_preview(
@@ -254,5 +247,8 @@ def _preview(
 
 
 def describe(send: PreparedSend) -> Mapping[str, str]:
-    """What the CLI prints: no recipient, no content beyond the preview."""
-    return {"step": send.step_id, "channel": send.channel, "key": send.key, "preview": send.preview}
+    """What the CLI prints: no recipient, no content beyond the preview; for a channel whose test is
+    looked at where it shows (web), the link that shows it."""
+    described = {"step": send.step_id, "channel": send.channel, "key": send.key, "preview": send.preview}
+    link = plugin(send.channel).test_link(send.dispatch)
+    return described if link is None else {**described, "link": link}

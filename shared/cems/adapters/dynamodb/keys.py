@@ -8,6 +8,8 @@ Customers table (pk, sk):
   SUPPRESS#<sha256 of address>/ SUPPRESS  a suppressed email address
   LOOKUP#<kind>#<sha256 of the normalised value> / CUST#<customer_id>   a contact lookup (cems.lookups):
       kind email or phone; one item per customer holding the value, found by a Query of the pk
+  WEB#<customer_id> / MSG#<dispatch key>       an on-site message in the customer's inbox (cems.web), TTL
+  WEBPREVIEW#<sha256 of preview token> / MSG#<dispatch key>   a test send's preview inbox, TTL
 Events table (customer_id, sk):  <customer_id> / <ISO time>#<messageId>
 Idempotency table (id):          collect#<site_id>#<messageId>
 Sites table (write_key):         <public write key>, or secret#<sha256 of a secret server key>
@@ -56,6 +58,9 @@ OPTIN_SK = "OPTIN"
 SUPPRESSION_PREFIX = "SUPPRESS#"
 SUPPRESSION_SK = "SUPPRESS"
 LOOKUP_PREFIX = "LOOKUP#"
+WEB_INBOX_PREFIX = "WEB#"
+WEB_PREVIEW_PREFIX = "WEBPREVIEW#"
+WEB_MESSAGE_PREFIX = "MSG#"
 MESSAGE_MARKER_PREFIX = "collect#"
 SECRET_KEY_ITEM_PREFIX = "secret#"  # noqa: S105 - a key prefix, not a secret
 SCENARIOS_PK = "SCENARIOS"
@@ -96,6 +101,9 @@ KEY_LITERALS = frozenset(
         SUPPRESSION_PREFIX,
         SUPPRESSION_SK,
         LOOKUP_PREFIX,
+        WEB_INBOX_PREFIX,
+        WEB_PREVIEW_PREFIX,
+        WEB_MESSAGE_PREFIX,
         MESSAGE_MARKER_PREFIX,
         SECRET_KEY_ITEM_PREFIX,
         SCENARIOS_PK,
@@ -196,6 +204,20 @@ def customer_of_lookup_sk(sk: str) -> str:
 
 
 # ------------------------------------------------------------------- events, idempotency, sites
+
+
+def web_inbox_pk(owner_id: str, preview: bool) -> str:
+    """An on-site inbox: a customer's (`WEB#<customer>`, one Query reads it), or a test send's
+    preview (`WEBPREVIEW#<sha256 of its token>`)."""
+    return f"{WEB_PREVIEW_PREFIX if preview else WEB_INBOX_PREFIX}{owner_id}"
+
+
+def web_message_key(owner_id: str, preview: bool, dispatch_key: str) -> Key:
+    return {"pk": {"S": web_inbox_pk(owner_id, preview)}, "sk": {"S": f"{WEB_MESSAGE_PREFIX}{dispatch_key}"}}
+
+
+def web_message_sk_prefix() -> str:
+    return WEB_MESSAGE_PREFIX
 
 
 def event_sk(timestamp_iso: str, message_id: str) -> str:
