@@ -327,6 +327,7 @@ def test_alarms_watch_dead_letters_sender_failures_the_line_limit_and_webhook_si
     assert {n for n in failure_queues if "DeadLetter" in n} == {
         "LineSendDeadLetterQueue",
         "EmailSendDeadLetterQueue",
+        "WebSendDeadLetterQueue",
         "BroadcastDeadLetterQueue",
     }
     assert set(_watched_queues()) == failure_queues
@@ -652,12 +653,14 @@ def test_the_console_may_queue_test_sends_on_the_send_queues_and_nothing_else_in
         "sqs:SendMessage": [
             {"Fn::GetAtt": ["LineSendQueue", "Arn"]},
             {"Fn::GetAtt": ["EmailSendQueue", "Arn"]},
+            {"Fn::GetAtt": ["WebSendQueue", "Arn"]},
         ]
     }
     variables = _template()["Globals"]["Function"]["Environment"]["Variables"]
     own = console.get("Environment", {}).get("Variables", {})
     assert {**variables, **own}["LINE_SEND_QUEUE_URL"] == {"Ref": "LineSendQueue"}
     assert {**variables, **own}["EMAIL_SEND_QUEUE_URL"] == {"Ref": "EmailSendQueue"}
+    assert {**variables, **own}["WEB_SEND_QUEUE_URL"] == {"Ref": "WebSendQueue"}
 
 
 def test_the_audit_table_is_kept_recoverable_encrypted_and_expires_by_its_parameter() -> None:
