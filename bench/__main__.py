@@ -1,5 +1,5 @@
 """`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
-journeys, email, broadcast, events, console, audience)."""
+journeys, email, broadcast, events, console, audience, timers)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import bench.journeys
 import bench.line
 import bench.mail
 import bench.throughput
+import bench.timers
 from bench.report import Figure, Measured, table
 
 MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
@@ -33,6 +34,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "events": lambda _: bench.events.measure(),
     "console": lambda _: bench.console.measure(),
     "audience": lambda _: bench.audience.measure(),
+    "timers": lambda _: bench.timers.measure(),
 }
 
 

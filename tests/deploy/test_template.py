@@ -329,6 +329,7 @@ def test_alarms_watch_dead_letters_sender_failures_the_line_limit_and_webhook_si
         "EmailSendDeadLetterQueue",
         "WebSendDeadLetterQueue",
         "BroadcastDeadLetterQueue",
+        "TimerDeadLetterQueue",
     }
     assert set(_watched_queues()) == failure_queues
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
