@@ -10,7 +10,9 @@ and erasing customers.
   GET    /admin/customers/{id}/export         everything CEMS holds about the person (APPI disclosure)
   DELETE /admin/customers/{id}                erase the customer (the whole person; counts answered)
   POST   /admin/audience                      a scenario document's audience: matching customers,
-                                              reach per channel, holdout, a masked sample
+                                              reach per channel, holdout, a masked sample (200); for
+                                              a large table 202 with a run counted in segments
+  GET    /admin/audience/{run}                that run's counts so far, `complete` when done
 
 Every route but the audience count goes through cems.console.actions, which writes the audit entry
 (an IAM caller acts as an admin: its IAM policy is the permission). The rules are in cems.reports,
@@ -142,8 +144,19 @@ def count_audience() -> Response[str]:
             "customers_read": count.customers_read,
             "requests": count.requests,
             "elapsed_ms": count.elapsed_ms,
+            "run": count.run,
+            "segments": count.segments,
         },
     )
+    if count.run is not None:  # a large table: counted by a run, asked for until complete
+        headers = {**NO_STORE, "Location": f"/admin/audience/{count.run}"}
+        return json_response(202, count.model_dump(mode="json"), headers)
+    return json_response(200, count.model_dump(mode="json"), NO_STORE)
+
+
+@app.get("/admin/audience/<run>")
+def audience_run(run: str) -> Response[str]:
+    count = actions.audience_run(_iam_caller(), run)
     return json_response(200, count.model_dump(mode="json"), NO_STORE)
 
 

@@ -20,7 +20,10 @@
   GET  /admin/console/customers/{id}  the customer, masked (?unmasked=true: customers_unmask)
   GET  /admin/console/customers/{id}/export    an APPI disclosure export (customers_export)
   DELETE /admin/console/customers/{id}         erase the person (customers_erase)
-  POST /admin/console/audience       a scenario document's audience before sending (audience_count)
+  POST /admin/console/audience       a scenario document's audience before sending (audience_count):
+                                     200 with the counts, or 202 with a fanned-out run's first status
+  GET  /admin/console/audience/{run} a fanned-out count's counts so far, `complete` when done
+                                     (audience_count; not audited: the count was, when started)
   GET  /admin/console/audit           the audit log, newest first (?days=1-90, ?cursor; audit_view)
 
 Every /admin/console/ route but sign-in sits behind API Gateway's JWT authorizer (OperatorJwt), so a
@@ -216,7 +219,15 @@ def audience() -> Response[str]:
     budget_ms = app.lambda_context.get_remaining_time_in_millis() - 3_000
     body = app.current_event.decoded_body or ""
     count = actions.count_audience(_caller(), body, max(budget_ms, 1_000) / 1000)
+    if count.run is not None:  # a large table: counted by a run, asked for until complete
+        headers = {**NO_STORE, "Location": f"/admin/console/audience/{count.run}"}
+        return json_response(202, count.model_dump(mode="json"), headers)
     return json_response(200, count.model_dump(mode="json"), NO_STORE)
+
+
+@app.get("/admin/console/audience/<run>")
+def audience_run(run: str) -> Response[str]:
+    return json_response(200, actions.audience_run(_caller(), run).model_dump(mode="json"), NO_STORE)
 
 
 @app.get("/admin/console/audit")

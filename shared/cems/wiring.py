@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cems.consent import ConsentConfirmations
     from cems.console.actions import OperatorActions
     from cems.console.audience import AudienceCounter
+    from cems.console.audience_runs import AudienceRuns
     from cems.console.customers import CustomerDirectory
     from cems.console.operators import Console
     from cems.email.sender import EmailSender
@@ -330,18 +331,30 @@ def scenario_upkeep(settings: Settings | None = None) -> ScenarioUpkeep:
 
 
 def broadcast(settings: Settings | None = None) -> BroadcastWorker:
+    from cems.adapters.dynamodb.audience_runs import DynamoAudienceRunStore
     from cems.adapters.dynamodb.broadcasts import BroadcastStore
     from cems.adapters.dynamodb.customers import CustomerStore
     from cems.adapters.sqs import SqsQueue
+    from cems.console.audience_runs import AudienceSegmentCounter
     from cems.scenario.broadcast import BroadcastWorker
 
     settings = _settings(settings)
     dynamodb, sqs = _dynamodb(), _sqs()
+    scenario_runner = runner(dynamodb, sqs, settings)
+    customers = CustomerStore(settings.tables.customers, dynamodb)
+    queue = SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL")
     return BroadcastWorker(
-        runner(dynamodb, sqs, settings),
+        scenario_runner,
         BroadcastStore(settings.tables.journeys, dynamodb),
-        CustomerStore(settings.tables.customers, dynamodb),
-        SqsQueue(sqs, settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
+        customers,
+        queue,
+        # Segments of fanned-out audience counts, decided by the runner's own entry decision.
+        counts=AudienceSegmentCounter(
+            scenario_runner.entrance,
+            customers,
+            DynamoAudienceRunStore(settings.tables.journeys, dynamodb),
+            queue,
+        ),
     )
 
 
@@ -455,7 +468,6 @@ def send_web(logger: Logger, settings: Settings | None = None) -> tuple[WebSende
     return sender, QueueRetry(settings.queues.web_send, logger)
 
 
-
 def _engagement(settings: Settings) -> Engagement:
     from cems.adapters.dynamodb.report_counters import ReportCounters
     from cems.adapters.dynamodb.short_links import ShortLinkStore
@@ -530,6 +542,27 @@ def audience(settings: Settings | None = None) -> AudienceCounter:
     )
 
 
+def audience_runs(settings: Settings | None = None) -> AudienceRuns:
+    """The audience count of the console and admin API: at once (`audience`) for a CustomersTable up
+    to CEMS_AUDIENCE_SYNC_MAX_ITEMS items by its size estimate, else fanned out as a run, one
+    BroadcastQueue message per segment, its tallies in JourneysTable (cems.console.audience_runs)."""
+    from cems.adapters.dynamodb.audience_runs import DynamoAudienceRunStore
+    from cems.adapters.dynamodb.table_size import DynamoTableSize
+    from cems.adapters.sqs import SqsQueue
+    from cems.console.audience_runs import AudienceRuns
+    from cems.console.config import ConsoleSettings
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    return AudienceRuns(
+        audience(settings),
+        DynamoAudienceRunStore(settings.tables.journeys, dynamodb),
+        SqsQueue(_sqs(), settings.queues.broadcast, "BROADCAST_QUEUE_URL"),
+        DynamoTableSize(settings.tables.customers, dynamodb),
+        sync_max_items=settings.area(ConsoleSettings).audience_sync_max_items,
+    )
+
+
 def console(settings: Settings | None = None) -> Console:
     """The console's checks and sign-in: the operators' user pool, the audit log, the address ranges."""
     from cems.adapters import aws
@@ -590,7 +623,7 @@ def operator_actions(settings: Settings | None = None) -> OperatorActions:
         ReportService(counters, scenarios),
         scenarios,
         AuditLog(DynamoAuditStore(tables.audit, dynamodb, retention)),
-        lambda: audience(settings),
+        lambda: audience_runs(settings),
         (ScenarioFiles(aws.client("s3")), settings.area(ConsoleSettings).scenario_bucket),
         send_queues=lambda: send_queues(settings),
     )

@@ -4,7 +4,6 @@ does): the counts of a scenario document, 400 with every problem for an invalid 
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import sys
@@ -22,8 +21,9 @@ from cems.adapters.dynamodb.customers import Stores
 from cems.cli import main as cems_main
 from cems.scenario.assignment import in_holdout
 
+from bench.http_api import http_api_event
 from tests.integration.journeys import put_customer
-from tests.integration.test_admin_handler import APP, NOW, Answer, FakeLambdaContext, http_event
+from tests.integration.test_admin_handler import APP, NOW, OPERATOR, Answer, FakeLambdaContext
 
 ROOT = Path(__file__).parents[2]
 DOCUMENT: dict[str, Any] = {
@@ -73,8 +73,13 @@ def post(seeded: set[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Post]:
     spec.loader.exec_module(module)
 
     def call(target: str, body: bytes) -> Answer:
-        event = {**copy.deepcopy(http_event("POST", target)), "body": body.decode("utf-8")}
-        event["headers"]["content-type"] = "application/json"
+        event = http_api_event(
+            "POST",
+            target,
+            headers={"content-type": "application/json"},
+            body=body.decode("utf-8"),
+            iam_user_arn=OPERATOR,
+        )
         response = module.lambda_handler(event, FakeLambdaContext())
         headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         return Answer(response["statusCode"], headers, response.get("body") or "")

@@ -75,9 +75,11 @@ class ScenarioVersions(Protocol):
 
 
 class AudienceCounts(Protocol):
-    """The audience count (cems.console.audience.AudienceCounter)."""
+    """The audience count (cems.console.audience_runs.AudienceRuns): at once, or a run fanned out."""
 
-    def count(self, scenario: Scenario, *, time_budget_s: float) -> Any: ...
+    def count(self, scenario: Scenario, document: str, *, started_by: str, time_budget_s: float) -> Any: ...
+
+    def status(self, run_id: str) -> Any: ...
 
 
 class InvalidScenarioDocument(ClientError):
@@ -490,24 +492,55 @@ class OperatorActions:
 
     def count_audience(self, caller: Caller, document: str, time_budget_s: float) -> Any:
         """The audience of a scenario document before it is sent: matching customers, reach per
-        channel, holdout and a masked sample (docs/audience.md); an audit entry with the counts."""
+        channel, holdout and a masked sample (docs/audience.md); an audit entry with the counts. A
+        large table's count is a run fanned out over segments: the answer then names its `run`, not
+        yet complete, and the entry the run (its counts are not known yet)."""
         from cems.scenario.validation import validate_text
 
         self._allowed(caller, Permission.AUDIENCE_COUNT, AuditAction.AUDIENCE_COUNT)
+        audience = self._audience_counts()
+        report = validate_text(document, "request body")
+        if report.scenario is None:
+            self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)
+            raise InvalidScenarioDocument([e.to_dict() for e in report.errors])
+        scenario_id = report.scenario.id
+        try:
+            count = audience.count(
+                report.scenario, document, started_by=caller.operator.name, time_budget_s=time_budget_s
+            )
+        except ServiceUnavailable:
+            self._record(caller, AuditAction.AUDIENCE_COUNT, scenario_id, outcome=AuditOutcome.FAILED)
+            message = "集計を開始できませんでした / the count could not be started; try again"
+            raise ClientError(503, "not_queued", message, field="queue") from None
+        detail: dict[str, str | int | bool] = {"matching": count.matching, "complete": count.complete}
+        if count.run is not None:
+            detail = {"run": count.run, "segments": count.segments, "complete": False}
+        self._record(caller, AuditAction.AUDIENCE_COUNT, scenario_id, detail)
+        return count
+
+    def audience_run(self, caller: Caller, run_id: str) -> Any:
+        """A fanned-out count's counts so far (404 for no such run, or one expired after a day).
+
+        Needs the permission the count needs, and writes no audit entry: the count was recorded once,
+        when started, and asking how far it got reads nothing more than that count (a page asks every
+        few seconds, which would bury the log in entries saying the same). Any operator who may count
+        may read any run: its answer is what they would get by counting the same document, and a run
+        id is 128 random bits, known only to whoever started it or was given it."""
+        caller.operator.require(Permission.AUDIENCE_COUNT)
+        found = self._audience_counts().status(run_id)
+        if found is None:
+            message = "集計が見つかりません（1 日で消えます） / no such count (a count is kept a day)"
+            raise ClientError(404, "audience_run_not_found", message, field="run")
+        return found
+
+    def _audience_counts(self) -> AudienceCounts:
         if self._audience is None and self._audience_factory is not None:
             self._audience = self._audience_factory()
         if self._audience is None:
             raise ClientError(
                 404, "not_available", "audience counts are not configured here", field="audience"
             )
-        report = validate_text(document, "request body")
-        if report.scenario is None:
-            self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)
-            raise InvalidScenarioDocument([e.to_dict() for e in report.errors])
-        count = self._audience.count(report.scenario, time_budget_s=time_budget_s)
-        detail = {"matching": count.matching, "complete": count.complete}
-        self._record(caller, AuditAction.AUDIENCE_COUNT, report.scenario.id, detail)
-        return count
+        return self._audience
 
     # -- the audit log -------------------------------------------------------------------------------
 

@@ -21,20 +21,18 @@ Nothing personal leaves here unmasked: the sample is `masking.masked_profile`.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cems import clock
 from cems.channels.registry import plugins
 from cems.masking import masked_profile
 from cems.models import Channel, Profile
-from cems.ports import ProfileScanner, RequestTally, TableSize
+from cems.ports import ProfilePage, ProfileScanner, RequestTally, TableSize
 from cems.scenario.broadcast import PAGE_SIZE, segments_for_items
 from cems.scenario.config import DEFAULT_BROADCAST_SEGMENTS, DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_CUSTOMERS
 from cems.scenario.engine import send_channels
@@ -102,33 +100,116 @@ class AudienceCount(BaseModel):
     requests: int | None  # AWS requests the count made (None: not measured)
     elapsed_ms: int
     note: str | None = None
+    # A fanned-out count (cems.console.audience_runs): its run id, to ask again for its progress, and
+    # how many of its `segments` are counted. None for a count answered at once.
+    run: str | None = None
+    segments_done: int | None = None
 
 
-@dataclass
-class _Tally:
-    """One segment's counts (each thread has its own; summed at the end)."""
+class AudienceTally(BaseModel):
+    """Counts of some pages: one segment's (a thread of the count, or a fanned-out run's item per
+    segment), summed into the answer. A pydantic model, so a run's segment can be stored as it is."""
 
     matching: int = 0
     holdout: int = 0
     sendable: int = 0
-    reachable: Counter[Channel] = field(default_factory=Counter)
-    reachable_outside: Counter[Channel] = field(default_factory=Counter)
-    excluded: Counter[str] = field(default_factory=Counter)
+    reachable: dict[Channel, int] = Field(default_factory=dict)
+    reachable_outside: dict[Channel, int] = Field(default_factory=dict)
+    excluded: dict[str, int] = Field(default_factory=dict)
     profiles: int = 0
     scanned: int = 0
-    sample: list[AudienceSample] = field(default_factory=list)
+    sample: list[AudienceSample] = Field(default_factory=list)
     complete: bool = True
 
-    def add(self, other: _Tally) -> None:
+    def add(self, other: AudienceTally) -> None:
         self.matching += other.matching
         self.holdout += other.holdout
         self.sendable += other.sendable
-        self.reachable.update(other.reachable)
-        self.reachable_outside.update(other.reachable_outside)
-        self.excluded.update(other.excluded)
+        _add_counts(self.reachable, other.reachable)
+        _add_counts(self.reachable_outside, other.reachable_outside)
+        _add_counts(self.excluded, other.excluded)
         self.profiles += other.profiles
         self.scanned += other.scanned
         self.complete = self.complete and other.complete
+
+
+def _add_counts(into: dict[Any, int], other: dict[Any, int]) -> None:
+    for key, n in other.items():
+        into[key] = into.get(key, 0) + n
+
+
+def count_page(
+    tally: AudienceTally,
+    entrance: Entrance,
+    scenario: Scenario,
+    version: int,
+    page: ProfilePage,
+    now: datetime,
+    send_channels: frozenset[Channel],
+) -> None:
+    """One page of profiles decided as a broadcast page is (`Entrance.decide_page`) and added to
+    `tally`: the one per-page rule of the count answered at once and of a fanned-out run's segments
+    (cems.console.audience_runs), so both give the same numbers on the same data."""
+    entries = entrance.decide_page(scenario, version, page.profiles, now)
+    tally.profiles += len(page.profiles)
+    tally.scanned += page.scanned
+    for entry in entries.entries:
+        if not entry.entered:
+            reason = entry.decision.reason
+            tally.excluded[reason] = tally.excluded.get(reason, 0) + 1
+            continue
+        assert entry.decision.enrolment is not None
+        _count_member(tally, entry.customer.profile, entry.decision.enrolment.holdout, send_channels)
+
+
+def audience_answer(
+    scenario: Scenario,
+    tallies: list[AudienceTally],
+    *,
+    segments: int,
+    counted_at: datetime,
+    requests: int | None,
+    elapsed_ms: int,
+    extra_notes: tuple[str, ...] = (),
+    complete: bool | None = None,
+) -> AudienceCount:
+    """The answer from segments' tallies, in segment order (the sample is the first segments'
+    first customers, so the same data gives the same sample). `complete`: given by a fanned-out run
+    (every segment counted); else whether every tally read its segment to the end."""
+    summed = AudienceTally()
+    for tally in tallies:
+        summed.add(tally)
+    sample = [s for tally in tallies for s in tally.sample][:SAMPLE_SIZE]
+    complete = summed.complete if complete is None else complete
+    realtime = not isinstance(scenario.trigger, BroadcastTrigger)
+    notes = ([REALTIME_NOTE] if realtime else []) + list(extra_notes)
+    return AudienceCount(
+        scenario_id=scenario.id,
+        trigger_type=scenario.trigger.type,
+        counted_at=counted_at,
+        complete=complete,
+        matching=summed.matching,
+        holdout=summed.holdout,
+        outside_holdout=summed.matching - summed.holdout,
+        sendable=summed.sendable,
+        channels=[
+            ChannelAudience(
+                channel=p.channel,
+                title=p.title,
+                reachable=summed.reachable.get(p.channel, 0),
+                reachable_outside_holdout=summed.reachable_outside.get(p.channel, 0),
+            )
+            for p in plugins()
+        ],
+        excluded=dict(sorted(summed.excluded.items())),
+        sample=sample,
+        segments=segments,
+        customers_read=summed.profiles,
+        items_scanned=summed.scanned,
+        requests=requests,
+        elapsed_ms=elapsed_ms,
+        note=" ".join(notes) or None,
+    )
 
 
 class AudienceCounter:
@@ -161,10 +242,14 @@ class AudienceCounter:
         self.tally = tally
         self.monotonic = monotonic
 
-    def segments_for(self) -> int:
+    def segments_for(self, items: int | None = None) -> int:
+        """The segments of a count: sized to `items` (the table's size, read when not given), as a
+        broadcast run's; or the fixed number when the counter has no `sizing`."""
         if self.sizing is None:
             return self.segments
-        return segments_for_items(self.sizing.approximate_items(), self.segment_customers, self.max_segments)
+        if items is None:
+            items = self.sizing.approximate_items()
+        return segments_for_items(items, self.segment_customers, self.max_segments)
 
     def count(
         self,
@@ -189,47 +274,23 @@ class AudienceCounter:
         channels = send_channels(scenario)
         version = scenario.version if version is None else version
 
-        def read_segment(segment: int) -> _Tally:
+        def read_segment(segment: int) -> AudienceTally:
             return self._segment(scenario, version, segment, total, now, channels, deadline)
 
         with ThreadPoolExecutor(max_workers=min(self.threads, total), thread_name_prefix="audience") as pool:
             tallies = list(pool.map(read_segment, range(total)))
-        summed = _Tally()
-        for tally in tallies:
-            summed.add(tally)
-        # The sample in segment order, so the same data gives the same sample.
-        sample = [s for tally in tallies for s in tally.sample][:SAMPLE_SIZE]
-        realtime = not isinstance(scenario.trigger, BroadcastTrigger)
-        notes = ([REALTIME_NOTE] if realtime else []) + ([] if summed.complete else [PARTIAL_NOTE])
         requests = None
         if self.tally is not None and requests_before is not None:
             requests = self.tally.sent() - requests_before
-        return AudienceCount(
-            scenario_id=scenario.id,
-            trigger_type=scenario.trigger.type,
-            counted_at=now,
-            complete=summed.complete,
-            matching=summed.matching,
-            holdout=summed.holdout,
-            outside_holdout=summed.matching - summed.holdout,
-            sendable=summed.sendable,
-            channels=[
-                ChannelAudience(
-                    channel=p.channel,
-                    title=p.title,
-                    reachable=summed.reachable[p.channel],
-                    reachable_outside_holdout=summed.reachable_outside[p.channel],
-                )
-                for p in plugins()
-            ],
-            excluded=dict(sorted(summed.excluded.items())),
-            sample=sample,
+        complete = all(t.complete for t in tallies)
+        return audience_answer(
+            scenario,
+            tallies,
             segments=total,
-            customers_read=summed.profiles,
-            items_scanned=summed.scanned,
+            counted_at=now,
             requests=requests,
             elapsed_ms=round((self.monotonic() - started) * 1000),
-            note=" ".join(notes) or None,
+            extra_notes=() if complete else (PARTIAL_NOTE,),
         )
 
     def _segment(
@@ -241,37 +302,31 @@ class AudienceCounter:
         now: datetime,
         send_channels: frozenset[Channel],
         deadline: float | None,
-    ) -> _Tally:
+    ) -> AudienceTally:
         """One segment read page by page, as the broadcast worker reads it, each page decided."""
-        tally = _Tally()
+        tally = AudienceTally()
         start: dict[str, Any] | None = None
         while True:
             if deadline is not None and self.monotonic() >= deadline:
                 tally.complete = False
                 return tally
             page = self.profiles.scan_profile_page(segment, total, start, self.page_size)
-            entries = self.entrance.decide_page(scenario, version, page.profiles, now)
             # The tally is this thread's own: no lock (the threads' tallies are summed at the end).
-            tally.profiles += len(page.profiles)
-            tally.scanned += page.scanned
-            for entry in entries.entries:
-                if not entry.entered:
-                    tally.excluded[entry.decision.reason] += 1
-                    continue
-                assert entry.decision.enrolment is not None
-                _count_member(tally, entry.customer.profile, entry.decision.enrolment.holdout, send_channels)
+            count_page(tally, self.entrance, scenario, version, page, now, send_channels)
             start = page.next_start
             if start is None:
                 return tally
 
 
-def _count_member(tally: _Tally, profile: Profile, holdout: bool, send_channels: frozenset[Channel]) -> None:
+def _count_member(
+    tally: AudienceTally, profile: Profile, holdout: bool, send_channels: frozenset[Channel]
+) -> None:
     reachable = [p.channel for p in plugins() if p.reachable(profile)]
     tally.matching += 1
     tally.holdout += holdout
-    tally.reachable.update(reachable)
+    _add_counts(tally.reachable, dict.fromkeys(reachable, 1))
     if not holdout:
-        tally.reachable_outside.update(reachable)
+        _add_counts(tally.reachable_outside, dict.fromkeys(reachable, 1))
         tally.sendable += any(c in send_channels for c in reachable)
     if len(tally.sample) < SAMPLE_SIZE:
         tally.sample.append(

@@ -3,6 +3,8 @@ Read from the environment by `cems.settings` (the one place that reads it).
 """
 
 # No `from __future__ import annotations`: pydantic would compile each annotation (see cems.settings).
+from pydantic import Field
+
 from cems.settings import SettingsArea, variables
 
 
@@ -14,6 +16,7 @@ class ConsoleSettings(SettingsArea):
         client_id="OPERATOR_POOL_CLIENT_ID",
         source_cidrs="OPERATOR_SOURCE_CIDRS",
         scenario_bucket="SCENARIO_BUCKET",
+        audience_sync_max_items="CEMS_AUDIENCE_SYNC_MAX_ITEMS",
     )
     pool_id: str = ""
     client_id: str = ""
@@ -21,3 +24,6 @@ class ConsoleSettings(SettingsArea):
     source_cidrs: str = ""
     # Where the loader writes its report on each uploaded file (reports/<name>.json).
     scenario_bucket: str = ""
+    # An audience count of a CustomersTable larger than this (its size estimate, in items) is fanned
+    # out as a run (cems.console.audience_runs: SYNC_MAX_ITEMS, why 150,000); up to it, answered at once.
+    audience_sync_max_items: int = Field(default=150_000, ge=0)

@@ -42,6 +42,10 @@ run record and segment messages, but the worker schedules each profile's pending
 so customers who had the date before the upload get their moment too. Scheduling is idempotent (an
 entry already at its moment is left alone), so a page processed twice writes nothing twice. `tick`
 enqueues again a backfill whose messages were not all enqueued (as for a broadcast run).
+
+A message of kind `count` is a segment of a fanned-out audience count (cems.console.audience_runs):
+the worker hands it to its `counts` (`SegmentCounter`), which reads the segment with the count's own
+rule and hands the rest on as a broadcast segment is (`hand_on`). It enrols and sends nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -90,6 +94,8 @@ MIN_REMAINING_MS = 20_000
 # What a run does with each profile of its segments: enrol it (a broadcast), or schedule its date
 # trigger's pending entry (the backfill of a newly active date-trigger version).
 RunKind = Literal["broadcast", "backfill"]
+# What a BroadcastQueue message is a segment of: a run above, or a fanned-out audience count.
+MessageKind = Literal["broadcast", "backfill", "count"]
 BackfillStart = Literal["started", "pending", "already", "none"]
 
 
@@ -145,7 +151,7 @@ class SegmentMessage(BaseModel):
     total_segments: int
     start_key: dict[str, Any] | None = None
     # Absent in messages from before backfills existed: those are broadcasts.
-    kind: RunKind = "broadcast"
+    kind: MessageKind = "broadcast"
 
 
 class SegmentProgress(BaseModel):
@@ -321,11 +327,27 @@ class SegmentReport:
     def metrics(self, kind: str) -> dict[str, int]:
         """The counts this segment adds to CloudWatch, by metric name; entries scheduled only for a
         date trigger's backfill (`kind`), which is all such a run does."""
+        if kind == "count":  # an audience count enrols and sends nothing
+            return {"AudienceCountProfiles": self.profiles}
         run = self.run or RunReport()
         counts = {"BroadcastProfiles": self.profiles, "ScenarioDispatches": run.dispatched}
         if kind == "backfill":
             counts["DateTriggersScheduled"] = run.scheduled
         return counts
+
+
+def hand_on(queue: MessageQueue, message: SegmentMessage, start_key: dict[str, Any] | None) -> None:
+    """Puts the rest of a segment, from `start_key`, back on the queue as a new message: what a
+    worker whose time runs low does after recording how far it got (broadcasts, backfills, counts)."""
+    queue.send([message.model_copy(update={"start_key": start_key}).model_dump_json()])
+
+
+class SegmentCounter(Protocol):
+    """Counts a segment of a fanned-out audience count (cems.console.audience_runs)."""
+
+    def run_segment(
+        self, message: SegmentMessage, remaining_ms: Callable[[], int], now: datetime | None = None
+    ) -> SegmentReport: ...
 
 
 class BroadcastWorker:
@@ -339,7 +361,9 @@ class BroadcastWorker:
         queue: MessageQueue,
         page_size: int = PAGE_SIZE,
         min_remaining_ms: int = MIN_REMAINING_MS,
+        counts: SegmentCounter | None = None,
     ) -> None:
+        """`counts`: who counts the segments of audience counts (None: such a message is `missing`)."""
         if not 1 <= page_size <= MAX_MULTICAST_RECIPIENTS:
             # A page's customers are one batch, which holds at most one multicast per content.
             raise ValueError(f"a broadcast page holds 1 to {MAX_MULTICAST_RECIPIENTS} profiles")
@@ -349,6 +373,7 @@ class BroadcastWorker:
         self.queue = queue
         self.page_size = page_size
         self.min_remaining_ms = min_remaining_ms
+        self.counts = counts
 
     def run_segment(
         self, message: SegmentMessage, remaining_ms: Callable[[], int], now: datetime | None = None
@@ -358,6 +383,10 @@ class BroadcastWorker:
         the invocation's first page by a write of its own (`_open_page`), every later one by the write
         that records the page before it done. Every progress write is conditional on the pages read,
         so of two workers on one segment the slower one stops (`superseded`)."""
+        if message.kind == "count":
+            if self.counts is None:
+                return SegmentReport("missing")
+            return self.counts.run_segment(message, remaining_ms, now)
         stored = self.runner.scenarios.version(message.scenario_id, message.version)
         report = SegmentReport("missing", run=RunReport())
         if stored is None:
@@ -437,8 +466,7 @@ class BroadcastWorker:
                 report.outcome = "done"
                 return report
             if not carry_on:
-                handed_on = message.model_copy(update={"start_key": progress.last_key})
-                self.queue.send([handed_on.model_dump_json()])
+                hand_on(self.queue, message, progress.last_key)
                 report.outcome = "continued"
                 return report
 

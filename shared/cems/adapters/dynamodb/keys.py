@@ -22,6 +22,7 @@ Journeys table (pk, sk):
   CAP#<customer> / <channel>#D#<day> | <channel>#W#<ISO week>   a frequency-cap counter (CapCounter)
   CAP#<customer> / total#D#<day> | total#W#<ISO week>           the total cap's counter (every channel)
   BCAST#<scenario id>#<run> / RUN | SEG#<n>      broadcast progress
+  AUDCOUNT#<run> / RUN | SEG#<n, 5 digits>       a fanned-out audience count and its segments' tallies, TTL
   RPT#<scenario id>#<shard 0..15> / V#<version>#S#<step>#VAR#<variant>#G#<group>   report counters,
       a cell's counts spread over REPORT_SHARDS items; RPT#<scenario id> / (same sk) the layout
       before issue 11, still read
@@ -74,6 +75,7 @@ CAP_PREFIX = "CAP#"
 BROADCAST_PREFIX = "BCAST#"
 BROADCAST_RUN_SK = "RUN"
 BROADCAST_SEGMENT_PREFIX = "SEG#"
+AUDIENCE_COUNT_PREFIX = "AUDCOUNT#"
 REPORT_PREFIX = "RPT#"
 REPORT_ONCE_PREFIX = "RPTONCE#"
 REPORT_ONCE_SK = "ONCE"
@@ -117,6 +119,7 @@ KEY_LITERALS = frozenset(
         BROADCAST_PREFIX,
         BROADCAST_RUN_SK,
         BROADCAST_SEGMENT_PREFIX,
+        AUDIENCE_COUNT_PREFIX,
         REPORT_PREFIX,
         REPORT_ONCE_PREFIX,
         REPORT_ONCE_SK,
@@ -335,6 +338,23 @@ def broadcast_segment_key(scenario_id: str, run: str, segment: int) -> Key:
         "pk": {"S": f"{BROADCAST_PREFIX}{scenario_id}#{run}"},
         "sk": {"S": f"{BROADCAST_SEGMENT_PREFIX}{segment}"},
     }
+
+
+def audience_run_pk(run: str) -> str:
+    return f"{AUDIENCE_COUNT_PREFIX}{run}"
+
+
+def audience_run_key(run: str) -> Key:
+    return {"pk": {"S": audience_run_pk(run)}, "sk": {"S": BROADCAST_RUN_SK}}
+
+
+def audience_segment_key(run: str, segment: int) -> Key:
+    """Zero-padded, so a Query of the run's partition reads its segments in order (up to 99,999)."""
+    return {"pk": {"S": audience_run_pk(run)}, "sk": {"S": f"{BROADCAST_SEGMENT_PREFIX}{segment:05d}"}}
+
+
+def audience_segment_sk_prefix() -> str:
+    return BROADCAST_SEGMENT_PREFIX
 
 
 # A report cell's counts are spread over this many items, each under its own partition key

@@ -64,6 +64,11 @@
   let scenarioRequest = 0;
   let compareRequest = 0;
   let testSendRequest = 0;
+  // A large table's count is a run in segments (202 with its `run`): the page asks for it every
+  // AUDIENCE_POLL_MS, showing the counts so far, until it is complete. Counting again, or signing
+  // out, stops the asking (`audienceRun` moves on).
+  const AUDIENCE_POLL_MS = 2000;
+  let audienceRun = 0;
   let currentScenario = null;
   // The version whose send steps the preview and test-send form lists (the active one).
   let testSendVersion = null;
@@ -163,15 +168,16 @@
     }
     for (const id of ["operator-name", "operator-roles", "scenario-title", "report-summary",
       "report-lift", "customer-id", "customer-masked", "error", "notice", "compare-left-title",
-      "compare-right-title", "upload-summary", "audience-summary", "audience-note"]) {
+      "compare-right-title", "upload-summary", "audience-summary", "audience-progress", "audience-note"]) {
       $(id).textContent = "";
     }
     for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
       "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report",
       "upload-none", "upload-problems", "audience-result", "audience-problems", "report-channels",
-      "report-days", "preview"]) {
+      "report-days", "preview", "audience-progress"]) {
       $(id).hidden = true;
     }
+    audienceRun += 1;  // a count still being asked after stops asking
     $("customer-search").reset();
     $("audience-form").reset();
     $("test-send-form").reset();
@@ -604,10 +610,12 @@
   async function countAudience(event) {
     event.preventDefault();
     clearMessages();
+    const mine = ++audienceRun;
     $("audience-result").hidden = true;
     $("audience-problems").hidden = true;
+    $("audience-progress").hidden = true;
     const document_ = String($("audience-form").elements.namedItem("document").value || "");
-    const answer = await api("/admin/console/audience", { method: "POST", body: document_ });
+    let answer = await api("/admin/console/audience", { method: "POST", body: document_ });
     if (!answer.ok) {
       const problems = (answer.body && answer.body.problems) || [];
       $("audience-problems").hidden = problems.length === 0;
@@ -618,11 +626,28 @@
       return fail(answer);
     }
     renderAudience(answer.body);
+    while (answer.body.run && !answer.body.complete) {
+      await new Promise((resolve) => setTimeout(resolve, AUDIENCE_POLL_MS));
+      if (mine !== audienceRun) return;
+      answer = await api(`/admin/console/audience/${encodeURIComponent(answer.body.run)}`);
+      if (mine !== audienceRun) return;
+      if (!answer.ok) return fail(answer);
+      renderAudience(answer.body);
+    }
   }
 
   function renderAudience(result) {
     $("audience-result").hidden = false;
-    const complete = result.complete ? "" : "・途中まで / partial";
+    const progress = $("audience-progress");
+    progress.hidden = !result.run;
+    if (result.run) {
+      const done = `${count(result.segments_done)}/${count(result.segments)}`;
+      const seconds = Math.round((result.elapsed_ms || 0) / 1000);
+      progress.textContent = result.complete
+        ? `集計完了 ${done} セグメント（${seconds} 秒） / count complete: ${done} segments (${seconds} s)`
+        : `集計中… ${done} セグメント完了（${seconds} 秒経過） / counting: ${done} segments done (${seconds} s)`;
+    }
+    const complete = result.complete ? "" : (result.run ? "・集計中 / counting" : "・途中まで / partial");
     $("audience-summary").textContent = `${display(result.scenario_id)}（${display(result.trigger_type)}）・`
       + `集計 counted ${jst(result.counted_at)}${complete}`;
     const counts = [
