@@ -19,6 +19,12 @@ How it runs, at each size N (CEMS_BENCH_AUDIENCE_SIZES, default 2000,10000):
   floor, not what DynamoDB gives. The client's own CPU (profiles parsed from DynamoDB JSON, the
   decisions, the counting) is timed apart, on the same profiles held in memory.
 
+The fanned-out count (cems.console.audience_runs), at the largest N: the same scenario counted as a
+run of FAN_OUT_SEGMENTS segments, its messages taken by the worker the broadcast function builds
+(AudienceSegmentCounter over the same entry decision), then its status read once; it must equal the
+count at once. Its requests per 1,000 customers (the start, every segment's reads and tally writes,
+the status's Query), and the projection of its time and cost at 100k and 1M customers.
+
 The projection (notes say the same): time = the requests one after another at REQUEST_MS each, in
 THREADS segments at once (the admin function's thread pool), plus the client CPU per customer; cost =
 the Scan's read units (eventually consistent, 4 KB a unit, ITEMS_PER_CUSTOMER items a customer of
@@ -33,6 +39,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -91,6 +98,25 @@ LAMBDA_MEMORY_GB = 0.5
 LAMBDA_CPU_FACTOR = 1769 / 512
 # API Gateway's HTTP API waits 30 s for the function (AdminFunction's Timeout is 29 s).
 API_TIMEOUT_S = 29.0
+# The fanned-out count measured: this many segments at the largest N.
+FAN_OUT_SEGMENTS = 8
+# --- the fanned-out count's projection ------------------------------------------------------------------
+# A run has a segment per CEMS_BROADCAST_SEGMENT_CUSTOMERS (10,000) items, as a broadcast; the broadcast
+# function takes BROADCAST_BATCH of them an invocation, one after another (template.yaml BatchSize).
+SEGMENT_ITEMS = 10_000
+BROADCAST_BATCH = 5
+# Lambda's SQS poller starts with this many concurrent invocations and adds up to this many a second
+# (300 a minute) while messages wait; the account's concurrency is shared, so at most this many.
+SQS_START_CONCURRENCY = 5
+SQS_RAMP_PER_S = 5
+MAX_WORKERS = 500
+# How long before the first segment message is taken (the SQS poller's long poll), and how often the
+# console and the CLI ask for the run (the last ask can come up to that late).
+PICKUP_S = 1.0
+POLL_S = 2.0
+# DynamoDB per million write units; SQS per million requests (ap-northeast-1, on demand).
+DYNAMODB_WRU_USD = 0.715
+SQS_REQUEST_USD = 0.40
 
 
 @dataclass
@@ -103,20 +129,26 @@ class Run:
     matching: int = 0
     segments: int = 0
     tallied: int | None = None  # the count's own requests figure
+    # The fanned-out count (the largest N only): its AWS requests by operation, and its segment writes.
+    fan_requests: Counter[str] | None = None
+    fan_writes: int = 0
+    fan_messages: int = 0
+    sync_keys: int | None = None
 
     @property
     def requests(self) -> int:
-        return self.counter.total(None, "dynamodb")
+        return self.counter.total("", "dynamodb")  # the count at once (the fanned-out one is "fanout")
 
     def per_thousand(self) -> float:
         return self.requests * 1000 / self.customers
 
     def keys_read(self) -> int:
-        return sum(self.counter.reads.values())
+        """Keys the count at once read (before the fanned-out count read them again)."""
+        return sum(self.counter.reads.values()) if self.sync_keys is None else self.sync_keys
 
 
 def measure(sizes: tuple[int, ...] = SIZES) -> Measured:
-    runs = [_run(n) for n in sizes]
+    runs = [_run(n, fan_out=n == sizes[-1]) for n in sizes]
     figures: list[Figure] = []
     notes: list[str] = []
     for run in runs:
@@ -127,7 +159,11 @@ def measure(sizes: tuple[int, ...] = SIZES) -> Measured:
             Figure(f"audience N={n}: client CPU per 1,000 customers", run.client_cpu_s * 1e6 / n, "ms"),
         ]
         by_operation = Counter(
-            {op: v for (_, svc, op), v in run.counter.requests.items() if svc == "dynamodb" and v}
+            {
+                op: v
+                for (stage, svc, op), v in run.counter.requests.items()
+                if (stage, svc) == ("", "dynamodb") and v
+            }
         )
         notes.append(
             f"audience N={n}: {run.matching} matching, {run.segments} segment(s), {run.seconds:.1f} s; "
@@ -136,7 +172,80 @@ def measure(sizes: tuple[int, ...] = SIZES) -> Measured:
             f"profile item ~{run.profile_bytes:.0f} B"
         )
     projection, projection_notes = project(runs[-1])
-    return Measured(figures + projection, notes + projection_notes)
+    fanned, fanned_notes = project_fan_out(runs[-1])
+    return Measured(figures + projection + fanned, notes + projection_notes + fanned_notes)
+
+
+def project_fan_out(run: Run) -> tuple[list[Figure], list[str]]:
+    """The fanned-out count: requests per 1,000 customers measured, and time and cost at 100k and 1M.
+
+    Time: the first message taken (PICKUP_S), then the invocations, each BROADCAST_BATCH segments one
+    after another, each segment its customers' requests one after another plus their client CPU on a
+    512 MB Lambda (as the count at once, in one thread); concurrency ramps from SQS_START_CONCURRENCY by
+    SQS_RAMP_PER_S, so the last invocation starts when the ramp has let them all start; then up to
+    one POLL_S until the page asks. Cost: the same reads as the count at once (the Scan and the
+    enrolment keys), the segment tallies' writes (one a segment, ~6 KB: 6 units), the messages, the
+    Lambda time, and the page's polls (each reads every segment's item, ~6 KB, eventually consistent)."""
+    assert run.fan_requests is not None
+    n = run.customers
+    requests = sum(run.fan_requests.values())
+    figures = [
+        Figure(
+            f"audience fanned out N={n} ({FAN_OUT_SEGMENTS} segments): AWS requests per 1,000 customers",
+            requests * 1000 / n,
+            digits=1,
+        )
+    ]
+    rows: list[str] = []
+    per_customer_s = (
+        requests / n * REQUEST_MS / 1000 + run.client_cpu_s / n * LAMBDA_CPU_FACTOR
+    )  # one thread: waiting and CPU one after another
+    keys_per_customer = run.keys_read() / n
+    scan_units_per_customer = ITEMS_PER_CUSTOMER * run.profile_bytes / 4096 / 2
+    for customers in PROJECTED:
+        segments = max(1, min(1000, math.ceil(customers * ITEMS_PER_CUSTOMER / SEGMENT_ITEMS)))
+        invocations = math.ceil(segments / BROADCAST_BATCH)
+        segment_s = customers / segments * per_customer_s
+        invocation_s = min(segments, BROADCAST_BATCH) * segment_s
+        workers = min(MAX_WORKERS, invocations)
+        # Invocations start as the ramp allows; each worker takes another batch when it is done.
+        ramp_s = max(0.0, (workers - SQS_START_CONCURRENCY) / SQS_RAMP_PER_S)
+        rounds = math.ceil(invocations / workers)
+        wall_s = PICKUP_S + ramp_s + rounds * invocation_s + POLL_S
+        polls = math.ceil(wall_s / POLL_S)
+        read_units = customers * (scan_units_per_customer + keys_per_customer) + polls * segments * 6 / 4 / 2
+        write_units = segments * 6
+        lambda_s = customers * per_customer_s
+        usd = (
+            read_units / 1e6 * DYNAMODB_RRU_USD
+            + write_units / 1e6 * DYNAMODB_WRU_USD
+            + (segments / 10 + 3 * invocations) / 1e6 * SQS_REQUEST_USD
+            + lambda_s * LAMBDA_MEMORY_GB * LAMBDA_GB_SECOND_USD
+        )
+        label = f"{customers // 1000}k" if customers < 1_000_000 else f"{customers // 1_000_000}M"
+        figures += [
+            Figure(f"audience fanned out {label} (projected): time", wall_s, "s", digits=0),
+            Figure(f"audience fanned out {label} (projected): cost per count", usd, "USD", digits=3),
+        ]
+        rows.append(
+            f"{label}: {segments} segments of {customers // segments:,} customers ({segment_s:.1f} s each), "
+            f"{invocations} invocations of {invocation_s:.1f} s, {workers} at once after a {ramp_s:.0f} s "
+            f"ramp: {wall_s:.0f} s with the pick-up and the last poll; {read_units / 1e6:.3f}M read units, "
+            f"{write_units:,} write units, Lambda {lambda_s:.0f} s: ${usd:.3f}"
+        )
+    notes = [
+        f"audience fanned out N={n}: {FAN_OUT_SEGMENTS} segments, {run.fan_messages} messages, "
+        f"{run.fan_writes} tally writes, requests {dict(sorted(run.fan_requests.items()))}; "
+        "equal to the count at once",
+        "audience fanned-out projection: " + "; ".join(rows),
+        f"audience fanned-out assumptions: a segment per {SEGMENT_ITEMS:,} items ({ITEMS_PER_CUSTOMER} a "
+        f"customer), {BROADCAST_BATCH} an invocation (BatchSize), the SQS poller from "
+        f"{SQS_START_CONCURRENCY} invocations adding {SQS_RAMP_PER_S} a second up to {MAX_WORKERS}, each "
+        f"request {REQUEST_MS:g} ms one after another, the client CPU times {LAMBDA_CPU_FACTOR:.2f} (512 "
+        f"MB), pick-up {PICKUP_S:g} s, polls every {POLL_S:g} s; ${DYNAMODB_WRU_USD}/M write units, "
+        f"${SQS_REQUEST_USD}/M SQS requests",
+    ]
+    return figures, notes
 
 
 def project(run: Run) -> tuple[list[Figure], list[str]]:
@@ -191,7 +300,7 @@ def project(run: Run) -> tuple[list[Figure], list[str]]:
 # --- one run --------------------------------------------------------------------------------------------
 
 
-def _run(customers: int) -> Run:
+def _run(customers: int, fan_out: bool = False) -> Run:
     import boto3
     from cems import clock, wiring
     from cems.adapters import aws
@@ -229,12 +338,63 @@ def _run(customers: int) -> Run:
             if count.customers_read != customers or not count.complete:
                 raise RuntimeError(f"read {count.customers_read} of {customers} customers")
             run.client_cpu_s = _client_cpu(items, scenario, count.matching)
+            if fan_out:
+                run.sync_keys = run.keys_read()
+                _fan_out(run, dynamodb, counting, scenario, count)
     finally:
         clock.reset()
         aws.dynamodb.cache_clear()
         os.environ.clear()
         os.environ.update(saved)
     return run
+
+
+def _fan_out(run: Run, dynamodb: Any, counting: Any, scenario: Any, at_once: Any) -> None:
+    """The same count as a run of FAN_OUT_SEGMENTS segments, its messages worked through at once by the
+    segment counter the broadcast function builds (on the count's own entrance: the same reads), the
+    status read once; its requests counted by operation. Raises unless it equals the count at once."""
+    import json
+
+    from cems.adapters.dynamodb.audience_runs import DynamoAudienceRunStore
+    from cems.adapters.dynamodb.customers import CustomerStore
+    from cems.console.audience import AudienceCounter
+    from cems.console.audience_runs import AudienceRuns, AudienceSegmentCounter
+    from cems.scenario.broadcast import SegmentMessage
+
+    class Queue:  # SQS is counted as messages: one SendMessageBatch per ten
+        def __init__(self) -> None:
+            self.bodies: list[str] = []
+
+        def send(self, bodies: Sequence[str]) -> None:
+            self.bodies += bodies
+
+    queue, store = Queue(), DynamoAudienceRunStore("JourneysTable", dynamodb)
+    fixed = AudienceCounter(counting.profiles, counting.entrance, segments=FAN_OUT_SEGMENTS)
+    runs = AudienceRuns(fixed, store, queue, None)
+    worker = AudienceSegmentCounter(
+        counting.entrance, CustomerStore("CustomersTable", dynamodb), store, queue
+    )
+    before = Counter(run.counter.requests)
+    with run.counter.counting(), run.counter.stage_of("fanout"):
+        started = runs.start(
+            scenario, json.dumps(BENCH_SCENARIO), started_by="bench", segments=FAN_OUT_SEGMENTS
+        )
+        while queue.bodies:
+            bodies, queue.bodies = queue.bodies, []
+            run.fan_messages += len(bodies)
+            for body in bodies:
+                outcome = worker.run_segment(SegmentMessage.model_validate_json(body), lambda: 60_000).outcome
+                run.fan_writes += outcome in ("done", "continued")
+        assert started.run is not None
+        done = runs.status(started.run)
+    spent = Counter(run.counter.requests)
+    spent.subtract(before)
+    run.fan_requests = Counter({op: v for (stage, svc, op), v in spent.items() if stage == "fanout" and v})
+    if done is None or not done.complete:
+        raise RuntimeError("the fanned-out count did not complete")
+    ignored = {"requests", "elapsed_ms", "run", "segments_done", "note", "complete", "segments", "sample"}
+    if done.model_dump(exclude=ignored) != at_once.model_dump(exclude=ignored):
+        raise RuntimeError("the fanned-out count differs from the count at once")
 
 
 def _admin_settings(specs: list[Any]) -> Any:

@@ -639,9 +639,10 @@ def test_no_function_may_change_or_delete_audit_entries() -> None:
         assert not forbidden, f"{name} may {sorted(forbidden)} on the append-only AuditTable"
 
 
-def test_the_console_may_queue_test_sends_on_the_send_queues_and_nothing_else_in_sqs() -> None:
+def test_the_console_may_queue_test_sends_and_audience_count_segments_and_nothing_else_in_sqs() -> None:
     """The console's test sends (POST /admin/console/scenarios/{id}/test-send) put one dispatch on the
-    step's channel's send queue, found by the URLs its environment has from Globals."""
+    step's channel's send queue, and a large table's audience count (POST /admin/console/audience) its
+    segments on BroadcastQueue, found by the URLs its environment has from Globals."""
     console = _resources("AWS::Serverless::Function")["ConsoleFunction"]["Properties"]
     granted: dict[str, list[Any]] = {}
     for policy in console["Policies"]:
@@ -655,10 +656,12 @@ def test_the_console_may_queue_test_sends_on_the_send_queues_and_nothing_else_in
             {"Fn::GetAtt": ["LineSendQueue", "Arn"]},
             {"Fn::GetAtt": ["EmailSendQueue", "Arn"]},
             {"Fn::GetAtt": ["WebSendQueue", "Arn"]},
+            {"Fn::GetAtt": ["BroadcastQueue", "Arn"]},
         ]
     }
     variables = _template()["Globals"]["Function"]["Environment"]["Variables"]
     own = console.get("Environment", {}).get("Variables", {})
+    assert {**variables, **own}["BROADCAST_QUEUE_URL"] == {"Ref": "BroadcastQueue"}
     assert {**variables, **own}["LINE_SEND_QUEUE_URL"] == {"Ref": "LineSendQueue"}
     assert {**variables, **own}["EMAIL_SEND_QUEUE_URL"] == {"Ref": "EmailSendQueue"}
     assert {**variables, **own}["WEB_SEND_QUEUE_URL"] == {"Ref": "WebSendQueue"}

@@ -1268,7 +1268,9 @@ def test_fuzz_console_and_the_admin_customer_routes(local_stack: LocalStackClien
 
     @settings(FUZZ, max_examples=120)
     @given(
-        target=st.sampled_from(["page", "asset", "sign-in", "api", "find", "view", "export", "audience"]),
+        target=st.sampled_from(
+            ["page", "asset", "sign-in", "api", "find", "view", "export", "audience", "audience-run"]
+        ),
         part=CONSOLE_PATHS,
         body=st.one_of(
             st.binary(max_size=3000),
@@ -1303,10 +1305,11 @@ def test_fuzz_console_and_the_admin_customer_routes(local_stack: LocalStackClien
             "view": (f"/admin/customers/{quoted.replace('/', '') or 'x'}", None),
             "export": (f"/admin/customers/{quoted.replace('/', '') or 'x'}/export", None),
             "audience": ("/admin/audience", body),
+            "audience-run": (f"/admin/audience/{quoted.replace('/', '') or 'x'}", None),
         }[target]
         if target == "sign-in":
             method = "POST"
-        elif target in ("find", "view", "export", "page", "asset"):
+        elif target in ("find", "view", "export", "page", "asset", "audience-run"):
             method = "GET"
         elif target == "audience":
             method = "POST"
@@ -1350,6 +1353,7 @@ FUZZED_ROUTES = {
     "GET /admin/customers/{id}",
     "GET /admin/customers/{id}/export",
     "POST /admin/audience",
+    "GET /admin/audience/{run}",
     "GET /console",
     "GET /console/{asset}",
     "POST /admin/console/sign-in",
