@@ -401,6 +401,19 @@ def assert_charts_shown(chrome: webdriver.Chrome) -> None:
     assert fits is True
 
 
+def assert_version_chosen(chrome: webdriver.Chrome) -> None:
+    """The version shown: every version added together at first, then the one chosen, whose report
+    and diagram (with that version's counts) replace them."""
+    shown_form = expected_conditions.visibility_of_element_located((By.ID, "shown-version-form"))
+    form = wait(chrome).until(shown_form)
+    select = Select(form.find_element(By.NAME, "version"))
+    assert select.first_selected_option.get_attribute("value") == ""
+    assert "all versions" in chrome.find_element(By.ID, "report-summary").text
+    select.select_by_value("1")
+    wait(chrome).until(expected_conditions.text_to_be_present_in_element((By.ID, "report-summary"), "v1・"))
+    assert chrome.find_elements(By.CSS_SELECTOR, f'#diagram svg[data-scenario="{SCENARIO_ID}"] g.box')
+
+
 def assert_versions_compared(chrome: webdriver.Chrome) -> None:
     """The versions list (the newest active) and two diagrams side by side, each its version's."""
     wait(chrome).until(
@@ -610,6 +623,7 @@ def test_scenario_designer_sees_the_diagram_and_the_report(world: World, chrome:
     assert_report_shown(chrome)
     assert_upload_report_shown(chrome)
     assert_versions_compared(chrome)
+    assert_version_chosen(chrome)
     screenshot(chrome, "scenario_designer")
     chrome.execute_script('document.getElementById("compare").scrollIntoView()')
     screenshot(chrome, "scenario_designer_compare")

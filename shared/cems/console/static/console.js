@@ -163,7 +163,7 @@
       "chart-lift", "chart-steps", "chart-channels", "chart-days", "preview", "test-send-result"]) {
       $(id).replaceChildren();
     }
-    for (const id of ["compare-form", "audience-form", "test-send-form"]) {
+    for (const id of ["compare-form", "audience-form", "test-send-form", "shown-version-form"]) {
       for (const select of $(id).querySelectorAll("select")) select.replaceChildren();
     }
     for (const id of ["operator-name", "operator-roles", "scenario-title", "report-summary",
@@ -172,7 +172,7 @@
       $(id).textContent = "";
     }
     for (const id of ["scenario-detail", "report", "customer-results", "customer-none",
-      "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report",
+      "customer-view", "scenario-empty", "audit-more", "versions", "compare", "upload-report", "shown-version-form",
       "upload-none", "upload-problems", "audience-result", "audience-problems", "report-channels",
       "report-days", "preview", "audience-progress"]) {
       $(id).hidden = true;
@@ -293,7 +293,9 @@
     for (const id of ["diagram", "compare-left", "compare-right", "preview", "test-send-result"]) {
       $(id).replaceChildren();
     }
-    for (const id of ["report", "versions", "compare", "upload-report", "preview"]) $(id).hidden = true;
+    for (const id of ["report", "versions", "compare", "upload-report", "preview", "shown-version-form"]) {
+      $(id).hidden = true;
+    }
     testSendRequest += 1;
     testSendVersion = null;
     $("test-send-form").elements.step.replaceChildren();
@@ -315,7 +317,16 @@
     } else fail(versions);
     renderUploadReport(upload);
     if (!permissions.has("reports_view")) return;
-    const report = await api(`/admin/console/scenarios/${id}/report`);
+    if (versions.ok) renderShownVersions(versions.body);
+    await loadReport(request, "");
+  }
+
+  // The report of the version chosen ("" = every version added together), and the diagram drawn
+  // with that report's counts per step: one request, so one audit entry per look.
+  async function loadReport(request, version) {
+    const id = encodeURIComponent(currentScenario);
+    const query = version ? `?version=${encodeURIComponent(version)}` : "";
+    const report = await api(`/admin/console/scenarios/${id}/report${query}`);
     if (request !== scenarioRequest) return;
     if (!report.ok) return fail(report);
     if (report.body.diagram) {
@@ -323,6 +334,27 @@
       if (counted) $("diagram").replaceChildren(counted);
     }
     renderReport(report.body);
+  }
+
+  function renderShownVersions(info) {
+    const select = $("shown-version-form").elements.version;
+    const all = document.createElement("option");
+    all.value = "";
+    all.textContent = "全バージョン / all versions";
+    select.replaceChildren(all, ...(info.versions || []).map((v) => {
+      const option = document.createElement("option");
+      option.value = String(v.version);
+      option.textContent = `v${v.version}` + (v.version === info.active_version ? "（有効 / active）" : "");
+      return option;
+    }));
+    select.value = "";
+    $("shown-version-form").hidden = false;
+  }
+
+  async function showVersion() {
+    if (!currentScenario) return;
+    clearMessages();
+    await loadReport(scenarioRequest, $("shown-version-form").elements.version.value);
   }
 
   // The active version's diagram, as SVG text, without counts (the report brings them).
@@ -1074,6 +1106,8 @@
     }
     $("customer-search").addEventListener("submit", searchCustomers);
     $("compare-form").addEventListener("submit", compareVersions);
+    $("shown-version-form").elements.version.addEventListener("change", showVersion);
+    $("shown-version-form").addEventListener("submit", (event) => event.preventDefault());
     $("audience-form").addEventListener("submit", countAudience);
     $("test-send-form").addEventListener("submit", previewStep);
     $("test-send-button").addEventListener("click", testSend);
