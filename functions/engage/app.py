@@ -19,6 +19,7 @@ import os
 # model (a few ms of cold start); this function uses none. An explicit setting still wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from typing import Any
+from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -26,7 +27,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
 from cems.engagement import pages
-from cems.engagement.engage import ConfirmResult, Recorded, UnsubscribeResult, visitor_network
+from cems.engagement.engage import ConfirmResult, Recorded, TopicResult, UnsubscribeResult, visitor_network
 from cems.engagement.tokens import InvalidToken, is_short_code
 from cems.logs import function_logger
 from cems.ports import ServiceUnavailable
@@ -83,21 +84,28 @@ def pixel(token: str) -> Response[Any]:
 
 @app.get("/u/<token>")
 def unsubscribe_page(token: str) -> Response[Any]:
-    """The confirmation page. It changes nothing: mail security scanners open every link (GET)."""
+    """The preference page: only this mail's topic, everything, each topic's state. It changes
+    nothing: mail security scanners open every link (GET)."""
     try:
-        _, state = engagement.unsubscribe_state(token)
+        prefs = engagement.preferences(token)
     except InvalidToken as error:
         return _invalid("unsubscribe", error)
     metrics.add_metric("UnsubscribePages", MetricUnit.Count, 1)
-    if state is None:
-        return _page(pages.CONFIRM, form=True)
-    return _page(pages.RESULT_PAGES[state])
+    if prefs.refused is not None:
+        return _page(pages.RESULT_PAGES[prefs.refused])
+    page = pages.ALREADY if prefs.email_stopped else pages.PREFERENCES
+    return _page(page, button=pages.preference_forms(prefs))
 
 
 @app.post("/u/<token>")
 def unsubscribe(token: str) -> Response[Any]:
-    """One-click unsubscribe (RFC 8058): any POST with a valid token, whatever its body (mail
-    clients send `List-Unsubscribe=One-Click`, our page's form the same)."""
+    """One-click unsubscribe (RFC 8058): any POST with a valid token stops all marketing email,
+    whatever its body (mail clients send `List-Unsubscribe=One-Click`, the page's "everything" the
+    same), except the page's topic choices (`action=leave|join&topic=<id>`)."""
+    form = parse_qs(app.current_event.decoded_body or "", max_num_fields=10)
+    action, topic = (form.get("action") or [""])[0], (form.get("topic") or [""])[0]
+    if action in ("leave", "join") and topic:
+        return _topic_choice(token, topic, subscribed=action == "join")
     try:
         _, result = engagement.unsubscribe(token)
     except InvalidToken as error:
@@ -113,6 +121,28 @@ def unsubscribe(token: str) -> Response[Any]:
             return json_response(404, body, _no_store())
         return json_response(200, {"success": True, "result": result.value}, _no_store())
     return _page(pages.RESULT_PAGES[result])
+
+
+def _topic_choice(token: str, topic: str, *, subscribed: bool) -> Response[Any]:
+    """The preference page's "only this topic" (or a topic's leave / subscribe-again button)."""
+    try:
+        _, result = engagement.choose_topic(token, topic, subscribed)
+    except InvalidToken as error:
+        return _invalid("unsubscribe", error)
+    if result in (TopicResult.LEFT, TopicResult.JOINED):
+        metric = "TopicsLeft" if result is TopicResult.LEFT else "TopicsJoined"
+        metrics.add_metric(metric, MetricUnit.Count, 1)
+    logger.info("topic choice", extra={"result": result.value})
+    listed = {t.id: t for t in engagement.topics}.get(topic)
+    labels = (listed.label_ja, listed.label_en) if listed else (topic, topic)
+    page = pages.topic_result_page(result, *labels)
+    accept = app.current_event.headers.get("accept")
+    if pages.wants_json(accept) and not pages.wants_html(accept):
+        body: dict[str, Any] = {"success": page.status == 200, "result": result.value}
+        if page.status != 200:
+            body.update(error=result.value, field="topic" if result is TopicResult.UNKNOWN_TOPIC else "token")
+        return json_response(page.status, body, _no_store())
+    return _page(page, button=pages.BACK_LINK if page.status == 200 else None)
 
 
 @app.get("/c/<token>")

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from cems.models import Channel, ChannelState, MessageType, Profile, SegmentMessage
+from cems.topics import TopicState
 from cems.trust import CONTACT_TRAITS
 
 
@@ -113,10 +114,21 @@ def merge_profiles(target: Profile, source: Profile, at: datetime) -> Profile:
             "merged_ids": target.merged_ids | source.merged_ids | {source.customer_id},
             "line_user_id": target.line_user_id or source.line_user_id,
             "channels": _latest_channel_states(target, source),
+            "topics": _latest_topic_choices(target, source),
             "first_seen_at": min(target.first_seen_at, source.first_seen_at),
             "updated_at": at,
         }
     )
+
+
+def _latest_topic_choices(target: Profile, source: Profile) -> dict[str, TopicState]:
+    """Per topic, the choice made last, as for channels: a topic left on either profile stays left
+    unless it was joined again later."""
+    choices = dict(target.topics)
+    for topic, choice in source.topics.items():
+        if topic not in choices or choice.updated_at > choices[topic].updated_at:
+            choices[topic] = choice
+    return choices
 
 
 def _latest_channel_states(target: Profile, source: Profile) -> dict[Channel, ChannelState]:

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from cems.config import MAX_MESSAGE_ID_LENGTH
+from cems.topics import TopicState
 
 
 def _id_to_str(value: Any) -> Any:
@@ -282,6 +283,9 @@ class Profile(BaseModel):
     merged_into: str | None = None
     line_user_id: str | None = None
     channels: dict[Channel, ChannelState] = Field(default_factory=dict)
+    # The preference centre (cems.topics): each topic the customer chose about, by topic id. Only
+    # engage's signed page writes it, and only topics the deployment lists, so it stays small.
+    topics: dict[str, TopicState] = Field(default_factory=dict)
     first_seen_at: datetime
     updated_at: datetime
     version: int = 0

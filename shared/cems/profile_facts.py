@@ -2,7 +2,8 @@
 
 `learn` is the one place that decides how an event changes a profile: traits from identify (as far
 as its proof goes, cems.trust), purchase facts from `Order Completed`, the LINE channel from follow
-and unfollow, the email channel from engage's consent, unsubscribe, bounce and complaint events.
+and unfollow, the email channel from engage's consent, unsubscribe, bounce and complaint events, and
+the topics left or joined on engage's preference page (cems.topics).
 Ingest (cems.ingest) gathers what `learn` says into the change it writes; `cems scenario simulate`
 lays it over the profile in memory with `apply_event`, bounded as the store bounds a write
 (cems.profiles), so a simulation cannot come to believe something production would not.
@@ -10,6 +11,7 @@ lays it over the profile in memory with `apply_event`, bounded as the store boun
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -28,6 +30,7 @@ from cems.models import (
     address_hash,
 )
 from cems.profiles import BOUGHT_SETS, fit
+from cems.topics import TOPIC_ID_PATTERN, TopicState
 from cems.trust import CONTACT_TRAITS, EMAIL_OPT_IN_TRAIT, Judged, Proof
 
 
@@ -40,6 +43,7 @@ class FactsSink(Protocol):
     skus_bought: set[str]
     categories_bought: set[str]
     channels: dict[Channel, ChannelState]
+    topics: dict[str, TopicState]
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Facts:
     skus_bought: set[str] = field(default_factory=set)
     categories_bought: set[str] = field(default_factory=set)
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
+    topics: dict[str, TopicState] = field(default_factory=dict)
 
 
 def judged_of(event: StoredEvent) -> Judged:
@@ -82,6 +87,7 @@ def learn(facts: FactsSink, event: StoredEvent) -> None:
         _learn_line(facts, event, at)
     if event.site_id == ENGAGE_SOURCE_ID and event.type is MessageType.TRACK:
         _learn_email(facts, event, at)
+        _learn_topic(facts, event, at)
 
 
 def _learn_traits(
@@ -164,6 +170,22 @@ def _learn_email(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
     )
 
 
+_TOPIC_EVENTS = {EngagementEvent.TOPIC_LEFT.value: False, EngagementEvent.TOPIC_JOINED.value: True}
+
+
+def _learn_topic(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
+    """The preference centre's choices (only the `engage` source: its signed page, so never a write
+    key). A topic id must look like one: engage writes only the deployment's topics, and this keeps a
+    malformed one from ever becoming a profile attribute."""
+    subscribed = _TOPIC_EVENTS.get(event.event or "")
+    topic = event.properties.get("topic")
+    if subscribed is None or not isinstance(topic, str) or not re.match(TOPIC_ID_PATTERN, topic):
+        return
+    current = facts.topics.get(topic)
+    if current is None or current.updated_at <= at:  # the latest choice of one write wins
+        facts.topics[topic] = TopicState(subscribed=subscribed, updated_at=at, source=ENGAGE_SOURCE_ID)
+
+
 # What following and unfollowing (blocking) the LINE account means for the LINE channel.
 _LINE_CHANNEL_EVENTS = {
     LineEvent.FOLLOW.value: (True, True),
@@ -200,6 +222,7 @@ def with_facts(profile: Profile, facts: FactsSink, at: datetime) -> Profile:
         "orders": orders,
         "order_rollup": fitted.rollup if fitted.rollup is not None else profile.order_rollup,
         "channels": {**profile.channels, **facts.channels},
+        "topics": {**profile.topics, **facts.topics},
         "updated_at": max(profile.updated_at, at),
     }
     for name in BOUGHT_SETS:

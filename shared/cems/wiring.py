@@ -476,6 +476,7 @@ def _engagement(settings: Settings) -> Engagement:
     from cems.engagement.engage import Engagement
     from cems.engagement.tokens import TokenSigner
     from cems.ingest import Ingestor
+    from cems.topics import TopicSettings
 
     dynamodb = _dynamodb()
     tables = settings.tables
@@ -489,6 +490,8 @@ def _engagement(settings: Settings) -> Engagement:
         SuppressionStore(tables.customers, dynamodb),
         # Short links of LINE texts: one GetItem per tap on one (engage only; ses_events never asks).
         ShortLinkStore(tables.deliveries, dynamodb),
+        # The preference page's topics (CEMS_TOPICS).
+        topics=settings.area(TopicSettings).listed(),
     )
 
 

@@ -10,6 +10,7 @@ from cems.identity import IdentityKey
 from cems.lookups import LOOKUP_TRAITS, lookup_actions
 from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
 from cems.profiles import BOUGHT_SETS, fit
+from cems.topics import TopicState
 
 
 @dataclass
@@ -32,6 +33,8 @@ class ProfileChange:
     user_id_joins_only_new: bool = False
     # The latest state per channel these messages set (e.g. LINE followed or blocked).
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
+    # The latest choice per topic these messages made (the preference centre, cems.topics).
+    topics: dict[str, TopicState] = field(default_factory=dict)
     # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
     # conditions allow for), orders folded into the rollup, and the version that folding read.
     growth: dict[str, int] | None = None
@@ -73,6 +76,7 @@ class ProfileChange:
             or self.user_id
             or self.line_user_id
             or self.channels
+            or self.topics
             or self.anonymous_ids
             or self.traits
             or self.orders

@@ -32,6 +32,8 @@ class SendContext:
     variant: str | None = None
     track_clicks: bool = True
     track_opens: bool = True
+    # The scenario's topic (cems.topics): a mail's unsubscribe link offers to leave just it.
+    topic: str | None = None
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def email_dispatch(message: EmailMessage, send: SendContext) -> EmailDispatch:
         variant=send.variant,
         track_clicks=send.track_clicks,
         track_opens=send.track_opens,
+        topic=send.topic,
     )
 
 

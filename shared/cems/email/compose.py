@@ -101,6 +101,7 @@ class SignedLinks:
             test=d.test,
             address_hash=d.address_hash if kind is TokenKind.CONFIRM else None,
             expires_at=expires_at,
+            topic=d.topic if kind is TokenKind.UNSUBSCRIBE else None,
         )
 
     def click(self, url: str) -> str:

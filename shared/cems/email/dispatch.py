@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
+from cems.topics import TOPIC_ID_PATTERN
+
 if TYPE_CHECKING:
     from cems.ports import MessageTag
 
@@ -38,6 +40,9 @@ class EmailDispatch(BaseModel):
     version: int | None = None
     step_id: str | None = None
     variant: str | None = None
+    # The scenario's topic (cems.topics): the unsubscribe link offers to leave just it, and a customer
+    # who left it by the time the mail goes is not mailed.
+    topic: Annotated[str, StringConstraints(pattern=TOPIC_ID_PATTERN)] | None = None
     # Each can be turned off per scenario (spec: clicks and opens tracking are optional).
     track_clicks: bool = True
     track_opens: bool = True

@@ -47,6 +47,7 @@ from cems.email.dispatch import EmailDispatch
 from cems.models import Channel, address_hash
 from cems.ports import CounterPort, CustomerReader, EmailDeliveryRecords, MailGateway, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
+from cems.topics import left_topic
 
 RETRY_MAX_SECONDS = 600
 # How long a claim holds: far longer than one SES call (connect 2 s + read 10 s, no retries).
@@ -266,6 +267,9 @@ class EmailSender:
                 return Recipient(None, "no_consent")
             if not state.reachable:
                 return Recipient(None, "unreachable")
+            if left_topic(profile.topics, dispatch.topic):
+                # Left on the preference page since the engine made the dispatch: stop at once.
+                return Recipient(None, "topic_left")
         return self._unsuppressed(address)
 
     def _unsuppressed(self, address: str | None) -> Recipient:

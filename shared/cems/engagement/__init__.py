@@ -24,6 +24,9 @@ class EngagementEvent(StrEnum):
     COMPLAINED = "Email Complained"
     # Double opt-in: the customer pressed the button behind a confirmation mail's link (cems.consent).
     CONSENT_CONFIRMED = "Email Consent Confirmed"
+    # The preference centre (cems.topics): the customer left, or came back to, one topic (`topic`).
+    TOPIC_LEFT = "Topic Left"
+    TOPIC_JOINED = "Topic Joined"
 
 
 def uses_link_clicks(scenario: Any) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +35,7 @@ from cems.ingest import Ingestor
 from cems.models import Channel, MessageType, Profile, SegmentMessage, Site, Trust, address_hash
 from cems.ports import CounterPort, CustomerReader, ShortLinkReader, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
+from cems.topics import Topic, left_topic
 
 # The "site" engagement events are stored under (no write key: engage proves itself by the token's
 # signature, or by being subscribed to the configuration set's SNS topic).
@@ -108,6 +110,34 @@ class UnsubscribeResult(StrEnum):
     UNKNOWN = "unknown"  # no such customer (erased): nothing stored
 
 
+class TopicResult(StrEnum):
+    """What a choice on the preference page did."""
+
+    LEFT = "left"  # the topic is left now
+    JOINED = "joined"  # the topic is joined again now
+    ALREADY = "already"  # it already was as chosen: nothing changed
+    TEST = "test"  # a test mail's link: nothing changed
+    UNKNOWN = "unknown"  # no such customer (erased): nothing stored
+    UNKNOWN_TOPIC = "unknown_topic"  # not one of the deployment's topics: nothing stored
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What the preference page (GET /u/) shows."""
+
+    token: TrackingToken
+    # The mail's own topic (its scenario's), when it has one the deployment still lists.
+    topic: Topic | None
+    # Every topic of the deployment and whether the customer gets it (False: left).
+    topics: tuple[tuple[Topic, bool], ...]
+    email_stopped: bool  # "everything" was chosen (email consent withdrawn)
+    test: bool = False
+    refused: UnsubscribeResult | None = None  # UNKNOWN: nothing to show but that
+
+    def left(self, topic: str) -> bool:
+        return any(t.id == topic and not subscribed for t, subscribed in self.topics)
+
+
 @dataclass(frozen=True)
 class Recorded:
     """What one tracked action did, for logs and metrics (no ids, addresses or tokens)."""
@@ -140,8 +170,11 @@ class Engagement:
         counters: CounterPort,
         suppressions: SuppressionPort,
         short_links: ShortLinkReader | None = None,
+        topics: Sequence[Topic] = (),
     ) -> None:
         self.short_links = short_links
+        # The deployment's topics (cems.topics): the only ones the preference page shows or records.
+        self.topics = tuple(topics)
         self.signer = signer
         self.ingestor = ingestor
         self.customers = customers
@@ -242,6 +275,47 @@ class Engagement:
         parts = [token.dispatch_key] + ([str(int(state.updated_at.timestamp()))] if state else [])
         stored = self._store(profile, token, EngagementEvent.UNSUBSCRIBED, message_id("unsub", *parts), {})
         return token, UnsubscribeResult.UNSUBSCRIBED if stored else UnsubscribeResult.ALREADY
+
+    def preferences(self, value: str) -> Preferences:
+        """For the preference page (GET): the mail's topic, each topic's state and whether email is
+        stopped. Changes nothing (mail scanners open every link). Raises InvalidToken."""
+        token = self.signer.verify(value, TokenKind.UNSUBSCRIBE)
+        listed = {t.id: t for t in self.topics}
+        # A topic the deployment no longer lists is not offered: "everything" still is.
+        mail_topic = listed.get(token.topic) if token.topic else None
+        if token.test:
+            return Preferences(token, mail_topic, tuple((t, True) for t in self.topics), False, True)
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return Preferences(token, mail_topic, (), False, False, UnsubscribeResult.UNKNOWN)
+        states = tuple((t, not left_topic(profile.topics, t.id)) for t in self.topics)
+        return Preferences(token, mail_topic, states, _consent_withdrawn(profile), False)
+
+    def choose_topic(self, value: str, topic: str, subscribed: bool) -> tuple[TrackingToken, TopicResult]:
+        """The preference page's choice: leave `topic` (or join it again), on every channel. Only a
+        topic the deployment lists; the signed token is the proof, as for unsubscribing. Raises
+        InvalidToken."""
+        token = self.signer.verify(value, TokenKind.UNSUBSCRIBE)
+        if topic not in {t.id for t in self.topics}:
+            return token, TopicResult.UNKNOWN_TOPIC
+        if token.test:
+            return token, TopicResult.TEST
+        profile = self.customers.profile(token.customer_id)
+        if profile is None or not identity_of(profile):
+            return token, TopicResult.UNKNOWN
+        if left_topic(profile.topics, topic) != subscribed:
+            return token, TopicResult.ALREADY  # nothing to change: a replay, or a second tab
+        # Named by the choice it replaces, as for unsubscribing: a replay stores nothing, while leaving
+        # again after joining again (through the same old mail) does.
+        before = profile.topics.get(topic)
+        since = str(int(before.updated_at.timestamp())) if before else "-"
+        name = EngagementEvent.TOPIC_JOINED if subscribed else EngagementEvent.TOPIC_LEFT
+        action = "join" if subscribed else "leave"
+        mid = message_id("topic", token.dispatch_key, topic, action, since)
+        stored = self._store(profile, token, name, mid, {"topic": topic})
+        if not stored:
+            return token, TopicResult.ALREADY
+        return token, TopicResult.JOINED if subscribed else TopicResult.LEFT
 
     def confirm_state(self, value: str) -> tuple[TrackingToken, ConfirmResult | None]:
         """For the confirmation page (GET): why the button need not be shown, or None. Changes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
-from cems.engagement.engage import ConfirmResult, UnsubscribeResult
+from cems.engagement.engage import ConfirmResult, Preferences, TopicResult, UnsubscribeResult
 from cems.engagement.tokens import URL_SAFE_CHARS
 
 # The smallest transparent GIF (1×1, 42 bytes).
@@ -103,6 +103,10 @@ _STYLE = (
     "p{line-height:1.7}.shop{color:#666;font-size:.9rem}button{font-size:1rem;padding:.7rem 1.4rem;"
     "border:0;border-radius:6px;background:#b03a2e;color:#fff;cursor:pointer}"
     "button span{display:block;font-size:.8rem}button.yes{background:#2e6b30}"
+    "form{margin:.6rem 0}ul{list-style:none;padding:0}li{display:flex;justify-content:space-between;"
+    "align-items:center;gap:1rem;border-top:1px solid #eee;padding:.6rem 0}li form{margin:0}"
+    "button.quiet{background:#eee;color:#222;font-size:.9rem;padding:.5rem 1rem}"
+    ".state{color:#666;font-size:.9rem}"
 )
 
 CONFIRM = Page(
@@ -217,3 +221,111 @@ CONFIRM_PAGES = {
     ConfirmResult.ADDRESS_CHANGED: OPTIN_ADDRESS_CHANGED,
     ConfirmResult.UNKNOWN: UNKNOWN,
 }
+
+
+# ------------------------------------------------------------------------------ the preference centre
+
+# The page a mail's unsubscribe link opens (GET /u/): what to stop, and each topic's state.
+PREFERENCES = Page(
+    200,
+    "配信停止の確認・配信設定",
+    "Confirm unsubscribe · your preferences",
+    "配信を停止する範囲を選んでください。トピックの停止はメール・LINE・サイト上のメッセージのすべてに適用されます。",
+    "Choose what to stop. Leaving a topic applies to email, LINE and on-site messages alike.",
+)
+TOPIC_UNKNOWN = Page(
+    400,
+    "トピックが見つかりません",
+    "This topic is not offered",
+    "選ばれたトピックは現在ありません。何も変更していません。",
+    "The topic chosen is not offered any more. Nothing was changed.",
+)
+
+
+def _form(fields: dict[str, str], ja: str, en: str, css: str = "") -> str:
+    """A button posting `fields` back to this URL (the signed token in the URL is the proof: CSRF
+    cannot forge it, and GET never changes anything)."""
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items()
+    )
+    klass = f' class="{css}"' if css else ""
+    return (
+        f'<form method="post">{hidden}<button type="submit"{klass}>{escape(ja)}'
+        f'<span lang="en">{escape(en)}</span></button></form>'
+    )
+
+
+# The "everything" button keeps the one-click body, so it is exactly what a mail client's button sends.
+EVERYTHING_FIELDS = {"List-Unsubscribe": "One-Click", "action": "all"}
+
+
+def preference_forms(prefs: Preferences) -> str:
+    """The choices: only this mail's topic, everything, and each topic with its state (leave, or join
+    again). Japanese first, English alongside."""
+    parts: list[str] = []
+    if prefs.topic is not None and not prefs.left(prefs.topic.id):
+        parts.append(
+            _form(
+                {"action": "leave", "topic": prefs.topic.id},
+                f"このトピック（{prefs.topic.label_ja}）のみ配信停止",
+                f"Only this topic ({prefs.topic.label_en})",
+            )
+        )
+    if prefs.email_stopped:
+        parts.append(
+            '<p class="state">メールの配信はすべて停止しています。'
+            '<span lang="en">All marketing email is stopped.</span></p>'
+        )
+    else:
+        parts.append(_form(EVERYTHING_FIELDS, "すべて配信停止", "Everything (all marketing email)"))
+    if prefs.topics:
+        rows = []
+        for topic, subscribed in prefs.topics:
+            if subscribed:
+                state = '配信中 <span lang="en">subscribed</span>'
+                button = _form({"action": "leave", "topic": topic.id}, "停止する", "Leave", "quiet")
+            else:
+                state = '停止中 <span lang="en">left</span>'
+                button = _form({"action": "join", "topic": topic.id}, "再開する", "Subscribe again", "quiet")
+            rows.append(
+                f'<li><span>{escape(topic.label_ja)} <span lang="en">{escape(topic.label_en)}</span>'
+                f'<br><span class="state">{state}</span></span>{button}</li>'
+            )
+        parts.append(f'<h2>トピック <span lang="en">Topics</span></h2><ul>{"".join(rows)}</ul>')
+    return "".join(parts)
+
+
+def topic_result_page(result: TopicResult, label_ja: str, label_en: str) -> Page:
+    """What a topic choice did, in words naming the topic."""
+    if result is TopicResult.LEFT:
+        return Page(
+            200,
+            "配信を停止しました",
+            "You have left this topic",
+            f"「{label_ja}」のお知らせは今後お送りしません。ほかのトピックの配信は続きます。",
+            f"We will not send you “{label_en}” any more. Other topics continue.",
+        )
+    if result is TopicResult.JOINED:
+        return Page(
+            200,
+            "配信を再開しました",
+            "You are subscribed again",
+            f"「{label_ja}」のお知らせを再びお送りします。",
+            f"We will send you “{label_en}” again.",
+        )
+    if result is TopicResult.ALREADY:
+        return Page(
+            200,
+            "変更はありません",
+            "Nothing to change",
+            f"「{label_ja}」の配信設定は、すでにそのとおりです。",
+            f"Your choice about “{label_en}” was already so.",
+        )
+    if result is TopicResult.TEST:
+        return TEST
+    if result is TopicResult.UNKNOWN:
+        return UNKNOWN
+    return TOPIC_UNKNOWN
+
+
+BACK_LINK = '<p><a href="">配信設定に戻る <span lang="en">Back to your preferences</span></a></p>'

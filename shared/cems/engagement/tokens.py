@@ -41,6 +41,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cems.models import Channel
+from cems.topics import TOPIC_ID_PATTERN
 
 # Prefixed to what is signed, so a MAC made for something else with the same secret never verifies.
 DOMAIN = b"cems-tracking-token-v1\x00"
@@ -121,6 +122,9 @@ class TrackingToken(BaseModel):
     address_hash: str | None = Field(default=None, alias="e", pattern=r"^[0-9a-f]{64}$")
     # Unix seconds after which the token records nothing (CLICK, OPEN) or confirms nothing (CONFIRM).
     expires_at: int | None = Field(default=None, alias="x", ge=0)
+    # UNSUBSCRIBE only: the topic of the mail's scenario (cems.topics), which its page offers to leave
+    # alone. Tokens made before topics (or for a scenario of none) have none: everything, as before.
+    topic: str | None = Field(default=None, alias="o", pattern=TOPIC_ID_PATTERN)
 
     @property
     def shared(self) -> bool:
@@ -152,6 +156,8 @@ class TrackingToken(BaseModel):
             raise ValueError("a confirmation token, and only it, carries address_hash")
         if self.kind is TokenKind.CONFIRM and self.expires_at is None:
             raise ValueError("a confirmation token expires")
+        if self.topic is not None and self.kind is not TokenKind.UNSUBSCRIBE:
+            raise ValueError("only an unsubscribe token carries topic")
         if self.shared and self.kind is not TokenKind.CLICK:
             raise ValueError("only a click token may name no customer (a shared dispatch's link)")
         return self

@@ -64,6 +64,7 @@ from cems.scenario.model import (
 )
 from cems.scenario.timing import may_send, send_opening, wait_due
 from cems.templates import RenderError, render, template_scope
+from cems.topics import left_topic
 
 # More steps than any path without a wait can have (loops need a wait): a safety stop, after which
 # the enrolment stays active and due now, so the next activation carries on.
@@ -951,6 +952,10 @@ class _Run:
                 return self.end(EnrolmentState.EXITED, step.id, "no_send_hours")
             self.note(step.id, "window", f"quiet hours; sends at {self.local(opening)}")
             return self.wait_until(opening)
+        if left_topic(self.profile.topics, self.scenario.topic):
+            # The customer left this scenario's topic (the preference centre): as for a channel they
+            # opted out of, nothing is sent, the journey ends, and the report counts it suppressed.
+            return self.end(EnrolmentState.EXITED, step.id, f"unreachable:topic:{self.scenario.topic}")
         reachable = route(step.channel, self.profile)
         if not reachable:
             return self.end(EnrolmentState.EXITED, step.id, f"unreachable:{step.channel}")
@@ -1037,6 +1042,7 @@ class _Run:
             variant=self.e.variant,
             track_clicks=self.scenario.tracking.clicks,
             track_opens=self.scenario.tracking.opens,
+            topic=self.scenario.topic,
         )
         return Dispatch(
             key=key,

@@ -65,6 +65,7 @@ from cems.scenario.values import (
     StrictModel,
     described,
 )
+from cems.topics import TopicId
 
 
 class _Model(StrictModel, BaseModel):
@@ -674,6 +675,18 @@ class Scenario(_Model):
         description=described(
             "2 つのシナリオが同じ顧客をエントリーさせようとしたとき、大きいほうが優先されます",
             "Higher wins when two scenarios want the same customer",
+        ),
+    )
+    # None: a scenario of no topic (e.g. an order's follow-up), which only a channel's opt-out stops.
+    topic: TopicId | None = Field(
+        default=None,
+        description=described(
+            "配信トピック（CEMS_TOPICS に登録されたもの。例: news, restock, campaigns）。"
+            "トピックの配信を停止した顧客には、このシナリオから送りません。"
+            "省略時はトピックなし（チャネルごとの配信停止だけが効きます）",
+            "The topic of the scenario's messages, one the deployment lists in CEMS_TOPICS (e.g. news, "
+            "restock, campaigns). A customer who left the topic gets no send from this scenario. Left "
+            "out: no topic (only a channel's own opt-out stops it)",
         ),
     )
     time_zone: str = Field(

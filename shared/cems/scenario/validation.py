@@ -16,6 +16,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any, Literal, get_args, get_origin
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from cems.scenario.model import STRUCTURE_ONLY, Scenario
 from cems.scenario.problems import WHOLE_FILE, Path, Problem, bilingual, format_path
 from cems.scenario.semantics import document_problems, document_warnings
+from cems.topics import TOPIC_ID_PATTERN, Topic, deployment_topics
 
 # Any kana or kanji: a message that has none is English only and gets a Japanese half.
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
@@ -157,9 +159,12 @@ def validate_text(text: str, source: str = "<scenario>") -> ValidationReport:
     return report
 
 
-def validate_document(data: Any, source: str = "<scenario>") -> ValidationReport:
+def validate_document(
+    data: Any, source: str = "<scenario>", topics: Sequence[Topic] | None = None
+) -> ValidationReport:
     """Every error and warning of a parsed JSON document: the fields' errors and the whole-document
-    checks together, whether or not the fields are valid."""
+    checks together, whether or not the fields are valid. `topics`: those the file may name (None:
+    the deployment's, CEMS_TOPICS)."""
     report = ValidationReport(source)
     if not isinstance(data, dict):
         report.errors.append(
@@ -176,11 +181,31 @@ def validate_document(data: Any, source: str = "<scenario>") -> ValidationReport
     except ValidationError as exc:
         report.errors += [_translate(error, data) for error in exc.errors(include_url=False)]
     report.errors += [_issue(p, data) for p in document_problems(data)]
+    report.errors += _topic_errors(data, topics)
     report.errors = _dedupe(report.errors)
     report.warnings += [_issue(p, data) for p in document_warnings(data)]
     if not report.errors:
         report.scenario = scenario
     return report
+
+
+def _topic_errors(data: dict[str, Any], topics: Sequence[Topic] | None) -> list[Issue]:
+    """A topic the deployment does not list. Checked here, where a file is accepted, and not in the
+    model: a live scenario stays loadable when an operator later drops its topic from CEMS_TOPICS."""
+    topic = data.get("topic")
+    if not isinstance(topic, str) or not re.match(TOPIC_ID_PATTERN, topic):
+        return []  # absent, or the field check names what is wrong with it
+    known = [t.id for t in (deployment_topics() if topics is None else topics)]
+    if topic in known:
+        return []
+    listed = ", ".join(known) or "なし / none"
+    message = _with_suggestion(
+        f'"{topic}" はこのデプロイのトピックではありません（CEMS_TOPICS: {listed}）',
+        f'"{topic}" is not one of this deployment\'s topics (CEMS_TOPICS: {listed})',
+        topic,
+        known,
+    )
+    return [Issue("topic", message, "unknown_topic")]
 
 
 def _refused(source: str, code: str, message: str) -> ValidationReport:

@@ -118,14 +118,14 @@ class CustomerStore:
         ).get("Item")
         if item is None:
             return None
-        profile = Profile.model_validate(from_attribute_map(item))
+        profile = profile_of(item)
         if follow_merges and profile.merged_into:
             return self.profile(self.canonical_id(customer_id), follow_merges=False)
         return profile
 
     def profiles(self, customer_ids: Sequence[str]) -> dict[str, Profile]:
         items = self._batch_get([profile_key(c) for c in dict.fromkeys(customer_ids)], consistent=True)
-        profiles = (Profile.model_validate(from_attribute_map(i)) for i in items)
+        profiles = (profile_of(i) for i in items)
         return {p.customer_id: p for p in profiles}
 
     def scan_profiles(
@@ -135,7 +135,7 @@ class CustomerStore:
         items read (ports.ProfileScanner)."""
         page = self.client.scan(**self._profile_scan(segment, total_segments, start, limit))
         return ProfilePage(
-            profiles=[Profile.model_validate(from_attribute_map(item)) for item in page.get("Items", [])],
+            profiles=[profile_of(item) for item in page.get("Items", [])],
             scanned=int(page.get("ScannedCount", 0)),
             next_start=page.get("LastEvaluatedKey") or None,
         )
@@ -176,7 +176,7 @@ class CustomerStore:
             scanned += int(answer.get("ScannedCount", 0))
             items = answer.get("Items", [])
             room = profiles - len(found)
-            found.extend(Profile.model_validate(from_attribute_map(item)) for item in items[:room])
+            found.extend(profile_of(item) for item in items[:room])
             if len(items) > room:  # end the page at the last profile kept
                 last = items[room - 1]
                 return ProfilePage(found, scanned, {"pk": last["pk"], "sk": last["sk"]})
@@ -220,7 +220,7 @@ class CustomerStore:
                 if key == after_end:
                     return ProfilePage(found, scanned, end)
                 if item["sk"] == {"S": keys.PROFILE_SK} and "merged_into" not in item:
-                    found.append(Profile.model_validate(from_attribute_map(item)))
+                    found.append(profile_of(item))
                 if key == end:
                     return ProfilePage(found, scanned, end)
             cursor = answer.get("LastEvaluatedKey") or None
@@ -369,6 +369,7 @@ class CustomerStore:
                 categories_bought=change.categories_bought,
                 line_user_id=change.line_user_id,
                 channels=change.channels,
+                topics=change.topics,
                 first_seen_at=change.first_seen_at,
                 updated_at=at,
                 version=1,
@@ -390,6 +391,8 @@ class CustomerStore:
             update.set_if_absent("line_user_id", change.line_user_id)
         for channel, state in change.channels.items():
             update.set_in("channels", channel.value, state)
+        for topic, choice in change.topics.items():
+            update.set(keys.topic_attribute(topic), choice)
         for name, value in change.traits.items():
             update.set_in("traits", name, value)
         for order_id, order in change.orders.items():
@@ -530,9 +533,21 @@ class CustomerStore:
 
     def profile_item(self, profile: Profile) -> dict[str, Any]:
         values = profile.model_dump(
-            exclude={"purchase_count", "monetary_total", "first_purchase_at", "last_purchase_at"}
+            exclude={"purchase_count", "monetary_total", "first_purchase_at", "last_purchase_at", "topics"}
         )
+        # One attribute per topic (keys.topic_attribute), as profile_action sets them.
+        topics = profile.model_dump(include={"topics"})["topics"]
+        values.update({keys.topic_attribute(topic): choice for topic, choice in topics.items()})
         return {**profile_key(profile.customer_id), **to_attribute_map(values)}
+
+
+def profile_of(item: Mapping[str, Any]) -> Profile:
+    """The profile a stored item holds, its topic attributes gathered into `topics`."""
+    values = from_attribute_map(item)
+    values["topics"] = {
+        topic: values.pop(name) for name in list(values) if (topic := keys.topic_of_attribute(name))
+    }
+    return Profile.model_validate(values)
 
 
 class _UpdateExpression:
@@ -717,7 +732,7 @@ class IngestStore:
             if not failed:
                 raise
             refused = tuple(
-                Profile.model_validate(from_attribute_map(r["Item"]))
+                profile_of(r["Item"])
                 for i, r in enumerate(reasons)
                 if r.get("Code") == "ConditionalCheckFailed" and roles[i][0] == "profile" and r.get("Item")
             )

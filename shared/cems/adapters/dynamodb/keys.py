@@ -171,6 +171,21 @@ def profile_key(customer_id: str) -> Key:
     return {"pk": {"S": f"{PROFILE_PREFIX}{customer_id}"}, "sk": {"S": PROFILE_SK}}
 
 
+# A customer's choice about one topic (cems.topics) is an attribute of its own on the profile item:
+# SET on it needs no map to exist first (profiles written before topics have none) and never
+# overlaps another topic's, so concurrent choices about two topics both land.
+_TOPIC_ATTRIBUTE = "topic#"
+
+
+def topic_attribute(topic: str) -> str:
+    return f"{_TOPIC_ATTRIBUTE}{topic}"
+
+
+def topic_of_attribute(name: str) -> str | None:
+    """The topic a profile item's attribute holds the choice about, or None for another attribute."""
+    return name[len(_TOPIC_ATTRIBUTE) :] if name.startswith(_TOPIC_ATTRIBUTE) else None
+
+
 def nonce_key(nonce: str) -> Key:
     """Only the nonce's SHA-256 is stored, so a table read gives no usable link."""
     return {"pk": {"S": f"{NONCE_PREFIX}{_sha256(nonce)}"}, "sk": {"S": NONCE_SK}}
