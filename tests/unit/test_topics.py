@@ -132,3 +132,17 @@ def test_leaving_one_topic_stops_only_that_topics_scenarios() -> None:
     world.runner.on_stored_event(world.event(customer, "Cart Viewed"))
     world.runner.on_stored_event(world.event(customer, "Checkout Started"))
     assert sorted(d["scenario_id"] for d in world.sent()) == ["news_letter", "order_follow"]
+
+
+def test_the_audience_count_does_not_count_a_customer_who_left_the_topic_as_sendable() -> None:
+    from cems.console.audience import AudienceTally, _count_member
+    from cems.models import Channel
+
+    world = JourneyWorld()
+    profile = world.profile(world.customer("cus_count"))
+    left = apply_event(profile, _engage_event("cus_count", "Topic Left", "restock"))
+    tally = AudienceTally()
+    _count_member(tally, left, False, frozenset({Channel.LINE}), "restock")
+    _count_member(tally, left, False, frozenset({Channel.LINE}), "news")
+    _count_member(tally, left, False, frozenset({Channel.LINE}), None)
+    assert (tally.matching, tally.sendable) == (3, 2)

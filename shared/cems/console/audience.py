@@ -39,6 +39,7 @@ from cems.scenario.engine import send_channels
 from cems.scenario.entrance import Entrance
 from cems.scenario.model import BroadcastTrigger, Scenario
 from cems.scenario.problems import bilingual
+from cems.topics import left_topic
 
 SAMPLE_SIZE = 10
 # Segments read at once: each thread waits on DynamoDB most of the time, so a few more threads than
@@ -159,7 +160,8 @@ def count_page(
             tally.excluded[reason] = tally.excluded.get(reason, 0) + 1
             continue
         assert entry.decision.enrolment is not None
-        _count_member(tally, entry.customer.profile, entry.decision.enrolment.holdout, send_channels)
+        holdout = entry.decision.enrolment.holdout
+        _count_member(tally, entry.customer.profile, holdout, send_channels, scenario.topic)
 
 
 def audience_answer(
@@ -319,7 +321,11 @@ class AudienceCounter:
 
 
 def _count_member(
-    tally: AudienceTally, profile: Profile, holdout: bool, send_channels: frozenset[Channel]
+    tally: AudienceTally,
+    profile: Profile,
+    holdout: bool,
+    send_channels: frozenset[Channel],
+    topic: str | None = None,
 ) -> None:
     reachable = [p.channel for p in plugins() if p.reachable(profile)]
     tally.matching += 1
@@ -327,7 +333,8 @@ def _count_member(
     _add_counts(tally.reachable, dict.fromkeys(reachable, 1))
     if not holdout:
         _add_counts(tally.reachable_outside, dict.fromkeys(reachable, 1))
-        tally.sendable += any(c in send_channels for c in reachable)
+        # A customer who left the scenario's topic is sent nothing (the engine's rule, cems.topics).
+        tally.sendable += any(c in send_channels for c in reachable) and not left_topic(profile.topics, topic)
     if len(tally.sample) < SAMPLE_SIZE:
         tally.sample.append(
             AudienceSample(holdout=holdout, reachable=reachable, profile=masked_profile(profile))
