@@ -102,7 +102,10 @@ def unsubscribe(token: str) -> Response[Any]:
     """One-click unsubscribe (RFC 8058): any POST with a valid token stops all marketing email,
     whatever its body (mail clients send `List-Unsubscribe=One-Click`, the page's "everything" the
     same), except the page's topic choices (`action=leave|join&topic=<id>`)."""
-    form = parse_qs(app.current_event.decoded_body or "", max_num_fields=10)
+    try:
+        form = parse_qs(app.current_event.decoded_body or "", max_num_fields=10)
+    except ValueError:  # too many fields, or not UTF-8: no topic choice, so the one-click meaning
+        form = {}
     action, topic = (form.get("action") or [""])[0], (form.get("topic") or [""])[0]
     if action in ("leave", "join") and topic:
         return _topic_choice(token, topic, subscribed=action == "join")

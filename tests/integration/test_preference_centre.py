@@ -90,3 +90,10 @@ def test_a_forged_token_or_unknown_topic_changes_nothing(engage: Engage, custome
     assert unknown.status == 400 and unknown.json()["error"] == "unknown_topic"
     assert engage.profile().topics == {} and engage.profile().channels["email"].consent is True
     assert engage.events("Topic Left") == [] and CUSTOMER
+
+
+def test_a_body_that_is_no_topic_choice_is_the_one_click(engage: Engage, customer: Profile) -> None:
+    link = f"/u/{token(TokenKind.UNSUBSCRIBE, topic='restock')}"
+    answer = engage.post(link, "application/json", body="&".join(f"f{i}=x" for i in range(50)))
+    assert answer.json() == {"success": True, "result": "unsubscribed"}
+    assert engage.profile().topics == {}
