@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from cems.activity import merged as merged_engagement
 from cems.models import Channel, ChannelState, MessageType, Profile, SegmentMessage
 from cems.topics import TopicState
 from cems.trust import CONTACT_TRAITS
@@ -114,6 +115,7 @@ def merge_profiles(target: Profile, source: Profile, at: datetime) -> Profile:
             "merged_ids": target.merged_ids | source.merged_ids | {source.customer_id},
             "line_user_id": target.line_user_id or source.line_user_id,
             "channels": _latest_channel_states(target, source),
+            "engagement": merged_engagement(target.engagement, source.engagement),
             "topics": _latest_topic_choices(target, source),
             "first_seen_at": min(target.first_seen_at, source.first_seen_at),
             "updated_at": at,

@@ -239,6 +239,24 @@ class LineEvent(StrEnum):
 LINE_SOURCE_ID = "line"
 
 
+class EngagementKind(StrEnum):
+    """What a customer did with a channel's messages, as a `best` send and the engagement stage
+    count it (cems.activity): opened a mail, clicked a link, wrote or tapped back on LINE, saw an
+    on-site message."""
+
+    OPEN = "open"
+    CLICK = "click"
+    REPLY = "reply"
+    IMPRESSION = "impression"
+
+
+class ChannelEngagement(BaseModel):
+    """A channel's recent engagement on one profile: per Tokyo day (YYYY-MM-DD), how many of each
+    kind. Only the latest days are kept (cems.activity.ENGAGEMENT_DAYS_KEPT), so it stays small."""
+
+    days: dict[str, dict[EngagementKind, int]] = Field(default_factory=dict)
+
+
 class ChannelState(BaseModel):
     """Whether a customer can be reached on a channel and has agreed to marketing on it."""
 
@@ -283,6 +301,9 @@ class Profile(BaseModel):
     merged_into: str | None = None
     line_user_id: str | None = None
     channels: dict[Channel, ChannelState] = Field(default_factory=dict)
+    # Recent engagement per channel, folded in as its events arrive (cems.activity), so a `best`
+    # send and the engagement stage decide from the profile alone, never from the event history.
+    engagement: dict[Channel, ChannelEngagement] = Field(default_factory=dict)
     # The preference centre (cems.topics): each topic the customer chose about, by topic id. Only
     # engage's signed page writes it, and only topics the deployment lists, so it stays small.
     topics: dict[str, TopicState] = Field(default_factory=dict)

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from cems.activity import Increments, add_engagement, folded
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.models import (
     ORDER_COMPLETED,
     Channel,
     ChannelState,
+    EngagementKind,
     LineEvent,
     MessageType,
     OrderCompleted,
@@ -44,6 +46,7 @@ class FactsSink(Protocol):
     categories_bought: set[str]
     channels: dict[Channel, ChannelState]
     topics: dict[str, TopicState]
+    engagement: Increments
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Facts:
     categories_bought: set[str] = field(default_factory=set)
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
     topics: dict[str, TopicState] = field(default_factory=dict)
+    engagement: Increments = field(default_factory=dict)
 
 
 def judged_of(event: StoredEvent) -> Judged:
@@ -87,6 +91,7 @@ def learn(facts: FactsSink, event: StoredEvent) -> None:
         _learn_line(facts, event, at)
     if event.site_id == ENGAGE_SOURCE_ID and event.type is MessageType.TRACK:
         _learn_email(facts, event, at)
+        _learn_engagement(facts, event, at)
         _learn_topic(facts, event, at)
 
 
@@ -186,6 +191,30 @@ def _learn_topic(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
         facts.topics[topic] = TopicState(subscribed=subscribed, updated_at=at, source=ENGAGE_SOURCE_ID)
 
 
+# Engage's events that are the customer engaging, by kind. The channel is the one the tracked message
+# went out on: the `channel` property engage copies from the signed token (a LINE link's click is
+# LINE's). The web channel's names are written out until its EngagementEvent members land
+# (cems.web.events stores them under `engage` with `channel: web`); an unknown name counts nothing.
+_ENGAGE_KINDS = {
+    EngagementEvent.OPENED.value: EngagementKind.OPEN,
+    EngagementEvent.CLICKED.value: EngagementKind.CLICK,
+    "Web Message Shown": EngagementKind.IMPRESSION,
+    "Web Message Clicked": EngagementKind.CLICK,
+}
+# LINE events that are the customer answering: a message written or a button tapped in the chat.
+_LINE_REPLIES = frozenset({LineEvent.MESSAGE.value, LineEvent.POSTBACK.value})
+
+
+def _learn_engagement(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
+    """Opens, clicks and impressions from engage, counted per channel and Tokyo day (cems.activity).
+    Only engage's source reaches here, so a site cannot raise a customer's engagement."""
+    kind = _ENGAGE_KINDS.get(event.event or "")
+    channel = event.properties.get("channel")
+    if kind is None or channel not in {c.value for c in Channel}:
+        return
+    add_engagement(facts.engagement, Channel(channel), kind, at)
+
+
 # What following and unfollowing (blocking) the LINE account means for the LINE channel.
 _LINE_CHANNEL_EVENTS = {
     LineEvent.FOLLOW.value: (True, True),
@@ -203,6 +232,8 @@ def _learn_line(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
             Channel.LINE,
             ChannelState(reachable=reachable, consent=consent, updated_at=at, reason=event.event),
         )
+    if event.event in _LINE_REPLIES:
+        add_engagement(facts.engagement, Channel.LINE, EngagementKind.REPLY, at)
     if event.event == LineEvent.POSTBACK.value:
         survey = event.properties.get("survey")
         if isinstance(survey, dict) and survey.get("question") and "answer" in survey:
@@ -223,6 +254,7 @@ def with_facts(profile: Profile, facts: FactsSink, at: datetime) -> Profile:
         "order_rollup": fitted.rollup if fitted.rollup is not None else profile.order_rollup,
         "channels": {**profile.channels, **facts.channels},
         "topics": {**profile.topics, **facts.topics},
+        "engagement": folded(profile.engagement, facts.engagement),
         "updated_at": max(profile.updated_at, at),
     }
     for name in BOUGHT_SETS:

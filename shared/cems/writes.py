@@ -6,9 +6,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cems.activity import Increments, folded
 from cems.identity import IdentityKey
 from cems.lookups import LOOKUP_TRAITS, lookup_actions
-from cems.models import Channel, ChannelState, OrderRollup, OrderSummary, Profile, StoredEvent
+from cems.models import (
+    Channel,
+    ChannelEngagement,
+    ChannelState,
+    OrderRollup,
+    OrderSummary,
+    Profile,
+    StoredEvent,
+)
 from cems.profiles import BOUGHT_SETS, fit
 from cems.topics import TopicState
 
@@ -35,6 +44,14 @@ class ProfileChange:
     channels: dict[Channel, ChannelState] = field(default_factory=dict)
     # The latest choice per topic these messages made (the preference centre, cems.topics).
     topics: dict[str, TopicState] = field(default_factory=dict)
+    # Engagement these messages add, per channel, day and kind (cems.activity).
+    engagement: Increments = field(default_factory=dict)
+    # Set by fit_to: the profile's whole engagement after this change (None: it adds none), and
+    # whether it was computed from the profile as read. Engagement is written whole, so the write is
+    # conditional on what it was computed from: the version read, or, unread, on there being none yet
+    # (refused otherwise: the profile comes back, and the next attempt folds into it).
+    engagement_after: dict[Channel, ChannelEngagement] | None = None
+    engagement_read: bool = False
     # Set by fit_to (cems.profiles): how many entries each collection gains (what the write's size
     # conditions allow for), orders folded into the rollup, and the version that folding read.
     growth: dict[str, int] | None = None
@@ -62,6 +79,11 @@ class ProfileChange:
         self.growth = {**fitted.growth, "anonymous_ids": len(self.anonymous_ids - known_ids)}
         self.folded_orders, self.order_rollup = fitted.folded, fitted.rollup
         self.expected_version = before.version if before is not None and fitted.rollup is not None else None
+        if self.engagement:
+            self.engagement_after = folded(before.engagement if before else {}, self.engagement)
+            self.engagement_read = before is not None
+            if before is not None:
+                self.expected_version = before.version
         self.contact_before = (
             None if before is None else {t: before.traits[t] for t in LOOKUP_TRAITS if t in before.traits}
         )
@@ -77,6 +99,7 @@ class ProfileChange:
             or self.line_user_id
             or self.channels
             or self.topics
+            or self.engagement
             or self.anonymous_ids
             or self.traits
             or self.orders

@@ -160,6 +160,8 @@ class InMemoryIngestStore:
                 return False
         if change.expected_version is not None and before.version != change.expected_version:
             return False
+        if change.engagement_after is not None and not change.engagement_read and before.engagement:
+            return False  # written whole, folded from nothing: only onto a profile with none
         joins_another = before.user_id is not None and before.user_id != change.user_id
         if change.user_id and change.user_id_joins_only_new and joins_another:
             return False
@@ -199,6 +201,7 @@ def _written(change: ProfileChange, before: Profile | None, at: datetime) -> Pro
             line_user_id=change.line_user_id,
             channels=dict(change.channels),
             topics=dict(change.topics),
+            engagement=dict(change.engagement_after or {}),
             first_seen_at=change.first_seen_at,
             updated_at=at,
             version=1,
@@ -213,6 +216,7 @@ def _written(change: ProfileChange, before: Profile | None, at: datetime) -> Pro
         "line_user_id": before.line_user_id or change.line_user_id,
         "channels": {**before.channels, **change.channels},
         "topics": {**before.topics, **change.topics},
+        "engagement": change.engagement_after if change.engagement_after is not None else before.engagement,
         "traits": {**before.traits, **change.traits},
         "orders": orders,
         "order_rollup": change.order_rollup if change.order_rollup is not None else before.order_rollup,

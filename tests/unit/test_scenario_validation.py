@@ -451,6 +451,7 @@ def test_an_email_subject_template_that_does_not_parse() -> None:
 def test_event_in_a_broadcast_is_a_warning_not_an_error() -> None:
     def change(d: dict[str, Any]) -> None:
         d["trigger"] = {"type": "broadcast", "at": "2026-05-01T10:00:00+09:00"}
+        d["audience"] = {"kind": "reachable", "channel": "line"}  # no audience warning beside it
         d["steps"][1]["line"][0]["text"] = "{{ event.properties.name }}"
 
     report = check(change)

@@ -8,7 +8,7 @@ docs/architecture.md, "Adding a channel").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cems.channels.plugin import ChannelPlugin
 from cems.email.channel import PLUGIN as EMAIL
@@ -31,6 +31,20 @@ SEND_OPTIONS: Mapping[str, tuple[Channel, ...]] = {
 }
 
 
+# Triggers whose customers are reachable on a channel by the way they trigger: a LINE follow, and a
+# survey answer (a postback in the LINE chat). The audience check (cems.scenario.reach) takes them
+# as assuring that channel.
+TRIGGER_CHANNELS: Mapping[str, tuple[Channel, ...]] = {
+    "line_follow": (LINE.channel,),
+    "survey_answer": (LINE.channel,),
+}
+
+# A send step's `channel` may also be a list of channels in the step's own order of preference (sent
+# like a preference above), or `best`: the channel chosen per customer from where they engage
+# (cems.scenario.engagement). `best` may choose any channel the step has content for.
+BEST = "best"
+
+
 def plugins() -> tuple[ChannelPlugin, ...]:
     """Every registered channel's plugin, in order of preference."""
     return _PLUGINS
@@ -41,12 +55,24 @@ def plugin(channel: Channel | str) -> ChannelPlugin:
     return _BY_CHANNEL[Channel(channel)]
 
 
-def channels_of(option: str) -> tuple[Channel, ...]:
-    """The channels a send step's `channel` option may send on, in order of preference."""
-    return SEND_OPTIONS[option]
+def channels_of(option: str | Sequence[str]) -> tuple[Channel, ...]:
+    """The channels a send step's `channel` option may send on, in order of preference: a named
+    option, or a list of channels. `best` may send on any channel here; a step's own content narrows
+    it (`SendStep.channels()`), so callers that hold the step ask it instead."""
+    if isinstance(option, str):
+        if option == BEST:
+            return tuple(p.channel for p in _PLUGINS)
+        return SEND_OPTIONS[option]
+    return tuple(Channel(c) for c in option)
 
 
-def route(option: str, profile: Profile) -> tuple[Channel, ...]:
+def option_text(option: str | Sequence[str]) -> str:
+    """A send step's `channel` option as one word for logs and reasons: `line`, `line,email`, `best`."""
+    return option if isinstance(option, str) else ",".join(option)
+
+
+def route(option: str | Sequence[Channel | str], profile: Profile) -> tuple[Channel, ...]:
     """Where a send with this option goes for this customer now: the reachable channels of the
     option in order (the first is sent to, the rest are its fallbacks); empty when none reaches."""
-    return tuple(c for c in channels_of(option) if plugin(c).reachable(profile))
+    channels = channels_of(option) if isinstance(option, str) else tuple(Channel(c) for c in option)
+    return tuple(c for c in channels if plugin(c).reachable(profile))

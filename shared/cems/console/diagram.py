@@ -40,6 +40,7 @@ from cems.scenario.condition_models import (
     AllCondition,
     AnyCondition,
     BoughtCondition,
+    EngagementStageCondition,
     EventCountCondition,
     LifecycleCondition,
     NotCondition,
@@ -412,6 +413,9 @@ def condition_text(condition: Condition) -> tuple[str, str]:
         ]
         text = "RFM " + " ".join(r for r in ranges if r)
         return text, text
+    if isinstance(condition, EngagementStageCondition):
+        stages = ", ".join(condition.stages)
+        return f"エンゲージメント {stages}", f"engagement {stages}"
     if isinstance(condition, LifecycleCondition):
         stages = ", ".join(condition.stages)
         return f"ステージ {stages}", f"stage {stages}"
@@ -426,12 +430,15 @@ def _nested(condition: Condition) -> tuple[str, str]:
     return ja, en
 
 
-def _channel(value: str) -> str:
-    """A send step's channel option in its channels' own labels ("LINE→メール Email")."""
+def _channel(step: SendStep) -> str:
+    """A send step's channel option in its channels' own labels ("LINE→メール Email"); `best` as
+    the channels it chooses among ("最適 best: LINE / メール Email")."""
+    if step.chooses_best:
+        return "最適 best: " + " / ".join(plugin(channel).label for channel in step.channels())
     try:
-        return "→".join(plugin(channel).label for channel in channels_of(value))
+        return "→".join(plugin(channel).label for channel in channels_of(step.channel))
     except (KeyError, ValueError):
-        return value
+        return str(step.channel)
 
 
 def _percent(share: float) -> str:
@@ -549,7 +556,7 @@ def _wait_heading(step: WaitStep) -> list[str]:
 
 def _step_lines(step: Step) -> list[str]:
     if isinstance(step, SendStep):
-        lines = [f"送信 / send · {_channel(step.channel)}"]
+        lines = [f"送信 / send · {_channel(step)}"]
     elif isinstance(step, WaitStep):
         lines = _wait_heading(step)
     elif isinstance(step, WaitForEventStep):

@@ -472,6 +472,27 @@ def render_text(report: ScenarioReport) -> str:
             for s in report.steps
         ]
         lines += [table(header, rows), ""]
+        chosen = [s for s in report.steps if s.chosen_by_engagement or s.chosen_by_default]
+        if chosen:
+            lines.append("最適チャネルの選択 Best-channel choices")
+            choice_header = [
+                "ステップ Step",
+                "バリアント Variant",
+                "チャネル Channel",
+                "反応 By engagement",
+                "既定 By default",
+            ]
+            choice_rows = [
+                [
+                    s.step_id,
+                    s.variant or "-",
+                    s.channel or "-",
+                    count(s.chosen_by_engagement),
+                    count(s.chosen_by_default),
+                ]
+                for s in chosen
+            ]
+            lines += [table(choice_header, choice_rows), ""]
     if report.channels:
         header = [
             "チャネル Channel",

@@ -37,6 +37,12 @@ class Metric(StrEnum):
     ENTERED = "entered"
     WAIT_BEGUN = "wait_begun"
     WAIT_ENDED = "wait_ended"
+    # A `best` send step's choice (issue 13), in the cell of the channel chosen: by the customer's
+    # engagement, or by the default order (no engagement in the window, or a tie). Two metrics
+    # rather than a reason dimension: cells keep their shape, and the two classes are what a
+    # marketer asks ("how often did engagement decide?"); each send's own reason is in the log.
+    CHOSEN_BY_ENGAGEMENT = "chosen_by_engagement"
+    CHOSEN_BY_DEFAULT = "chosen_by_default"
 
 
 @dataclass(frozen=True)

@@ -354,6 +354,11 @@ def _funnel_card(row: StepRow) -> str:
         f"失敗 failed {row.failed:,} · 抑止 suppressed {row.suppressed:,} · 上限 capped {row.capped:,} · "
         f"延期 deferred {row.deferred:,} · 保留 held out {row.held_out:,}"
     )
+    if row.chosen_by_engagement or row.chosen_by_default:
+        extra += (
+            f" · 最適チャネル best: 反応で選択 by engagement {row.chosen_by_engagement:,} · "
+            f"既定の順 by default order {row.chosen_by_default:,}"
+        )
     reasons = "".join(f'<div class="small note">{escape(r)}</div>' for r in row.not_measured.values())
     chart = funnel_svg(row)
     return f'<div class="funnel"><h3>{heading}</h3>{chart}<div class="small">{extra}</div>{reasons}</div>'

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Never
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from cems import clock
-from cems.channels.registry import channels_of, plugins
+from cems.channels.registry import plugins
 from cems.models import Channel
 from cems.reports.counters import REVENUE, Metric, ReportCell
 from cems.reports.stats import Comparison, compare, ratio
@@ -62,6 +62,8 @@ STEP_METRICS: tuple[Metric, ...] = (
     Metric.DEFERRED,
     Metric.OPENED,
     Metric.CLICKED,
+    Metric.CHOSEN_BY_ENGAGEMENT,
+    Metric.CHOSEN_BY_DEFAULT,
 )
 Counts = dict[str, int | Decimal]
 # Counted per step with no channel, reported as `StepJourneys`, not as step rows.
@@ -168,6 +170,10 @@ class StepRow(_Model):
     open_rate: float | None
     click_rate: float | None
     not_measured: dict[str, str] = {}
+    # A `best` step's sends on this channel by why it was chosen: the customer's engagement, or the
+    # default order (no engagement in the window, or a tie). Zero for other steps.
+    chosen_by_engagement: int = 0
+    chosen_by_default: int = 0
 
 
 class StepJourneys(_Model):
@@ -720,7 +726,7 @@ class ReportService:
 def _step_channels(steps: Iterable[Step]) -> tuple[tuple[str, str], ...]:
     found = []
     for step in steps:
-        if isinstance(step, SendStep) and len(channels := channels_of(step.channel)) == 1:
+        if isinstance(step, SendStep) and len(channels := step.channels()) == 1:
             found.append((step.id, channels[0].value))
     return tuple(found)
 

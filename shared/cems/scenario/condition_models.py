@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from cems.activity import EngagementStage
 from cems.channels.registry import plugins
 from cems.scenario.problems import bilingual
 from cems.scenario.rfm import Stage
-from cems.scenario.values import SURVEY_QUESTION, EventName, StrictModel
+from cems.scenario.values import SURVEY_QUESTION, EventName, StrictModel, described
 
 
 class _Model(StrictModel, BaseModel):
@@ -299,6 +300,37 @@ class LifecycleCondition(_Model):
     stages: Annotated[list[Stage], Field(min_length=1)]
 
 
+# The stages by name (values are strict: a scenario file writes a name, not an enum member).
+if TYPE_CHECKING:
+    EngagementStageName = str
+else:
+    EngagementStageName = Literal[tuple(s.value for s in EngagementStage)]
+
+
+class EngagementStageCondition(_Model):
+    """The customer's engagement stage (cems.activity: from their opens, clicks, replies,
+    impressions and orders, not from orders alone) is one of `stages`."""
+
+    doc_ja: ClassVar[str] = (
+        "エンゲージメント: 顧客のエンゲージメントステージ（開封・クリック・返信・表示と購入から。"
+        "cems.activity）が `stages` のどれかである。"
+    )
+
+    kind: Literal["engagement_stage"]
+    stages: Annotated[
+        list[EngagementStageName],
+        Field(
+            min_length=1,
+            description=described(
+                "active（30 日以内に反応か購入）・cooling（30〜89 日前）・dormant（90 日以上前）・"
+                "unengaged（反応も購入もない）",
+                "active (engaged or bought within 30 days), cooling (30-89 days ago), dormant (90 days or "
+                "more ago), unengaged (never engaged nor bought)",
+            ),
+        ),
+    ]
+
+
 Condition = Annotated[
     AllCondition
     | AnyCondition
@@ -310,7 +342,8 @@ Condition = Annotated[
     | EventCountCondition
     | ReachableCondition
     | RfmCondition
-    | LifecycleCondition,
+    | LifecycleCondition
+    | EngagementStageCondition,
     Field(discriminator="kind"),
 ]
 

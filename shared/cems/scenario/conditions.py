@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cems.activity import engagement_stage
 from cems.channels.registry import plugin, plugins
 from cems.engagement import ENGAGE_SOURCE_ID, EngagementEvent
 from cems.models import LINE_SOURCE_ID, LineEvent, MessageType, Profile, StoredEvent
@@ -22,6 +23,7 @@ from cems.scenario.condition_models import (
     AnyCondition,
     BoughtCondition,
     Condition,
+    EngagementStageCondition,
     EventCountCondition,
     LifecycleCondition,
     NotCondition,
@@ -85,6 +87,8 @@ def evaluate(
             )
         case LifecycleCondition():
             return lifecycle_stage(profile, now, bands) in condition.stages
+        case EngagementStageCondition():
+            return engagement_stage(profile, now) in condition.stages
     raise TypeError(f"unknown condition {condition!r}")  # pragma: no cover - the union is closed
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cems.channels.registry import SEND_OPTIONS, plugins
+from cems.channels.registry import BEST, SEND_OPTIONS, option_text, plugins
 from cems.scenario.liquid_checks import liquid_problems, template_strings
 from cems.scenario.problems import Path, Problem, bilingual
 
@@ -72,26 +72,56 @@ def content_warnings(document: dict[str, Any]) -> list[Problem]:
     return warnings
 
 
+def _offered(channel: Any) -> tuple[str, ...] | None:
+    """The channel names a step's `channel` sends on (None: a value the field check reports)."""
+    if isinstance(channel, str):
+        return tuple(c.value for c in SEND_OPTIONS[channel]) if channel in SEND_OPTIONS else None
+    names = {p.channel.value for p in plugins()}
+    if isinstance(channel, list) and channel and all(isinstance(c, str) and c in names for c in channel):
+        return tuple(channel)
+    return None
+
+
 def _channel_problems(step: dict[str, Any], base: Path) -> list[Problem]:
     channel = step.get("channel")
-    if not isinstance(channel, str) or channel not in SEND_OPTIONS:
+    if channel == BEST:
+        return _best_problems(step, base)
+    offered = _offered(channel)
+    if offered is None:
         return []  # the field check names the channel
+    shown = option_text(channel if isinstance(channel, str) else list(channel or []))
     problems: list[Problem] = []
     for plugin in plugins():
         name = plugin.channel.value
         needed_ja, needed_en = plugin.content_label
         value = step.get(name)
-        sends = plugin.channel in SEND_OPTIONS[channel]
+        sends = name in offered
         if sends and (value is None or value == []):
             message = bilingual(
-                f'チャネル "{channel}" には {needed_ja}が必要です', f'channel "{channel}" needs {needed_en}'
+                f'チャネル "{shown}" には {needed_ja}が必要です', f'channel "{shown}" needs {needed_en}'
             )
         elif not sends and value is not None:
             message = bilingual(
-                f'`{name}` の内容はチャネル "{channel}" では送られません',
-                f'`{name}` content is never sent on channel "{channel}"',
+                f'`{name}` の内容はチャネル "{shown}" では送られません',
+                f'`{name}` content is never sent on channel "{shown}"',
             )
         else:
             continue
         problems.append(Problem((*base, name), message, "channel_content"))
     return problems
+
+
+def _best_problems(step: dict[str, Any], base: Path) -> list[Problem]:
+    """`best` chooses among the channels the step has content for: it needs two to choose from."""
+    given = [p for p in plugins() if step.get(p.channel.value) not in (None, [])]
+    if len(given) >= 2:
+        return []
+    labels_ja = "・".join(p.content_label[0] for p in plugins())
+    labels_en = ", ".join(p.content_label[1] for p in plugins())
+    message = bilingual(
+        f'チャネル "best" は内容のあるチャネルから選びます。'
+        f"二つ以上のチャネルの内容（{labels_ja}）が必要です",
+        f'channel "best" chooses among the channels the step has content for: give content for two or '
+        f"more ({labels_en})",
+    )
+    return [Problem((*base, "channel"), message, "channel_content")]

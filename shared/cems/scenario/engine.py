@@ -27,8 +27,9 @@ from typing import Any, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cems.activity import ChannelChoice, choose
 from cems.channels.plugin import SendContext
-from cems.channels.registry import channels_of, plugin, plugins, route
+from cems.channels.registry import option_text, plugin, plugins, route
 from cems.engagement import uses_link_clicks
 from cems.models import Channel, LineEvent, MessageType, Profile, StoredEvent
 from cems.scenario.assignment import in_holdout, pick_variant
@@ -285,7 +286,9 @@ class StepRecord(_Frozen):
 
     at: datetime
     step_id: str | None
-    what: str  # sent, held_out, capped_skip, deferred, window, waiting, branch, split, trait, ...
+    # sent, held_out, capped_skip, deferred, window, waiting, branch, split, trait, ...; before a
+    # `best` send's `sent`, chosen_by_engagement or chosen_by_default with the reason
+    what: str
     detail: str = ""
 
 
@@ -445,7 +448,7 @@ def trigger_matches(scenario: Scenario, event: StoredEvent) -> bool:
 def send_channels(scenario: Scenario) -> frozenset[Channel]:
     """Every channel a send step of the scenario may send on."""
     sends = (step for step in scenario.steps if isinstance(step, SendStep))
-    return frozenset(channel for step in sends for channel in channels_of(step.channel))
+    return frozenset(channel for step in sends for channel in step.channels())
 
 
 def reaches(channels: Collection[Channel], profile: Profile) -> bool:
@@ -667,7 +670,7 @@ def _next_sends_only_on(channel: Channel, scenario: Scenario, step_id: str | Non
         seen.add(current)
         step = scenario.step(current)
         if isinstance(step, SendStep):
-            channels.update(channels_of(step.channel))
+            channels.update(step.channels())
             continue
         todo.extend(scenario.successors(step))
     return channels == {channel}
@@ -956,9 +959,9 @@ class _Run:
             # The customer left this scenario's topic (the preference centre): as for a channel they
             # opted out of, nothing is sent, the journey ends, and the report counts it suppressed.
             return self.end(EnrolmentState.EXITED, step.id, f"unreachable:topic:{self.scenario.topic}")
-        reachable = route(step.channel, self.profile)
+        reachable, choice = self.channels_for(step)
         if not reachable:
-            return self.end(EnrolmentState.EXITED, step.id, f"unreachable:{step.channel}")
+            return self.end(EnrolmentState.EXITED, step.id, f"unreachable:{option_text(step.channel)}")
         if self.e.holdout:
             self.note(step.id, "held_out", "_then_".join(reachable))
             return self.scenario.next_of(step)
@@ -990,6 +993,8 @@ class _Run:
             )
         )
         self.taken[cap_channel].append(dispatch.key)
+        if choice is not None:  # recorded with the send it chose for, never for one not made
+            self.note(step.id, f"chosen_by_{choice.basis}", choice.reason)
         self.update(
             sends=self.e.sends + 1,
             unanswered_sends=self.e.unanswered_sends + 1,
@@ -1005,6 +1010,15 @@ class _Run:
         )
         self.note(step.id, "sent", dispatch.route)
         return self.scenario.next_of(step)
+
+    def channels_for(self, step: SendStep) -> tuple[tuple[Channel, ...], ChannelChoice | None]:
+        """Where this send may go for this customer now, in order (the first is sent to, the rest are
+        its fallbacks): the step's reachable channels; for `best`, those ranked by the customer's
+        engagement (cems.activity.choose), with the choice and its reason."""
+        if not step.chooses_best:
+            return route(step.channel, self.profile), None
+        choice = choose(route(step.channels(), self.profile), self.profile, self.now)
+        return (choice.channels, choice) if choice is not None else ((), None)
 
     def capped(self, step: SendStep, channel: CapScope, reopens: datetime) -> str | Advance | None:
         """`channel`: the cap in the way, the send's channel or TOTAL (every channel's sends)."""

@@ -36,8 +36,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
 
-from cems.channels.registry import SEND_OPTIONS, channels_of, plugins
+from cems.channels.registry import BEST, SEND_OPTIONS, channels_of, plugins
 from cems.models import Channel
 from cems.scenario.caps import TOTAL, CapScope
 
@@ -196,10 +197,15 @@ Trigger = Annotated[
 
 # A send step's `channel`: a registered channel's name, or a preference of several
 # (cems.channels.registry.SEND_OPTIONS); built from the registry, so the JSON Schema lists them.
+# Or `best` (chosen per customer from their engagement, cems.activity), or a list of
+# channels in the step's own order of preference.
 if TYPE_CHECKING:
     SendOption = str
+    ChannelName = str
 else:
-    SendOption = Literal[tuple(SEND_OPTIONS)]
+    SendOption = Literal[(*SEND_OPTIONS, BEST)]
+    ChannelName = Literal[tuple(p.channel.value for p in plugins())]
+SendChannel = SendOption | Annotated[list[ChannelName], Field(min_length=1, max_length=len(plugins()))]
 
 
 class _Step(_Model):
@@ -217,19 +223,59 @@ class _Step(_Model):
 
 
 class _SendStep(_Step):
-    """Send on LINE, by email, or on LINE falling back to email when LINE is unreachable."""
+    """Send on LINE, by email or on the site; on the first of several channels that reaches the
+    customer (`line_or_email`, or a list in order of preference); or on the channel the customer
+    engages with most (`best`)."""
 
-    doc_ja: ClassVar[str] = "LINE かメールで送る。`line_or_email` は LINE で届かないときにメールで送ります。"
+    doc_ja: ClassVar[str] = (
+        "LINE・メール・サイト上で送る。`line_or_email` やチャネルの一覧（優先順）では届く最初のチャネルに、"
+        "`best` では顧客がいちばん反応しているチャネルに送ります。"
+    )
 
     if TYPE_CHECKING:  # the fields as mypy sees them; SendStep below declares them for pydantic
         type: Literal["send"]
-        channel: SendOption
+        channel: SendOption | list[ChannelName]
         notification_disabled: bool
         next: StepId | None
 
     def content(self, channel: Channel) -> Any:
         """The step's content for `channel`: its field named after the channel (None: none given)."""
         return getattr(self, channel.value)
+
+    @property
+    def chooses_best(self) -> bool:
+        """Whether the channel is chosen per customer from their engagement (`best`)."""
+        return self.channel == BEST
+
+    def channels(self) -> tuple[Channel, ...]:
+        """Every channel the step may send on, in its order of preference. `best` may choose any
+        channel the step has content for, in the registry's order (its default order)."""
+        if self.chooses_best:
+            return tuple(p.channel for p in plugins() if self.content(p.channel) not in (None, []))
+        return channels_of(self.channel)
+
+    @field_validator("channel", mode="before", check_fields=False)
+    @classmethod
+    def _one_channel_form(cls, value: Any) -> Any:
+        """One error for a wrong channel, not one per form of the union (a name, a list): a name that
+        is no option, or a list naming no channel, is told the names it may use."""
+        if isinstance(value, str):
+            _known(value, (*SEND_OPTIONS, BEST))
+        elif isinstance(value, list):
+            for item in value:
+                _known(item, tuple(p.channel.value for p in plugins()))
+            if len(set(value)) != len(value):
+                raise ValueError(
+                    bilingual("チャネルの一覧に同じチャネルが二度あります", "a channel is listed twice")
+                )
+        return value
+
+
+def _known(value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise pydantic's own literal error (cems.scenario.validation words it, with "did you mean")."""
+    if value not in allowed:
+        expected = ", ".join(f"'{a}'" for a in allowed[:-1]) + f" or '{allowed[-1]}'"
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
 
 
 # A send step has one content field per registered channel, named after it and typed by the
@@ -244,7 +290,21 @@ else:
         __module__=__name__,
         __doc__=_SendStep.__doc__,
         type=(Literal["send"], ...),
-        channel=(SendOption, ...),
+        channel=(
+            SendChannel,
+            Field(
+                ...,
+                description=described(
+                    "送るチャネル: line・email・web、line_or_email（LINE に届かなければメール）、"
+                    '優先順のチャネルの一覧（例: ["email", "line"]。届く最初のチャネルに送ります）、'
+                    "または best（内容のあるチャネルのうち、直近 90 日に顧客がいちばん反応したチャネル）",
+                    "Where to send: line, email, web, line_or_email (email when LINE cannot reach), a "
+                    'list of channels in order of preference (e.g. ["email", "line"]: the first that '
+                    "reaches), or best (of the channels the step has content for, the one the customer "
+                    "engaged with most in the last 90 days)",
+                ),
+            ),
+        ),
         **{p.channel.value: (p.content_type() | None, None) for p in plugins()},
         notification_disabled=(bool, False),
         next=(StepId | None, None),
@@ -802,7 +862,7 @@ class Scenario(_Model):
         out: set[Channel] = set()
         for step in self.steps:
             if isinstance(step, SendStep):
-                out.update(channels_of(step.channel))
+                out.update(step.channels())
         return out
 
 

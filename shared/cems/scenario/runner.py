@@ -1092,6 +1092,14 @@ def _facts(
                 # The send was not made: the customer opted out of, or cannot be reached on, the channel.
                 once = f"suppressed#{journey}#{record.step_id}"
                 facts.append((step_cell, Metric.SUPPRESSED, once, None))
+            elif record.what in _CHOICES:
+                # The channel chosen is the dispatch's that the step made in this activation.
+                sent = next((d for d in result.dispatches if d.step_id == record.step_id), None)
+                if sent is not None:
+                    cell = ReportCell(
+                        e.scenario_id, e.version, record.step_id, e.variant, e.holdout, sent.channel.value
+                    )
+                    facts.append((cell, _CHOICES[record.what], f"chosen#{sent.key}", None))
             elif record.what == "converted":
                 # Attributed to the last send before it (its step and channel); a holdout customer,
                 # or one who converts before any send, at the scenario level with no channel.
@@ -1099,6 +1107,10 @@ def _facts(
                 cell = ReportCell(e.scenario_id, e.version, e.last_send_step, e.variant, e.holdout, channel)
                 facts.append((cell, Metric.CONVERTED, f"converted#{journey}", _revenue(event)))
     return facts
+
+
+# A `best` send's choice as the engine logs it (engine._Run.send), as the report counts it.
+_CHOICES = {m.value: m for m in (Metric.CHOSEN_BY_ENGAGEMENT, Metric.CHOSEN_BY_DEFAULT)}
 
 
 _WAITING_STATES = frozenset({EnrolmentState.WAITING, EnrolmentState.WAITING_EVENT})

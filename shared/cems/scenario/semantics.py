@@ -14,6 +14,7 @@ from typing import Any
 from cems.scenario.content import content_problems, content_warnings
 from cems.scenario.graph import graph_problems
 from cems.scenario.problems import Problem, bilingual
+from cems.scenario.reach import reach_warnings
 
 # Triggers that bring an event a wait may count from.
 _EVENT_TRIGGERS = ("event", "line_follow", "survey_answer")
@@ -36,7 +37,9 @@ def document_problems(document: Any) -> list[Problem]:
 
 def document_warnings(document: Any) -> list[Problem]:
     """Accepted, but probably not what was meant."""
-    return content_warnings(document) if isinstance(document, dict) else []
+    if not isinstance(document, dict):
+        return []
+    return [*content_warnings(document), *reach_warnings(document)]
 
 
 def _date_problems(document: dict[str, Any]) -> list[Problem]:

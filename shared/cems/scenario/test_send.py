@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from cems import clock
 from cems.channels.plugin import SendContext
-from cems.channels.registry import channels_of, plugin, plugins
+from cems.channels.registry import plugin, plugins
 from cems.models import Channel, Profile, StoredEvent
 from cems.scenario.engine import Dispatch, render_step, step_scope
 from cems.scenario.model import Scenario, SendStep
@@ -124,7 +124,7 @@ def build_test_send(
     profile) and `event` as the trigger. ValueError with a plain message when it cannot be made."""
     to = parse_recipient(recipient) if isinstance(recipient, str) else recipient
     step = _send_step(scenario, step_id)
-    offered = channels_of(step.channel)
+    offered = step.channels()
     if to.channel not in offered:
         only = " or ".join(plugin(c).title for c in offered)
         give = " or ".join(plugin(c).test_address_help for c in offered)
@@ -172,7 +172,7 @@ def render_preview(
     scope = step_scope(scenario, scenario.version, step, who, event)
     send = _send_context(scenario, step, who, fresh_key(scenario.id, step.id))
     rendered = []
-    for channel in channels_of(step.channel):
+    for channel in step.channels():
         try:
             message = render_step(channel, step, scope, send)
         except RenderError as exc:

@@ -370,6 +370,7 @@ class CustomerStore:
                 line_user_id=change.line_user_id,
                 channels=change.channels,
                 topics=change.topics,
+                engagement=change.engagement_after or {},
                 first_seen_at=change.first_seen_at,
                 updated_at=at,
                 version=1,
@@ -401,6 +402,10 @@ class CustomerStore:
             update.remove_in("orders", order_id)
         if change.order_rollup is not None:
             update.set("order_rollup", change.order_rollup)
+        if change.engagement_after is not None:
+            # Written whole (cems.activity folds and trims it): conditional on the version it was
+            # folded from, or, folded from nothing, on the profile having none yet.
+            update.set("engagement", change.engagement_after)
         for attribute in ("anonymous_ids", *BOUGHT_SETS):
             values = getattr(change, attribute)
             if values:
@@ -416,6 +421,8 @@ class CustomerStore:
                 conditions.append(
                     f"(attribute_not_exists({name}) OR size({name}) <= {update.value(limit - gained)})"
                 )
+        if change.engagement_after is not None and not change.engagement_read:
+            conditions.append(f"attribute_not_exists({update.name('engagement')})")
         if change.expected_version is not None:
             conditions.append(f"{update.name('version')} = {update.value(change.expected_version)}")
         if change.user_id and change.user_id_joins_only_new:
