@@ -1,5 +1,6 @@
-"""collect: the Segment-compatible tracking API (POST /v1/{kind}), the tag script (GET /tag.js) and
-the start of LINE account linking (POST /v1/line/link, called by the tag on the shop's link page)."""
+"""collect: the Segment-compatible tracking API (POST /v1/{kind}), the tag script (GET /tag.js), the
+start of LINE account linking (POST /v1/line/link, called by the tag on the shop's link page) and
+the tag's fetch of on-site messages (GET /v1/web/messages)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,28 @@ def line_link() -> Response[str]:
     )
     metrics.add_metric("LineLinksStarted", MetricUnit.Count, 1)
     return json_response(200, {"redirectUrl": started.redirect_url}, started.headers)
+
+
+# On-site messages (docs/web.md): what is due for this browser on this page. A static route, as above.
+@app.route("/v1/web/messages", method=ALL_METHODS)
+def web_messages() -> Response[str]:
+    event = app.current_event
+    method = event.request_context.http.method
+    if method == "OPTIONS":
+        return Response(204, None, "", preflight_headers(event.headers.get("origin")))
+    if method not in ("GET", "HEAD"):
+        raise method_not_allowed("GET, OPTIONS")
+    answer = collector.web_messages(
+        event.headers.get("authorization"),
+        event.headers.get("origin"),
+        dict(event.query_string_parameters or {}),
+        event.headers.get("if-none-match"),
+    )
+    metrics.add_metric("WebFetches", MetricUnit.Count, 1)
+    if answer.status == 200:
+        metrics.add_metric("WebFetchesDue", MetricUnit.Count, 1)
+    content_type = "application/json" if answer.status == 200 else None
+    return Response(answer.status, content_type, answer.body, answer.headers)
 
 
 @app.route("/v1/<kind>", method=ALL_METHODS)

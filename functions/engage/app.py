@@ -1,5 +1,6 @@
 """engage: the click tracker (GET /r/{token}), the open pixel (GET /o/{token}), unsubscribing
-(GET and POST /u/{token}) and double opt-in confirmation (GET and POST /c/{token}).
+(GET and POST /u/{token}), double opt-in confirmation (GET and POST /c/{token}) and the tag's
+reports on on-site messages (POST /v1/web/events).
 
 The rules are in cems.engagement.engage; tokens are never logged (they name the customer and the
 dispatch), nor are email addresses. SES events have a function of their own (functions/ses_events).
@@ -18,20 +19,25 @@ import os
 # Pydantic looks for plugins in every installed distribution's entry points when it builds the first
 # model (a few ms of cold start); this function uses none. An explicit setting still wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from cems import wiring
+from cems import clock, wiring
+from cems.api_requests import request_body
 from cems.engagement import pages
 from cems.engagement.engage import ConfirmResult, Recorded, TopicResult, UnsubscribeResult, visitor_network
 from cems.engagement.tokens import InvalidToken, is_short_code
+from cems.errors import ClientError
 from cems.logs import function_logger
 from cems.ports import ServiceUnavailable
 from cems.responses import NOT_FOUND, error_response, json_response
+
+if TYPE_CHECKING:  # an annotation only: cems.web loads on the first report, not at init
+    from cems.web.events import WebEvents
 
 logger = function_logger()
 metrics = Metrics()
@@ -44,6 +50,8 @@ UNSUBSCRIBE_METRICS = {
 }
 
 engagement, shop_name = wiring.engage()
+# The on-site message events' rules, built on the first report (cems.web stays out of init).
+web_events: WebEvents | None = None
 
 
 @app.get("/r/<token>")
@@ -70,6 +78,47 @@ def click(token: str) -> Response[Any]:
     _recorded("click", "LinkClicks", recorded)
     assert verified.url is not None
     return Response(302, None, "", {**pages.COMMON_HEADERS, "Location": pages.location(verified.url)})
+
+
+@app.route("/v1/web/events", method=["POST", "OPTIONS"])
+def web_event() -> Response[Any]:
+    """What the tag reports about an on-site message it showed (cems.web.events): `shown`, `clicked`
+    or `dismissed`, with the message's signed token. Sent with sendBeacon as text/plain (no
+    preflight); the answer is JSON a developer can read, CORS without credentials."""
+    from cems.web.events import read_web_event
+
+    event = app.current_event
+    origin = event.headers.get("origin")
+    # Readable by the page's developer, without credentials: the token is the proof, not a cookie.
+    cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
+    if event.request_context.http.method == "OPTIONS":
+        return Response(204, None, "", {**cors, "Access-Control-Allow-Methods": "POST, OPTIONS"})
+    global web_events
+    try:
+        if web_events is None:
+            web_events = wiring.web_events()
+        recorded = web_events.record(read_web_event(request_body(event.raw_event)), clock.now())
+    except ClientError as error:
+        metrics.add_metric("WebEventsRejected", MetricUnit.Count, 1)
+        logger.info("web event rejected", extra={"error": error.code, "field": error.field})
+        return error_response(error, {**_no_store(), **cors})
+    except ServiceUnavailable as error:
+        logger.warning("web event not recorded", extra={"error": type(error.__cause__ or error).__name__})
+        body = {"success": False, "error": "unavailable", "message": "try again", "field": "token"}
+        return json_response(503, body, {**_no_store(), **cors, "Retry-After": "5"})
+    metrics.add_metric(f"WebMessages{recorded.kind.value.capitalize()}", MetricUnit.Count, 1)
+    # What happened, never which customer, dispatch or token.
+    logger.info(
+        "web event",
+        extra={
+            "kind": recorded.kind.value,
+            "stored": recorded.stored,
+            "counted": recorded.counted,
+            "test": recorded.test,
+            "known": recorded.known,
+        },
+    )
+    return json_response(200, recorded.body(), {**_no_store(), **cors})
 
 
 @app.get("/o/<token>")

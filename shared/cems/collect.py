@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cems import clock
 from cems.api_requests import request_body as request_body  # collect/app.py reads it from here
@@ -31,6 +33,9 @@ from cems.segment import (
 )
 from cems.sites import SiteDirectory
 from cems.trust import USER_HASH_FIELD, judge
+
+if TYPE_CHECKING:
+    from cems.web.fetch import WebFetch
 
 ALLOWED_METHODS = "POST, OPTIONS"
 # How long a browser may reuse a CORS preflight answer.
@@ -121,6 +126,36 @@ class Collected:
         return body
 
 
+# How long a browser may reuse the answer to a web message fetch, and the tag its "nothing due": an
+# answer a few seconds old is as good as a fresh one for a visitor clicking through pages, and a
+# message sent meanwhile shows that much later at most.
+WEB_FETCH_MAX_AGE = 10
+
+
+@dataclass(frozen=True)
+class WebAnswer:
+    """The answer to GET /v1/web/messages: 200 with the message, 204 with nothing due, or 304 when
+    the browser's copy (If-None-Match) is the same. Cacheable privately for WEB_FETCH_MAX_AGE
+    seconds either way; `Vary: Origin` with the CORS headers."""
+
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+def web_answer(body: dict[str, Any] | None, origin: str | None, if_none_match: str | None) -> WebAnswer:
+    headers = {**cors_headers(origin), "Cache-Control": f"private, max-age={WEB_FETCH_MAX_AGE}"}
+    if body is None:
+        return WebAnswer(204, "", headers)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    etag = '"' + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] + '"'
+    headers["ETag"] = etag
+    seen = {tag.strip().removeprefix("W/") for tag in (if_none_match or "").split(",")}
+    if etag in seen:
+        return WebAnswer(304, "", headers)
+    return WebAnswer(200, text, headers)
+
+
 @dataclass(frozen=True)
 class LineLinkStarted:
     """The answer to POST /v1/line/link: where the tag sends the visitor next."""
@@ -136,11 +171,15 @@ class Collector:
         ingestor: Ingestor,
         nonces: NoncePort | None = None,
         line: LineSettings | None = None,
+        web: Callable[[], WebFetch] | None = None,
     ) -> None:
         self.sites = sites
         self.ingestor = ingestor
         self.nonces = nonces
         self.line = line
+        # Built on the first fetch: the web channel's modules stay out of collect's cold start.
+        self._web_factory = web
+        self._web: WebFetch | None = None
 
     def collect(
         self,
@@ -181,6 +220,30 @@ class Collector:
         return LineLinkStarted(
             redirect_url=account_link_url(self.line, request.link_token, nonce), headers=cors_headers(origin)
         )
+
+    def web_messages(
+        self,
+        authorization: str | None,
+        origin: str | None,
+        query: dict[str, str],
+        if_none_match: str | None = None,
+    ) -> WebAnswer:
+        """GET /v1/web/messages: the message due for this browser on this page (or a preview's),
+        for a site's key from an origin it allows. The browser is known by its anonymous id alone
+        (cems.web.fetch); a userId in the query is not read."""
+        if self._web_factory is None:
+            raise ClientError(404, "not_found", "on-site messages are not configured", field="path")
+        from cems.web.fetch import WebFetchRequest
+
+        key = request_write_key(authorization, query.get("writeKey"))
+        if not key:
+            raise MISSING_WRITE_KEY
+        self._site(key, origin)
+        request = WebFetchRequest.of(query.get("anonymousId"), query.get("url"), query.get("preview"))
+        if self._web is None:
+            self._web = self._web_factory()
+        due = self._web.due_message(request, clock.now())
+        return web_answer(None if due is None else due.body(), origin, if_none_match)
 
     def _site_and_body(
         self,

@@ -126,6 +126,10 @@ class CustomerRecords(Protocol):
         schedules, frequency-cap counters), as plain JSON values."""
         ...
 
+    def web_messages(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's on-site inbox (cems.web.inbox) as plain JSON records: one Query."""
+        ...
+
     def suppression_entry(self, hashed_address: str) -> dict[str, Any] | None:
         """The suppression list's entry of an address (its hash): reason and time; None: none."""
         ...
@@ -578,6 +582,15 @@ class WebInbox(Protocol):
     ) -> bool:
         """Set `field` to `at` on an existing item where it is not set yet; False when there is no
         such item or it was set before (the first impression or dismissal wins)."""
+        ...
+
+
+class BrowserOwners(Protocol):
+    """Whose inbox a browser reads (cems.web.fetch): its anonymous id's owner, nothing else."""
+
+    def owner_of_browser(self, anonymous_id: str) -> str | None:
+        """The customer the anonymous id's identity item names (one GetItem; merges re-point it),
+        or None for a browser never seen."""
         ...
 
 

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from cems.scenario.loader import ScenarioLoader
     from cems.scenario.relevance import ScenariosInPlay
     from cems.scenario.runner import LinkTracker, ScenarioRunner
+    from cems.web.events import WebEvents
+    from cems.web.fetch import WebFetch
     from cems.web.sender import WebSender
 
 
@@ -253,6 +255,41 @@ def collect(settings: Settings | None = None) -> Collector:
         Ingestor(stores.ingest),
         NonceStore(settings.tables.customers, dynamodb),
         settings.area(LineSettings),
+        web=lambda: web_fetch(dynamodb, settings),
+    )
+
+
+def web_fetch(dynamodb: DynamoDBClient, settings: Settings) -> WebFetch:
+    """The tag's fetch of on-site messages (collect, built on the first fetch): the browser's owner
+    and inbox in CustomersTable, tokens signed with the tracking secret (read when one is signed)."""
+    from cems.adapters.dynamodb.web_inbox import WebInboxStore
+    from cems.engagement.config import EngagementSettings
+    from cems.web.fetch import WebFetch
+    from cems.web.tokens import WebTokenSigner
+
+    inbox = WebInboxStore(settings.tables.customers, dynamodb)
+    return WebFetch(inbox, inbox, WebTokenSigner(settings.area(EngagementSettings).secret))
+
+
+def web_events(settings: Settings | None = None) -> WebEvents:
+    """What the tag reports about on-site messages (engage): token checks, stored events, counters,
+    dismissals on the inbox."""
+    from cems.adapters.dynamodb.report_counters import ReportCounters
+    from cems.adapters.dynamodb.web_inbox import WebInboxStore
+    from cems.engagement.config import EngagementSettings
+    from cems.ingest import Ingestor
+    from cems.web.events import WebEvents
+    from cems.web.tokens import WebTokenSigner
+
+    settings = _settings(settings)
+    dynamodb = _dynamodb()
+    stores = customer_stores(dynamodb, settings)
+    return WebEvents(
+        WebTokenSigner(settings.area(EngagementSettings).secret),
+        Ingestor(stores.ingest),
+        stores.customers,
+        ReportCounters(settings.tables.journeys, dynamodb),
+        WebInboxStore(settings.tables.customers, dynamodb),
     )
 
 

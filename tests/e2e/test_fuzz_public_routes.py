@@ -44,6 +44,7 @@ from cems.line.config import LOCAL_CHANNEL_SECRET
 from cems.line.webhook import sign
 from cems.local.cfn import Template, function_specs
 from cems.logs import MAX_LINE_BYTES
+from cems.web.tokens import WebToken, WebTokenSigner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -1212,6 +1213,117 @@ def test_fuzz_engagement_links(local_stack: LocalStackClient) -> None:
     print(ledger.summary())
 
 
+# -- on-site messages: the tag's fetch (collect) and its reports (engage) ---------------------------------
+
+WEB_SIGNER = WebTokenSigner(lambda: LOCAL_TRACKING_SECRET.encode())
+
+
+def web_signed(**changes: Any) -> str:
+    """A web token CEMS signed: a preview's (`test`, never recorded), or (test=False) one for a
+    customer who does not exist (nothing to record it on)."""
+    fields: dict[str, Any] = {
+        "owner_id": "cus_fuzz_nobody",
+        "dispatch_key": "fuzz#web#1",
+        "expires_at": 4_000_000_000,
+        "test": True,
+    }
+    return WEB_SIGNER.sign(WebToken(**{**fields, **changes}))
+
+
+WEB_TOKENS = (
+    TOKENS
+    | st.just(web_signed())
+    | st.just(web_signed(test=False))
+    | st.just(web_signed(expires_at=1))
+    | st.builds(tampered, st.just(web_signed(test=False)), st.integers(0, 300))
+)
+QUERY_TEXT = st.text(max_size=120) | st.sampled_from(["", "a" * 3000, "\x00", "%ZZ", "\ud800"])
+
+
+@st.composite
+def web_queries(draw: st.DrawFn) -> str:
+    parts: dict[str, str] = {}
+    for name in ("writeKey", "anonymousId", "url", "preview", "userId"):
+        if draw(st.booleans()):
+            parts[name] = draw(QUERY_TEXT)
+    encoded = urllib.parse.urlencode(parts, errors="surrogatepass") if parts else ""
+    return draw(
+        st.sampled_from([encoded, encoded + "&anonymousId=x&anonymousId=y", "%ZZ=%ZZ", "a=" + "%ff" * 50])
+    )
+
+
+@st.composite
+def web_event_bodies(draw: st.DrawFn) -> bytes:
+    document: dict[str, Any] = {}
+    if draw(st.booleans()):
+        document["token"] = draw(WEB_TOKENS | st.integers() | st.none())
+    if draw(st.booleans()):
+        document["kind"] = draw(
+            st.sampled_from(["shown", "clicked", "dismissed", "", "SHOWN"]) | st.integers()
+        )
+    if draw(st.booleans()):
+        document["button"] = draw(st.integers(-5, 5) | st.text(max_size=5) | st.floats(allow_nan=False))
+    raw = json.dumps(document).encode()
+    return draw(
+        st.sampled_from([raw, raw[: len(raw) // 2], b"\xff\xfe", deep(5000, "object").encode(), b"x" * 9000])
+    )
+
+
+def test_fuzz_web_messages_and_events(local_stack: LocalStackClient) -> None:
+    """The fetch answers any query below 500 (a write key in the query or not, any origin); the
+    events route answers any body below 500, and only a token CEMS signed for a message not expired
+    is honoured (a preview's records nothing; a nobody's has nobody to record on)."""
+
+    @settings(FUZZ, max_examples=100)
+    @given(
+        query=web_queries(),
+        method=st.sampled_from(["GET", "GET", "HEAD", "OPTIONS", "POST"]),
+        keyed=st.booleans(),
+        origin=st.sampled_from([None, "https://evil.example", "null", "http://localhost"]),
+        etag=st.sampled_from([None, '"x"', "*", "W/" + "a" * 3000]),
+    )
+    @example(query="anonymousId=" + "a" * 100, method="GET", keyed=True, origin=None, etag=None)
+    @example(query="preview=" + "A" * 32, method="GET", keyed=True, origin=None, etag="*")
+    @example(query="anonymousId=x&url=" + "u" * 5000, method="GET", keyed=True, origin=None, etag=None)
+    def fetch(query: str, method: str, keyed: bool, origin: str | None, etag: str | None) -> None:
+        if keyed:
+            query = f"writeKey={local_stack.write_key}&" + query
+        headers: dict[str, Any] = {}
+        if origin is not None:
+            headers["Origin"] = origin
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        answer = send(local_stack, method, "/v1/web/messages?" + query, None, headers)
+        ledger.answered(answer)
+        check(answer, f"{method} /v1/web/messages?{query} origin={origin}")
+        assert len(answer.body) <= 16_000
+
+    @settings(FUZZ, max_examples=100)
+    @given(body=web_event_bodies(), method=st.sampled_from(["POST", "POST", "GET", "OPTIONS", "PUT"]))
+    @example(body=json.dumps({"token": web_signed(test=False), "kind": "dismissed"}).encode(), method="POST")
+    @example(body=json.dumps({"token": web_signed(expires_at=1), "kind": "shown"}).encode(), method="POST")
+    @example(body=json.dumps({"token": tampered(web_signed(), 5), "kind": "clicked"}).encode(), method="POST")
+    def report(body: bytes, method: str) -> None:
+        answer = send(
+            local_stack,
+            method,
+            "/v1/web/events",
+            body if method in ("POST", "PUT") else None,
+            {"Content-Type": "text/plain;charset=UTF-8"},
+        )
+        ledger.answered(answer)
+        check(answer, f"{method} /v1/web/events {body[:200]!r}")
+        if answer.status == 200 and method == "POST":
+            token = json.loads(body)["token"]
+            verified = WEB_SIGNER.verify(token, datetime.now(UTC))  # only a good token gets a 200
+            assert verified.test or answer.json()["recorded"] is False
+
+    ledger = Ledger()
+    fetch()
+    report()
+    print(ledger.summary())
+
+
 PATH_PARTS = st.text(alphabet=URL_SAFE + "%", min_size=1, max_size=80)
 
 
@@ -1338,6 +1450,8 @@ def test_fuzz_console_and_the_admin_customer_routes(local_stack: LocalStackClien
 FUZZED_ROUTES = {
     "ANY /v1/{kind}",
     "ANY /v1/line/link",
+    "ANY /v1/web/messages",
+    "ANY /v1/web/events",
     "GET /tag.js",
     "POST /line/webhook",
     "GET /r/{token}",

@@ -20,6 +20,8 @@ class InMemoryCustomerRecords:
         # customer id -> partition name (enrolments, schedules, caps) -> records.
         self.journeys: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.suppressed: dict[str, dict[str, Any]] = {}
+        # customer id -> on-site inbox records.
+        self.inbox: dict[str, list[dict[str, Any]]] = {}
         self.reads: Counter[str] = Counter()
 
     def customers_with_contact(self, kind: ContactKind, hashed_value: str) -> list[str]:
@@ -60,6 +62,10 @@ class InMemoryCustomerRecords:
         self.reads["journeys"] += 3
         held = self.journeys.get(customer_id, {})
         return {name: [dict(r) for r in held.get(name, [])] for name in ("enrolments", "schedules", "caps")}
+
+    def web_messages(self, customer_id: str) -> list[dict[str, Any]]:
+        self.reads["web"] += 1
+        return [dict(r) for r in self.inbox.get(customer_id, [])]
 
     def suppression_entry(self, hashed_address: str) -> dict[str, Any] | None:
         self.reads["suppression"] += 1

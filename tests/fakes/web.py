@@ -1,5 +1,6 @@
-"""An in-memory WebInbox (cems.ports): on-site inboxes in a dictionary, with the DynamoDB adapter's
-rules (tests/integration/test_web_inbox_contract.py runs the same assertions on both)."""
+"""An in-memory WebInbox and BrowserOwners (cems.ports): on-site inboxes in a dictionary, with the
+DynamoDB adapter's rules (tests/integration/test_web_inbox_contract.py runs the same assertions on
+both), and which customer each browser's anonymous id names."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ class InMemoryWebInbox:
         # Makes the next N puts raise, as a DynamoDB outage would.
         self.fail_puts = 0
         self._lock = threading.Lock()
+        # BrowserOwners: anonymous id -> the customer its identity item names.
+        self.browsers: dict[str, str] = {}
+        self.owner_reads = 0
+        self.item_reads = 0
+
+    def owner_of_browser(self, anonymous_id: str) -> str | None:
+        self.owner_reads += 1
+        return self.browsers.get(anonymous_id)
 
     def put(self, item: InboxItem) -> bool:
         with self._lock:
@@ -31,6 +40,7 @@ class InMemoryWebInbox:
             return True
 
     def items(self, owner: InboxOwner, limit: int) -> list[InboxItem]:
+        self.item_reads += 1
         mine = [item for (o, _), item in sorted(self.stored.items(), key=lambda kv: kv[0][1]) if o == owner]
         return mine[:limit]
 

@@ -97,6 +97,7 @@ def test_the_whole_person_is_erased_by_any_of_their_ids(
         "enrolments": 2,
         "schedules": 1,
         "caps": 1,
+        "web_messages": 0,
     }
     for cid in (known, visitor):
         assert stores.customers.profile(cid, follow_merges=False) is None
@@ -120,6 +121,40 @@ def test_the_whole_person_is_erased_by_any_of_their_ids(
     assert eraser(dynamodb).erase(known) is None
     assert eraser(dynamodb).erase(visitor) is None
     assert eraser(dynamodb).erase("cus_never") is None
+
+
+def test_the_on_site_inboxes_of_every_id_of_the_person_are_erased_and_no_one_elses(
+    person: dict[str, str], dynamodb: Any
+) -> None:
+    from cems.adapters.dynamodb.web_inbox import WebInboxStore
+    from cems.web.dispatch import WebMessage
+    from cems.web.inbox import InboxItem, InboxOwner
+
+    inbox = WebInboxStore("CustomersTable", dynamodb)
+    message = WebMessage(kind="banner", title="山田様、カートに商品が残っています", expires_seconds=86400)
+    for owner, key in ((person["known"], "k1"), (person["known"], "k2"), (person["visitor"], "v1")):
+        inbox.put(_inbox_item(InboxOwner.customer(owner), key, message, InboxItem))
+    inbox.put(_inbox_item(InboxOwner.customer(person["bystander"]), "b1", message, InboxItem))
+    preview = InboxOwner.of_preview("p" * 32)
+    inbox.put(_inbox_item(preview, "t1", message, InboxItem))
+    erasure = eraser(dynamodb).erase(person["known"])
+    assert erasure is not None and erasure.web_messages == 3
+    for owner in (person["known"], person["visitor"]):
+        assert inbox.items(InboxOwner.customer(owner), 50) == []
+    assert [i.dispatch_key for i in inbox.items(InboxOwner.customer(person["bystander"]), 50)] == ["b1"]
+    # A preview inbox is nobody's (a staff member's link, gone within 24 hours): left to its TTL.
+    assert len(inbox.items(preview, 50)) == 1
+
+
+def _inbox_item(owner: Any, key: str, message: Any, model: Any) -> Any:
+    return model(
+        owner=owner,
+        dispatch_key=key,
+        customer_id=owner.id,
+        message=message,
+        written_at=NOW,
+        expires_at=NOW.replace(day=27),
+    )
 
 
 def test_an_identity_that_moved_to_someone_else_is_kept(person: dict[str, str], dynamodb: Any) -> None:

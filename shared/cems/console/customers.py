@@ -60,7 +60,9 @@ NOT_INCLUDED = {
     ),
     "report_counters": "Report counters are counts per scenario step and hold no one's data.",
     "message_contents": (
-        "Message contents are rendered at send time from the scenario and the profile, and not kept."
+        "Message contents are rendered at send time from the scenario and the profile, and not kept "
+        "(on-site messages excepted: each waits rendered in the inbox until it expires, under "
+        "web_messages)."
     ),
 }
 
@@ -230,6 +232,8 @@ class CustomerDirectory:
             "events": [_event(e) for e in events[-self.max_export_events :]],
             "events_complete": complete,
             "journeys": {i: self.records.journey_records(i) for i in ids},
+            # On-site messages waiting in (or dismissed from) the person's inboxes, as rendered.
+            "web_messages": {i: self.records.web_messages(i) for i in ids},
             "suppression": suppression,
             "not_included": NOT_INCLUDED,
         }

@@ -27,6 +27,10 @@ class EngagementEvent(StrEnum):
     # The preference centre (cems.topics): the customer left, or came back to, one topic (`topic`).
     TOPIC_LEFT = "Topic Left"
     TOPIC_JOINED = "Topic Joined"
+    # On-site messages (cems.web.events): reported by the tag with the message's signed token.
+    WEB_SHOWN = "Web Message Shown"  # it entered the viewport: the web channel's impression
+    WEB_CLICKED = "Web Message Clicked"
+    WEB_DISMISSED = "Web Message Dismissed"
 
 
 def uses_link_clicks(scenario: Any) -> bool:

@@ -602,7 +602,8 @@ def _awaited(enrolment: Enrolment, event: StoredEvent) -> bool:
 
 
 # What a mail's fate says about the mailbox, not the customer: never a response to a send.
-NOT_RESPONSES = frozenset({"Email Bounced", "Email Complained"})
+# An impression of an on-site message is CEMS's doing (the page showed it), not the customer's answer.
+NOT_RESPONSES = frozenset({"Email Bounced", "Email Complained", "Web Message Shown"})
 
 
 def _is_response(enrolment: Enrolment, event: StoredEvent) -> bool:

@@ -1,7 +1,7 @@
 """The operator console's reads of a person in DynamoDB (ports.CustomerRecords): contact lookups,
-identity items, profiles, events, journeys and suppression entries, each a GetItem or a Query of one
-partition, never a Scan. Consistent reads: an operator answering a customer sees what was just
-written (they cost twice as much, on a handful of items)."""
+identity items, profiles, events, journeys, on-site inboxes and suppression entries, each a GetItem
+or a Query of one partition, never a Scan. Consistent reads: an operator answering a customer sees
+what was just written (they cost twice as much, on a handful of items)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,21 @@ class CustomerRecordsStore:
 
     def journey_records(self, customer_id: str) -> dict[str, list[dict[str, Any]]]:
         return {name: self._partition(pk, name) for name, pk in keys.journey_partitions(customer_id).items()}
+
+    def web_messages(self, customer_id: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self.customers.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.web_inbox_pk(customer_id, False)}},
+            ConsistentRead=True,
+        ):
+            for item in page["Items"]:
+                values = from_attribute_map(item)
+                for name in ("pk", "sk", "owner_id", "preview", "expires_at"):
+                    values.pop(name, None)
+                records.append({name: _plain(value) for name, value in values.items()})
+        return records
 
     def suppression_entry(self, hashed_address: str) -> dict[str, Any] | None:
         item = self.client.get_item(

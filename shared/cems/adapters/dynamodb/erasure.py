@@ -1,5 +1,6 @@
 """Erasing a customer in DynamoDB (Japan's APPI, GDPR): the profile, its identities, its contact
-lookups, its events, enrolments, date schedules and frequency-cap counters. docs/reports.md says
+lookups, its events, enrolments, date schedules, frequency-cap counters and on-site inbox (`WEB#`,
+messages waiting for the visitor, with their dismissals). docs/reports.md says
 what is kept and why.
 
 A person may be several customer ids (a visitor merged into a known user): the id given is followed
@@ -52,6 +53,7 @@ class Erasure:
     schedules: int
     caps: int
     lookups: int = 0
+    web_messages: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
@@ -62,6 +64,7 @@ class Erasure:
             "enrolments": self.enrolments,
             "schedules": self.schedules,
             "caps": self.caps,
+            "web_messages": self.web_messages,
         }
 
 
@@ -120,6 +123,10 @@ class CustomerEraser:
                 journeys[name] = journeys.get(name, 0) + self._delete_partition(
                     self.journeys_table, partition
                 )
+        # The on-site inboxes: rendered messages that may hold the customer's name (cems.web.inbox).
+        web_messages = sum(
+            self._delete_partition(self.customers.table_name, keys.web_inbox_pk(i, False)) for i in ids
+        )
         identities = sum(self._delete_identities(p, ids) for p in profiles)
         lookups = self._delete_lookups(profiles, ids)
         # Merged sources before the profile they point to, so a retry still finds the person.
@@ -133,6 +140,7 @@ class CustomerEraser:
             identities=identities,
             events=events,
             lookups=lookups,
+            web_messages=web_messages,
             **journeys,
         )
 

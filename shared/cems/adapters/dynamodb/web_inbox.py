@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from cems.adapters.dynamodb import keys
 from cems.adapters.dynamodb.items import condition_failed, from_attribute_map, to_attribute_map
+from cems.identity import IdentityKind
 from cems.web.inbox import InboxItem, InboxOwner
 
 if TYPE_CHECKING:
@@ -51,6 +52,19 @@ class WebInboxStore:
                 return False
             raise
         return True
+
+    def owner_of_browser(self, anonymous_id: str) -> str | None:
+        """cems.ports.BrowserOwners: the anonymous id's identity item, read eventually consistent
+        (half the cost; an id claimed a moment ago can wait for the next page view), only its
+        customer id. A merge re-points the item, so it names the surviving customer."""
+        item = self.client.get_item(
+            TableName=self.table_name,
+            Key=keys.identity_key(IdentityKind.ANONYMOUS.value, anonymous_id),
+            ProjectionExpression="customer_id",
+        ).get("Item")
+        if item is None or "S" not in item.get("customer_id", {}):
+            return None
+        return item["customer_id"]["S"]
 
     def items(self, owner: InboxOwner, limit: int) -> list[InboxItem]:
         answer = self.client.query(
