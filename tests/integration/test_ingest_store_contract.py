@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cems.activity import counts
 from cems.adapters.dynamodb.customers import Stores
 from cems.identity import IdentityKey, IdentityKind
 from cems.ingest import Ingestor, IngestStorePort
-from cems.models import Profile, SegmentMessage, Site, Trust
+from cems.models import Channel, EngagementKind, Profile, SegmentMessage, Site, Trust
 from cems.trust import user_hash
 
 from tests.fakes.ingest_store import InMemoryIngestStore
@@ -163,6 +164,54 @@ SCRIPTS: dict[str, tuple[list[Request], list[IdentityKey]]] = {
         ],
         [IdentityKey(IdentityKind.USER, "u1"), IdentityKey(IdentityKind.LINE, "U1")],
     ),
+    "engagement is folded into the profile: opens, clicks and LINE replies, each write onto the last": (
+        [
+            (SERVER, [{"type": "identify", "messageId": "m1", "userId": "u1", "traits": {"a": 1}}]),
+            *(
+                (
+                    ENGAGE,
+                    [
+                        {
+                            "type": "track",
+                            "messageId": f"e{n}",
+                            "userId": "u1",
+                            "event": name,
+                            "properties": {"channel": channel},
+                            "timestamp": NOW - timedelta(days=days),
+                        }
+                    ],
+                )
+                for n, (name, channel, days) in enumerate(
+                    [
+                        ("Link Clicked", "email", 3),
+                        ("Email Opened", "email", 3),
+                        ("Link Clicked", "line", 1),
+                        ("Link Clicked", "email", 200),  # long before the others: older than the days kept
+                    ]
+                )
+            ),
+            (
+                LINE,
+                [
+                    {
+                        "type": "track",
+                        "messageId": "l1",
+                        "userId": "u1",
+                        "lineUserId": "U1",
+                        "event": "line_message",
+                    },
+                    {
+                        "type": "track",
+                        "messageId": "l2",
+                        "userId": "u1",
+                        "lineUserId": "U1",
+                        "event": "line_postback",
+                    },
+                ],
+            ),
+        ],
+        [IdentityKey(IdentityKind.USER, "u1")],
+    ),
     "two ids of one person are joined by a server's alias": (
         [
             (SERVER, [{"type": "identify", "messageId": "m1", "userId": "old", "traits": {"a": 1}}]),
@@ -207,3 +256,19 @@ def test_ingest_leaves_the_same_customers_on_the_fake_as_on_dynamodb(
     on_fake = run(fake, fake.profile, script)
     on_dynamodb = run(stores.ingest, stores.customers.profile, script)
     assert on_fake == on_dynamodb
+
+
+def test_engagement_lands_on_dynamodb_folded_write_after_write(request: pytest.FixtureRequest) -> None:
+    """Each engagement after the first is refused once (the unread write expects none yet), then
+    folded into the profile the refusal returned: nothing lost, nothing counted twice."""
+    stores: Stores = request.getfixturevalue("empty_stores")
+    script = "engagement is folded into the profile: opens, clicks and LINE replies, each write onto the last"
+    run(stores.ingest, stores.customers.profile, script)
+    owner = stores.ingest.resolve_identities([IdentityKey(IdentityKind.USER, "u1")])
+    customer = stores.customers.profile(owner[IdentityKey(IdentityKind.USER, "u1")])
+    assert customer is not None
+    window_end = NOW + timedelta(days=1)
+    assert counts(customer, Channel.EMAIL, window_end) == {EngagementKind.CLICK: 1, EngagementKind.OPEN: 1}
+    assert counts(customer, Channel.LINE, window_end) == {EngagementKind.CLICK: 1, EngagementKind.REPLY: 2}
+    # The click of 200 days before arrived after later ones: older than the days kept, so dropped.
+    assert list(customer.engagement[Channel.EMAIL].days) == [(NOW - timedelta(days=3)).date().isoformat()]
