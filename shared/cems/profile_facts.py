@@ -193,13 +193,12 @@ def _learn_topic(facts: FactsSink, event: StoredEvent, at: datetime) -> None:
 
 # Engage's events that are the customer engaging, by kind. The channel is the one the tracked message
 # went out on: the `channel` property engage copies from the signed token (a LINE link's click is
-# LINE's). The web channel's names are written out until its EngagementEvent members land
-# (cems.web.events stores them under `engage` with `channel: web`); an unknown name counts nothing.
+# LINE's; cems.web.events stores the on-site ones with `channel: web`). A dismissal is no engagement.
 _ENGAGE_KINDS = {
     EngagementEvent.OPENED.value: EngagementKind.OPEN,
     EngagementEvent.CLICKED.value: EngagementKind.CLICK,
-    "Web Message Shown": EngagementKind.IMPRESSION,
-    "Web Message Clicked": EngagementKind.CLICK,
+    EngagementEvent.WEB_SHOWN.value: EngagementKind.IMPRESSION,
+    EngagementEvent.WEB_CLICKED.value: EngagementKind.CLICK,
 }
 # LINE events that are the customer answering: a message written or a button tapped in the chat.
 _LINE_REPLIES = frozenset({LineEvent.MESSAGE.value, LineEvent.POSTBACK.value})
