@@ -14,6 +14,8 @@ from cems import clock
 from cems.engagement import ENGAGE_SOURCE_ID
 from cems.models import LINE_SOURCE_ID, Channel, ChannelState, MessageType, Profile, StoredEvent
 from cems.profile_facts import apply_event
+from cems.reports.cli import render_text
+from cems.reports.html import render_html
 from cems.reports.report import build_report
 from cems.scenario.assignment import in_holdout
 from cems.scenario.engine import Advance, CapView, advance, enrol
@@ -237,3 +239,6 @@ def test_the_report_counts_each_choice_by_step_channel_and_reason(world: Journey
     rows = {row.channel: row for row in report.steps if row.step_id == "news"}
     assert (rows["email"].chosen_by_engagement, rows["email"].chosen_by_default) == (1, 0)
     assert (rows["line"].chosen_by_engagement, rows["line"].chosen_by_default) == (1, 2)
+    text = render_text(report)
+    assert "Best-channel choices" in text and "By engagement" in text
+    assert "反応で選択 by engagement 1 · 既定の順 by default order 2" in render_html(report)

@@ -884,7 +884,13 @@
       const counts = `失敗 failed ${count(step.failed)}・抑止 suppressed ${count(step.suppressed)}・`
         + `上限 capped ${count(step.capped)}・延期 deferred ${count(step.deferred)}・`
         + `保留 held out ${count(step.held_out)}`;
-      const card = chartCard("step", caption, chart.svg, [detail(counts), ...reasons(step)]);
+      // A `best` step's sends on this channel by why it was chosen (the customer's engagement, or
+      // the default order): shown only where the step chose.
+      const chosen = step.chosen_by_engagement || step.chosen_by_default
+        ? [detail(`最適チャネル best: 反応で選択 by engagement ${count(step.chosen_by_engagement)}・`
+          + `既定の順 by default order ${count(step.chosen_by_default)}`)]
+        : [];
+      const card = chartCard("step", caption, chart.svg, [detail(counts), ...chosen, ...reasons(step)]);
       card.dataset.step = String(chart.step_id);
       return card;
     }));
