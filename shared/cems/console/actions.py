@@ -421,7 +421,7 @@ class OperatorActions:
         written before the dispatch is queued, so a test send that cannot be recorded is not sent
         (as the CLI does); a queue that then refuses it answers 503, and that entry stands for the
         attempt (the log is append-only)."""
-        from cems.channels.registry import channels_of, plugin
+        from cems.channels.registry import plugin
         from cems.scenario import test_send
 
         step_id = _step_field(body)
@@ -435,8 +435,8 @@ class OperatorActions:
             step = _send_step(scenario, request.get("step"))
             recipient = _recipient(request.get("to"))
             detail["channel"] = recipient.channel.value
-            if recipient.channel not in channels_of(step.channel):
-                offered = " / ".join(plugin(c).test_address_help for c in channels_of(step.channel))
+            if recipient.channel not in step.channels():
+                offered = " / ".join(plugin(c).test_address_help for c in step.channels())
                 message = (
                     f"ステップ {step.id} はこのチャネルで送りません / step {step.id} sends on {offered} only"
                 )
