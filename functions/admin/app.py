@@ -30,6 +30,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
+from cems.api_requests import request_text
 from cems.audit import withheld_if_personal
 from cems.console.actions import Caller
 from cems.errors import ClientError
@@ -131,7 +132,7 @@ def erase_customer(customer_id: str) -> Response[str]:
 @app.post("/admin/audience")
 def count_audience() -> Response[str]:
     budget_ms = app.lambda_context.get_remaining_time_in_millis() - ANSWER_MARGIN_MS
-    body = app.current_event.decoded_body or ""
+    body = request_text(app.current_event.raw_event)
     count = actions.count_audience(_iam_caller(), body, max(budget_ms, 1_000) / 1000)
     metrics.add_metric("AudienceCounts", MetricUnit.Count, 1)
     # Counts and cost only: no customer id, trait or address (the sample stays in the answer, masked).

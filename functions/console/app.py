@@ -40,7 +40,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from cems import wiring
-from cems.api_requests import request_body
+from cems.api_requests import request_body, request_text
 from cems.console.access import ROLE_LABELS
 from cems.console.actions import Caller
 from cems.console.pages import CONSOLE_ASSETS, SECURITY_HEADERS
@@ -217,7 +217,7 @@ def audience() -> Response[str]:
     # Kept back from the invocation's time for answering: a count that runs out of time answers what
     # it read (`complete: false`) rather than time out (HttpApi gives up after 30 s).
     budget_ms = app.lambda_context.get_remaining_time_in_millis() - 3_000
-    body = app.current_event.decoded_body or ""
+    body = request_text(app.current_event.raw_event)
     count = actions.count_audience(_caller(), body, max(budget_ms, 1_000) / 1000)
     if count.run is not None:  # a large table: counted by a run, asked for until complete
         headers = {**NO_STORE, "Location": f"/admin/console/audience/{count.run}"}

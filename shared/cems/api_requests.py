@@ -21,3 +21,13 @@ def request_body(event: Mapping[str, Any]) -> bytes:
         except binascii.Error as exc:
             raise ClientError(400, "invalid_body", "the body is not valid base64", field="body") from exc
     return str(body).encode("utf-8")
+
+
+def request_text(event: Mapping[str, Any]) -> str:
+    """The body as text (UTF-8): a body that is not UTF-8 is the caller's mistake, a 400 naming the
+    body, where Powertools' decoded_body would raise into a 500."""
+    try:
+        return request_body(event).decode("utf-8")
+    except UnicodeDecodeError:
+        message = "本文が UTF-8 ではありません / the body is not UTF-8 text"
+        raise ClientError(400, "invalid_body", message, field="body") from None

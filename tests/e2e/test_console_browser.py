@@ -617,9 +617,15 @@ def test_content_writer_previews_a_send_step_and_test_sends_it_to_a_staff_accoun
 def test_scenario_designer_sees_the_diagram_and_the_report(world: World, chrome: webdriver.Chrome) -> None:
     sign_in(chrome, world, "scenario_designer")
     assert visible_tabs(chrome) == ["home", "scenarios", "customers"]
-    svg = open_scenario(chrome)
-    # Drawn as live SVG: the step boxes and, for a role that sees results, the counts' legend.
-    assert svg.find_elements(By.CSS_SELECTOR, "g.box") and svg.find_elements(By.CSS_SELECTOR, ".legend")
+    open_scenario(chrome)
+    # Drawn as live SVG: the step boxes and, for a role that sees results, the counts' legend (the
+    # drawing comes first, then the report's answer brings it again with its counts).
+    svg = (
+        wait(chrome)
+        .until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "#diagram svg .legend")))
+        .find_element(By.XPATH, "./ancestor::*[local-name()='svg'][1]")
+    )
+    assert svg.find_elements(By.CSS_SELECTOR, "g.box")
     assert_report_shown(chrome)
     assert_upload_report_shown(chrome)
     assert_versions_compared(chrome)

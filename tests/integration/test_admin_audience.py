@@ -4,6 +4,7 @@ does): the counts of a scenario document, 400 with every problem for an invalid 
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -77,9 +78,10 @@ def post(seeded: set[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Post]:
             "POST",
             target,
             headers={"content-type": "application/json"},
-            body=body.decode("utf-8"),
+            body=base64.b64encode(body).decode("ascii"),
             iam_user_arn=OPERATOR,
         )
+        event["isBase64Encoded"] = True  # as API Gateway passes any body: bytes, UTF-8 or not
         response = module.lambda_handler(event, FakeLambdaContext())
         headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         return Answer(response["statusCode"], headers, response.get("body") or "")
@@ -107,6 +109,11 @@ def test_a_scenario_document_is_answered_with_its_audience(
     [logged] = [r for r in caplog.records if r.getMessage() == "audience counted"]
     assert logged.__dict__["matching"] == len(seeded)
     assert "cus_adm" not in json.dumps({k: str(v) for k, v in logged.__dict__.items()})
+
+
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_body(post: Post) -> None:
+    answer = post("/admin/audience", b"\x80{}")
+    assert answer.status == 400 and (answer.json["error"], answer.json["field"]) == ("invalid_body", "body")
 
 
 def test_an_invalid_scenario_is_refused_with_its_problems(post: Post) -> None:
