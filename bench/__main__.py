@@ -1,5 +1,5 @@
 """`python -m bench [--only NAME ...]`: print the figures (requests, coldstart, throughput, line,
-journeys, email, broadcast, events, console, audience, timers)."""
+journeys, email, broadcast, events, console, audience, timers, web)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import bench.line
 import bench.mail
 import bench.throughput
 import bench.timers
+import bench.web
 from bench.report import Figure, Measured, table
 
 MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
@@ -35,6 +36,7 @@ MEASURES: dict[str, Callable[[argparse.Namespace], Measured]] = {
     "console": lambda _: bench.console.measure(),
     "audience": lambda _: bench.audience.measure(),
     "timers": lambda _: bench.timers.measure(),
+    "web": lambda _: bench.web.measure(),
 }
 
 

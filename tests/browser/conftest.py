@@ -25,6 +25,9 @@ from tests.browser.chrome import chrome_driver
 
 WRITE_KEY = "test-write-key"
 LINE_LINK_PATH = "/v1/line/link"
+# On-site messages (docs/web.md): the tag's fetch and its reports.
+WEB_MESSAGES_PATH = "/v1/web/messages"
+WEB_EVENTS_PATH = "/v1/web/events"
 # Where the page posts the marker that shows the collector has everything sent before it.
 MARKER_PATH = "/__marker"
 # How long a wait on the browser may take before it counts as hung: a hang bound, not a speed test.
@@ -123,6 +126,19 @@ class FakeCollector:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The test's browser, which sends the markers (`settle`).
     browser: webdriver.Chrome | None = None
+    # What GET /v1/web/messages answers: a message (200, JSON) or None (204, nothing due), each
+    # cacheable for `web_max_age` seconds as the real endpoint's answers are.
+    web_message: dict[str, Any] | None = None
+    web_max_age: int = 10
+
+    def web_fetches(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.method == "GET" and r.route == WEB_MESSAGES_PATH]
+
+    def web_events(self) -> list[dict[str, Any]]:
+        """The reports on on-site messages the tag sent ({token, kind, button?})."""
+        with self.lock:
+            return [r.message for r in self.requests if r.method == "POST" and r.route == WEB_EVENTS_PATH]
 
     def posts(self) -> list[Received]:
         """The Segment calls (/v1/<type>), not the LINE link requests or markers."""
@@ -130,7 +146,7 @@ class FakeCollector:
             return [
                 r
                 for r in self.requests
-                if r.method == "POST" and r.route not in (LINE_LINK_PATH, MARKER_PATH)
+                if r.method == "POST" and r.route not in (LINE_LINK_PATH, MARKER_PATH, WEB_EVENTS_PATH)
             ]
 
     def link_posts(self) -> list[Received]:
@@ -270,6 +286,19 @@ def collector(site: TestSite, request: pytest.FixtureRequest) -> Iterator[FakeCo
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] == "/tag.js":
                 self.reply(200, tag_script().encode(), "application/javascript; charset=utf-8", {})
+            elif self.path.split("?", 1)[0] == WEB_MESSAGES_PATH:
+                origin, _ = self._record()
+                cache = {**cors_headers(origin), "Cache-Control": f"private, max-age={recorder.web_max_age}"}
+                answer = recorder.web_message
+                self.send_response(204 if answer is None else 200)
+                body = b"" if answer is None else json.dumps(answer, ensure_ascii=False).encode()
+                if answer is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in cache.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
             else:
                 self.reply(404, b"not found", "text/plain", {})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 import time
 from collections import Counter
@@ -637,9 +638,12 @@ def test_the_served_tag_stays_small() -> None:
     source = tag_script()
     # Raised from 8 KB / 6 KB when the tag learnt identity verification (data-user-id/-hash, the user
     # hash on every message, the key in the URL) and asking before LINE linking (issue 9): about
-    # 10 KB of commented source and 7.2 KB compacted then. Keep it near that.
-    assert len(source.encode()) < 12 * 1024
-    assert len(_compact(source).encode()) < 7.5 * 1024
+    # 10 KB of commented source and 7.2 KB compacted then. Raised again for the renderer of on-site
+    # messages (issue 13; about 2 KB gzipped of its own, bench --only tag): about 16 KB of commented
+    # source, 12 KB compacted, 6 KB gzipped. Keep it near that.
+    assert len(source.encode()) < 17 * 1024
+    assert len(_compact(source).encode()) < 12.5 * 1024
+    assert len(gzip.compress(source.encode(), 9)) < 6.5 * 1024
 
 
 def test_the_demo_shop_installs_the_documented_tag() -> None:

@@ -182,6 +182,108 @@
       };
     });
 
+    // --- On-site messages (docs/web.md): one fetch per page view, once the page has loaded. ---
+    var NONE_UNTIL = "cems_wn", DISMISSED = "cems_wd", SHOWN = "cems_ws"; // sessionStorage
+    var sload = function (k) { try { return sessionStorage.getItem(k) || ""; } catch (e) { return ""; } };
+    var ssave = function (k, v) { try { sessionStorage.setItem(k, v); } catch (e) {} };
+    var http = function (u, https) { return typeof u === "string" && (https ? /^https:\/\//i : /^https?:\/\//i).test(u); };
+    var el = function (parent, tag, cls, text) {
+      var e = document.createElement(tag);
+      if (cls) e.className = cls;
+      if (text) e.textContent = text; // text only, never HTML
+      if (parent) parent.appendChild(e);
+      return e;
+    };
+    var STYLE = ".m{box-sizing:border-box;font:15px/1.5 system-ui,sans-serif;color:#222;background:#fff;" +
+      "padding:14px 44px 14px 16px;box-shadow:0 2px 12px rgba(0,0,0,.25);position:relative;z-index:1}" +
+      ".banner,.slide_in,.modal,.bd{position:fixed;z-index:2147483647}.banner{left:0;right:0;top:0}" +
+      ".bottom{top:auto;bottom:0}.slide_in{right:16px;bottom:16px;width:min(360px,90vw);border-radius:8px}" +
+      ".modal{left:50%;top:50%;transform:translate(-50%,-50%);width:min(480px,90vw);border-radius:8px}" +
+      ".bd{inset:0;background:rgba(0,0,0,.45)}.x{position:absolute;top:6px;right:8px;border:0;background:none;" +
+      "font-size:22px;line-height:1;cursor:pointer;color:inherit}img{display:block;max-width:100%;margin-bottom:8px}" +
+      ".t{display:block;font-weight:700}p{margin:4px 0 0}a{display:inline-block;margin:10px 8px 0 0;" +
+      "padding:6px 16px;border-radius:4px;background:#222;color:#fff;text-decoration:none}";
+    var showing = false;
+    var fire = function (name, detail) {
+      try { document.dispatchEvent(new CustomEvent(name, { detail: detail })); } catch (e) {}
+    };
+    var show = function (d) {
+      var m = d.message, kind = m.kind, report = function (k, b) {
+        if (d.token) post(endpoint + "/v1/web/events", JSON.stringify({ token: d.token, kind: k, button: b }));
+      };
+      if (showing || sload(DISMISSED).indexOf(d.id) >= 0) return false;
+      // Inline only into an element the shop reserved for it, by name (never a selector from the message).
+      var slot = kind === "inline" && /^[\w-]{1,64}$/.test(m.slot) && document.querySelector('[data-cems-slot="' + m.slot + '"]');
+      if (kind === "inline" && !slot) return false;
+      // The host is CEMS's own element; inline !important styles and the shadow root keep the shop's CSS out.
+      var host = document.createElement("cems-message");
+      host.style.cssText = "all:initial!important;display:block!important";
+      var root = host.attachShadow({ mode: "open" });
+      el(root, "style", "", STYLE);
+      var close = function () {
+        host.remove();
+        document.removeEventListener("keydown", esc);
+        ssave(DISMISSED, sload(DISMISSED) + " " + d.id);
+        report("dismissed");
+      };
+      var esc = function (e) { if (e.key === "Escape") close(); };
+      if (kind === "modal") el(root, "div", "bd").onclick = close;
+      var box = el(root, "div", "m " + kind + (m.position === "bottom" ? " bottom" : ""));
+      box.setAttribute("role", kind === "modal" ? "dialog" : "region");
+      box.setAttribute("aria-label", m.title || "お知らせ / Notice");
+      var x = el(box, "button", "x", "×");
+      x.setAttribute("aria-label", "閉じる / Close");
+      x.onclick = close;
+      if (http(m.image, true)) el(box, "img").src = m.image;
+      if (m.title) el(box, "strong", "t", m.title);
+      if (m.body) el(box, "p", "", m.body);
+      (m.buttons || []).forEach(function (b, i) {
+        if (!b || !http(b.url)) return; // http(s) only, checked again here
+        var a = el(box, "a", "", b.label);
+        a.href = b.url;
+        a.onclick = function () { report("clicked", i); }; // the beacon survives the navigation
+      });
+      if (kind !== "inline") document.addEventListener("keydown", esc);
+      (slot || document.body).appendChild(host);
+      showing = true;
+      // Shown means seen: reported once the message is actually in the viewport, and once a tab
+      // (each page view shows it again until it is dismissed; the endpoint counts it once anyway).
+      var shown = function () {
+        if (sload(SHOWN).indexOf(d.id) < 0) { ssave(SHOWN, sload(SHOWN) + " " + d.id); report("shown"); }
+      };
+      if (!window.IntersectionObserver) return !shown();
+      var seen = new IntersectionObserver(function (entries) {
+        if (entries.some(function (e) { return e.isIntersecting; })) { seen.disconnect(); shown(); }
+      });
+      seen.observe(box);
+      return true;
+    };
+    var fetchMessage = function () { try {
+      var preview = (/[#&]cems-preview=([\w-]{32})/.exec(location.hash) || [])[1];
+      // Nothing was due a moment ago: no request until that answer's cache time has passed.
+      if (!preview && +sload(NONE_UNTIL) > Date.now()) return;
+      fetch(endpoint + "/v1/web/messages?writeKey=" + encodeURIComponent(writeKey) + (preview ? "&preview=" + preview :
+        "&anonymousId=" + encodeURIComponent(anonymousId) + "&url=" + encodeURIComponent(location.href.split("#")[0])),
+        { credentials: "omit" })
+        .then(function (r) {
+          var age = /max-age=(\d+)/.exec(r.headers.get("Cache-Control")) || [0, 0];
+          if (r.status === 204 && !preview) ssave(NONE_UNTIL, Date.now() + age[1] * 1000);
+          return r.status === 200 ? r.json() : null;
+        })
+        // The page may listen: cems:web-message with detail.shown once the answer is handled.
+        .then(function (d) { fire("cems:web-message", { shown: !!(d && d.message && show(d)) }); })
+        .catch(function () {});
+    } catch (e) {} }; // runs outside the tag's own try: never throw into the page
+    // After load, when the browser is idle: never in the way of the shop's own page.
+    var whenIdle = function () {
+      if (window.requestIdleCallback) requestIdleCallback(fetchMessage, { timeout: 3000 });
+      else setTimeout(fetchMessage, 1);
+    };
+    if (window.fetch) {
+      if (document.readyState === "complete") whenIdle();
+      else window.addEventListener("load", whenIdle);
+    }
+
     // --- Start: a page view (unless the stub queued one), then the queued calls. ---
     var calls = Array.isArray(queued) ? queued.slice() : [];
     var pageQueued = calls.some(function (c) { return c && c[0] === "page"; });
@@ -193,9 +295,7 @@
     // LINE linking (docs/line.md): only for a signed-in customer (a proven user), and only once the
     // customer says yes, so a link page opened from someone else's message does nothing by itself.
     if (linkToken) {
-      var linkEvent = function (name, detail) {
-        try { document.dispatchEvent(new CustomEvent(name, { detail: detail })); } catch (e) {}
-      };
+      var linkEvent = fire;
       if (!userId || !userHash) linkEvent("cems:line-link", { status: "login_required" });
       else if (!window.confirm("LINE アカウントを、ログイン中の会員アカウントと連携しますか？\n" +
           "Link your LINE account to the shop account you are signed in with?")) {
