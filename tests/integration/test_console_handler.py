@@ -47,6 +47,7 @@ def call(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Call:
     for name, value in {
         "LINE_SEND_QUEUE_URL": sqs.create_queue(QueueName="LineSendQueue")["QueueUrl"],
         "EMAIL_SEND_QUEUE_URL": sqs.create_queue(QueueName="EmailSendQueue")["QueueUrl"],
+        "WEB_SEND_QUEUE_URL": sqs.create_queue(QueueName="WebSendQueue")["QueueUrl"],
         "OPERATOR_POOL_ID": pool,
         "OPERATOR_POOL_CLIENT_ID": client,
         "OPERATOR_SOURCE_CIDRS": "203.0.113.0/24",
@@ -490,6 +491,7 @@ def test_a_test_send_queues_one_dispatch_for_the_recipient_only_and_is_one_entry
         body["key"].startswith(f"test#{SCENARIO}#ask-taste#") and "レポートに数えられません" in body["note"]
     )
     assert STAFF_LINE not in json.dumps(body)  # the answer does not repeat the recipient
+    assert body["link"] is None  # looked at in LINE itself
     (queued,) = _drained("LineSendQueue")
     dispatch = LineDispatch.model_validate_json(queued)
     assert dispatch.test is True and dispatch.test_line_user_id == STAFF_LINE
@@ -514,6 +516,30 @@ def test_a_test_send_queues_one_dispatch_for_the_recipient_only_and_is_one_entry
     ]
     logged = json.dumps(entries)
     assert STAFF_LINE not in logged and STAFF_MAIL not in logged
+
+
+def test_a_web_test_send_answers_the_preview_link_that_shows_it_on_the_shop_page(
+    seeded_call: tuple[Call, str], dynamodb: Any
+) -> None:
+    """Issue 13: an on-site message is looked at on the shop's page, through a one-off preview
+    link; the console's answer gives it (a LINE or mail test send has none)."""
+    from cems.adapters.dynamodb.journeys import ScenarioStore
+    from cems.scenario.model import Scenario
+    from cems.scenario.records import ScenarioSource
+
+    call, _ = seeded_call
+    example = APP.parents[2] / "examples" / "scenarios" / "cart_abandonment_web.json"
+    document = json.loads(example.read_text("utf-8"))
+    ScenarioStore("JourneysTable", dynamodb).put_version(
+        Scenario.model_validate(document), document, ScenarioSource("k", "e-web")
+    )
+    writer = {"cognito:username": "op-writer", "cognito:groups": "[content_writer]"}
+    path = f"/admin/console/scenarios/{document['id']}/test-send"
+    page = "https://shop.example.jp/cart"
+    status, _, body = call("POST", path, INSIDE, {"step": "remind", "to": f"web:{page}"}, writer)
+    assert status == 202 and body["channel"] == "web" and body["queue"] == "WebSendQueue", body
+    assert body["link"].startswith(f"{page}#cems-preview=")
+    assert len(_drained("WebSendQueue")) == 1
 
 
 @pytest.mark.parametrize(

@@ -465,6 +465,8 @@ class OperatorActions:
             "queue": plugin(send.channel).queue_resource,
             "key": send.key,
             "preview": send.preview,
+            # Where a test is looked at on the page it shows on (web): the one-off preview link.
+            "link": plugin(send.channel).test_link(send.dispatch),
             "note": NEVER_COUNTED,
         }
 

@@ -596,6 +596,16 @@
         line.textContent = text;
         return line;
       }));
+      // A web test shows on the shop's page through its preview link (http(s) only, as text too).
+      if (typeof sent.link === "string" && /^https?:\/\//.test(sent.link)) {
+        const link = document.createElement("a");
+        link.className = "line";
+        link.href = sent.link;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.textContent = `ページで見る / Open on the page: ${sent.link}`;
+        $("test-send-result").append(link);
+      }
     } finally {
       button.disabled = false;
     }
