@@ -4,8 +4,8 @@ examples/scenarios/cart_abandonment_web.json, aimed at the demo shop (its pages 
 holdout): an anonymous visitor adds to cart and leaves; CEMS's clock moves past the hour; the
 visitor comes back (a new tab, as after a while) and the reminder shows as a banner at the top;
 clicking its button records the click (the scenario's wait for it ends) and lands on the cart;
-dismissing it means it never shows again. The scenario is stopped at the end, so no later module on
-the shared stack meets it.
+dismissing it means it never shows again; content that tries to inject HTML or script shows as
+text. The scenario is stopped at the end, so no later module on the shared stack meets it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 SCENARIO_ID = "cart-abandonment-web-e2e"
 SCENARIO_BUCKET = "scenariobucket"
 TITLE = "カートに商品が残っています"
+INJECTION = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 # The message's shadow root, read in the page (None while there is none).
 READ = """
 var host = document.querySelector('cems-message');
@@ -62,6 +63,8 @@ def scenario_for(shop: str) -> dict[str, Any]:
     [remind] = [s for s in scenario["steps"] if s["id"] == "remind"]
     remind["web"]["pages"] = ["/demo", "/demo/*"]
     remind["web"]["buttons"] = [{"label": "カートを見る", "url": f"{shop}/demo/cart.html"}]
+    # Content that tries to inject HTML and script: it must show as the text it is.
+    remind["web"]["body"] = INJECTION + remind["web"]["body"]
     return scenario
 
 
@@ -172,6 +175,14 @@ def test_an_anonymous_visitors_cart_reminder_shows_as_a_banner_counts_its_click_
     come_back(chrome, f"{shop}/demo?back=1")
     seen = banner(chrome)
     assert TITLE in seen["text"] and "在庫があるうちにどうぞ" in seen["text"]
+    # The injection attempt is on the page as text: no element made of it, no script run.
+    assert INJECTION in seen["text"]
+    made = (
+        "var r = document.querySelector('cems-message').shadowRoot;"
+        "return r.querySelectorAll('img, script').length"
+    )
+    assert chrome.execute_script(made) == 0
+    assert chrome.execute_script("return window.__xss === undefined") is True
     assert (seen["position"], seen["top"]) == ("fixed", 0)
     eventually(lambda: events_named(local_stack, customer_id, "Web Message Shown"), "the impression stored")
 
