@@ -703,6 +703,8 @@ class ScenarioRunner:
         for d in decided:
             for cell, metric, _, _ in _facts(d.read, d.results, None):
                 sums[(cell, metric)] = sums.get((cell, metric), 0) + 1
+            for delta in _step_journey_counts(d.read, d.results)[1]:
+                sums[(delta.cell, delta.metric)] = sums.get((delta.cell, delta.metric), 0) + delta.n
         if not sums:
             return
         deltas = [CountDelta(cell, metric, n) for (cell, metric), n in sums.items()]
@@ -949,6 +951,13 @@ class ScenarioRunner:
             except ServiceUnavailable as exc:  # a report is worth less than the journey
                 error = type(exc.__cause__ or exc).__name__
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
+        marker, deltas = _step_journey_counts(read, results)
+        if deltas:
+            try:
+                self.counters.add_many(deltas, once=marker)
+            except ServiceUnavailable as exc:
+                error = type(exc.__cause__ or exc).__name__
+                log.warning("report counter not added", extra={"metric": "steps", "error": error})
 
     def _advance_taking_caps(
         self,
@@ -1074,7 +1083,6 @@ def _facts(
     if read is None:
         cell = ReportCell(first.scenario_id, first.version, holdout=first.holdout)
         facts.append((cell, Metric.ENROLLED, f"enrolled#{journey}", None))
-    facts += _step_journey_facts(read, results, journey)
     for result in results:
         e = result.enrolment
         for record in result.log:
@@ -1124,18 +1132,19 @@ def _waiting_at(enrolment: Enrolment | None) -> str | None:
     return enrolment.step_id
 
 
-def _step_journey_facts(
-    read: Enrolment | None, results: Sequence[Advance], journey: str
-) -> list[tuple[ReportCell, Metric, str, Decimal | None]]:
-    """Entered and waiting per step: each step a result ran is an arrival, except the send step a
-    journey waited at (for its window or its cap), which it had entered before; a wait left and a
-    wait begun when the change moves the journey. Each fact's `once` name holds the revision the
-    change was decided on, so a step entered again later (a loop) counts again, while the winner and
-    the loser of a race on the same revision count once."""
-    facts: list[tuple[ReportCell, Metric, str, Decimal | None]] = []
+def _step_journey_counts(read: Enrolment | None, results: Sequence[Advance]) -> tuple[str, list[CountDelta]]:
+    """Entered and waiting per step, as one count under one `once` marker (the change's): each step
+    a result ran is an arrival, except the send step a journey waited at (for its window or its
+    cap), which it had entered before; a wait left and a wait begun when the change moves the
+    journey. The marker holds the revision the change was decided on, so a step entered again later
+    (a loop) counts again, while the winner and the loser of a race on the same revision (the same
+    change) count once. One add_many per change, not a transaction per fact: a change of three steps
+    and a wait is one write of a few cells."""
+    first = results[0].enrolment
     revision = "new" if read is None else str(read.revision)
+    marker = f"steps#{first.customer_id}#{first.scenario_id}#{first.entry}#r{revision}"
+    deltas: list[CountDelta] = []
     before = read
-    arrival = 0
     for result in results:
         e = result.enrolment
         steps = list(result.steps_run)
@@ -1149,31 +1158,35 @@ def _step_journey_facts(
             and steps[:1] == [before.step_id]
         )
         for step_id in steps[1:] if resumed else steps:
-            cell = ReportCell(e.scenario_id, e.version, step_id, e.variant, e.holdout)
-            facts.append((cell, Metric.ENTERED, f"entered#{journey}#{step_id}#r{revision}#{arrival}", None))
-            arrival += 1
+            deltas.append(
+                CountDelta(
+                    ReportCell(e.scenario_id, e.version, step_id, e.variant, e.holdout), Metric.ENTERED
+                )
+            )
         before = e
     last = results[-1].enrolment
     left, waiting = _waiting_at(read), _waiting_at(last)
     if read is not None and left is not None and read.entry == last.entry:
         cell = ReportCell(read.scenario_id, read.version, left, read.variant, read.holdout)
-        facts.append((cell, Metric.WAIT_ENDED, f"wait_ended#{journey}#r{revision}", None))
+        deltas.append(CountDelta(cell, Metric.WAIT_ENDED))
     if waiting is not None:
         cell = ReportCell(last.scenario_id, last.version, waiting, last.variant, last.holdout)
-        facts.append((cell, Metric.WAIT_BEGUN, f"wait_begun#{journey}#r{revision}", None))
-    return facts
+        deltas.append(CountDelta(cell, Metric.WAIT_BEGUN))
+    return marker, deltas
 
 
-def erased_journey_facts(enrolment: Enrolment) -> list[tuple[ReportCell, Metric, str, Decimal | None]]:
-    """The report facts of a journey deleted with its customer (an erasure): a journey waiting at a
-    step leaves it."""
+def erased_journey_counts(enrolment: Enrolment) -> tuple[str, list[CountDelta]]:
+    """The report counts of a journey deleted with its customer (an erasure): a journey waiting at a
+    step leaves it. Under the marker a change decided on the same revision would count under, so a
+    journey a tick moves while the erasure runs leaves its step once."""
+    e = enrolment
+    marker = f"steps#{e.customer_id}#{e.scenario_id}#{e.entry}#r{e.revision}"
     waiting = _waiting_at(enrolment)
     if waiting is None:
-        return []
-    e = enrolment
-    journey = f"{e.customer_id}#{e.scenario_id}#{e.entry}"
-    cell = ReportCell(e.scenario_id, e.version, waiting, e.variant, e.holdout)
-    return [(cell, Metric.WAIT_ENDED, f"wait_ended#{journey}#r{e.revision}", None)]
+        return marker, []
+    return marker, [
+        CountDelta(ReportCell(e.scenario_id, e.version, waiting, e.variant, e.holdout), Metric.WAIT_ENDED)
+    ]
 
 
 def _send_channels(scenarios: Iterable[Scenario]) -> list[Channel]:

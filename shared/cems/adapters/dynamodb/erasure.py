@@ -154,7 +154,7 @@ class CustomerEraser:
 
         from cems.adapters.dynamodb.journeys import EnrolmentStore
         from cems.scenario.engine import Enrolment
-        from cems.scenario.runner import erased_journey_facts
+        from cems.scenario.runner import erased_journey_counts
 
         store = EnrolmentStore(self.journeys_table, self.client, model=Enrolment)
         try:
@@ -162,8 +162,9 @@ class CustomerEraser:
         except ValidationError:  # an item the engine cannot read is erased all the same, uncounted
             return
         for enrolment in enrolments:
-            for cell, metric, once, _ in erased_journey_facts(enrolment):
-                self.counters.add(cell, metric, once=once)
+            marker, deltas = erased_journey_counts(enrolment)
+            if deltas:
+                self.counters.add_many(deltas, once=marker)
 
     # -- deletes ------------------------------------------------------------------------------------
 
