@@ -77,15 +77,19 @@ def line_link() -> Response[str]:
     return json_response(200, {"redirectUrl": started.redirect_url}, started.headers)
 
 
+WEB_FETCH_METHODS = "GET, OPTIONS"
+
+
 # On-site messages (docs/web.md): what is due for this browser on this page. A static route, as above.
 @app.route("/v1/web/messages", method=ALL_METHODS)
 def web_messages() -> Response[str]:
     event = app.current_event
     method = event.request_context.http.method
     if method == "OPTIONS":
-        return Response(204, None, "", preflight_headers(event.headers.get("origin")))
+        # The fetch is a GET: a preflight naming only POST would make the browser block it.
+        return Response(204, None, "", preflight_headers(event.headers.get("origin"), WEB_FETCH_METHODS))
     if method not in ("GET", "HEAD"):
-        raise method_not_allowed("GET, OPTIONS")
+        raise method_not_allowed(WEB_FETCH_METHODS)
     answer = collector.web_messages(
         event.headers.get("authorization"),
         event.headers.get("origin"),

@@ -46,7 +46,6 @@ from cems.console.actions import Caller
 from cems.console.pages import CONSOLE_ASSETS, SECURITY_HEADERS
 from cems.errors import ClientError
 from cems.logs import function_logger
-from cems.reports.charts import report_charts
 from cems.responses import NOT_FOUND, error_response, json_response
 
 logger = function_logger()
@@ -164,6 +163,9 @@ def report(scenario_id: str) -> Response[str]:
     # reason (asked on its own with counts, a diagram is a look of its own).
     caller = _caller()
     found = actions.report(caller, scenario_id, _query().get("version"))
+    # Imported here: the charts are drawn only for a report, not on every cold start (sign-in, me).
+    from cems.reports.charts import report_charts
+
     charts = report_charts(found).model_dump(mode="json")
     answer = {
         **found.model_dump(mode="json"),

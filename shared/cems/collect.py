@@ -90,7 +90,7 @@ def error_cors_headers(origin: str | None) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
 
 
-def preflight_headers(origin: str | None) -> dict[str, str]:
+def preflight_headers(origin: str | None, methods: str = ALLOWED_METHODS) -> dict[str, str]:
     """A preflight carries no write key, so it cannot be checked against a site: it may proceed
     (the POST that follows is checked, and a refused origin stores nothing), but without credentials
     and only for the headers a Segment call needs. The tag's own beacons need no preflight."""
@@ -99,7 +99,7 @@ def preflight_headers(origin: str | None) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin,
         "Vary": "Origin",
-        "Access-Control-Allow-Methods": ALLOWED_METHODS,
+        "Access-Control-Allow-Methods": methods,
         "Access-Control-Allow-Headers": "Content-Type, Authorization",
         "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
     }

@@ -43,3 +43,13 @@ class ClientError(Exception):
         if self.index is not None:
             body["index"] = self.index
         return body
+
+
+def validation_reasons(exc: Any, *, limit: int = 5, width: int = 200) -> list[str]:
+    """A pydantic ValidationError's first `limit` errors as `path: message`, each cut to `width`:
+    what a sender logs of a queue message it drops (paths and reasons only, never the input, which
+    may hold an address or personal content)."""
+    return [
+        f"{'.'.join(str(p) for p in e['loc']) or 'dispatch'}: {e['msg']}"[:width]
+        for e in exc.errors()[:limit]
+    ]

@@ -3,11 +3,11 @@ advanced by their timers (TimerQueue's delayed messages, played by the stack's S
 which holds a message for its DelaySeconds), each once and never before its time.
 
 What passes or fails is structural, never a timing: every journey completed once, none before its
-due time, and the timer function (not the tick) advanced all fifty. The tick cannot have: the clock
-is moved so that a tick runs just before the journeys enter, so the next tick comes before any of
-them is due and the one after it a minute after the first due time, by which a timer that came at
-all came. The lateness itself (median and worst) is printed for the record; `python -m bench --only
-timers` is where it is measured."""
+due time, each advance logged once by the timer function or the tick, and the timers advanced some.
+The clock is moved so that a tick runs just before the journeys enter, so the next tick comes before
+any is due and the one after it a minute after the first due time: on a machine not starved for a
+minute the timers advance all fifty, but a test may not depend on that. The lateness itself (median
+and worst) is printed for the record; `python -m bench --only timers` is where it is measured."""
 
 from __future__ import annotations
 
@@ -44,16 +44,17 @@ SCENARIO = {
 }
 
 
-def _timer_changes(stack: LocalStackClient) -> int:
-    """Journeys the timer function advanced, by its log lines (one per invocation, counts only)."""
+def _changes(stack: LocalStackClient, message: str, since: int = 0) -> int:
+    """Journeys advanced by the function logging `message` ("timers": the timer function; "tick":
+    the tick), by its log lines from line `since` on (one line per invocation, counts only)."""
     changed = 0
-    for line in stack.output():
+    for line in stack.output()[since:]:
         start = line.find("{")
         try:
             record = json.loads(line[start:]) if start >= 0 else None
         except ValueError:
             continue
-        if isinstance(record, dict) and record.get("message") == "timers":
+        if isinstance(record, dict) and record.get("message") == message:
             changed += int(record.get("changed", 0))
     return changed
 
@@ -70,6 +71,7 @@ def test_fifty_one_minute_waits_are_advanced_by_their_timers_once_and_never_earl
         # tick now, so the next one comes a minute on: before any journey below is due.
         stack.advance_clock(61)
 
+        since = len(stack.output())  # the advances below are logged after this line
         run = uuid.uuid4().hex[:8]
         users = [f"timer-{run}-{n}" for n in range(COUNT)]
         batch = [{"type": "track", "userId": user, "event": EVENT, "properties": {}} for user in users]
@@ -103,9 +105,16 @@ def test_fifty_one_minute_waits_are_advanced_by_their_timers_once_and_never_earl
             advanced = datetime.fromisoformat(journey["ended_at"]["S"])  # the end follows the wait at once
             lateness.append((advanced - (entered + WAIT)).total_seconds())
         assert min(lateness) >= 0, "a journey advanced before its due time"
-        # Advanced by the timers, every one (the tick advanced none).
-        eventually(lambda: _timer_changes(stack) >= COUNT, "the timer function's log lines for all journeys")
-        assert _timer_changes(stack) == COUNT
+
+        # Each advanced once, by a timer or by the tick (the backstop); the timers did it on their
+        # second on any machine that is not starved for a minute (the lateness below, and the bench),
+        # but which of the two won each race is not what this test may depend on.
+        def advanced_by() -> tuple[int, int] | None:
+            timers, ticks = _changes(stack, "timers", since), _changes(stack, "tick", since)
+            return (timers, ticks) if timers + ticks >= COUNT else None
+
+        timers, ticks = eventually(advanced_by, "the log lines of every advance")
+        assert timers + ticks == COUNT and timers >= 1, (timers, ticks)
         print(
             f"timer lateness over {COUNT}: median {statistics.median(lateness):.2f} s, "
             f"max {max(lateness):.2f} s"

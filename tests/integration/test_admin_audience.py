@@ -116,6 +116,14 @@ def test_a_body_that_is_not_utf8_is_a_400_naming_the_body(post: Post) -> None:
     assert answer.status == 400 and (answer.json["error"], answer.json["field"]) == ("invalid_body", "body")
 
 
+def test_a_document_too_deep_or_too_large_is_refused_naming_it_not_a_500(post: Post) -> None:
+    deep = post("/admin/audience", b"[" * 200_000)
+    assert deep.status == 400 and deep.json["error"] == "invalid_scenario"
+    assert [p["code"] for p in deep.json["problems"]] == ["too_deep"]
+    large = post("/admin/audience", json.dumps({"id": "x", "name": "あ" * 110_000}).encode("utf-8"))
+    assert large.status == 413 and (large.json["error"], large.json["field"]) == ("too_large", "body")
+
+
 def test_an_invalid_scenario_is_refused_with_its_problems(post: Post) -> None:
     broken = {**DOCUMENT, "entry": {"holdout_percent": 90}, "steps": [{"id": "x", "type": "sned"}]}
     answer = post("/admin/audience", json.dumps(broken).encode("utf-8"))

@@ -221,6 +221,16 @@ def test_a_user_id_claim_reads_nothing(stack: Stack) -> None:
     assert stranger.status == 204
 
 
+def test_a_strangers_url_is_no_page_and_the_preflight_allows_the_get(stack: Stack) -> None:
+    stack.put("k1")  # a message with page patterns: the URL is matched against them
+    for url in ("http://[", "https://shop.example.jp" + "/" * 2000):
+        answer = stack.fetch({"writeKey": WRITE_KEY, "anonymousId": ANON, "url": url})
+        assert answer.status == 204, (url[:30], answer.status)
+    event = http_event("OPTIONS", "/v1/web/messages", **{"access-control-request-method": "GET"})
+    preflight = stack._call(stack.collect, event, "CollectFunction")
+    assert preflight.status == 204 and preflight.headers["access-control-allow-methods"] == "GET, OPTIONS"
+
+
 def test_a_fetch_needs_the_sites_key_and_an_allowed_origin(stack: Stack) -> None:
     stack.put("k1")
     assert stack.fetch({"anonymousId": ANON}).status == 401

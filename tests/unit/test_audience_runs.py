@@ -170,6 +170,7 @@ def test_progress_says_how_many_segments_are_done_and_the_counts_so_far(world: W
     clock.freeze(AT + STALLED_AFTER * 2)
     stalled = runs.service.status(run)
     assert stalled is not None and stalled.note is not None and "stalled" in stalled.note
+    assert stalled.stalled and not stalled.complete  # whoever polls stops asking
     clock.freeze(AT)
     for body in bodies[1:]:
         runs.worker.run_segment(SegmentMessage.model_validate_json(body), partial(int, 60_000))

@@ -26,6 +26,7 @@ from cems.scenario.engine import (
 )
 from cems.scenario.model import Scenario
 from cems.scenario.simulate import default_profile, events_from, simulate
+from cems.topics import TopicState
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -239,6 +240,19 @@ def test_priority_counts_only_where_a_scenario_can_reach_the_customer() -> None:
     assert admitted.entered  # the LINE one cannot speak to them: no reason to keep them out
     refused = enrol(mail_scenario, 1, customer(), event("Product Added"), None, NOW, others=[line_high])
     assert refused.reason == "higher_priority_active"
+
+    # A topic the customer left: that scenario speaks to them on no channel, so it neither keeps
+    # them out of a lower one nor takes them from it, and does not take them in at all.
+    left = customer().model_copy(
+        update={"topics": {"campaigns": TopicState(subscribed=False, updated_at=NOW, source="engage")}}
+    )
+    campaigns_high = OtherEnrolment("campaigns-high", 900, True, True, frozenset({Channel.LINE}), "campaigns")
+    assert enrol(mail_scenario, 1, left, event("Product Added"), None, NOW, others=[campaigns_high]).entered
+    campaign = scenario(priority=900, topic="campaigns")
+    mail_low = OtherEnrolment("mail-low", 100, True, True, frozenset({Channel.EMAIL}))
+    assert (
+        enrol(campaign, 1, left, event("Product Added"), None, NOW, others=[mail_low]).reason == "topic_left"
+    )
 
 
 # -- sends --------------------------------------------------------------------------------------------------

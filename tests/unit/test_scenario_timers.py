@@ -110,6 +110,23 @@ def test_tick_starts_a_timer_for_each_journey_due_within_the_look_ahead_and_none
     assert sorted(delay for _, delay in timed.queue.started) == [15, 55]
 
 
+def test_a_wave_due_at_once_fills_the_look_ahead_only_up_to_its_limit_and_the_tick_goes_on(
+    timed: Timed,
+) -> None:
+    """A tick's look-ahead stops at its limit (a wave of journeys due in one minute must not keep
+    the tick from its due pass); the rest are advanced when due, by the due pass."""
+    timed.world.upload(_scenario(WAIT_2M))
+    customers = _customers(5)
+    for customer in customers:
+        timed.enter(customer)
+    timed.runner.max_look_ahead_timers = 2
+    clock.freeze(NOW + timedelta(seconds=45))
+    report = timed.runner.tick()
+    assert report.timers == 2 and len(timed.queue.take()) == 2
+    clock.freeze(NOW + timedelta(minutes=2))
+    assert timed.runner.tick().changed == len(customers)
+
+
 def test_the_look_ahead_leaves_what_is_due_now_to_the_tick_itself(timed: Timed) -> None:
     timed.world.upload(_scenario(WAIT_2M))
     (customer,) = _customers(1)

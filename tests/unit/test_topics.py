@@ -13,7 +13,6 @@ from cems.engagement import ENGAGE_SOURCE_ID
 from cems.engagement.tokens import TokenKind, TokenSigner, TrackingToken
 from cems.models import MessageType, Profile, StoredEvent
 from cems.profile_facts import apply_event
-from cems.reports.counters import Metric
 from cems.scenario import engine
 from cems.scenario.model import FrequencyCaps
 from cems.scenario.validation import validate_document
@@ -120,14 +119,26 @@ def test_leaving_one_topic_stops_only_that_topics_scenarios() -> None:
         apply_event(world.profile(customer), _engage_event(customer, "Topic Left", "restock"))
     )
 
+    # A scenario of a topic the customer left does not take them in (its every send would be
+    # suppressed, and entering would only make their other journeys yield to it).
     world.runner.on_stored_event(world.event(customer, "Product Viewed"))
     assert world.sent() == []
-    journey = world.enrolment(customer, "restock_alert")
-    assert (
-        journey.state is engine.EnrolmentState.EXITED and journey.exit_reason == "unreachable:topic:restock"
+    assert world.enrolments.get(customer, "restock_alert") is None
+
+    # One who leaves the topic while in the journey: the send is suppressed and the journey exits.
+    scenario = world.scenarios.version("restock_alert", 1)
+    assert scenario is not None
+    before = world.customer("cus_before")
+    entered = engine.enrol(
+        scenario.scenario, 1, world.profile(before), world.event(before, "Product Viewed"), None, clock.now()
     )
-    suppressed = sum(int(c.get(Metric.SUPPRESSED, 0)) for _, c in world.counters.cells("restock_alert"))
-    assert suppressed == 1
+    assert entered.entered and entered.enrolment is not None
+    left = apply_event(world.profile(before), _engage_event(before, "Topic Left", "restock"))
+    result = engine.advance(scenario.scenario, entered.enrolment, left, [], clock.now(), engine.CapView())
+    assert (result.enrolment.state, result.enrolment.exit_reason) == (
+        engine.EnrolmentState.EXITED,
+        "unreachable:topic:restock",
+    )
 
     world.runner.on_stored_event(world.event(customer, "Cart Viewed"))
     world.runner.on_stored_event(world.event(customer, "Checkout Started"))

@@ -3,6 +3,7 @@ text, who it reaches, which message a page shows, and the test send's preview li
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,9 @@ from cems.scenario.validation import validate_document
 from cems.templates import RenderError
 from cems.web.channel import reachable
 from cems.web.dispatch import WebDispatch, WebMessage
-from cems.web.inbox import InboxItem, InboxOwner, due, page_matches
+from cems.web.inbox import InboxItem, InboxOwner, due, glob_matches, page_matches
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -181,6 +184,28 @@ def test_a_page_shows_the_oldest_message_for_it_that_is_neither_dismissed_nor_ex
 )
 def test_page_patterns(patterns: list[str] | None, url: str, matches: bool) -> None:
     assert page_matches(patterns, url) is matches
+
+
+@given(
+    st.lists(st.text(alphabet="ab/", max_size=3), min_size=1, max_size=4).map("*".join),
+    st.text(alphabet="ab/", max_size=12),
+)
+def test_a_page_pattern_matches_as_the_same_pattern_written_as_a_regular_expression(
+    pattern: str, text: str
+) -> None:
+    """The linear matcher agrees with `*` as `.*` in a regular expression, on every small case."""
+    expected = re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), text, re.DOTALL)
+    assert glob_matches(pattern, text) is (expected is not None)
+
+
+def test_a_strangers_url_can_neither_fail_nor_stall_the_match() -> None:
+    """The URL comes from whoever calls the fetch: a malformed one matches no page (never a 500),
+    and one built to make a pattern of stars backtrack is answered in one pass (a regular
+    expression of lazy stars took seconds on this one, and hours with one more star)."""
+    assert page_matches(["/products/*"], "http://[") is False
+    hostile = "https://shop.example.jp" + "/" * 2000
+    assert page_matches(["/*/*/*.html", "/*/*/*/*.html"], hostile) is False
+    assert page_matches(["/*/*/*.html"], "https://shop.example.jp/a/b/c.html") is True
 
 
 def test_a_test_send_is_a_preview_link_on_the_shop_page_with_a_secret_token() -> None:

@@ -129,13 +129,6 @@ def test_nothing_is_due_for_an_unknown_browser_an_expired_or_dismissed_message(w
     assert world.due() is None
 
 
-def test_a_user_id_is_no_way_into_an_inbox(world: World) -> None:
-    # The request has no user id at all: only the anonymous id's owner is read.
-    world.inbox.put(item("k1"))
-    assert world.due(anonymous_id="member-1001") is None
-    assert "user" not in WebFetchRequest.__dataclass_fields__
-
-
 def test_a_preview_token_reads_its_preview_inbox_on_any_page_and_gets_a_test_token(world: World) -> None:
     world.inbox.put(
         item("t1", owner=InboxOwner.of_preview(PREVIEW), message=message(pages=["/never"]), test=True)

@@ -497,10 +497,21 @@ class OperatorActions:
         channel, holdout and a masked sample (docs/audience.md); an audit entry with the counts. A
         large table's count is a run fanned out over segments: the answer then names its `run`, not
         yet complete, and the entry the run (its counts are not known yet)."""
+        from cems.scenario.loader import MAX_SCENARIO_BYTES
         from cems.scenario.validation import validate_text
 
         self._allowed(caller, Permission.AUDIENCE_COUNT, AuditAction.AUDIENCE_COUNT)
-        audience = self._audience_counts()
+        try:
+            audience = self._audience_counts()
+            # The loader's limit for a scenario file: a count is of a document that could be uploaded
+            # (and a run stores it in one DynamoDB item, which holds 400 KB).
+            if len(document.encode("utf-8")) > MAX_SCENARIO_BYTES:
+                limit = f"{MAX_SCENARIO_BYTES:,}"
+                message = f"シナリオは {limit} バイトまでです / a scenario may be at most {limit} bytes"
+                raise ClientError(413, "too_large", message, field="body", limit=MAX_SCENARIO_BYTES)
+        except ClientError:
+            self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)
+            raise
         report = validate_text(document, "request body")
         if report.scenario is None:
             self._record(caller, AuditAction.AUDIENCE_COUNT, outcome=AuditOutcome.FAILED)

@@ -105,6 +105,9 @@ class AudienceCount(BaseModel):
     # how many of its `segments` are counted. None for a count answered at once.
     run: str | None = None
     segments_done: int | None = None
+    # A run with no segment counted for a while (one in the dead-letter queue): it will not complete,
+    # so whoever asks stops asking (the note says to count again).
+    stalled: bool = False
 
 
 class AudienceTally(BaseModel):

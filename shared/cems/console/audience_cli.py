@@ -40,6 +40,7 @@ EXCLUDED_LABELS = {
     "still_enrolled": "ジャーニー中 / still in the journey",
     "cooldown": "再エントリー待ち / in the re-entry cooldown",
     "higher_priority_active": "優先度の高いシナリオ中 / in a higher-priority scenario",
+    "topic_left": "このトピックを配信停止 / left this scenario's topic",
 }
 
 
@@ -129,7 +130,13 @@ def count_command(
         except (ValueError, ValidationError) as exc:
             print(f"error: the API answered something that is not an audience count: {exc}", file=sys.stderr)
             return 2
-        if count.run is None or count.complete or args.no_wait or waited >= args.wait_seconds:
+        if (
+            count.run is None
+            or count.complete
+            or count.stalled
+            or args.no_wait
+            or waited >= args.wait_seconds
+        ):
             break
         # Progress on stderr, so --json's stdout stays one document.
         print(_progress(count), file=sys.stderr)

@@ -234,9 +234,10 @@ def _status(
     complete = done == run.segments
     last = max((s.updated_at for s in segments if s.updated_at is not None), default=run.created_at)
     notes: tuple[str, ...] = ()
+    stalled = not complete and now - last > STALLED_AFTER
     if not complete:
         notes = (progress_note(done, run.segments),)
-        if now - last > STALLED_AFTER:
+        if stalled:
             notes += (STALLED_NOTE,)
     answer = audience_answer(
         scenario,
@@ -248,7 +249,7 @@ def _status(
         extra_notes=notes,
         complete=complete,
     )
-    return answer.model_copy(update={"run": run.run, "segments_done": done})
+    return answer.model_copy(update={"run": run.run, "segments_done": done, "stalled": stalled})
 
 
 class AudienceSegmentCounter:

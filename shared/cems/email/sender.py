@@ -44,6 +44,7 @@ from cems import clock
 from cems.email.compose import LinkMaker, compose
 from cems.email.config import EmailSettings
 from cems.email.dispatch import EmailDispatch
+from cems.errors import validation_reasons
 from cems.models import Channel, address_hash
 from cems.ports import CounterPort, CustomerReader, EmailDeliveryRecords, MailGateway, SuppressionPort
 from cems.reports.counters import Metric, ReportCell
@@ -179,10 +180,7 @@ class EmailSender:
             # Never right however often it is retried: reported and dropped (field paths and reasons
             # only; the input is not logged, it holds content and perhaps an address).
             report.invalid = True
-            report.failure_reasons = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'dispatch'}: {e['msg']}"[:200]
-                for e in exc.errors()[:5]
-            ]
+            report.failure_reasons = validation_reasons(exc)
             return report
         report.idempotency_key = dispatch.idempotency_key
         report.test = dispatch.test

@@ -58,6 +58,7 @@ from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from cems import clock
+from cems.errors import validation_reasons
 from cems.line.deliveries import (
     FINAL_UNIT_STATUSES,
     ClaimResult,
@@ -373,9 +374,7 @@ class LineSender:
             # Never right however often it is retried: reported and dropped (the input is not logged,
             # it may hold personal content).
             report.invalid = True
-            report.failure_reasons = [
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"[:200] for e in exc.errors()[:5]
-            ]
+            report.failure_reasons = validation_reasons(exc)
             return report
         report.idempotency_key = dispatch.idempotency_key
         report.test = dispatch.test

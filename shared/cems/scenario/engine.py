@@ -332,6 +332,8 @@ class OtherEnrolment:
     # The channels its send steps may send on (`send_channels`): priority counts only where the
     # scenario can reach the customer on one of them (issue 13). None: not known, counts as reaching.
     channels: frozenset[Channel] | None = None
+    # Its preference-centre topic: a customer who left it is not reached by it on any channel.
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -447,13 +449,15 @@ def trigger_matches(scenario: Scenario, event: StoredEvent) -> bool:
 
 def send_channels(scenario: Scenario) -> frozenset[Channel]:
     """Every channel a send step of the scenario may send on."""
-    sends = (step for step in scenario.steps if isinstance(step, SendStep))
-    return frozenset(channel for step in sends for channel in step.channels())
+    return frozenset(scenario.channels())
 
 
-def reaches(channels: Collection[Channel], profile: Profile) -> bool:
-    """Whether a scenario sending on `channels` can reach the customer now on one of them. One that
-    sends nothing (rich menus, traits) acts on the customer without a channel: it reaches them."""
+def reaches(channels: Collection[Channel], profile: Profile, topic: str | None = None) -> bool:
+    """Whether a scenario sending on `channels` (about `topic`) can reach the customer now on one of
+    them: never when they left its topic. One that sends nothing (rich menus, traits) acts on the
+    customer without a channel: it reaches them."""
+    if left_topic(profile.topics, topic):
+        return False
     return not channels or any(plugin(channel).reachable(profile) for channel in channels)
 
 
@@ -508,13 +512,18 @@ def admit(
         entry = existing.entry + 1
     if scenario.audience is not None and not evaluate(scenario.audience, profile, events, now):
         return EnrolDecision(entered=False, reason="audience")
+    if left_topic(profile.topics, scenario.topic):
+        # Every send would be suppressed: entering would only make other journeys yield to it.
+        return EnrolDecision(entered=False, reason="topic_left")
     # Priority is about who speaks to the customer: a scenario that cannot reach them on any of
     # its channels neither keeps them out of a lower one nor makes a lower one give them up (an
     # email-only customer is not pulled out of an email scenario by a LINE-only one).
     active = [
         o
         for o in others
-        if o.active and o.scenario_id != scenario.id and (o.channels is None or reaches(o.channels, profile))
+        if o.active
+        and o.scenario_id != scenario.id
+        and (o.channels is None or reaches(o.channels, profile, o.topic))
     ]
     if scenario.exit.yield_to_higher_priority and any(o.priority > scenario.priority for o in active):
         return EnrolDecision(entered=False, reason="higher_priority_active")
@@ -531,7 +540,7 @@ def admit(
         revision=0 if existing is None else existing.revision + 1,
         trigger=None if trigger_event is None else TriggerRef.of(trigger_event),
     )
-    speaks = reaches(send_channels(scenario), profile)
+    speaks = reaches(send_channels(scenario), profile, scenario.topic)
     yielding = [
         o.scenario_id
         for o in active

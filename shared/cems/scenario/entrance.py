@@ -182,6 +182,7 @@ class Entrance:
                     yield_to_higher_priority=scenario.exit.yield_to_higher_priority,
                     active=not other.ended,
                     channels=send_channels(scenario),
+                    topic=scenario.topic,
                 )
             )
         return others

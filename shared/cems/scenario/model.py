@@ -859,6 +859,7 @@ class Scenario(_Model):
         return [following] if following else []
 
     def channels(self) -> set[Channel]:
+        """Every channel a send step of the scenario may send on (engine.send_channels)."""
         out: set[Channel] = set()
         for step in self.steps:
             if isinstance(step, SendStep):

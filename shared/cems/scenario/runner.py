@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from itertools import islice
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import ValidationError
@@ -99,6 +100,11 @@ R = TypeVar("R")
 TICK_BATCH = 100
 # Timers a tick hands the timer queue at a time (the adapter sends them ten to a request).
 TIMER_BATCH = 100
+# The most timers one tick's look-ahead starts (about 200 SendMessageBatch calls, a few seconds). A
+# wave of journeys due in the same minute (a broadcast's "1d" wait) would otherwise keep the tick in
+# its look-ahead past its time-out, and the due pass would never run; what is left over is advanced
+# by the due pass when due, at most a minute late, as before timers.
+MAX_LOOK_AHEAD_TIMERS = 2_000
 # A cap refusal means another send took the last one in between: deciding again with fresh counts
 # skips or defers the send, so a second attempt settles it; the third is a safety margin.
 MAX_CAP_ATTEMPTS = 3
@@ -222,10 +228,12 @@ class ScenarioRunner:
         counters: CounterPort | None = None,
         quiet_hours: QuietHours | None = None,
         timers: TimerQueue | None = None,
+        max_look_ahead_timers: int = MAX_LOOK_AHEAD_TIMERS,
     ) -> None:
         self.scenarios = scenarios
         # None: no timers (every due journey waits for the tick, as before issue 13).
         self.timers = timers
+        self.max_look_ahead_timers = max_look_ahead_timers
         # Timers of journeys written in this call, started when the call ends (see _sends_timers).
         self._pending_timers: list[Timer] = []
         self.counters = counters
@@ -363,8 +371,8 @@ class ScenarioRunner:
             if read is None or read.ended:
                 return
             result = exit_enrolment(read, f"yielded:{winner}", now, read.step_id)
-            self._count(read, [result], None)  # a journey waiting at a step leaves it
             if self._write(read, result.enrolment) is not None:
+                self._count_steps(read, [result])  # a journey waiting at a step leaves it
                 report.changed += 1
                 return
             report.conflicts += 1
@@ -384,8 +392,9 @@ class ScenarioRunner:
         its report counts (a few per journey, each under the journey's own `once` name, which a
         tick redone after a crash must find again: a batch of a tick is not the same set twice).
 
-        Before the due work, the look-ahead: a timer for every item due within LOOK_AHEAD, so those
-        fire on their second rather than at the next tick (first, so a long due pass delays none)."""
+        Before the due work, the look-ahead: a timer for each item due within LOOK_AHEAD, so those
+        fire on their second rather than at the next tick (first, so a long due pass delays none; at
+        most max_look_ahead_timers of them, so a wave due at once cannot delay the due pass)."""
         now = now or clock.now()
         report = RunReport()
         if self.timers is not None:
@@ -407,7 +416,8 @@ class ScenarioRunner:
         """A timer for each item of the due index due in (now, now + LOOK_AHEAD]: one more Query per
         shard (the range after `now`); what is due by `now` is the due pass's. A queue that refuses
         ends the look-ahead: the due pass, and the next ticks, still find those items when due."""
-        ahead = self.enrolments.iter_due(now + LOOK_AHEAD, after=now)
+        # At most max_look_ahead_timers items are read at all (the due index is read lazily).
+        ahead = islice(self.enrolments.iter_due(now + LOOK_AHEAD, after=now), self.max_look_ahead_timers)
         for keys in _batched(ahead, TIMER_BATCH):
             batch = [Timer.of(k.customer_id, k.scenario_id, k.due_at, k.kind) for k in keys]
             try:
@@ -933,6 +943,7 @@ class ScenarioRunner:
         if self._write(read, results[-1].enrolment) is None:
             self._lost_write_caps(candidate.customer_id, taken, now)
             return False
+        self._count_steps(read, results)
         report.changed += 1
         self._timer_after_write(results[-1].enrolment, now, report)
         self._apply_to_profile(results, customer, now, report)
@@ -951,11 +962,19 @@ class ScenarioRunner:
             except ServiceUnavailable as exc:  # a report is worth less than the journey
                 error = type(exc.__cause__ or exc).__name__
                 log.warning("report counter not added", extra={"metric": metric, "error": error})
+
+    def _count_steps(self, read: Enrolment | None, results: Sequence[Advance]) -> None:
+        """Entered and waiting per step, counted once the change's write has won: a race on one
+        revision decided two ways (an order arriving as the wait times out) must count the winner's
+        steps, and the marker (named after that revision) lets only the first count in. A crash
+        between the write and this count loses the count, as a report may."""
+        if self.counters is None or not results:
+            return
         marker, deltas = _step_journey_counts(read, results)
         if deltas:
             try:
                 self.counters.add_many(deltas, once=marker)
-            except ServiceUnavailable as exc:
+            except ServiceUnavailable as exc:  # a report is worth less than the journey
                 error = type(exc.__cause__ or exc).__name__
                 log.warning("report counter not added", extra={"metric": "steps", "error": error})
 

@@ -132,6 +132,20 @@ def validate_text(text: str, source: str = "<scenario>") -> ValidationReport:
 
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates)
+        # The whole-document checks walk the raw JSON, so a document deep enough to exhaust Python's
+        # recursion there is refused the same way as one the parser could not hold.
+        report = validate_document(data, source)
+    except RecursionError:
+        # A hostile or broken file (`[[[[…`): a refusal naming the limit, never a crash of the
+        # loader or a 500 from the audience routes. No traceback kept: a thousand parser frames.
+        return _refused(
+            source,
+            "too_deep",
+            bilingual(
+                "JSON の入れ子が深すぎます（シナリオに必要な深さを大きく超えています）",
+                "the JSON is nested far deeper than any scenario needs",
+            ),
+        )
     except json.JSONDecodeError as exc:
         return _refused(
             source,
@@ -141,7 +155,6 @@ def validate_text(text: str, source: str = "<scenario>") -> ValidationReport:
                 f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
             ),
         )
-    report = validate_document(data, source)
     for key in dict.fromkeys(duplicates):
         report.errors.insert(
             0,

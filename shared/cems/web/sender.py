@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from cems import clock
+from cems.errors import validation_reasons
 from cems.models import Channel
 from cems.ports import CounterPort, CustomerReader, DeliveryClaims, WebInbox
 from cems.reports.counters import Metric, ReportCell
@@ -102,10 +103,7 @@ class WebSender:
         except ValidationError as exc:
             # Never right however often it is retried: reported and dropped (paths and reasons only).
             report.invalid = True
-            report.failure_reasons = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'dispatch'}: {e['msg']}"[:200]
-                for e in exc.errors()[:5]
-            ]
+            report.failure_reasons = validation_reasons(exc)
             return report
         report.idempotency_key = dispatch.idempotency_key
         report.test = dispatch.test

@@ -29,7 +29,10 @@ class DynamoAudienceRunStore:
         """ServiceUnavailable when it could not be written (the API answers 503)."""
         item = {
             **keys.audience_run_key(run.run),
-            "run": {"S": run.model_dump_json()},
+            # The document as its own attribute, not escaped again inside the run's JSON: a document
+            # within the loader's 300,000 bytes always fits the 400 KB item.
+            "run": {"S": run.model_dump_json(exclude={"document"})},
+            "document": {"S": run.document},
             "expires_at": {"N": str(int(expires_at.timestamp()))},
         }
         try:
@@ -46,7 +49,10 @@ class DynamoAudienceRunStore:
         ).get("Item")
         if item is None or _expired(item):
             return None
-        return AudienceRun.model_validate_json(item["run"]["S"])
+        run = json.loads(item["run"]["S"])
+        if "document" in item:  # runs started before the document had its own attribute hold it inside
+            run["document"] = item["document"]["S"]
+        return AudienceRun.model_validate(run)
 
     def segment(self, run_id: str, segment: int) -> AudienceSegment | None:
         item = self.client.get_item(

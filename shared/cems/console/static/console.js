@@ -668,7 +668,8 @@
       return fail(answer);
     }
     renderAudience(answer.body);
-    while (answer.body.run && !answer.body.complete) {
+    // Until complete, or stalled (a segment that will never be counted: its note says count again).
+    while (answer.body.run && !answer.body.complete && !answer.body.stalled) {
       await new Promise((resolve) => setTimeout(resolve, AUDIENCE_POLL_MS));
       if (mine !== audienceRun) return;
       answer = await api(`/admin/console/audience/${encodeURIComponent(answer.body.run)}`);
